@@ -1,0 +1,1 @@
+"""astrai: a paged KV cache and a continuous-batching scheduler, recorded for animation."""

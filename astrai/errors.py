@@ -1,0 +1,45 @@
+"""Every named exception the engine raises, in one place."""
+
+
+class AstraiError(Exception):
+    """Base of all errors raised by this package."""
+
+
+class CacheError(AstraiError):
+    """Misuse of the paged cache. The cache is unchanged when one is raised."""
+
+
+class PageOutOfRange(CacheError, IndexError):
+    """A page id that is negative or not below n_pages."""
+
+
+class PageNotAllocated(CacheError):
+    """An operation that needs a referenced page got a free one."""
+
+
+class DoubleFree(PageNotAllocated):
+    """free() of a page that holds no reference."""
+
+
+class PrefixConflict(CacheError):
+    """record_prefix() asked to record a page already holding other tokens."""
+
+
+class IntegrityError(CacheError):
+    """check() found the allocator's structures out of agreement."""
+
+
+class SchedulerError(AstraiError):
+    """Misuse of the scheduler."""
+
+
+class RequestTooLarge(SchedulerError, ValueError):
+    """A request that could never fit in the page pool."""
+
+
+class WorkloadError(AstraiError, ValueError):
+    """A malformed workload file; the message names the field."""
+
+
+class TraceFormatError(AstraiError, ValueError):
+    """A malformed trace file or an unknown trace version."""

@@ -1,0 +1,1 @@
+"""The engine: the paged KV cache and the scheduler that drives it."""

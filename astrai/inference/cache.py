@@ -1,0 +1,550 @@
+"""PagedCache: K/V storage in fixed-size pages, handed out from a free bitmask.
+
+Three kinds of page, always exactly one each: free (its bit is set in the mask), in use (refs > 0),
+and cached (refs == 0, but it still holds a recorded prompt prefix and can be revived by a lookup
+hit; the least recently used one is evicted when no free page is left).
+
+K/V live in `k_cache`/`v_cache` [n_layers, n_pages, page_size, n_kv_heads, head_dim]. Page tables
+are int tensors [B, max_pages] padded with -1; storage has one extra "null" page behind the live
+ones, and every -1 entry (and every padded token) is routed there, so padding never reads or writes
+a live page and no host-device sync is needed to find it.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections import OrderedDict
+from typing import Iterable, NamedTuple, Sequence
+
+import torch
+
+from astrai.errors import (
+    CacheError,
+    DoubleFree,
+    IntegrityError,
+    PageNotAllocated,
+    PageOutOfRange,
+    PrefixConflict,
+)
+
+_WORD = 64  # pages per word of the free bitmask
+
+
+class CacheListener:
+    """Observer of every state change; subclass and override what you need.
+
+    Hooks run after the change. The cache never depends on what a listener does.
+    """
+
+    def on_alloc(self, page: int) -> None: ...
+    def on_free(self, page: int, refs: int) -> None: ...  # refs left after the drop
+    def on_release(self, page: int) -> None: ...  # refs hit 0: the page's bit is set again
+    def on_cache(self, page: int) -> None: ...  # refs hit 0 on a recorded page: kept, evictable
+    def on_evict(self, page: int) -> None: ...  # LRU cached page dropped so alloc can reuse it
+    def on_share(self, page: int, revived: bool) -> None: ...  # inc_ref; revived: was cached
+    def on_record(self, pages: list[int]) -> None: ...  # pages newly recorded as a prefix
+    def on_write(self, layer_id: int, page_table, start_pos, n_tokens: int, lengths) -> None: ...
+
+
+class _Entry(NamedTuple):
+    """A recorded prefix page. `parent` is the uid of the page before it (0 for the first)."""
+
+    key: int
+    parent: int
+    tokens: tuple
+    uid: int
+
+
+def pages_for(n_tokens: int, page_size: int) -> int:
+    """How many pages hold n_tokens: ceil(n_tokens / page_size)."""
+    return (n_tokens + page_size - 1) // page_size
+
+
+class PagedCache:
+    def __init__(
+        self,
+        n_layers: int,
+        n_pages: int,
+        page_size: int,
+        n_kv_heads: int,
+        head_dim: int,
+        device: str | torch.device = "cpu",
+        dtype: torch.dtype = torch.float32,
+    ):
+        for name, value in (
+            ("n_layers", n_layers),
+            ("n_pages", n_pages),
+            ("page_size", page_size),
+            ("n_kv_heads", n_kv_heads),
+            ("head_dim", head_dim),
+        ):
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        if not dtype.is_floating_point:
+            raise ValueError(f"dtype must be a floating type, got {dtype}")
+        self.n_layers, self.n_pages, self.page_size = n_layers, n_pages, page_size
+        self.n_kv_heads, self.head_dim = n_kv_heads, head_dim
+        self.device, self.dtype = torch.device(device), dtype
+
+        # Storage has page n_pages as the null page; k_cache/v_cache hide it.
+        shape = (n_layers, n_pages + 1, page_size, n_kv_heads, head_dim)
+        self._k_store = torch.zeros(shape, device=self.device, dtype=dtype)
+        self._v_store = torch.zeros(shape, device=self.device, dtype=dtype)
+        self.k_cache = self._k_store[:, :n_pages]
+        self.v_cache = self._v_store[:, :n_pages]
+        # Per-layer views made once: [pages, page_size, H, D] to gather, [slots, H, D] to write.
+        self._k_pages = self._k_store.unbind(0)
+        self._v_pages = self._v_store.unbind(0)
+        flat = (n_layers, (n_pages + 1) * page_size, n_kv_heads, head_dim)
+        self._k_slots = self._k_store.view(flat).unbind(0)
+        self._v_slots = self._v_store.view(flat).unbind(0)
+        self._null_page = n_pages
+        self._gather_k = torch.empty(0, device=self.device, dtype=dtype)
+        self._gather_v = torch.empty(0, device=self.device, dtype=dtype)
+
+        # Free bitmask in 64-page words plus a summary mask of the words that have a free page,
+        # so the lowest free page is found in O(1) whatever the pool size.
+        n_words = pages_for(n_pages, _WORD)
+        self._words = [(1 << _WORD) - 1] * n_words
+        if n_pages % _WORD:
+            self._words[-1] = (1 << (n_pages % _WORD)) - 1
+        self._summary = (1 << n_words) - 1
+        self._n_free = n_pages
+        self._refs = [0] * n_pages
+
+        # Prefix cache: key -> page, page -> entry, and the cached pages oldest-first.
+        self._page_of_key: dict[int, int] = {}
+        self._entries: dict[int, _Entry] = {}
+        self._lru: OrderedDict[int, None] = OrderedDict()
+        self._next_uid = 1
+
+        self.listener: CacheListener | None = None
+
+    def __repr__(self) -> str:
+        return (
+            f"PagedCache(n_layers={self.n_layers}, n_pages={self.n_pages}, "
+            f"page_size={self.page_size}, n_kv_heads={self.n_kv_heads}, "
+            f"head_dim={self.head_dim}, device={self.device}, dtype={self.dtype})"
+        )
+
+    # ---- read-only views -------------------------------------------------------------------
+
+    @property
+    def free_mask(self) -> int:
+        """Bit i set <=> page i is free."""
+        mask = 0
+        for w, word in enumerate(self._words):
+            mask |= word << (w * _WORD)
+        return mask
+
+    @property
+    def refs(self) -> tuple[int, ...]:
+        return tuple(self._refs)
+
+    @property
+    def cached_pages(self) -> tuple[int, ...]:
+        """Pages with refs 0 still holding a recorded prefix, least recently used first."""
+        return tuple(self._lru)
+
+    @property
+    def n_free(self) -> int:
+        return self._n_free
+
+    @property
+    def n_cached(self) -> int:
+        return len(self._lru)
+
+    @property
+    def n_used(self) -> int:
+        return self.n_pages - self._n_free - len(self._lru)
+
+    @property
+    def n_available(self) -> int:
+        """Pages alloc() can still hand out: free ones, then evicted cached ones."""
+        return self._n_free + len(self._lru)
+
+    def pages_for(self, n_tokens: int) -> int:
+        return pages_for(n_tokens, self.page_size)
+
+    # ---- allocation ------------------------------------------------------------------------
+
+    def alloc(self) -> int:
+        """Take the lowest free page (refs = 1); evict the LRU cached page if none; else -1."""
+        summary = self._summary
+        if summary:
+            w = (summary & -summary).bit_length() - 1  # lowest word with a free page
+            word = self._words[w]
+            lsb = word & -word  # its lowest set bit
+            word ^= lsb  # clear it: the page is taken
+            self._words[w] = word
+            if not word:
+                self._summary = summary ^ (1 << w)
+            idx = w * _WORD + lsb.bit_length() - 1
+            self._n_free -= 1
+        elif self._lru:
+            idx = self._evict_lru()
+        else:
+            return -1
+        self._refs[idx] = 1
+        if self.listener is not None:
+            self.listener.on_alloc(idx)
+        return idx
+
+    def alloc_n(self, n: int) -> list[int]:
+        """n pages or none: [] (with nothing allocated or evicted) when n cannot be had."""
+        n = operator.index(n)
+        if n < 0:
+            raise ValueError(f"alloc_n needs n >= 0, got {n}")
+        if n > self._n_free + len(self._lru):
+            return []
+        return [self.alloc() for _ in range(n)]
+
+    def free(self, idx: int) -> None:
+        """Drop one reference; at 0 the page's bit is set again, or it stays cached if recorded."""
+        idx = self._page_id(idx)
+        refs = self._refs[idx]
+        if refs <= 0:
+            state = "cached" if idx in self._lru else "free"
+            raise DoubleFree(f"free({idx}): page {idx} holds no reference (it is {state})")
+        refs -= 1
+        self._refs[idx] = refs
+        listener = self.listener
+        if listener is not None:
+            listener.on_free(idx, refs)
+        if refs == 0:
+            if idx in self._entries:
+                self._lru[idx] = None  # most recently used end
+                if listener is not None:
+                    listener.on_cache(idx)
+            else:
+                w = idx // _WORD
+                self._words[w] |= 1 << (idx % _WORD)
+                self._summary |= 1 << w
+                self._n_free += 1
+                if listener is not None:
+                    listener.on_release(idx)
+
+    def inc_ref(self, idx: int) -> None:
+        """Add a reference to an in-use page, or revive a cached one (refs 0 -> 1)."""
+        idx = self._page_id(idx)
+        revived = self._refs[idx] == 0
+        if revived:
+            if idx not in self._lru:
+                raise PageNotAllocated(f"inc_ref({idx}): page {idx} is free, not allocated")
+            del self._lru[idx]
+        self._refs[idx] += 1
+        if self.listener is not None:
+            self.listener.on_share(idx, revived)
+
+    def _page_id(self, idx) -> int:
+        if type(idx) is not int:  # the common case skips the slower checks
+            if isinstance(idx, bool) or not hasattr(type(idx), "__index__"):
+                raise TypeError(f"page id must be an int, got {type(idx).__name__}")
+            idx = operator.index(idx)
+        if not 0 <= idx < self.n_pages:
+            raise PageOutOfRange(f"page id {idx} is outside 0..{self.n_pages - 1}")
+        return idx
+
+    def _evict_lru(self) -> int:
+        idx, _ = self._lru.popitem(last=False)
+        entry = self._entries.pop(idx)
+        del self._page_of_key[entry.key]
+        if self.listener is not None:
+            self.listener.on_evict(idx)
+        return idx
+
+    # ---- prefix cache ----------------------------------------------------------------------
+
+    def _chunks(self, token_ids) -> Iterable[tuple[int, tuple]]:
+        """(key, tokens) of each full page; each key chains the previous page's key."""
+        if isinstance(token_ids, torch.Tensor):
+            token_ids = token_ids.tolist()
+        ps = self.page_size
+        key = 0
+        for i in range(len(token_ids) // ps):
+            tokens = tuple(token_ids[i * ps : (i + 1) * ps])
+            key = hash((key, tokens))
+            yield key, tokens
+
+    def lookup_prefix(self, token_ids: Sequence[int]) -> list[int]:
+        """Physical pages of the longest recorded full-page prefix of token_ids. Changes nothing.
+
+        Each hit is verified against the stored tokens and the identity of the page before it,
+        so a hash collision can only cause a miss, never a wrong page.
+        """
+        pages: list[int] = []
+        parent = 0
+        for key, tokens in self._chunks(token_ids):
+            page = self._page_of_key.get(key)
+            if page is None:
+                break
+            entry = self._entries[page]
+            if entry.tokens != tokens or entry.parent != parent:
+                break
+            pages.append(page)
+            parent = entry.uid
+        return pages
+
+    def record_prefix(self, pages: Sequence[int], token_ids: Sequence[int]) -> list[int]:
+        """Record the full pages of a prompt (pages[i] holds tokens i*ps..(i+1)*ps-1).
+
+        Pages whose content is already recorded (on this page or another) are skipped. Returns
+        the pages newly recorded.
+        """
+        chunks = list(self._chunks(token_ids))[: len(pages)]
+        pages = [self._page_id(p) for p in pages[: len(chunks)]]
+        for page in pages:
+            if self._refs[page] == 0:
+                raise PageNotAllocated(f"record_prefix: page {page} is not allocated")
+        plan: list[tuple[int, _Entry]] = []
+        planned: dict[int, _Entry] = {}
+        parent = 0
+        uid = self._next_uid
+        for page, (key, tokens) in zip(pages, chunks):
+            known = self._page_of_key.get(key)
+            if known is not None or key in planned:
+                entry = self._entries[known] if known is not None else planned[key]
+                if entry.tokens != tokens or entry.parent != parent:
+                    break  # a hash collision: stop indexing here, never overwrite
+                parent = entry.uid
+                continue
+            if page in self._entries or any(page == p for p, _ in plan):
+                raise PrefixConflict(
+                    f"record_prefix: page {page} already records another prefix page"
+                )
+            entry = _Entry(key, parent, tokens, uid)
+            plan.append((page, entry))
+            planned[key] = entry
+            parent = uid
+            uid += 1
+        # Only now mutate, so a raise above leaves the cache unchanged.
+        for page, entry in plan:
+            self._entries[page] = entry
+            self._page_of_key[entry.key] = page
+        self._next_uid = uid
+        recorded = [page for page, _ in plan]
+        if recorded and self.listener is not None:
+            self.listener.on_record(recorded)
+        return recorded
+
+    def clear_prefix_cache(self) -> None:
+        """Forget every recorded prefix; cached pages become free."""
+        for idx in list(self._lru):
+            self._lru.pop(idx)
+            w = idx // _WORD
+            self._words[w] |= 1 << (idx % _WORD)
+            self._summary |= 1 << w
+            self._n_free += 1
+            if self.listener is not None:
+                self.listener.on_evict(idx)
+                self.listener.on_release(idx)
+        self._entries.clear()
+        self._page_of_key.clear()
+
+    def is_recorded(self, idx: int) -> bool:
+        return idx in self._entries
+
+    # ---- integrity -------------------------------------------------------------------------
+
+    def check(self) -> None:
+        """Raise IntegrityError unless mask, refs, counts, cache maps and LRU all agree."""
+        n = self.n_pages
+        mask = self.free_mask
+        problems = []
+        if mask >> n:
+            problems.append(f"mask has bits above page {n - 1}")
+        free = {i for i in range(n) if mask >> i & 1}
+        if len(free) != self._n_free:
+            problems.append(f"n_free {self._n_free} != {len(free)} set bits")
+        for w, word in enumerate(self._words):
+            if bool(word) != bool(self._summary >> w & 1):
+                problems.append(f"summary bit {w} disagrees with word {w}")
+        if self._summary >> len(self._words):
+            problems.append("summary has bits past the last word")
+        cached = set(self._lru)
+        used = {i for i in range(n) if self._refs[i] > 0}
+        if any(r < 0 for r in self._refs):
+            problems.append("negative refcount")
+        if free & cached or free & used or cached & used:
+            problems.append("a page is in two states")
+        if len(free) + len(cached) + len(used) != n:
+            problems.append(f"free {len(free)} + cached {len(cached)} + used {len(used)} != {n}")
+        if cached - set(self._entries):
+            problems.append(f"cached pages {sorted(cached - set(self._entries))} have no entry")
+        if free & set(self._entries):
+            problems.append(f"free pages {sorted(free & set(self._entries))} hold an entry")
+        if {p: e.key for p, e in self._entries.items()} != {
+            p: k for k, p in self._page_of_key.items()
+        }:
+            problems.append("key map and entries disagree")
+        uids = [e.uid for e in self._entries.values()]
+        if len(set(uids)) != len(uids):
+            problems.append("duplicate entry uid")
+        if problems:
+            raise IntegrityError("; ".join(problems))
+
+    # ---- K/V -------------------------------------------------------------------------------
+
+    def _check_table(self, page_table: torch.Tensor) -> None:
+        if page_table.dim() != 2:
+            raise ValueError(f"page_table must be [B, max_pages], got {tuple(page_table.shape)}")
+        if page_table.device != self.device:
+            raise ValueError(f"page_table is on {page_table.device}, the cache on {self.device}")
+        if page_table.dtype not in (torch.int64, torch.int32):
+            raise ValueError(f"page_table must be int32 or int64, got {page_table.dtype}")
+
+    def _check_kv(self, k: torch.Tensor, v: torch.Tensor, batch: int) -> None:
+        want = (batch, k.shape[1] if k.dim() == 4 else -1, self.n_kv_heads, self.head_dim)
+        if k.dim() != 4 or tuple(k.shape) != want or k.shape != v.shape:
+            raise ValueError(
+                f"k and v must both be [B={batch}, S, {self.n_kv_heads}, {self.head_dim}], "
+                f"got {tuple(k.shape)} and {tuple(v.shape)}"
+            )
+
+    def slot_index(
+        self,
+        page_table: torch.Tensor,
+        start_pos: int | torch.Tensor,
+        n_tokens: int,
+        lengths: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Flat storage slot of token t of row b: page * page_size + offset, shape [B * n_tokens].
+
+        Token t sits at position start_pos[b] + t. Tokens with t >= lengths[b], at a -1 entry
+        or past the table go to the null page. Computed once per step and shared by all layers.
+        """
+        self._check_table(page_table)
+        ps, batch, max_pages = self.page_size, page_table.shape[0], page_table.shape[1]
+        t = torch.arange(n_tokens, device=self.device)
+        if isinstance(start_pos, torch.Tensor):
+            pos = start_pos.to(self.device, torch.int64).view(batch, 1) + t
+        else:
+            if start_pos < 0:
+                raise ValueError(f"start_pos must be >= 0, got {start_pos}")
+            pos = (t + start_pos).expand(batch, n_tokens)
+        col = torch.div(pos, ps, rounding_mode="floor")
+        phys = page_table.gather(1, col.clamp(0, max_pages - 1)).long()
+        valid = (col < max_pages) & (phys >= 0) & (pos >= 0)
+        if lengths is not None:
+            valid &= t < lengths.to(self.device).view(batch, 1)
+        page = torch.where(valid, phys, self._null_page)
+        return (page * ps + pos.remainder(ps)).reshape(-1)
+
+    def write(
+        self,
+        layer_id: int,
+        page_table: torch.Tensor,
+        start_pos: int | torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        lengths: torch.Tensor | None = None,
+    ) -> None:
+        """Write k, v [B, S, H, D]: token t of row b to the slot of position start_pos[b] + t.
+
+        lengths[b] (optional) is how many of row b's S tokens are real; the rest are padding and
+        are never written to a live page.
+        """
+        self._check_kv(k, v, page_table.shape[0])
+        slots = self.slot_index(page_table, start_pos, k.shape[1], lengths)
+        self.write_slots(layer_id, slots, k, v)
+        if self.listener is not None:
+            self.listener.on_write(layer_id, page_table, start_pos, k.shape[1], lengths)
+
+    def write_slots(self, layer_id: int, slots: torch.Tensor, k: torch.Tensor, v: torch.Tensor):
+        """Write with a precomputed slot_index(): one index_copy_ for K and one for V."""
+        n = slots.shape[0]
+        self._k_slots[layer_id].index_copy_(0, slots, k.reshape(n, self.n_kv_heads, self.head_dim))
+        self._v_slots[layer_id].index_copy_(0, slots, v.reshape(n, self.n_kv_heads, self.head_dim))
+
+    def gather_index(self, page_table: torch.Tensor, total_len: int) -> torch.Tensor:
+        """The page ids to gather for total_len tokens, -1 replaced by the null page, flat."""
+        self._check_table(page_table)
+        n_cols = self.pages_for(total_len)
+        if total_len <= 0 or n_cols > page_table.shape[1]:
+            raise ValueError(
+                f"total_len {total_len} needs {n_cols} pages; page_table has {page_table.shape[1]}"
+            )
+        cols = page_table[:, :n_cols]
+        return torch.where(cols < 0, self._null_page, cols).long().reshape(-1)
+
+    def gather(self, layer_id: int, page_table: torch.Tensor, total_len: int):
+        """K and V [B, total_len, H, D] in logical order.
+
+        The results are views of buffers this cache reuses: they hold until the next gather.
+        """
+        return self.gather_pages(layer_id, self.gather_index(page_table, total_len), total_len)
+
+    def gather_pages(self, layer_id: int, index: torch.Tensor, total_len: int):
+        """gather() with a precomputed gather_index()."""
+        n = index.shape[0]
+        ps, h, d = self.page_size, self.n_kv_heads, self.head_dim
+        need = n * ps * h * d
+        if self._gather_k.numel() < need:
+            self._gather_k = torch.empty(need, device=self.device, dtype=self.dtype)
+            self._gather_v = torch.empty(need, device=self.device, dtype=self.dtype)
+        k_out = self._gather_k[:need].view(n, ps, h, d)
+        v_out = self._gather_v[:need].view(n, ps, h, d)
+        torch.index_select(self._k_pages[layer_id], 0, index, out=k_out)
+        torch.index_select(self._v_pages[layer_id], 0, index, out=v_out)
+        batch = n // self.pages_for(total_len)
+        k = k_out.view(batch, -1, h, d)[:, :total_len]
+        v = v_out.view(batch, -1, h, d)[:, :total_len]
+        return k, v
+
+    def bind(
+        self,
+        page_table: torch.Tensor,
+        total_len: int,
+        lengths: torch.Tensor | None = None,
+    ) -> "CacheView":
+        return CacheView(self, page_table, total_len, lengths)
+
+
+class CacheView:
+    """A cache bound to one batch's page table and length: what an attention layer sees.
+
+    total_len is the longest row's length after this step's write (a Python int: it sizes the
+    gathered K/V); lengths, optional [B], is each row's own, for the attention mask.
+    """
+
+    def __init__(
+        self,
+        cache: PagedCache,
+        page_table: torch.Tensor,
+        total_len: int,
+        lengths: torch.Tensor | None = None,
+    ):
+        self.cache = cache
+        self.page_table = page_table
+        self.total_len = total_len
+        self.lengths = lengths
+        self._index = cache.gather_index(page_table, total_len)  # shared by all layers
+        self._slot_key: tuple | None = None
+        self._slots: torch.Tensor | None = None
+
+    def write(
+        self,
+        layer_id: int,
+        start_pos: int | torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        lengths: torch.Tensor | None = None,
+    ) -> None:
+        cache = self.cache
+        cache._check_kv(k, v, self.page_table.shape[0])
+        # The slot index depends only on positions, so compute it once per step, not per layer.
+        key = (start_pos, k.shape[1], lengths)
+        if self._slot_key is None or not _same_key(self._slot_key, key):
+            self._slots = cache.slot_index(self.page_table, start_pos, k.shape[1], lengths)
+            self._slot_key = key
+        cache.write_slots(layer_id, self._slots, k, v)
+        if cache.listener is not None:
+            cache.listener.on_write(layer_id, self.page_table, start_pos, k.shape[1], lengths)
+
+    def gather(self, layer_id: int):
+        return self.cache.gather_pages(layer_id, self._index, self.total_len)
+
+
+def _same_key(a: tuple, b: tuple) -> bool:
+    # Tensors compare by identity: the view keeps them alive, so an id cannot be reused.
+    return all(x is y or (not isinstance(x, torch.Tensor) and x == y) for x, y in zip(a, b))
