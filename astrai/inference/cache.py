@@ -33,7 +33,9 @@ _WORD = 64  # pages per word of the free bitmask
 class CacheListener:
     """Observer of every state change; subclass and override what you need.
 
-    Hooks run after the change. The cache never depends on what a listener does.
+    Hooks run after the change is complete, so a listener always sees a consistent cache
+    (an evicted page is announced once it belongs to its new owner). The cache never depends
+    on what a listener does.
     """
 
     def on_alloc(self, page: int) -> None: ...
@@ -44,6 +46,7 @@ class CacheListener:
     def on_share(self, page: int, revived: bool) -> None: ...  # inc_ref; revived: was cached
     def on_record(self, pages: list[int]) -> None: ...  # pages newly recorded as a prefix
     def on_write(self, layer_id: int, page_table, start_pos, n_tokens: int, lengths) -> None: ...
+    def on_gather(self, layer_id: int, index, total_len: int) -> None: ...  # index: [B * cols]
 
 
 class _Entry(NamedTuple):
@@ -117,6 +120,7 @@ class PagedCache:
         self._entries: dict[int, _Entry] = {}
         self._lru: OrderedDict[int, None] = OrderedDict()
         self._next_uid = 1
+        self._evicted = -1
 
         self.listener: CacheListener | None = None
 
@@ -140,6 +144,9 @@ class PagedCache:
     @property
     def refs(self) -> tuple[int, ...]:
         return tuple(self._refs)
+
+    def refcount(self, idx: int) -> int:
+        return self._refs[self._page_id(idx)]
 
     @property
     def cached_pages(self) -> tuple[int, ...]:
@@ -170,34 +177,56 @@ class PagedCache:
 
     def alloc(self) -> int:
         """Take the lowest free page (refs = 1); evict the LRU cached page if none; else -1."""
+        idx = self._take()
+        if idx >= 0:
+            self._refs[idx] = 1
+            if self.listener is not None:
+                self._announce_alloc(idx)
+        return idx
+
+    def _take(self) -> int:
         summary = self._summary
         if summary:
             w = (summary & -summary).bit_length() - 1  # lowest word with a free page
             word = self._words[w]
-            lsb = word & -word  # its lowest set bit
+            lsb = word & -word  # its lowest set bit is the lowest free page
             word ^= lsb  # clear it: the page is taken
             self._words[w] = word
             if not word:
                 self._summary = summary ^ (1 << w)
-            idx = w * _WORD + lsb.bit_length() - 1
             self._n_free -= 1
-        elif self._lru:
-            idx = self._evict_lru()
-        else:
-            return -1
-        self._refs[idx] = 1
-        if self.listener is not None:
-            self.listener.on_alloc(idx)
-        return idx
+            return w * _WORD + lsb.bit_length() - 1
+        if self._lru:
+            return self._evict_lru()
+        return -1
 
-    def alloc_n(self, n: int) -> list[int]:
-        """n pages or none: [] (with nothing allocated or evicted) when n cannot be had."""
+    def alloc_n(self, n: int, out: list[int] | None = None) -> list[int]:
+        """n pages or none: [] (with nothing allocated or evicted) when n cannot be had.
+
+        With `out` (an owner's page table), each page is appended to it as it is taken, so a
+        listener sees the table grow page by page.
+        """
         n = operator.index(n)
         if n < 0:
             raise ValueError(f"alloc_n needs n >= 0, got {n}")
         if n > self._n_free + len(self._lru):
             return []
-        return [self.alloc() for _ in range(n)]
+        pages = []
+        for _ in range(n):
+            idx = self._take()
+            self._refs[idx] = 1
+            pages.append(idx)
+            if out is not None:
+                out.append(idx)
+            if self.listener is not None:
+                self._announce_alloc(idx)
+        return pages
+
+    def _announce_alloc(self, idx: int) -> None:
+        if self._evicted == idx:
+            self._evicted = -1
+            self.listener.on_evict(idx)
+        self.listener.on_alloc(idx)
 
     def free(self, idx: int) -> None:
         """Drop one reference; at 0 the page's bit is set again, or it stays cached if recorded."""
@@ -208,21 +237,23 @@ class PagedCache:
             raise DoubleFree(f"free({idx}): page {idx} holds no reference (it is {state})")
         refs -= 1
         self._refs[idx] = refs
-        listener = self.listener
-        if listener is not None:
-            listener.on_free(idx, refs)
+        cached = False
         if refs == 0:
             if idx in self._entries:
                 self._lru[idx] = None  # most recently used end
-                if listener is not None:
-                    listener.on_cache(idx)
+                cached = True
             else:
                 w = idx // _WORD
                 self._words[w] |= 1 << (idx % _WORD)
                 self._summary |= 1 << w
                 self._n_free += 1
-                if listener is not None:
-                    listener.on_release(idx)
+        listener = self.listener
+        if listener is not None:  # called once the state is whole again
+            listener.on_free(idx, refs)
+            if cached:
+                listener.on_cache(idx)
+            elif refs == 0:
+                listener.on_release(idx)
 
     def inc_ref(self, idx: int) -> None:
         """Add a reference to an in-use page, or revive a cached one (refs 0 -> 1)."""
@@ -249,8 +280,8 @@ class PagedCache:
         idx, _ = self._lru.popitem(last=False)
         entry = self._entries.pop(idx)
         del self._page_of_key[entry.key]
-        if self.listener is not None:
-            self.listener.on_evict(idx)
+        # Announced once the page is fully taken, so listeners see a whole state.
+        self._evicted = idx if self.listener is not None else -1
         return idx
 
     # ---- prefix cache ----------------------------------------------------------------------
@@ -489,6 +520,8 @@ class PagedCache:
         batch = n // self.pages_for(total_len)
         k = k_out.view(batch, -1, h, d)[:, :total_len]
         v = v_out.view(batch, -1, h, d)[:, :total_len]
+        if self.listener is not None:
+            self.listener.on_gather(layer_id, index, total_len)
         return k, v
 
     def bind(
@@ -547,4 +580,9 @@ class CacheView:
 
 def _same_key(a: tuple, b: tuple) -> bool:
     # Tensors compare by identity: the view keeps them alive, so an id cannot be reused.
-    return all(x is y or (not isinstance(x, torch.Tensor) and x == y) for x, y in zip(a, b))
+    for x, y in zip(a, b):
+        if x is y:
+            continue
+        if isinstance(x, torch.Tensor) or isinstance(y, torch.Tensor) or x != y:
+            return False
+    return True

@@ -1,0 +1,306 @@
+"""Continuous batching over a PagedCache: each step is cleanup -> refill -> prefill -> decode.
+
+Host-side bookkeeping (page tables, lengths) lives in plain Python lists; tensors are built once
+per forward. A task's `length` counts the tokens whose K/V are in the cache; its newest output
+token is always one ahead (its K/V is written by the next decode step).
+"""
+
+from __future__ import annotations
+
+import enum
+import zlib
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import torch
+
+from astrai.errors import RequestTooLarge, SchedulerError
+from astrai.inference.cache import PagedCache
+from astrai.model import next_tokens
+
+
+class Status(str, enum.Enum):
+    WAITING = "waiting"
+    RUNNING = "running"
+    FINISHED = "finished"  # generated everything; its pages are freed by the next cleanup
+    DONE = "done"  # pages freed
+
+
+@dataclass(eq=False)
+class Task:
+    name: str
+    prompt: list[int]
+    max_new_tokens: int
+    status: Status = Status.WAITING
+    page_table: list[int] = field(default_factory=list)
+    output: list[int] = field(default_factory=list)
+    length: int = 0  # tokens with K/V in the cache
+    cached_len: int = 0  # of those, served by prefix-cache hits at admission
+    preemptions: int = 0
+
+    @property
+    def tokens(self) -> list[int]:
+        return self.prompt + self.output
+
+
+class SchedulerListener:
+    """Observer of scheduler decisions; the trace recorder implements it."""
+
+    def on_submit(self, task: Task) -> None: ...
+    def on_phase(self, step: int, phase: str) -> None: ...
+    def on_admit(self, task: Task, hits: list[int]) -> None: ...
+    def on_wait(self, task: Task, needed: int, available: int) -> None: ...
+    def on_tokens(self, phase: str, tasks: list[Task]) -> None: ...
+    def on_preempt(self, task: Task) -> None: ...
+    def on_finish(self, task: Task) -> None: ...
+    def on_retire(self, task: Task) -> None: ...
+
+
+class Scheduler:
+    PHASES = ("cleanup", "refill", "prefill", "decode")
+
+    def __init__(
+        self,
+        cache: PagedCache,
+        model,
+        max_batch: int = 8,
+        prefix_caching: bool = True,
+        temperature: float = 0.0,
+        seed: int = 0,
+    ):
+        if max_batch <= 0:
+            raise ValueError(f"max_batch must be positive, got {max_batch}")
+        self.cache = cache
+        self.model = model
+        self.max_batch = max_batch
+        self.prefix_caching = prefix_caching
+        self.temperature = temperature
+        self.seed = seed
+        self.waiting: deque[Task] = deque()
+        self.running: list[Task] = []  # admission order: the newest is preempted first
+        self.tasks: dict[str, Task] = {}
+        self.step_count = 0
+        self.active: Task | None = None  # the task the scheduler is working on, for recorders
+        self.batch: list[Task] = []  # rows of the forward in flight, for recorders
+        self.listener: SchedulerListener | None = None
+        self._generators: dict[str, torch.Generator] = {}
+
+    # ---- submission ------------------------------------------------------------------------
+
+    def submit(self, task: Task) -> Task:
+        """Queue a task; reject at once one that could never fit in the pool."""
+        if task.name in self.tasks:
+            raise SchedulerError(f"a task named {task.name!r} was already submitted")
+        if not task.prompt:
+            raise SchedulerError(f"task {task.name!r} has an empty prompt")
+        if task.max_new_tokens < 1:
+            raise SchedulerError(f"task {task.name!r}: max_new_tokens must be >= 1")
+        vocab = getattr(getattr(self.model, "config", None), "vocab_size", None)
+        if vocab is not None and not all(0 <= t < vocab for t in task.prompt):
+            raise SchedulerError(f"task {task.name!r} has token ids outside 0..{vocab - 1}")
+        # The last output token never needs K/V, so the most a task ever holds is this:
+        most = len(task.prompt) + task.max_new_tokens - 1
+        if self.cache.pages_for(most) > self.cache.n_pages:
+            raise RequestTooLarge(
+                f"task {task.name!r} needs up to {self.cache.pages_for(most)} pages "
+                f"({len(task.prompt)} prompt + {task.max_new_tokens} new tokens, page_size "
+                f"{self.cache.page_size}); the pool has {self.cache.n_pages}"
+            )
+        task.status = Status.WAITING
+        self.tasks[task.name] = task
+        self.waiting.append(task)
+        if self.listener is not None:
+            self.listener.on_submit(task)
+        return task
+
+    @property
+    def idle(self) -> bool:
+        return not self.waiting and not self.running
+
+    def run(self, max_steps: int = 1_000_000) -> dict[str, list[int]]:
+        """Step until every submitted task is done; returns each task's output tokens."""
+        while not self.idle:
+            if self.step_count >= max_steps:
+                raise SchedulerError(f"not done after {max_steps} steps")
+            self.step()
+        return {name: task.output for name, task in self.tasks.items()}
+
+    # ---- one step --------------------------------------------------------------------------
+
+    def step(self) -> None:
+        self._phase("cleanup")
+        self._cleanup()
+        self._phase("refill")
+        admitted = self._refill()
+        self._phase("prefill")
+        if admitted:
+            self._prefill(admitted)
+        self._phase("decode")
+        decoding = [t for t in self.running if t.status is Status.RUNNING and t not in admitted]
+        if decoding:
+            self._decode(decoding)
+        self.step_count += 1
+
+    def _phase(self, phase: str) -> None:
+        if self.listener is not None:
+            self.listener.on_phase(self.step_count, phase)
+
+    def _cleanup(self) -> None:
+        for task in [t for t in self.running if t.status is Status.FINISHED]:
+            self._release(task)
+            task.status = Status.DONE
+            self.running.remove(task)
+            if self.listener is not None:
+                self.listener.on_retire(task)
+
+    def _release(self, task: Task) -> None:
+        """Drop the task's references, last page first: a prefix's tail is then older in the
+        LRU than its head and is evicted first, so a cached head stays usable longest."""
+        self.active = task
+        while task.page_table:
+            page = task.page_table[-1]
+            self.cache.free(page)
+            task.page_table.pop()
+        self.active = None
+        task.length = task.cached_len = 0
+
+    def _refill(self) -> list[Task]:
+        admitted = []
+        while self.waiting and len(self.running) < self.max_batch:
+            task = self.waiting[0]
+            if not self._admit(task):
+                break  # the head waits; nobody skips ahead of it
+            self.waiting.popleft()
+            self.running.append(task)
+            admitted.append(task)
+        return admitted
+
+    def _admit(self, task: Task) -> bool:
+        """Share the prompt's cached prefix pages and allocate the rest, or change nothing."""
+        cache = self.cache
+        tokens = task.tokens
+        # The last token is always computed (its logits give the next token), so it never
+        # counts as a hit, even when the whole prompt is cached.
+        hits = cache.lookup_prefix(tokens[:-1]) if self.prefix_caching else []
+        needed = cache.pages_for(len(tokens)) - len(hits)
+        revived = sum(1 for page in hits if cache.refcount(page) == 0)  # no longer evictable
+        available = cache.n_available - revived
+        if needed > available:
+            if self.listener is not None:
+                self.listener.on_wait(task, needed, available)
+            return False
+        self.active = task
+        if self.listener is not None:
+            self.listener.on_admit(task, hits)
+        for page in hits:
+            task.page_table.append(page)
+            cache.inc_ref(page)
+        cache.alloc_n(needed, out=task.page_table)
+        self.active = None
+        task.cached_len = task.length = len(hits) * cache.page_size
+        task.status = Status.RUNNING
+        return True
+
+    def _prefill(self, tasks: list[Task]) -> None:
+        """One forward for all admitted tasks: each computes its tokens past its cached prefix."""
+        starts = [t.length for t in tasks]
+        chunks = [t.tokens[t.length :] for t in tasks]
+        self._forward(tasks, starts, chunks)
+        if self.prefix_caching:
+            for task in tasks:
+                self.active = task
+                self.cache.record_prefix(task.page_table, task.tokens[: task.length])
+            self.active = None
+        self._emit_tokens("prefill", tasks)
+
+    def _decode(self, tasks: list[Task]) -> None:
+        """Every task advances one token at its own position; a page is added on demand."""
+        batch = []
+        for task in tasks:  # oldest first, so the oldest get pages first
+            if task.status is Status.RUNNING and self._grow(task):
+                batch.append(task)
+        batch = [t for t in batch if t.status is Status.RUNNING]  # drop later-preempted ones
+        if batch:
+            self._forward(batch, [t.length for t in batch], [[t.output[-1]] for t in batch])
+            self._emit_tokens("decode", batch)
+
+    def _grow(self, task: Task) -> bool:
+        """Make room for the K/V of position task.length; preempt the newest task if the pool
+        is dry. False if the task itself had to be preempted."""
+        while len(task.page_table) < self.cache.pages_for(task.length + 1):
+            self.active = task
+            got = self.cache.alloc_n(1, out=task.page_table)
+            self.active = None
+            if got:
+                continue
+            finished = [t for t in self.running if t.status is Status.FINISHED]
+            if finished:  # done tasks need no pages: retire them before preempting anyone
+                self._cleanup()
+                continue
+            victim = self.running[-1]
+            self._preempt(victim)
+            if victim is task:
+                return False
+        return True
+
+    def _preempt(self, task: Task) -> None:
+        """Free the task's pages and requeue it at the head; its tokens so far are kept and
+        recomputed on readmission, so its output is the same as if it had never been paused."""
+        self._release(task)
+        self.running.remove(task)
+        task.status = Status.WAITING
+        task.preemptions += 1
+        self.waiting.appendleft(task)
+        if self.listener is not None:
+            self.listener.on_preempt(task)
+
+    # ---- model -----------------------------------------------------------------------------
+
+    def _forward(self, tasks: list[Task], starts: list[int], chunks: Sequence[list[int]]):
+        """Run the model on each task's chunk at its own start; append each next token."""
+        device = self.cache.device
+        n = [len(c) for c in chunks]
+        width = max(n)
+        tokens = torch.zeros(len(tasks), width, dtype=torch.int64)
+        for row, chunk in enumerate(chunks):
+            tokens[row, : len(chunk)] = torch.tensor(chunk, dtype=torch.int64)
+        ends = [s + k for s, k in zip(starts, n)]
+        max_pages = max(len(t.page_table) for t in tasks)
+        table = torch.full((len(tasks), max_pages), -1, dtype=torch.int64)
+        for row, task in enumerate(tasks):
+            table[row, : len(task.page_table)] = torch.tensor(task.page_table, dtype=torch.int64)
+        start = torch.tensor(starts, dtype=torch.int64, device=device)
+        lengths = torch.tensor(n, dtype=torch.int64, device=device)
+        view = self.cache.bind(
+            table.to(device), max(ends), torch.tensor(ends, dtype=torch.int64, device=device)
+        )
+        self.batch = tasks
+        logits = self.model(tokens.to(device), start, view, lengths)
+        last = logits[torch.arange(len(tasks), device=device), lengths - 1]
+        self.batch = []
+        nxt = self._sample(tasks, last).tolist()
+        for task, end, token in zip(tasks, ends, nxt):
+            task.length = end
+            task.output.append(token)
+            if len(task.output) >= task.max_new_tokens:
+                task.status = Status.FINISHED
+                if self.listener is not None:
+                    self.listener.on_finish(task)
+
+    def _sample(self, tasks: list[Task], last: torch.Tensor) -> torch.Tensor:
+        if self.temperature <= 0:
+            return next_tokens(last)
+        # One generator per task, so a task's samples do not depend on who shares its batch.
+        out = []
+        for task, row in zip(tasks, last.cpu()):
+            gen = self._generators.get(task.name)
+            if gen is None:
+                seed = self.seed * 2**32 + zlib.crc32(task.name.encode())
+                gen = self._generators[task.name] = torch.Generator().manual_seed(seed)
+            out.append(next_tokens(row[None], self.temperature, gen))
+        return torch.cat(out)
+
+    def _emit_tokens(self, phase: str, tasks: list[Task]) -> None:
+        if self.listener is not None:
+            self.listener.on_tokens(phase, tasks)

@@ -1,0 +1,6 @@
+"""Recorded runs: what the cache and scheduler did, event by event, as data scenes replay."""
+
+from astrai.trace.format import EVENT_KINDS, VERSION, Trace, load_trace, save_trace
+from astrai.trace.record import record
+
+__all__ = ["EVENT_KINDS", "VERSION", "Trace", "load_trace", "record", "save_trace"]

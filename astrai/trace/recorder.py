@@ -1,0 +1,206 @@
+"""Recorder: listens to a PagedCache and its Scheduler and writes every step down as events.
+
+Each event is a dict with its kind, the step and phase it happened in, its own fields, the full
+state after it (mask, refs, cached pages, page tables, lengths, filled slots) and the code that
+was running: the stack of engine frames, innermost first, each with the lines it had executed
+so far. Scenes replay these events; they never look at a live cache.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from astrai.inference import cache as cache_module
+from astrai.inference import scheduler as scheduler_module
+from astrai.inference.cache import CacheListener, PagedCache
+from astrai.inference.scheduler import Scheduler, SchedulerListener, Task
+
+_ROOT = Path(cache_module.__file__).resolve().parents[2]
+_WATCHED = {
+    str(Path(m.__file__).resolve()): str(Path(m.__file__).resolve().relative_to(_ROOT))
+    for m in (cache_module, scheduler_module)
+}
+
+
+class Recorder(CacheListener, SchedulerListener):
+    """Attach with `with Recorder(cache, scheduler) as rec:`; events are in rec.events."""
+
+    def __init__(self, cache: PagedCache, scheduler: Scheduler, lines: bool = True):
+        self.cache, self.scheduler = cache, scheduler
+        self.events: list[dict] = []
+        self.step, self.phase = 0, "init"
+        self.lines = lines
+        self._written = [0] * cache.n_pages  # per page: bitmask of slots holding K/V
+        self._executed: dict[int, list[int]] = {}  # frame id -> lines run so far
+        self._saved_trace = None
+
+    # ---- attach ----------------------------------------------------------------------------
+
+    def __enter__(self) -> "Recorder":
+        self.cache.listener = self
+        self.scheduler.listener = self
+        if self.lines:
+            self._saved_trace = sys.gettrace()
+            sys.settrace(self._on_call)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.lines:
+            sys.settrace(self._saved_trace)
+        self.cache.listener = None
+        self.scheduler.listener = None
+
+    def _on_call(self, frame, event, arg):
+        # Only engine frames are traced line by line; everything else runs untraced.
+        if frame.f_code.co_filename in _WATCHED:
+            self._executed[id(frame)] = []
+            return self._on_line
+        return None
+
+    def _on_line(self, frame, event, arg):
+        if event == "line":
+            self._executed[id(frame)].append(frame.f_lineno)
+        elif event == "return":
+            self._executed.pop(id(frame), None)
+        return self._on_line
+
+    def _code(self) -> list[dict]:
+        stack, frame = [], sys._getframe(2)
+        while frame is not None:
+            rel = _WATCHED.get(frame.f_code.co_filename)
+            if rel is not None:
+                stack.append({
+                    "file": rel,
+                    "fn": frame.f_code.co_qualname,
+                    "line": frame.f_lineno,
+                    "ran": sorted(set(self._executed.get(id(frame), [frame.f_lineno]))),
+                })
+            frame = frame.f_back
+        return stack
+
+    # ---- state -----------------------------------------------------------------------------
+
+    def state(self) -> dict:
+        cache, sched = self.cache, self.scheduler
+        holders = [t for t in sched.tasks.values() if t.page_table]
+        return {
+            "free_mask": cache.free_mask,
+            "refs": list(cache.refs),
+            "cached": list(cache.cached_pages),
+            "page_tables": {t.name: list(t.page_table) for t in holders},
+            "lengths": {t.name: t.length for t in holders},
+            "filled": [bin(bits).count("1") for bits in self._written],
+            "status": {t.name: t.status.value for t in sched.tasks.values()},
+            "queue": [t.name for t in sched.waiting],
+            "outputs": {t.name: len(t.output) for t in sched.tasks.values()},
+        }
+
+    def _emit(self, kind: str, **fields) -> None:
+        event = {"kind": kind, "step": self.step, "phase": self.phase, **fields}
+        event["state"] = self.state()
+        event["code"] = self._code() if self.lines else []
+        self.events.append(event)
+
+    def _task(self) -> str | None:
+        active = self.scheduler.active
+        return active.name if active is not None else None
+
+    # ---- scheduler hooks -------------------------------------------------------------------
+
+    def on_submit(self, task: Task) -> None:
+        self.step, self.phase = self.scheduler.step_count, "arrive"  # between steps
+        self._emit("arrive", task=task.name, prompt_len=len(task.prompt),
+                   max_new_tokens=task.max_new_tokens)
+
+    def on_phase(self, step: int, phase: str) -> None:
+        self.step, self.phase = step, phase
+        self._emit("phase")
+
+    def on_admit(self, task: Task, hits: list[int]) -> None:
+        n_tokens = len(task.tokens)
+        self._emit("admit", task=task.name, n_tokens=n_tokens, hits=list(hits),
+                   pages_needed=self.cache.pages_for(n_tokens))
+
+    def on_wait(self, task: Task, needed: int, available: int) -> None:
+        self._emit("wait", task=task.name, needed=needed, available=available)
+
+    def on_tokens(self, phase: str, tasks: list[Task]) -> None:
+        self._emit("tokens", tokens={t.name: t.output[-1] for t in tasks})
+
+    def on_preempt(self, task: Task) -> None:
+        self._emit("preempt", task=task.name)
+
+    def on_finish(self, task: Task) -> None:
+        self._emit("finish", task=task.name, n_output=len(task.output))
+
+    def on_retire(self, task: Task) -> None:
+        self._emit("retire", task=task.name)
+
+    # ---- cache hooks -----------------------------------------------------------------------
+
+    def on_alloc(self, page: int) -> None:
+        self._written[page] = 0  # a newly taken page holds nothing of its new owner yet
+        active = self.scheduler.active
+        logical = None
+        if active is not None and page in active.page_table:
+            logical = len(active.page_table) - 1 - active.page_table[::-1].index(page)
+        self._emit("alloc", page=page, task=self._task(), logical=logical)
+
+    def on_free(self, page: int, refs: int) -> None:
+        if refs == 0 and page not in self.cache.cached_pages:
+            self._written[page] = 0
+        self._emit("free", page=page, task=self._task(), refs=refs)
+
+    def on_cache(self, page: int) -> None:
+        self._emit("cache", page=page)
+
+    def on_evict(self, page: int) -> None:
+        self._emit("evict", page=page)
+
+    def on_share(self, page: int, revived: bool) -> None:
+        active = self.scheduler.active
+        logical = active.page_table.index(page) if active and page in active.page_table else None
+        self._emit("share", page=page, task=self._task(), logical=logical, revived=revived)
+
+    def on_record(self, pages: list[int]) -> None:
+        self._emit("record", task=self._task(), pages=list(pages))
+
+    def _rows(self, n: int) -> list[str]:
+        batch = self.scheduler.batch
+        return [batch[b].name if b < len(batch) else f"row{b}" for b in range(n)]
+
+    def on_write(self, layer_id, page_table, start_pos, n_tokens, lengths) -> None:
+        if layer_id != 0:  # every layer writes the same slots; one event per step
+            return
+        table = page_table.tolist()
+        starts = start_pos.tolist() if hasattr(start_pos, "tolist") else [start_pos] * len(table)
+        counts = lengths.tolist() if lengths is not None else [n_tokens] * len(table)
+        ps = self.cache.page_size
+        rows = []
+        for name, row, start, count in zip(self._rows(len(table)), table, starts, counts):
+            runs: list[list[int]] = []  # [page, first slot, n] per page touched
+            for pos in range(start, start + count):
+                col = pos // ps
+                page = row[col] if col < len(row) else -1
+                if page < 0:
+                    continue  # routed to the null page: nothing live changes
+                self._written[page] |= 1 << (pos % ps)
+                if runs and runs[-1][0] == page:
+                    runs[-1][2] += 1
+                else:
+                    runs.append([page, pos % ps, 1])
+            rows.append({"task": name, "start": start, "n": count, "runs": runs})
+        self._emit("write", rows=rows)
+
+    def on_gather(self, layer_id, index, total_len) -> None:
+        if layer_id != 0:
+            return
+        flat = index.tolist()
+        cols = self.cache.pages_for(total_len)
+        null = self.cache.n_pages
+        rows = []
+        for b, name in enumerate(self._rows(len(flat) // cols)):
+            pages = [p for p in flat[b * cols : (b + 1) * cols] if p != null]
+            rows.append({"task": name, "pages": pages})
+        self._emit("gather", rows=rows, total_len=total_len)

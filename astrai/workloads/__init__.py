@@ -1,0 +1,1 @@
+"""Named workloads shipped with the project (TOML files)."""

@@ -1,0 +1,66 @@
+"""Shared helpers for the PagedCache tests: a state snapshot and an `unchanged` guard."""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+import pytest
+import torch
+
+from astrai.inference.cache import PagedCache
+
+
+def cache_state(cache: PagedCache) -> dict:
+    """Everything observable about the allocator and prefix cache (not the K/V contents)."""
+    return {
+        "free_mask": cache.free_mask,
+        "refs": cache.refs,
+        "cached": cache.cached_pages,
+        "n_free": cache.n_free,
+        "n_cached": cache.n_cached,
+        "n_used": cache.n_used,
+        "n_available": cache.n_available,
+        "recorded": tuple(p for p in range(cache.n_pages) if cache.is_recorded(p)),
+    }
+
+
+@contextmanager
+def _unchanged(cache: PagedCache, *lookups):
+    """Assert the cache state (and the given prefix lookups) is the same after the block."""
+    before = cache_state(cache)
+    hits = [cache.lookup_prefix(t) for t in lookups]
+    yield
+    assert cache_state(cache) == before
+    assert [cache.lookup_prefix(t) for t in lookups] == hits
+    cache.check()
+
+
+@pytest.fixture
+def unchanged():
+    return _unchanged
+
+
+@pytest.fixture
+def state():
+    return cache_state
+
+
+def make_cache(n_pages: int = 8, page_size: int = 4, **kw) -> PagedCache:
+    kw.setdefault("n_layers", 1)
+    kw.setdefault("n_kv_heads", 1)
+    kw.setdefault("head_dim", 2)
+    return PagedCache(n_pages=n_pages, page_size=page_size, **kw)
+
+
+@pytest.fixture
+def new_cache():
+    return make_cache
+
+
+CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+DEVICES = ["cpu", pytest.param("cuda", marks=CUDA)]
+
+
+@pytest.fixture(params=DEVICES)
+def device(request):
+    return request.param
