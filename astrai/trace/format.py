@@ -5,7 +5,8 @@
                  "logical": 0, "state": {"free_mask": 254, "refs": [1, 0, ...], "cached": [],
                  "page_tables": {"A": [0]}, "lengths": {"A": 0}, "filled": [0, ...],
                  "status": {"A": "running"}, "queue": [], "outputs": {"A": 0}},
-                 "code": [{"file": ..., "fn": ..., "line": ..., "ran": [...]}]}, ...]}
+                 "code": [{"file": ..., "fn": ..., "line": ..., "ran": [...]}],
+                 "returned": [...same shape...]}, ...]}
 """
 
 from __future__ import annotations
@@ -145,5 +146,6 @@ def validate(data: Any, source: str = "trace") -> None:
             pages += table
         if not all(_int(p) and 0 <= p < n_pages for p in pages):
             raise fail(f"{where}.state has a page id outside 0..{n_pages - 1}")
-        if not isinstance(ev.get("code", []), list):
-            raise fail(f"{where}.code must be a list")
+        for key in ("code", "returned"):
+            if not isinstance(ev.get(key, []), list):
+                raise fail(f"{where}.{key} must be a list")

@@ -2,12 +2,13 @@
 
 Each event is a dict with its kind, the step and phase it happened in, its own fields, the full
 state after it (mask, refs, cached pages, page tables, lengths, filled slots) and the code that
-was running: the stack of engine frames, innermost first, each with the lines it had executed
-so far. Scenes replay these events; they never look at a live cache.
+ran: `code`, the stack of engine frames running, innermost first, each with the lines it had
+executed so far, and `returned`, the engine calls that finished since the previous event. Scenes replay these events; they never look at a live cache.
 """
 
 from __future__ import annotations
 
+import inspect
 import sys
 from pathlib import Path
 
@@ -33,6 +34,8 @@ class Recorder(CacheListener, SchedulerListener):
         self.lines = lines
         self._written = [0] * cache.n_pages  # per page: bitmask of slots holding K/V
         self._executed: dict[int, list[int]] = {}  # frame id -> lines run so far
+        self._returned: list[dict] = []  # engine calls that finished since the last event
+        self._busy = False
         self._saved_trace = None
 
     # ---- attach ----------------------------------------------------------------------------
@@ -52,8 +55,9 @@ class Recorder(CacheListener, SchedulerListener):
         self.scheduler.listener = None
 
     def _on_call(self, frame, event, arg):
-        # Only engine frames are traced line by line; everything else runs untraced.
-        if frame.f_code.co_filename in _WATCHED:
+        # Only engine frames are traced line by line; everything else runs untraced, and so
+        # does the engine while the recorder itself reads state.
+        if frame.f_code.co_filename in _WATCHED and not self._busy:
             self._executed[id(frame)] = []
             return self._on_line
         return None
@@ -62,20 +66,28 @@ class Recorder(CacheListener, SchedulerListener):
         if event == "line":
             self._executed[id(frame)].append(frame.f_lineno)
         elif event == "return":
-            self._executed.pop(id(frame), None)
+            ran = self._executed.pop(id(frame), None)
+            code = frame.f_code
+            if ran and not code.co_flags & inspect.CO_GENERATOR and ">." not in code.co_qualname:
+                self._returned.append(self._frame_info(frame, ran))
         return self._on_line
 
+    @staticmethod
+    def _frame_info(frame, ran: list[int]) -> dict:
+        return {
+            "file": _WATCHED[frame.f_code.co_filename],
+            "fn": frame.f_code.co_qualname,
+            "line": frame.f_lineno,
+            "ran": sorted(set(ran)),
+        }
+
     def _code(self) -> list[dict]:
+        """Engine frames running now, innermost first; each with the lines it has run."""
         stack, frame = [], sys._getframe(2)
         while frame is not None:
-            rel = _WATCHED.get(frame.f_code.co_filename)
-            if rel is not None:
-                stack.append({
-                    "file": rel,
-                    "fn": frame.f_code.co_qualname,
-                    "line": frame.f_lineno,
-                    "ran": sorted(set(self._executed.get(id(frame), [frame.f_lineno]))),
-                })
+            if frame.f_code.co_filename in _WATCHED:
+                ran = self._executed.get(id(frame), [frame.f_lineno])
+                stack.append(self._frame_info(frame, ran))
             frame = frame.f_back
         return stack
 
@@ -97,10 +109,14 @@ class Recorder(CacheListener, SchedulerListener):
         }
 
     def _emit(self, kind: str, **fields) -> None:
+        self._busy = True
         event = {"kind": kind, "step": self.step, "phase": self.phase, **fields}
         event["state"] = self.state()
         event["code"] = self._code() if self.lines else []
+        # Calls that ran to completion since the last event (e.g. _take inside alloc_n).
+        event["returned"], self._returned = self._returned, []
         self.events.append(event)
+        self._busy = False
 
     def _task(self) -> str | None:
         active = self.scheduler.active
