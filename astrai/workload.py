@@ -211,9 +211,10 @@ def parse_workload(data: dict[str, Any], source: str = "workload") -> Workload:
                 for t in prompt
             ):
                 raise r.err("prompt", f"must be non-empty token ids in 0..{model.vocab_size - 1}")
-            if prefix is not None:
-                raise r.err("prefix", "cannot be combined with explicit prompt tokens")
             prompt = tuple(prompt)
+            if prefix and prompt[: prefixes[prefix]] != _tokens(seed, f"prefix:{prefix}",
+                                                                prefixes[prefix], model):
+                raise r.err("prompt", f"must start with the tokens of prefix {prefix!r}")
         else:
             low = prefixes[prefix] + 1 if prefix else 1
             prompt_len = r.int("prompt_len", low=low)

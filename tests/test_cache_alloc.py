@@ -59,7 +59,7 @@ ARGS = ("n_layers", "n_pages", "page_size", "n_kv_heads", "head_dim")
 @pytest.mark.parametrize("name", ARGS)
 @pytest.mark.parametrize("bad", [0, -1, 1.0, 2.5, "4", None, True, False, np.float64(3.0)])
 def test_constructor_rejects_non_positive_or_non_int_sizes(name, bad):
-    kwargs = dict(n_layers=1, n_pages=4, page_size=2, n_kv_heads=1, head_dim=2)
+    kwargs = {"n_layers": 1, "n_pages": 4, "page_size": 2, "n_kv_heads": 1, "head_dim": 2}
     kwargs[name] = bad
     with pytest.raises(ValueError):
         PagedCache(**kwargs)

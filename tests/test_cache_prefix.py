@@ -350,12 +350,26 @@ def test_total_collision_never_returns_wrong_page(new_cache, monkeypatch):
     cache.check()
 
 
+def test_collision_in_record_stops_recording(new_cache, monkeypatch):
+    """A colliding page stops record_prefix: later pages must not chain to the other page."""
+    real_hash = builtins.hash
+    # Every first page gets key 1, so page "2" at position 0 collides with page "1".
+    monkeypatch.setattr(cache_mod, "hash", lambda x: 1 if x[0] == 0 else real_hash(x), False)
+    cache = new_cache(8, PS)
+    (a,) = alloc_record(cache, prompt(1))
+    x = cache.alloc_n(2)
+    assert cache.record_prefix(x, prompt(2, 3)) == []
+    assert not cache.is_recorded(x[1])
+    # x[1] holds "3" computed after "2": it must never be served after "1".
+    assert cache.lookup_prefix(prompt(1, 3)) == [a]
+    assert cache.lookup_prefix(prompt(2, 3)) == []
+    cache.check()
+
+
 @settings(max_examples=40, deadline=None)
 @given(
-    prompts=st.lists(
-        st.lists(st.integers(0, 2), min_size=2, max_size=10), min_size=1, max_size=12
-    ),
-    buckets=st.sampled_from([1, 2, 3, 5]),
+    prompts=st.lists(st.lists(st.integers(0, 2), min_size=2, max_size=10), min_size=1, max_size=12),
+    buckets=st.sampled_from([1, 2, 3, 5, 8, 16, 64]),
 )
 def test_colliding_hashes_only_cause_misses(prompts, buckets):
     """With keys squeezed into a few buckets, every hit must still hold exactly those tokens."""
@@ -380,7 +394,13 @@ def test_colliding_hashes_only_cause_misses(prompts, buckets):
             cache.check()
             for p in pages:
                 cache.free(p)
-        for toks in prompts:
+        # Also every splice of one prompt's start and another's end, at the same position:
+        # a page recorded after a colliding one must not be served behind the other prompt.
+        probes = list(prompts)
+        for a in prompts:
+            for b in prompts:
+                probes += [a[:cut] + b[cut:] for cut in range(ps, min(len(a), len(b)), ps)]
+        for toks in probes:
             for i, page in enumerate(cache.lookup_prefix(toks)):
                 assert content[page] == tuple(toks[: (i + 1) * ps])
     finally:
@@ -482,3 +502,23 @@ def test_listener_event_sequence(new_cache):
         ("evict", 1),
         ("alloc", 1),
     ]
+
+
+def test_orphaned_page_is_replaced_when_its_prefix_is_recorded_again(new_cache):
+    """A cached page whose parent was evicted can never be hit; re-recording replaces it."""
+    cache = new_cache(n_pages=4, page_size=2)
+    tokens = [1, 2, 3, 4]
+    first = cache.alloc_n(2)
+    assert cache.record_prefix(first, tokens) == first
+    for page in first:  # head first: the head is the least recently used
+        cache.free(page)
+    for page in cache.alloc_n(3):  # two free pages, then evicts the head only
+        cache.free(page)
+    assert cache.cached_pages == (first[1],) and cache.lookup_prefix(tokens) == []
+    again = cache.alloc_n(2)
+    assert first[1] not in again
+    assert cache.record_prefix(again, tokens) == again  # both pages, not only the head
+    assert cache.lookup_prefix(tokens) == again
+    assert not cache.is_recorded(first[1]) and first[1] not in cache.cached_pages
+    assert cache.free_mask >> first[1] & 1  # the orphan went back to the free mask
+    cache.check()

@@ -203,9 +203,10 @@ class CacheMachine(RuleBasedStateMachine):
         pages = data.draw(st.lists(st.sampled_from(self.model.used), max_size=5))
         self._record(pages, tokens)
 
-    @rule(tokens=tokens_st)
-    def admit_sequence(self, tokens):
-        """What the scheduler does: share the hit pages, allocate the rest, record the prompt."""
+    @rule(tokens=tokens_st, finish=st.booleans())
+    def admit_sequence(self, tokens, finish):
+        """What the scheduler does: share the hit pages, allocate the rest, record the prompt;
+        with `finish`, the request also ends at once and drops its pages (last page first)."""
         hits = self.cache.lookup_prefix(tokens)
         assert hits == self.model.lookup(tokens)
         need = self.cache.pages_for(len(tokens)) - len(hits)
@@ -218,6 +219,10 @@ class CacheMachine(RuleBasedStateMachine):
         rest = self.cache.alloc_n(need)
         assert rest == self.model.alloc_n(need)
         self._record(hits + rest, tokens)
+        if finish:
+            for page in reversed(hits + rest):
+                self.cache.free(page)
+                self.model.free_page(page)
 
     def _record(self, pages, tokens):
         before = self.snapshot()
@@ -308,8 +313,8 @@ class CacheMachine(RuleBasedStateMachine):
 
 
 CacheMachine.TestCase.settings = settings(
-    max_examples=60,
-    stateful_step_count=40,
+    max_examples=100,
+    stateful_step_count=50,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
 )

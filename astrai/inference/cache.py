@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import operator
 from collections import OrderedDict
-from typing import Iterable, NamedTuple, Sequence
+from collections.abc import Iterable, Sequence
+from typing import NamedTuple
 
 import torch
 
 from astrai.errors import (
-    CacheError,
     DoubleFree,
     IntegrityError,
     PageNotAllocated,
@@ -93,6 +93,8 @@ class PagedCache:
         shape = (n_layers, n_pages + 1, page_size, n_kv_heads, head_dim)
         self._k_store = torch.zeros(shape, device=self.device, dtype=dtype)
         self._v_store = torch.zeros(shape, device=self.device, dtype=dtype)
+        # The device tensors report ("cuda" -> "cuda:0"), so page tables made on it compare equal.
+        self.device = self._k_store.device
         self.k_cache = self._k_store[:, :n_pages]
         self.v_cache = self._v_store[:, :n_pages]
         # Per-layer views made once: [pages, page_size, H, D] to gather, [slots, H, D] to write.
@@ -120,6 +122,7 @@ class PagedCache:
         self._entries: dict[int, _Entry] = {}
         self._lru: OrderedDict[int, None] = OrderedDict()
         self._next_uid = 1
+        self._uids: set[int] = set()  # uids of the entries held now
         self._evicted = -1
 
         self.listener: CacheListener | None = None
@@ -280,6 +283,7 @@ class PagedCache:
         idx, _ = self._lru.popitem(last=False)
         entry = self._entries.pop(idx)
         del self._page_of_key[entry.key]
+        self._uids.discard(entry.uid)
         # Announced once the page is fully taken, so listeners see a whole state.
         self._evicted = idx if self.listener is not None else -1
         return idx
@@ -329,17 +333,23 @@ class PagedCache:
                 raise PageNotAllocated(f"record_prefix: page {page} is not allocated")
         plan: list[tuple[int, _Entry]] = []
         planned: dict[int, _Entry] = {}
+        stale: list[int] = []
         parent = 0
         uid = self._next_uid
         for page, (key, tokens) in zip(pages, chunks):
             known = self._page_of_key.get(key)
             if known is not None or key in planned:
                 entry = self._entries[known] if known is not None else planned[key]
-                if entry.tokens != tokens or entry.parent != parent:
+                orphan = known is not None and entry.parent and entry.parent not in self._uids
+                if orphan:
+                    # Its parent page was evicted, so no lookup can reach it: replace it.
+                    stale.append(known)
+                elif entry.tokens != tokens or entry.parent != parent:
                     break  # a hash collision: stop indexing here, never overwrite
-                parent = entry.uid
-                continue
-            if page in self._entries or any(page == p for p, _ in plan):
+                else:
+                    parent = entry.uid
+                    continue
+            if (page in self._entries and page not in stale) or any(page == p for p, _ in plan):
                 raise PrefixConflict(
                     f"record_prefix: page {page} already records another prefix page"
                 )
@@ -349,9 +359,12 @@ class PagedCache:
             parent = uid
             uid += 1
         # Only now mutate, so a raise above leaves the cache unchanged.
+        for page in stale:
+            self._forget(page)
         for page, entry in plan:
             self._entries[page] = entry
             self._page_of_key[entry.key] = page
+            self._uids.add(entry.uid)
         self._next_uid = uid
         recorded = [page for page, _ in plan]
         if recorded and self.listener is not None:
@@ -360,8 +373,16 @@ class PagedCache:
 
     def clear_prefix_cache(self) -> None:
         """Forget every recorded prefix; cached pages become free."""
-        for idx in list(self._lru):
-            self._lru.pop(idx)
+        for idx in list(self._entries):
+            self._forget(idx)
+
+    def _forget(self, idx: int) -> None:
+        """Drop a page's prefix entry; a cached page goes back to the free mask."""
+        entry = self._entries.pop(idx)
+        del self._page_of_key[entry.key]
+        self._uids.discard(entry.uid)
+        if idx in self._lru:
+            del self._lru[idx]
             w = idx // _WORD
             self._words[w] |= 1 << (idx % _WORD)
             self._summary |= 1 << w
@@ -369,8 +390,6 @@ class PagedCache:
             if self.listener is not None:
                 self.listener.on_evict(idx)
                 self.listener.on_release(idx)
-        self._entries.clear()
-        self._page_of_key.clear()
 
     def is_recorded(self, idx: int) -> bool:
         return idx in self._entries
@@ -409,8 +428,8 @@ class PagedCache:
         }:
             problems.append("key map and entries disagree")
         uids = [e.uid for e in self._entries.values()]
-        if len(set(uids)) != len(uids):
-            problems.append("duplicate entry uid")
+        if len(set(uids)) != len(uids) or set(uids) != self._uids:
+            problems.append("entry uids duplicated or out of step with the uid set")
         if problems:
             raise IntegrityError("; ".join(problems))
 
@@ -529,7 +548,7 @@ class PagedCache:
         page_table: torch.Tensor,
         total_len: int,
         lengths: torch.Tensor | None = None,
-    ) -> "CacheView":
+    ) -> CacheView:
         return CacheView(self, page_table, total_len, lengths)
 
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 import enum
 import zlib
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import torch
 
@@ -20,7 +20,7 @@ from astrai.inference.cache import PagedCache
 from astrai.model import next_tokens
 
 
-class Status(str, enum.Enum):
+class Status(enum.StrEnum):
     WAITING = "waiting"
     RUNNING = "running"
     FINISHED = "finished"  # generated everything; its pages are freed by the next cleanup
@@ -159,9 +159,7 @@ class Scheduler:
         LRU than its head and is evicted first, so a cached head stays usable longest."""
         self.active = task
         while task.page_table:
-            page = task.page_table[-1]
-            self.cache.free(page)
-            task.page_table.pop()
+            self.cache.free(task.page_table.pop())
         self.active = None
         task.length = task.cached_len = 0
 
@@ -296,7 +294,8 @@ class Scheduler:
         for task, row in zip(tasks, last.cpu()):
             gen = self._generators.get(task.name)
             if gen is None:
-                seed = self.seed * 2**32 + zlib.crc32(task.name.encode())
+                # CPU generators keep only 32 bits of a seed: mix seed and name into those.
+                seed = zlib.crc32(f"{self.seed}:{task.name}".encode())
                 gen = self._generators[task.name] = torch.Generator().manual_seed(seed)
             out.append(next_tokens(row[None], self.temperature, gen))
         return torch.cat(out)

@@ -72,7 +72,7 @@ class Trace:
         }
 
     @classmethod
-    def from_json(cls, data: Any, source: str = "trace") -> "Trace":
+    def from_json(cls, data: Any, source: str = "trace") -> Trace:
         validate(data, source)
         return cls(data["version"], data["workload"], data["geometry"], data["events"],
                    data["outputs"])

@@ -3,7 +3,8 @@
 Each event is a dict with its kind, the step and phase it happened in, its own fields, the full
 state after it (mask, refs, cached pages, page tables, lengths, filled slots) and the code that
 ran: `code`, the stack of engine frames running, innermost first, each with the lines it had
-executed so far, and `returned`, the engine calls that finished since the previous event. Scenes replay these events; they never look at a live cache.
+executed so far, and `returned`, the engine calls that finished since the previous event.
+Scenes replay these events; they never look at a live cache.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ class Recorder(CacheListener, SchedulerListener):
 
     # ---- attach ----------------------------------------------------------------------------
 
-    def __enter__(self) -> "Recorder":
+    def __enter__(self) -> Recorder:
         self.cache.listener = self
         self.scheduler.listener = self
         if self.lines:

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# All set-up for a fresh Debian/Ubuntu machine: system packages (cairo and pango headers for
+# manim's pycairo/ManimPango builds, fonts the scenes use), a virtual environment, the project.
+# Idempotent: a second run only checks.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-python3}
+VENV=${VENV:-.venv}
+TORCH=${TORCH:-torch==2.13.0}
+
+packages=(build-essential python3-dev python3-venv pkg-config libcairo2-dev libpango1.0-dev
+          fonts-dejavu-core)
+missing=()
+for p in "${packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+    echo "setup: installing system packages: ${missing[*]}"
+    sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo=sudo
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends \
+        "${missing[@]}" >/dev/null
+fi
+
+"$PYTHON" -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is needed"'
+stamp="$VENV/.installed"
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+    [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
+    "$VENV/bin/python" -m pip install -q --upgrade pip
+    # torch first and pinned: a bare "torch" requirement would pull a multi-GB CUDA build.
+    "$VENV/bin/python" -m pip install -q "$TORCH"
+    "$VENV/bin/python" -m pip install -q -e ".[dev]"
+    touch "$stamp"
+fi

@@ -1,0 +1,198 @@
+"""Traces: every event's state is the live state, JSON round-trips, runs are repeatable."""
+
+from __future__ import annotations
+
+import copy
+import json
+import subprocess
+import sys
+
+import pytest
+
+from astrai.errors import TraceFormatError
+from astrai.trace import EVENT_KINDS, Trace, load_trace, record, save_trace
+from astrai.trace.recorder import Recorder
+from astrai.trace.text import format_trace, mask_bits
+from astrai.workload import build, load_workload, parse_workload, run_workload
+
+TOY = {
+    "name": "toy",
+    "cache": {"n_pages": 6, "page_size": 4},
+    "model": {"n_layers": 1, "d_model": 16, "n_heads": 2, "n_kv_heads": 1, "head_dim": 8,
+              "d_ff": 16},
+    "prefixes": {"sys": 8},
+    "request": [
+        {"name": "a", "prefix": "sys", "prompt_len": 10, "max_new_tokens": 6},
+        {"name": "b", "prefix": "sys", "prompt_len": 9, "max_new_tokens": 9, "arrival": 1},
+        {"name": "c", "prompt_len": 13, "max_new_tokens": 5, "after": "a"},
+    ],
+}
+
+
+class LiveCheck(Recorder):
+    """A recorder that compares each event's state with the live cache and scheduler."""
+
+    def _emit(self, kind, **fields):
+        super()._emit(kind, **fields)
+        state, cache, sched = self.events[-1]["state"], self.cache, self.scheduler
+        assert state["free_mask"] == cache.free_mask
+        assert state["refs"] == list(cache.refs)
+        assert state["cached"] == list(cache.cached_pages)
+        live = {t.name: t.page_table for t in sched.tasks.values() if t.page_table}
+        assert state["page_tables"] == live
+        assert state["lengths"] == {n: sched.tasks[n].length for n in live}
+        assert state["queue"] == [t.name for t in sched.waiting]
+        cache.check()  # listeners only ever see a whole, consistent cache
+        self.checked += 1
+
+
+@pytest.mark.parametrize("source", ["seed", "prefix", "preemption", TOY])
+def test_every_event_state_equals_live_state(source):
+    wl = load_workload(source) if isinstance(source, str) else parse_workload(source)
+    cache, _, scheduler = build(wl)
+    with LiveCheck(cache, scheduler) as rec:
+        rec.checked = 0
+        run_workload(wl, scheduler)
+    assert rec.checked == len(rec.events) > 50
+    kinds = {ev["kind"] for ev in rec.events}
+    assert {"arrive", "phase", "admit", "alloc", "write", "gather", "free", "retire"} <= kinds
+
+
+def test_filled_slots_follow_writes():
+    trace = record(parse_workload(TOY))
+    ps = trace.geometry["page_size"]
+    for ev in trace.events:
+        state = ev["state"]
+        for name, table in state["page_tables"].items():
+            n = state["lengths"][name]
+            for logical, page in enumerate(table):
+                # The task's own K/V fills each page up to its length.
+                assert state["filled"][page] >= min(ps, max(0, n - logical * ps))
+        for page in range(trace.geometry["n_pages"]):
+            if state["free_mask"] >> page & 1:
+                assert state["filled"][page] == 0
+
+
+def test_seed_reproduces_the_seed_story():
+    trace = record("seed")
+    allocs = [(ev["task"], ev["logical"], ev["page"]) for ev in trace.events
+              if ev["kind"] == "alloc"]
+    assert allocs[:5] == [("A", 0, 0), ("A", 1, 1), ("B", 0, 2), ("B", 1, 3), ("A", 2, 4)]
+    # A grows on demand while decoding, when its length crosses 2 pages of 64
+    grow = next(ev for ev in trace.events if ev["kind"] == "alloc" and ev["page"] == 4)
+    assert grow["phase"] == "decode" and grow["state"]["lengths"]["A"] == 128
+    # C arrives when A is done and takes the lowest free pages, scattered among B's
+    c_pages = [p for t, _, p in allocs if t == "C"]
+    b_table = next(ev["state"]["page_tables"]["B"] for ev in trace.events
+                   if ev["kind"] == "alloc" and ev["task"] == "C")
+    assert c_pages == sorted(c_pages) and set(c_pages) == {0, 1, 4}
+    assert min(b_table) < max(c_pages) and max(b_table) > min(c_pages)
+    assert len(trace.outputs["A"]) == 60 and 120 + 60 == 180
+    assert trace.events[-1]["state"]["refs"] == [0] * 8
+
+
+def test_code_records_the_functions_that_ran():
+    trace = record("seed")
+    alloc = next(ev for ev in trace.events if ev["kind"] == "alloc")
+    assert any(f["fn"] == "Scheduler._admit" for f in alloc["code"])
+    take = next(f for f in alloc["returned"] if f["fn"] == "PagedCache._take")
+    import inspect
+
+    from astrai.inference.cache import PagedCache
+
+    lines, start = inspect.getsourcelines(PagedCache._take)
+    ran = [lines[n - start].strip() for n in take["ran"]]
+    assert "lsb = word & -word  # its lowest set bit is the lowest free page" in ran
+    assert "return self._evict_lru()" not in ran  # a free page was there: no eviction
+
+
+def test_json_round_trip(tmp_path):
+    trace = record(parse_workload(TOY))
+    path = tmp_path / "t.json"
+    save_trace(trace, path)
+    back = load_trace(path)
+    assert back.to_json() == json.loads(json.dumps(trace.to_json()))
+    assert back == Trace.from_json(trace.to_json())
+
+
+def test_two_runs_give_identical_traces():
+    assert record("prefix").to_json() == record("prefix").to_json()
+
+
+def test_cli_is_repeatable_and_saves(tmp_path):
+    out = tmp_path / "seed.json"
+    cmd = [sys.executable, "-m", "astrai.trace", "seed"]
+    first = subprocess.run(cmd + ["-o", str(out)], capture_output=True, text=True, check=True)
+    second = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    assert first.stdout == second.stdout
+    assert "page 4 -> A[2]" in first.stdout
+    assert load_trace(out).workload["name"] == "seed"
+
+
+def test_cli_reports_a_bad_workload(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[cache]\nn_pages = 0\npage_size = 4\n[[request]]\nname = "a"\n')
+    r = subprocess.run([sys.executable, "-m", "astrai.trace", str(bad)], capture_output=True,
+                       text=True)
+    assert r.returncode == 2 and "cache.n_pages" in r.stderr
+    r = subprocess.run([sys.executable, "-m", "astrai.trace", "nope"], capture_output=True,
+                       text=True)
+    assert r.returncode == 2 and "no workload 'nope'" in r.stderr
+
+
+def test_text_lists_every_event_with_page_state():
+    trace = record(parse_workload(TOY))
+    lines = list(format_trace(trace))
+    assert len(lines) == 2 + len(trace.events) + len(trace.outputs)
+    first_alloc = next(ev for ev in trace.events if ev["kind"] == "alloc")
+    bits = mask_bits(first_alloc["state"]["free_mask"], 6)
+    assert bits == "011111"
+    assert any(f"free={bits}" in line and " alloc " in line for line in lines)
+
+
+def _mutate(trace_json, fn):
+    data = copy.deepcopy(trace_json)
+    fn(data)
+    return data
+
+
+@pytest.fixture(scope="module")
+def good():
+    return record(parse_workload(TOY), lines=False).to_json()
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda d: d.update(version=2), "unknown trace version 2"),
+        (lambda d: d.pop("version"), "missing version"),
+        (lambda d: d.update(events={}), "events must be"),
+        (lambda d: d["geometry"].update(n_pages=0), "geometry.n_pages"),
+        (lambda d: d["events"][3].update(kind="teleport"), "events[3].kind 'teleport'"),
+        (lambda d: d["events"][3].pop("step"), "events[3] needs an int step"),
+        (lambda d: d["events"][5]["state"].update(refs=[0]), "events[5].state.refs"),
+        (lambda d: d["events"][5]["state"].update(free_mask=1 << 40), "free_mask has bits"),
+        (lambda d: d["events"][5]["state"].pop("cached"), "events[5].state.cached"),
+        (lambda d: d["events"][5]["state"]["page_tables"].update(x=[99]), "page id outside"),
+    ],
+)
+def test_malformed_traces_are_named(good, change, message):
+    with pytest.raises(TraceFormatError) as info:
+        Trace.from_json(_mutate(good, change), "t.json")
+    assert message in str(info.value)
+
+
+def test_every_kind_has_its_fields(good):
+    for ev in good["events"]:
+        assert set(EVENT_KINDS[ev["kind"]]) <= set(ev)
+    broken = _mutate(good, lambda d: next(e for e in d["events"] if e["kind"] == "alloc")
+                     .pop("page"))
+    with pytest.raises(TraceFormatError, match=r"\(alloc\) is missing page"):
+        Trace.from_json(broken)
+
+
+def test_load_rejects_non_json(tmp_path):
+    path = tmp_path / "x.json"
+    path.write_text("{not json")
+    with pytest.raises(TraceFormatError, match="not JSON"):
+        load_trace(path)
