@@ -586,7 +586,7 @@ class CacheView:
         cache._check_kv(k, v, self.page_table.shape[0])
         # The slot index depends only on positions, so compute it once per step, not per layer.
         key = (start_pos, k.shape[1], lengths)
-        if self._slot_key is None or not _same_key(self._slot_key, key):
+        if self._slot_key is None or not same_key(self._slot_key, key):
             self._slots = cache.slot_index(self.page_table, start_pos, k.shape[1], lengths)
             self._slot_key = key
         cache.write_slots(layer_id, self._slots, k, v)
@@ -597,8 +597,11 @@ class CacheView:
         return self.cache.gather_pages(layer_id, self._index, self.total_len)
 
 
-def _same_key(a: tuple, b: tuple) -> bool:
-    # Tensors compare by identity: the view keeps them alive, so an id cannot be reused.
+def same_key(a: tuple, b: tuple) -> bool:
+    """Whether two (start_pos, n_tokens, lengths) keys name the same write positions.
+
+    Tensors compare by identity (the view keeps them alive, so an id cannot be reused); a
+    tensor never equals a non-tensor."""
     for x, y in zip(a, b):
         if x is y:
             continue

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import torch
 
+from astrai.inference.cache import same_key
+
 
 class DenseKVCache:
     def __init__(
@@ -165,7 +167,7 @@ class DenseView:
         cache._check_kv(k, v)
         # The index depends only on positions: compute it once per step, not once per layer.
         key = (start_pos, k.shape[1], lengths)
-        if self._slot_key is None or not _same_key(self._slot_key, key):
+        if self._slot_key is None or not same_key(self._slot_key, key):
             self._slots = cache.slot_index(start_pos, k.shape[1], lengths)
             self._slot_key = key
         cache.write_slots(layer_id, self._slots, k, v)
@@ -173,13 +175,3 @@ class DenseView:
     def gather(self, layer_id: int):
         return self.cache.gather(layer_id, self.total_len)
 
-
-def _same_key(a: tuple, b: tuple) -> bool:
-    # Tensors compare by identity (the view keeps them alive, so an id cannot be reused); a
-    # tensor never equals a non-tensor.
-    for x, y in zip(a, b):
-        if x is y:
-            continue
-        if isinstance(x, torch.Tensor) or isinstance(y, torch.Tensor) or x != y:
-            return False
-    return True
