@@ -196,3 +196,17 @@ def test_load_rejects_non_json(tmp_path):
     path.write_text("{not json")
     with pytest.raises(TraceFormatError, match="not JSON"):
         load_trace(path)
+
+
+def test_trace_names_its_source_and_traces_the_constructor():
+    import hashlib
+    from pathlib import Path
+
+    trace = record(parse_workload(TOY))
+    root = Path(__file__).resolve().parents[1]
+    assert trace.source == {
+        f: hashlib.sha256((root / f).read_bytes()).hexdigest()
+        for f in ("astrai/inference/cache.py", "astrai/inference/scheduler.py")
+    }
+    first = trace.events[0]
+    assert {"PagedCache.__init__", "Scheduler.__init__"} <= {f["fn"] for f in first["returned"]}

@@ -167,15 +167,17 @@ class Scheduler:
         admitted = []
         while self.waiting and len(self.running) < self.max_batch:
             task = self.waiting[0]
-            if not self._admit(task):
+            hits = self._fit(task)
+            if hits is None:
                 break  # the head waits; nobody skips ahead of it
             self.waiting.popleft()
             self.running.append(task)
+            self._admit(task, hits)
             admitted.append(task)
         return admitted
 
-    def _admit(self, task: Task) -> bool:
-        """Share the prompt's cached prefix pages and allocate the rest, or change nothing."""
+    def _fit(self, task: Task) -> list[int] | None:
+        """The prompt's cached prefix pages if the rest can be allocated now, else None."""
         cache = self.cache
         tokens = task.tokens
         # The last token is always computed (its logits give the next token), so it never
@@ -187,18 +189,22 @@ class Scheduler:
         if needed > available:
             if self.listener is not None:
                 self.listener.on_wait(task, needed, available)
-            return False
+            return None
+        return hits
+
+    def _admit(self, task: Task, hits: list[int]) -> None:
+        """Share the cached prefix pages and allocate the rest (_fit said they are there)."""
+        cache = self.cache
         self.active = task
         if self.listener is not None:
             self.listener.on_admit(task, hits)
         for page in hits:
             task.page_table.append(page)
             cache.inc_ref(page)
-        cache.alloc_n(needed, out=task.page_table)
+        cache.alloc_n(cache.pages_for(len(task.tokens)) - len(hits), out=task.page_table)
         self.active = None
         task.cached_len = task.length = len(hits) * cache.page_size
         task.status = Status.RUNNING
-        return True
 
     def _prefill(self, tasks: list[Task]) -> None:
         """One forward for all admitted tasks: each computes its tokens past its cached prefix."""
@@ -274,12 +280,13 @@ class Scheduler:
             table.to(device), max(ends), torch.tensor(ends, dtype=torch.int64, device=device)
         )
         self.batch = tasks
+        for task, end in zip(tasks, ends):
+            task.length = end  # the forward writes these tokens' K/V
         logits = self.model(tokens.to(device), start, view, lengths)
         last = logits[torch.arange(len(tasks), device=device), lengths - 1]
         self.batch = []
         nxt = self._sample(tasks, last).tolist()
-        for task, end, token in zip(tasks, ends, nxt):
-            task.length = end
+        for task, token in zip(tasks, nxt):
             task.output.append(token)
             if len(task.output) >= task.max_new_tokens:
                 task.status = Status.FINISHED

@@ -1,6 +1,7 @@
 """The trace file: JSON with a version, the workload, the cache geometry and the events.
 
     {"version": 1, "workload": {...}, "geometry": {...}, "outputs": {"A": [..]},
+     "source": {"astrai/inference/cache.py": "<sha256>", ...},
      "events": [{"kind": "alloc", "step": 0, "phase": "refill", "page": 0, "task": "A",
                  "logical": 0, "state": {"free_mask": 254, "refs": [1, 0, ...], "cached": [],
                  "page_tables": {"A": [0]}, "lengths": {"A": 0}, "filled": [0, ...],
@@ -12,7 +13,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +62,8 @@ class Trace:
     geometry: dict[str, Any]
     events: list[dict[str, Any]]
     outputs: dict[str, list[int]]
+    # sha256 of each engine file at recording time: code lines in events refer to that source
+    source: dict[str, str] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -68,6 +71,7 @@ class Trace:
             "workload": self.workload,
             "geometry": self.geometry,
             "outputs": self.outputs,
+            "source": self.source,
             "events": self.events,
         }
 
@@ -75,7 +79,7 @@ class Trace:
     def from_json(cls, data: Any, source: str = "trace") -> Trace:
         validate(data, source)
         return cls(data["version"], data["workload"], data["geometry"], data["events"],
-                   data["outputs"])
+                   data["outputs"], data.get("source", {}))
 
 
 def save_trace(trace: Trace, path: str | Path) -> None:
@@ -110,6 +114,8 @@ def validate(data: Any, source: str = "trace") -> None:
                       ("outputs", dict)):
         if not isinstance(data.get(key), kind):
             raise fail(f"{key} must be of type {kind.__name__}")
+    if not isinstance(data.get("source", {}), dict):
+        raise fail("source must be of type dict")
     geo = data["geometry"]
     for key in _GEOMETRY:
         if not _int(geo.get(key)) or geo[key] <= 0:

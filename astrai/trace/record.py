@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import contextlib
+
 from astrai.trace.format import VERSION, Trace
-from astrai.trace.recorder import Recorder
+from astrai.trace.recorder import LineTracer, Recorder, source_digests
 from astrai.workload import Workload, build, load_workload, run_workload
 
 
 def record(workload: Workload | str, device: str | None = None, lines: bool = True) -> Trace:
     """Build the workload's cache, model and scheduler, run it to the end, and record it."""
     wl = load_workload(workload) if isinstance(workload, str) else workload
-    cache, model, scheduler = build(wl, device)
-    with Recorder(cache, scheduler, lines=lines) as rec:
-        rec.on_phase(0, "init")
-        outputs = run_workload(wl, scheduler)
+    tracer = LineTracer() if lines else None
+    with tracer or contextlib.nullcontext():
+        cache, model, scheduler = build(wl, device)  # traced too: the init event shows it
+        with Recorder(cache, scheduler, lines=lines, tracer=tracer) as rec:
+            rec.on_phase(0, "init")
+            outputs = run_workload(wl, scheduler)
     geometry = {
         "n_layers": cache.n_layers,
         "n_pages": cache.n_pages,
@@ -23,4 +27,4 @@ def record(workload: Workload | str, device: str | None = None, lines: bool = Tr
         "device": str(cache.device),
         "dtype": str(cache.dtype).removeprefix("torch."),
     }
-    return Trace(VERSION, wl.to_json(), geometry, rec.events, outputs)
+    return Trace(VERSION, wl.to_json(), geometry, rec.events, outputs, source_digests())

@@ -9,6 +9,7 @@ Scenes replay these events; they never look at a live cache.
 
 from __future__ import annotations
 
+import hashlib
 import inspect
 import sys
 from pathlib import Path
@@ -25,72 +26,107 @@ _WATCHED = {
 }
 
 
-class Recorder(CacheListener, SchedulerListener):
-    """Attach with `with Recorder(cache, scheduler) as rec:`; events are in rec.events."""
+class LineTracer:
+    """While active, notes the lines each engine frame runs and the engine calls that finish.
 
-    def __init__(self, cache: PagedCache, scheduler: Scheduler, lines: bool = True):
+    Only engine frames (cache.py, scheduler.py) are traced line by line; everything else runs
+    untraced, and so does the engine while `busy` (the recorder reading state). Re-entrant.
+    """
+
+    def __init__(self):
+        self.executed: dict[int, list[int]] = {}  # frame id -> lines run so far
+        self.returned: list[dict] = []  # engine calls that finished since last taken
+        self.busy = False
+        self._depth = 0
+        self._saved = None
+
+    def __enter__(self) -> LineTracer:
+        if self._depth == 0:
+            self._saved = sys.gettrace()
+            sys.settrace(self._on_call)
+        self._depth += 1
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._depth -= 1
+        if self._depth == 0:
+            sys.settrace(self._saved)
+
+    def _on_call(self, frame, event, arg):
+        if frame.f_code.co_filename in _WATCHED and not self.busy:
+            self.executed[id(frame)] = []
+            return self._on_line
+        return None
+
+    def _on_line(self, frame, event, arg):
+        if event == "line":
+            self.executed[id(frame)].append(frame.f_lineno)
+        elif event == "return":
+            ran = self.executed.pop(id(frame), None)
+            code = frame.f_code
+            if ran and not code.co_flags & inspect.CO_GENERATOR and ">." not in code.co_qualname:
+                self.returned.append(_frame_info(frame, ran))
+        return self._on_line
+
+    def stack(self, frame) -> list[dict]:
+        """Engine frames running from `frame` outwards, each with the lines it has run."""
+        stack = []
+        while frame is not None:
+            if frame.f_code.co_filename in _WATCHED:
+                stack.append(_frame_info(frame, self.executed.get(id(frame), [frame.f_lineno])))
+            frame = frame.f_back
+        return stack
+
+    def take_returned(self) -> list[dict]:
+        returned, self.returned = self.returned, []
+        return returned
+
+
+def _frame_info(frame, ran: list[int]) -> dict:
+    return {
+        "file": _WATCHED[frame.f_code.co_filename],
+        "fn": frame.f_code.co_qualname,
+        "line": frame.f_lineno,
+        "ran": sorted(set(ran)),
+    }
+
+
+def source_digests() -> dict[str, str]:
+    """sha256 of each engine file whose lines a trace refers to."""
+    return {
+        rel: hashlib.sha256(Path(path).read_bytes()).hexdigest() for path, rel in _WATCHED.items()
+    }
+
+
+class Recorder(CacheListener, SchedulerListener):
+    """Attach with `with Recorder(cache, scheduler) as rec:`; events are in rec.events.
+
+    Pass a running `tracer` to have calls made before attaching (the constructors) show up in
+    the first event's `returned`; with lines=False nothing is traced and `code` stays empty.
+    """
+
+    def __init__(self, cache: PagedCache, scheduler: Scheduler, lines: bool = True,
+                 tracer: LineTracer | None = None):
         self.cache, self.scheduler = cache, scheduler
         self.events: list[dict] = []
         self.step, self.phase = 0, "init"
-        self.lines = lines
+        self.tracer = tracer or (LineTracer() if lines else None)
         self._written = [0] * cache.n_pages  # per page: bitmask of slots holding K/V
-        self._executed: dict[int, list[int]] = {}  # frame id -> lines run so far
-        self._returned: list[dict] = []  # engine calls that finished since the last event
-        self._busy = False
-        self._saved_trace = None
 
     # ---- attach ----------------------------------------------------------------------------
 
     def __enter__(self) -> Recorder:
         self.cache.listener = self
         self.scheduler.listener = self
-        if self.lines:
-            self._saved_trace = sys.gettrace()
-            sys.settrace(self._on_call)
+        if self.tracer is not None:
+            self.tracer.__enter__()
         return self
 
     def __exit__(self, *exc) -> None:
-        if self.lines:
-            sys.settrace(self._saved_trace)
+        if self.tracer is not None:
+            self.tracer.__exit__(*exc)
         self.cache.listener = None
         self.scheduler.listener = None
-
-    def _on_call(self, frame, event, arg):
-        # Only engine frames are traced line by line; everything else runs untraced, and so
-        # does the engine while the recorder itself reads state.
-        if frame.f_code.co_filename in _WATCHED and not self._busy:
-            self._executed[id(frame)] = []
-            return self._on_line
-        return None
-
-    def _on_line(self, frame, event, arg):
-        if event == "line":
-            self._executed[id(frame)].append(frame.f_lineno)
-        elif event == "return":
-            ran = self._executed.pop(id(frame), None)
-            code = frame.f_code
-            if ran and not code.co_flags & inspect.CO_GENERATOR and ">." not in code.co_qualname:
-                self._returned.append(self._frame_info(frame, ran))
-        return self._on_line
-
-    @staticmethod
-    def _frame_info(frame, ran: list[int]) -> dict:
-        return {
-            "file": _WATCHED[frame.f_code.co_filename],
-            "fn": frame.f_code.co_qualname,
-            "line": frame.f_lineno,
-            "ran": sorted(set(ran)),
-        }
-
-    def _code(self) -> list[dict]:
-        """Engine frames running now, innermost first; each with the lines it has run."""
-        stack, frame = [], sys._getframe(2)
-        while frame is not None:
-            if frame.f_code.co_filename in _WATCHED:
-                ran = self._executed.get(id(frame), [frame.f_lineno])
-                stack.append(self._frame_info(frame, ran))
-            frame = frame.f_back
-        return stack
 
     # ---- state -----------------------------------------------------------------------------
 
@@ -110,14 +146,18 @@ class Recorder(CacheListener, SchedulerListener):
         }
 
     def _emit(self, kind: str, **fields) -> None:
-        self._busy = True
+        tracer = self.tracer
         event = {"kind": kind, "step": self.step, "phase": self.phase, **fields}
-        event["state"] = self.state()
-        event["code"] = self._code() if self.lines else []
-        # Calls that ran to completion since the last event (e.g. _take inside alloc_n).
-        event["returned"], self._returned = self._returned, []
+        if tracer is None:
+            event["state"], event["code"], event["returned"] = self.state(), [], []
+        else:
+            tracer.busy = True
+            event["state"] = self.state()
+            event["code"] = tracer.stack(sys._getframe(2))  # past _emit and the hook
+            # Calls that ran to completion since the last event (e.g. _take inside alloc_n).
+            event["returned"] = tracer.take_returned()
+            tracer.busy = False
         self.events.append(event)
-        self._busy = False
 
     def _task(self) -> str | None:
         active = self.scheduler.active

@@ -1,0 +1,1 @@
+"""Manim scenes that replay recorded runs of the real PagedCache and Scheduler (astrai.trace)."""

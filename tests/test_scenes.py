@@ -1,0 +1,283 @@
+"""The scenes show the trace, nothing else: state checks after every event, not pixels.
+
+Each scene is built without video (format "none", skip_animations) and records, after every
+trace event, what its mobjects show: frame owners (from their colours), filled slots (from the
+bar heights), the free bits and refcounts (from the glyphs drawn), page-table rows and where
+their arrows point. Those are compared with the event's `state`, here computed independently of
+the scene code. Code panels are compared with `inspect.getsource` of the function the trace
+names. One short real render checks that an mp4 comes out.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+manim = pytest.importorskip("manim")
+av = pytest.importorskip("av")
+
+from manim import config, tempconfig  # noqa: E402
+
+from astrai.errors import TraceFormatError  # noqa: E402
+from astrai.trace import record, save_trace  # noqa: E402
+from scenes import theme  # noqa: E402
+from scenes.kit.glyphs import Atlas  # noqa: E402
+from scenes.paged_cache import PagedCacheScene  # noqa: E402
+from scenes.replay import load  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# Other geometry than any shipped workload: 5 pages of 8 slots, one layer, a shared prefix
+# (share, record, cache), decode growth, and a request arriving once another is done.
+TINY = """
+name = "tiny"
+[cache]
+n_pages = 5
+page_size = 8
+[model]
+n_layers = 1
+n_heads = 2
+n_kv_heads = 1
+head_dim = 8
+[scheduler]
+max_batch = 3
+[prefixes]
+sys = 8
+[[request]]
+name = "A"
+prefix = "sys"
+prompt_len = 12
+max_new_tokens = 10
+[[request]]
+name = "B"
+prefix = "sys"
+prompt_len = 10
+max_new_tokens = 14
+arrival = 1
+[[request]]
+name = "C"
+prompt_len = 9
+max_new_tokens = 3
+after = "A"
+"""
+
+# The smallest story for a real render: one request, two pages.
+SMOKE = """
+name = "smoke"
+[cache]
+n_pages = 3
+page_size = 4
+[model]
+n_layers = 1
+n_heads = 2
+n_kv_heads = 1
+head_dim = 8
+[[request]]
+name = "A"
+prompt_len = 5
+max_new_tokens = 2
+"""
+
+PAGE_KINDS = {"alloc", "share", "free", "cache", "evict", "preempt", "retire"}
+
+
+def build(trace, media_dir) -> PagedCacheScene:
+    with tempconfig({"format": "none", "disable_caching": True, "media_dir": str(media_dir),
+                     "progress_bar": "none", "verbosity": "WARNING"}):
+        scene = PagedCacheScene(trace=trace, skip_animations=True)
+        scene.render()
+    return scene
+
+
+@pytest.fixture(scope="module")
+def workloads(tmp_path_factory):
+    d = tmp_path_factory.mktemp("wl")
+    (d / "tiny.toml").write_text(TINY)
+    (d / "smoke.toml").write_text(SMOKE)
+    return d
+
+
+@pytest.fixture(scope="module")
+def built(workloads, tmp_path_factory):
+    media = tmp_path_factory.mktemp("media")
+    cache = {}
+
+    def get(name: str):
+        if name not in cache:
+            spec = str(workloads / f"{name}.toml") if name in ("tiny", "smoke") else name
+            trace = record(spec)
+            cache[name] = (trace, build(trace, media))
+        return cache[name]
+
+    return get
+
+
+# ---- what the screen should say, computed here from the state alone --------------------------
+
+
+def expected_label(state: dict, page: int) -> str:
+    if state["free_mask"] & (1 << page):
+        return "free"
+    if page in state["cached"]:
+        return "cached"
+    holders = [n for n, pages in state["page_tables"].items() if page in pages]
+    return "+".join(holders) if holders else "used"
+
+
+WORKLOADS = ["seed", "prefix", "tiny"]
+
+
+@pytest.mark.parametrize("name", WORKLOADS)
+def test_screen_matches_state_after_every_event(built, name):
+    trace, scene = built(name)
+    events, geo = trace.events, trace.geometry
+    n, ps = geo["n_pages"], geo["page_size"]
+    assert [s["event"] for s in scene.snapshots] == list(range(len(events)))
+    for ev, snap in zip(events, scene.snapshots):
+        st = ev["state"]
+        where = f"{name} event {snap['event']} ({ev['kind']})"
+        labels = [expected_label(st, p) for p in range(n)]
+        assert snap["frames"] == labels, where
+        assert all(w in ("", lab) for w, lab in zip(snap["frame_words"], labels)), where
+        assert snap["filled"] == st["filled"], where
+        assert snap["bits"] == "".join("1" if st["free_mask"] >> p & 1 else "0"
+                                       for p in range(n)), where
+        assert snap["refs"] == st["refs"], where
+        assert snap["tables"] == {t: [[k, p] for k, p in enumerate(pages)]
+                                  for t, pages in st["page_tables"].items()}, where
+        assert snap["arrows"] == st["page_tables"], where
+        assert {t: int(s.split()[-1]) for t, s in snap["lengths"].items()} == st["lengths"], where
+        assert {t: int(s.split()[1]) for t, s in snap["caps"].items()} == {
+            t: len(pages) * ps for t, pages in st["page_tables"].items()}, where
+        assert {t: bool(d) for t, d in snap["done"].items()} == {
+            t: st["status"][t] in ("finished", "done") for t in st["page_tables"]}, where
+        phase = ev["phase"] if ev["phase"] in ("arrive", "cleanup", "refill", "prefill",
+                                               "decode") else None
+        assert (snap["step"], snap["phase"]) == (ev["step"], phase), where
+        assert snap["status"].startswith(f"free_mask = {st['free_mask']} "), where
+        if st["cached"]:
+            assert " ".join(map(str, st["cached"])) in snap["status"], where
+
+
+@pytest.mark.parametrize("name", WORKLOADS)
+def test_tables_never_overlap_and_everything_is_on_screen(built, name):
+    trace, scene = built(name)
+    for snap in scene.snapshots:
+        spans = sorted(snap["table_spans"].values())
+        for (_, a1), (b0, _) in zip(spans, spans[1:]):
+            assert a1 <= b0 + 1e-6, f"tables overlap at event {snap['event']}: {spans}"
+    half_w, half_h = config.frame_width / 2, config.frame_height / 2
+    for mob in scene.mobjects:
+        for m in mob.get_family():
+            if len(getattr(m, "points", [])):
+                (x0, y0, _), (x1, y1, _) = m.get_corner([-1, -1, 0]), m.get_corner([1, 1, 0])
+                assert -half_w <= x0 and x1 <= half_w and -half_h <= y0 and y1 <= half_h, m
+
+
+def test_text_is_never_below_the_480p_floor(built):
+    built("seed")
+    assert all(size >= theme.FS_MIN for size, _ in Atlas._cache)
+    with pytest.raises(ValueError):
+        theme.text("too small", theme.FS_MIN - 1)
+
+
+@pytest.mark.parametrize("name", WORKLOADS)
+def test_every_event_is_replayed_once_and_page_events_get_a_beat(built, name):
+    trace, scene = built(name)
+    beats = scene.replay.beats
+    order = [i for b in beats for i in b.events]
+    assert order == [i for i, ev in enumerate(trace.events) if ev["phase"] != "init"]
+    for b in beats:
+        kinds = [trace.events[i]["kind"] for i in b.events]
+        if b.kind == "run":
+            assert not PAGE_KINDS & set(kinds), b
+        else:
+            page = [k for k in kinds if k in PAGE_KINDS]
+            # one page event per beat, or a free with its cache, or an evict with its alloc
+            assert len(page) <= 1 or page in (["free", "cache"], ["evict", "alloc"]), b
+            if page:
+                assert trace.events[b.main]["kind"] == page[0], b
+
+
+def test_compressed_runs_say_so(built):
+    trace, scene = built("seed")
+    runs = [b for b in scene.replay.beats if b.kind == "run" and b.steps[1] > b.steps[0]]
+    assert runs
+    said = scene.replay.captions_shown
+    for b in runs:
+        assert any(c.startswith(f"decode steps {b.steps[0]}-{b.steps[1]} compressed") for c in said)
+
+
+def _source(file: str, fn: str) -> tuple[list[str], int]:
+    module = importlib.import_module(file.removesuffix(".py").replace("/", "."))
+    obj = module
+    for part in fn.split("."):
+        obj = inspect.getattr_static(obj, part)
+    obj = obj.fget if isinstance(obj, property) else obj
+    lines, start = inspect.getsourcelines(obj)
+    return textwrap.dedent("".join(lines)).rstrip("\n").split("\n"), start
+
+
+@pytest.mark.parametrize("name", WORKLOADS)
+def test_code_panels_show_the_real_source_and_the_lines_that_ran(built, name):
+    trace, scene = built(name)
+    assert scene.panels
+    for panel in scene.panels:
+        src, start = _source(panel["file"], panel["fn"])
+        listing = scene.replay.code.listings[(panel["file"], panel["fn"])]
+        assert listing.text() == "\n".join(s.rstrip() for s in src)
+        assert [t.rstrip() for t in panel["text"]] == [src[r - start].rstrip()
+                                                      for r in panel["rows"]]
+        frame = panel["frame"]
+        ev = trace.events[panel["event"]]
+        # A finished call's panel may open at another line than its last: same call otherwise.
+        assert any((f["file"], f["fn"], f["ran"]) == (frame["file"], frame["fn"], frame["ran"])
+                   for f in ev["code"] + ev["returned"]), "a panel for a function that did not run"
+        assert panel["ran"] == sorted(set(frame["ran"]) & set(panel["rows"]))
+        assert panel["current"] == frame["line"] and frame["line"] in panel["rows"]
+
+
+def test_workload_spec_from_environment(workloads, tmp_path, monkeypatch):
+    monkeypatch.setenv("ASTRAI_WORKLOAD", str(workloads / "smoke.toml"))
+    trace = load()
+    assert trace.workload["name"] == "smoke"
+    path = tmp_path / "t.json"
+    save_trace(trace, path)
+    monkeypatch.setenv("ASTRAI_WORKLOAD", str(path))
+    assert load().events == trace.events
+    monkeypatch.delenv("ASTRAI_WORKLOAD")
+    assert load().workload["name"] == "seed"
+
+
+def test_real_render_writes_a_video(built, workloads, tmp_path):
+    _, scene = built("smoke")
+    env = {**os.environ, "ASTRAI_WORKLOAD": str(workloads / "smoke.toml")}
+    out = subprocess.run(
+        [sys.executable, "-m", "manim", "render", "-ql", "--progress_bar", "none",
+         "--media_dir", str(tmp_path), "scenes/paged_cache.py", "PagedCacheScene"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    videos = list(tmp_path.rglob("PagedCacheScene.mp4"))
+    assert len(videos) == 1
+    with av.open(str(videos[0])) as container:
+        seconds = container.duration / 1e6
+    slack = max(0.5, scene.replay.n_plays / 15)  # each play rounds to whole frames (15 fps)
+    assert seconds == pytest.approx(scene.replay.duration, abs=slack)
+
+
+def test_a_trace_from_other_engine_source_is_refused(workloads, tmp_path, monkeypatch):
+    """Code panels read today's source at the trace's line numbers: a stale trace would lie."""
+    trace = load(str(workloads / "smoke.toml"))
+    trace.source = {**trace.source, "astrai/inference/cache.py": "0" * 64}
+    path = tmp_path / "old.json"
+    save_trace(trace, path)
+    with pytest.raises(TraceFormatError, match="another version of astrai/inference/cache.py"):
+        load(str(path))
