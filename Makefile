@@ -8,9 +8,9 @@ SCENES  := scenes/paged_cache.py:PagedCacheScene
 # preview one scene: make preview SCENE=scenes/paged_cache.py:PagedCacheScene WORKLOAD=prefix
 SCENE   ?= $(firstword $(SCENES))
 WORKLOAD ?=
-ENCODERS := --max_files_cached -1
+VIDEO   = media/videos/paged_cache/480p15/PagedCacheScene.mp4
 
-.PHONY: setup test lint bench render render-hq preview stills gif trace clean
+.PHONY: setup test lint bench render render-hq preview stills gif sheet trace clean
 
 setup:
 	@bash scripts/setup.sh
@@ -43,6 +43,14 @@ preview: setup
 stills: setup
 	@for s in $(SCENES); do \
 	  ASTRAI_WORKLOAD=$(WORKLOAD) $(MANIM) render -ql -s $${s%%:*} $${s##*:} || exit 1; done
+
+# A short GIF of the seed scene for the README (media/preview.gif), from the 480p render
+gif: render
+	$(PY) scripts/frames.py $(VIDEO) --gif media/preview.gif --start 6 --end 30 --fps 4
+
+# A contact sheet of 8 frames spread over the video, to look at a render quickly
+sheet: setup
+	$(PY) scripts/frames.py $(VIDEO) --grid media/sheet.png --n 8
 
 # The text version of a run: make trace WORKLOAD=seed
 trace: setup
