@@ -58,6 +58,25 @@ class _Entry(NamedTuple):
     uid: int
 
 
+def require_sizes(dtype: torch.dtype, **sizes: int) -> None:
+    """ValueError naming the first size that is not a positive int, or a non-float dtype."""
+    for name, value in sizes.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            raise ValueError(f"{name} must be a positive int, got {value!r}")
+    if not dtype.is_floating_point:
+        raise ValueError(f"dtype must be a floating type, got {dtype}")
+
+
+def require_kv(k: torch.Tensor, v: torch.Tensor, batch: int, n_kv_heads: int, head_dim: int):
+    """ValueError unless k and v are both [batch, S, n_kv_heads, head_dim]."""
+    want = (batch, k.shape[1] if k.dim() == 4 else -1, n_kv_heads, head_dim)
+    if k.dim() != 4 or tuple(k.shape) != want or k.shape != v.shape:
+        raise ValueError(
+            f"k and v must both be [B={batch}, S, {n_kv_heads}, {head_dim}], "
+            f"got {tuple(k.shape)} and {tuple(v.shape)}"
+        )
+
+
 def pages_for(n_tokens: int, page_size: int) -> int:
     """How many pages hold n_tokens: ceil(n_tokens / page_size)."""
     return (n_tokens + page_size - 1) // page_size
@@ -74,17 +93,8 @@ class PagedCache:
         device: str | torch.device = "cpu",
         dtype: torch.dtype = torch.float32,
     ):
-        for name, value in (
-            ("n_layers", n_layers),
-            ("n_pages", n_pages),
-            ("page_size", page_size),
-            ("n_kv_heads", n_kv_heads),
-            ("head_dim", head_dim),
-        ):
-            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
-        if not dtype.is_floating_point:
-            raise ValueError(f"dtype must be a floating type, got {dtype}")
+        require_sizes(dtype, n_layers=n_layers, n_pages=n_pages, page_size=page_size,
+                      n_kv_heads=n_kv_heads, head_dim=head_dim)
         self.n_layers, self.n_pages, self.page_size = n_layers, n_pages, page_size
         self.n_kv_heads, self.head_dim = n_kv_heads, head_dim
         self.device, self.dtype = torch.device(device), dtype
@@ -444,12 +454,7 @@ class PagedCache:
             raise ValueError(f"page_table must be int32 or int64, got {page_table.dtype}")
 
     def _check_kv(self, k: torch.Tensor, v: torch.Tensor, batch: int) -> None:
-        want = (batch, k.shape[1] if k.dim() == 4 else -1, self.n_kv_heads, self.head_dim)
-        if k.dim() != 4 or tuple(k.shape) != want or k.shape != v.shape:
-            raise ValueError(
-                f"k and v must both be [B={batch}, S, {self.n_kv_heads}, {self.head_dim}], "
-                f"got {tuple(k.shape)} and {tuple(v.shape)}"
-            )
+        require_kv(k, v, batch, self.n_kv_heads, self.head_dim)
 
     def slot_index(
         self,

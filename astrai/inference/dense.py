@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import torch
 
-from astrai.inference.cache import same_key
+from astrai.inference.cache import require_kv, require_sizes, same_key
 
 
 class DenseKVCache:
@@ -28,17 +28,8 @@ class DenseKVCache:
         device: str | torch.device = "cpu",
         dtype: torch.dtype = torch.float32,
     ):
-        for name, value in (
-            ("n_layers", n_layers),
-            ("batch", batch),
-            ("max_len", max_len),
-            ("n_kv_heads", n_kv_heads),
-            ("head_dim", head_dim),
-        ):
-            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
-        if not dtype.is_floating_point:
-            raise ValueError(f"dtype must be a floating type, got {dtype}")
+        require_sizes(dtype, n_layers=n_layers, batch=batch, max_len=max_len,
+                      n_kv_heads=n_kv_heads, head_dim=head_dim)
         self.n_layers, self.batch, self.max_len = n_layers, batch, max_len
         self.n_kv_heads, self.head_dim = n_kv_heads, head_dim
         self.device, self.dtype = torch.device(device), dtype
@@ -64,12 +55,7 @@ class DenseKVCache:
         )
 
     def _check_kv(self, k: torch.Tensor, v: torch.Tensor) -> None:
-        want = (self.batch, k.shape[1] if k.dim() == 4 else -1, self.n_kv_heads, self.head_dim)
-        if k.dim() != 4 or tuple(k.shape) != want or k.shape != v.shape:
-            raise ValueError(
-                f"k and v must both be [B={self.batch}, S, {self.n_kv_heads}, {self.head_dim}], "
-                f"got {tuple(k.shape)} and {tuple(v.shape)}"
-            )
+        require_kv(k, v, self.batch, self.n_kv_heads, self.head_dim)
 
     def slot_index(
         self,

@@ -81,8 +81,8 @@ class Captions(VGroup):
         self.add(self.caption, self.detail, self.status)
 
     def say(self, caption, detail="", beat=None) -> None:
-        _set(self.caption, caption, theme.TEXT, beat)
-        _set(self.detail, detail, theme.DIM, beat)
+        self.caption.set(caption, theme.TEXT, beat)
+        self.detail.set(detail, theme.DIM, beat)
 
     def sync(self, state: dict, n_pages: int, beat=None) -> None:
         parts = []
@@ -104,24 +104,5 @@ class Captions(VGroup):
             used += len(text_)
             if used >= room:
                 break
-        _set(self.status, fitted, theme.DIM, beat)
+        self.status.set(fitted, theme.DIM, beat)
 
-
-def _set(counter: Counter, content, color, beat) -> None:
-    """Counter.set for plain strings or (text, colour) segment lists."""
-    if isinstance(content, str):
-        counter.set(content, color, beat)
-        return
-    key = tuple((s, str(c)) for s, c in content)
-    if getattr(counter, "_key", None) == key:
-        return
-    counter._key = key
-    line = counter.atlas.line(content)
-    line._color = None
-    counter._position(line)
-    if beat is not None:
-        beat.replace(counter, counter.current, line)
-    else:
-        counter.remove(counter.current)
-        counter.add(line)
-    counter.current = line

@@ -141,7 +141,7 @@ class Counter(VGroup):
         self.atlas, self.color, self.align = atlas, color, align
         self.anchor = np.zeros(3)
         self.current = atlas.line(text, color)
-        self.current._color = color
+        self._key = (text, str(color))
         self.add(self.current)
 
     def place(self, point, align=None) -> Counter:
@@ -162,12 +162,17 @@ class Counter(VGroup):
     def text(self) -> str:
         return self.current.shown()
 
-    def set(self, text: str, color=None, beat=None) -> bool:
-        color = self.color if color is None else color
-        if text == self.current.text and color == getattr(self.current, "_color", self.color):
+    def set(self, content, color=None, beat=None) -> bool:
+        """Show `content`: a string in one colour, or a list of (text, colour) segments."""
+        if isinstance(content, str):
+            color = self.color if color is None else color
+            key, args = (content, str(color)), (content, color)
+        else:
+            key, args = tuple((s, str(c)) for s, c in content), (content,)
+        if key == self._key:
             return False
-        line = self.atlas.line(text, color)
-        line._color = color
+        self._key = key
+        line = self.atlas.line(*args)
         self._position(line)
         if beat is not None:
             beat.replace(self, self.current, line)
