@@ -39,6 +39,7 @@ class DenseKVCache:
         self._v_store = torch.zeros(shape, device=self.device, dtype=dtype)
         self.k_cache = self._k_store[:, :, :max_len]
         self.v_cache = self._v_store[:, :, :max_len]
+        self.device = self._k_store.device  # "cuda" -> "cuda:0", as tensors made on it report
         # Per-layer views made once: [B, max_len + 1, H, D] to slice, [B * (max_len + 1), H, D]
         # to index_copy_ into.
         self._k_rows = self._k_store.unbind(0)
