@@ -1,6 +1,6 @@
 """PagedCache: K/V storage in fixed-size pages, handed out from a free bitmask.
 
-Three kinds of page, always exactly one each: free (its bit is set in the mask), in use (refs > 0),
+Every page is exactly one of three kinds: free (its bit is set in the mask), in use (refs > 0),
 and cached (refs == 0, but it still holds a recorded prompt prefix and can be revived by a lookup
 hit; the least recently used one is evicted when no free page is left).
 
