@@ -44,9 +44,10 @@ from manim import DOWN, LEFT, Brace, Rectangle, VGroup
 from astrai.errors import TraceFormatError
 from astrai.trace import Trace, load_trace, record
 from astrai.trace.recorder import source_digests
+from astrai.trace.text import mask_bits
 from scenes import theme
 from scenes.kit.anim import Beat
-from scenes.kit.bitmask import BitRows, mask_bits
+from scenes.kit.bitmask import BitRows
 from scenes.kit.captions import PHASES, Captions, Header
 from scenes.kit.code import CodePanel, source_of
 from scenes.kit.glyphs import Atlas

@@ -256,10 +256,7 @@ class PagedCache:
                 self._lru[idx] = None  # most recently used end
                 cached = True
             else:
-                w = idx // _WORD
-                self._words[w] |= 1 << (idx % _WORD)
-                self._summary |= 1 << w
-                self._n_free += 1
+                self._set_free(idx)
         listener = self.listener
         if listener is not None:  # called once the state is whole again
             listener.on_free(idx, refs)
@@ -267,6 +264,13 @@ class PagedCache:
                 listener.on_cache(idx)
             elif refs == 0:
                 listener.on_release(idx)
+
+    def _set_free(self, idx: int) -> None:
+        """Set the page's bit again (and its word's summary bit): the page is free."""
+        w = idx // _WORD
+        self._words[w] |= 1 << (idx % _WORD)
+        self._summary |= 1 << w
+        self._n_free += 1
 
     def inc_ref(self, idx: int) -> None:
         """Add a reference to an in-use page, or revive a cached one (refs 0 -> 1)."""
@@ -393,10 +397,7 @@ class PagedCache:
         self._uids.discard(entry.uid)
         if idx in self._lru:
             del self._lru[idx]
-            w = idx // _WORD
-            self._words[w] |= 1 << (idx % _WORD)
-            self._summary |= 1 << w
-            self._n_free += 1
+            self._set_free(idx)
             if self.listener is not None:
                 self.listener.on_evict(idx)
                 self.listener.on_release(idx)

@@ -205,7 +205,7 @@ class Recorder(CacheListener, SchedulerListener):
         self._emit("alloc", page=page, task=self._task(), logical=logical)
 
     def on_free(self, page: int, refs: int) -> None:
-        if refs == 0 and page not in self.cache.cached_pages:
+        if refs == 0 and not self.cache.is_recorded(page):
             self._written[page] = 0
         self._emit("free", page=page, task=self._task(), refs=refs)
 

@@ -9,13 +9,10 @@ from __future__ import annotations
 
 from manim import LEFT, ORIGIN, RoundedRectangle, VGroup
 
+from astrai.trace.text import mask_bits
 from scenes import theme
 from scenes.kit.glyphs import Atlas, Counter
 from scenes.kit.layout import Layout
-
-
-def mask_bits(mask: int, n_pages: int) -> str:
-    return "".join("1" if mask >> i & 1 else "0" for i in range(n_pages))
 
 
 class BitRows(VGroup):
