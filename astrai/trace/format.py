@@ -25,12 +25,13 @@ VERSION = 1
 EVENT_KINDS: dict[str, tuple[str, ...]] = {
     "phase": (),
     "arrive": ("task", "prompt_len", "max_new_tokens"),
-    "admit": ("task", "n_tokens", "hits", "pages_needed"),
+    "admit": ("task", "n_tokens", "hits", "pages_needed", "needed", "available"),
     "wait": ("task", "needed", "available"),
+    "grow": ("task", "n_tokens", "pages_needed", "held", "capacity"),
     "alloc": ("page", "task", "logical"),
     "share": ("page", "task", "logical", "revived"),
-    "write": ("rows",),
-    "gather": ("rows", "total_len"),
+    "write": ("rows", "page_table"),
+    "gather": ("rows", "total_len", "shape"),
     "record": ("task", "pages"),
     "tokens": ("tokens",),
     "free": ("page", "task", "refs"),
@@ -38,7 +39,7 @@ EVENT_KINDS: dict[str, tuple[str, ...]] = {
     "evict": ("page",),
     "preempt": ("task",),
     "finish": ("task", "n_output"),
-    "retire": ("task",),
+    "retire": ("task", "n_free"),
 }
 
 _STATE = {
