@@ -112,12 +112,15 @@ def built(workloads, tmp_path_factory):
     media = tmp_path_factory.mktemp("media")
     cache = {}
 
-    def get(name: str):
-        if name not in cache:
+    traces = {}
+
+    def get(name: str, cut: str = "full"):
+        if name not in traces:
             spec = str(workloads / f"{name}.toml") if name in ("tiny", "smoke") else name
-            trace = record(spec)
-            cache[name] = (trace, build(trace, media))
-        return cache[name]
+            traces[name] = record(spec)
+        if (name, cut) not in cache:
+            cache[name, cut] = (traces[name], build(traces[name], media, cut=cut))
+        return cache[name, cut]
 
     return get
 
@@ -365,3 +368,101 @@ def test_admit_captions_say_what_the_scheduler_decided_with(built):
     revived = [ev for ev in admits if ev["available"] < bin(ev["state"]["free_mask"]).count("1")
                + len(ev["state"]["cached"])]
     assert revived, "the prefix workload should admit a request that revives cached pages"
+
+
+# ---- the teaser cut ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["seed", "prefix", "tiny"])
+def test_the_teaser_applies_every_event_and_ends_where_the_trace_ends(built, name):
+    trace, scene = built(name, "teaser")
+    _, full = built(name)
+    assert [s["event"] for s in scene.snapshots] == list(range(len(trace.events)))
+    last = {k: v for k, v in scene.snapshots[-1].items() if k != "table_spans"}
+    assert last == {k: v for k, v in full.snapshots[-1].items() if k != "table_spans"}
+    st = trace.events[-1]["state"]
+    assert last["refs"] == st["refs"] and last["tables"] == {
+        t: [[k, p] for k, p in enumerate(pages)] for t, pages in st["page_tables"].items()}
+    assert scene.clock < full.clock / 3
+    # Every beat is a montage (or the tail), and each montage says what it compressed.
+    assert {spec.kind for spec in scene.replay.beats} <= {"montage", "tail"}
+    montages = [spec for spec in scene.replay.beats if spec.kind == "montage"]
+    details = scene.replay.details_shown[-len(scene.replay.beats):]
+    for spec, detail in zip(montages, details):
+        a, b = spec.steps
+        assert detail.startswith(f"steps {a}-{b} compressed" if b > a else f"step {a} compr")
+
+
+def test_the_seed_teaser_is_short(built):
+    _, scene = built("seed", "teaser")
+    assert 10 <= scene.clock <= 16  # the promo's budget: about 15 s a scene
+    kinds = [trace_kind for _, trace_kind, _, _ in scene.replay.beat_times]
+    assert kinds.count("montage") >= 6  # still a story: arrivals, growth, frees, reuse
+
+
+def test_teaser_panels_mark_the_work(built):
+    _, scene = built("prefix", "teaser")
+    assert scene.panels
+    for panel in scene.panels:
+        src, start = _source(panel["file"], panel["fn"])
+        marked = src[panel["current"] - start]
+        assert any(f in marked for f in KINDS[panel["kind"]].panel(panel["fn"]).effect), marked
+
+
+# ---- names, packages -------------------------------------------------------------------------
+
+
+def test_each_render_is_named_for_its_scene_workload_and_cut(monkeypatch, tmp_path):
+    from scenes.story import StoryScene
+
+    class Probe(StoryScene):
+        WORKLOAD = "seed"
+
+        def story(self):
+            pass
+
+    def name(env: str | None, cut: str | None = None) -> str:
+        if env is None:
+            monkeypatch.delenv("ASTRAI_WORKLOAD", raising=False)
+        else:
+            monkeypatch.setenv("ASTRAI_WORKLOAD", env)
+        with tempconfig({"format": "none", "media_dir": str(tmp_path), "verbosity": "WARNING"}):
+            return Probe(cut=cut).output_name()
+
+    assert name(None) == "Probe"
+    assert name("seed") == "Probe"
+    assert name("prefix") == "Probe_prefix"
+    assert name("some/dir/mine.toml") == "Probe_mine"
+    assert name(None, "teaser") == "Probe_teaser"
+    assert len({name(None), name("prefix"), name("batching"), name(None, "teaser")}) == 4
+
+
+def test_a_still_is_written_where_the_readme_says(workloads, tmp_path):
+    env = {**os.environ, "ASTRAI_WORKLOAD": str(workloads / "smoke.toml")}
+    out = subprocess.run(
+        [sys.executable, "-m", "manim", "render", "-ql", "-s", "--progress_bar", "none",
+         "--media_dir", str(tmp_path), "scenes/paged_cache.py", "PagedCacheScene"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    pngs = [p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*.png")]
+    assert pngs == ["images/paged_cache/PagedCacheScene_smoke.png"]
+
+
+def test_scene_files_do_not_edit_sys_path_and_scenes_is_packaged():
+    import tomllib
+
+    for path in (ROOT / "scenes").rglob("*.py"):
+        assert "sys.path" not in path.read_text(), path
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert "scenes*" in project["tool"]["setuptools"]["packages"]["find"]["include"]
+
+
+def test_make_render_lists_the_storyboard_scenes_that_exist():
+    from scenes.storyboard import STORYBOARD
+
+    out = subprocess.run([sys.executable, "scripts/scenes.py"], cwd=ROOT, capture_output=True,
+                         text=True, timeout=30, check=True).stdout.split()
+    want = [f"{m.replace('.', '/')}.py:{c}" for m, c in STORYBOARD
+            if (ROOT / f"{m.replace('.', '/')}.py").is_file()]
+    assert out == want and "scenes/paged_cache.py:PagedCacheScene" in out

@@ -198,8 +198,10 @@ def alloc(r: Replay, spec: BeatSpec) -> None:
     r.play(beat, *r.timing(spec))
 
 
-@kind("grow", (1.1, 1.8, 0.6),
-      Code(SCHED, "Scheduler._grow", ("got = self.cache.alloc_n(1, out=task.page_table)",)))
+GROW = Code(SCHED, "Scheduler._grow", ("got = self.cache.alloc_n(1, out=task.page_table)",))
+
+
+@kind("grow", (1.1, 1.8, 0.6), GROW)
 def grow(r: Replay, spec: BeatSpec) -> None:
     beat = r.new_beat()
     prev = r.prev_state
@@ -222,8 +224,10 @@ def grow(r: Replay, spec: BeatSpec) -> None:
     r.play(beat, *r.timing(spec))
 
 
-@kind("share", (1.0, 1.5, 0.35),
-      Code(CACHE, "PagedCache.inc_ref", ("del self._lru[idx]", "self._refs[idx] += 1")))
+SHARE = Code(CACHE, "PagedCache.inc_ref", ("del self._lru[idx]", "self._refs[idx] += 1"))
+
+
+@kind("share", (1.0, 1.5, 0.35), SHARE)
 def share(r: Replay, spec: BeatSpec) -> None:
     beat = r.new_beat()
     r.apply_all(spec, beat)
@@ -241,8 +245,10 @@ def share(r: Replay, spec: BeatSpec) -> None:
     r.play(beat, *r.timing(spec))
 
 
-@kind("evict", (1.1, 1.7, 0.5),
-      Code(CACHE, "PagedCache._evict_lru", ("idx, _ = self._lru.popitem(last=False)",)))
+EVICT = Code(CACHE, "PagedCache._evict_lru", ("idx, _ = self._lru.popitem(last=False)",))
+
+
+@kind("evict", (1.1, 1.7, 0.5), EVICT)
 def evict(r: Replay, spec: BeatSpec) -> None:
     beat = r.new_beat()
     prev = r.prev_state
@@ -410,17 +416,61 @@ def run(r: Replay, spec: BeatSpec) -> None:
     r.play(beat, *r.timing(spec))
 
 
-@kind("skip", (0.6, 0.8, 0.5))
-def skip(r: Replay, spec: BeatSpec) -> None:
-    """Teaser only: a stretch of beats applied at once, and said to be compressed."""
+def _pages(evs: list[dict], kind_: str) -> str:
+    return ", ".join(str(e["page"]) for e in evs if e["kind"] == kind_)
+
+
+@kind("montage", (0.8, 0.5, 0.5), TAKE, GROW, SHARE, EVICT, FREE)
+def montage(r: Replay, spec: BeatSpec) -> None:
+    """Teaser only: one task's pages moving one way, with the beats before it folded in."""
     beat = r.new_beat()
-    for i in spec.events:
-        r.apply(i, beat, staged=False)
+    r.apply_all(spec, beat)
+    evs = [r.events[i] for i in spec.events]
+    main = r.events[spec.main]
+    task = next((e["task"] for e in evs[spec.events.index(spec.main):] if e.get("task")), "")
+    arrived = next((e for e in evs if e["kind"] == "arrive" and e["task"] == task), None)
+    grow_ev = _last(r, spec, "grow")
+    came = f"{task} arrives ({arrived['prompt_len']}-token prompt): " if arrived else ""
+    if main["kind"] == "free":
+        cached = {e["page"] for e in evs if e["kind"] == "cache"}
+        frees = [e for e in evs if e["kind"] == "free"]
+        parts = [(f"pages {', '.join(str(e['page']) for e in group)} {words}")
+                 for group, words in (
+                     ([e for e in frees if e["refs"] == 0 and e["page"] not in cached], "freed"),
+                     ([e for e in frees if e["page"] in cached], "kept cached"),
+                     ([e for e in frees if e["refs"] > 0], "still shared")) if group]
+        why = ("is preempted" if any(e["kind"] == "preempt" for e in evs) else
+               "is done" if any(e["kind"] == "retire" for e in evs) else "lets go")
+        caption = f"{task} {why}: {'; '.join(parts)}"
+        fn, at, where = "PagedCache.free", spec.main, ("code",)
+    elif main["kind"] == "share":
+        shared = _pages(evs, "share")
+        caption = f"{came}{task} shares prefix pages {shared}"
+        if _pages(evs, "alloc"):
+            caption += f", allocates {_pages(evs, 'alloc')}"
+        fn, at, where = "PagedCache.inc_ref", spec.main, ("code",)
+    elif main["kind"] == "evict":
+        caption = f"no free page: cached page {main['page']} is evicted for {task}"
+        fn, at, where = "PagedCache._evict_lru", spec.events[-1], ("returned",)
+        if find(r.events[at], fn, where) is None:
+            at = spec.main
+    elif main["phase"] == "decode" and grow_ev is not None:
+        caption = (f"{task} is full ({grow_ev['n_tokens']} tokens need "
+                   f"{grow_ev['pages_needed']} pages): alloc page {_pages(evs, 'alloc')}")
+        fn, at, where = "Scheduler._grow", spec.main, ("code",)
+    else:
+        caption = f"{came}{task} gets pages {_pages(evs, 'alloc')}, lowest free first"
+        fn, at, where = "PagedCache._take", spec.main, ("returned",)
     a, b = spec.steps
     steps = f"steps {a}-{b}" if b > a else f"step {a}"
-    n = len(spec.skipped)
-    r.say(beat, f"{steps} compressed: {n} more beat{'s' if n != 1 else ''} like these",
-          ", ".join(sorted(set(spec.skipped))))
+    folded = sorted(set(spec.skipped) - {"alloc", "free", "share"})
+    r.say(beat, caption, f"{steps} compressed into one beat"
+          + (f" ({', '.join(folded)})" if folded else ""))
+    r.show_code("montage", fn, at, where=where)
+    moved = [e["page"] for e in evs if e["kind"] in ("alloc", "share", "free", "evict")]
+    for k, p in enumerate(dict.fromkeys(moved)):
+        t0 = W_POOL[0] + 0.5 * k / max(len(moved), 1)
+        r.box(beat, p, (t0, min(1.0, t0 + 0.45)))
     r.play(beat, *r.timing(spec))
 
 

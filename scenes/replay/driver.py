@@ -18,7 +18,7 @@ from scenes.kit.layout import make_layout
 from scenes.kit.pool import PagePool
 from scenes.kit.tables import PageTables, plan_tables
 from scenes.replay.beats import KINDS, W_BITS, W_POOL, W_TABLES, W_TEXT, find
-from scenes.replay.plan import BeatSpec, plan_beats, teaser
+from scenes.replay.plan import BeatSpec, never, plan_beats, teaser
 
 # The teaser's pacing: animations a bit quicker, holds much shorter (first-time holds too).
 TEASER_RUN, TEASER_HOLD = 0.7, 0.35
@@ -33,7 +33,7 @@ class Replay:
 
     title: the header's title (default "Paged KV cache · workload NAME").
     cut: "full" or "teaser" (default: the scene's cut); the teaser plays `plan.teaser(...)`.
-    keep: with the teaser, which beats to keep (default `plan.is_key`).
+    keep: with the teaser, beats to play as in the full cut (default none).
     """
 
     def __init__(self, scene, trace: Trace, title: str | None = None, cut: str | None = None,
@@ -50,12 +50,13 @@ class Replay:
         self.layout = make_layout(self.n_pages, table_rows=most)
         self.plan = plan_tables(self.events, self.layout)
         self.all_beats = plan_beats(self.events)
-        self.beats = (teaser(self.all_beats, self.events, *(() if keep is None else (keep,)))
+        self.beats = (teaser(self.all_beats, self.events, keep or never)
                       if self.cut == "teaser" else self.all_beats)
         self.title = title or f"Paged KV cache · workload {trace.workload.get('name', '?')}"
         self.snapshots: list[dict] = []
         self.panels: list[dict] = []  # every code panel shown: which frame, which rows
         self.captions_shown: list[str] = []
+        self.details_shown: list[str] = []
         self.prev_state: dict | None = None
         self.intro: VGroup | None = None
         # (start in seconds of video, kind, main event, caption) of every play, in order (a
@@ -145,6 +146,8 @@ class Replay:
 
     def timing(self, spec: BeatSpec) -> tuple[float, float]:
         run_time, first, later = KINDS[spec.kind].timing
+        if spec.kind == "montage":  # made for the teaser: its timing is the teaser's already
+            return run_time, first if spec.first else later
         return self.scaled(run_time, first if spec.first else later)
 
     def scaled(self, run_time: float, hold: float) -> tuple[float, float]:
@@ -175,6 +178,7 @@ class Replay:
         beat.window = W_TEXT
         self.captions.say(_fit(caption, 86), _fit(detail, 96), beat)
         self.captions_shown.append(caption)
+        self.details_shown.append(detail)
         self._caption = caption
 
     def show_code(self, spec: BeatSpec | str, fn: str, event: int,
@@ -349,7 +353,11 @@ class Replay:
             mask, n = st["free_mask"], self.n_pages
             detail = (f"free_mask = {mask}: bits {mask_bits(mask, n)} (page 0 first); "
                       f"refs = {st['refs']}" if n <= 16 else f"free_mask = {mask}")
-        self.say(beat, "free bitmask (bit i under page i, 1 = free) and refcounts", detail)
+        if teaser:
+            self.say(beat, f"one PagedCache: {geo['n_pages']} pages of {geo['page_size']} "
+                           "slots, a free bit and a refcount each", detail)
+        else:
+            self.say(beat, "free bitmask (bit i under page i, 1 = free) and refcounts", detail)
         self.play(beat, *self.scaled(1.0, 1.8))
 
     def _leave_intro(self, beat: Beat) -> None:

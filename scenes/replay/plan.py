@@ -18,8 +18,9 @@ one beat, in trace order, so replaying all beats applies the whole trace:
                         for the whole run, captioned as compressed
   tail                  whatever is left after the last beat
 
-`teaser(beats)` keeps the key beats (the first of each kind, and every beat that changes which
-pages are where) and folds the rest into "skip" beats that say they were compressed.
+`teaser(beats, events)` gives the promo's short cut: one "montage" beat per run of beats that
+move one task's pages one way (its allocs; its frees and retirement), every other beat folded
+into the montage after it and named there as compressed.
 """
 
 from __future__ import annotations
@@ -28,8 +29,6 @@ from dataclasses import dataclass, field
 
 PLAIN = {"phase", "write", "gather", "tokens"}
 FOLDED = {"phase", "grow"}  # never a beat of their own: they lead into the next one
-# Beats whose events change which pages are where (the picture's frames, bits, tables).
-PAGE_BEATS = {"alloc", "grow", "share", "evict", "free", "cache", "preempt", "retire"}
 
 
 @dataclass
@@ -39,7 +38,7 @@ class BeatSpec:
     main: int | None = None  # the event the beat is about
     steps: tuple[int, int] | None = None  # first/last step of a compressed run
     first: bool = False  # first beat of its kind: hold longer, explain more
-    skipped: list[str] = field(default_factory=list)  # "skip" beats: the kinds folded in
+    skipped: list[str] = field(default_factory=list)  # teaser: the kinds of the beats folded in
 
 
 def _repeat_waits(events: list[dict]) -> set[int]:
@@ -151,29 +150,68 @@ def _mark_first(beats: list[BeatSpec]) -> None:
         seen.add(b.kind)
 
 
-def is_key(spec: BeatSpec) -> bool:
-    """A beat the teaser keeps: the first of its kind, or one that moves pages."""
-    return spec.first or spec.kind in PAGE_BEATS or spec.kind == "tail"
+# Teaser chunks: beats that bring pages to a task, or take them away.
+FAMILY = {"alloc": "in", "grow": "in", "share": "in", "evict": "in",
+          "free": "out", "cache": "out", "retire": "out", "preempt": "out"}
 
 
-def teaser(beats: list[BeatSpec], events: list[dict], keep=is_key) -> list[BeatSpec]:
-    """The teaser's beats: those `keep` accepts, in order; each stretch of others becomes one
-    "skip" beat that applies all their events at once and says what it compressed."""
+def task_of(spec: BeatSpec, events: list[dict]) -> str | None:
+    """The task a beat is about: the first event from its main one on that names a task."""
+    if spec.main is None:
+        return None
+    at = spec.events.index(spec.main)
+    return next((events[i]["task"] for i in spec.events[at:] if events[i].get("task")), None)
+
+
+def never(spec: BeatSpec) -> bool:
+    return False
+
+
+def teaser(beats: list[BeatSpec], events: list[dict], keep=never) -> list[BeatSpec]:
+    """The teaser's beats, in trace order, applying every event the full cut applies.
+
+    Consecutive beats that move pages for one task in one direction (A's allocs; A's frees and
+    its retirement) become one "montage" beat; every other beat (arrivals, writes, decode runs,
+    ...) is folded into the montage after it - applied with it, and named in its caption as
+    compressed. Beats `keep` accepts are played as in the full cut.
+    """
     out: list[BeatSpec] = []
+    folded: list[int] = []
+    folded_kinds: list[str] = []
+    current: tuple[str, str | None] | None = None  # (family, task) of the open montage
+
+    def flush_into(spec: BeatSpec) -> None:
+        spec.events[:0] = folded
+        spec.skipped[:0] = folded_kinds
+        folded.clear()
+        folded_kinds.clear()
+
     for b in beats:
-        if keep(b):
-            out.append(b)
+        family = FAMILY.get(b.kind)
+        if keep(b) or b.kind == "tail":
+            spec = BeatSpec(b.kind, list(b.events), b.main, b.steps, b.first)
+            flush_into(spec)
+            out.append(spec)
+            current = None
             continue
-        if out and out[-1].kind == "skip":
-            skip = out[-1]
-            skip.events += b.events
+        if family is None:
+            folded += b.events
+            folded_kinds.append(b.kind)
+            current = None
+            continue
+        key = (family, task_of(b, events))
+        if current == key and not folded:
+            out[-1].events += b.events
+            out[-1].skipped.append(b.kind)
         else:
-            skip = BeatSpec("skip", list(b.events))
-            out.append(skip)
-        steps = [events[i]["step"] for i in skip.events]
-        skip.steps = (min(steps), max(steps))
-        skip.skipped.append(b.kind)
-    for b in out:  # a skip beat is read like any other: its first one explains
-        if b.kind == "skip":
-            b.first = not any(o.kind == "skip" for o in out[: out.index(b)])
+            spec = BeatSpec("montage", list(b.events), b.main, skipped=[b.kind])
+            flush_into(spec)
+            out.append(spec)
+            current = key
+    if folded:
+        out.append(BeatSpec("tail", list(folded), None, skipped=list(folded_kinds)))
+    for spec in out:
+        steps = [events[i]["step"] for i in spec.events]
+        spec.steps = (min(steps), max(steps))
+    _mark_first(out)
     return out
