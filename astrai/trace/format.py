@@ -25,13 +25,15 @@ VERSION = 1
 EVENT_KINDS: dict[str, tuple[str, ...]] = {
     "phase": (),
     "arrive": ("task", "prompt_len", "max_new_tokens"),
+    # pages_needed = pages_for(n_tokens); needed (to allocate) and available: what _fit compared
     "admit": ("task", "n_tokens", "hits", "pages_needed", "needed", "available"),
     "wait": ("task", "needed", "available"),
+    # a decode step needs a page for its task: n_tokens with the new position, pages held now
     "grow": ("task", "n_tokens", "pages_needed", "held", "capacity"),
     "alloc": ("page", "task", "logical"),
     "share": ("page", "task", "logical", "revived"),
-    "write": ("rows", "page_table"),
-    "gather": ("rows", "total_len", "shape"),
+    "write": ("rows", "page_table"),  # page_table: the padded [B, max_pages] table written through
+    "gather": ("rows", "total_len", "shape"),  # shape: of the gathered K (and V)
     "record": ("task", "pages"),
     "tokens": ("tokens",),
     "free": ("page", "task", "refs"),
@@ -39,7 +41,7 @@ EVENT_KINDS: dict[str, tuple[str, ...]] = {
     "evict": ("page",),
     "preempt": ("task",),
     "finish": ("task", "n_output"),
-    "retire": ("task", "n_free"),
+    "retire": ("task", "n_free"),  # n_free: free pages once its pages are back
 }
 
 _STATE = {
