@@ -521,3 +521,20 @@ def test_a_scene_puts_its_own_beats_between_the_traces(built, tmp_path):
     assert scene.clock > full.clock
     assert any(p["kind"] == "narrative" and p["fn"] == "PagedCache.inc_ref"
                for p in scene.replay.panels)
+
+
+def test_a_mobject_that_comes_and_goes_in_one_beat_leaves_no_animation_behind():
+    """Teaser montages can add and drop a table in one beat: nothing inside it may still be
+    animated (Manim would add the detached member to the scene, a ghost on top)."""
+    from manim import Square, VGroup
+
+    from scenes.kit.anim import Beat
+
+    layer, inner = VGroup(), Square()
+    table = VGroup(inner)
+    beat = Beat()
+    beat.appear(layer, table)
+    beat.touch(inner)
+    inner.shift([1, 0, 0])
+    beat.vanish(layer, table)
+    assert beat.animations() == [] and table not in layer
