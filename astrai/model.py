@@ -1,8 +1,9 @@
 """TinyModel: a small, real decoder-only transformer that reads and writes K/V through a cache view.
 
 Pre-norm blocks (RMSNorm), grouped-query attention with rotary position embeddings applied by
-absolute position, a SiLU-gated MLP and an untied output head. Weights are random but seeded, so
-two models with the same config are identical.
+absolute position, a SiLU-gated MLP and an output head (untied unless tied_head): the Llama
+architecture. Weights are random but seeded, so two models with the same config are identical;
+astrai.checkpoint fills them from a Llama checkpoint instead.
 
 `forward(tokens, start_pos, view, lengths)` runs one step against a cache view (a `CacheView`
 from `PagedCache.bind`, or a `DenseKVCache` view): it writes every layer's K/V and attends over the
@@ -34,6 +35,8 @@ class ModelConfig:
     d_ff: int = 128
     rope_theta: float = 10000.0
     seed: int = 0
+    norm_eps: float = 1e-6  # RMSNorm epsilon (a checkpoint's rms_norm_eps)
+    tied_head: bool = False  # output head shares the embedding matrix (tie_word_embeddings)
 
     def __post_init__(self) -> None:
         for name in (
@@ -60,6 +63,11 @@ class ModelConfig:
             raise ValueError(f"ModelConfig.rope_theta must be a positive number, got {theta!r}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int):
             raise TypeError(f"ModelConfig.seed must be an int, got {self.seed!r}")
+        eps = self.norm_eps
+        if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not 0 < eps < 1:
+            raise ValueError(f"ModelConfig.norm_eps must be a number in (0, 1), got {eps!r}")
+        if not isinstance(self.tied_head, bool):
+            raise TypeError(f"ModelConfig.tied_head must be true or false, got {self.tied_head!r}")
 
 
 class _RMSNorm(torch.nn.Module):
@@ -89,7 +97,12 @@ class TinyModel(torch.nn.Module):
         config: ModelConfig | None = None,
         device: str | torch.device = "cpu",
         dtype: torch.dtype = torch.float32,
+        *,
+        init: bool = True,
     ):
+        """init=False leaves the weights uninitialised, made directly on device in dtype: for
+        a loader that fills them (astrai.checkpoint), so a large model is never drawn at
+        random first."""
         super().__init__()
         config = ModelConfig() if config is None else config
         if not isinstance(config, ModelConfig):
@@ -105,27 +118,36 @@ class TinyModel(torch.nn.Module):
         gen.manual_seed(c.seed)
 
         def param(*shape: int, std: float) -> torch.nn.Parameter:
-            w = torch.randn(*shape, generator=gen, dtype=torch.float32) * std
+            if not init:
+                w = torch.empty(*shape, device=device, dtype=dtype)
+            else:
+                w = torch.randn(*shape, generator=gen, dtype=torch.float32) * std
             return torch.nn.Parameter(w, requires_grad=False)
+
+        def norm() -> _RMSNorm:
+            return _RMSNorm(d, c.norm_eps)
 
         d, hd = c.d_model, c.head_dim
         self.embed = param(c.vocab_size, d, std=1.0)
         self.layers = torch.nn.ModuleList()
         for _ in range(c.n_layers):
             layer = torch.nn.Module()
-            layer.attn_norm = _RMSNorm(d)
+            layer.attn_norm = norm()
             layer.wq = param(c.n_heads * hd, d, std=d**-0.5)
             layer.wk = param(c.n_kv_heads * hd, d, std=d**-0.5)
             layer.wv = param(c.n_kv_heads * hd, d, std=d**-0.5)
             layer.wo = param(d, c.n_heads * hd, std=(c.n_heads * hd) ** -0.5)
-            layer.mlp_norm = _RMSNorm(d)
+            layer.mlp_norm = norm()
             layer.w_gate = param(c.d_ff, d, std=d**-0.5)
             layer.w_up = param(c.d_ff, d, std=d**-0.5)
             layer.w_down = param(d, c.d_ff, std=c.d_ff**-0.5)
             self.layers.append(layer)
-        self.final_norm = _RMSNorm(d)
-        # Untied head, scaled up a little so the next-token distribution is not flat.
-        self.head = param(c.vocab_size, d, std=2.0 * d**-0.5)
+        self.final_norm = norm()
+        if c.tied_head:
+            self.head = self.embed  # one matrix, two names (as tie_word_embeddings does)
+        else:
+            # Untied head, scaled up a little so the next-token distribution is not flat.
+            self.head = param(c.vocab_size, d, std=2.0 * d**-0.5)
 
         self.register_buffer("inv_freq", self._inv_freq("cpu"), persistent=False)
         self.to(device=device, dtype=dtype)
