@@ -53,6 +53,7 @@ from scenes.kit.code import CodePanel, source_of
 from scenes.kit.glyphs import Atlas
 from scenes.kit.layout import make_layout
 from scenes.kit.pool import PagePool
+from scenes.kit.said import quoted
 from scenes.kit.tables import PageTables, plan_tables
 
 DTYPE_BYTES = {"float32": 4, "float64": 8, "bfloat16": 2, "float16": 2}
@@ -260,7 +261,8 @@ class Replay:
         self.palette = theme.Palette(names)
         most = max((len(t) for ev in self.events for t in ev["state"]["page_tables"].values()),
                    default=1)
-        self.layout = make_layout(self.n_pages, table_rows=most)
+        texts = any(ev.get("prompt_text") for ev in self.events if ev["kind"] == "arrive")
+        self.layout = make_layout(self.n_pages, table_rows=most + texts)  # + a line of text
         self.plan = plan_tables(self.events, self.layout)
         self.beats = plan_beats(self.events)
         self.snapshots: list[dict] = []
@@ -330,6 +332,7 @@ class Replay:
             "lengths": {n: t["length"] for n, t in tables.items()},
             "caps": {n: t["cap"] for n, t in tables.items()},
             "done": {n: t["done"] for n, t in tables.items()},
+            "said": {n: t["said"] for n, t in tables.items()},
             "status": self.captions.status.text,
             "table_spans": {n: (t.get_left()[0], t.get_right()[0])
                             for n, t in self.tables.tables.items()},
@@ -528,8 +531,10 @@ class Replay:
         self.apply_all(spec, beat)
         ev = self.events[spec.main]
         queue = ev["state"]["queue"]
-        self.say(beat, f"{ev['task']} arrives: prompt of {ev['prompt_len']} tokens, "
-                       f"up to {ev['max_new_tokens']} new",
+        text = ev.get("prompt_text")
+        prompt = (f"prompt {quoted(text, 34)} = {ev['prompt_len']} tokens" if text
+                  else f"prompt of {ev['prompt_len']} tokens")
+        self.say(beat, f"{ev['task']} arrives: {prompt}, up to {ev['max_new_tokens']} new",
                  f"submit() queues it: waiting = {queue}")
         self.show_code(_find(ev, "Scheduler.submit"), spec.main)
         self.play(beat, *self.timing(spec))
