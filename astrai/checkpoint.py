@@ -34,7 +34,16 @@ from astrai.errors import (
 )
 from astrai.model import ModelConfig, TinyModel
 
-__all__ = ["CheckpointInfo", "load_checkpoint", "model_bytes", "read_config", "tensor_names"]
+__all__ = [
+    "CheckpointInfo",
+    "describe",
+    "kv_bytes_per_token",
+    "load_checkpoint",
+    "model_bytes",
+    "read_config",
+    "save_checkpoint",
+    "tensor_names",
+]
 
 MAX_JSON_BYTES = 16 << 20  # config.json is ~1 KiB and an index ~100 KiB; past this it is not one
 MAX_DIM = 1 << 20  # any one size in a config; keeps the size arithmetic honest
@@ -327,3 +336,71 @@ def _check_tensor(f, name: str, present: set[str], target: torch.Tensor, file: P
     if piece.get_dtype() not in _ST_DTYPES:
         raise CheckpointTensorError(f"{file}: tensor {name!r} has dtype {piece.get_dtype()}, "
                                     f"not one of {', '.join(_ST_DTYPES)}")
+
+
+def save_checkpoint(model: TinyModel, path: str | Path, dtype: torch.dtype | None = None) -> None:
+    """Write the model as a Llama checkpoint (config.json + model.safetensors) that
+    load_checkpoint, and Hugging Face's LlamaForCausalLM, read back."""
+    try:
+        from safetensors.torch import save_file
+    except ImportError:
+        raise CheckpointError("saving a checkpoint needs the 'safetensors' package") from None
+    c = model.config
+    dtype = dtype or model.dtype
+    name = {v: k for k, v in FILE_DTYPES.items()}.get(dtype)
+    if name is None:
+        raise CheckpointError(f"cannot save in {dtype}: one of {', '.join(FILE_DTYPES)}")
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    config = {
+        "architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_act": "silu",
+        "vocab_size": c.vocab_size, "hidden_size": c.d_model, "num_hidden_layers": c.n_layers,
+        "num_attention_heads": c.n_heads, "num_key_value_heads": c.n_kv_heads,
+        "head_dim": c.head_dim, "intermediate_size": c.d_ff, "rms_norm_eps": c.norm_eps,
+        "rope_theta": c.rope_theta, "tie_word_embeddings": c.tied_head,
+        "attention_bias": False, "mlp_bias": False, "max_position_embeddings": 4096,
+        "dtype": name,
+    }
+    tensors = {k: t.detach().to("cpu", dtype).contiguous() for k, t in _targets(model).items()}
+    save_file(tensors, str(path / "model.safetensors"), metadata={"format": "pt"})
+    (path / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+
+
+def kv_bytes_per_token(config: ModelConfig, dtype: torch.dtype) -> int:
+    """K and V of one token across all layers: what each cached token costs in the pool."""
+    c = config
+    return 2 * c.n_layers * c.n_kv_heads * c.head_dim * torch.empty((), dtype=dtype).itemsize
+
+
+def describe(path: str | Path) -> list[str]:
+    """What a checkpoint is and what it needs, from config.json and the tensor table only."""
+    info = read_config(path)
+    c = info.config
+    n = sum(math.prod(s) for s in tensor_names(c).values())
+    lines = [
+        f"{info.path}: Llama, {n / 1e6:.1f} M parameters, stored as {info.dtype}",
+        f"  {c.n_layers} layers, d_model {c.d_model}, {c.n_heads} heads / {c.n_kv_heads} KV "
+        f"heads x {c.head_dim}, d_ff {c.d_ff}, vocab {c.vocab_size}"
+        f"{', tied head' if c.tied_head else ''}",
+    ]
+    free = available_bytes(torch.device("cpu"))
+    for name, dtype in (("float32 (CPU default)", torch.float32),
+                        (f"{info.dtype} (CUDA default)", FILE_DTYPES[info.dtype])):
+        lines.append(f"  weights in {name}: {model_bytes(c, dtype) / 2**30:.2f} GiB; "
+                     f"KV cache {kv_bytes_per_token(c, dtype) / 1024:.1f} KiB per token")
+    if free is not None:
+        lines.append(f"  free memory here: {free / 2**30:.2f} GiB")
+    return lines
+
+
+if __name__ == "__main__":
+    import sys
+
+    from astrai.errors import AstraiError
+
+    if len(sys.argv) != 2:
+        sys.exit("usage: python -m astrai.checkpoint CHECKPOINT_DIR")
+    try:
+        print("\n".join(describe(sys.argv[1])))
+    except AstraiError as e:
+        sys.exit(f"error: {e}")

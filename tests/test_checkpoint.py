@@ -13,7 +13,14 @@ transformers = pytest.importorskip("transformers")
 safetensors_torch = pytest.importorskip("safetensors.torch")
 tokenizers = pytest.importorskip("tokenizers")
 
-from astrai.checkpoint import load_checkpoint, model_bytes, read_config  # noqa: E402
+from astrai.checkpoint import (  # noqa: E402
+    describe,
+    load_checkpoint,
+    model_bytes,
+    read_config,
+    resolve_dtype,
+    save_checkpoint,
+)
 from astrai.errors import (  # noqa: E402
     CheckpointError,
     CheckpointTensorError,
@@ -21,6 +28,7 @@ from astrai.errors import (  # noqa: E402
     UnsupportedCheckpoint,
     WorkloadError,
 )
+from astrai.model import ModelConfig, TinyModel  # noqa: E402
 from astrai.trace import record  # noqa: E402
 from astrai.workload import build, load_workload, parse_workload, run_workload  # noqa: E402
 
@@ -174,6 +182,33 @@ def test_workload_round_trip_and_relative_path(ckpt, tmp_path):
     assert wl.checkpoint == str((tmp_path / "model").resolve())
     assert wl.model == read_config(tmp_path / "model").config and wl.dtype == "auto"
     assert parse_workload(wl.to_json()) == wl
+
+
+def test_the_tiny_model_saved_as_a_checkpoint_is_a_transformers_llama(tmp_path):
+    tiny = TinyModel(ModelConfig(seed=3, norm_eps=1e-5))
+    save_checkpoint(tiny, tmp_path / "tiny")
+    back = load_checkpoint(tmp_path / "tiny")
+    assert back.config == ModelConfig(norm_eps=1e-5)  # the seed is not part of a checkpoint
+    assert all(torch.equal(a, b) for a, b in zip(back.parameters(), tiny.parameters()))
+    hf = transformers.LlamaForCausalLM.from_pretrained(tmp_path / "tiny").eval()
+    tokens = torch.tensor([list(range(40, 70))])
+    with torch.no_grad():
+        want = hf(tokens).logits
+    torch.testing.assert_close(tiny.forward_dense(tokens), want, atol=1e-5, rtol=1e-5)
+
+
+def test_half_precision_checkpoints_keep_their_dtype_where_asked(tmp_path):
+    hf = _hf_model(seed=2).to(torch.bfloat16)
+    hf.save_pretrained(tmp_path / "bf16")
+    info = read_config(tmp_path / "bf16")
+    assert info.dtype == "bfloat16"
+    assert resolve_dtype(info, torch.device("cuda"), None) == torch.bfloat16
+    assert resolve_dtype(info, torch.device("cpu"), None) == torch.float32
+    assert load_checkpoint(info).dtype == torch.float32  # CPU default: widened, exactly
+    model = load_checkpoint(info, dtype=torch.bfloat16)
+    assert model.dtype == torch.bfloat16
+    assert torch.equal(model.layers[0].w_up, hf.model.layers[0].mlp.up_proj.weight)
+    assert "bfloat16" in "\n".join(describe(tmp_path / "bf16"))
 
 
 # ---- refusals ---------------------------------------------------------------------------------
