@@ -309,7 +309,6 @@ def load_checkpoint(path: str | Path | CheckpointInfo, device: str | torch.devic
     for name, file in info.files.items():
         if name in targets:
             by_file.setdefault(file, []).append(name)
-    load_device = "cpu" if device.type != "cuda" else str(device)
     # First every header (shapes and dtypes, no data), then the copies: a bad tensor is
     # reported before any weight is read.
     for file, names in by_file.items():
@@ -318,7 +317,9 @@ def load_checkpoint(path: str | Path | CheckpointInfo, device: str | torch.devic
             for name in names:
                 _check_tensor(f, name, present, targets[name], info.path / file)
     for file, names in by_file.items():
-        with _safe_open(info.path / file, load_device) as f, torch.no_grad():
+        # Read on the CPU (memory-mapped, one tensor at a time) and copied to the device,
+        # converted to dtype on the way: only one tensor is ever held twice.
+        with _safe_open(info.path / file) as f, torch.no_grad():
             for name in names:
                 targets[name].copy_(f.get_tensor(name))
     return model
