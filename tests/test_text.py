@@ -60,7 +60,11 @@ def test_shipped_text_workload_carries_prompt_and_output_text():
 
 
 def test_token_workloads_carry_no_text():
-    trace = record("preemption", lines=False)
+    trace = record(parse_workload({
+        "cache": {"n_pages": 4, "page_size": 8},
+        "request": [{"name": "A", "prompt_len": 9, "max_new_tokens": 5},
+                    {"name": "B", "prompt": [1, 2, 3], "max_new_tokens": 4}],
+    }), lines=False)
     assert all(ev["prompt_text"] is None for ev in trace.events if ev["kind"] == "arrive")
     assert all(ev["text"] == {} for ev in trace.events if ev["kind"] == "tokens")
     assert all(ev["state"]["output_text"] == {} for ev in trace.events)
