@@ -102,9 +102,18 @@ def _config(path: Path, cfg: dict) -> tuple[ModelConfig, str]:
     if not isinstance(rope, dict):
         raise refuse(f"rope settings must be an object, got {rope!r}")
     kind = rope.get("rope_type", rope.get("type", "default"))
-    if kind != "default":
-        raise refuse(f"rope_type {kind!r}: only plain rotary embeddings ('default') are "
-                     "supported")
+    if kind not in ("default", "llama3"):
+        raise refuse(f"rope_type {kind!r}: only plain rotary embeddings ('default') and "
+                     "Llama 3's scaling ('llama3') are supported")
+    scaling = {}
+    if kind == "llama3":
+        for key, field in (("factor", "rope_factor"), ("low_freq_factor", "rope_low_freq_factor"),
+                           ("high_freq_factor", "rope_high_freq_factor"),
+                           ("original_max_position_embeddings", "rope_original_max_pos")):
+            value = rope.get(key)
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise CheckpointError(f"{where}: rope {key} must be a number, got {value!r}")
+            scaling[field] = int(value) if field == "rope_original_max_pos" else float(value)
 
     def size(key: str, default=None) -> int:
         value = cfg.get(key, default)
@@ -139,6 +148,7 @@ def _config(path: Path, cfg: dict) -> tuple[ModelConfig, str]:
             rope_theta=float(theta) if isinstance(theta, (int, float)) else theta,
             norm_eps=float(eps) if isinstance(eps, (int, float)) else eps,
             tied_head=tied,
+            **scaling,
         )
     except (ValueError, TypeError) as e:
         raise CheckpointError(f"{where}: {e}") from None
@@ -359,6 +369,12 @@ def save_checkpoint(model: TinyModel, path: str | Path, dtype: torch.dtype | Non
         "num_attention_heads": c.n_heads, "num_key_value_heads": c.n_kv_heads,
         "head_dim": c.head_dim, "intermediate_size": c.d_ff, "rms_norm_eps": c.norm_eps,
         "rope_theta": c.rope_theta, "tie_word_embeddings": c.tied_head,
+        **({"rope_scaling": {
+            "rope_type": "llama3", "factor": c.rope_factor,
+            "low_freq_factor": c.rope_low_freq_factor,
+            "high_freq_factor": c.rope_high_freq_factor,
+            "original_max_position_embeddings": c.rope_original_max_pos,
+        }} if c.rope_factor != 1.0 else {}),
         "attention_bias": False, "mlp_bias": False, "max_position_embeddings": 4096,
         "dtype": name,
     }

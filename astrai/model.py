@@ -37,6 +37,11 @@ class ModelConfig:
     seed: int = 0
     norm_eps: float = 1e-6  # RMSNorm epsilon (a checkpoint's rms_norm_eps)
     tied_head: bool = False  # output head shares the embedding matrix (tie_word_embeddings)
+    # Llama 3's rotary frequency scaling (rope_type "llama3"); rope_factor 1.0 means none.
+    rope_factor: float = 1.0
+    rope_low_freq_factor: float = 1.0
+    rope_high_freq_factor: float = 4.0
+    rope_original_max_pos: int = 8192
 
     def __post_init__(self) -> None:
         for name in (
@@ -66,6 +71,17 @@ class ModelConfig:
         eps = self.norm_eps
         if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not 0 < eps < 1:
             raise ValueError(f"ModelConfig.norm_eps must be a number in (0, 1), got {eps!r}")
+        for name in ("rope_factor", "rope_low_freq_factor", "rope_high_freq_factor"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+                raise ValueError(f"ModelConfig.{name} must be a positive number, got {value!r}")
+        if not self.rope_high_freq_factor > self.rope_low_freq_factor:
+            raise ValueError("ModelConfig.rope_high_freq_factor must be above "
+                             "rope_low_freq_factor")
+        pos = self.rope_original_max_pos
+        if isinstance(pos, bool) or not isinstance(pos, int) or pos <= 0:
+            raise ValueError(f"ModelConfig.rope_original_max_pos must be a positive int, "
+                             f"got {pos!r}")
         if not isinstance(self.tied_head, bool):
             raise TypeError(f"ModelConfig.tied_head must be true or false, got {self.tied_head!r}")
 
@@ -155,7 +171,10 @@ class TinyModel(torch.nn.Module):
     def _inv_freq(self, device) -> torch.Tensor:
         c = self.config
         exps = torch.arange(0, c.head_dim, 2, dtype=torch.float64) / c.head_dim
-        return (1.0 / (c.rope_theta**exps)).to(device=device, dtype=torch.float32)
+        inv = 1.0 / (c.rope_theta**exps)
+        if c.rope_factor != 1.0:
+            inv = _llama3_scaling(inv, c)
+        return inv.to(device=device, dtype=torch.float32)
 
     def _apply(self, fn, *args, **kwargs):
         # .to()/.cuda()/.half() move the rotary frequencies but never lower them below fp32.
@@ -304,6 +323,21 @@ class TinyModel(torch.nn.Module):
             h = h + F.linear(o.transpose(1, 2).reshape(b, s, c.n_heads * c.head_dim), layer.wo)
             h = h + self._mlp(layer, h)
         return self._logits(h)
+
+
+def _llama3_scaling(inv_freq: torch.Tensor, c: ModelConfig) -> torch.Tensor:
+    """Llama 3's long-context rope: wavelengths longer than original_max / low_freq_factor are
+    stretched by rope_factor, shorter than original_max / high_freq_factor kept, and the band
+    between blended smoothly."""
+    wavelen = 2 * math.pi / inv_freq
+    low_wavelen = c.rope_original_max_pos / c.rope_low_freq_factor
+    high_wavelen = c.rope_original_max_pos / c.rope_high_freq_factor
+    scaled = torch.where(wavelen > low_wavelen, inv_freq / c.rope_factor, inv_freq)
+    smooth = (c.rope_original_max_pos / wavelen - c.rope_low_freq_factor) / (
+        c.rope_high_freq_factor - c.rope_low_freq_factor)
+    blended = (1 - smooth) * scaled / c.rope_factor + smooth * scaled
+    medium = (wavelen >= high_wavelen) & (wavelen <= low_wavelen)
+    return torch.where(medium, blended, scaled)
 
 
 def next_tokens(

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 
@@ -35,8 +36,8 @@ from astrai.workload import build, load_workload, parse_workload, run_workload  
 VOCAB = 128
 
 
-def _hf_model(tied: bool = False, seed: int = 0):
-    cfg = transformers.LlamaConfig(
+def _hf_model(tied: bool = False, seed: int = 0, **extra):
+    cfg = transformers.LlamaConfig(**extra,
         vocab_size=VOCAB, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
         tie_word_embeddings=tied, initializer_range=0.2, rms_norm_eps=1e-5, rope_theta=5000.0,
@@ -152,6 +153,25 @@ def test_tied_embeddings(tmp_path):
     torch.testing.assert_close(model.forward_dense(tokens), want, atol=1e-5, rtol=1e-5)
 
 
+def test_llama3_rope_scaling(tmp_path):
+    # original_max 64: most of head_dim 16's frequencies fall in the stretched or blended bands
+    llama3 = {"rope_type": "llama3", "rope_theta": 5000.0, "factor": 8.0, "low_freq_factor": 1.0,
+              "high_freq_factor": 4.0, "original_max_position_embeddings": 64}
+    hf = _hf_model(seed=6, rope_parameters=llama3)
+    hf.save_pretrained(tmp_path / "l3")
+    model = load_checkpoint(tmp_path / "l3")
+    assert (model.config.rope_factor, model.config.rope_original_max_pos) == (8.0, 64)
+    plain = TinyModel(dataclasses.replace(model.config, rope_factor=1.0))
+    assert not torch.allclose(model.inv_freq, plain.inv_freq)  # the scaling changed something
+    torch.testing.assert_close(model.inv_freq, hf.model.rotary_emb.inv_freq)
+    tokens = torch.tensor([_prompts(3, seed=8)[2]])
+    with torch.no_grad():
+        want = hf(tokens).logits
+    torch.testing.assert_close(model.forward_dense(tokens), want, atol=1e-5, rtol=1e-5)
+    save_checkpoint(model, tmp_path / "again")  # and it saves what it loaded
+    assert read_config(tmp_path / "again").config == model.config
+
+
 def test_prompt_text_uses_the_checkpoint_tokenizer_and_trace_carries_text(ckpt):
     root, hf, tok = ckpt
     wl = parse_workload({
@@ -217,8 +237,8 @@ def test_half_precision_checkpoints_keep_their_dtype_where_asked(tmp_path):
 @pytest.mark.parametrize("changes, words", [
     ({"model_type": "mistral", "architectures": ["MistralForCausalLM"]}, "model_type 'mistral'"),
     ({"auto_map": {"AutoModelForCausalLM": "modeling_x.Model"}}, "auto_map"),
-    ({"rope_parameters": {"rope_type": "llama3", "rope_theta": 5e5, "factor": 8.0}},
-     "rope_type 'llama3'"),
+    ({"rope_parameters": {"rope_type": "yarn", "rope_theta": 5e5, "factor": 8.0}},
+     "rope_type 'yarn'"),
     ({"attention_bias": True}, "attention_bias"),
     ({"hidden_act": "gelu"}, "hidden_act"),
 ])
