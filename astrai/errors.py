@@ -43,3 +43,23 @@ class WorkloadError(AstraiError, ValueError):
 
 class TraceFormatError(AstraiError, ValueError):
     """A malformed trace file or an unknown trace version."""
+
+
+class CheckpointError(AstraiError, ValueError):
+    """A checkpoint directory that cannot be loaded; the message names the file or tensor."""
+
+
+class UnsupportedCheckpoint(CheckpointError):
+    """A checkpoint whose architecture or config this model does not implement."""
+
+
+class CheckpointTensorError(CheckpointError):
+    """A tensor missing, extra, of the wrong shape or of a non-float dtype."""
+
+
+class CheckpointTooLarge(CheckpointError):
+    """A checkpoint whose weights would not fit in the memory of the device asked for."""
+
+
+class TokenizerError(AstraiError, ValueError):
+    """Text that cannot be turned into token ids, or a tokenizer file that cannot be read."""

@@ -1,8 +1,9 @@
 """TinyModel: a small, real decoder-only transformer that reads and writes K/V through a cache view.
 
 Pre-norm blocks (RMSNorm), grouped-query attention with rotary position embeddings applied by
-absolute position, a SiLU-gated MLP and an untied output head. Weights are random but seeded, so
-two models with the same config are identical.
+absolute position, a SiLU-gated MLP and an output head (untied unless tied_head): the Llama
+architecture. Weights are random but seeded, so two models with the same config are identical;
+astrai.checkpoint fills them from a Llama checkpoint instead.
 
 `forward(tokens, start_pos, view, lengths)` runs one step against a cache view (a `CacheView`
 from `PagedCache.bind`, or a `DenseKVCache` view): it writes every layer's K/V and attends over the
@@ -34,6 +35,13 @@ class ModelConfig:
     d_ff: int = 128
     rope_theta: float = 10000.0
     seed: int = 0
+    norm_eps: float = 1e-6  # RMSNorm epsilon (a checkpoint's rms_norm_eps)
+    tied_head: bool = False  # output head shares the embedding matrix (tie_word_embeddings)
+    # Llama 3's rotary frequency scaling (rope_type "llama3"); rope_factor 1.0 means none.
+    rope_factor: float = 1.0
+    rope_low_freq_factor: float = 1.0
+    rope_high_freq_factor: float = 4.0
+    rope_original_max_pos: int = 8192
 
     def __post_init__(self) -> None:
         for name in (
@@ -60,6 +68,22 @@ class ModelConfig:
             raise ValueError(f"ModelConfig.rope_theta must be a positive number, got {theta!r}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int):
             raise TypeError(f"ModelConfig.seed must be an int, got {self.seed!r}")
+        eps = self.norm_eps
+        if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not 0 < eps < 1:
+            raise ValueError(f"ModelConfig.norm_eps must be a number in (0, 1), got {eps!r}")
+        for name in ("rope_factor", "rope_low_freq_factor", "rope_high_freq_factor"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+                raise ValueError(f"ModelConfig.{name} must be a positive number, got {value!r}")
+        if not self.rope_high_freq_factor > self.rope_low_freq_factor:
+            raise ValueError("ModelConfig.rope_high_freq_factor must be above "
+                             "rope_low_freq_factor")
+        pos = self.rope_original_max_pos
+        if isinstance(pos, bool) or not isinstance(pos, int) or pos <= 0:
+            raise ValueError(f"ModelConfig.rope_original_max_pos must be a positive int, "
+                             f"got {pos!r}")
+        if not isinstance(self.tied_head, bool):
+            raise TypeError(f"ModelConfig.tied_head must be true or false, got {self.tied_head!r}")
 
 
 class _RMSNorm(torch.nn.Module):
@@ -89,7 +113,12 @@ class TinyModel(torch.nn.Module):
         config: ModelConfig | None = None,
         device: str | torch.device = "cpu",
         dtype: torch.dtype = torch.float32,
+        *,
+        init: bool = True,
     ):
+        """init=False leaves the weights uninitialised, made directly on device in dtype: for
+        a loader that fills them (astrai.checkpoint), so a large model is never drawn at
+        random first."""
         super().__init__()
         config = ModelConfig() if config is None else config
         if not isinstance(config, ModelConfig):
@@ -105,27 +134,36 @@ class TinyModel(torch.nn.Module):
         gen.manual_seed(c.seed)
 
         def param(*shape: int, std: float) -> torch.nn.Parameter:
-            w = torch.randn(*shape, generator=gen, dtype=torch.float32) * std
+            if not init:
+                w = torch.empty(*shape, device=device, dtype=dtype)
+            else:
+                w = torch.randn(*shape, generator=gen, dtype=torch.float32) * std
             return torch.nn.Parameter(w, requires_grad=False)
+
+        def norm() -> _RMSNorm:
+            return _RMSNorm(d, c.norm_eps)
 
         d, hd = c.d_model, c.head_dim
         self.embed = param(c.vocab_size, d, std=1.0)
         self.layers = torch.nn.ModuleList()
         for _ in range(c.n_layers):
             layer = torch.nn.Module()
-            layer.attn_norm = _RMSNorm(d)
+            layer.attn_norm = norm()
             layer.wq = param(c.n_heads * hd, d, std=d**-0.5)
             layer.wk = param(c.n_kv_heads * hd, d, std=d**-0.5)
             layer.wv = param(c.n_kv_heads * hd, d, std=d**-0.5)
             layer.wo = param(d, c.n_heads * hd, std=(c.n_heads * hd) ** -0.5)
-            layer.mlp_norm = _RMSNorm(d)
+            layer.mlp_norm = norm()
             layer.w_gate = param(c.d_ff, d, std=d**-0.5)
             layer.w_up = param(c.d_ff, d, std=d**-0.5)
             layer.w_down = param(d, c.d_ff, std=c.d_ff**-0.5)
             self.layers.append(layer)
-        self.final_norm = _RMSNorm(d)
-        # Untied head, scaled up a little so the next-token distribution is not flat.
-        self.head = param(c.vocab_size, d, std=2.0 * d**-0.5)
+        self.final_norm = norm()
+        if c.tied_head:
+            self.head = self.embed  # one matrix, two names (as tie_word_embeddings does)
+        else:
+            # Untied head, scaled up a little so the next-token distribution is not flat.
+            self.head = param(c.vocab_size, d, std=2.0 * d**-0.5)
 
         self.register_buffer("inv_freq", self._inv_freq("cpu"), persistent=False)
         self.to(device=device, dtype=dtype)
@@ -133,7 +171,10 @@ class TinyModel(torch.nn.Module):
     def _inv_freq(self, device) -> torch.Tensor:
         c = self.config
         exps = torch.arange(0, c.head_dim, 2, dtype=torch.float64) / c.head_dim
-        return (1.0 / (c.rope_theta**exps)).to(device=device, dtype=torch.float32)
+        inv = 1.0 / (c.rope_theta**exps)
+        if c.rope_factor != 1.0:
+            inv = _llama3_scaling(inv, c)
+        return inv.to(device=device, dtype=torch.float32)
 
     def _apply(self, fn, *args, **kwargs):
         # .to()/.cuda()/.half() move the rotary frequencies but never lower them below fp32.
@@ -282,6 +323,21 @@ class TinyModel(torch.nn.Module):
             h = h + F.linear(o.transpose(1, 2).reshape(b, s, c.n_heads * c.head_dim), layer.wo)
             h = h + self._mlp(layer, h)
         return self._logits(h)
+
+
+def _llama3_scaling(inv_freq: torch.Tensor, c: ModelConfig) -> torch.Tensor:
+    """Llama 3's long-context rope: wavelengths longer than original_max / low_freq_factor are
+    stretched by rope_factor, shorter than original_max / high_freq_factor kept, and the band
+    between blended smoothly."""
+    wavelen = 2 * math.pi / inv_freq
+    low_wavelen = c.rope_original_max_pos / c.rope_low_freq_factor
+    high_wavelen = c.rope_original_max_pos / c.rope_high_freq_factor
+    scaled = torch.where(wavelen > low_wavelen, inv_freq / c.rope_factor, inv_freq)
+    smooth = (c.rope_original_max_pos / wavelen - c.rope_low_freq_factor) / (
+        c.rope_high_freq_factor - c.rope_low_freq_factor)
+    blended = (1 - smooth) * scaled / c.rope_factor + smooth * scaled
+    medium = (wavelen >= high_wavelen) & (wavelen <= low_wavelen)
+    return torch.where(medium, blended, scaled)
 
 
 def next_tokens(

@@ -2,14 +2,17 @@
 
     name = "seed"
     [cache]      n_pages, page_size, dtype ("float32" | "bfloat16" | "float64"), device
-    [model]      any ModelConfig field (n_layers, n_heads, n_kv_heads, head_dim, seed, ...)
+    [model]      any ModelConfig field (n_layers, n_heads, n_kv_heads, head_dim, seed, ...),
+                 or checkpoint = "dir": a Llama checkpoint (geometry from its config.json;
+                 a relative path is relative to the workload file)
     [scheduler]  max_batch, prefix_caching, temperature, seed
     [prefixes]   name = length: shared token runs (e.g. a system prompt)
-    [[request]]  name, prompt_len | prompt (token ids), prefix, max_new_tokens,
+    [[request]]  name, prompt_len | prompt (token ids) | prompt_text, prefix, max_new_tokens,
                  arrival (step) | after (a request's name: arrives once it has finished)
 
 Prompt tokens are drawn from a generator seeded by the workload seed and the request (or
-prefix) name, so a workload always produces the same tokens.
+prefix) name, so a workload always produces the same tokens. prompt_text is encoded by the
+model's tokenizer: UTF-8 bytes for the tiny model, the checkpoint's tokenizer.json otherwise.
 """
 
 from __future__ import annotations
@@ -24,12 +27,14 @@ from typing import Any
 
 import torch
 
-from astrai.errors import WorkloadError
+from astrai.errors import AstraiError, WorkloadError
 from astrai.inference.cache import PagedCache
 from astrai.inference.scheduler import Scheduler, Status, Task
 from astrai.model import ModelConfig, TinyModel
+from astrai.text import TextLog, load_tokenizer
 
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float64": torch.float64}
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float64": torch.float64,
+          "float16": torch.float16}
 
 
 @dataclass(frozen=True)
@@ -40,6 +45,7 @@ class Request:
     arrival: int = 0
     after: str | None = None
     prefix: str | None = None
+    text: str | None = None  # the prompt as text, when given as prompt_text
 
 
 @dataclass(frozen=True)
@@ -57,6 +63,7 @@ class Workload:
     device: str = "cpu"
     description: str = ""
     prefixes: dict[str, int] = field(default_factory=dict)
+    checkpoint: str | None = None  # a checkpoint directory (absolute); None: the seeded model
 
     def to_json(self) -> dict[str, Any]:
         """Plain data that parse_workload() reads back into an equal Workload."""
@@ -69,7 +76,8 @@ class Workload:
                 "dtype": self.dtype,
                 "device": self.device,
             },
-            "model": dataclasses.asdict(self.model),
+            "model": ({"checkpoint": self.checkpoint} if self.checkpoint
+                      else dataclasses.asdict(self.model)),
             "scheduler": {
                 "max_batch": self.max_batch,
                 "prefix_caching": self.prefix_caching,
@@ -80,7 +88,8 @@ class Workload:
             "request": [
                 {
                     "name": r.name,
-                    "prompt": list(r.prompt),
+                    **({"prompt_text": r.text} if r.text is not None
+                       else {"prompt": list(r.prompt)}),
                     "max_new_tokens": r.max_new_tokens,
                     **({"after": r.after} if r.after else {"arrival": r.arrival}),
                     **({"prefix": r.prefix} if r.prefix else {}),
@@ -112,6 +121,7 @@ def load_workload(name_or_path: str | Path) -> Workload:
         raise WorkloadError(f"workload file {path} does not exist") from None
     except tomllib.TOMLDecodeError as e:
         raise WorkloadError(f"{path}: not valid TOML: {e}") from None
+    _resolve_checkpoint(data, path.parent)
     return parse_workload(data, path.name)
 
 
@@ -161,12 +171,13 @@ def parse_workload(data: dict[str, Any], source: str = "workload") -> Workload:
                     {"n_pages", "page_size", "dtype", "device"})
     n_pages, page_size = cache.int("n_pages"), cache.int("page_size")
     dtype = cache.get("dtype", str, "float32", "a string")
-    if dtype not in DTYPES:
+    if dtype not in DTYPES and dtype != "auto":
         raise cache.err("dtype", f"must be one of {', '.join(DTYPES)}")
     device = cache.get("device", str, "cpu", "a string")
 
     model_fields = {f.name for f in dataclasses.fields(ModelConfig)}
-    mtab = _Fields(source, "model", data.get("model", {}), model_fields)
+    checkpoint = _checkpoint_of(source, data.get("model", {}))
+    mtab = _Fields(source, "model", _without_checkpoint(data.get("model", {})), model_fields)
     for key, value in mtab.table.items():
         kind = type(getattr(ModelConfig(), key))
         if not isinstance(value, kind) or isinstance(value, bool) != (kind is bool):
@@ -176,6 +187,12 @@ def parse_workload(data: dict[str, Any], source: str = "workload") -> Workload:
         model = ModelConfig(**mtab.table)
     except ValueError as e:
         raise WorkloadError(f"{source}: model: {e}") from None
+    if checkpoint is not None:
+        model = _checkpoint_config(source, checkpoint)
+        dtype = dtype if "dtype" in cache.table else "auto"
+    elif dtype == "auto":
+        raise cache.err("dtype", "may be 'auto' only with model.checkpoint")
+    tokenizer = _Tokenizer(source, checkpoint)
 
     sched = _Fields(source, "scheduler", data.get("scheduler", {}),
                     {"max_batch", "prefix_caching", "temperature", "seed"})
@@ -196,7 +213,7 @@ def parse_workload(data: dict[str, Any], source: str = "workload") -> Workload:
     for i, item in enumerate(raw):
         r = _Fields(source, f"request[{i}]", item,
                     {"name", "prompt_len", "prompt", "prefix", "max_new_tokens", "arrival",
-                     "after"})
+                     "after", "prompt_text"})
         rname = r.get("name", str, None, "a string")
         if not rname or rname in names:
             raise r.err("name", "must be a unique non-empty string")
@@ -204,7 +221,10 @@ def parse_workload(data: dict[str, Any], source: str = "workload") -> Workload:
         prefix = r.get("prefix", (str, type(None)), None, "a prefix name")
         if prefix is not None and prefix not in prefixes:
             raise r.err("prefix", f"must name one of [prefixes] ({', '.join(prefixes) or 'none'})")
-        if "prompt" in item:
+        text = _prompt_text(r, item, prefix)
+        if text is not None:
+            prompt = tokenizer.encode(r, text, model)
+        elif "prompt" in item:
             prompt = r.get("prompt", list, None, "a list of token ids")
             if not prompt or not all(
                 isinstance(t, int) and not isinstance(t, bool) and 0 <= t < model.vocab_size
@@ -225,7 +245,7 @@ def parse_workload(data: dict[str, Any], source: str = "workload") -> Workload:
             raise r.err("after", "cannot be combined with arrival")
         requests.append(Request(
             name=rname, prompt=prompt, max_new_tokens=r.int("max_new_tokens"),
-            arrival=r.int("arrival", 0, low=0), after=after, prefix=prefix,
+            arrival=r.int("arrival", 0, low=0), after=after, prefix=prefix, text=text,
         ))
     for i, req in enumerate(requests):
         if req.after is not None and req.after not in names - {req.name}:
@@ -235,7 +255,7 @@ def parse_workload(data: dict[str, Any], source: str = "workload") -> Workload:
     wl = Workload(name=name, n_pages=n_pages, page_size=page_size, requests=tuple(requests),
                   model=model, max_batch=max_batch, prefix_caching=prefix_caching,
                   temperature=temperature, seed=seed, dtype=dtype, device=device,
-                  description=description, prefixes=prefixes)
+                  description=description, prefixes=prefixes, checkpoint=checkpoint)
     _check_order(wl, source)
     return wl
 
@@ -263,8 +283,8 @@ def _tokens(seed: int, label: str, n: int, model: ModelConfig) -> tuple[int, ...
 def build(wl: Workload, device: str | None = None):
     """The cache, model and scheduler a workload describes."""
     device = device or wl.device
-    dtype = DTYPES[wl.dtype]
-    model = TinyModel(wl.model, device=device, dtype=dtype)
+    model = _model(wl, device)
+    dtype = model.dtype
     cfg = wl.model
     cache = PagedCache(cfg.n_layers, wl.n_pages, wl.page_size, cfg.n_kv_heads, cfg.head_dim,
                        device=device, dtype=dtype)
@@ -305,3 +325,105 @@ def run_workload(wl: Workload, scheduler: Scheduler, max_steps: int = 100_000) -
             raise WorkloadError(f"workload {wl.name!r} not done after {max_steps} steps")
         scheduler.step()
     return {name: task.output for name, task in scheduler.tasks.items()}
+
+
+# ---- checkpoints and text -------------------------------------------------------------------
+
+
+def _resolve_checkpoint(data: dict, base: Path) -> None:
+    """A relative model.checkpoint is relative to the workload file's directory."""
+    table = data.get("model")
+    if isinstance(table, dict) and isinstance(table.get("checkpoint"), str):
+        path = Path(table["checkpoint"]).expanduser()
+        table["checkpoint"] = str(path if path.is_absolute() else (base / path).resolve())
+
+
+def _checkpoint_of(source: str, table: Any) -> str | None:
+    if not isinstance(table, dict) or "checkpoint" not in table:
+        return None
+    path = table["checkpoint"]
+    if not isinstance(path, str) or not path:
+        raise WorkloadError(f"{source}: model.checkpoint must be a directory path, got {path!r}")
+    others = sorted(set(table) - {"checkpoint"})
+    if others:
+        raise WorkloadError(f"{source}: model.{others[0]} cannot be combined with "
+                            "model.checkpoint (the geometry comes from its config.json)")
+    return str(Path(path).expanduser().resolve())
+
+
+def _without_checkpoint(table: Any) -> Any:
+    return {k: v for k, v in table.items() if k != "checkpoint"} if isinstance(table, dict) \
+        else table
+
+
+def _checkpoint_config(source: str, path: str) -> ModelConfig:
+    from astrai.checkpoint import read_config  # reads config.json and the tensor map only
+
+    try:
+        return read_config(path).config
+    except AstraiError as e:
+        raise WorkloadError(f"{source}: model.checkpoint: {e}") from e
+
+
+def _prompt_text(r: _Fields, item: dict, prefix: str | None) -> str | None:
+    if "prompt_text" not in item:
+        return None
+    text = r.get("prompt_text", str, None, "a string")
+    for other in ("prompt", "prompt_len"):
+        if other in item:
+            raise r.err("prompt_text", f"cannot be combined with {other} (give one of them)")
+    if prefix is not None:
+        raise r.err("prompt_text", "cannot be combined with prefix (prefixes are token runs)")
+    if not text:
+        raise r.err("prompt_text", "must be non-empty")
+    return text
+
+
+class _Tokenizer:
+    """The model's tokenizer, loaded on the first prompt_text only."""
+
+    def __init__(self, source: str, checkpoint: str | None):
+        self.source, self.checkpoint, self._tok = source, checkpoint, None
+
+    def encode(self, r: _Fields, text: str, model: ModelConfig) -> tuple[int, ...]:
+        if self._tok is None:
+            try:
+                self._tok = load_tokenizer(self.checkpoint)
+            except AstraiError as e:
+                raise r.err("prompt_text", f"needs the model's tokenizer ({e})") from e
+            if self._tok is None:
+                raise r.err("prompt_text", "needs a tokenizer.json in the checkpoint directory")
+        ids = tuple(self._tok.encode(text))
+        if not ids:
+            raise r.err("prompt_text", "encodes to no tokens")
+        if max(ids) >= model.vocab_size:
+            raise r.err("prompt_text", f"encodes to id {max(ids)}, past the model's vocabulary "
+                        f"of {model.vocab_size} (byte-level text needs vocab_size >= 256)")
+        return ids
+
+
+def text_log(wl: Workload) -> TextLog | None:
+    """What the recorder needs to carry text: None when no request was given as text."""
+    prompts = {r.name: r.text for r in wl.requests if r.text is not None}
+    return TextLog(load_tokenizer(wl.checkpoint), prompts) if prompts else None
+
+
+def cache_bytes(wl: Workload, dtype: torch.dtype) -> int:
+    """K and V of every page (plus the null page padded rows write to), all layers."""
+    c = wl.model
+    per_slot = 2 * c.n_layers * c.n_kv_heads * c.head_dim * torch.empty((), dtype=dtype).itemsize
+    return (wl.n_pages + 1) * wl.page_size * per_slot
+
+
+def _model(wl: Workload, device: str) -> TinyModel:
+    """The seeded tiny model, or the checkpoint's weights (dtype 'auto': the checkpoint's own
+    dtype on CUDA, float32 on CPU)."""
+    if wl.checkpoint is None:
+        return TinyModel(wl.model, device=device, dtype=DTYPES[wl.dtype])
+    from astrai.checkpoint import load_checkpoint, read_config, resolve_dtype
+
+    info = read_config(wl.checkpoint)
+    if info.config != wl.model:
+        raise WorkloadError(f"checkpoint {wl.checkpoint} changed since the workload was read")
+    dtype = resolve_dtype(info, torch.device(device), DTYPES.get(wl.dtype))
+    return load_checkpoint(info, device, dtype, reserve=cache_bytes(wl, dtype))

@@ -5,7 +5,8 @@
      "events": [{"kind": "alloc", "step": 0, "phase": "refill", "page": 0, "task": "A",
                  "logical": 0, "state": {"free_mask": 254, "refs": [1, 0, ...], "cached": [],
                  "page_tables": {"A": [0]}, "lengths": {"A": 0}, "filled": [0, ...],
-                 "status": {"A": "running"}, "queue": [], "outputs": {"A": 0}},
+                 "status": {"A": "running"}, "queue": [], "outputs": {"A": 0},
+                 "output_text": {}},
                  "code": [{"file": ..., "fn": ..., "line": ..., "ran": [...]}],
                  "returned": [...same shape...]}, ...]}
 """
@@ -24,7 +25,8 @@ VERSION = 1
 # kind -> the fields an event of that kind carries besides kind/step/phase/state/code
 EVENT_KINDS: dict[str, tuple[str, ...]] = {
     "phase": (),
-    "arrive": ("task", "prompt_len", "max_new_tokens"),
+    # prompt_text: the prompt as given (str) when the request was text, else None
+    "arrive": ("task", "prompt_len", "max_new_tokens", "prompt_text"),
     # pages_needed = pages_for(n_tokens); needed (to allocate) and available: what _fit compared
     "admit": ("task", "n_tokens", "hits", "pages_needed", "needed", "available"),
     "wait": ("task", "needed", "available"),
@@ -35,7 +37,8 @@ EVENT_KINDS: dict[str, tuple[str, ...]] = {
     "write": ("rows", "page_table"),  # page_table: the padded [B, max_pages] table written through
     "gather": ("rows", "total_len", "shape"),  # shape: of the gathered K (and V)
     "record": ("task", "pages"),
-    "tokens": ("tokens",),
+    # text: {task: the new piece of decoded output}, for text requests only
+    "tokens": ("tokens", "text"),
     "free": ("page", "task", "refs"),
     "cache": ("page",),
     "evict": ("page",),
@@ -54,6 +57,7 @@ _STATE = {
     "status": dict,
     "queue": list,
     "outputs": dict,
+    "output_text": dict,  # {task: decoded output so far}, for text requests only
 }
 _GEOMETRY = ("n_layers", "n_pages", "page_size", "n_kv_heads", "head_dim")
 

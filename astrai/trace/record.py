@@ -6,7 +6,7 @@ import contextlib
 
 from astrai.trace.format import VERSION, Trace
 from astrai.trace.recorder import LineTracer, Recorder, source_digests
-from astrai.workload import Workload, build, load_workload, run_workload
+from astrai.workload import Workload, build, load_workload, run_workload, text_log
 
 
 def record(workload: Workload | str, device: str | None = None, lines: bool = True) -> Trace:
@@ -15,7 +15,7 @@ def record(workload: Workload | str, device: str | None = None, lines: bool = Tr
     tracer = LineTracer() if lines else None
     with tracer or contextlib.nullcontext():
         cache, model, scheduler = build(wl, device)  # traced too: the init event shows it
-        with Recorder(cache, scheduler, lines=lines, tracer=tracer) as rec:
+        with Recorder(cache, scheduler, lines=lines, tracer=tracer, text=text_log(wl)) as rec:
             rec.on_phase(0, "init")
             outputs = run_workload(wl, scheduler)
     geometry = {

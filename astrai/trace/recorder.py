@@ -17,7 +17,8 @@ from pathlib import Path
 from astrai.inference import cache as cache_module
 from astrai.inference import scheduler as scheduler_module
 from astrai.inference.cache import CacheListener, PagedCache
-from astrai.inference.scheduler import Scheduler, SchedulerListener, Task
+from astrai.inference.scheduler import Scheduler, SchedulerListener, Status, Task
+from astrai.text import TextLog
 
 _ROOT = Path(cache_module.__file__).resolve().parents[2]
 _WATCHED = {
@@ -103,11 +104,14 @@ class Recorder(CacheListener, SchedulerListener):
 
     Pass a running `tracer` to have calls made before attaching (the constructors) show up in
     the first event's `returned`; with lines=False nothing is traced and `code` stays empty.
+    With a `text` log, requests given as text carry their prompt text (arrive), each new piece
+    of decoded output (tokens.text) and the output text so far (state.output_text).
     """
 
     def __init__(self, cache: PagedCache, scheduler: Scheduler, lines: bool = True,
-                 tracer: LineTracer | None = None):
+                 tracer: LineTracer | None = None, text: TextLog | None = None):
         self.cache, self.scheduler = cache, scheduler
+        self.text = text
         self.events: list[dict] = []
         self.step, self.phase = 0, "init"
         self.tracer = tracer or (LineTracer() if lines else None)
@@ -147,6 +151,7 @@ class Recorder(CacheListener, SchedulerListener):
             "status": {t.name: t.status.value for t in sched.tasks.values()},
             "queue": [t.name for t in sched.waiting],
             "outputs": {t.name: len(t.output) for t in sched.tasks.values()},
+            "output_text": dict(self.text.text) if self.text is not None else {},
         }
 
     def _emit(self, kind: str, **fields) -> None:
@@ -170,8 +175,9 @@ class Recorder(CacheListener, SchedulerListener):
 
     def on_submit(self, task: Task) -> None:
         self.step, self.phase = self.scheduler.step_count, "arrive"  # between steps
+        prompt_text = self.text.prompt(task.name) if self.text is not None else None
         self._emit("arrive", task=task.name, prompt_len=len(task.prompt),
-                   max_new_tokens=task.max_new_tokens)
+                   max_new_tokens=task.max_new_tokens, prompt_text=prompt_text)
 
     def on_phase(self, step: int, phase: str) -> None:
         self.step, self.phase = step, phase
@@ -205,7 +211,14 @@ class Recorder(CacheListener, SchedulerListener):
         self._emit("wait", task=task.name, needed=needed, available=available)
 
     def on_tokens(self, phase: str, tasks: list[Task]) -> None:
-        self._emit("tokens", tokens={t.name: t.output[-1] for t in tasks})
+        text = {}
+        if self.text is not None:
+            for t in tasks:
+                done = t.status in (Status.FINISHED, Status.DONE)
+                piece = self.text.push(t.name, t.output, done)
+                if piece is not None:
+                    text[t.name] = piece
+        self._emit("tokens", tokens={t.name: t.output[-1] for t in tasks}, text=text)
 
     def on_preempt(self, task: Task) -> None:
         self._owner = None

@@ -21,7 +21,9 @@ def describe(ev: dict) -> str:
     if kind == "phase":
         return ""
     if kind == "arrive":
-        return f"{ev['task']}: prompt {ev['prompt_len']} tokens, up to {ev['max_new_tokens']} new"
+        said = f" {ev['prompt_text']!r}" if ev.get("prompt_text") is not None else ""
+        return (f"{ev['task']}: prompt {ev['prompt_len']} tokens{said}, "
+                f"up to {ev['max_new_tokens']} new")
     if kind == "admit":
         hits = f", prefix hit {ev['hits']}" if ev["hits"] else ""
         return (f"{ev['task']}: {ev['n_tokens']} tokens need {ev['pages_needed']} pages{hits}, "
@@ -53,7 +55,9 @@ def describe(ev: dict) -> str:
             f"{row['task']} pages {row['pages']}" for row in ev["rows"]
         )
     if kind == "tokens":
-        return " ".join(f"{name}:{tok}" for name, tok in ev["tokens"].items())
+        text = ev.get("text", {})
+        return " ".join(f"{name}:{tok}" + (f" {text[name]!r}" if name in text else "")
+                        for name, tok in ev["tokens"].items())
     if kind == "finish":
         return f"{ev['task']}: {ev['n_output']} tokens generated"
     return ev.get("task", "")
@@ -82,5 +86,8 @@ def format_trace(trace: Trace) -> Iterator[str]:
         if ev["kind"] in _PAGE_KINDS or (ev["kind"] == "phase" and ev["phase"] == "init"):
             line = f"{line:<60s} {state_line(ev['state'], n_pages)}"
         yield line.rstrip()
+    said = trace.events[-1]["state"].get("output_text", {}) if trace.events else {}
     for name, tokens in trace.outputs.items():
         yield f"output {name}: {tokens}"
+        if name in said:
+            yield f"output {name} as text: {said[name]!r}"

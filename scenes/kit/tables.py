@@ -2,7 +2,9 @@
 
 A table appears when its task first holds a page, grows a row per page (rows wrap into another
 column block when the band is full), shows the task's length and its capacity (pages x
-page_size), and fades out when the task no longer holds pages (retired or preempted).
+page_size), and fades out when the task no longer holds pages (retired or preempted). When the
+trace carries text, a line under the table quotes the request's prompt, then its output as it
+grows (scenes.kit.said).
 Horizontal slots are planned from the whole trace up front (`plan_tables`) so tables never
 overlap, whatever the workload.
 """
@@ -19,6 +21,7 @@ from manim import LEFT, RIGHT, UP, Line, Rectangle, Triangle, VGroup, VMobject
 from scenes import theme
 from scenes.kit.glyphs import Atlas, Counter
 from scenes.kit.layout import Layout
+from scenes.kit.said import said
 
 TITLE_H = 0.32
 HEADER_H = 0.27
@@ -45,6 +48,11 @@ class TablePlan:
     rows_per_block: int
     block_w: float
     x0: float
+    prompts: dict[str, str] | None = None  # {task: prompt text}: the trace carries text
+
+    @property
+    def text(self) -> bool:
+        return self.prompts is not None
 
     def slot_x(self, slot: int) -> float:
         return self.x0 + slot * self.block_w
@@ -52,6 +60,10 @@ class TablePlan:
 
 def plan_tables(events: list[dict], layout: Layout) -> TablePlan:
     band = layout.tables_top - layout.tables_bottom
+    prompts = {ev["task"]: ev["prompt_text"] for ev in events
+               if ev["kind"] == "arrive" and ev.get("prompt_text")}
+    if prompts:
+        band -= FOOTER_H  # one more line under each table for its text
     rows_per_block = max(2, int((band - TITLE_H - HEADER_H - FOOTER_H) / ROW_H + 1e-6))
     segments: list[Segment] = []
     open_: dict[str, Segment] = {}
@@ -73,7 +85,8 @@ def plan_tables(events: list[dict], layout: Layout) -> TablePlan:
         n_slots += 1
     width = layout.right - layout.left
     block_w = min(MAX_BLOCK_W, width / n_slots)
-    return TablePlan(segments, n_slots, rows_per_block, block_w, layout.left)
+    return TablePlan(segments, n_slots, rows_per_block, block_w, layout.left,
+                     prompts or None)
 
 
 def _concurrent(segments: list[Segment]) -> int:
@@ -127,6 +140,12 @@ class TaskTable(VGroup):
         self.arrows = VGroup()
         self.header_protos = header_protos
         self.add(self.title, self.done, self.length, self.cap, self.blocks, self.rows)
+        self.prompt = plan.prompts.get(name) if plan.text else None
+        self.said = Counter(atlas, "", theme.TEXT).place([self.x, self._footer_y(1) - FOOTER_H,
+                                                          0], LEFT)
+        self.said_cells = int(self.tw / atlas.advance)
+        if plan.text:
+            self.add(self.said)
         self.pages: list[int] = []
         self.live_rows: list[VGroup] = []  # rows shown now (self.rows also holds ones fading out)
 
@@ -193,7 +212,7 @@ class TaskTable(VGroup):
     # ---- update ---------------------------------------------------------------------------
 
     def sync(self, pages: list[int], length: int, beat, arrows_layer: VGroup,
-             finished: bool = False) -> None:
+             finished: bool = False, output_text: str | None = None) -> None:
         keep = 0
         while keep < min(len(pages), len(self.pages)) and pages[keep] == self.pages[keep]:
             keep += 1
@@ -243,6 +262,12 @@ class TaskTable(VGroup):
             if beat is not None:
                 beat.touch(self.cap.current)
             self.cap.place([self.x, y, 0], LEFT)
+        if self.prompt is not None or output_text:
+            self.said.set(said(self.prompt, output_text, self.said_cells), beat=beat)
+            if abs(self.said.anchor[1] - (y - FOOTER_H)) > 1e-6:
+                if beat is not None:
+                    beat.touch(self.said.current)
+                self.said.place([self.x, y - FOOTER_H, 0], LEFT)
 
     def parts(self) -> list:
         return [self, *self.arrows]
@@ -252,7 +277,7 @@ class TaskTable(VGroup):
         targets = [self._nearest_page(a.get_end()[0]) for a in self.arrows]
         return {"rows": rows, "arrows": targets, "length": self.length.text,
                 "cap": self.cap.text, "done": self.done.text.strip(),
-                "blocks": len(self.live_blocks())}
+                "blocks": len(self.live_blocks()), "said": self.said.text}
 
     def live_blocks(self) -> list[VGroup]:
         """Column blocks shown now (a block being taken out has left `blocks` already, or
@@ -338,7 +363,8 @@ class PageTables(VGroup):
                 changes[name] = "new"
             before = len(table.pages)
             finished = state["status"].get(name) in ("finished", "done")
-            table.sync(pages, state["lengths"][name], beat, self.arrows_layer, finished)
+            table.sync(pages, state["lengths"][name], beat, self.arrows_layer, finished,
+                       state.get("output_text", {}).get(name))
             if name not in changes and len(pages) != before:
                 changes[name] = "grew" if len(pages) > before else "shrank"
         return changes

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from astrai.trace.text import mask_bits
 from scenes import theme
+from scenes.kit.said import quoted
 
 if TYPE_CHECKING:
     from scenes.replay.driver import Replay
@@ -125,8 +126,10 @@ def arrive(r: Replay, spec: BeatSpec) -> None:
     beat = r.new_beat()
     r.apply_all(spec, beat)
     ev = r.events[spec.main]
-    r.say(beat, f"{ev['task']} arrives: prompt of {ev['prompt_len']} tokens, "
-                f"up to {ev['max_new_tokens']} new",
+    text = ev.get("prompt_text")
+    prompt = (f"prompt {quoted(text, 34)} = {ev['prompt_len']} tokens" if text
+              else f"prompt of {ev['prompt_len']} tokens")
+    r.say(beat, f"{ev['task']} arrives: {prompt}, up to {ev['max_new_tokens']} new",
           f"submit() queues it: waiting = {ev['state']['queue']}")
     r.show_code(spec, "Scheduler.submit", spec.main)
     r.play(beat, *r.timing(spec))

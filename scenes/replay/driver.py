@@ -47,7 +47,8 @@ class Replay:
         self.palette = theme.Palette(names)
         most = max((len(t) for ev in self.events for t in ev["state"]["page_tables"].values()),
                    default=1)
-        self.layout = make_layout(self.n_pages, table_rows=most)
+        texts = any(ev.get("prompt_text") for ev in self.events if ev["kind"] == "arrive")
+        self.layout = make_layout(self.n_pages, table_rows=most + texts)  # + a line of text
         self.plan = plan_tables(self.events, self.layout)
         self.all_beats = plan_beats(self.events)
         self.beats = (teaser(self.all_beats, self.events, keep or never)
@@ -132,6 +133,7 @@ class Replay:
             "caps": {n: t["cap"] for n, t in tables.items()},
             "done": {n: t["done"] for n, t in tables.items()},
             "blocks": {n: t["blocks"] for n, t in tables.items()},
+            "said": {n: t["said"] for n, t in tables.items()},
             "status": self.captions.status.text,
             "table_spans": {n: (t.get_left()[0], t.get_right()[0])
                             for n, t in self.tables.tables.items()},

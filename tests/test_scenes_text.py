@@ -1,0 +1,62 @@
+"""The replay shows the text a trace carries: the prompt in the arrive caption, then under each
+page table the prompt and the output's tail as it grows. Checked against the trace, not pixels."""
+
+from __future__ import annotations
+
+import pytest
+
+manim = pytest.importorskip("manim")
+
+from manim import tempconfig  # noqa: E402
+
+from astrai.trace import record  # noqa: E402
+from scenes.kit.glyphs import CHARS  # noqa: E402
+from scenes.paged_cache import PagedCacheScene  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def text_scene(tmp_path_factory):
+    trace = record("text")
+    with tempconfig({"format": "none", "disable_caching": True,
+                     "media_dir": str(tmp_path_factory.mktemp("media")),
+                     "progress_bar": "none", "verbosity": "WARNING"}):
+        scene = PagedCacheScene(trace=trace, skip_animations=True)
+        scene.render()
+    return trace, scene
+
+
+def _drawn(text: str) -> str:
+    """What the glyph atlas can show of text: whitespace runs as one space, the rest as '?'."""
+    ok = set(CHARS)
+    return "".join(c if c in ok or c == " " else "?" for c in " ".join(text.split()))
+
+
+def test_tables_quote_the_prompt_then_the_growing_output(text_scene):
+    trace, scene = text_scene
+    prompts = {ev["task"]: ev["prompt_text"] for ev in trace.events if ev["kind"] == "arrive"}
+    seen_output = set()
+    for snap in scene.replay.snapshots:
+        state = trace.events[snap["event"]]["state"]
+        for name, line in snap["said"].items():
+            out = state["output_text"].get(name, "")
+            line = line.rstrip()
+            if out:
+                assert line.startswith('→ "') and line.endswith('"'), line
+                body = line[3:-1]
+                # the tail of the output so far, cut at the front with an ellipsis if long
+                assert _drawn(out).endswith(body.removeprefix("…")), (line, out)
+                assert body.startswith("…") or body == _drawn(out)
+                seen_output.add(name)
+            else:
+                body = line.removeprefix('"').removesuffix('"')
+                assert _drawn(prompts[name]).startswith(body.removesuffix("…")), (line, name)
+    assert seen_output == set(prompts)  # every request's output was shown at some point
+
+
+def test_arrive_caption_quotes_the_prompt(text_scene):
+    trace, scene = text_scene
+    for ev in trace.events:
+        if ev["kind"] == "arrive":
+            said = [c for c in scene.replay.captions_shown if c.startswith(f"{ev['task']} arr")]
+            assert said and f'"{ev["prompt_text"]}"' in said[0]
+            assert f"{ev['prompt_len']} tokens" in said[0]
