@@ -9,7 +9,8 @@ so code panels still show the engine as it is) and sets the model's `attn_probe`
             page).
 - "write":  each `write_slots` of one layer: the shapes of slots, k and the slot store it wrote.
 - "gather": each `gather_pages` of that layer: the page index it read (null page included),
-            total_len and the shapes of the page buffer and of the K it returned.
+            total_len, and the shapes of the page buffer, of its [B, pages * page_size] view
+            and of the K it returned (the view cut to total_len).
 - "attention": that layer's attention on decode steps (by default): per row and query head,
             the scores q.k / sqrt(head_dim) against every gathered key, the mask, and the
             softmax weights SDPA applied (`max_err` = max |weights @ V - SDPA output|, which
@@ -86,11 +87,11 @@ class Capture:
         k, v = self._orig["gather_pages"](layer_id, index, total_len)
         if layer_id == self.layer:
             cache = self.cache
+            n, ps, h, d = index.shape[0], cache.page_size, cache.n_kv_heads, cache.head_dim
+            batch = k.shape[0]
             self._add("gather", layer=layer_id, index=index.tolist(), total_len=total_len,
-                      null_page=cache.n_pages,
-                      pages_shape=[index.shape[0], cache.page_size, cache.n_kv_heads,
-                                   cache.head_dim],
-                      k_shape=list(k.shape))
+                      null_page=cache.n_pages, pages_shape=[n, ps, h, d],
+                      view_shape=[batch, n // batch * ps, h, d], k_shape=list(k.shape))
         return k, v
 
     def _attend(self, layer_id, q, k, v, mask, out) -> None:
@@ -109,5 +110,6 @@ class Capture:
         def heads(x):
             return x.view(b, hkv * n_rep, s, t)
         self._add("attention", layer=layer_id, n_heads=hkv * n_rep, n_kv_heads=hkv,
-                  total_len=t, scores=heads(scores).tolist(), weights=heads(weights).tolist(),
+                  total_len=t, q_shape=list(q.shape), k_shape=list(k.shape),
+                  out_shape=list(out.shape), scores=heads(scores).tolist(), weights=heads(weights).tolist(),
                   allowed=mask[:, 0].view(b, n_rep, s, t)[:, 0].tolist(), max_err=err)
