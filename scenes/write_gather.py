@@ -23,6 +23,8 @@ import numpy as np
 from manim import (
     DOWN,
     LEFT,
+    RIGHT,
+    UP,
     Arrow,
     DashedVMobject,
     FadeIn,
@@ -41,7 +43,7 @@ from astrai.trace import Trace, load_trace, record
 from astrai.trace.recorder import source_digests
 from scenes import theme
 from scenes.kit.code import CodePanel, source_of
-from scenes.kit.glyphs import Atlas, Counter
+from scenes.kit.glyphs import Atlas, Counter, GlyphText
 from scenes.kit.layout import make_layout
 from scenes.story import StoryScene
 
@@ -407,7 +409,33 @@ class WriteGatherScene(StoryScene):
 
     def snap(self, beat: str, **what) -> None:
         self.shown[beat] = what
-        self.snapshots.append({"beat": beat, **what})
+        self.snapshots.append({"beat": beat, **what, "texts": self.texts()})
+
+    def texts(self) -> list[tuple[str, str, tuple]]:
+        """Every text drawn now: (kind, text, (x0, y0, x1, y1)); kind "cell" for the labels
+        inside K/V cells (those stack on purpose in the null page), else "text"."""
+        out, seen = [], set()
+
+        def visible(m) -> bool:
+            return any(len(r.points) and r.fill_rgbas[:, 3].max() > 0.05
+                       for r in m.family_members_with_points() if not getattr(r, "ghost", 0))
+
+        for top in self.mobjects:
+            for m in top.get_family():
+                if id(m) in seen or not isinstance(m, (GlyphText, Cell)) and not hasattr(
+                        m, "font_size"):
+                    continue
+                seen.update(id(x) for x in m.get_family())
+                if isinstance(m, Cell):
+                    m, kind = m.label, "cell"
+                else:
+                    kind = "text"
+                if not visible(m):
+                    continue
+                (x0, y0, _), (x1, y1, _) = m.get_corner(DOWN + LEFT), m.get_corner(UP + RIGHT)
+                label = m.shown() if isinstance(m, GlyphText) else m.text
+                out.append((kind, label, (x0, y0, x1, y1)))
+        return out
 
     # ---- pieces ----------------------------------------------------------------------------
 

@@ -111,5 +111,6 @@ class Capture:
             return x.view(b, hkv * n_rep, s, t)
         self._add("attention", layer=layer_id, n_heads=hkv * n_rep, n_kv_heads=hkv,
                   total_len=t, q_shape=list(q.shape), k_shape=list(k.shape),
-                  out_shape=list(out.shape), scores=heads(scores).tolist(), weights=heads(weights).tolist(),
+                  out_shape=list(out.shape), scores=heads(scores).tolist(),
+                  weights=heads(weights).tolist(),
                   allowed=mask[:, 0].view(b, n_rep, s, t)[:, 0].tolist(), max_err=err)
