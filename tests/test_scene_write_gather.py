@@ -220,3 +220,17 @@ def test_a_trace_without_captures_or_too_big_is_refused():
     })
     with pytest.raises(WorkloadError, match="too big to show slot by slot"):
         plan(record(big, lines=False, capture=True))
+
+
+def test_a_saved_captured_trace_loads_and_a_stale_one_is_refused(trace, tmp_path):
+    from astrai.trace import save_trace
+    from scenes.write_gather import load_captured
+
+    path = tmp_path / "wg.json"
+    save_trace(trace, path)
+    assert load_captured(str(path)).captures == trace.captures
+    stale = copy.deepcopy(trace)
+    stale.source = {f: "0" * 64 for f in stale.source}
+    save_trace(stale, path)
+    with pytest.raises(TraceFormatError, match="record it again"):
+        load_captured(str(path))
