@@ -331,15 +331,21 @@ class WriteGatherScene(StoryScene):
         self.grid_y = [2.1 - 0.8 * b for b in range(MAX_ROWS)]
         self.grid_x = -5.45
 
+        # Chapters follow the run (prefill write, its gather, the decode step, attention); the
+        # pills follow the operation on screen.
         self.chapter("write")
         self._light("write")
         self.write_prefill()
-        self.chapter("gather")
-        self._light("gather")
         if not self.teaser:
+            self.chapter("gather")
+            self._light("gather")
             self.gather_prefill()
+        self.chapter("decode")
+        self._light(None)  # pages change hands: neither write nor gather
         self.step_between()
+        self._light("write")
         self.write_decode()
+        self._light("gather")
         self.gather_decode()
         self.chapter("attention")
         self._light("attention")
@@ -360,7 +366,7 @@ class WriteGatherScene(StoryScene):
             x -= box.width + 0.1
         return pills
 
-    def _light(self, name: str) -> None:
+    def _light(self, name: str | None) -> None:
         for n, (box, t) in self.pill.items():
             box.set_fill(theme.ACCENT, opacity=0.9 if n == name else 0.0)
             box.set_stroke(theme.ACCENT if n == name else theme.FAINT)
