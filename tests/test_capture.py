@@ -61,9 +61,10 @@ def test_off_by_default_and_the_cache_is_left_as_it_was():
     assert cap.records
     assert not {"slot_index", "write_slots", "gather_pages"} & set(vars(cache))
     assert model.attn_probe is None
-    # The capture changes nothing the run does: same events, same outputs.
-    captured = record(wl, lines=False, capture=True)
-    assert captured.events == plain.events and captured.outputs == plain.outputs
+    # The capture changes nothing the run does or the trace says: same events (code lines
+    # included: the wrappers are not engine frames), same outputs.
+    traced, captured = record(wl), record(wl, capture=True)
+    assert captured.events == traced.events and captured.outputs == plain.outputs
 
 
 def test_slots_follow_the_page_table_and_padding_goes_to_the_null_page(traced):
