@@ -284,9 +284,6 @@ class Storage(VGroup):
     def x(self, slot: int) -> float:
         return self.xs[slot]
 
-    def page_x(self, page: int) -> float:
-        return (self.xs[page * self.ps] + self.xs[page * self.ps + self.ps - 1]) / 2
-
     def slot_at(self, x: float) -> int:
         """The slot whose column holds x (what a cell drawn at x sits in)."""
         i = int(np.argmin([abs(x - sx) for sx in self.xs]))
