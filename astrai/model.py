@@ -167,6 +167,9 @@ class TinyModel(torch.nn.Module):
 
         self.register_buffer("inv_freq", self._inv_freq("cpu"), persistent=False)
         self.to(device=device, dtype=dtype)
+        # Optional observer of each layer's attention in forward(), for recorders only:
+        # probe(layer_id, q, k, v, mask, out) with the tensors handed to SDPA and its output.
+        self.attn_probe = None
 
     def _inv_freq(self, device) -> torch.Tensor:
         c = self.config
@@ -296,6 +299,8 @@ class TinyModel(torch.nn.Module):
             kt = k_all.transpose(1, 2).to(q.dtype)
             vt = v_all.transpose(1, 2).to(q.dtype)
             o = F.scaled_dot_product_attention(qg, kt, vt, attn_mask=mask)
+            if self.attn_probe is not None:
+                self.attn_probe(layer_id, qg, kt, vt, mask, o)
             o = o.view(b, c.n_kv_heads, self.n_rep, s, c.head_dim).permute(0, 3, 1, 2, 4)
             h = h + F.linear(o.reshape(b, s, c.n_heads * c.head_dim), layer.wo)
             h = h + self._mlp(layer, h)

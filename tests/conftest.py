@@ -64,3 +64,27 @@ DEVICES = ["cpu", pytest.param("cuda", marks=CUDA)]
 @pytest.fixture(params=DEVICES)
 def device(request):
     return request.param
+
+
+def _dense_attention(model, tokens: list[int], layer: int = 0):
+    """Scores and softmax weights [n_heads, len(tokens)] of the last token's query at `layer`,
+    computed over the whole sequence from position 0 with no cache (the reference a captured
+    decode step's attention must equal). Layer 0 only: later layers need the full forward."""
+    if layer != 0:
+        raise ValueError("the dense reference covers layer 0")
+    import math
+
+    import torch.nn.functional as F
+
+    ids = torch.tensor([tokens], dtype=torch.int64)
+    pos = torch.arange(len(tokens)).view(1, -1)
+    cos, sin = model._rotary(pos)
+    q, k, _ = model._qkv(model.layers[0], F.embedding(ids, model.embed), cos, sin)
+    k = k.repeat_interleave(model.n_rep, dim=2)  # [1, S, n_heads, D]
+    scores = torch.einsum("hd,shd->hs", q[0, -1].float(), k[0].float()) / math.sqrt(q.shape[-1])
+    return scores, torch.softmax(scores, dim=-1)
+
+
+@pytest.fixture
+def dense_attention():
+    return _dense_attention

@@ -21,9 +21,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-o", "--output", help="also save the trace as JSON here")
     parser.add_argument("-q", "--quiet", action="store_true", help="print nothing")
     parser.add_argument("--device", help="override the workload's device (cpu, cuda)")
+    parser.add_argument("--capture", action="store_true",
+                        help="also keep slot/gather indices and decode attention (for -o)")
     args = parser.parse_args(argv)
     try:
-        trace = record(args.workload, device=args.device)
+        trace = record(args.workload, device=args.device, capture=args.capture)
     except AstraiError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

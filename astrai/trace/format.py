@@ -2,6 +2,7 @@
 
     {"version": 1, "workload": {...}, "geometry": {...}, "outputs": {"A": [..]},
      "source": {"astrai/inference/cache.py": "<sha256>", ...},
+     "captures": [{"kind": "slots", "step": 0, "phase": "prefill", ...}, ...],  # optional
      "events": [{"kind": "alloc", "step": 0, "phase": "refill", "page": 0, "task": "A",
                  "logical": 0, "state": {"free_mask": 254, "refs": [1, 0, ...], "cached": [],
                  "page_tables": {"A": [0]}, "lengths": {"A": 0}, "filled": [0, ...],
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from astrai.errors import TraceFormatError
+from astrai.trace.capture import CAPTURE_KINDS
 
 VERSION = 1
 
@@ -71,9 +73,11 @@ class Trace:
     outputs: dict[str, list[int]]
     # sha256 of each engine file at recording time: code lines in events refer to that source
     source: dict[str, str] = field(default_factory=dict)
+    # tensors taken from the real calls when recorded with capture=True (astrai.trace.capture)
+    captures: list[dict[str, Any]] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        data = {
             "version": self.version,
             "workload": self.workload,
             "geometry": self.geometry,
@@ -81,12 +85,15 @@ class Trace:
             "source": self.source,
             "events": self.events,
         }
+        if self.captures:  # only traces recorded with capture=True carry the key
+            data["captures"] = self.captures
+        return data
 
     @classmethod
     def from_json(cls, data: Any, source: str = "trace") -> Trace:
         validate(data, source)
         return cls(data["version"], data["workload"], data["geometry"], data["events"],
-                   data["outputs"], data.get("source", {}))
+                   data["outputs"], data.get("source", {}), data.get("captures", []))
 
 
 def save_trace(trace: Trace, path: str | Path) -> None:
@@ -123,6 +130,14 @@ def validate(data: Any, source: str = "trace") -> None:
             raise fail(f"{key} must be of type {kind.__name__}")
     if not isinstance(data.get("source", {}), dict):
         raise fail("source must be of type dict")
+    captures = data.get("captures", [])
+    if not isinstance(captures, list):
+        raise fail("captures must be of type list")
+    for i, rec in enumerate(captures):
+        if not isinstance(rec, dict) or rec.get("kind") not in CAPTURE_KINDS:
+            raise fail(f"captures[{i}] must be an object with a kind in {', '.join(CAPTURE_KINDS)}")
+        if not _int(rec.get("step")) or not isinstance(rec.get("phase"), str):
+            raise fail(f"captures[{i}] needs an int step and a str phase")
     geo = data["geometry"]
     for key in _GEOMETRY:
         if not _int(geo.get(key)) or geo[key] <= 0:

@@ -4,20 +4,27 @@ from __future__ import annotations
 
 import contextlib
 
+from astrai.trace.capture import Capture
 from astrai.trace.format import VERSION, Trace
 from astrai.trace.recorder import LineTracer, Recorder, source_digests
 from astrai.workload import Workload, build, load_workload, run_workload, text_log
 
 
-def record(workload: Workload | str, device: str | None = None, lines: bool = True) -> Trace:
-    """Build the workload's cache, model and scheduler, run it to the end, and record it."""
+def record(workload: Workload | str, device: str | None = None, lines: bool = True,
+           capture: bool = False) -> Trace:
+    """Build the workload's cache, model and scheduler, run it to the end, and record it.
+
+    capture=True also keeps the tensors a slot-level scene shows (slot indices, gather
+    indices, layer 0's attention on decode steps: see astrai.trace.capture) in `captures`.
+    """
     wl = load_workload(workload) if isinstance(workload, str) else workload
     tracer = LineTracer() if lines else None
     with tracer or contextlib.nullcontext():
         cache, model, scheduler = build(wl, device)  # traced too: the init event shows it
         with Recorder(cache, scheduler, lines=lines, tracer=tracer, text=text_log(wl)) as rec:
             rec.on_phase(0, "init")
-            outputs = run_workload(wl, scheduler)
+            with Capture(cache, model, rec) if capture else contextlib.nullcontext() as cap:
+                outputs = run_workload(wl, scheduler)
     geometry = {
         "n_layers": cache.n_layers,
         "n_pages": cache.n_pages,
@@ -28,4 +35,5 @@ def record(workload: Workload | str, device: str | None = None, lines: bool = Tr
         "dtype": str(cache.dtype).removeprefix("torch."),
         "k_cache_bytes": cache.k_cache.numel() * cache.k_cache.element_size(),
     }
-    return Trace(VERSION, wl.to_json(), geometry, rec.events, outputs, source_digests())
+    return Trace(VERSION, wl.to_json(), geometry, rec.events, outputs, source_digests(),
+                 cap.records if capture else [])

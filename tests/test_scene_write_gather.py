@@ -1,0 +1,237 @@
+"""Scene 6 (write and gather, slot by slot): what it shows equals what the engine and model did.
+
+The scene is built without video and reports what each beat showed, read back from its
+mobjects (slot labels, where each K/V cell sits, gathered page tags, scores and weights). The
+expected values are computed here from the trace's page tables and from the model itself (a
+dense pass from position 0, no cache), never from the scene's or the capture's code.
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+import textwrap
+
+import pytest
+
+manim = pytest.importorskip("manim")
+
+from manim import config, tempconfig  # noqa: E402
+
+from astrai.errors import TraceFormatError, WorkloadError  # noqa: E402
+from astrai.model import ModelConfig, TinyModel  # noqa: E402
+from astrai.trace import record  # noqa: E402
+from astrai.workload import parse_workload  # noqa: E402
+from scenes.kit.code import resolve  # noqa: E402
+from scenes.write_gather import WriteGatherScene, plan  # noqa: E402
+
+
+def build(trace, cut, media_dir) -> WriteGatherScene:
+    with tempconfig({"format": "none", "disable_caching": True, "media_dir": str(media_dir),
+                     "progress_bar": "none", "verbosity": "WARNING"}):
+        scene = WriteGatherScene(trace=trace, cut=cut, skip_animations=True)
+        scene.render()
+    return scene
+
+
+@pytest.fixture(scope="module")
+def trace():
+    return record("write_gather", capture=True)
+
+
+@pytest.fixture(scope="module")
+def scenes(trace, tmp_path_factory):
+    media = tmp_path_factory.mktemp("media")
+    return {cut: build(trace, cut, media) for cut in ("full", "teaser")}
+
+
+@pytest.fixture(scope="module", params=["full", "teaser"])
+def scene(request, scenes):
+    return scenes[request.param]
+
+
+# ---- what should be shown, from the trace's page tables and the model -----------------------
+
+
+def events(trace, kind, phase):
+    return [e for e in trace.events if e["kind"] == kind and e["phase"] == phase]
+
+
+def expected_slots(trace, write_event, width):
+    """Row -> flat slot of each of its `width` tokens: page_table[pos // ps] * ps + pos % ps
+    for a real token, the null page (page n_pages) for padding."""
+    ps, null = trace.geometry["page_size"], trace.geometry["n_pages"]
+    out = {}
+    for row in write_event["rows"]:
+        table = write_event["state"]["page_tables"][row["task"]]
+        slots = []
+        for t in range(width):
+            pos = row["start"] + t
+            real = t < row["n"] and pos // ps < len(table)
+            slots.append((table[pos // ps] if real else null) * ps + pos % ps)
+        out[row["task"]] = slots
+    return out
+
+
+def test_prefill_slots_follow_the_page_tables(scene, trace):
+    (write,) = events(trace, "write", "prefill")
+    width = max(r["n"] for r in write["rows"])
+    shown = scene.shown["slots"]
+    assert shown["slots"] == expected_slots(trace, write, width)
+    assert shown["pad"] == {r["task"]: [t >= r["n"] for t in range(width)]
+                            for r in write["rows"]}
+    assert any(any(p) for p in shown["pad"].values())  # the story has a padded row
+
+
+def test_padding_lands_in_the_null_page_and_never_on_a_live_one(scene, trace):
+    (write,) = events(trace, "write", "prefill")
+    ps, null = trace.geometry["page_size"], trace.geometry["n_pages"]
+    width = max(r["n"] for r in write["rows"])
+    slots = expected_slots(trace, write, width)
+    landed = scene.shown["write"]["landed"]
+    assert len(landed) == sum(len(s) for s in slots.values())
+    for cell in landed:
+        t = cell["pos"]  # prefill starts at 0 here
+        assert cell["slot"] == slots[cell["row"]][t]
+        assert cell["null"] == cell["pad"] == (cell["slot"] // ps == null)
+        if not cell["pad"]:
+            assert cell["slot"] // ps in write["state"]["page_tables"][cell["row"]]
+
+
+def test_decode_token_lands_in_its_new_page(scene, trace):
+    (write,) = events(trace, "write", "decode")
+    shown = scene.shown["decode_write"]
+    assert shown["slots"] == expected_slots(trace, write, 1)
+    for cell in shown["landed"]:
+        assert cell["slot"] == shown["slots"][cell["row"]][0] and not cell["null"]
+
+
+def test_gather_reassembles_the_logical_order_and_cuts_to_total_len(scene, trace):
+    ps = trace.geometry["page_size"]
+    (gather,) = events(trace, "gather", "decode")
+    shown = scene.shown["gather"]
+    table = gather["state"]["page_tables"][shown["row"]]
+    assert table != sorted(table)  # the story's point: physical order is not logical order
+    assert shown["pages"] == [f"page {p}" for p in table]
+    assert shown["sources"] == [p * ps + i for p in table for i in range(ps)]
+    assert shown["positions"] == list(range(len(table) * ps))
+    assert shown["kept"] == gather["total_len"]
+    assert shown["cut"] == shown["sources"][gather["total_len"]:]
+
+
+def test_prefill_gather_reads_the_null_page_for_a_missing_page(scenes, trace):
+    ps, null = trace.geometry["page_size"], trace.geometry["n_pages"]
+    (gather,) = events(trace, "gather", "prefill")
+    cols = -(-gather["total_len"] // ps)
+    shown = scenes["full"].shown["gather_prefill"]
+    tables = gather["state"]["page_tables"]
+    want = [t[c] if c < len(t) else None for t in (tables[r] for r in shown["rows"])
+            for c in range(cols)]
+    assert shown["pages"] == [f"page {p}" if p is not None else "null" for p in want]
+    assert None in want
+    for r in shown["rows"]:
+        pages = tables[r] + [null] * (cols - len(tables[r]))
+        assert shown["sources"][r] == [p * ps + i for p in pages for i in range(ps)]
+
+
+def test_attention_shows_the_model_s_scores_and_weights(scene, trace, dense_attention):
+    shown = scene.shown["attention"]
+    model = TinyModel(ModelConfig(**trace.workload["model"]))
+    prompt = {r["name"]: r["prompt"] for r in trace.workload["request"]}
+    row, pos, head = shown["row"], shown["query"], shown["head"]
+    tokens = (prompt[row] + trace.outputs[row])[: pos + 1]
+    scores, weights = dense_attention(model, tokens)
+    assert shown["layer"] == 0 and shown["head_tag"] == f"layer 0, head {head}"
+    assert shown["keys"] == list(range(pos + 1))
+    got_s = [float(s) for s in shown["scores"]]
+    got_w = [float(w) for w in shown["weights"]]
+    assert max(abs(a - b) for a, b in zip(got_s, scores[head].tolist())) <= 0.005 + 1e-4
+    assert max(abs(a - b) for a, b in zip(got_w, weights[head].tolist())) <= 0.005 + 1e-4
+    top = max(shown["bars"])
+    w = weights[head].tolist()
+    assert all(abs(h / top - x / max(w)) < 0.01 for h, x in zip(shown["bars"], w))
+    (gather,) = events(trace, "gather", "decode")
+    table = gather["state"]["page_tables"][row]
+    assert shown["blocks"] == [f"page {p}" for p in table]
+
+
+def test_the_scene_shows_the_trace_s_numbers_it_does_not_compute_them(trace, tmp_path):
+    """Change the captured attention and slots: the screen follows the trace."""
+    forged = copy.deepcopy(trace)
+    att = next(c for c in forged.captures if c["kind"] == "attention")
+    n = att["total_len"]
+    att["scores"][0][0][0] = [round(0.5 + 0.25 * j, 2) for j in range(n)]
+    att["weights"][0][0][0] = [1.0 / n] * n
+    scene = build(forged, "teaser", tmp_path)
+    shown = scene.shown["attention"]
+    assert shown["scores"] == [f"{0.5 + 0.25 * j:.2f}" for j in range(n)]
+    assert shown["weights"] == [f"{1.0 / n:.2f}"] * n
+
+
+def test_code_panels_show_real_source_and_mark_the_work(scene):
+    fns = {p["fn"] for p in scene.panels}
+    assert {"PagedCache.slot_index", "PagedCache.write_slots", "PagedCache.gather_pages",
+            "TinyModel.forward"} <= fns
+    for p in scene.panels:
+        lines, start = inspect.getsourcelines(resolve(p["file"], p["fn"]))
+        source = textwrap.dedent("".join(lines)).split("\n")
+        assert [t.rstrip() for t in p["text"]] == [source[r - start].rstrip()
+                                                   for r in p["rows"]]
+        current = source[p["current"] - start]
+        assert "listener" not in current and "probe" not in current, p
+        assert p["shapes"]
+
+
+def test_cuts_pace_and_captions(scenes):
+    full, teaser = scenes["full"], scenes["teaser"]
+    assert 60 <= full.time <= 125
+    assert 10 <= teaser.time <= 16
+    assert [name for _, name in full.chapters] == ["write", "gather", "decode", "attention"]
+    assert [name for _, name in teaser.chapters] == ["write", "decode", "attention"]
+    for sc in (full, teaser):
+        for (t0, d0, _), (t1, _, _) in zip(sc.cues, sc.cues[1:]):
+            assert t0 + d0 <= t1 + 1e-6  # cues never overlap
+        assert sc.cues[-1][0] + sc.cues[-1][1] <= sc.time + 1e-6
+
+
+def test_text_stays_on_screen_and_never_overlaps(scene):
+    half_w, half_h = config.frame_width / 2, config.frame_height / 2
+    for snap in scene.snapshots:
+        texts = snap["texts"]
+        assert texts
+        for _, label, (x0, y0, x1, y1) in texts:
+            assert -half_w <= x0 and x1 <= half_w and -half_h <= y0 and y1 <= half_h, label
+        plain = [(lab, box) for kind, lab, box in texts if kind == "text"]
+        for i, (a, (ax0, ay0, ax1, ay1)) in enumerate(plain):
+            for b, (bx0, by0, bx1, by1) in plain[i + 1:]:
+                overlap = min(ax1, bx1) - max(ax0, bx0) > 0.01 and \
+                    min(ay1, by1) - max(ay0, by0) > 0.01
+                assert not overlap, f"{snap['beat']}: {a!r} overlaps {b!r}"
+
+
+def test_a_trace_without_captures_or_too_big_is_refused():
+    with pytest.raises(TraceFormatError, match="capture=True"):
+        plan(record("write_gather", lines=False))
+    big = parse_workload({
+        "name": "big", "cache": {"n_pages": 4, "page_size": 16},
+        "model": {"n_layers": 1, "d_model": 16, "n_heads": 2, "n_kv_heads": 1, "head_dim": 8,
+                  "d_ff": 16},
+        "request": [{"name": "a", "prompt_len": 20, "max_new_tokens": 2},
+                    {"name": "b", "prompt_len": 5, "max_new_tokens": 2}],
+    })
+    with pytest.raises(WorkloadError, match="too big to show slot by slot"):
+        plan(record(big, lines=False, capture=True))
+
+
+def test_a_saved_captured_trace_loads_and_a_stale_one_is_refused(trace, tmp_path):
+    from astrai.trace import save_trace
+    from scenes.write_gather import load_captured
+
+    path = tmp_path / "wg.json"
+    save_trace(trace, path)
+    assert load_captured(str(path)).captures == trace.captures
+    stale = copy.deepcopy(trace)
+    stale.source = {f: "0" * 64 for f in stale.source}
+    save_trace(stale, path)
+    with pytest.raises(TraceFormatError, match="record it again"):
+        load_captured(str(path))
