@@ -9,14 +9,18 @@
     c = batching.compare(workload="traffic")
     c.continuous_steps, c.static_steps, c.outputs_equal
 
-Wall times are measured around each run (the continuous one again without a recorder, so
-recording costs are not counted); they vary from run to run, unlike everything else here.
+Wall times are measured around each run: the continuous one again without a recorder (so
+recording costs are not counted), both `repeats` times interleaved on one thread, the median
+kept. They vary from run to run, unlike everything else here.
 """
 
 from __future__ import annotations
 
+import statistics
 import time
 from dataclasses import dataclass, field
+
+import torch
 
 from astrai.inference.static import GEN, IDLE, PROMPT, DenseBatcher, StepRecord
 from astrai.trace import Trace, record
@@ -44,11 +48,13 @@ class BatchingComparison:
       continuous_tokens            output tokens generated (all requests)
       continuous_tokens_per_step   continuous_tokens / continuous_steps
       continuous_wall_s            measured seconds of an unrecorded run of the same workload
+                                   (median of `repeats`, one thread)
       continuous_grid              [step][slot] Cells, slots assigned at admission (lowest free)
       continuous_pool              [step] (pages in use, cached, free) after the step
       trace                        the recorded trace
     From the static run (DenseBatcher, static=True, max_batch rows):
-      static_steps, static_tokens, static_tokens_per_step, static_wall_s (measured around it)
+      static_steps, static_tokens, static_tokens_per_step, static_wall_s (measured as the
+                                   continuous one)
       static_grid                  [step][row] Cells, from the run's own records
       static_records               the runner's StepRecords (rows, queue, admitted)
     Both:
@@ -132,24 +138,47 @@ def max_len_of(wl: Workload) -> int:
     return max(len(r.prompt) + r.max_new_tokens - 1 for r in wl.requests)
 
 
-def compare(workload: Workload | str = "traffic") -> BatchingComparison:
+def _timed(makers, wl: Workload, repeats: int):
+    """Run each runner `repeats` times, interleaved, on one thread (a second thread only
+    stalls on a shared machine); per runner: (median wall seconds, outputs, last runner).
+    Every repeat must give the same outputs: they are the same run again."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        walls: list[list[float]] = [[] for _ in makers]
+        last: list = [None] * len(makers)
+        for _ in range(repeats):
+            for i, make in enumerate(makers):
+                runner = make()
+                t0 = time.perf_counter()
+                out = run_workload(wl, runner)
+                walls[i].append(time.perf_counter() - t0)
+                if last[i] is not None and out != last[i][0]:
+                    raise AssertionError("a repeated run gave other outputs")
+                last[i] = (out, runner)
+    finally:
+        torch.set_num_threads(threads)
+    return [(statistics.median(w), out, runner) for w, (out, runner) in zip(walls, last)]
+
+
+def compare(workload: Workload | str = "traffic", repeats: int = 3) -> BatchingComparison:
     wl = load_workload(workload) if isinstance(workload, str) else workload
     trace = record(wl, lines=False)
 
-    _, _, scheduler = build(wl)
-    t0 = time.perf_counter()
-    plain = run_workload(wl, scheduler)
-    continuous_wall = time.perf_counter() - t0
+    max_len = max_len_of(wl)
+    _, model, _ = build(wl)
+
+    def continuous():
+        return build(wl)[2]
+
+    def static_runner():
+        return DenseBatcher(model, wl.max_batch, max_len, static=True,
+                            temperature=wl.temperature, seed=wl.seed)
+
+    (continuous_wall, plain, _), (static_wall, static_out, static) = _timed(
+        [continuous, static_runner], wl, repeats)
     if plain != trace.outputs:  # pragma: no cover - the recorder never changes a run
         raise AssertionError("an unrecorded run gave other outputs than the recorded one")
-
-    _, model, _ = build(wl)
-    max_len = max_len_of(wl)
-    static = DenseBatcher(model, wl.max_batch, max_len, static=True,
-                          temperature=wl.temperature, seed=wl.seed)
-    t0 = time.perf_counter()
-    static_out = run_workload(wl, static)
-    static_wall = time.perf_counter() - t0
 
     static_grid = [[Cell(u.task, u.kind, u.n) for u in rec.rows] for rec in static.records]
     steps = 1 + max(ev["step"] for ev in trace.events)
