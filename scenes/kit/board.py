@@ -14,22 +14,24 @@ import numpy as np
 from manim import DOWN, LEFT, RIGHT, UP, Axes, Square, VGroup, VMobject
 
 from scenes import theme
+from scenes.kit.glyphs import Atlas
 
 
-class CaptionBar(VGroup):
-    """The caption at the bottom of the screen: up to two lines, centred, wrapped by width."""
+class CaptionBar:
+    """Makes the caption at the bottom of the screen: up to two lines, centred, wrapped to the
+    frame, from the glyph atlas (a caption changes often; a Text each time is slow)."""
 
-    def __init__(self, y: float = -3.55, width_chars: int = 92):
-        super().__init__()
+    def __init__(self, y: float = -3.55, width_chars: int = 84):
         self.y, self.width_chars = y, width_chars
-        self.shown = ""
+        self.atlas = Atlas.get(theme.FS_CAPTION)
 
     def make(self, s: str) -> VGroup:
         lines = textwrap.wrap(s, self.width_chars) or [""]
         if len(lines) > 2:
             raise ValueError(f"caption longer than two lines: {s!r}")
-        group = VGroup(*(theme.text(line, theme.FS_CAPTION) for line in lines))
-        group.arrange(DOWN, buff=0.1).move_to([0, self.y, 0])
+        group = VGroup(*(self.atlas.line(line) for line in lines))
+        group.arrange(DOWN, buff=0.08).move_to([0, self.y, 0])
+        group.text = " ".join(g.shown() for g in group)
         return group
 
 
@@ -67,7 +69,7 @@ class StepChart(VGroup):
         pts = [self.axes.c2p(s + 0.5, v) for s, v in sorted(values.items())]
         prev = self.series.get(name)
         if prev:
-            pts = [prev[-1].get_points()[-1]] + pts
+            pts = [prev[-1].vertices[-1]] + pts
         if len(pts) < 2:
             if not pts:
                 return None
