@@ -21,7 +21,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from manim import LEFT, RIGHT, UP, FadeIn, FadeOut, Rectangle, VGroup
+from manim import LEFT, RIGHT, UP, FadeIn, Rectangle, VGroup
 
 _ROOT = str(Path(__file__).resolve().parents[1])
 if _ROOT not in sys.path:  # run by path (manim scenes/batching.py): make `scenes` importable
@@ -30,7 +30,7 @@ if _ROOT not in sys.path:  # run by path (manim scenes/batching.py): make `scene
 from astrai.compare import batching  # noqa: E402
 from astrai.compare.batching import GEN, IDLE, PROMPT  # noqa: E402
 from scenes import theme  # noqa: E402
-from scenes.kit.board import CaptionBar, StepChart, legend  # noqa: E402
+from scenes.kit.board import CaptionBar, Captioned, StepChart, legend  # noqa: E402
 from scenes.kit.glyphs import Atlas, Counter  # noqa: E402
 from scenes.story import StoryScene  # noqa: E402
 
@@ -44,7 +44,7 @@ GRID_TOP = {"continuous": 3.02, "static": 1.5}
 GRID_H = 1.0
 
 
-class BatchingScene(StoryScene):
+class BatchingScene(Captioned, StoryScene):
     WORKLOAD = "traffic"
     TITLE = "Continuous batching"
     CHAPTER = "3. Continuous batching"
@@ -71,10 +71,8 @@ class BatchingScene(StoryScene):
         self.add(title, keys)
 
         names = {
-            "continuous": "continuous batching: the paged Scheduler, a request joins as a slot "
-                          "frees",
-            "static": f"static batching: DenseKVCache rows, batches of {c.max_batch}, each run "
-                      "to its end",
+            "continuous": "continuous (paged Scheduler): requests join as slots free",
+            "static": f"static (DenseKVCache rows): batches of {c.max_batch}, each run to its end",
         }
         self.counters: dict[str, Counter] = {}
         for run, top in GRID_TOP.items():
@@ -128,15 +126,6 @@ class BatchingScene(StoryScene):
 
     # ---- story -----------------------------------------------------------------------------
 
-    def caption(self, s: str, duration: float) -> list:
-        """Show `s` at the bottom and cue it as a subtitle; returns the animations to play."""
-        self.say(s, duration)
-        new = self.caption_bar.make(s)
-        anims = [FadeIn(new, run_time=0.3)]
-        if self.caption_mob is not None:
-            anims.append(FadeOut(self.caption_mob, run_time=0.3))
-        self.caption_mob = new
-        return anims
 
     def draw_steps(self, a: int, b: int, c: batching.BatchingComparison, run_time: float,
                    extra=()) -> None:
@@ -159,7 +148,7 @@ class BatchingScene(StoryScene):
             last = steps[-1]
             made = sum(toks[: last + 1])
             span = f"step {a}" if a == last else f"steps {a}-{last}"
-            self.counters[run].set(f"{span}   {made} tokens so far")
+            self.counters[run].set(f"{span} · {made} tokens")
             if run == "continuous":
                 for i, (name, color) in enumerate(POOL_SERIES):
                     line = self.charts["pool"].extend(
@@ -196,51 +185,45 @@ class BatchingScene(StoryScene):
         self.play(*self.caption(
             f"{n_req} requests arrive over time, at most {c.max_batch} at once. The same tiny "
             "model serves them twice: with continuous batching and with static batching.",
-            self.pick(5.0, 2.5)), run_time=0.5)
-        self.wait(self.pick(4.5, 2.0))
+            self.pick(5.5, 2.5)), run_time=0.5)
 
         first = self.pick(6, 3)  # the first steps one at a time, so joining is seen
+        legend_words = ("Each column is one step of the model, each row a batch slot. Yellow: a "
+                        "request's prompt is prefilled (its letter); blue: one generated token.")
         for s in range(first):
-            extra = []
-            if s == 0:
-                extra = self.caption(
-                    "Each column is one step of the model, each row a batch slot. Yellow: a "
-                    "request's prompt is prefilled (its letter); blue: it generates one token.",
-                    self.pick(6.5, 3.0))
-            self.draw_steps(s, s, c, self.pick(0.6, 0.35), extra)
-            self.wait(self.pick(0.5 if s else 2.5, 0.1))
+            extra = self.caption(legend_words, self.pick(6.5, 2.5)) if s == 0 else []
+            self.draw_steps(s, s, c, self.pick(0.7, 0.3), extra)
+            self.wait(self.pick(0.6, 0.05))
 
         self.chapter("Steps")
         chunk = self.pick(4, 12)
-        a = first
         beats = [
-            (0, "Continuous: when a request is done, its slot and pages go back at the next step "
-                "and a waiting request joins at once."),
-            (1, "Static: the batch keeps its rows until its longest member is done. Finished "
-                "rows sit idle (empty), and new arrivals wait for the whole batch."),
-            (3, "Tokens per step (middle chart) stay high with continuous batching; the pool "
-                "(bottom) shows pages in use, kept as cached prefixes, and free."),
+            "Continuous: when a request is done, its slot and pages go back at the next step "
+            "and a waiting request joins at once.",
+            "Static: the batch keeps its rows until its longest member is done. Finished rows "
+            "sit idle (empty), and new arrivals wait for the whole batch.",
+            "Tokens per step (middle chart) stay high with continuous batching; the pool "
+            "(bottom) shows pages in use, kept as cached prefixes, and free.",
         ]
-        said = 0
+        if self.teaser:
+            beats = beats[1:2]
+        a = first
         while a < self.n_steps:
             b = min(a + chunk - 1, self.n_steps - 1)
             extra = []
-            if said < len(beats) and not self.teaser and (a - first) // chunk >= beats[said][0] * 3:
-                extra = self.caption(beats[said][1], 6.0)
-                said += 1
-            elif self.teaser and said == 0:
-                extra = self.caption(beats[1][1], 4.0)
-                said += 1
-            self.draw_steps(a, b, c, self.pick(0.7, 0.45), extra)
-            self.wait(self.pick(0.6 if extra else 0.15, 0.05))
-            if b == c.continuous_steps - 1 or (a <= c.continuous_steps - 1 <= b):
-                done = self.caption(
+            if beats and self.caption_free():
+                extra = self.caption(beats.pop(0), self.pick(6.0, 3.5))
+            self.draw_steps(a, b, c, self.pick(0.9, 0.4), extra)
+            self.wait(self.pick(0.15, 0.05))
+            if a <= c.continuous_steps - 1 <= b and not self.teaser:
+                self.play(*self.caption(
                     f"The continuous run is done after {c.continuous_steps} steps; the static "
-                    f"run still has {c.static_steps - c.continuous_steps} to go.",
-                    self.pick(4.0, 2.0))
-                self.play(*done, run_time=0.4)
-                self.wait(self.pick(2.0, 0.6))
+                    f"run still needs {c.static_steps - c.continuous_steps} more.", 4.0),
+                    run_time=0.4)
             a = b + 1
+        if not self.teaser:
+            while beats:
+                self.play(*self.caption(beats.pop(0), 6.0), run_time=0.4)
 
         self.chapter("End card")
         self.end_card(c)
@@ -291,9 +274,9 @@ class BatchingScene(StoryScene):
         anims = self.caption(
             f"Same requests, same outputs: static batching took "
             f"{ratio(c.static_steps, c.continuous_steps)} the steps of continuous batching here.",
-            self.pick(6.0, 3.5))
+            self.pick(7.0, 3.5))
         self.play(FadeIn(VGroup(panel, card)), *anims, run_time=0.6)
-        self.wait(self.pick(6.5, 3.0))
+        self.hold_caption()
 
 
 def _fill_kind(box) -> str:

@@ -29,7 +29,7 @@ if _ROOT not in sys.path:  # run by path: make `scenes` importable
 
 from astrai.compare import memory  # noqa: E402
 from scenes import theme  # noqa: E402
-from scenes.kit.board import CaptionBar, StepChart, legend  # noqa: E402
+from scenes.kit.board import CaptionBar, Captioned, StepChart, legend  # noqa: E402
 from scenes.kit.glyphs import Atlas, Counter  # noqa: E402
 from scenes.story import StoryScene  # noqa: E402
 
@@ -46,7 +46,7 @@ def kib(n_bytes: int) -> str:
     return f"{n_bytes / 1024:.1f} KiB"
 
 
-class MemoryWasteScene(StoryScene):
+class MemoryWasteScene(Captioned, StoryScene):
     WORKLOAD = "traffic"
     TITLE = "Why pages: the memory a contiguous cache wastes"
     CHAPTER = "4. Why pages"
@@ -58,14 +58,6 @@ class MemoryWasteScene(StoryScene):
 
     # ---- helpers ---------------------------------------------------------------------------
 
-    def caption(self, s: str, duration: float) -> list:
-        self.say(s, duration)
-        new = self.caption_bar.make(s)
-        anims = [FadeIn(new, run_time=0.3)]
-        if self.caption_mob is not None:
-            anims.append(FadeOut(self.caption_mob, run_time=0.3))
-        self.caption_mob = new
-        return anims
 
     def color(self, task: str):
         return self.palette.color(task)
@@ -286,28 +278,26 @@ class MemoryWasteScene(StoryScene):
         self.play(FadeIn(part1), FadeIn(self.counters["step"]), *self.caption(
             f"{n_req} requests, held two ways by the same model at the same steps. A contiguous "
             "cache must reserve the longest a request may grow to; a paged one takes pages as "
-            "it grows.", self.pick(6.0, 3.0)), run_time=0.6)
-        self.wait(self.pick(4.0, 1.5))
+            "it grows.", self.pick(6.5, 3.0)), run_time=0.6)
 
         stops = list(range(0, m.moment + 1, self.pick(3, 9)))
         if stops[-1] != m.moment:
             stops.append(m.moment)
         for i, s in enumerate(stops):
             extra = []
-            if i == 1:
+            if i == 1 and not self.teaser:
                 extra = self.caption(
                     "Each bar is one request. Filled: its tokens' K/V. Outlined: reserved for it "
-                    "but unused. Paged boxes are its pages, with their physical ids.",
-                    self.pick(6.0, 3.0))
-            self.set_moment(m.moments[s], self.pick(0.8, 0.5), extra)
-            self.wait(self.pick(2.5 if i == 1 else 0.6, 0.2))
+                    "but unused. Paged boxes are its pages, with their physical ids.", 6.5)
+            self.set_moment(m.moments[s], self.pick(0.8, 0.4), extra)
+            self.wait(self.pick(0.7, 0.1))
         mo = m.moments[m.moment]
         tails = ", ".join(f"{h.task} {h.paged_waste}" for h in mo.held)
         self.play(*self.caption(
             f"Step {mo.step}: the paged requests waste only the tail of their last page "
             f"({tails} slots); each contiguous row leaves the rest of its {m.max_len} unused.",
-            self.pick(6.5, 3.0)), run_time=0.4)
-        self.wait(self.pick(6.0, 2.5))
+            self.pick(7.0, 3.5)), run_time=0.4)
+        self.hold_caption()
 
         self.chapter("One budget")
         drawn = VGroup(*(line for lines in self.usage.series.values() for line in lines))
@@ -346,27 +336,28 @@ class MemoryWasteScene(StoryScene):
         budget.move_to([-6.3, 3.3, 0], aligned_edge=LEFT)
         part2 = VGroup(heads, self.chart, budget, self.counters["dq"], self.counters["pq"],
                        self.counters["bstep"])
-        first = self.caption(
+        first = [] if self.teaser else self.caption(
             f"Now one fixed memory budget: {kib(m.budget_bytes)}, and all {n_req} requests at "
-            "once. What does not fit waits in a queue.", self.pick(5.0, 2.5))
+            "once. What does not fit waits in a queue.", 5.5)
         self.add(part2)
-        self.set_budget(0, 0, 0.8, first)
-        self.wait(self.pick(3.0, 1.0))
+        self.set_budget(0, 0, self.pick(0.8, 0.4), first)
+        self.wait(self.pick(1.5, 0.1))
         chunk = self.pick(3, 9)
         a = 1
         said = False
         while a < steps:
             b = min(a + chunk - 1, steps - 1)
             extra = []
-            if not said:
+            if not said and self.caption_free():
                 extra = self.caption(
                     f"Contiguous holds at most {m.dense_fit} at once; paged holds up to "
                     f"{m.paged_fit}, taking pages as tokens arrive (and preempting if it must).",
-                    self.pick(6.0, 3.0))
+                    self.pick(6.5, 3.0))
                 said = True
-            self.set_budget(a, b, self.pick(0.6, 0.4), extra)
-            self.wait(self.pick(1.5 if extra else 0.2, 0.1))
+            self.set_budget(a, b, self.pick(0.7, 0.35), extra)
+            self.wait(self.pick(0.3, 0.05))
             a = b + 1
+        self.hold_caption()
         self.budget_part_mob = part2
 
     def end_card(self, m: memory.MemoryComparison) -> None:
@@ -394,6 +385,6 @@ class MemoryWasteScene(StoryScene):
         self.card_lines = [s for s, _ in lines]
         self.play(FadeIn(VGroup(panel, card)), *self.caption(
             f"Paged memory held {m.paged_fit / m.dense_fit:.1f}x the requests on the same "
-            "budget: its only waste is each request's last partial page.", self.pick(6.0, 3.5)),
+            "budget: its only waste is each request's last partial page.", self.pick(7.0, 3.5)),
             run_time=0.6)
-        self.wait(self.pick(6.0, 3.0))
+        self.hold_caption()

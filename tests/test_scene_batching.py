@@ -97,7 +97,7 @@ def test_charts_are_the_runs(scenes, comparison):
     assert all(in_use[s] + len(last[s]["cached"]) + snap["pool"]["free"][s] == n_pages
                for s in last)
     total = sum(len(o) for o in c.trace.outputs.values())
-    assert snap["counters"]["static"].endswith(f"{total} tokens so far")
+    assert snap["counters"]["static"].endswith(f"· {total} tokens")
 
 
 def test_end_card_and_captions(scenes, comparison):
@@ -115,3 +115,11 @@ def test_end_card_and_captions(scenes, comparison):
         assert [name for _, name in scene.chapters] == ["Two runs", "Steps", "End card"]
     assert teaser.now < full.now
     assert teaser.now <= 16 and full.now <= 120
+
+
+@pytest.mark.parametrize("cut", ["full", "teaser"])
+def test_each_caption_stays_up_its_whole_duration(cut, scenes):
+    cues = scenes[cut].cues
+    for (start, dur, _), (nxt, _, _) in zip(cues, cues[1:]):
+        assert start + dur <= nxt + 0.06  # a subtitle never overlaps the next
+    assert cues[-1][0] + cues[-1][1] <= scenes[cut].now + 0.06

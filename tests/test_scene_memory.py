@@ -137,3 +137,11 @@ def test_end_card_and_cuts(scenes, comparison):
             "Same moments", "One budget", "End card"]
     assert teaser.now < full.now <= 120
     assert teaser.now <= 16
+
+
+@pytest.mark.parametrize("cut", ["full", "teaser"])
+def test_each_caption_stays_up_its_whole_duration(cut, scenes):
+    cues = scenes[cut].cues
+    for (start, dur, _), (nxt, _, _) in zip(cues, cues[1:]):
+        assert start + dur <= nxt + 0.06  # a subtitle never overlaps the next
+    assert cues[-1][0] + cues[-1][1] <= scenes[cut].now + 0.06

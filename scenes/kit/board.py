@@ -11,7 +11,7 @@ from __future__ import annotations
 import textwrap
 
 import numpy as np
-from manim import DOWN, LEFT, RIGHT, UP, Axes, Square, VGroup, VMobject
+from manim import DOWN, LEFT, RIGHT, UP, Axes, FadeIn, FadeOut, Square, VGroup, VMobject
 
 from scenes import theme
 from scenes.kit.glyphs import Atlas
@@ -33,6 +33,36 @@ class CaptionBar:
         group.arrange(DOWN, buff=0.08).move_to([0, self.y, 0])
         group.text = " ".join(g.shown() for g in group)
         return group
+
+
+class Captioned:
+    """Mixin for a StoryScene: `caption(text, duration)` shows text in a CaptionBar and cues it
+    as a subtitle (StoryScene.say), returning the animations to play with the next play().
+    A caption stays up its whole duration: `caption_free()` says whether the last one has had
+    its time, and `caption()` first waits out the rest of it, so subtitles never overlap."""
+
+    caption_bar: CaptionBar
+    caption_mob = None
+    caption_until = 0.0
+
+    def caption_free(self) -> bool:
+        return self.now >= self.caption_until - 0.05
+
+    def hold_caption(self) -> None:
+        """Wait until the caption on screen has had its whole duration."""
+        if not self.caption_free():
+            self.wait(self.caption_until - self.now)
+
+    def caption(self, s: str, duration: float) -> list:
+        self.hold_caption()
+        self.say(s, duration)
+        self.caption_until = self.now + duration
+        new = self.caption_bar.make(s)
+        anims = [FadeIn(new, run_time=0.3)]
+        if self.caption_mob is not None:
+            anims.append(FadeOut(self.caption_mob, run_time=0.3))
+        self.caption_mob = new
+        return anims
 
 
 class StepChart(VGroup):
