@@ -253,7 +253,6 @@ class MemoryWasteScene(Captioned, StoryScene):
         )
         keys = legend([("tokens held (its colour)", theme.REQUEST_COLORS[0], True),
                        ("reserved, unused", UNUSED, False)])
-        keys.next_to(title, RIGHT, buff=0.6)
         totals = VGroup(
             theme.text("contiguous", theme.FS_BODY, RUN_COLOR["dense"]),
             theme.text("paged", theme.FS_BODY, RUN_COLOR["paged"]),
@@ -261,6 +260,7 @@ class MemoryWasteScene(Captioned, StoryScene):
         ty = ROW_Y0 - 4 * ROW_DY + 0.05
         totals[0].move_to([DENSE_X - 0.45, ty, 0], aligned_edge=LEFT)
         totals[1].move_to([DENSE_X - 0.45, ty - 0.42, 0], aligned_edge=LEFT)
+        keys.move_to([6.9, ty - 0.84, 0], aligned_edge=RIGHT)
         self.counters["dense"].place([DENSE_X + 1.3, ty, 0])
         self.counters["paged"].place([DENSE_X + 1.3, ty - 0.42, 0])
         self.counters["used"].place([DENSE_X - 0.45, ty - 0.84, 0])
@@ -378,9 +378,9 @@ class MemoryWasteScene(Captioned, StoryScene):
         card = VGroup(*(theme.text(s, theme.FS_CAPTION, c) for s, c in lines))
         card.arrange(UP * -1, buff=0.2, aligned_edge=LEFT)
         # Covers the chart: the card replaces it.
-        panel = Rectangle(width=13.4, height=2.7, stroke_color=theme.PANEL_EDGE,
+        panel = Rectangle(width=13.4, height=2.6, stroke_color=theme.PANEL_EDGE,
                           stroke_width=1.5, fill_color=theme.PANEL, fill_opacity=1.0)
-        panel.move_to([0, -1.8, 0])
+        panel.move_to([0, -1.87, 0])
         card.move_to(panel)
         self.card_lines = [s for s, _ in lines]
         self.play(FadeIn(VGroup(panel, card)), *self.caption(
