@@ -10,12 +10,13 @@
     c.continuous_steps, c.static_steps, c.outputs_equal
 
 Wall times are measured around each run: the continuous one again without a recorder (so
-recording costs are not counted), both `repeats` times interleaved on one thread, the median
-kept. They vary from run to run, unlike everything else here.
+recording costs are not counted), both `repeats` times interleaved, the median kept; all runs use
+one torch thread. They vary from run to run, unlike everything else here.
 """
 
 from __future__ import annotations
 
+import contextlib
 import statistics
 import time
 from dataclasses import dataclass, field
@@ -138,31 +139,42 @@ def max_len_of(wl: Workload) -> int:
     return max(len(r.prompt) + r.max_new_tokens - 1 for r in wl.requests)
 
 
-def _timed(makers, wl: Workload, repeats: int):
-    """Run each runner `repeats` times, interleaved, on one thread (a second thread only
-    stalls on a shared machine); per runner: (median wall seconds, outputs, last runner).
-    Every repeat must give the same outputs: they are the same run again."""
+@contextlib.contextmanager
+def one_thread():
+    """Torch on one thread while the runs go: the tiny model gains nothing from a second one,
+    and on a shared machine a second thread only stalls (which also makes wall times noisy)."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        walls: list[list[float]] = [[] for _ in makers]
-        last: list = [None] * len(makers)
-        for _ in range(repeats):
-            for i, make in enumerate(makers):
-                runner = make()
-                t0 = time.perf_counter()
-                out = run_workload(wl, runner)
-                walls[i].append(time.perf_counter() - t0)
-                if last[i] is not None and out != last[i][0]:
-                    raise AssertionError("a repeated run gave other outputs")
-                last[i] = (out, runner)
+        yield
     finally:
         torch.set_num_threads(threads)
+
+
+def _timed(makers, wl: Workload, repeats: int):
+    """Run each runner `repeats` times, interleaved; per runner: (median wall seconds, outputs,
+    last runner). Every repeat must give the same outputs: they are the same run again."""
+    walls: list[list[float]] = [[] for _ in makers]
+    last: list = [None] * len(makers)
+    for _ in range(repeats):
+        for i, make in enumerate(makers):
+            runner = make()
+            t0 = time.perf_counter()
+            out = run_workload(wl, runner)
+            walls[i].append(time.perf_counter() - t0)
+            if last[i] is not None and out != last[i][0]:
+                raise AssertionError("a repeated run gave other outputs")
+            last[i] = (out, runner)
     return [(statistics.median(w), out, runner) for w, (out, runner) in zip(walls, last)]
 
 
 def compare(workload: Workload | str = "traffic", repeats: int = 3) -> BatchingComparison:
     wl = load_workload(workload) if isinstance(workload, str) else workload
+    with one_thread():
+        return _compare(wl, repeats)
+
+
+def _compare(wl: Workload, repeats: int) -> BatchingComparison:
     trace = record(wl, lines=False)
 
     max_len = max_len_of(wl)

@@ -23,7 +23,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
-from astrai.compare.batching import max_len_of
+from astrai.compare.batching import max_len_of, one_thread
 from astrai.errors import RequestTooLarge
 from astrai.inference.cache import pages_for
 from astrai.inference.static import DenseBatcher, StepRecord
@@ -144,6 +144,11 @@ def _step_states(trace: Trace) -> list[dict]:
 
 def compare(workload: Workload | str = "traffic") -> MemoryComparison:
     wl = load_workload(workload) if isinstance(workload, str) else workload
+    with one_thread():
+        return _compare(wl)
+
+
+def _compare(wl: Workload) -> MemoryComparison:
     max_len = max_len_of(wl)
     ps = wl.page_size
 
