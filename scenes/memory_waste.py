@@ -34,7 +34,7 @@ from scenes.kit.glyphs import Atlas, Counter  # noqa: E402
 from scenes.story import StoryScene  # noqa: E402
 
 DENSE_X, PAGED_X, BAR_W = -6.2, 0.95, 4.9  # left edges of the two bar columns; longest bar
-ROW_Y0, ROW_DY, BAR_H = 2.45, 0.62, 0.36
+ROW_Y0, ROW_DY, BAR_H = 2.45, 0.62, 0.36  # room for 4 rows; more rows get thinner
 UNUSED = theme.FAINT
 RUN_COLOR = {"dense": theme.REQUEST_COLORS[1], "paged": theme.GOOD}
 USAGE = (("contiguous reserved", RUN_COLOR["dense"], "dense_reserved"),
@@ -70,14 +70,14 @@ class MemoryWasteScene(Captioned, StoryScene):
         rows = VGroup()
         self.shown_rows = []
         for i, h in enumerate(mo.held):
-            y = ROW_Y0 - i * ROW_DY
+            y = ROW_Y0 - i * self.row_dy
             color = self.color(h.task)
             name = self.atlas.line(h.task, color).move_to([DENSE_X - 0.3, y, 0])
             # contiguous: the whole row reserved, the tokens held filled
-            res = Rectangle(width=h.dense_reserved * sc, height=BAR_H, stroke_color=UNUSED,
+            res = Rectangle(width=h.dense_reserved * sc, height=self.bar_h, stroke_color=UNUSED,
                             stroke_width=1.2, fill_color=theme.PANEL, fill_opacity=1.0)
             res.move_to([DENSE_X, y, 0], aligned_edge=LEFT)
-            used = Rectangle(width=max(h.used * sc, 1e-3), height=BAR_H, stroke_width=0,
+            used = Rectangle(width=max(h.used * sc, 1e-3), height=self.bar_h, stroke_width=0,
                              fill_color=color, fill_opacity=1.0)
             used.move_to([DENSE_X, y, 0], aligned_edge=LEFT)
             d_txt = self.atlas.line(f"{h.used}/{h.dense_reserved}", theme.DIM)
@@ -87,12 +87,12 @@ class MemoryWasteScene(Captioned, StoryScene):
             page_w = m.page_size * sc
             for k, page in enumerate(h.pages):
                 x = PAGED_X + k * page_w
-                box = Rectangle(width=page_w - 0.04, height=BAR_H, stroke_color=UNUSED,
+                box = Rectangle(width=page_w - 0.04, height=self.bar_h, stroke_color=UNUSED,
                                 stroke_width=1.2, fill_color=theme.PANEL, fill_opacity=1.0)
                 box.move_to([x, y, 0], aligned_edge=LEFT)
                 filled = min(max(h.used - k * m.page_size, 0), m.page_size)
                 fill = Rectangle(width=max(filled * sc - 0.04 * filled / m.page_size, 1e-3),
-                                 height=BAR_H, stroke_width=0, fill_color=color,
+                                 height=self.bar_h, stroke_width=0, fill_color=color,
                                  fill_opacity=1.0)
                 fill.move_to([x, y, 0], aligned_edge=LEFT)
                 label = self.atlas.line(f"p{page}", theme.BG if filled > m.page_size // 2
@@ -234,6 +234,8 @@ class MemoryWasteScene(Captioned, StoryScene):
         self.usage_upto = -1
         widest = max([m.max_len] + [h.paged_reserved for mo in m.moments for h in mo.held])
         self.scale = BAR_W / widest
+        self.row_dy = ROW_DY * min(1.0, 4 / max(1, m.trace.workload["scheduler"]["max_batch"]))
+        self.bar_h = BAR_H * self.row_dy / ROW_DY
         n_req = len(m.trace.workload["request"])
 
         title = theme.text(self.TITLE, theme.FS_TITLE, bold=True).to_corner(UP + LEFT, buff=0.2)

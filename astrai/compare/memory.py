@@ -2,12 +2,14 @@
 
 Four real runs of the same requests and model:
 
-1. paged, as the workload says: the `Scheduler` on its PagedCache, recorded. A request holds
-   ceil(length / page_size) pages; its only waste is the unused tail of its last page.
+1. paged: the `Scheduler` on a PagedCache, recorded, with only the batch bound limiting
+   admission (a pool of at least max_batch * ceil(max_len / page_size) pages, and no prefix
+   sharing, so every page a request holds is its own). A request holds ceil(length / page_size)
+   pages; its only waste is the unused tail of its last page.
 2. contiguous, the same batch bound: `DenseBatcher(static=False)` with max_batch rows of max_len
-   slots (the longest any of the requests may grow to). It admits exactly as the paged run does
-   (checked: `same_moments`), so at every step both hold the same requests at the same lengths,
-   and a request reserves a whole row however short it is.
+   slots (the longest any of the requests may grow to). Both runs then admit the same requests
+   at the same steps (checked: `same_moments`), so at every step both hold the same requests at
+   the same lengths, and a contiguous request reserves a whole row however short it is.
 3. and 4. one fixed memory budget, the paged pool of the workload (n_pages * page_size slots),
    every request arriving at once and no batch bound but memory: the Scheduler on that pool
    (pages allocated as requests grow), and `DenseBatcher(static=False)` with as many max_len rows
@@ -90,6 +92,7 @@ class MemoryComparison:
       dense_reserved_bytes   bytes their DenseKVCache rows reserved at `moment` (run 2)
       paged_reserved_bytes   bytes their pages reserved at `moment` (run 1)
       same_moments           runs 1 and 2 held the same requests at the same lengths every step
+                             (always: compare() raises otherwise)
     Runs 3 and 4 (one budget, all requests at once):
       budget_bytes           the budget: the workload's paged pool, n_pages * page_size slots
       dense_rows             max_len rows the budget holds (run 4's DenseKVCache batch)
@@ -118,7 +121,7 @@ class MemoryComparison:
     dense_budget_steps: int
     paged_budget_steps: int
     outputs_equal: bool
-    trace: Trace = field(repr=False)
+    trace: Trace = field(repr=False)  # run 1
     budget_trace: Trace = field(repr=False)
     dense_records: list[StepRecord] = field(repr=False)
     dense_budget_records: list[StepRecord] = field(repr=False)
@@ -152,8 +155,9 @@ def _compare(wl: Workload) -> MemoryComparison:
     max_len = max_len_of(wl)
     ps = wl.page_size
 
-    # 1 and 2: the same moments.
-    trace = record(wl, lines=False)
+    # 1 and 2: the same moments. Admission bounded by max_batch alone in both runs.
+    pool = max(wl.n_pages, wl.max_batch * pages_for(max_len, ps))
+    trace = record(dataclasses.replace(wl, n_pages=pool, prefix_caching=False), lines=False)
     _, model, _ = build(wl)
     dense = DenseBatcher(model, wl.max_batch, max_len, static=False,
                          temperature=wl.temperature, seed=wl.seed)
@@ -171,6 +175,8 @@ def _compare(wl: Workload) -> MemoryComparison:
             held.append(Held(row.task, row.length, max_len, len(pages) * ps, pages))
         same &= {h.task for h in held} == set(st["page_tables"])
         moments.append(Moment(rec.step, tuple(held)))
+    if not same:  # pragma: no cover - both runs admit by the batch bound alone
+        raise AssertionError("the paged and contiguous runs held different requests")
     moment = max(moments, key=lambda m: (m.used, -m.step))
 
     # 3 and 4: one budget.
