@@ -1,0 +1,147 @@
+"""MemoryWasteScene shows the runs, nothing else: the bars (read back from their widths and page
+labels), counters, queues, pages and charts after every play equal what this test computes
+from the paged runs' traces and the dense runs' records. Built state-only (no video)."""
+
+from __future__ import annotations
+
+import pytest
+
+pytest.importorskip("manim")
+
+from manim import tempconfig  # noqa: E402
+
+from astrai.compare import memory  # noqa: E402
+from astrai.workload import parse_workload  # noqa: E402
+from scenes.memory_waste import MemoryWasteScene, kib  # noqa: E402
+
+# 8 pages of 4 slots; the longest request holds 12 slots, so the budget holds 2 dense rows.
+SMALL = {
+    "name": "small-memory",
+    "cache": {"n_pages": 8, "page_size": 4},
+    "model": {"n_layers": 1, "n_heads": 2, "n_kv_heads": 1, "head_dim": 8, "d_model": 16,
+              "d_ff": 32},
+    "scheduler": {"max_batch": 3},
+    "request": [
+        {"name": "A", "prompt_len": 5, "max_new_tokens": 2},
+        {"name": "B", "prompt_len": 3, "max_new_tokens": 6},
+        {"name": "C", "prompt_len": 9, "max_new_tokens": 4, "arrival": 1},
+        {"name": "D", "prompt_len": 2, "max_new_tokens": 3, "arrival": 2},
+        {"name": "E", "prompt_len": 6, "max_new_tokens": 1, "after": "D"},
+        {"name": "F", "prompt_len": 4, "max_new_tokens": 5, "arrival": 4},
+    ],
+}
+
+
+def build(comparison, media_dir, cut="full") -> MemoryWasteScene:
+    with tempconfig({"format": "none", "disable_caching": True, "media_dir": str(media_dir),
+                     "progress_bar": "none", "verbosity": "WARNING"}):
+        scene = MemoryWasteScene(comparison=comparison, cut=cut, skip_animations=True)
+        scene.render()
+    return scene
+
+
+@pytest.fixture(scope="module")
+def comparison():
+    return memory.compare(workload=parse_workload(SMALL, "small"))
+
+
+@pytest.fixture(scope="module")
+def scenes(comparison, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("media")
+    return {cut: build(comparison, tmp, cut) for cut in ("full", "teaser")}
+
+
+def states(trace):
+    last = {}
+    for ev in trace.events:
+        last[ev["step"]] = ev["state"]
+    return last
+
+
+@pytest.mark.parametrize("cut", ["full", "teaser"])
+def test_bars_are_the_same_moments_of_both_runs(cut, scenes, comparison):
+    m, scene = comparison, scenes[cut]
+    paged = states(m.trace)
+    dense = {rec.step: rec for rec in m.dense_records}
+    moments = [s for s in scene.snapshots if s["part"] == "moment"]
+    assert moments and moments[-1]["step"] == m.moment
+    for snap in moments:
+        step, st = snap["step"], paged[snap["step"]]
+        rows = {r.task: r.length for r in dense[step].rows if r.task}
+        assert [r["task"] for r in snap["rows"]] == [r.task for r in dense[step].rows if r.task]
+        for row in snap["rows"]:
+            name = row["task"]
+            assert row["used"] == rows[name] == st["lengths"][name]
+            assert row["paged_used"] == st["lengths"][name]
+            assert row["dense_reserved"] == m.max_len  # the whole row, from the dense run
+            assert row["pages"] == st["page_tables"][name]
+        used = sum(st["lengths"].values())
+        paged_res = sum(len(t) for t in st["page_tables"].values()) * m.page_size
+        dense_res = len(rows) * m.max_len
+        counters = snap["counters"]
+        assert counters["dense"].startswith(
+            f"reserved {dense_res} slots = {kib(dense_res * m.slot_bytes)}, "
+            f"unused {dense_res - used}")
+        assert counters["paged"].startswith(
+            f"reserved {paged_res} slots = {kib(paged_res * m.slot_bytes)}, "
+            f"unused {paged_res - used}")
+        assert counters["used"].startswith(f"tokens held: {used} slots")
+        assert counters["step"] == f"step {step}"
+    usage = moments[-1]["usage"]
+    for s in range(m.moment + 1):
+        st = paged[s]
+        assert usage["tokens held"][s] == sum(st["lengths"].values())
+        assert usage["paged reserved"][s] == sum(
+            len(t) for t in st["page_tables"].values()) * m.page_size
+        assert usage["contiguous reserved"][s] == m.max_len * sum(
+            1 for r in dense[s].rows if r.task)
+
+
+@pytest.mark.parametrize("cut", ["full", "teaser"])
+def test_budget_shows_both_allocators_and_the_queue(cut, scenes, comparison):
+    m, scene = comparison, scenes[cut]
+    paged = states(m.budget_trace)
+    budget = [s for s in scene.snapshots if s["part"] == "budget"]
+    assert budget[-1]["step"] == max(len(m.dense_budget_records), len(paged)) - 1
+    for snap in budget:
+        s = snap["step"]
+        rec = m.dense_budget_records[min(s, len(m.dense_budget_records) - 1)]
+        st = paged[min(s, max(paged))]
+        assert snap["dense_rows"] == [r.task for r in rec.rows]
+        owner = {p: t for t, table in st["page_tables"].items() for p in table}
+        want = [owner.get(p) or ("cached" if p in st["cached"] else "free")
+                for p in range(m.budget_trace.geometry["n_pages"])]
+        assert snap["pages"] == want
+        held = sum(1 for r in rec.rows if r.task)
+        assert snap["counters"]["dq"].split() == ["holding", str(held), "queue:", *rec.queue]
+        assert snap["counters"]["pq"].split() == [
+            "holding", str(len(st["page_tables"])), "queue:", *st["queue"]]
+    chart = budget[-1]["held"]
+    assert chart["dense"] == {rec.step: sum(1 for r in rec.rows if r.task)
+                              for rec in m.dense_budget_records}
+    assert chart["paged"] == {s: len(st["page_tables"]) for s, st in paged.items()}
+    assert max(chart["dense"].values()) == m.dense_fit < m.paged_fit == max(
+        chart["paged"].values())
+
+
+def test_end_card_and_cuts(scenes, comparison):
+    m = comparison
+    full, teaser = scenes["full"], scenes["teaser"]
+    card = " ".join(full.card_lines)
+    for figure in (kib(m.used_bytes), kib(m.dense_reserved_bytes), kib(m.paged_reserved_bytes),
+                   kib(m.budget_bytes), f"contiguous held {m.dense_fit}",
+                   f"paged {m.paged_fit}"):
+        assert figure in card
+    for scene in (full, teaser):
+        assert scene.cues and [n for _, n in scene.chapters] == [
+            "Same moments", "One budget", "End card"]
+    assert teaser.now < full.now <= 120
+    assert teaser.now <= 16
+
+
+@pytest.mark.parametrize("cut", ["full", "teaser"])
+def test_each_caption_stays_up_its_whole_duration(cut, scenes):
+    cues = scenes[cut].cues
+    for (start, dur, _), (nxt, _, _) in zip(cues, cues[1:]):
+        assert start + dur <= nxt + 0.06  # a subtitle never overlaps the next
+    assert cues[-1][0] + cues[-1][1] <= scenes[cut].now + 0.06
