@@ -43,6 +43,7 @@ from manim import DOWN, LEFT, Brace, Rectangle, VGroup
 
 from astrai.errors import TraceFormatError
 from astrai.trace import Trace, load_trace, record
+from astrai.trace.format import require_drawable
 from astrai.trace.recorder import source_digests
 from astrai.trace.text import mask_bits
 from scenes import theme
@@ -252,6 +253,7 @@ class Replay:
     """Builds the kit on `scene`, then plays `trace` beat by beat (`run()`)."""
 
     def __init__(self, scene, trace: Trace):
+        require_drawable(trace)  # before anything is built for its pages
         self.scene, self.trace = scene, trace
         self.events = trace.events
         self.geo = trace.geometry
@@ -440,7 +442,7 @@ class Replay:
         if ctor is not None:
             try:
                 src, start = source_of(ctor["file"], "PagedCache.__init__")
-            except (ImportError, AttributeError, OSError, TypeError):
+            except TraceFormatError:
                 src = None  # a trace from another tree: no panel rather than a wrong one
             if src is not None:
                 at = next((k for k, s in enumerate(src) if "shape = (" in s), 0)
