@@ -138,7 +138,7 @@ def validate(data: Any, source: str = "trace") -> None:
     if "version" not in data:
         raise fail("missing version")
     if not _int(data["version"]) or data["version"] != VERSION:
-        raise fail(f"unknown trace version {str(data['version'])[:40]!r} "
+        raise fail(f"unknown trace version {str(data['version'])[:40]} "
                    f"(this build reads {VERSION})")
     for key, kind in (("workload", dict), ("geometry", dict), ("events", list),
                       ("outputs", dict)):
