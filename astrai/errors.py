@@ -57,3 +57,7 @@ class WorkloadError(AstraiError, ValueError):
 
 class TraceFormatError(AstraiError, ValueError):
     """A malformed trace file or an unknown trace version."""
+
+
+class OutputError(AstraiError, OSError):
+    """An output file that cannot be written (a directory, a missing folder, a full device)."""

@@ -20,7 +20,7 @@ def read_text(path: str | Path, error: type[Exception], max_bytes: int = MAX_FIL
     try:
         st = os.stat(path)
     except FileNotFoundError:
-        raise error(f"{path}: no such file") from None
+        raise error(f"{path}: does not exist") from None
     except OSError as e:
         raise error(f"{path}: cannot be read ({e.strerror or e})") from None
     if stat.S_ISDIR(st.st_mode):
@@ -56,8 +56,13 @@ class Output:
 
     def __init__(self, path: str | Path, error: type[Exception]):
         self.path, self.error = Path(path), error
+        if not str(path).strip():
+            raise error("no output file named")
         if self.path.is_dir():
             raise error(f"{self.path}: is a directory; give a file name")
+        if self.path.exists() and not self.path.is_file():
+            # A device or FIFO is never replaced by a file, nor written to.
+            raise error(f"{self.path}: is not a regular file")
         parent = self.path.parent
         if not parent.is_dir():
             raise error(f"{self.path}: directory {parent} does not exist")

@@ -240,7 +240,7 @@ def test_unreadable_trace_files_get_one_line(tmp_path):
     nan = tmp_path / "nan.json"
     nan.write_text('{"version": NaN}')
     cases = {tmp_path: "directory", fifo: "not a regular file", binary: "binary",
-             latin: "UTF-8", deep: "nested", nan: "NaN", tmp_path / "none.json": "no such"}
+             latin: "UTF-8", deep: "nested", nan: "NaN", tmp_path / "none.json": "does not exist"}
     for path, words in cases.items():
         with pytest.raises(TraceFormatError, match=words) as info:
             load_trace(path)  # a FIFO would block forever if it were opened for reading
