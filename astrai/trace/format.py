@@ -80,7 +80,10 @@ class Trace:
             "geometry": self.geometry,
             "outputs": self.outputs,
             "source": self.source,
-            "events": self.events,
+            # A recorded state shares per-task values between events (recorder.PerTask);
+            # the file holds each state in full.
+            "events": [{**ev, "state": _plain(ev["state"])} if "state" in ev else ev
+                       for ev in self.events],
         }
 
     @classmethod
@@ -88,6 +91,13 @@ class Trace:
         validate(data, source)
         return cls(data["version"], data["workload"], data["geometry"], data["events"],
                    data["outputs"], data.get("source", {}))
+
+
+def _plain(state: Any) -> Any:
+    if not isinstance(state, dict):
+        return state
+    return {k: v if isinstance(v, (dict, list, int, str)) or v is None else dict(v)
+            for k, v in state.items()}
 
 
 def dumps(trace: Trace) -> str:
