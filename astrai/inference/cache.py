@@ -503,7 +503,8 @@ class PagedCache:
     def require_held(self, pages, what: str) -> None:
         """PageOutOfRange / PageNotAllocated unless every page is in use (refs > 0)."""
         refs, n = self._refs, self.n_pages
-        for p in sorted(pages):
+        bad = [p for p in pages if not 0 <= p < n or refs[p] <= 0]
+        for p in sorted(bad)[:1]:  # name the lowest
             if not 0 <= p < n:
                 raise PageOutOfRange(f"{what} names page {p}: entries must be -1 or 0..{n - 1}")
             if refs[p] <= 0:
