@@ -25,9 +25,10 @@ VERSION = 1
 
 # Size limits, checked before anything is built from a trace. A trace holds n_pages refs per
 # event, so the first bounds what loading costs; the second is the most page frames a scene
-# draws legibly (past 4 rows of 32 a frame is too small to read) and in reasonable time.
+# draws legibly: two rows of 32 (a third row pushes the page tables into the code panel, and
+# three-digit page ids overflow their frames).
 MAX_TRACE_PAGES = 1 << 16
-MAX_SCENE_PAGES = 128
+MAX_SCENE_PAGES = 64
 
 # kind -> the fields an event of that kind carries besides kind/step/phase/state/code
 EVENT_KINDS: dict[str, tuple[str, ...]] = {
