@@ -289,3 +289,12 @@ def test_save_and_load_round_trip(good, tmp_path):
     trace = Trace.from_json(good)
     save_trace(trace, tmp_path / "t.json")
     assert load_trace(tmp_path / "t.json").to_json() == trace.to_json()
+
+
+def test_the_engine_files_are_the_ones_the_recorder_traces():
+    from astrai.trace.recorder import _WATCHED, source_digests
+
+    assert sorted(_WATCHED.values()) == sorted(engine_source.ENGINE_FILES)
+    assert source_digests() == engine_source.digests()
+    for file, path in engine_source.ENGINE_FILES.items():
+        assert str(path) in _WATCHED and _WATCHED[str(path)] == file
