@@ -248,3 +248,38 @@ def test_alloc_n_with_a_bad_out_takes_nothing(out):
     with Untouched(cache), pytest.raises(TypeError):
         cache.alloc_n(2, out=out)
     assert cache.n_free == N
+
+
+# ---- 3. where the check runs: once per forward, on the host ------------------------------------
+
+def test_the_scheduler_hands_host_tables_and_each_forward_checks_once(monkeypatch, device):
+    """The check reads ids on the host; the scheduler's tables are host tensors, checked in
+    bind, so a CUDA run gains no sync: no layer's write or gather checks again."""
+    from astrai.inference.scheduler import Scheduler, Task
+    from astrai.model import ModelConfig, TinyModel
+
+    cfg = ModelConfig(vocab_size=32, d_model=16, n_layers=3, n_heads=2, n_kv_heads=1,
+                      head_dim=8, d_ff=16)
+    cache = PagedCache(cfg.n_layers, 8, 4, 1, 8, device=device)
+    sched = Scheduler(cache, TinyModel(cfg, device=device))
+    checks, binds, forwards = [], [], []
+    real_held, real_bind = cache.require_held, cache.bind
+
+    def held(pages, what):
+        checks.append(what)
+        return real_held(pages, what)
+
+    def bind(table, *a, **k):
+        binds.append(table.device.type)
+        forwards.append(len(checks))
+        return real_bind(table, *a, **k)
+
+    monkeypatch.setattr(cache, "require_held", held)
+    monkeypatch.setattr(cache, "bind", bind)
+    sched.submit(Task("a", [1, 2, 3, 4, 5], 4))
+    sched.submit(Task("b", [6, 7], 3))
+    sched.run()
+    assert binds and set(binds) == {"cpu"}
+    # One check per forward (its bind), none for the 3 layers' writes and gathers.
+    assert len(checks) == len(binds)
+    assert forwards == list(range(len(binds)))
