@@ -21,6 +21,16 @@ class DoubleFree(PageNotAllocated):
     """free() of a page that holds no reference."""
 
 
+class BadPageTable(CacheError, ValueError):
+    """A page table of the wrong shape, dtype or device (its ids: PageOutOfRange and
+    PageNotAllocated)."""
+
+
+class BadTensor(CacheError, ValueError):
+    """K, V, positions or lengths handed to the cache that are not tensors of its shape,
+    dtype and device."""
+
+
 class PrefixConflict(CacheError):
     """record_prefix() asked to record a page already holding other tokens."""
 
@@ -31,6 +41,10 @@ class IntegrityError(CacheError):
 
 class SchedulerError(AstraiError):
     """Misuse of the scheduler."""
+
+
+class BadSetting(SchedulerError, ValueError):
+    """A scheduler setting of the wrong type or range (max_batch, temperature, ...)."""
 
 
 class RequestTooLarge(SchedulerError, ValueError):
@@ -63,3 +77,7 @@ class CheckpointTooLarge(CheckpointError):
 
 class TokenizerError(AstraiError, ValueError):
     """Text that cannot be turned into token ids, or a tokenizer file that cannot be read."""
+
+
+class OutputError(AstraiError, OSError):
+    """An output file that cannot be written (a directory, a missing folder, a full device)."""

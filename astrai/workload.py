@@ -18,6 +18,8 @@ model's tokenizer: UTF-8 bytes for the tiny model, the checkpoint's tokenizer.js
 from __future__ import annotations
 
 import dataclasses
+import math
+import os
 import random
 import tomllib
 from dataclasses import dataclass, field
@@ -28,6 +30,7 @@ from typing import Any
 import torch
 
 from astrai.errors import AstraiError, WorkloadError
+from astrai.files import read_text
 from astrai.inference.cache import PagedCache
 from astrai.inference.scheduler import Scheduler, Status, Task
 from astrai.model import ModelConfig, TinyModel
@@ -35,6 +38,12 @@ from astrai.text import TextLog, load_tokenizer
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float64": torch.float64,
           "float16": torch.float16}
+
+# Limits checked before anything is generated or allocated (each error names its field).
+MAX_STEPS = 100_000  # run_workload's default: a request arriving later could never run
+MAX_REQUESTS = 100_000
+MAX_NAME = 200  # characters in a request name
+MAX_MEMORY_SHARE = 0.5  # of the memory available now, the most a workload may ask for
 
 
 @dataclass(frozen=True)
@@ -106,6 +115,8 @@ def workload_names() -> list[str]:
 
 def load_workload(name_or_path: str | Path) -> Workload:
     """A shipped workload by name (see workload_names()) or a TOML file by path."""
+    if isinstance(name_or_path, str) and not name_or_path.strip():
+        raise WorkloadError("no workload named: give a name or a .toml path")
     path = Path(name_or_path)
     if path.suffix != ".toml" and not path.exists():
         shipped = resources.files("astrai.workloads") / f"{name_or_path}.toml"
@@ -115,12 +126,13 @@ def load_workload(name_or_path: str | Path) -> Workload:
                 f"{', '.join(workload_names())}"
             )
         return parse_workload(tomllib.loads(shipped.read_text()), f"{name_or_path}.toml")
+    text = read_text(path, WorkloadError)
     try:
-        data = tomllib.loads(path.read_text())
-    except FileNotFoundError:
-        raise WorkloadError(f"workload file {path} does not exist") from None
+        data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise WorkloadError(f"{path}: not valid TOML: {e}") from None
+    except RecursionError:
+        raise WorkloadError(f"{path}: nested too deeply to be a workload") from None
     _resolve_checkpoint(data, path.parent)
     return parse_workload(data, path.name)
 
@@ -174,6 +186,9 @@ def parse_workload(data: dict[str, Any], source: str = "workload") -> Workload:
     if dtype not in DTYPES and dtype != "auto":
         raise cache.err("dtype", f"must be one of {', '.join(DTYPES)}")
     device = cache.get("device", str, "cpu", "a string")
+    problem = device_problem(device, here=False)  # whether this machine has it: at build
+    if problem:
+        raise cache.err("device", problem)
 
     model_fields = {f.name for f in dataclasses.fields(ModelConfig)}
     checkpoint = _checkpoint_of(source, data.get("model", {}))
@@ -199,16 +214,27 @@ def parse_workload(data: dict[str, Any], source: str = "workload") -> Workload:
     max_batch = sched.int("max_batch", 8)
     prefix_caching = sched.get("prefix_caching", bool, True, "true or false")
     temperature = float(sched.get("temperature", (int, float), 0.0, "a number"))
-    if temperature < 0:
-        raise sched.err("temperature", "must be >= 0")
+    if not math.isfinite(temperature) or temperature < 0:
+        raise sched.err("temperature", "must be >= 0 and finite")
     seed = sched.int("seed", 0, low=0)
 
-    ptab = _Fields(source, "prefixes", data.get("prefixes", {}), set(data.get("prefixes", {})))
+    raw_prefixes = data.get("prefixes", {})
+    ptab = _Fields(source, "prefixes", raw_prefixes,
+                   set(raw_prefixes) if isinstance(raw_prefixes, dict) else set())
     prefixes = {key: ptab.int(key) for key in ptab.table}
+    for key, length in prefixes.items():
+        if length >= n_pages * page_size:
+            raise ptab.err(key, f"must be shorter than the pool's {n_pages * page_size} slots")
+    if checkpoint is None:  # a checkpoint's loader checks its own sizes before it allocates
+        require_memory(n_pages, page_size, model, dtype, "cpu", source)  # weights start on host
 
     raw = data.get("request")
     if not isinstance(raw, list) or not raw:
         raise WorkloadError(f"{source}: workload.request must be a non-empty array of tables")
+    if len(raw) > MAX_REQUESTS:
+        raise WorkloadError(f"{source}: workload.request has {len(raw)} requests; the most is "
+                            f"{MAX_REQUESTS}")
+    capacity = n_pages * page_size  # tokens the pool holds: no request may need more
     requests, names = [], set()
     for i, item in enumerate(raw):
         r = _Fields(source, f"request[{i}]", item,
@@ -217,6 +243,10 @@ def parse_workload(data: dict[str, Any], source: str = "workload") -> Workload:
         rname = r.get("name", str, None, "a string")
         if not rname or rname in names:
             raise r.err("name", "must be a unique non-empty string")
+        if not rname.isprintable() or len(rname) > MAX_NAME:
+            raise r.err("name", f"must be printable (no newline or control character) and at "
+                                f"most {MAX_NAME} characters")
+        max_new = r.int("max_new_tokens")
         names.add(rname)
         prefix = r.get("prefix", (str, type(None)), None, "a prefix name")
         if prefix is not None and prefix not in prefixes:
@@ -226,26 +256,37 @@ def parse_workload(data: dict[str, Any], source: str = "workload") -> Workload:
             prompt = tokenizer.encode(r, text, model)
         elif "prompt" in item:
             prompt = r.get("prompt", list, None, "a list of token ids")
+            if len(prompt) + max_new - 1 > capacity:
+                raise r.err("prompt", f"holds {len(prompt)} tokens; with max_new_tokens "
+                                      f"{max_new} it could never fit the pool's {capacity} slots")
             if not prompt or not all(
                 isinstance(t, int) and not isinstance(t, bool) and 0 <= t < model.vocab_size
                 for t in prompt
             ):
                 raise r.err("prompt", f"must be non-empty token ids in 0..{model.vocab_size - 1}")
             prompt = tuple(prompt)
+            if "prompt_len" in item:
+                raise r.err("prompt_len", "cannot be combined with prompt (give one of them)")
             if prefix and prompt[: prefixes[prefix]] != _tokens(seed, f"prefix:{prefix}",
                                                                 prefixes[prefix], model):
                 raise r.err("prompt", f"must start with the tokens of prefix {prefix!r}")
         else:
             low = prefixes[prefix] + 1 if prefix else 1
             prompt_len = r.int("prompt_len", low=low)
+            if prompt_len + max_new - 1 > capacity:
+                raise r.err("prompt_len", f"with max_new_tokens {max_new} could never fit the "
+                                          f"pool's {capacity} slots (n_pages x page_size)")
             head = _tokens(seed, f"prefix:{prefix}", prefixes[prefix], model) if prefix else ()
             prompt = head + _tokens(seed, f"request:{rname}", prompt_len - len(head), model)
         after = r.get("after", (str, type(None)), None, "a request name")
         if after is not None and "arrival" in item:
             raise r.err("after", "cannot be combined with arrival")
+        arrival = r.int("arrival", 0, low=0)
+        if arrival >= MAX_STEPS:
+            raise r.err("arrival", f"must be below {MAX_STEPS}, the most steps a run takes")
         requests.append(Request(
-            name=rname, prompt=prompt, max_new_tokens=r.int("max_new_tokens"),
-            arrival=r.int("arrival", 0, low=0), after=after, prefix=prefix, text=text,
+            name=rname, prompt=prompt, max_new_tokens=max_new,
+            arrival=arrival, after=after, prefix=prefix, text=text,
         ))
     for i, req in enumerate(requests):
         if req.after is not None and req.after not in names - {req.name}:
@@ -280,9 +321,72 @@ def _tokens(seed: int, label: str, n: int, model: ModelConfig) -> tuple[int, ...
 # ---- running one ----------------------------------------------------------------------------
 
 
+def device_problem(device: str, here: bool = True) -> str | None:
+    """Why a device name cannot run a workload (here: on this machine), or None."""
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError):
+        return "must be a device name such as cpu, cuda or cuda:1"
+    if dev.type == "cpu":
+        return None
+    if dev.type != "cuda":
+        return "must be cpu or cuda"
+    if not here:
+        return None
+    if not torch.cuda.is_available():
+        return "names CUDA, and this machine has no CUDA device"
+    if dev.index is not None and dev.index >= torch.cuda.device_count():
+        return f"names GPU {dev.index}; this machine has {torch.cuda.device_count()}"
+    return None
+
+
+def estimate_bytes(n_pages: int, page_size: int, model: ModelConfig, dtype: str) -> int:
+    """Memory a workload allocates: the K/V pool (twice: storage and the gather buffers at their
+    largest) and the model (its fp32 weights while they are built, then in its dtype)."""
+    m, size = model, DTYPES[dtype].itemsize
+    per_layer = (2 * m.d_model + m.d_model * m.head_dim * 2 * (m.n_heads + m.n_kv_heads)
+                 + 3 * m.d_model * m.d_ff)
+    params = 2 * m.vocab_size * m.d_model + m.n_layers * per_layer + m.d_model
+    kv = 2 * m.n_layers * (n_pages + 1) * page_size * m.n_kv_heads * m.head_dim * size
+    return 2 * kv + params * (4 + size)
+
+
+def available_bytes(device: str) -> int:
+    """Memory free on the device now (host: MemAvailable)."""
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        return torch.cuda.mem_get_info(dev)[0]
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+def require_memory(n_pages, page_size, model, dtype, device, source="workload") -> None:
+    """WorkloadError, before anything is allocated, if the workload would need more than
+    MAX_MEMORY_SHARE of the memory available."""
+    need = estimate_bytes(n_pages, page_size, model, dtype)
+    have = available_bytes(device)
+    if need > MAX_MEMORY_SHARE * have:
+        raise WorkloadError(
+            f"{source}: cache.n_pages {n_pages} x cache.page_size {page_size} with this [model] "
+            f"in {dtype} needs about {need / 2**20:.0f} MiB; {device} has "
+            f"{have / 2**20:.0f} MiB available (at most {MAX_MEMORY_SHARE:.0%} is used)"
+        )
+
+
 def build(wl: Workload, device: str | None = None):
-    """The cache, model and scheduler a workload describes."""
+    """The cache, model and scheduler a workload describes (checked against the device first)."""
     device = device or wl.device
+    problem = device_problem(device)
+    if problem:
+        raise WorkloadError(f"device {device!r} {problem}")
+    if wl.checkpoint is None:  # a checkpoint's loader checks its own weights and the cache
+        require_memory(wl.n_pages, wl.page_size, wl.model, wl.dtype, device, wl.name)
     model = _model(wl, device)
     dtype = model.dtype
     cfg = wl.model
@@ -315,7 +419,7 @@ class Arrivals:
         return ready
 
 
-def run_workload(wl: Workload, scheduler: Scheduler, max_steps: int = 100_000) -> dict:
+def run_workload(wl: Workload, scheduler: Scheduler, max_steps: int = MAX_STEPS) -> dict:
     """Drive a built scheduler through the workload until every request is done."""
     arrivals = Arrivals(wl)
     while arrivals.pending or not scheduler.idle:

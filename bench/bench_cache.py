@@ -143,6 +143,7 @@ def filled(*shape, device) -> torch.Tensor:
 
 def make_cache(n_pages: int, device) -> PagedCache:
     cache = PagedCache(1, n_pages, PS, H, D, device=device, dtype=DTYPE)
+    cache.alloc_n(n_pages)  # tables may name only pages in use
     cache.k_cache.uniform_(-1, 1)
     cache.v_cache.uniform_(-1, 1)
     return cache

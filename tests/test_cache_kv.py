@@ -89,6 +89,7 @@ class Case:
                 row[rng.randrange(need[b])] = -1
             rows.append(row)
         self.cache = PagedCache(LAYERS, n_pages, ps, H, D, device=device, dtype=dtype)
+        self.cache.alloc_n(n_pages)  # tables may name only pages in use
         fill_random(self.cache, seed + 1)
         self.table = torch.tensor(rows, dtype=rng.choice([torch.int64, torch.int32]), device=device)
         self.device, self.dtype = device, dtype
@@ -179,6 +180,7 @@ def test_realistic_geometry(dtype, device):
     """page_size 64, 4 heads of 128: a prefill of 130 tokens into scattered pages, then decode."""
     g = torch.Generator().manual_seed(0)
     cache = PagedCache(2, 20, 64, 4, 128, device=device, dtype=dtype)
+    cache.alloc_n(20)
     fill_random(cache, 3)
     table = torch.tensor(
         [[17, 3, 11, -1], [0, 19, -1, -1], [5, 8, 2, 14]], device=device, dtype=torch.int64
@@ -418,6 +420,7 @@ if torch.cuda.is_available():
 def test_any_device_spelling_accepts_tables_made_on_it(spelling):
     """PagedCache(device="cuda") must take a table built with device="cuda" (i.e. cuda:0)."""
     cache = PagedCache(1, 4, 2, H, D, device=spelling)
+    cache.alloc_n(4)
     dev = torch.device(spelling)
     table = torch.tensor([[1, 2]], device=dev)
     k = torch.ones(1, 3, H, D, device=dev)
@@ -443,6 +446,7 @@ class Recorder(CacheListener):
 
 def test_listener_sees_writes_and_gathers(device):
     cache = PagedCache(2, 6, 2, H, D, device=device)
+    cache.alloc_n(6)
     rec = cache.listener = Recorder()
     table = torch.tensor([[4, -1], [1, 0]], device=device)
     lengths = torch.tensor([1, 3], device=device)

@@ -8,6 +8,17 @@ K/V live in `k_cache`/`v_cache` [n_layers, n_pages, page_size, n_kv_heads, head_
 are int tensors [B, max_pages] padded with -1; storage has one extra "null" page behind the live
 ones, and every -1 entry (and every padded token) is routed there, so padding never reads or writes
 a live page and no host-device sync is needed to find it.
+
+Page tables are checked before anything is written: every entry must be -1 or a page some
+owner holds (0..n_pages-1 with refs > 0), so a write never lands on a free page, on a cached
+prefix page (refs 0) or outside the pool. The check reads the table's ids on the host. Tables
+the scheduler builds are host tensors handed to `bind`, which checks them there and copies them
+to the device once, so the CUDA hot path gains no host sync. A table already on the GPU handed
+to `bind`, `write` or `gather` costs one sync the first time it is seen; the cache remembers
+the last table it checked (by identity and in-place version) until a page is released, so a
+view's per-layer writes and reads re-check nothing. K and V are both checked (type, shape,
+dtype, device) before either is written. `write_slots`/`gather_pages` take indices made by
+`slot_index`/`gather_index`, which did the checking; they are the unchecked fast path.
 """
 
 from __future__ import annotations
@@ -20,6 +31,8 @@ from typing import NamedTuple
 import torch
 
 from astrai.errors import (
+    BadPageTable,
+    BadTensor,
     DoubleFree,
     IntegrityError,
     PageNotAllocated,
@@ -67,11 +80,20 @@ def require_sizes(dtype: torch.dtype, **sizes: int) -> None:
         raise ValueError(f"dtype must be a floating type, got {dtype}")
 
 
-def require_kv(k: torch.Tensor, v: torch.Tensor, batch: int, n_kv_heads: int, head_dim: int):
-    """ValueError unless k and v are both [batch, S, n_kv_heads, head_dim]."""
+def require_kv(k: torch.Tensor, v: torch.Tensor, batch: int, n_kv_heads: int, head_dim: int,
+               dtype: torch.dtype | None = None, device: torch.device | None = None):
+    """BadTensor (a ValueError) unless k and v are both tensors [batch, S, n_kv_heads,
+    head_dim] of the given dtype and device: both are checked before either is written."""
+    for name, x in (("k", k), ("v", v)):
+        if not isinstance(x, torch.Tensor):
+            raise BadTensor(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+        if dtype is not None and x.dtype != dtype:
+            raise BadTensor(f"{name} is {x.dtype}; the cache holds {dtype}")
+        if device is not None and x.device != device:
+            raise BadTensor(f"{name} is on {x.device}; the cache is on {device}")
     want = (batch, k.shape[1] if k.dim() == 4 else -1, n_kv_heads, head_dim)
     if k.dim() != 4 or tuple(k.shape) != want or k.shape != v.shape:
-        raise ValueError(
+        raise BadTensor(
             f"k and v must both be [B={batch}, S, {n_kv_heads}, {head_dim}], "
             f"got {tuple(k.shape)} and {tuple(v.shape)}"
         )
@@ -134,6 +156,8 @@ class PagedCache:
         self._next_uid = 1
         self._uids: set[int] = set()  # uids of the entries held now
         self._evicted = -1
+        self._releases = 0  # pages whose refs fell to 0: a checked table may name one now
+        self._checked: tuple | None = None  # (table, its version, _releases) last checked
 
         self.listener: CacheListener | None = None
 
@@ -222,6 +246,8 @@ class PagedCache:
         n = operator.index(n)
         if n < 0:
             raise ValueError(f"alloc_n needs n >= 0, got {n}")
+        if out is not None and not isinstance(out, list):
+            raise TypeError(f"alloc_n: out must be a list, got {type(out).__name__}")
         if n > self._n_free + len(self._lru):
             return []
         pages = []
@@ -252,6 +278,7 @@ class PagedCache:
         self._refs[idx] = refs
         cached = False
         if refs == 0:
+            self._releases += 1
             if idx in self._entries:
                 self._lru[idx] = None  # most recently used end
                 cached = True
@@ -446,16 +473,63 @@ class PagedCache:
 
     # ---- K/V -------------------------------------------------------------------------------
 
-    def _check_table(self, page_table: torch.Tensor) -> None:
+    def _check_table(self, page_table: torch.Tensor, device: torch.device | None = None) -> None:
+        """BadPageTable for a table of the wrong kind; PageOutOfRange / PageNotAllocated for
+        an entry other than -1 and a page in use. See the module doc for what it costs."""
+        if not isinstance(page_table, torch.Tensor):
+            raise BadPageTable(f"page_table must be a tensor, got {type(page_table).__name__}")
         if page_table.dim() != 2:
-            raise ValueError(f"page_table must be [B, max_pages], got {tuple(page_table.shape)}")
-        if page_table.device != self.device:
-            raise ValueError(f"page_table is on {page_table.device}, the cache on {self.device}")
+            raise BadPageTable(
+                f"page_table must be [B, max_pages], got {tuple(page_table.shape)}"
+            )
+        if page_table.device != (device or self.device):
+            raise BadPageTable(
+                f"page_table is on {page_table.device}, the cache on {self.device}"
+            )
         if page_table.dtype not in (torch.int64, torch.int32):
-            raise ValueError(f"page_table must be int32 or int64, got {page_table.dtype}")
+            raise BadPageTable(f"page_table must be int32 or int64, got {page_table.dtype}")
+        if page_table.numel() == 0:
+            raise BadPageTable(f"page_table is empty: {tuple(page_table.shape)}")
+        seen = self._checked
+        if seen is not None and seen[0] is page_table and seen[1:] == (
+            _version(page_table), self._releases
+        ):
+            return
+        ids = set(page_table.reshape(-1).tolist())  # the one host read (a sync on CUDA)
+        ids.discard(-1)
+        self.require_held(ids, "page_table")
+        self._remember(page_table)
+
+    def require_held(self, pages, what: str) -> None:
+        """PageOutOfRange / PageNotAllocated unless every page is in use (refs > 0)."""
+        refs, n = self._refs, self.n_pages
+        bad = [p for p in pages if not 0 <= p < n or refs[p] <= 0]
+        for p in sorted(bad)[:1]:  # name the lowest
+            if not 0 <= p < n:
+                raise PageOutOfRange(f"{what} names page {p}: entries must be -1 or 0..{n - 1}")
+            if refs[p] <= 0:
+                state = "cached" if p in self._lru else "free"
+                raise PageNotAllocated(
+                    f"{what} names page {p}, which is {state} (refs 0): K/V go only to pages "
+                    "in use"
+                )
+
+    def _remember(self, page_table: torch.Tensor) -> None:
+        self._checked = (page_table, _version(page_table), self._releases)
 
     def _check_kv(self, k: torch.Tensor, v: torch.Tensor, batch: int) -> None:
-        require_kv(k, v, batch, self.n_kv_heads, self.head_dim)
+        require_kv(k, v, batch, self.n_kv_heads, self.head_dim, self.dtype, self.device)
+
+    def _check_positions(self, start_pos, lengths, batch: int) -> None:
+        for name, x in (("start_pos", start_pos), ("lengths", lengths)):
+            if isinstance(x, torch.Tensor):
+                if x.dtype.is_floating_point or x.dtype.is_complex or x.dtype == torch.bool:
+                    raise BadTensor(f"{name} must be an integer tensor, got {x.dtype}")
+                if x.numel() != batch:
+                    raise BadTensor(f"{name} must hold {batch} values, got {tuple(x.shape)}")
+            elif x is not None and (isinstance(x, bool) or not isinstance(x, int)
+                                    or name == "lengths"):
+                raise BadTensor(f"{name} must be an int or a tensor, got {type(x).__name__}")
 
     def slot_index(
         self,
@@ -471,6 +545,7 @@ class PagedCache:
         """
         self._check_table(page_table)
         ps, batch, max_pages = self.page_size, page_table.shape[0], page_table.shape[1]
+        self._check_positions(start_pos, lengths, batch)
         t = torch.arange(n_tokens, device=self.device)
         if isinstance(start_pos, torch.Tensor):
             pos = start_pos.to(self.device, torch.int64).view(batch, 1) + t
@@ -500,6 +575,7 @@ class PagedCache:
         lengths[b] (optional) is how many of row b's S tokens are real; the rest are padding and
         are never written to a live page.
         """
+        self._check_table(page_table)
         self._check_kv(k, v, page_table.shape[0])
         slots = self.slot_index(page_table, start_pos, k.shape[1], lengths)
         self.write_slots(layer_id, slots, k, v)
@@ -515,6 +591,8 @@ class PagedCache:
     def gather_index(self, page_table: torch.Tensor, total_len: int) -> torch.Tensor:
         """The page ids to gather for total_len tokens, -1 replaced by the null page, flat."""
         self._check_table(page_table)
+        if isinstance(total_len, bool) or not isinstance(total_len, int):
+            raise ValueError(f"total_len must be an int, got {type(total_len).__name__}")
         n_cols = self.pages_for(total_len)
         if total_len <= 0 or n_cols > page_table.shape[1]:
             raise ValueError(
@@ -555,7 +633,18 @@ class PagedCache:
         total_len: int,
         lengths: torch.Tensor | None = None,
     ) -> CacheView:
-        return CacheView(self, page_table, total_len, lengths)
+        """A view of this batch. A host (CPU) table is checked on the host and copied to the
+        cache's device here, so binding costs no host-device sync (see the module doc)."""
+        return CacheView(self, self.device_table(page_table), total_len, lengths)
+
+    def device_table(self, page_table: torch.Tensor) -> torch.Tensor:
+        """The table checked, on the cache's device (copied there if it is a host table)."""
+        if isinstance(page_table, torch.Tensor) and page_table.device != self.device \
+                and page_table.device.type == "cpu":
+            self._check_table(page_table, page_table.device)
+            page_table = page_table.to(self.device)
+            self._remember(page_table)  # the copy holds what was checked
+        return page_table
 
 
 class CacheView:
@@ -591,7 +680,7 @@ class CacheView:
         cache = self.cache
         cache._check_kv(k, v, self.page_table.shape[0])
         # The slot index depends only on positions, so compute it once per step, not per layer.
-        key = (start_pos, k.shape[1], lengths)
+        key = slot_key(start_pos, k.shape[1], lengths, cache._releases)  # released: re-check
         if self._slot_key is None or not same_key(self._slot_key, key):
             self._slots = cache.slot_index(self.page_table, start_pos, k.shape[1], lengths)
             self._slot_key = key
@@ -603,11 +692,27 @@ class CacheView:
         return self.cache.gather_pages(layer_id, self._index, self.total_len)
 
 
-def same_key(a: tuple, b: tuple) -> bool:
-    """Whether two (start_pos, n_tokens, lengths) keys name the same write positions.
+def _version(x) -> object:
+    """A tensor's in-place version (`sp += 4` bumps it); a fresh object, never equal, for
+    tensors that keep none (made under inference_mode)."""
+    try:
+        return x._version
+    except RuntimeError:
+        return object()
 
-    Tensors compare by identity (the view keeps them alive, so an id cannot be reused); a
-    tensor never equals a non-tensor."""
+
+def slot_key(start_pos, n_tokens: int, lengths, *extra) -> tuple:
+    """What a write's slot index depends on, for same_key: tensors with their versions."""
+    return (start_pos, _version(start_pos) if isinstance(start_pos, torch.Tensor) else None,
+            n_tokens, lengths, _version(lengths) if isinstance(lengths, torch.Tensor) else None,
+            *extra)
+
+
+def same_key(a: tuple, b: tuple) -> bool:
+    """Whether two slot_key()s name the same write positions.
+
+    Tensors compare by identity (the view keeps them alive, so an id cannot be reused) and by
+    version, so one changed in place is a new key; a tensor never equals a non-tensor."""
     for x, y in zip(a, b):
         if x is y:
             continue

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import torch
 
-from astrai.inference.cache import require_kv, require_sizes, same_key
+from astrai.inference.cache import require_kv, require_sizes, same_key, slot_key
 
 
 class DenseKVCache:
@@ -153,7 +153,7 @@ class DenseView:
             return
         cache._check_kv(k, v)
         # The index depends only on positions: compute it once per step, not once per layer.
-        key = (start_pos, k.shape[1], lengths)
+        key = slot_key(start_pos, k.shape[1], lengths)
         if self._slot_key is None or not same_key(self._slot_key, key):
             self._slots = cache.slot_index(start_pos, k.shape[1], lengths)
             self._slot_key = key

@@ -8,6 +8,7 @@ token is always one ahead (its K/V is written by the next decode step).
 from __future__ import annotations
 
 import enum
+import math
 import zlib
 from collections import deque
 from collections.abc import Sequence
@@ -15,8 +16,9 @@ from dataclasses import dataclass, field
 
 import torch
 
-from astrai.errors import RequestTooLarge, SchedulerError
+from astrai.errors import BadSetting, RequestTooLarge, SchedulerError
 from astrai.inference.cache import PagedCache
+from astrai.inference.undo import atomic
 from astrai.model import next_tokens
 
 
@@ -82,8 +84,7 @@ class Scheduler:
         temperature: float = 0.0,
         seed: int = 0,
     ):
-        if max_batch <= 0:
-            raise ValueError(f"max_batch must be positive, got {max_batch}")
+        check_settings(max_batch, prefix_caching, temperature, seed)
         self.cache = cache
         self.model = model
         self.max_batch = max_batch
@@ -101,6 +102,7 @@ class Scheduler:
 
     def submit(self, task: Task) -> Task:
         """Queue a task; reject at once one that could never fit in the pool."""
+        check_task(task)
         if task.name in self.tasks:
             raise SchedulerError(f"a task named {task.name!r} was already submitted")
         if not task.prompt:
@@ -139,6 +141,7 @@ class Scheduler:
 
     # ---- one step --------------------------------------------------------------------------
 
+    @atomic  # a step that raises changes nothing (astrai.inference.undo)
     def step(self) -> None:
         self._phase("cleanup")
         self._cleanup()
@@ -287,7 +290,7 @@ class Scheduler:
         start = torch.tensor(starts, dtype=torch.int64, device=device)
         lengths = torch.tensor(n, dtype=torch.int64, device=device)
         view = self.cache.bind(
-            table.to(device), max(ends), torch.tensor(ends, dtype=torch.int64, device=device)
+            table, max(ends), torch.tensor(ends, dtype=torch.int64, device=device)
         )
         if self.listener is not None:
             self.listener.on_forward(tasks)
@@ -320,3 +323,44 @@ class Scheduler:
     def _emit_tokens(self, phase: str, tasks: list[Task]) -> None:
         if self.listener is not None:
             self.listener.on_tokens(phase, tasks)
+
+
+# ---- checks on what callers hand in ---------------------------------------------------------
+
+
+def _is_int(x) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def check_settings(max_batch, prefix_caching, temperature, seed) -> None:
+    """BadSetting naming the first setting of the wrong type or range."""
+    if not _is_int(max_batch) or max_batch <= 0:
+        raise BadSetting(f"max_batch must be a positive int, got {max_batch!r}")
+    if not isinstance(prefix_caching, bool):
+        raise BadSetting(f"prefix_caching must be True or False, got {prefix_caching!r}")
+    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) \
+            or not math.isfinite(temperature) or temperature < 0:
+        raise BadSetting(f"temperature must be a finite number >= 0, got {temperature!r}")
+    if not _is_int(seed) or seed < 0:
+        raise BadSetting(f"seed must be an int >= 0, got {seed!r}")
+
+
+def check_task(task) -> None:
+    """SchedulerError unless `task` is a fresh Task: a printable name, int token ids and an int
+    limit, and nothing generated or held yet (a finished task resubmitted would run past its
+    limit)."""
+    if not isinstance(task, Task):
+        raise SchedulerError(f"submit() takes a Task, got {type(task).__name__}")
+    if not isinstance(task.name, str) or not task.name or not task.name.isprintable():
+        raise SchedulerError(f"task name must be a non-empty printable string, got {task.name!r}")
+    if not isinstance(task.prompt, list) or not all(_is_int(t) for t in task.prompt):
+        raise SchedulerError(f"task {task.name!r}: prompt must be a list of int token ids")
+    if not _is_int(task.max_new_tokens):
+        raise SchedulerError(
+            f"task {task.name!r}: max_new_tokens must be an int, got {task.max_new_tokens!r}"
+        )
+    if task.status is not Status.WAITING or task.output or task.page_table or task.length:
+        raise SchedulerError(
+            f"task {task.name!r} has already run ({task.status!s}, "
+            f"{len(task.output)} tokens out): submit a new Task"
+        )

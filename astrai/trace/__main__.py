@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from astrai.errors import AstraiError
-from astrai.trace.format import save_trace
+from astrai.errors import AstraiError, OutputError
+from astrai.files import Output
+from astrai.trace.format import dumps
 from astrai.trace.record import record
 from astrai.trace.text import format_trace
 from astrai.workload import workload_names
@@ -24,17 +25,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--capture", action="store_true",
                         help="also keep slot/gather indices and decode attention (for -o)")
     args = parser.parse_args(argv)
+    output = None
     try:
+        # Checked (and a temporary file made beside it) before the run, not after it.
+        output = Output(args.output, OutputError) if args.output is not None else None
         trace = record(args.workload, device=args.device, capture=args.capture)
+        if output is not None:
+            output.write(dumps(trace))
     except AstraiError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {_one_line(e)}", file=sys.stderr)
         return 2
-    if args.output:
-        save_trace(trace, args.output)
+    finally:
+        if output is not None:
+            output.discard()  # nothing is left behind if the run or the write failed
     if not args.quiet:
         for line in format_trace(trace):
             print(line)
     return 0
+
+
+def _one_line(e: Exception) -> str:
+    return " ".join(str(e).split())
 
 
 if __name__ == "__main__":

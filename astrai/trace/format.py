@@ -20,9 +20,18 @@ from pathlib import Path
 from typing import Any
 
 from astrai.errors import TraceFormatError
+from astrai.files import read_text
+from astrai.trace import source as engine_source
 from astrai.trace.capture import CAPTURE_KINDS
 
 VERSION = 1
+
+# Size limits, checked before anything is built from a trace. A trace holds n_pages refs per
+# event, so the first bounds what loading costs; the second is the most page frames a scene
+# draws legibly: two rows of 32 (a third row pushes the page tables into the code panel, and
+# three-digit page ids overflow their frames).
+MAX_TRACE_PAGES = 1 << 16
+MAX_SCENE_PAGES = 64
 
 # kind -> the fields an event of that kind carries besides kind/step/phase/state/code
 EVENT_KINDS: dict[str, tuple[str, ...]] = {
@@ -83,7 +92,10 @@ class Trace:
             "geometry": self.geometry,
             "outputs": self.outputs,
             "source": self.source,
-            "events": self.events,
+            # A recorded state shares per-task values between events (recorder.PerTask);
+            # the file holds each state in full.
+            "events": [{**ev, "state": _plain(ev["state"])} if "state" in ev else ev
+                       for ev in self.events],
         }
         if self.captures:  # only traces recorded with capture=True carry the key
             data["captures"] = self.captures
@@ -96,16 +108,44 @@ class Trace:
                    data["outputs"], data.get("source", {}), data.get("captures", []))
 
 
+def _plain(state: Any) -> Any:
+    if not isinstance(state, dict):
+        return state
+    return {k: v if isinstance(v, (dict, list, int, str)) or v is None else dict(v)
+            for k, v in state.items()}
+
+
+def dumps(trace: Trace) -> str:
+    return json.dumps(trace.to_json(), separators=(",", ":"))
+
+
 def save_trace(trace: Trace, path: str | Path) -> None:
-    Path(path).write_text(json.dumps(trace.to_json(), separators=(",", ":")))
+    Path(path).write_text(dumps(trace))
 
 
 def load_trace(path: str | Path) -> Trace:
+    text = read_text(path, TraceFormatError)
     try:
-        data = json.loads(Path(path).read_text())
+        data = json.loads(text, parse_constant=_no_constant)
     except json.JSONDecodeError as e:
         raise TraceFormatError(f"{path}: not JSON: {e}") from None
+    except RecursionError:
+        raise TraceFormatError(f"{path}: nested too deeply to be a trace") from None
     return Trace.from_json(data, str(path))
+
+
+def _no_constant(name: str):
+    raise TraceFormatError(f"{name} is not a number a trace holds")
+
+
+def require_drawable(trace: Trace, source: str = "trace") -> None:
+    """TraceFormatError unless a scene can draw the trace's pool (MAX_SCENE_PAGES)."""
+    n_pages = trace.geometry.get("n_pages")
+    if not _int(n_pages) or not 0 < n_pages <= MAX_SCENE_PAGES:
+        raise TraceFormatError(
+            f"{source}: geometry.n_pages is {n_pages!r}; a scene draws at most "
+            f"{MAX_SCENE_PAGES} pages"
+        )
 
 
 def _int(x: Any) -> bool:
@@ -122,8 +162,9 @@ def validate(data: Any, source: str = "trace") -> None:
         raise fail("top level must be an object")
     if "version" not in data:
         raise fail("missing version")
-    if data["version"] != VERSION:
-        raise fail(f"unknown trace version {data['version']!r} (this build reads {VERSION})")
+    if not _int(data["version"]) or data["version"] != VERSION:
+        raise fail(f"unknown trace version {str(data['version'])[:40]} "
+                   f"(this build reads {VERSION})")
     for key, kind in (("workload", dict), ("geometry", dict), ("events", list),
                       ("outputs", dict)):
         if not isinstance(data.get(key), kind):
@@ -143,18 +184,25 @@ def validate(data: Any, source: str = "trace") -> None:
         if not _int(geo.get(key)) or geo[key] <= 0:
             raise fail(f"geometry.{key} must be a positive int")
     n_pages = geo["n_pages"]
+    if n_pages > MAX_TRACE_PAGES:
+        raise fail(f"geometry.n_pages {n_pages} is more than the {MAX_TRACE_PAGES} a trace holds")
+    _check_source(data.get("source", {}), data["events"], fail)
+    _check_outputs(data["outputs"], fail)
     for i, ev in enumerate(data["events"]):
         where = f"events[{i}]"
         if not isinstance(ev, dict):
             raise fail(f"{where} must be an object")
         kind = ev.get("kind")
-        if kind not in EVENT_KINDS:
-            raise fail(f"{where}.kind {kind!r} is not one of {', '.join(EVENT_KINDS)}")
+        if not isinstance(kind, str) or kind not in EVENT_KINDS:
+            raise fail(f"{where}.kind {str(kind)[:40]!r} is not one of {', '.join(EVENT_KINDS)}")
         if not _int(ev.get("step")) or not isinstance(ev.get("phase"), str):
             raise fail(f"{where} needs an int step and a str phase")
         for key in EVENT_KINDS[kind]:
             if key not in ev:
                 raise fail(f"{where} ({kind}) is missing {key}")
+            problem = _field_problem(key, ev[key], kind, geo)
+            if problem:
+                raise fail(f"{where}.{key} {problem}")
         state = ev.get("state")
         if not isinstance(state, dict):
             raise fail(f"{where}.state must be an object")
@@ -174,6 +222,129 @@ def validate(data: Any, source: str = "trace") -> None:
             pages += table
         if not all(_int(p) and 0 <= p < n_pages for p in pages):
             raise fail(f"{where}.state has a page id outside 0..{n_pages - 1}")
+        problem = _state_problem(state, geo)
+        if problem:
+            raise fail(f"{where}.state.{problem}")
         for key in ("code", "returned"):
-            if not isinstance(ev.get(key, []), list):
+            frames = ev.get(key, [])
+            if not isinstance(frames, list):
                 raise fail(f"{where}.{key} must be a list")
+            for j, frame in enumerate(frames):
+                problem = engine_source.frame_problem(frame)
+                if problem:
+                    raise fail(f"{where}.{key}[{j}] {problem}")
+
+
+def _name(x: Any) -> bool:
+    """A task name: printable, so it can never forge a line of the text trace."""
+    return isinstance(x, str) and 0 < len(x) <= 200 and x.isprintable()
+
+
+def _count(x: Any) -> bool:
+    return _int(x) and x >= 0
+
+
+def _page(x: Any, geo: dict) -> bool:
+    return _int(x) and 0 <= x < geo["n_pages"]
+
+
+def _field_problem(key: str, value: Any, kind: str, geo: dict) -> str | None:
+    """What is wrong with an event's own field (None if fine): every field a scene indexes
+    or prints is checked here, so a bad file fails at load, never while rendering."""
+    if key == "task":
+        optional = kind in ("alloc", "share", "free", "record")
+        if not (_name(value) or (optional and value is None)):
+            return "must be a printable task name"
+    elif key == "page":
+        if not _page(value, geo):
+            return f"must be a page id in 0..{geo['n_pages'] - 1}"
+    elif key in ("hits", "pages"):
+        if not isinstance(value, list) or not all(_page(p, geo) for p in value):
+            return f"must be a list of page ids in 0..{geo['n_pages'] - 1}"
+    elif key == "logical":
+        if value is not None and not _count(value):
+            return "must be a non-negative int or null"
+    elif key == "revived":
+        if not isinstance(value, bool):
+            return "must be true or false"
+    elif key == "tokens":
+        if not isinstance(value, dict) or not all(
+            _name(n) and _count(t) for n, t in value.items()
+        ):
+            return "must map task names to token ids"
+    elif key == "rows":
+        return _rows_problem(value, kind, geo)
+    elif not _count(value):
+        return "must be a non-negative int"
+    return None
+
+
+def _rows_problem(rows: Any, kind: str, geo: dict) -> str | None:
+    if not isinstance(rows, list):
+        return "must be a list"
+    ps = geo["page_size"]
+    for b, row in enumerate(rows):
+        if not isinstance(row, dict) or not _name(row.get("task")):
+            return f"[{b}] must be an object with a printable task name"
+        if kind == "gather":
+            pages = row.get("pages")
+            if not isinstance(pages, list) or not all(_page(p, geo) for p in pages):
+                return f"[{b}].pages must be page ids in 0..{geo['n_pages'] - 1}"
+            continue
+        if not _count(row.get("start")) or not _count(row.get("n")):
+            return f"[{b}] needs non-negative int start and n"
+        runs = row.get("runs")
+        if not isinstance(runs, list) or not all(
+            isinstance(r, list) and len(r) == 3 and _page(r[0], geo) and _count(r[1])
+            and _int(r[2]) and r[2] >= 1 and r[1] + r[2] <= ps for r in runs
+        ):
+            return f"[{b}].runs must be [page, first slot, n] inside a page of {ps} slots"
+    return None
+
+
+def _state_problem(state: dict, geo: dict) -> str | None:
+    ps = geo["page_size"]
+    if not all(0 <= f <= ps for f in state["filled"]):
+        return f"filled must count 0..{ps} slots a page"
+    tables, lengths = state["page_tables"], state["lengths"]
+    if not all(_name(n) for n in tables) or set(lengths) != set(tables):
+        return "lengths must name exactly the tasks of page_tables"
+    if not all(_count(n) for n in lengths.values()):
+        return "lengths must be non-negative ints"
+    if not all(_name(n) and isinstance(s, str) for n, s in state["status"].items()):
+        return "status must map task names to strings"
+    if not all(_name(n) for n in state["queue"]):
+        return "queue must list task names"
+    if not all(_name(n) and _count(k) for n, k in state["outputs"].items()):
+        return "outputs must map task names to counts"
+    return None
+
+
+def _check_source(source: Any, events: list, fail) -> None:
+    """Every engine file whose code the events name needs the digest of the source it was
+    recorded from, equal to the shipped file's: line numbers only mean something against it."""
+    if not isinstance(source, dict):
+        raise fail("source must be of type dict")
+    named = set()
+    for ev in events:
+        if isinstance(ev, dict):
+            for key in ("code", "returned"):
+                frames = ev.get(key)
+                if isinstance(frames, list):
+                    named.update(f.get("file") for f in frames
+                                 if isinstance(f, dict) and isinstance(f.get("file"), str))
+    for file in sorted(f for f in named if f in engine_source.ENGINE_FILES):
+        recorded = source.get(file)
+        if not isinstance(recorded, str):
+            raise fail(f"source has no digest for {file}, whose code the events name")
+        if recorded != engine_source.digest(file):
+            raise fail(
+                f"source[{file!r}]: recorded from another version of {file}; its code lines "
+                "would not match (record it again: python -m astrai.trace WORKLOAD -o FILE)"
+            )
+
+
+def _check_outputs(outputs: dict, fail) -> None:
+    for name, tokens in outputs.items():
+        if not _name(name) or not isinstance(tokens, list) or not all(_count(t) for t in tokens):
+            raise fail(f"outputs[{str(name)[:40]!r}] must be a list of token ids")

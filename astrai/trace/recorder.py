@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import hashlib
 import inspect
+import itertools
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 from astrai.inference import cache as cache_module
@@ -120,6 +122,7 @@ class Recorder(CacheListener, SchedulerListener):
         # scheduler's hooks that precede those calls.
         self._owner: Task | None = None
         self._batch: list[Task] = []
+        self._shared = _SharedState()
 
     # ---- attach ----------------------------------------------------------------------------
 
@@ -139,20 +142,7 @@ class Recorder(CacheListener, SchedulerListener):
     # ---- state -----------------------------------------------------------------------------
 
     def state(self) -> dict:
-        cache, sched = self.cache, self.scheduler
-        holders = [t for t in sched.tasks.values() if t.page_table]
-        return {
-            "free_mask": cache.free_mask,
-            "refs": list(cache.refs),
-            "cached": list(cache.cached_pages),
-            "page_tables": {t.name: list(t.page_table) for t in holders},
-            "lengths": {t.name: t.length for t in holders},
-            "filled": [bin(bits).count("1") for bits in self._written],
-            "status": {t.name: t.status.value for t in sched.tasks.values()},
-            "queue": [t.name for t in sched.waiting],
-            "outputs": {t.name: len(t.output) for t in sched.tasks.values()},
-            "output_text": dict(self.text.text) if self.text is not None else {},
-        }
+        return self._shared.state(self.cache, self.scheduler, self._written, self.text)
 
     def _emit(self, kind: str, **fields) -> None:
         tracer = self.tracer
@@ -299,3 +289,116 @@ class Recorder(CacheListener, SchedulerListener):
             rows.append({"task": name, "pages": pages})
         shape = [len(rows), total_len, self.cache.n_kv_heads, self.cache.head_dim]
         self._emit("gather", rows=rows, total_len=total_len, shape=shape)
+
+
+# ---- state, shared between events ------------------------------------------------------------
+
+_MISSING = object()
+
+
+class PerTask(Mapping):
+    """One value per task submitted so far, in submission order, as one event saw them.
+
+    A read-only mapping (what scenes read as state["status"] and state["outputs"]) whose
+    storage is shared between events, so memory grows with what changes, not with
+    tasks x events:
+    - `live`: the tasks running at the event, and queued ones whose value is not the default
+      (a preempted task's outputs): built per event, shared with the previous event if equal;
+    - `final`: name -> (event number, value) of each task once done; a done task never changes
+      again, so one dict serves every event (an event sees the entries made up to it);
+    - any other task submitted by the event is queued and has the default value.
+    """
+
+    __slots__ = ("_order", "_n", "_final", "_live", "_seq", "_default")
+
+    def __init__(self, order: dict, n: int, final: dict, live: dict, seq: int, default):
+        self._order, self._n, self._final, self._live = order, n, final, live
+        self._seq, self._default = seq, default
+
+    def __getitem__(self, name):
+        value = self._live.get(name, _MISSING)
+        if value is not _MISSING:
+            return value
+        i = self._order.get(name)
+        if i is None or i >= self._n:
+            raise KeyError(name)
+        done = self._final.get(name)
+        if done is not None and done[0] <= self._seq:
+            return done[1]
+        return self._default
+
+    def __iter__(self):
+        return itertools.islice(iter(self._order), self._n)
+
+    def __len__(self) -> int:
+        return self._n
+
+    def __repr__(self) -> str:
+        return repr(dict(self))
+
+
+_DEFAULT = {"status": "waiting", "outputs": 0}
+
+
+class _SharedState:
+    """Builds each event's state, reusing the previous event's value of every key that has not
+    changed. A task in neither the queue nor the running list is done: it has left every page
+    and its values are final."""
+
+    def __init__(self):
+        self.prev: dict = {}
+        self.seq = 0  # events so far
+        self.order: dict[str, int] = {}  # task name -> submission index
+        self.final: dict[str, dict] = {"status": {}, "outputs": {}}
+        self.live: dict = {}  # name -> task, running or queued at the previous event
+        self.last_final = 0  # the event at which a task last became final
+
+    def state(self, cache, sched, written: list[int], text=None) -> dict:
+        self.seq += 1
+        order, final = self.order, self.final
+        if len(sched.tasks) > len(order):
+            for name in itertools.islice(sched.tasks, len(order), None):
+                order[name] = len(order)
+        live = {t.name: t for t in itertools.chain(sched.running, sched.waiting)}
+        for name, task in self.live.items():
+            if name not in live and name not in final["status"]:
+                final["status"][name] = (self.seq, task.status.value)
+                final["outputs"][name] = (self.seq, len(task.output))
+                self.last_final = self.seq
+        self.live = live
+        # Queued tasks with their default values are not listed: only the unusual ones.
+        odd = [t for t in sched.waiting if t.output or t.name in final["status"]]
+        shown = list(sched.running) + odd
+        holders = sorted((t for t in sched.running if t.page_table), key=lambda t: order[t.name])
+        new = {
+            "free_mask": cache.free_mask,
+            "refs": list(cache.refs),
+            "cached": list(cache.cached_pages),
+            "page_tables": {t.name: list(t.page_table) for t in holders},
+            "lengths": {t.name: t.length for t in holders},
+            "filled": [bin(bits).count("1") for bits in written],
+            "status": {t.name: t.status.value for t in shown},
+            "queue": [t.name for t in sched.waiting],
+            "outputs": {t.name: len(t.output) for t in shown},
+            "output_text": dict(text.text) if text is not None else {},
+        }
+        prev, n = self.prev, len(order)
+        state = {}
+        for key, value in new.items():
+            old = prev.get(key)
+            if key in _DEFAULT:
+                same = old is not None and old._live == value
+                if same and old._n == n and not self._finished_since(key, old):
+                    value = old
+                else:
+                    value = PerTask(order, n, final[key], old._live if same else value,
+                                    self.seq, _DEFAULT[key])
+            elif old is not None and old == value:
+                value = old  # unchanged: the same object as the previous event's
+            state[key] = value
+        self.prev = state
+        return state
+
+    def _finished_since(self, key: str, old: PerTask) -> bool:
+        """Whether a task became final after `old` was made (old would not show it)."""
+        return self.last_final > old._seq

@@ -1,43 +1,35 @@
 """The code panel: the real source of the engine function that ran, lines that ran highlighted.
 
-Source comes from the function object found by the trace's `file` + `fn` (a qualname such as
-"PagedCache._take"), through `inspect` - never retyped. The trace gives absolute line numbers;
-`inspect.getsourcelines` gives the first line, so line L is row L - start of the listing. Each
-function's listing is composed once (from the glyph atlas) and reused; a function longer than the
-panel shows the window of rows that holds the running line and the most lines that ran.
+Source comes from astrai.trace.source: the shipped engine file a trace frame's `file` names,
+read as text, and the span of the function its `fn` (a qualname such as "PagedCache._take")
+names, found with `ast` - never retyped, and nothing a trace names is ever imported or run. The
+trace gives absolute line numbers; the span gives the first line, so line L is row L - start of
+the listing. Each function's listing is composed once (from the glyph atlas) and reused; a
+function longer than the panel shows the window of rows that holds the running line and the
+most lines that ran.
 """
 
 from __future__ import annotations
 
-import importlib
-import inspect
 import textwrap
-from pathlib import Path
 
 from manim import LEFT, Rectangle, RoundedRectangle, VGroup
 
+from astrai.errors import TraceFormatError
+from astrai.trace import source as engine_source
 from scenes import theme
 from scenes.kit.glyphs import Atlas, GlyphText
 from scenes.kit.layout import Layout
 
 
-def resolve(file: str, qualname: str):
-    """The function object a trace frame names: module from the file path, then the qualname."""
-    module_name = Path(file).with_suffix("").as_posix().replace("/", ".")
-    obj = importlib.import_module(module_name)
-    for part in qualname.split("."):
-        obj = inspect.getattr_static(obj, part)
-    if isinstance(obj, property):
-        obj = obj.fget
-    if isinstance(obj, (classmethod, staticmethod)):
-        obj = obj.__func__
-    return inspect.unwrap(obj)
-
-
 def source_of(file: str, qualname: str) -> tuple[list[str], int]:
-    """(dedented source lines, absolute number of the first)."""
-    lines, start = inspect.getsourcelines(resolve(file, qualname))
-    return textwrap.dedent("".join(lines)).rstrip("\n").split("\n"), start
+    """(dedented source lines, absolute number of the first) of an engine function.
+
+    TraceFormatError for anything but a function defined in a shipped engine file."""
+    if file not in engine_source.PANEL_FILES or qualname not in engine_source.functions(file):
+        raise TraceFormatError(f"code frame: {file!r} {qualname!r} is not engine code")
+    lines, start = engine_source.source_of(file, qualname)
+    return textwrap.dedent("\n".join(lines)).rstrip("\n").split("\n"), start
 
 
 class Listing:

@@ -6,7 +6,9 @@ from collections.abc import Callable, Iterable
 
 from manim import DOWN, LEFT, Brace, Mobject, Rectangle, VGroup
 
+from astrai.errors import TraceFormatError
 from astrai.trace import Trace
+from astrai.trace.format import require_drawable
 from astrai.trace.text import mask_bits
 from scenes import theme
 from scenes.kit.anim import Beat
@@ -38,6 +40,7 @@ class Replay:
 
     def __init__(self, scene, trace: Trace, title: str | None = None, cut: str | None = None,
                  keep: Callable[[BeatSpec], bool] | None = None):
+        require_drawable(trace)  # before anything is built for its pages
         self.scene, self.trace = scene, trace
         self.events = trace.events
         self.geo = trace.geometry
@@ -313,7 +316,7 @@ class Replay:
         if init is not None:
             try:
                 source_of("astrai/inference/cache.py", "PagedCache.__init__")
-            except (ImportError, AttributeError, OSError, TypeError):
+            except TraceFormatError:
                 pass  # a trace from another tree: no panel rather than a wrong one
             else:
                 self.show_code("construct", "PagedCache.__init__", init, where=("returned",))

@@ -1,0 +1,85 @@
+"""Reading and writing the files a user names, with one-line named errors instead of tracebacks.
+
+A path may name a directory, a FIFO (reading one blocks forever), a device, a huge or binary
+file: each is refused before anything is read or allocated.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import tempfile
+from pathlib import Path
+
+MAX_FILE_BYTES = 256 * 1024 * 1024  # the largest workload or trace file read
+
+
+def read_text(path: str | Path, error: type[Exception], max_bytes: int = MAX_FILE_BYTES) -> str:
+    """The UTF-8 text of a regular file of at most max_bytes; else `error` saying what is wrong."""
+    path = Path(path)
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise error(f"{path}: does not exist") from None
+    except OSError as e:
+        raise error(f"{path}: cannot be read ({e.strerror or e})") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise error(f"{path}: is a directory, not a file")
+    if not stat.S_ISREG(st.st_mode):
+        raise error(f"{path}: is not a regular file (a FIFO, socket or device)")
+    if st.st_size > max_bytes:
+        raise error(f"{path}: {st.st_size} bytes, more than the {max_bytes} this reads")
+    try:
+        # O_NONBLOCK: if the path was swapped for a FIFO since the stat, open does not block.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+        with os.fdopen(fd, "rb") as f:
+            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                raise error(f"{path}: is not a regular file")
+            data = f.read(max_bytes + 1)
+    except OSError as e:
+        raise error(f"{path}: cannot be read ({e.strerror or e})") from None
+    if len(data) > max_bytes:
+        raise error(f"{path}: more than the {max_bytes} bytes this reads")
+    if b"\0" in data:
+        raise error(f"{path}: is a binary file, not text")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise error(f"{path}: not UTF-8 text (byte {e.start})") from None
+
+
+class Output:
+    """A file to write at the end of a run, checked and opened before the run starts.
+
+    The text goes to a temporary file beside the target and replaces it only once written
+    whole, so a failed write (a full device) leaves no half file behind."""
+
+    def __init__(self, path: str | Path, error: type[Exception]):
+        self.path, self.error = Path(path), error
+        if not str(path).strip():
+            raise error("no output file named")
+        if self.path.is_dir():
+            raise error(f"{self.path}: is a directory; give a file name")
+        if self.path.exists() and not self.path.is_file():
+            # A device or FIFO is never replaced by a file, nor written to.
+            raise error(f"{self.path}: is not a regular file")
+        parent = self.path.parent
+        if not parent.is_dir():
+            raise error(f"{self.path}: directory {parent} does not exist")
+        try:
+            fd, tmp = tempfile.mkstemp(dir=parent, prefix=f".{self.path.name}.", suffix=".tmp")
+        except OSError as e:
+            raise error(f"{self.path}: cannot write there ({e.strerror or e})") from None
+        os.close(fd)
+        self.tmp = Path(tmp)
+
+    def write(self, text: str) -> None:
+        try:
+            self.tmp.write_text(text, encoding="utf-8")
+            os.replace(self.tmp, self.path)
+        except OSError as e:
+            self.discard()
+            raise self.error(f"{self.path}: writing failed ({e.strerror or e})") from None
+
+    def discard(self) -> None:
+        self.tmp.unlink(missing_ok=True)

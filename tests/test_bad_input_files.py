@@ -1,0 +1,309 @@
+"""Hostile workload files and CLI arguments: one line naming the input, exit 2, nothing built."""
+
+from __future__ import annotations
+
+import copy
+import errno
+import os
+import tomllib
+from pathlib import Path
+
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from astrai import workload as workload_module
+from astrai.errors import WorkloadError
+from astrai.trace import __main__ as cli
+from astrai.workload import (
+    MAX_STEPS,
+    build,
+    estimate_bytes,
+    load_workload,
+    parse_workload,
+    run_workload,
+)
+
+BASE = {
+    "name": "t",
+    "cache": {"n_pages": 8, "page_size": 4},
+    "model": {"n_layers": 1, "d_model": 16, "n_heads": 2, "n_kv_heads": 1, "head_dim": 8,
+              "d_ff": 16},
+    "scheduler": {"max_batch": 2, "temperature": 0.5},
+    "prefixes": {"sys": 6},
+    "request": [
+        {"name": "a", "prompt_len": 5, "max_new_tokens": 2},
+        {"name": "b", "prefix": "sys", "prompt_len": 9, "max_new_tokens": 3, "after": "a"},
+        {"name": "c", "prompt": [1, 2, 3], "max_new_tokens": 2, "arrival": 1},
+    ],
+}
+
+
+def bad(change, *words):
+    data = copy.deepcopy(BASE)
+    change(data)
+    with pytest.raises(WorkloadError) as info:
+        parse_workload(data, "bad.toml")
+    msg = str(info.value)
+    assert "\n" not in msg and msg.startswith("bad.toml: ")
+    for w in words:
+        assert w in msg
+    return msg
+
+
+def req(i):
+    return lambda d: d["request"][i]
+
+
+# ---- 7. silently accepted before ---------------------------------------------------------------
+
+@pytest.mark.parametrize("change,words", [
+    (lambda d: d["request"][2].update(prompt_len=3), ("request[2].prompt_len", "prompt")),
+    (lambda d: d["request"][2].update(prompt=[True, 1]), ("request[2].prompt",)),
+    (lambda d: d["scheduler"].update(max_batch=True), ("scheduler.max_batch",)),
+    (lambda d: d["request"][0].update(max_new_tokens=2.0), ("request[0].max_new_tokens",)),
+    (lambda d: d["request"][0].update(name="a\nfree=11111111"), ("request[0].name",
+                                                                "printable")),
+    (lambda d: d["request"][0].update(name="x" * 201), ("request[0].name",)),
+    (lambda d: d["scheduler"].update(temperature=float("nan")), ("scheduler.temperature",)),
+    (lambda d: d["scheduler"].update(temperature=float("inf")), ("scheduler.temperature",)),
+])
+def test_silently_accepted_inputs_are_named(change, words):
+    bad(change, *words)
+
+
+# ---- 5. sizes, checked before anything is generated or allocated --------------------------------
+
+@pytest.mark.parametrize("change,field", [
+    (lambda d: d["cache"].update(n_pages=10**9), "cache.n_pages"),
+    (lambda d: d["cache"].update(page_size=10**9), "cache.page_size"),
+    (lambda d: d["model"].update(vocab_size=10**10), "model"),
+    (lambda d: d["model"].update(d_ff=10**10), "model"),
+])
+def test_huge_pools_and_models_are_refused_by_estimate(change, field):
+    bad(change, field, "MiB")
+
+
+def test_the_estimate_is_checked_against_available_memory(monkeypatch):
+    data = copy.deepcopy(BASE)
+    wl = parse_workload(data)
+    need = estimate_bytes(wl.n_pages, wl.page_size, wl.model, wl.dtype)
+    assert need > 2 * 8 * 4 * 8 * 4  # at least the K/V pool
+    monkeypatch.setattr(workload_module, "available_bytes", lambda device: need)  # < 2x need
+    with pytest.raises(WorkloadError, match="cache.n_pages 8"):
+        parse_workload(data, "bad.toml")
+    with pytest.raises(WorkloadError, match="MiB available"):
+        build(wl)  # checked again for the device it is built on
+
+
+@pytest.mark.parametrize("change,words", [
+    (lambda d: d["request"][0].update(arrival=10**9), ("request[0].arrival", str(MAX_STEPS))),
+    (lambda d: d["request"][0].update(prompt_len=10**9), ("request[0].prompt_len", "fit")),
+    (lambda d: d["request"][0].update(max_new_tokens=10**9), ("request[0].prompt_len",)),
+    (lambda d: d["request"][2].update(prompt=[1] * 40), ("request[2].prompt", "fit")),
+    (lambda d: d["prefixes"].update(sys=10**9), ("prefixes.sys",)),
+])
+def test_requests_that_could_never_run_are_refused_at_parse(change, words):
+    bad(change, *words)
+
+
+# ---- 6. devices -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("device", ["meta", "bogus", "cuda:x", "mps", ""])
+def test_unknown_devices_are_named(device):
+    bad(lambda d: d["cache"].update(device=device), "cache.device")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_cuda_without_cuda_is_named_at_build():
+    data = copy.deepcopy(BASE)
+    data["cache"]["device"] = "cuda"
+    wl = parse_workload(data)  # a file may name CUDA: another machine may run it
+    with pytest.raises(WorkloadError, match="no CUDA device"):
+        build(wl)
+    with pytest.raises(WorkloadError, match="no CUDA device"):
+        build(parse_workload(BASE), device="cuda")
+
+
+# ---- 6. the file itself -----------------------------------------------------------------------
+
+def test_unreadable_workload_files_get_one_line(tmp_path):
+    fifo = tmp_path / "fifo.toml"
+    os.mkfifo(fifo)
+    binary = tmp_path / "bin.toml"
+    binary.write_bytes(b"name = \"x\"\x00\xff")
+    latin = tmp_path / "latin.toml"
+    latin.write_bytes('name = "caf\u00e9"'.encode("latin-1"))
+    deep = tmp_path / "deep.toml"
+    deep.write_text("a = " + "[" * 50_000 + "]" * 50_000)
+    cases = {tmp_path: "directory", fifo: "not a regular file", binary: "binary",
+             latin: "UTF-8", deep: "nested", tmp_path / "none.toml": "does not exist",
+             "": "no workload named", "  ": "no workload named"}
+    for path, words in cases.items():
+        with pytest.raises(WorkloadError, match=words) as info:
+            load_workload(path)
+        assert "\n" not in str(info.value)
+
+
+# ---- the large input space: mutated files -------------------------------------------------------
+
+LEAVES = st.one_of(st.none(), st.booleans(), st.integers(-3, 10**12),
+                   st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=6),
+                   st.lists(st.integers(-1, 300), max_size=4), st.dictionaries(st.text(max_size=3),
+                                                                               st.integers(),
+                                                                               max_size=2))
+
+
+def _paths(node, prefix=()):
+    yield prefix
+    if isinstance(node, dict):
+        for k, v in node.items():
+            yield from _paths(v, prefix + (k,))
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            yield from _paths(v, prefix + (i,))
+
+
+def _runs_or_is_refused(data):
+    try:
+        wl = parse_workload(data, "m.toml")
+    except WorkloadError as e:
+        assert "\n" not in str(e)
+        return
+    big = estimate_bytes(wl.n_pages, wl.page_size, wl.model, wl.dtype) > 2**25
+    if big or max(r.arrival for r in wl.requests) > 100:
+        return  # valid, and slow to run: parsing it was the point
+    _, _, scheduler = build(wl)
+    outputs = run_workload(wl, scheduler, max_steps=2_000)
+    assert {r.name: r.max_new_tokens for r in wl.requests} == {
+        k: len(v) for k, v in outputs.items()
+    }
+    scheduler.cache.check()
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_mutated_workloads_run_or_are_named(data):
+    """Any one value replaced, or a field added: WorkloadError, or a workload that runs."""
+    doc = copy.deepcopy(BASE)
+    path = data.draw(st.sampled_from([p for p in _paths(doc) if p]))
+    node = doc
+    for k in path[:-1]:
+        node = node[k]
+    if data.draw(st.booleans()) or not isinstance(node, dict):
+        node[path[-1]] = data.draw(LEAVES)
+    else:
+        node[data.draw(st.sampled_from(["prompt", "prompt_len", "arrival", "after", "x"]))] = \
+            data.draw(LEAVES)
+    _runs_or_is_refused(doc)
+
+
+SEED_TEXT = (Path(workload_module.__file__).parent / "workloads" / "seed.toml").read_text()
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(at=st.integers(0, len(SEED_TEXT)), junk=st.binary(min_size=1, max_size=4))
+def test_mutated_toml_bytes_load_or_are_named(tmp_path_factory, at, junk):
+    path = tmp_path_factory.mktemp("m") / "m.toml"
+    raw = SEED_TEXT.encode()
+    path.write_bytes(raw[:at] + junk + raw[at:])
+    try:
+        wl = load_workload(path)
+    except WorkloadError as e:
+        assert "\n" not in str(e)
+        return
+    assert wl.n_pages > 0 and wl.requests
+    # Same as parsing the text ourselves: nothing was read from anywhere else.
+    assert wl == parse_workload(tomllib.loads(path.read_text()), "m.toml")
+
+
+# ---- 6. the CLI --------------------------------------------------------------------------------
+
+def run_cli(capsys, *argv):
+    rc = cli.main(list(argv))
+    out = capsys.readouterr()
+    return rc, out.out, out.err
+
+
+@pytest.fixture
+def no_run(monkeypatch):
+    """The output is checked before the run: a run here would be a failure."""
+    def boom(*a, **k):
+        raise AssertionError("the workload ran before the output was checked")
+
+    monkeypatch.setattr(cli, "record", boom)
+
+
+def test_cli_checks_the_output_before_running(tmp_path, capsys, no_run):
+    cases = {str(tmp_path): "is a directory", str(tmp_path / "no" / "t.json"): "does not exist",
+             "/dev/full": "not a regular file", "": "no output file"}
+    for out, words in cases.items():
+        rc, stdout, err = run_cli(capsys, "seed", "-o", out, "-q")
+        assert rc == 2 and stdout == ""
+        assert err.startswith("error: ") and words in err and err.count("\n") == 1
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_cli_write_failure_leaves_nothing_behind(tmp_path, capsys, monkeypatch):
+    target = tmp_path / "t.json"
+    target.write_text("old")
+
+    def full(self, *a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    small = tmp_path / "w.toml"
+    small.write_text(tomli_w(BASE))
+    monkeypatch.setattr(Path, "write_text", full)
+    rc, _, err = run_cli(capsys, str(small), "-o", str(target), "-q")
+    monkeypatch.undo()
+    assert rc == 2 and "No space left" in err and err.count("\n") == 1
+    assert target.read_text() == "old"  # untouched
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["t.json", "w.toml"]  # no temp file
+
+
+@pytest.mark.parametrize("argv,words", [
+    (("",), "no workload named"),
+    (("nothing",), "no workload 'nothing'"),
+    (("seed", "--device", "bogus"), "device 'bogus'"),
+    (("seed", "--device", "meta"), "device 'meta'"),
+])
+def test_cli_errors_are_one_line_exit_2(capsys, argv, words):
+    rc, stdout, err = run_cli(capsys, *argv)
+    assert rc == 2 and stdout == "" and words in err and err.count("\n") == 1
+
+
+def test_cli_refuses_a_fifo_workload_without_blocking(tmp_path, capsys):
+    fifo = tmp_path / "w.toml"
+    os.mkfifo(fifo)
+    rc, _, err = run_cli(capsys, str(fifo))
+    assert rc == 2 and "not a regular file" in err
+
+
+def test_cli_writes_the_trace_it_printed(tmp_path, capsys):
+    small = tmp_path / "w.toml"
+    small.write_text(tomli_w(BASE))
+    rc, stdout, _ = run_cli(capsys, str(small), "-o", str(tmp_path / "t.json"))
+    assert rc == 0 and stdout.startswith("workload t:")
+    from astrai.trace import load_trace
+    assert load_trace(tmp_path / "t.json").outputs.keys() == {"a", "b", "c"}
+
+
+def tomli_w(data: dict) -> str:
+    """Just enough TOML for BASE (no TOML writer ships with Python)."""
+    def value(v):
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, str):
+            return '"' + v + '"'
+        if isinstance(v, list):
+            return "[" + ", ".join(value(x) for x in v) + "]"
+        return repr(v)
+
+    lines = [f"{k} = {value(v)}" for k, v in data.items() if not isinstance(v, (dict, list))]
+    for k, v in data.items():
+        if isinstance(v, dict):
+            lines += [f"[{k}]"] + [f"{a} = {value(b)}" for a, b in v.items()]
+    for item in data["request"]:
+        lines += ["[[request]]"] + [f"{a} = {value(b)}" for a, b in item.items()]
+    return "\n".join(lines) + "\n"
