@@ -9,6 +9,7 @@ dense pass from position 0, no cache), never from the scene's or the capture's c
 from __future__ import annotations
 
 import copy
+import importlib
 import inspect
 import textwrap
 
@@ -22,7 +23,6 @@ from astrai.errors import TraceFormatError, WorkloadError  # noqa: E402
 from astrai.model import ModelConfig, TinyModel  # noqa: E402
 from astrai.trace import record  # noqa: E402
 from astrai.workload import parse_workload  # noqa: E402
-from scenes.kit.code import resolve  # noqa: E402
 from scenes.write_gather import WriteGatherScene, plan  # noqa: E402
 
 
@@ -166,6 +166,14 @@ def test_the_scene_shows_the_trace_s_numbers_it_does_not_compute_them(trace, tmp
     shown = scene.shown["attention"]
     assert shown["scores"] == [f"{0.5 + 0.25 * j:.2f}" for j in range(n)]
     assert shown["weights"] == [f"{1.0 / n:.2f}"] * n
+
+
+def resolve(file: str, qualname: str):
+    """The function a panel names, imported here by the test (the scene never imports)."""
+    obj = importlib.import_module(file.removesuffix(".py").replace("/", "."))
+    for part in qualname.split("."):
+        obj = inspect.getattr_static(obj, part)
+    return inspect.unwrap(obj)
 
 
 def test_code_panels_show_real_source_and_mark_the_work(scene):
