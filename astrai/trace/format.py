@@ -274,6 +274,23 @@ def _field_problem(key: str, value: Any, kind: str, geo: dict) -> str | None:
             return "must map task names to token ids"
     elif key == "rows":
         return _rows_problem(value, kind, geo)
+    elif key == "prompt_text":
+        if value is not None and not isinstance(value, str):
+            return "must be a string or null"
+    elif key == "text":
+        if not isinstance(value, dict) or not all(
+            _name(n) and isinstance(t, str) for n, t in value.items()
+        ):
+            return "must map task names to strings"
+    elif key == "page_table":
+        if not isinstance(value, list) or not all(
+            isinstance(row, list) and all(_int(p) and -1 <= p < geo["n_pages"] for p in row)
+            for row in value
+        ):
+            return f"must be rows of page ids in -1..{geo['n_pages'] - 1}"
+    elif key == "shape":
+        if not isinstance(value, list) or not all(_count(d) for d in value):
+            return "must be a list of sizes"
     elif not _count(value):
         return "must be a non-negative int"
     return None
@@ -317,6 +334,8 @@ def _state_problem(state: dict, geo: dict) -> str | None:
         return "queue must list task names"
     if not all(_name(n) and _count(k) for n, k in state["outputs"].items()):
         return "outputs must map task names to counts"
+    if not all(_name(n) and isinstance(t, str) for n, t in state["output_text"].items()):
+        return "output_text must map task names to strings"
     return None
 
 
