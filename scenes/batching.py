@@ -18,21 +18,14 @@ play), `cells` and `charts`.
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 from manim import LEFT, RIGHT, UP, FadeIn, Rectangle, VGroup
 
-_ROOT = str(Path(__file__).resolve().parents[1])
-if _ROOT not in sys.path:  # run by path (manim scenes/batching.py): make `scenes` importable
-    sys.path.insert(0, _ROOT)
-
-from astrai.compare import batching  # noqa: E402
-from astrai.compare.batching import GEN, IDLE, PROMPT  # noqa: E402
-from scenes import theme  # noqa: E402
-from scenes.kit.board import CaptionBar, Captioned, StepChart, legend  # noqa: E402
-from scenes.kit.glyphs import Atlas, Counter  # noqa: E402
-from scenes.story import StoryScene  # noqa: E402
+from astrai.compare import batching
+from astrai.compare.batching import GEN, IDLE, PROMPT
+from scenes import theme
+from scenes.kit.board import CaptionBar, Captioned, StepChart, legend
+from scenes.kit.glyphs import Atlas, Counter
+from scenes.story import StoryScene
 
 KIND_COLOR = {PROMPT: theme.ACCENT, GEN: theme.RAN}
 RUN_COLOR = {"continuous": theme.GOOD, "static": theme.REQUEST_COLORS[1]}

@@ -18,20 +18,13 @@ after each play).
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 from manim import LEFT, RIGHT, UP, FadeIn, FadeOut, Rectangle, VGroup
 
-_ROOT = str(Path(__file__).resolve().parents[1])
-if _ROOT not in sys.path:  # run by path: make `scenes` importable
-    sys.path.insert(0, _ROOT)
-
-from astrai.compare import memory  # noqa: E402
-from scenes import theme  # noqa: E402
-from scenes.kit.board import CaptionBar, Captioned, StepChart, legend  # noqa: E402
-from scenes.kit.glyphs import Atlas, Counter  # noqa: E402
-from scenes.story import StoryScene  # noqa: E402
+from astrai.compare import memory
+from scenes import theme
+from scenes.kit.board import CaptionBar, Captioned, StepChart, legend
+from scenes.kit.glyphs import Atlas, Counter
+from scenes.story import StoryScene
 
 DENSE_X, PAGED_X, BAR_W = -6.2, 0.95, 4.9  # left edges of the two bar columns; longest bar
 ROW_Y0, ROW_DY, BAR_H = 2.45, 0.62, 0.36  # room for 4 rows; more rows get thinner

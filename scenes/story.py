@@ -71,7 +71,7 @@ class StoryScene(Scene):
         self.trace = trace  # a trace handed in (tests); else the workload is recorded
         self.cues: list[tuple[float, float, str]] = []
         self.chapters: list[tuple[float, str]] = []
-        self.clock = 0.0  # seconds of video so far, also when built without video (tests)
+        self._skipped = 0.0  # seconds `show`/`hold` stood for without going through Manim
         self._snapshots: list[dict] = []
         self._panels: list[dict] = []
         # Manim fixes a scene's output paths when it is constructed: name them after
@@ -123,6 +123,12 @@ class StoryScene(Scene):
     # ---- subtitles and chapters ------------------------------------------------------------
 
     @property
+    def clock(self) -> float:
+        """Seconds of video so far, also when built without video (tests): Manim's own time
+        (every play and wait counts there) plus what `show`/`hold` finished without Manim."""
+        return float(self.time) + self._skipped
+
+    @property
     def now(self) -> float:
         """Seconds of video so far (the clock subtitles and chapters are placed by)."""
         return self.clock
@@ -147,24 +153,25 @@ class StoryScene(Scene):
             for anim in animations:
                 anim.begin()
                 anim.finish()
+            self._skipped += self.seconds(run_time)
         else:
             self.play(*animations, run_time=run_time)
-        self.clock += self.seconds(run_time)
 
     def hold(self, seconds: float) -> None:
         """Hold the picture (a frozen wait), advancing the clock."""
         if seconds <= 0:
             return
-        if not self.skip_animations:
+        if self.skip_animations:
+            self._skipped += self.seconds(0.0, seconds)
+        else:
             self.wait(seconds, frozen_frame=True)
-        self.clock += self.seconds(0.0, seconds)
 
     def say(self, text: str, duration: float) -> None:
         """Show-and-subtitle: a subcaption cue from now for `duration` seconds."""
         if duration <= 0 or not text:
             return
         self.cues.append((round(self.now, 4), duration, text))
-        # Placed by the clock: built without video, Manim's own time does not move.
+        # Placed by the clock: what show/hold finished without Manim is not in its time.
         self.add_subcaption(text, duration=duration, offset=self.clock - float(self.time))
 
     def chapter(self, name: str) -> None:

@@ -25,6 +25,7 @@ def full_state(rec: Recorder) -> dict:
         "status": {t.name: t.status.value for t in sched.tasks.values()},
         "queue": [t.name for t in sched.waiting],
         "outputs": {t.name: len(t.output) for t in sched.tasks.values()},
+        "output_text": dict(rec.text.text) if rec.text is not None else {},
     }
 
 
