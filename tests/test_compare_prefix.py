@@ -38,6 +38,7 @@ def test_the_run_without_the_cache_computes_every_prompt_and_shares_nothing(comp
     assert comp.pages_saved == comp.pages_shared
     assert comp.prefill_tokens_saved == comp.prompt_tokens_cached
     assert not any(ev["kind"] in ("share", "record") for ev in comp.off_trace.events)
+    assert comp.off_prompt_tokens_cached == comp.off_pages_shared == 0
 
 
 def test_outputs_equal_two_live_runs(comp):

@@ -76,7 +76,8 @@ class PrefixComparison:
       pages_allocated           pages allocated (`alloc` events)
       pages_evicted             cached pages evicted (`evict` events)
     From the run with it off (`off_trace`, a second real run):
-      off_prompt_tokens_computed, off_pages_allocated   the same counts there
+      off_prompt_tokens_computed, off_pages_allocated, off_prompt_tokens_cached,
+      off_pages_shared          the same counts there (the last two are 0 when nothing is shared)
     Both:
       outputs_equal             every request generated the same tokens in both runs
       pages_saved               off_pages_allocated - pages_allocated
@@ -92,6 +93,8 @@ class PrefixComparison:
     pages_evicted: int
     off_prompt_tokens_computed: int
     off_pages_allocated: int
+    off_prompt_tokens_cached: int
+    off_pages_shared: int
     outputs_equal: bool
     trace: Trace = field(repr=False)
     off_trace: Trace = field(repr=False)
@@ -137,6 +140,8 @@ def compare(workload: Workload | str = "prefix", trace: Trace | None = None) -> 
         pages_evicted=on.evicted,
         off_prompt_tokens_computed=off.computed_tokens,
         off_pages_allocated=off.allocated,
+        off_prompt_tokens_cached=off.cached_tokens,
+        off_pages_shared=off.shared,
         outputs_equal=trace.outputs == off_trace.outputs,
         trace=trace,
         off_trace=off_trace,
