@@ -236,7 +236,7 @@ class PrefixCacheScene(StoryScene):
         e = st.events[i]
         links = st.record_links(i)
         board = Board(rp.layout, f"{e['task']}'s full prompt pages, recorded under chained keys")
-        y = board.free_top - 0.45
+        y = board.free_top - 0.36
         row = ChainRow(e["task"], rp.palette.color(e["task"]), links, board.left + 0.3, y)
         board.add(row)
         board.skip(1.0)
@@ -261,17 +261,17 @@ class PrefixCacheScene(StoryScene):
         st = self.facts
         e = st.events[i]
         board = Board(rp.layout, title)
-        y = board.free_top - 0.45
+        y = board.free_top - 0.36
         first = st.events[st.first_record]
         ref = ChainRow(first["task"], rp.palette.color(first["task"]), st.record_links(
             st.first_record), board.left + 0.3, y)
         mine = ChainRow(e["task"], rp.palette.color(e["task"]), st.lookup_links(i),
-                        board.left + 0.3, y - 1.0)
+                        board.left + 0.3, y - 0.9)
         if row_width(e["task"], len(mine.links)) > board.width:
             mine = ChainRow(e["task"], rp.palette.color(e["task"]), st.lookup_links(i)[:6],
-                            board.left + 0.3, y - 1.0)
+                            board.left + 0.3, y - 0.9)
         board.add(ref, mine)
-        board.skip(2.0)
+        board.skip(1.72)
         return board, mine
 
     def _lookup_beat(self, rp: StoryReplay, i: int) -> None:
@@ -321,10 +321,10 @@ class PrefixCacheScene(StoryScene):
 
         k = same[0][0]
         ref_key = next(key for key, (t, lp) in st.recorded_by.items() if t == who and lp == k)
-        rp.narrate(f"{e['task']}: a miss. Its page {k} holds the same tokens as {who}'s page {k},"
-                   f" but its key is {short_key(e['keys'][k])}, not {short_key(ref_key)}",
-                   f"the key chains {e['task']}'s own page 0, whose tokens differ: "
-                   f"{e['task']} shares nothing and allocates {e['pages_needed']} pages",
+        rp.narrate(f"{e['task']} misses: its page {k} has {who}'s tokens, but key "
+                   f"{short_key(e['keys'][k])}, not {short_key(ref_key)}",
+                   f"the key chains {e['task']}'s own page 0 (other tokens): {e['task']} shares "
+                   f"nothing, allocates {e['pages_needed']} pages",
                    build=build, hold=self.pick(3.6, 2.0),
                    code=(_line_of(_find(e, "PagedCache.lookup_prefix", ("returned",)),
                                   "break"), i))
@@ -343,11 +343,11 @@ class PrefixCacheScene(StoryScene):
             beat.window = (0.3, 0.9)
             beat.pulse(mark(mine.boxes[-1], theme.ACCENT))
 
-        computed = (f"{row['n']} tokens (positions {row['start']}-{row['start'] + row['n'] - 1})"
+        computed = (f"positions {row['start']}-{row['start'] + row['n'] - 1} ({row['n']} tokens)"
                     if row else "its last page")
         rp.narrate(f"{e['task']}: a full hit, but the last prompt token is always computed",
-                   f"lookup reads all but the last token: {len(e['hits'])} pages hit; the "
-                   f"prefill computes {computed} again", build=build, hold=self.pick(3.6, 1.8),
+                   f"lookup stops before the last token: {len(e['hits'])} pages hit, "
+                   f"{computed} computed again", build=build, hold=self.pick(3.6, 1.8),
                    code=(_line_of(_find(e, "Scheduler._fit", ("returned",)), "tokens[:-1]"), i))
 
     def _cached_beat(self, rp: StoryReplay, i: int) -> None:

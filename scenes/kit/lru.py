@@ -14,18 +14,18 @@ from scenes.kit.glyphs import Atlas
 
 
 class LruStrip(VGroup):
-    CELL = 0.44
+    CELL = 0.36
 
     def __init__(self, n_pages: int, right: float, y: float):
         super().__init__()
         atlas = Atlas.get(theme.FS_BODY)
         self.n_pages, self.y = n_pages, y
         self.x0 = right - n_pages * self.CELL
-        self.title = atlas.line("cached pages, least recently used first", theme.CACHED)
+        self.title = atlas.line("cached, LRU first", theme.CACHED)
         self.title.move_to([self.x0, y + self.CELL / 2 + 0.2, 0], aligned_edge=LEFT)
         self.lru = atlas.line("← evicted first", theme.DIM)
         self.lru.move_to([self.x0, y - self.CELL / 2 - 0.18, 0], aligned_edge=LEFT)
-        self.mru = atlas.line("most recent →", theme.DIM)
+        self.mru = atlas.line("recent →", theme.DIM)
         self.mru.move_to([right, y - self.CELL / 2 - 0.18, 0], aligned_edge=RIGHT)
         self.rail = Rectangle(width=n_pages * self.CELL, height=self.CELL, stroke_width=1.2,
                               stroke_color=theme.FAINT, fill_opacity=0)
