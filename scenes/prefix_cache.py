@@ -239,7 +239,7 @@ class PrefixCacheScene(StoryScene):
         y = board.free_top - 0.36
         row = ChainRow(e["task"], rp.palette.color(e["task"]), links, board.left + 0.3, y)
         board.add(row)
-        board.skip(1.0)
+        board.free_top = row.get_bottom()[1] - 0.12
         board.line([("key = hash((previous key, the page's tokens)): ", theme.DIM),
                     ("a page matches only after the same pages before it", theme.TEXT)])
         self.chain_rows = {e["task"]: row}
@@ -266,12 +266,12 @@ class PrefixCacheScene(StoryScene):
         ref = ChainRow(first["task"], rp.palette.color(first["task"]), st.record_links(
             st.first_record), board.left + 0.3, y)
         mine = ChainRow(e["task"], rp.palette.color(e["task"]), st.lookup_links(i),
-                        board.left + 0.3, y - 0.9)
+                        board.left + 0.3, y - 0.86)
         if row_width(e["task"], len(mine.links)) > board.width:
             mine = ChainRow(e["task"], rp.palette.color(e["task"]), st.lookup_links(i)[:6],
-                            board.left + 0.3, y - 0.9)
+                            board.left + 0.3, y - 0.86)
         board.add(ref, mine)
-        board.skip(1.72)
+        board.free_top = mine.get_bottom()[1] - 0.1
         return board, mine
 
     def _lookup_beat(self, rp: StoryReplay, i: int) -> None:

@@ -78,3 +78,26 @@ def board(scene, name: str) -> list[str]:
     found = [b for b in scene.replay.boards if b["name"] == name]
     assert found, f"no board {name!r}"
     return found[0]["texts"]
+
+
+def check_boards_inside(scene) -> None:
+    """Everything drawn on a board lies inside it (so inside the frame), and text lines do not
+    overlap one another."""
+    from scenes.kit.glyphs import GlyphText
+
+    for b in scene.replay.boards:
+        bd = b["board"]
+        x0, y0 = bd.bg.get_corner([-1, -1, 0])[:2]
+        x1, y1 = bd.bg.get_corner([1, 1, 0])[:2]
+        for m in bd.get_family()[1:]:
+            if len(getattr(m, "points", [])):
+                (a0, b0, _), (a1, b1, _) = m.get_corner([-1, -1, 0]), m.get_corner([1, 1, 0])
+                assert x0 - 1e-6 <= a0 and a1 <= x1 + 1e-6, (b["name"], m)
+                assert y0 - 1e-6 <= b0 and b1 <= y1 + 1e-6, (b["name"], m)
+        boxes = [(t.get_corner([-1, -1, 0]), t.get_corner([1, 1, 0])) for t in bd.get_family()
+                 if isinstance(t, GlyphText) and t.shown().strip()]
+        for i, (lo, hi) in enumerate(boxes):
+            for lo2, hi2 in boxes[i + 1:]:
+                apart = (hi[0] <= lo2[0] + 1e-6 or hi2[0] <= lo[0] + 1e-6
+                         or hi[1] <= lo2[1] + 1e-6 or hi2[1] <= lo[1] + 1e-6)
+                assert apart, (b["name"], "text overlaps")

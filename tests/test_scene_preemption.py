@@ -10,7 +10,13 @@ import pytest
 
 pytest.importorskip("manim")
 
-from scene_checks import board, build, check_panels, check_screen_equals_trace  # noqa: E402
+from scene_checks import (  # noqa: E402
+    board,
+    build,
+    check_boards_inside,
+    check_panels,
+    check_screen_equals_trace,
+)
 
 from astrai.inference.cache import pages_for  # noqa: E402
 from astrai.trace import record  # noqa: E402
@@ -35,6 +41,10 @@ def test_screen_equals_the_trace_after_every_event(trace, scene):
 
 def test_panels_show_the_real_source(trace, scene):
     check_panels(trace, scene)
+
+
+def test_boards_stay_inside_and_text_never_overlaps(scene):
+    check_boards_inside(scene)
 
 
 def test_the_victim_is_the_newest_running_request(trace, scene):

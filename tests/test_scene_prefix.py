@@ -10,7 +10,13 @@ import pytest
 
 pytest.importorskip("manim")
 
-from scene_checks import board, build, check_panels, check_screen_equals_trace  # noqa: E402
+from scene_checks import (  # noqa: E402
+    board,
+    build,
+    check_boards_inside,
+    check_panels,
+    check_screen_equals_trace,
+)
 
 from astrai.inference.cache import PagedCache  # noqa: E402
 from astrai.trace import record  # noqa: E402
@@ -53,6 +59,10 @@ def test_lru_strip_shows_the_cached_pages_in_the_traces_order(trace, scene):
 
 def test_panels_show_the_real_source(trace, scene):
     check_panels(trace, scene)
+
+
+def test_boards_stay_inside_and_text_never_overlaps(scene):
+    check_boards_inside(scene)
 
 
 def test_chain_board_shows_the_real_keys(trace, scene):
