@@ -20,8 +20,6 @@ from scenes import theme
 from scenes.kit.board import Board
 from scenes.kit.endcard import figure_rows, token_rows
 from scenes.kit.story_replay import StoryReplay
-from scenes.prefix_cache import _line_of
-from scenes.replay import _find
 from scenes.story import StoryScene
 
 
@@ -87,7 +85,7 @@ class PreemptionScene(StoryScene):
         rp = self.replay = StoryReplay(
             self, trace, title=f"{self.TITLE} · workload {trace.workload.get('name', '?')}",
             keep=(lambda spec: False) if teaser else (lambda spec: spec.main in keep),
-            pace=self.pick(0.85, 0.6), fast_time=self.pick(0.6, 0.4),
+            pace=self.pick(0.85, 1.2), fast_time=self.pick(0.6, 0.4),
             fast_hold=self.pick(0.6, 0.15))
         self.chapter("The pool runs dry")
         self._intro(rp)
@@ -98,7 +96,7 @@ class PreemptionScene(StoryScene):
                 rp.hook_after(st.readmit, self._recompute_beat)
             if st.next_tokens is not None and not teaser:
                 rp.hook_after(st.next_tokens, self._continue_beat)
-        rp.run(construct=not teaser)
+        rp.run()
         self.chapter("Two real runs")
         self._end_card(rp)
 
@@ -127,7 +125,7 @@ class PreemptionScene(StoryScene):
     def _intro(self, rp: StoryReplay) -> None:
         req = self.facts.trace.workload["request"]
         g = rp.geo
-        rp.narrate(f"{len(req)} requests, one pool of {g['n_pages']} pages: they grow a page "
+        rp.tell(f"{len(req)} requests, one pool of {g['n_pages']} pages: they grow a page "
                    "at a time while they decode", "what happens when a token needs a page and "
                    "none is left?", run_time=0.5, hold=self.pick(2.2, 1.2))
 
@@ -152,15 +150,13 @@ class PreemptionScene(StoryScene):
         board.line([("the newest has done the least work, so redoing it costs least; ", theme.DIM),
                     ("older requests keep their pages", theme.TEXT)])
         free = bin(prev["free_mask"]).count("1")
-        frame = None
-        for e in (st.events[i], p):
-            frame = frame or _line_of(_find(e, "Scheduler._grow"), "victim = self.running[-1]")
+        frame = rp.line_of(i, "Scheduler._grow", "victim = self.running[-1]")
 
         def build(beat):
             rp.show_board(beat, board, "victim")
 
         who = "itself" if victim == needer else f"{victim}, not {needer}"
-        rp.narrate(f"{needer}'s next token (position {p['position']}) needs a new page: "
+        rp.tell(f"{needer}'s next token (position {p['position']}) needs a new page: "
                    f"{free} free, {len(prev['cached'])} cached", f"the pool is dry: the "
                    f"scheduler preempts the newest running request, {who}", build=build,
                    hold=self.pick(3.8, 2.0), code=(frame, i))
@@ -182,11 +178,11 @@ class PreemptionScene(StoryScene):
         def build(beat):
             rp.show_board(beat, board, "requeue")
 
-        rp.narrate(f"{p['task']} is preempted: its pages went back, it is requeued at the head",
+        rp.tell(f"{p['task']} is preempted: its pages went back, it is requeued at the head",
                    f"its K/V is gone; its {p['n_tokens']} tokens are kept and recomputed when "
                    "it is admitted again", build=build, hold=self.pick(3.4, 1.6),
                    events=spec.events,
-                   code=(_line_of(_find(p, "Scheduler._preempt"), "appendleft"), st.preempt))
+                   code=(rp.line_of(st.preempt, "Scheduler._preempt", "appendleft"), st.preempt))
 
     def _recompute_beat(self, rp: StoryReplay, i: int) -> None:
         st = self.facts
@@ -212,26 +208,26 @@ class PreemptionScene(StoryScene):
             rp.show_board(beat, board, "recompute")
 
         n = row["n"] if row else a["n_tokens"]
-        rp.narrate(f"readmission: {name}'s prefill is {n} tokens long: {prompt_len} prompt + "
+        rp.tell(f"readmission: {name}'s prefill is {n} tokens long: {prompt_len} prompt + "
                    f"{generated} generated", f"pages_for({a['n_tokens']}) = "
                    f"{a['pages_needed']} pages; the K/V it lost is computed again from its "
-                   "tokens", build=build, hold=self.pick(3.4, 1.8), code=self._prefill_code())
+                   "tokens", build=build, hold=self.pick(3.4, 1.8),
+                   code=self._prefill_code(rp))
 
-    def _prefill_code(self) -> tuple:
+    def _prefill_code(self, rp: StoryReplay) -> tuple:
         """The prefill's chunk line: each task computes its tokens (prompt + output) past
         what is cached, which for a readmitted task is everything it had."""
         st = self.facts
         if st.prefill is None:
             return (None, None)
-        frame = _find(st.events[st.prefill], "Scheduler._prefill")
-        return (_line_of(frame, "chunks = "), st.prefill)
+        return (rp.line_of(st.prefill, "Scheduler._prefill", "chunks = "), st.prefill)
 
     def _continue_beat(self, rp: StoryReplay, i: int) -> None:
         st = self.facts
         e = st.events[i]
         name = st.events[st.preempt]["task"]
         count = e["state"]["outputs"][name]
-        rp.narrate(f"{name} continues where it stopped: token {count} is {e['tokens'][name]}",
+        rp.tell(f"{name} continues where it stopped: token {count} is {e['tokens'][name]}",
                    "the same token it would have made had it never been paused (end card)",
                    hold=self.pick(2.0, 1.0))
 
@@ -260,7 +256,7 @@ class PreemptionScene(StoryScene):
 
         same = "equal token for token" if c.outputs_equal else "NOT equal"
         names = ", ".join(c.preempted) or "no request"
-        rp.narrate(f"{names}'s output on a pool that never runs dry: {same}",
+        rp.tell(f"{names}'s output on a pool that never runs dry: {same}",
                    f"the cost: {c.recomputed_tokens} tokens recomputed, {c.extra_steps} more "
                    "steps in all", build=build, hold=self.pick(5.5, 2.8))
 

@@ -24,25 +24,7 @@ from scenes.kit.endcard import figure_rows
 from scenes.kit.hashchain import ChainRow, Link, mark, row_width, short_key
 from scenes.kit.lru import LruStrip
 from scenes.kit.story_replay import StoryReplay
-from scenes.replay import _find
 from scenes.story import StoryScene
-
-
-def _line_of(frame: dict | None, needle: str) -> dict | None:
-    """The frame with its current line moved to the first source line containing `needle`
-    (a line the call ran), or the frame as it is."""
-    if frame is None:
-        return None
-    from scenes.kit.code import source_of
-
-    try:
-        src, start = source_of(frame["file"], frame["fn"])
-    except (ImportError, AttributeError, OSError, TypeError):
-        return frame
-    for k, line in enumerate(src):
-        if needle in line and start + k in frame["ran"]:
-            return {**frame, "line": start + k}
-    return frame
 
 
 class PrefixStory:
@@ -158,7 +140,7 @@ class PrefixCacheScene(StoryScene):
         rp = self.replay = StoryReplay(
             self, trace, title=f"{self.TITLE} · workload {trace.workload.get('name', '?')}",
             keep=(lambda spec: False) if teaser else (lambda spec: spec.main in key_beats),
-            pace=self.pick(0.85, 0.6), fast_time=self.pick(0.6, 0.4),
+            pace=self.pick(0.85, 1.1), fast_time=self.pick(0.6, 0.4),
             fast_hold=self.pick(0.6, 0.15))
         lay = rp.layout
         self.strip = LruStrip(rp.n_pages, lay.right - 0.05, lay.tables_top - 0.62)
@@ -179,7 +161,7 @@ class PrefixCacheScene(StoryScene):
             rp.hook_after(st.first_cache, self._cached_beat)
         if st.first_evict is not None:
             rp.hook_instead(st.first_evict, self._evict_beat)
-        rp.run(construct=not teaser)
+        rp.run()
         self.chapter("Two real runs")
         self._end_card(rp)
 
@@ -214,8 +196,8 @@ class PrefixCacheScene(StoryScene):
         cached = self.facts.events[i]["state"]["cached"]
         rp = self.replay
         if cached and not self.strip_on:
-            beat.appear(rp.story, self.strip.static)
-            rp.story.add(self.strip)
+            beat.appear(rp.notes, self.strip.static)
+            rp.notes.add(self.strip)
             self.strip_on = True
         if self.strip_on:
             self.strip.sync(cached, beat)
@@ -226,7 +208,7 @@ class PrefixCacheScene(StoryScene):
     def _intro(self, rp: StoryReplay) -> None:
         req = self.facts.trace.workload["request"]
         shared = [r["name"] for r in req if r.get("prefix")]
-        rp.narrate(f"{len(shared)} of {len(req)} requests start with a shared system prompt",
+        rp.tell(f"{len(shared)} of {len(req)} requests start with a shared system prompt",
                    "the prefix cache lets them share its pages instead of computing its K/V again",
                    run_time=0.5, hold=self.pick(2.2, 1.2))
 
@@ -252,10 +234,10 @@ class PrefixCacheScene(StoryScene):
 
         pages = ", ".join(str(p) for p in e["pages"])
         keys = " -> ".join(short_key(k) for k in e["keys"])
-        rp.narrate(f"record_prefix: {e['task']}'s full pages {pages} get chained keys",
+        rp.tell(f"record_prefix: {e['task']}'s full pages {pages} get chained keys",
                    f"keys {keys} (low 16 bits shown); a partly filled page is never recorded",
                    build=build, hold=self.pick(3.2, 1.8), events=spec.events,
-                   code=(_line_of(_find(e, "PagedCache.record_prefix"), "_chunks"), i))
+                   code=(rp.line_of(i, "PagedCache.record_prefix", "_chunks"), i))
 
     def _lookup_board(self, rp: StoryReplay, i: int, title: str) -> tuple[Board, ChainRow]:
         st = self.facts
@@ -294,12 +276,12 @@ class PrefixCacheScene(StoryScene):
         row = st.prefill_row(e["task"], i)
         computed = f"; its prefill computes {row['n']} tokens, from position {row['start']}" \
             if row else ""
-        rp.narrate(f"{e['task']}: {len(hits)} of its prompt pages hit: pages "
+        rp.tell(f"{e['task']}: {len(hits)} of its prompt pages hit: pages "
                    f"{', '.join(map(str, hits))} are shared",
                    f"{e['task']} allocates {e['pages_needed'] - len(hits)} page(s) for its "
                    f"tail{computed}", build=build, hold=self.pick(3.0, 1.6),
-                   code=(_line_of(_find(e, "PagedCache.lookup_prefix", ("returned",)),
-                                  "_page_of_key.get"), i))
+                   code=(rp.line_of(i, "PagedCache.lookup_prefix", "_page_of_key.get",
+                                    ("returned",)), i))
 
     def _miss_beat(self, rp: StoryReplay, i: int) -> None:
         st = self.facts
@@ -321,13 +303,12 @@ class PrefixCacheScene(StoryScene):
 
         k = same[0][0]
         ref_key = next(key for key, (t, lp) in st.recorded_by.items() if t == who and lp == k)
-        rp.narrate(f"{e['task']} misses: its page {k} has {who}'s tokens, but key "
+        rp.tell(f"{e['task']} misses: its page {k} has {who}'s tokens, but key "
                    f"{short_key(e['keys'][k])}, not {short_key(ref_key)}",
                    f"the key chains {e['task']}'s own page 0 (other tokens): {e['task']} shares "
                    f"nothing, allocates {e['pages_needed']} pages",
                    build=build, hold=self.pick(3.6, 2.0),
-                   code=(_line_of(_find(e, "PagedCache.lookup_prefix", ("returned",)),
-                                  "break"), i))
+                   code=(rp.line_of(i, "PagedCache.lookup_prefix", "break", ("returned",)), i))
 
     def _full_hit_beat(self, rp: StoryReplay, i: int) -> None:
         st = self.facts
@@ -345,14 +326,14 @@ class PrefixCacheScene(StoryScene):
 
         computed = (f"positions {row['start']}-{row['start'] + row['n'] - 1} ({row['n']} tokens)"
                     if row else "its last page")
-        rp.narrate(f"{e['task']}: a full hit, but the last prompt token is always computed",
+        rp.tell(f"{e['task']}: a full hit, but the last prompt token is always computed",
                    f"lookup stops before the last token: {len(e['hits'])} pages hit, "
                    f"{computed} computed again", build=build, hold=self.pick(3.6, 1.8),
-                   code=(_line_of(_find(e, "Scheduler._fit", ("returned",)), "tokens[:-1]"), i))
+                   code=(rp.line_of(i, "Scheduler._fit", "tokens[:-1]", ("returned",)), i))
 
     def _cached_beat(self, rp: StoryReplay, i: int) -> None:
         e = self.facts.events[i]
-        rp.narrate(f"refs 0, but page {e['page']} holds a recorded prefix: cached, not free",
+        rp.tell(f"refs 0, but page {e['page']} holds a recorded prefix: cached, not free",
                    "cached pages wait in LRU order (the strip, right): a later prompt can revive "
                    "them", hold=self.pick(2.4, 1.2))
 
@@ -374,8 +355,9 @@ class PrefixCacheScene(StoryScene):
 
         frame = None
         for j in spec.events:
-            frame = frame or _find(st.events[j], "PagedCache._evict_lru", ("returned",))
-        rp.narrate(f"no free page left{who}: evict from the LRU end, page {e['page']}",
+            frame = frame or rp.line_of(j, "PagedCache._evict_lru", "popitem(last=False)",
+                                        ("returned",))
+        rp.tell(f"no free page left{who}: evict from the LRU end, page {e['page']}",
                    f"LRU order {before}: page {e['page']} is {when}", build=build,
                    hold=self.pick(2.6, 1.4), events=spec.events, code=(frame, i))
 
@@ -406,7 +388,7 @@ class PrefixCacheScene(StoryScene):
             rp.show_board(beat, board, "end card", stay=True)
 
         same = "the outputs are identical" if c.outputs_equal else "the outputs DIFFER"
-        rp.narrate(f"prefix caching off: {c.prefill_tokens_saved} more prompt tokens computed, "
+        rp.tell(f"prefix caching off: {c.prefill_tokens_saved} more prompt tokens computed, "
                    f"{c.pages_saved} more pages", f"a second real run of the same workload; "
                    f"{same}, token for token", build=build, hold=self.pick(5.0, 2.6))
 

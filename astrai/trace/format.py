@@ -25,12 +25,14 @@ VERSION = 1
 EVENT_KINDS: dict[str, tuple[str, ...]] = {
     "phase": (),
     "arrive": ("task", "prompt_len", "max_new_tokens"),
-    "admit": ("task", "n_tokens", "hits", "pages_needed", "prompt_len", "generated", "keys"),
+    "admit": ("task", "n_tokens", "hits", "pages_needed", "needed", "available",
+              "prompt_len", "generated", "keys"),
     "wait": ("task", "needed", "available"),
+    "grow": ("task", "n_tokens", "pages_needed", "held", "capacity"),
     "alloc": ("page", "task", "logical"),
     "share": ("page", "task", "logical", "revived"),
-    "write": ("rows",),
-    "gather": ("rows", "total_len"),
+    "write": ("rows", "page_table"),
+    "gather": ("rows", "total_len", "shape"),
     "record": ("task", "pages", "keys"),
     "tokens": ("tokens",),
     "free": ("page", "task", "refs"),
@@ -38,7 +40,7 @@ EVENT_KINDS: dict[str, tuple[str, ...]] = {
     "evict": ("page",),
     "preempt": ("task", "needed_by", "position", "running", "generated", "n_tokens"),
     "finish": ("task", "n_output"),
-    "retire": ("task",),
+    "retire": ("task", "n_free"),
 }
 
 _STATE = {

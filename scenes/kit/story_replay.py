@@ -1,24 +1,27 @@
-"""A replay a story scene steers: its own beats between the trace's, fast-forwards, subtitles.
+"""A replay a story scene steers: its own beats around the trace's, and fast-forwards.
 
-`StoryReplay` plays a trace through `scenes.replay.Replay`'s beats, with three additions a
-storyboard scene needs:
-- `hooks`: a scene's own beats (a board, a chain, a card) run before or after the beat whose main
-  event the scene names;
-- `keep(spec)`: beats the scene does not keep are fast-forwarded: consecutive ones are applied
-  together in one short play, captioned with what they did (every event is still applied and
-  snapshotted, so tests see the screen after every event);
-- every caption is also a subtitle cue of the scene (`StoryScene.say`), timed by its play.
+`StoryReplay` drives `scenes.replay.Replay`'s planned beats itself (the driving the replay's
+package doc describes), with what scenes 2 and 5 need on top:
+- hooks: a scene's own beats run before or after the beat that applies an event the scene
+  names, or instead of it (`hook_instead`: the scene's beat then applies that beat's events);
+- `keep(spec)`: trace beats the scene does not keep are fast-forwarded: consecutive ones are
+  applied together in one short play captioned with what they did ("steps 4-6 compressed: ..."),
+  so every event is still applied and snapshotted; a run of nothing but phase changes and reads
+  is folded into the next beat instead;
+- `on_apply`: more kit to bring to each event's state (e.g. an LRU strip), snapshotted with it;
+- boards (`show_board`): a scene's own mobjects in the replay's `notes` layer, leaving with the
+  next beat unless told to stay.
+Captions of the scene's own beats become subtitles with their detail line, so the subtitles
+alone tell the story.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
-from manim import LEFT, VGroup
-
-from scenes import theme
 from scenes.kit.anim import Beat
 from scenes.replay import Replay
+from scenes.replay.beats import find
 
 Hook = Callable[["StoryReplay", int], None]
 QUIET = {"phase", "gather", "tokens"}  # events that need no play of their own
@@ -39,15 +42,15 @@ def summarize(events: list[dict]) -> tuple[str, str]:
         kind = ev["kind"]
         if kind in ("alloc", "share", "free", "cache", "evict"):
             key = (kind, ev.get("task") or "")
-            if key not in by:
-                by[key] = []
-                order.append(key)
-            by[key].append(ev["page"])
         elif kind in ("arrive", "finish", "retire", "preempt", "admit", "record", "wait"):
             key = (kind, ev["task"])
-            by.setdefault(key, [])
-            if key not in order:
-                order.append(key)
+        else:
+            continue
+        if key not in by:
+            by[key] = []
+            order.append(key)
+        if "page" in ev:
+            by[key].append(ev["page"])
     words = {"alloc": "{t} allocates page(s) {p}", "share": "{t} shares page(s) {p}",
              "free": "{t} frees page(s) {p}", "cache": "page(s) {p} kept cached",
              "evict": "page(s) {p} evicted", "arrive": "{t} arrives", "finish": "{t} finishes",
@@ -67,12 +70,11 @@ def summarize(events: list[dict]) -> tuple[str, str]:
         head = f"step {steps[0]}"
     else:
         head = f"steps {steps[0]}-{steps[-1]} compressed"
-    caption, detail = f"{head}: ", ""
+    caption = f"{head}: "
     parts = parts or ["nothing new"]
     while parts and len(caption) + len(parts[0]) <= CAPTION_CHARS - 1:
         caption += parts.pop(0) + ("; " if parts else "")
-    detail = "; ".join(parts)
-    return caption.rstrip("; "), detail
+    return caption.rstrip("; "), "; ".join(parts)
 
 
 class StoryReplay(Replay):
@@ -80,32 +82,20 @@ class StoryReplay(Replay):
 
     def __init__(self, scene, trace, title: str = "", keep: Callable | None = None,
                  pace: float = 1.0, fast_time: float = 0.6, fast_hold: float = 0.5):
-        super().__init__(scene, trace)
+        super().__init__(scene, trace, title=title or None)
         self.keep = keep or (lambda spec: True)
-        self.pace = pace  # scales run times and holds of trace beats
+        self.pace = pace  # scales run times and holds (on top of the cut's own scaling)
         self.fast_time, self.fast_hold = fast_time, fast_hold
         self.before: dict[int, list[Hook]] = {}
         self.after: dict[int, list[Hook]] = {}
         self.instead: dict[int, Callable] = {}  # event -> fn(replay, spec): plays that beat
-        self.on_apply: list[Callable[[int, Beat], None]] = []  # extra kit to sync per event
-        self.story = VGroup()  # the scene's own mobjects, drawn over everything
-        self.scene.add(self.story)
+        self.on_apply: list[Callable[[int, Beat], None]] = []  # more kit to sync per event
         self.transient: list = []  # boards that leave with the next beat
         self.boards: list[dict] = []  # every board shown: its name and text (for tests)
-        self._cue: str | None = None
         self.cut_short: list[tuple[str, str]] = []
-        self._own = False  # saying the scene's own words (narrate, fast-forward captions)
-        if title:
-            old = self.header.title
-            new = theme.text(title, theme.FS_TITLE, theme.TEXT, bold=True)
-            new.move_to(old.get_left(), aligned_edge=LEFT)
-            for group in [self.base, *self.base.submobjects]:
-                if old in group.submobjects:
-                    group.remove(old)
-                    group.add(new)
-            self.header.title = new
+        self._own = False  # saying the scene's own words (its beats, fast-forward captions)
 
-    # ---- hooks --------------------------------------------------------------------------
+    # ---- hooks ----------------------------------------------------------------------------
 
     def hook_before(self, event: int, fn: Hook) -> None:
         self.before.setdefault(event, []).append(fn)
@@ -117,41 +107,42 @@ class StoryReplay(Replay):
         """fn(replay, spec) plays the beat holding `event` (it must apply spec.events)."""
         self.instead[event] = fn
 
-    # ---- subtitles ----------------------------------------------------------------------
+    # ---- words and time -------------------------------------------------------------------
 
     def say(self, beat: Beat, caption: str, detail: str = "") -> None:
         if self._own and (len(caption) > CAPTION_CHARS or len(detail) > DETAIL_CHARS):
             self.cut_short.append((caption, detail))  # a scene's words cut short: tests flag it
         super().say(beat, caption, detail)
-        self._cue = caption if not detail else f"{caption}. {detail}"
+        if self._own and detail:
+            self._caption = f"{caption}. {detail}"  # the subtitle carries the why too
 
-    def play(self, beat: Beat, run_time: float, hold: float) -> None:
-        if self._cue is not None:  # the cue lasts the play and its hold
-            self.scene.say(self._cue, run_time + max(hold, 0.0))
-            self._cue = None
-        super().play(beat, run_time, hold)
-
-    def timing(self, spec) -> tuple[float, float]:
-        run_time, hold = super().timing(spec)
+    def scaled(self, run_time: float, hold: float) -> tuple[float, float]:
+        run_time, hold = super().scaled(run_time, hold)
         return run_time * self.pace, hold * self.pace
-
-    # ---- per event ----------------------------------------------------------------------
 
     def apply(self, i: int, beat: Beat, staged: bool = True) -> None:
         super().apply(i, beat, staged)
         for fn in self.on_apply:
             fn(i, beat)
 
-    # ---- the run ------------------------------------------------------------------------
+    def new_beat(self) -> Beat:
+        beat = super().new_beat()
+        if self.transient:
+            window, beat.window = beat.window, (0.0, 0.45)
+            for mob in self.transient:
+                beat.vanish(self.notes, mob)
+            self.transient = []
+            beat.window = window
+        return beat
 
-    def run(self, construct: bool = True) -> None:
+    # ---- the run --------------------------------------------------------------------------
+
+    def run(self, construct: bool = True) -> None:  # type: ignore[override]
         if construct:
             self.construct_cache()
-        else:
-            self.quick_construct()
         fast: list = []
         carry: list[int] = []  # events of skipped beats that change nothing worth a play
-        for spec in self.beats:
+        for spec in self.all_beats:
             hooked = [i for i in spec.events
                       if i in self.before or i in self.after or i in self.instead]
             if not hooked and not self.keep(spec):
@@ -165,12 +156,11 @@ class StoryReplay(Replay):
             for i in hooked:
                 for fn in self.before.get(i, []):
                     fn(self, i)
-            self.beat_times.append((round(self.duration, 2), spec.kind, spec.main))
             own = next((i for i in hooked if i in self.instead), None)
             if own is not None:
                 self.instead[own](self, spec)
             else:
-                getattr(self, "beat_" + spec.kind.replace("-", "_"), self.beat_generic)(spec)
+                self.play_beat(spec)
             for i in hooked:
                 for fn in self.after.get(i, []):
                     fn(self, i)
@@ -179,6 +169,7 @@ class StoryReplay(Replay):
             beat = self.new_beat()
             for i in carry:
                 self.apply(i, beat, staged=False)
+            self._playing = ("fast", carry[0])
             self.play(beat, 0.3, 0.0)
 
     def flush(self, specs: list) -> list[int]:
@@ -190,62 +181,60 @@ class StoryReplay(Replay):
         idx = [i for spec in specs for i in spec.events]
         if all(self.events[i]["kind"] in QUIET for i in idx):
             return idx
+        steps = [self.events[i]["step"] for i in idx]
+        name = f"steps {min(steps)}-{max(steps)}" if max(steps) > min(steps) else \
+            f"step {steps[0]}"
+        if name != self._section:
+            self.section(name)
         beat = self.new_beat()
         for i in idx:
             self.apply(i, beat, staged=False)
-        self.beat_times.append((round(self.duration, 2), "fast", idx[0]))
         self._own = True
         self.say(beat, *summarize([self.events[i] for i in idx]))
         self._own = False
         last_write = max((i for i in idx if self.events[i]["kind"] == "write"), default=None)
         if last_write is not None:
-            ev = self.events[last_write]
-            frame = next((f for f in ev["code"] if f["fn"] == "CacheView.write"), None)
-            self.show_code(frame or (ev["code"][0] if ev["code"] else None), last_write)
+            self.show_code("run", "CacheView.write", last_write)
+        self._playing = ("fast", idx[0])
         self.play(beat, self.fast_time, self.fast_hold)
         return []
 
-    def quick_construct(self) -> None:
-        """The teaser's construction: frames, bits and refs in one short play."""
-        init = next((i for i, ev in enumerate(self.events) if ev["phase"] == "init"), None)
-        beat = Beat(self.overlay)
-        beat.window = (0.0, 0.7)
-        beat.appear(self.base, self.grid)
-        for f in list(self.pool.frames):
-            self.pool.remove(f)
-            beat.appear(self.pool, f)
-        beat.appear(self.cells_layer, self.bits.static())
-        if init is not None:
-            self.apply(init, beat, staged=False)
-        g = self.geo
-        self.say(beat, f"one pool of {g['n_pages']} pages x {g['page_size']} token slots, "
-                       "shared by all requests")
-        self.play(beat, 0.6, 0.6)
-
-    # ---- a scene's own beats ------------------------------------------------------------
-
-    def new_beat(self) -> Beat:
-        beat = super().new_beat()
-        if self.transient:
-            window, beat.window = beat.window, (0.0, 0.45)
-            for mob in self.transient:
-                beat.vanish(self.story, mob)
-            self.transient = []
-            beat.window = window
-        return beat
+    # ---- a scene's own beats --------------------------------------------------------------
 
     def show_board(self, beat: Beat, board, name: str, stay: bool = False) -> None:
         """Bring a board in with this beat; it leaves with the next beat unless `stay`."""
-        beat.appear(self.story, board)
+        beat.appear(self.notes, board)
         if not stay:
             self.transient.append(board)
         self.boards.append({"name": name, "texts": board.texts(), "board": board})
 
-    def narrate(self, caption: str, detail: str = "", run_time: float = 0.8, hold: float = 2.0,
-                build: Callable[[Beat], None] | None = None, code: tuple | None = None,
-                events: list[int] = ()) -> Beat:
-        """One beat of the scene's own: a caption (and subtitle), whatever `build` adds to the
-        beat, optionally a code panel (frame, event), and the trace events it applies."""
+    def show_frame(self, frame: dict | None, event: int | None) -> None:
+        """A code panel of an engine frame the trace recorded, at the line `frame` names (a
+        line that ran: see `line_of`)."""
+        if frame is None:
+            return
+        info = self.code.show(frame)
+        self.panels.append({**info, "event": event, "frame": frame, "kind": "story"})
+
+    def line_of(self, event: int, fn: str, needle: str,
+                where=("code", "returned")) -> dict | None:
+        """The frame of `fn` in `event`, its marked line moved to the first line that ran and
+        contains `needle` (None without line tracing)."""
+        frame = find(self.events[event], fn, where)
+        if frame is None:
+            return None
+        lst = self.code.listing(frame["file"], frame["fn"])
+        for k, src in enumerate(lst.source):
+            if needle in src and lst.start + k in frame["ran"]:
+                return {**frame, "line": lst.start + k}
+        return frame
+
+    def tell(self, caption: str, detail: str = "", run_time: float = 0.8, hold: float = 2.0,
+             build: Callable[[Beat], None] | None = None, code: tuple | None = None,
+             events: list[int] = (), name: str = "story") -> Beat:
+        """One beat of the scene's own: the trace events it applies (if any), a caption and
+        detail (the subtitle carries both), whatever `build` adds to the beat (boards, pulses),
+        and optionally a code panel (frame, event) of a recorded engine call."""
         beat = self.new_beat()
         for i in events:
             self.apply(i, beat)
@@ -254,7 +243,9 @@ class StoryReplay(Replay):
         self._own = True
         self.say(beat, caption, detail)
         self._own = False
-        if code is not None and code[0] is not None:
-            self.show_code(*code)
-        self.play(beat, run_time * self.pace, hold * self.pace)
+        if code is not None:
+            self.show_frame(*code)
+        self._playing = (name, events[0] if events else None)
+        self.play(beat, *self.scaled(run_time, hold))
         return beat
+
