@@ -158,7 +158,7 @@ class PrefixCacheScene(StoryScene):
         if st.full_admit is not None:
             rp.hook_after(st.full_admit, self._full_hit_beat)
         if st.first_cache is not None and not teaser:
-            rp.hook_after(st.first_cache, self._cached_beat)
+            rp.hook_instead(st.first_cache, self._cached_beat)
         if st.first_evict is not None:
             rp.hook_instead(st.first_evict, self._evict_beat)
         rp.run()
@@ -331,11 +331,18 @@ class PrefixCacheScene(StoryScene):
                    f"{computed} computed again", build=build, hold=self.pick(3.6, 1.8),
                    code=(rp.line_of(i, "Scheduler._fit", "tokens[:-1]", ("returned",)), i))
 
-    def _cached_beat(self, rp: StoryReplay, i: int) -> None:
+    def _cached_beat(self, rp: StoryReplay, spec) -> None:
+        i = self.facts.first_cache
         e = self.facts.events[i]
+        free = next((j for j in spec.events if self.facts.events[j]["kind"] == "free"), i)
+
+        def build(beat):
+            rp.box(beat, e["page"], (0.3, 0.9), theme.CACHED)
+
         rp.tell(f"refs 0, but page {e['page']} holds a recorded prefix: cached, not free",
-                   "cached pages wait in LRU order (the strip, right): a later prompt can revive "
-                   "them", hold=self.pick(2.4, 1.2))
+                "cached pages wait in LRU order (the strip, right): a later prompt can revive "
+                "them", hold=self.pick(2.6, 1.2), events=spec.events, build=build,
+                code=(rp.line_of(free, "PagedCache.free", "self._lru[idx] = None"), free))
 
     def _evict_beat(self, rp: StoryReplay, spec) -> None:
         st = self.facts

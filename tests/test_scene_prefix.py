@@ -143,3 +143,11 @@ def test_captions_fit_and_the_cut_is_short(scene):
     assert scene.replay.cut_short == []
     assert 60 <= scene.replay.duration <= 120
     assert all(text for _, _, text in scene.cues)
+
+
+def test_teaser_is_short_and_still_shows_the_trace(trace, tmp_path_factory):
+    teaser = build(PrefixCacheScene, trace, tmp_path_factory.mktemp("teaser"), cut="teaser")
+    assert 10 <= teaser.replay.duration <= 16
+    check_screen_equals_trace(trace, teaser)
+    assert {b["name"] for b in teaser.replay.boards} >= {"end card"}
+    assert teaser.replay.cut_short == []

@@ -61,7 +61,10 @@ def summarize(events: list[dict]) -> tuple[str, str]:
     n_decode = len({ev["step"] for ev in events if ev["kind"] == "write"
                     and ev["phase"] == "decode"})
     if n_decode:
-        parts.append(f"{n_decode} decode step{'s' if n_decode > 1 else ''}")
+        rows = list(dict.fromkeys(r["task"] for ev in events if ev["kind"] == "write"
+                                  and ev["phase"] == "decode" for r in ev["rows"]))
+        parts.append(f"{n_decode} decode step{'s' if n_decode > 1 else ''} "
+                     f"({', '.join(rows)})")
     if any(ev["kind"] == "write" and ev["phase"] == "prefill" for ev in events):
         parts.append("prefill")
     if not steps:
@@ -74,7 +77,12 @@ def summarize(events: list[dict]) -> tuple[str, str]:
     parts = parts or ["nothing new"]
     while parts and len(caption) + len(parts[0]) <= CAPTION_CHARS - 1:
         caption += parts.pop(0) + ("; " if parts else "")
-    return caption.rstrip("; "), "; ".join(parts)
+    detail = ""
+    while parts and len(detail) + len(parts[0]) + 2 <= DETAIL_CHARS - 3:
+        detail += ("; " if detail else "") + parts.pop(0)
+    if parts:  # the rest stays unsaid: the run is named compressed above
+        detail += "; …"
+    return caption.rstrip("; "), detail
 
 
 class StoryReplay(Replay):
