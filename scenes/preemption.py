@@ -85,14 +85,17 @@ class PreemptionScene(StoryScene):
         rp = self.replay = StoryReplay(
             self, trace, title=f"{self.TITLE} · workload {trace.workload.get('name', '?')}",
             keep=(lambda spec: False) if teaser else (lambda spec: spec.main in keep),
-            pace=self.pick(0.85, 1.2), fast_time=self.pick(0.6, 0.4),
+            pace=self.pick(0.85, 1.0), fast_time=self.pick(0.6, 0.4),
             fast_hold=self.pick(0.6, 0.15))
         self.chapter("The pool runs dry")
         self._intro(rp)
         if st.preempt is not None:
             rp.hook_before(st.frees[0] if st.frees else st.preempt, self._victim_beat)
             rp.hook_instead(st.preempt, self._requeue_beat)
-            if st.readmit is not None:
+            if st.readmit is not None and teaser:  # the board alone says what the admit does
+                rp.hook_instead(st.readmit,
+                                lambda r, spec: self._recompute_beat(r, st.readmit, spec.events))
+            elif st.readmit is not None:
                 rp.hook_after(st.readmit, self._recompute_beat)
             if st.next_tokens is not None and not teaser:
                 rp.hook_after(st.next_tokens, self._continue_beat)
@@ -127,7 +130,7 @@ class PreemptionScene(StoryScene):
         g = rp.geo
         rp.tell(f"{len(req)} requests, one pool of {g['n_pages']} pages: they grow a page "
                    "at a time while they decode", "what happens when a token needs a page and "
-                   "none is left?", run_time=0.5, hold=self.pick(2.2, 1.2))
+                   "none is left?", run_time=0.5, hold=self.pick(2.2, 2.2))
 
     def _victim_beat(self, rp: StoryReplay, i: int) -> None:
         st = self.facts
@@ -159,7 +162,7 @@ class PreemptionScene(StoryScene):
         rp.tell(f"{needer}'s next token (position {p['position']}) needs a new page: "
                    f"{free} free, {len(prev['cached'])} cached", f"the pool is dry: the "
                    f"scheduler preempts the newest running request, {who}", build=build,
-                   hold=self.pick(3.8, 2.0), code=(frame, i))
+                   hold=self.pick(3.8, 4.5), code=(frame, i))
 
     def _requeue_beat(self, rp: StoryReplay, spec) -> None:
         st = self.facts
@@ -180,11 +183,11 @@ class PreemptionScene(StoryScene):
 
         rp.tell(f"{p['task']} is preempted: its pages went back, it is requeued at the head",
                    f"its K/V is gone; its {p['n_tokens']} tokens are kept and recomputed when "
-                   "it is admitted again", build=build, hold=self.pick(3.4, 1.6),
+                   "it is admitted again", build=build, hold=self.pick(3.4, 4.0),
                    events=spec.events,
                    code=(rp.line_of(st.preempt, "Scheduler._preempt", "appendleft"), st.preempt))
 
-    def _recompute_beat(self, rp: StoryReplay, i: int) -> None:
+    def _recompute_beat(self, rp: StoryReplay, i: int, events: list[int] = ()) -> None:
         st = self.facts
         a = st.events[i]
         row = st.victim_row()
@@ -211,7 +214,7 @@ class PreemptionScene(StoryScene):
         rp.tell(f"readmission: {name}'s prefill is {n} tokens long: {prompt_len} prompt + "
                    f"{generated} generated", f"pages_for({a['n_tokens']}) = "
                    f"{a['pages_needed']} pages; the K/V it lost is computed again from its "
-                   "tokens", build=build, hold=self.pick(3.4, 1.8),
+                   "tokens", build=build, hold=self.pick(3.4, 4.0), events=events,
                    code=self._prefill_code(rp))
 
     def _prefill_code(self, rp: StoryReplay) -> tuple:
@@ -258,7 +261,7 @@ class PreemptionScene(StoryScene):
         names = ", ".join(c.preempted) or "no request"
         rp.tell(f"{names}'s output on a pool that never runs dry: {same}",
                    f"the cost: {c.recomputed_tokens} tokens recomputed, {c.extra_steps} more "
-                   "steps in all", build=build, hold=self.pick(5.5, 2.8))
+                   "steps in all", build=build, hold=self.pick(5.5, 6.5))
 
     # ---- the test contract ----------------------------------------------------------------
 

@@ -140,7 +140,7 @@ class PrefixCacheScene(StoryScene):
         rp = self.replay = StoryReplay(
             self, trace, title=f"{self.TITLE} · workload {trace.workload.get('name', '?')}",
             keep=(lambda spec: False) if teaser else (lambda spec: spec.main in key_beats),
-            pace=self.pick(0.85, 1.1), fast_time=self.pick(0.6, 0.4),
+            pace=self.pick(0.85, 1.0), fast_time=self.pick(0.6, 0.4),
             fast_hold=self.pick(0.6, 0.15))
         lay = rp.layout
         self.strip = LruStrip(rp.n_pages, lay.right - 0.05, lay.tables_top - 0.62)
@@ -151,11 +151,14 @@ class PrefixCacheScene(StoryScene):
         self._intro(rp)
         if st.first_record is not None:
             rp.hook_instead(st.first_record, self._chain_beat)
-        if st.hit_admit is not None:
+        if st.hit_admit is not None and teaser:  # the board alone says what the admit does
+            rp.hook_instead(st.hit_admit,
+                            lambda r, spec: self._lookup_beat(r, st.hit_admit, spec.events))
+        elif st.hit_admit is not None:
             rp.hook_after(st.hit_admit, self._lookup_beat)
         if st.miss_admit is not None and not teaser:
             rp.hook_after(st.miss_admit, self._miss_beat)
-        if st.full_admit is not None:
+        if st.full_admit is not None and not teaser:
             rp.hook_after(st.full_admit, self._full_hit_beat)
         if st.first_cache is not None and not teaser:
             rp.hook_instead(st.first_cache, self._cached_beat)
@@ -210,7 +213,7 @@ class PrefixCacheScene(StoryScene):
         shared = [r["name"] for r in req if r.get("prefix")]
         rp.tell(f"{len(shared)} of {len(req)} requests start with a shared system prompt",
                    "the prefix cache lets them share its pages instead of computing its K/V again",
-                   run_time=0.5, hold=self.pick(2.2, 1.2))
+                   run_time=0.5, hold=self.pick(2.2, 2.2))
 
     def _chain_beat(self, rp: StoryReplay, spec) -> None:
         st = self.facts
@@ -236,7 +239,7 @@ class PrefixCacheScene(StoryScene):
         keys = " -> ".join(short_key(k) for k in e["keys"])
         rp.tell(f"record_prefix: {e['task']}'s full pages {pages} get chained keys",
                    f"keys {keys} (low 16 bits shown); a partly filled page is never recorded",
-                   build=build, hold=self.pick(3.2, 1.8), events=spec.events,
+                   build=build, hold=self.pick(3.2, 4.0), events=spec.events,
                    code=(rp.line_of(i, "PagedCache.record_prefix", "_chunks"), i))
 
     def _lookup_board(self, rp: StoryReplay, i: int, title: str) -> tuple[Board, ChainRow]:
@@ -256,7 +259,7 @@ class PrefixCacheScene(StoryScene):
         board.free_top = mine.get_bottom()[1] - 0.1
         return board, mine
 
-    def _lookup_beat(self, rp: StoryReplay, i: int) -> None:
+    def _lookup_beat(self, rp: StoryReplay, i: int, events: list[int] = ()) -> None:
         st = self.facts
         e = st.events[i]
         board, mine = self._lookup_board(rp, i, f"lookup_prefix: {e['task']}'s keys, page by "
@@ -279,7 +282,7 @@ class PrefixCacheScene(StoryScene):
         rp.tell(f"{e['task']}: {len(hits)} of its prompt pages hit: pages "
                    f"{', '.join(map(str, hits))} are shared",
                    f"{e['task']} allocates {e['pages_needed'] - len(hits)} page(s) for its "
-                   f"tail{computed}", build=build, hold=self.pick(3.0, 1.6),
+                   f"tail{computed}", build=build, hold=self.pick(3.0, 4.0), events=events,
                    code=(rp.line_of(i, "PagedCache.lookup_prefix", "_page_of_key.get",
                                     ("returned",)), i))
 
@@ -366,7 +369,7 @@ class PrefixCacheScene(StoryScene):
                                         ("returned",))
         rp.tell(f"no free page left{who}: evict from the LRU end, page {e['page']}",
                    f"LRU order {before}: page {e['page']} is {when}", build=build,
-                   hold=self.pick(2.6, 1.4), events=spec.events, code=(frame, i))
+                   hold=self.pick(2.6, 3.6), events=spec.events, code=(frame, i))
 
     def _end_card(self, rp: StoryReplay) -> None:
         c = self.comparison
@@ -397,7 +400,7 @@ class PrefixCacheScene(StoryScene):
         same = "the outputs are identical" if c.outputs_equal else "the outputs DIFFER"
         rp.tell(f"prefix caching off: {c.prefill_tokens_saved} more prompt tokens computed, "
                    f"{c.pages_saved} more pages", f"a second real run of the same workload; "
-                   f"{same}, token for token", build=build, hold=self.pick(5.0, 2.6))
+                   f"{same}, token for token", build=build, hold=self.pick(5.0, 6.0))
 
     # ---- the test contract ----------------------------------------------------------------
 
