@@ -146,6 +146,8 @@ class Beat:
         """Take mob out of what is shown: it fades and leaves its container after the play."""
         if id(mob) in self._incoming:  # came and went within this beat: never shown
             del self._incoming[id(mob)]
+            for m in mob.get_family():  # nor are changes inside it (a Morph of a detached
+                self._touched.pop(id(m), None)  # member would make Manim add it on top)
             container.remove(mob)
             return
         self._touched.pop(id(mob), None)
