@@ -209,11 +209,16 @@ class PrefixCacheScene(StoryScene):
     # ---- the scene's own beats ------------------------------------------------------------
 
     def _intro(self, rp: StoryReplay) -> None:
-        req = self.facts.trace.workload["request"]
-        shared = [r["name"] for r in req if r.get("prefix")]
-        rp.tell(f"{len(shared)} of {len(req)} requests start with a shared system prompt",
-                   "the prefix cache lets them share its pages instead of computing its K/V again",
-                   run_time=0.5, hold=self.pick(2.2, 2.2))
+        wl = self.facts.trace.workload
+        req, sizes = wl["request"], wl.get("prefixes", {})
+        heads = [tuple([r["prefix"]] if isinstance(r.get("prefix"), str) else r.get("prefix", []))
+                 for r in req]
+        common = max(set(h for h in heads if h), key=heads.count, default=())
+        same = sum(h == common for h in heads)
+        n = sum(sizes.get(p, 0) for p in common)
+        rp.tell(f"{same} of {len(req)} requests start with the same {n}-token system prompt",
+                "the prefix cache lets them share its pages instead of computing its K/V again",
+                run_time=0.5, hold=self.pick(2.2, 2.2))
 
     def _chain_beat(self, rp: StoryReplay, spec) -> None:
         st = self.facts
