@@ -20,10 +20,18 @@ What the base gives every scene:
 - `say(text, duration)`: a caption that is also a subtitle cue (Manim subcaption, so every
   render writes an .srt beside its mp4); `self.cues` keeps (start, duration, text) for tests.
 - `chapter(name)`: a Manim section (`--save_sections` gives per-section clips and an index).
+- `show(animations, run_time)` and `hold(seconds)`: play and wait through the scene's `clock`
+  (seconds of video, counted in the frames Manim writes), which also runs when the scene is
+  built without video, so cues and chapters land at the same times in tests as in the mp4.
+  Built with skip_animations, `show` finishes the animations at once.
 - `workload`: the workload this render shows, and `output_name()`, the file name it renders to
   (the class name, plus the workload when $ASTRAI_WORKLOAD overrides the scene's own).
 - `snapshots` / `panels`: what the screen showed after each event / every code panel, for tests
-  (scenes that replay through `scenes.replay.Replay` fill them from it).
+  (scenes that replay through `scenes.replay.Replay` fill them from it; see its package doc for
+  narrative beats between the trace's beats).
+- Output: the render is named `output_name()` (Manim's -o wins), so stills are
+  `media/images/<file>/<name>.png` and another workload or the teaser never overwrites the
+  scene's own video.
 
 Tests build scenes without video: under tempconfig({"format": "none", "disable_caching": True,
 "media_dir": tmp}), `Scene(trace=..., skip_animations=True).render()`.

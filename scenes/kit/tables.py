@@ -230,6 +230,12 @@ class TaskTable(VGroup):
         word = "done" if self.done.atlas.width(4) <= room else "✓"
         self.done.set(word if finished else "", beat=beat)
         self.length.set(self.len_fmt.format(length), beat=beat)
+        # The length sits at the right edge of the last column block shown.
+        right = self.x + max(len(self.live_blocks()), 1) * self.block_w - GAP
+        if abs(self.length.anchor[0] - right) > 1e-6:
+            if beat is not None:
+                beat.touch(self.length.current)
+            self.length.place([right, self.top - TITLE_H / 2, 0], RIGHT)
         cap = len(pages) * self.page_size
         self.cap.set(self.cap_fmt.format(cap, len(pages), self.page_size), beat=beat)
         y = self._footer_y(len(pages))

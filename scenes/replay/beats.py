@@ -459,7 +459,10 @@ def montage(r: Replay, spec: BeatSpec) -> None:
                    f"{grow_ev['pages_needed']} pages): alloc page {_pages(evs, 'alloc')}")
         fn, at, where = "Scheduler._grow", spec.main, ("code",)
     else:
-        caption = f"{came}{task} gets pages {_pages(evs, 'alloc')}, lowest free first"
+        evicted = _pages(evs, "evict")
+        caption = f"{came}{task} gets pages {_pages(evs, 'alloc')}, " + (
+            f"cached page {evicted} evicted when none was free" if evicted else
+            "lowest free first")
         fn, at, where = "PagedCache._take", spec.main, ("returned",)
     a, b = spec.steps
     steps = f"steps {a}-{b}" if b > a else f"step {a}"
