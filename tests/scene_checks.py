@@ -14,9 +14,20 @@ FS_KINDS = ("arrive", "cleanup", "refill", "prefill", "decode")
 
 
 def build(cls, trace, media_dir, cut="full"):
+    """Build without video. `scene.detached` lists animations of mobjects outside the scene:
+    Manim would add those on top of everything when rendering (left-over ghosts)."""
     with tempconfig({"format": "none", "disable_caching": True, "media_dir": str(media_dir),
                      "progress_bar": "none", "verbosity": "WARNING"}):
         scene = cls(trace=trace, cut=cut, skip_animations=True)
+        scene.detached = []
+        show = scene.show
+
+        def checked(animations, run_time):
+            shown = {id(m) for m in scene.get_mobject_family_members()}
+            scene.detached += [a for a in animations if id(a.mobject) not in shown]
+            show(animations, run_time)
+
+        scene.show = checked
         scene.render()
     return scene
 

@@ -37,6 +37,7 @@ def scene(trace, tmp_path_factory):
 
 def test_screen_equals_the_trace_after_every_event(trace, scene):
     check_screen_equals_trace(trace, scene)
+    assert scene.detached == []  # nothing animated outside the scene (it would stay on top)
 
 
 def test_panels_show_the_real_source(trace, scene):
@@ -118,5 +119,6 @@ def test_teaser_is_short_and_still_shows_the_trace(trace, tmp_path_factory):
     teaser = build(PreemptionScene, trace, tmp_path_factory.mktemp("teaser"), cut="teaser")
     assert 10 <= teaser.replay.duration <= 16
     check_screen_equals_trace(trace, teaser)
+    assert teaser.detached == []
     assert {b["name"] for b in teaser.replay.boards} >= {"end card"}
     assert teaser.replay.cut_short == []
