@@ -316,8 +316,8 @@ def test_a_trace_from_other_engine_source_is_refused(workloads, tmp_path, monkey
 
 
 @pytest.mark.parametrize("name", ["seed", "prefix", "preemption", "tiny"])
-def test_every_planned_kind_has_a_registry_entry(built, workloads, name):
-    trace = record(str(workloads / "tiny.toml")) if name == "tiny" else record(name)
+def test_every_planned_kind_has_a_registry_entry(built, name):
+    trace, _ = built(name)
     beats = plan_beats(trace.events)
     kinds = {b.kind for b in beats} | {b.kind for b in teaser(beats, trace.events)}
     assert kinds <= set(KINDS), kinds - set(KINDS)
@@ -466,3 +466,75 @@ def test_make_render_lists_the_storyboard_scenes_that_exist():
     want = [f"{m.replace('.', '/')}.py:{c}" for m, c in STORYBOARD
             if (ROOT / f"{m.replace('.', '/')}.py").is_file()]
     assert out == want and "scenes/paged_cache.py:PagedCacheScene" in out
+
+
+# ---- narrative beats of a scene's own --------------------------------------------------------
+
+
+def test_a_scene_puts_its_own_beats_between_the_traces(built, tmp_path):
+    """A StoryScene driving a Replay with an interlude: its beats land between trace beats, in
+    the subtitles and the clock, and the trace is still shown event for event."""
+    from manim import Square
+
+    from scenes.replay import Replay
+    from scenes.story import StoryScene
+
+    trace, full = built("tiny")
+
+    class Explained(StoryScene):
+        WORKLOAD = "tiny"
+
+        def story(self):
+            self.replay = Replay(self, trace, title="Explained")
+            card = Square(0.5)
+            said = []
+
+            def interlude(spec, replay):
+                if spec.kind == "share" and spec.first:
+                    replay.narrate("a prefix hit: pages are shared", show=[card],
+                                   code=("astrai/inference/cache.py", "PagedCache.inc_ref",
+                                         replay.code.listing("astrai/inference/cache.py",
+                                                             "PagedCache.inc_ref").start))
+                    said.append(spec)
+                elif said and spec.kind == "free" and card in replay.notes:
+                    replay.narrate("the card goes", hide=[card])
+
+            self.replay.run(interlude=interlude)
+
+        @property
+        def snapshots(self):
+            return self.replay.snapshots
+
+    with tempconfig({"format": "none", "disable_caching": True, "media_dir": str(tmp_path),
+                     "progress_bar": "none", "verbosity": "WARNING", "frame_rate": 15}):
+        scene = Explained(skip_animations=True)
+        scene.render()
+    assert [s["event"] for s in scene.snapshots] == [s["event"] for s in full.snapshots]
+    times = scene.replay.beat_times
+    kinds = [k for _, k, _, _ in times]
+    at = kinds.index("narrative")
+    assert kinds[at + 1] == "share" and times[at][3] == "a prefix hit: pages are shared"
+    assert kinds.count("narrative") == 2
+    # Its cue lasts until the next beat starts; everything after moved by its length.
+    cue = next(c for c in scene.cues if c[2] == times[at][3])
+    assert cue[0] == times[at][0] and cue[0] + cue[1] == pytest.approx(times[at + 1][0])
+    assert scene.clock > full.clock
+    assert any(p["kind"] == "narrative" and p["fn"] == "PagedCache.inc_ref"
+               for p in scene.replay.panels)
+
+
+def test_a_mobject_that_comes_and_goes_in_one_beat_leaves_no_animation_behind():
+    """Teaser montages can add and drop a table in one beat: nothing inside it may still be
+    animated (Manim would add the detached member to the scene, a ghost on top)."""
+    from manim import Square, VGroup
+
+    from scenes.kit.anim import Beat
+
+    layer, inner = VGroup(), Square()
+    table = VGroup(inner)
+    beat = Beat()
+    beat.appear(layer, table)
+    beat.touch(inner)
+    inner.shift([1, 0, 0])
+    beat.vanish(layer, table)
+    assert beat.animations() == [] and table not in layer

@@ -11,8 +11,8 @@ package doc describes), with what scenes 2 and 5 need on top:
 - `on_apply`: more kit to bring to each event's state (e.g. an LRU strip), snapshotted with it;
 - boards (`show_board`): a scene's own mobjects in the replay's `notes` layer, leaving with the
   next beat unless told to stay.
-Captions of the scene's own beats become subtitles with their detail line, so the subtitles
-alone tell the story.
+Every caption and its detail line become a subtitle (the replay's `say`), so the subtitles alone
+tell the story.
 """
 
 from __future__ import annotations
@@ -121,8 +121,6 @@ class StoryReplay(Replay):
         if self._own and (len(caption) > CAPTION_CHARS or len(detail) > DETAIL_CHARS):
             self.cut_short.append((caption, detail))  # a scene's words cut short: tests flag it
         super().say(beat, caption, detail)
-        if self._own and detail:
-            self._caption = f"{caption}. {detail}"  # the subtitle carries the why too
 
     def scaled(self, run_time: float, hold: float) -> tuple[float, float]:
         run_time, hold = super().scaled(run_time, hold)

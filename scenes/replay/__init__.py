@@ -16,7 +16,8 @@ Where things live
 
 Each event is applied to the kit at once and a snapshot of what the kit then shows is kept in
 `Replay.snapshots` (one per event, in order), so tests compare the screen with the trace after
-every event. Every caption is also a subtitle cue lasting its beat (`StoryScene.say`), and each
+every event. Every caption (with the detail line under it) is also a subtitle cue lasting its
+beat (`StoryScene.say`), and each
 step starts a Manim section ("construction", "step 3", "steps 5-40" for a compressed run), so
 `--save_sections` cuts one clip per scheduler step: the unit the scheduler works in, long enough
 to watch on its own (one clip per beat would give clips of a second).

@@ -179,7 +179,8 @@ class Replay:
         self.captions.say(_fit(caption, 86), _fit(detail, 96), beat)
         self.captions_shown.append(caption)
         self.details_shown.append(detail)
-        self._caption = caption
+        # The subtitle says what the screen says: the caption, and the detail under it.
+        self._caption = caption + (f"\n{detail}" if detail else "")
 
     def show_code(self, spec: BeatSpec | str, fn: str, event: int,
                   where=("code", "returned")) -> None:
