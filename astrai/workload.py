@@ -8,7 +8,9 @@
     [scheduler]  max_batch, prefix_caching, temperature, seed
     [prefixes]   name = length: shared token runs (e.g. a system prompt)
     [[request]]  name, prompt_len | prompt (token ids) | prompt_text, prefix, max_new_tokens,
-                 arrival (step) | after (a request's name: arrives once it has finished)
+                 arrival (step) | after (a request's name: arrives once it has finished);
+                 prefix names one prefix, or a list of them that the prompt starts with in
+                 order (e.g. ["other", "rules"]: the same tokens after another beginning)
 
 Prompt tokens are drawn from a generator seeded by the workload seed and the request (or
 prefix) name, so a workload always produces the same tokens. prompt_text is encoded by the
@@ -53,7 +55,7 @@ class Request:
     max_new_tokens: int
     arrival: int = 0
     after: str | None = None
-    prefix: str | None = None
+    prefix: str | tuple[str, ...] | None = None  # a name, or names joined in order
     text: str | None = None  # the prompt as text, when given as prompt_text
 
 
@@ -101,7 +103,8 @@ class Workload:
                        else {"prompt": list(r.prompt)}),
                     "max_new_tokens": r.max_new_tokens,
                     **({"after": r.after} if r.after else {"arrival": r.arrival}),
-                    **({"prefix": r.prefix} if r.prefix else {}),
+                    **({"prefix": r.prefix if isinstance(r.prefix, str) else list(r.prefix)}
+                       if r.prefix else {}),
                 }
                 for r in self.requests
             ],
@@ -248,9 +251,14 @@ def parse_workload(data: dict[str, Any], source: str = "workload") -> Workload:
                                 f"most {MAX_NAME} characters")
         max_new = r.int("max_new_tokens")
         names.add(rname)
-        prefix = r.get("prefix", (str, type(None)), None, "a prefix name")
-        if prefix is not None and prefix not in prefixes:
+        prefix = r.get("prefix", (str, list, type(None)), None, "a prefix name or a list of them")
+        parts = [prefix] if isinstance(prefix, str) else list(prefix or [])
+        if (isinstance(prefix, list) and not prefix) or any(
+                not isinstance(p, str) or p not in prefixes for p in parts):
             raise r.err("prefix", f"must name one of [prefixes] ({', '.join(prefixes) or 'none'})")
+        if isinstance(prefix, list):
+            prefix = tuple(prefix)
+        head = tuple(t for p in parts for t in _tokens(seed, f"prefix:{p}", prefixes[p], model))
         text = _prompt_text(r, item, prefix)
         if text is not None:
             prompt = tokenizer.encode(r, text, model)
@@ -267,16 +275,14 @@ def parse_workload(data: dict[str, Any], source: str = "workload") -> Workload:
             prompt = tuple(prompt)
             if "prompt_len" in item:
                 raise r.err("prompt_len", "cannot be combined with prompt (give one of them)")
-            if prefix and prompt[: prefixes[prefix]] != _tokens(seed, f"prefix:{prefix}",
-                                                                prefixes[prefix], model):
+            if prompt[: len(head)] != head:
                 raise r.err("prompt", f"must start with the tokens of prefix {prefix!r}")
         else:
-            low = prefixes[prefix] + 1 if prefix else 1
-            prompt_len = r.int("prompt_len", low=low)
+            # A prompt may be exactly its prefix (a full prefix-cache hit), not shorter.
+            prompt_len = r.int("prompt_len", low=max(len(head), 1))
             if prompt_len + max_new - 1 > capacity:
                 raise r.err("prompt_len", f"with max_new_tokens {max_new} could never fit the "
                                           f"pool's {capacity} slots (n_pages x page_size)")
-            head = _tokens(seed, f"prefix:{prefix}", prefixes[prefix], model) if prefix else ()
             prompt = head + _tokens(seed, f"request:{rname}", prompt_len - len(head), model)
         after = r.get("after", (str, type(None)), None, "a request name")
         if after is not None and "arrival" in item:
@@ -469,7 +475,7 @@ def _checkpoint_config(source: str, path: str) -> ModelConfig:
         raise WorkloadError(f"{source}: model.checkpoint: {e}") from e
 
 
-def _prompt_text(r: _Fields, item: dict, prefix: str | None) -> str | None:
+def _prompt_text(r: _Fields, item: dict, prefix) -> str | None:
     if "prompt_text" not in item:
         return None
     text = r.get("prompt_text", str, None, "a string")

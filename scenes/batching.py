@@ -23,7 +23,7 @@ from manim import LEFT, RIGHT, UP, FadeIn, Rectangle, VGroup
 from astrai.compare import batching
 from astrai.compare.batching import GEN, IDLE, PROMPT
 from scenes import theme
-from scenes.kit.board import CaptionBar, Captioned, StepChart, legend
+from scenes.kit.charts import CaptionBar, Captioned, StepChart, legend
 from scenes.kit.glyphs import Atlas, Counter
 from scenes.story import StoryScene
 

@@ -22,7 +22,7 @@ from manim import LEFT, RIGHT, UP, FadeIn, FadeOut, Rectangle, VGroup
 
 from astrai.compare import memory
 from scenes import theme
-from scenes.kit.board import CaptionBar, Captioned, StepChart, legend
+from scenes.kit.charts import CaptionBar, Captioned, StepChart, legend
 from scenes.kit.glyphs import Atlas, Counter
 from scenes.story import StoryScene
 

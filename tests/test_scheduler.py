@@ -151,7 +151,7 @@ def test_nothing_lost_under_pressure():
         def on_wait(self, task, needed, available):
             waits.append(task.name)
 
-        def on_preempt(self, task):
+        def on_preempt(self, task, needed_by):
             preempts.append(task.name)
 
     sched.listener = Watch()
@@ -167,8 +167,9 @@ def test_preempts_the_most_recently_admitted_and_requeues_it_at_the_head():
     order = []
 
     class Watch(SchedulerListener):
-        def on_preempt(self, task):
-            order.append((task.name, [t.name for t in sched.running], list(sched.waiting)))
+        def on_preempt(self, task, needed_by):
+            order.append((task.name, [t.name for t in sched.running], list(sched.waiting),
+                          needed_by.name, needed_by.length, len(needed_by.page_table)))
 
     sched.listener = Watch()
     for name in "abc":
@@ -176,10 +177,12 @@ def test_preempts_the_most_recently_admitted_and_requeues_it_at_the_head():
     sched.submit(Task("d", [1], 1))
     while not order:
         sched.step()
-    name, running, waiting = order[0]
+    name, running, waiting, needed_by, length, held = order[0]
     assert name == "c"  # the newest of a, b, c (d waited: the pool was full)
     assert waiting[0].name == "c"
     assert "c" not in running
+    # a is decoded first (oldest first) and is the one whose next position found no page
+    assert needed_by == "a" and held * 4 == length
 
 
 def test_head_of_queue_is_not_skipped():

@@ -67,7 +67,7 @@ class SchedulerListener:
     def on_prefix(self, task: Task) -> None: ...  # before its prompt pages are recorded
     def on_forward(self, tasks: list[Task]) -> None: ...  # the rows of the forward to run
     def on_tokens(self, phase: str, tasks: list[Task]) -> None: ...
-    def on_preempt(self, task: Task) -> None: ...
+    def on_preempt(self, task: Task, needed_by: Task | None) -> None: ...
     def on_finish(self, task: Task) -> None: ...
     def on_retire(self, task: Task) -> None: ...
 
@@ -255,22 +255,23 @@ class Scheduler:
             if finished:  # done tasks need no pages: retire them before preempting anyone
                 self._cleanup()
                 continue
-            victim = self.running[-1]
-            self._preempt(victim)
+            victim = self.running[-1]  # the newest: it has the least work to redo
+            self._preempt(victim, needed_by=task)
             if victim is task:
                 return False
         return True
 
-    def _preempt(self, task: Task) -> None:
+    def _preempt(self, task: Task, needed_by: Task | None = None) -> None:
         """Free the task's pages and requeue it at the head; its tokens so far are kept and
-        recomputed on readmission, so its output is the same as if it had never been paused."""
+        recomputed on readmission, so its output is the same as if it had never been paused.
+        needed_by: the task whose next token found the pool dry."""
         self._release(task)
         self.running.remove(task)
         task.status = Status.WAITING
         task.preemptions += 1
         self.waiting.appendleft(task)
         if self.listener is not None:
-            self.listener.on_preempt(task)
+            self.listener.on_preempt(task, needed_by)
 
     # ---- model -----------------------------------------------------------------------------
 

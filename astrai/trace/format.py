@@ -38,8 +38,11 @@ EVENT_KINDS: dict[str, tuple[str, ...]] = {
     "phase": (),
     # prompt_text: the prompt as given (str) when the request was text, else None
     "arrive": ("task", "prompt_len", "max_new_tokens", "prompt_text"),
-    # pages_needed = pages_for(n_tokens); needed (to allocate) and available: what _fit compared
-    "admit": ("task", "n_tokens", "hits", "pages_needed", "needed", "available"),
+    # pages_needed = pages_for(n_tokens); needed (to allocate) and available: what _fit compared;
+    # prompt_len + generated = n_tokens (generated > 0 on readmission after a preemption); keys:
+    # the chained prefix key of each full page of those tokens ([] with the prefix cache off)
+    "admit": ("task", "n_tokens", "hits", "pages_needed", "needed", "available", "prompt_len",
+              "generated", "keys"),
     "wait": ("task", "needed", "available"),
     # a decode step needs a page for its task: n_tokens with the new position, pages held now
     "grow": ("task", "n_tokens", "pages_needed", "held", "capacity"),
@@ -47,13 +50,15 @@ EVENT_KINDS: dict[str, tuple[str, ...]] = {
     "share": ("page", "task", "logical", "revived"),
     "write": ("rows", "page_table"),  # page_table: the padded [B, max_pages] table written through
     "gather": ("rows", "total_len", "shape"),  # shape: of the gathered K (and V)
-    "record": ("task", "pages"),
+    "record": ("task", "pages", "keys"),  # keys: each newly recorded page's prefix key
     # text: {task: the new piece of decoded output}, for text requests only
     "tokens": ("tokens", "text"),
     "free": ("page", "task", "refs"),
     "cache": ("page",),
     "evict": ("page",),
-    "preempt": ("task",),
+    # needed_by: whose next position (`position`) found the pool dry; running: who keeps their
+    # pages; generated and n_tokens (prompt + generated): what the victim keeps to recompute
+    "preempt": ("task", "needed_by", "position", "running", "generated", "n_tokens"),
     "finish": ("task", "n_output"),
     "retire": ("task", "n_free"),  # n_free: free pages once its pages are back
 }
@@ -274,6 +279,15 @@ def _field_problem(key: str, value: Any, kind: str, geo: dict) -> str | None:
             return "must map task names to token ids"
     elif key == "rows":
         return _rows_problem(value, kind, geo)
+    elif key == "keys":
+        if not isinstance(value, list) or not all(_int(k) or k is None for k in value):
+            return "must be a list of int prefix keys"
+    elif key == "needed_by":
+        if value is not None and not _name(value):
+            return "must be a printable task name or null"
+    elif key == "running":
+        if not isinstance(value, list) or not all(_name(n) for n in value):
+            return "must list task names"
     elif key == "prompt_text":
         if value is not None and not isinstance(value, str):
             return "must be a string or null"

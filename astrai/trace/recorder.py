@@ -177,9 +177,13 @@ class Recorder(CacheListener, SchedulerListener):
     def on_admit(self, task: Task, hits: list[int], needed: int, available: int) -> None:
         self._owner = task
         n_tokens = len(task.tokens)
+        # keys: the chained prefix key of each full page of what is admitted (none when the
+        # prefix cache is off), so a scene can show why a page hit or missed.
+        keys = self.cache.prefix_keys(task.tokens) if self.scheduler.prefix_caching else []
         self._emit("admit", task=task.name, n_tokens=n_tokens, hits=list(hits),
                    pages_needed=self.cache.pages_for(n_tokens), needed=needed,
-                   available=available)
+                   available=available, prompt_len=len(task.prompt), generated=len(task.output),
+                   keys=keys)
 
     def on_grow(self, task: Task) -> None:
         self._owner = task
@@ -210,9 +214,15 @@ class Recorder(CacheListener, SchedulerListener):
                     text[t.name] = piece
         self._emit("tokens", tokens={t.name: t.output[-1] for t in tasks}, text=text)
 
-    def on_preempt(self, task: Task) -> None:
+    def on_preempt(self, task: Task, needed_by: Task | None = None) -> None:
         self._owner = None
-        self._emit("preempt", task=task.name)
+        # needed_by/position: whose next token found no page; running: who keeps decoding;
+        # generated: tokens the victim keeps (its prompt and these are recomputed later).
+        self._emit("preempt", task=task.name,
+                   needed_by=needed_by.name if needed_by is not None else None,
+                   position=needed_by.length if needed_by is not None else None,
+                   running=[t.name for t in self.scheduler.running],
+                   generated=len(task.output), n_tokens=len(task.tokens))
 
     def on_finish(self, task: Task) -> None:
         self._emit("finish", task=task.name, n_output=len(task.output))
@@ -248,7 +258,8 @@ class Recorder(CacheListener, SchedulerListener):
         self._emit("share", page=page, task=self._task(), logical=logical, revived=revived)
 
     def on_record(self, pages: list[int]) -> None:
-        self._emit("record", task=self._task(), pages=list(pages))
+        self._emit("record", task=self._task(), pages=list(pages),
+                   keys=[self.cache.prefix_key(p) for p in pages])
 
     def _rows(self, n: int) -> list[str]:
         batch = self._batch

@@ -1,0 +1,132 @@
+"""Pieces for scenes that compare two runs (not trace replays): an on-screen caption bar, charts
+whose x axis lines up with a step grid, and small legends.
+
+Charts are Manim `Axes` without LaTeX (no numbers from the axes; labels are theme text), and
+lines are added a stretch of steps at a time, so a chart grows with the grid above it. Every
+point drawn is kept (`StepChart.values_of`), read back from the drawn lines' vertices.
+"""
+
+from __future__ import annotations
+
+import textwrap
+
+import numpy as np
+from manim import DOWN, LEFT, RIGHT, UP, Axes, FadeIn, FadeOut, Square, VGroup, VMobject
+
+from scenes import theme
+from scenes.kit.glyphs import Atlas
+
+
+class CaptionBar:
+    """Makes the caption at the bottom of the screen: up to two lines, centred, wrapped to the
+    frame, from the glyph atlas (a caption changes often; a Text each time is slow)."""
+
+    def __init__(self, y: float = -3.55, width_chars: int = 84):
+        self.y, self.width_chars = y, width_chars
+        self.atlas = Atlas.get(theme.FS_CAPTION)
+
+    def make(self, s: str) -> VGroup:
+        lines = textwrap.wrap(s, self.width_chars) or [""]
+        if len(lines) > 2:
+            raise ValueError(f"caption longer than two lines: {s!r}")
+        group = VGroup(*(self.atlas.line(line) for line in lines))
+        group.arrange(DOWN, buff=0.08).move_to([0, self.y, 0])
+        group.text = " ".join(g.shown() for g in group)
+        return group
+
+
+class Captioned:
+    """Mixin for a StoryScene: `caption(text, duration)` shows text in a CaptionBar and cues it
+    as a subtitle (StoryScene.say), returning the animations to play with the next play().
+    A caption stays up its whole duration: `caption_free()` says whether the last one has had
+    its time, and `caption()` first waits out the rest of it, so subtitles never overlap."""
+
+    caption_bar: CaptionBar
+    caption_mob = None
+    caption_until = 0.0
+
+    def caption_free(self) -> bool:
+        return self.now >= self.caption_until - 0.05
+
+    def hold_caption(self) -> None:
+        """Wait until the caption on screen has had its whole duration."""
+        if not self.caption_free():
+            self.wait(self.caption_until - self.now)
+
+    def caption(self, s: str, duration: float) -> list:
+        self.hold_caption()
+        self.say(s, duration)
+        self.caption_until = self.now + duration
+        new = self.caption_bar.make(s)
+        anims = [FadeIn(new, run_time=0.3)]
+        if self.caption_mob is not None:
+            anims.append(FadeOut(self.caption_mob, run_time=0.3))
+        self.caption_mob = new
+        return anims
+
+
+class StepChart(VGroup):
+    """An Axes whose x axis spans steps 0..n_steps over [x0, x0 + width]; value at step s is
+    drawn at x = s + 0.5, the centre of that step's grid column above it."""
+
+    def __init__(self, x0: float, width: float, y_bottom: float, height: float, n_steps: int,
+                 y_max: int, title: str, y_label: str | None = None):
+        super().__init__()
+        self.n_steps, self.y_max = n_steps, y_max
+        tick = max(1, round(n_steps / 8 / 5) * 5)
+        self.axes = Axes(
+            x_range=[0, n_steps, tick], y_range=[0, y_max, max(1, y_max // 4)],
+            x_length=width, y_length=height, tips=False,
+            axis_config={"include_numbers": False, "color": theme.FAINT, "stroke_width": 1.5,
+                         "tick_size": 0.04},
+        )
+        self.axes.move_to([x0 + width / 2, y_bottom + height / 2, 0])
+        self.add(self.axes)
+        top = theme.text(str(y_max), theme.FS_MIN, theme.DIM)
+        top.next_to(self.axes.c2p(0, y_max), LEFT, buff=0.08)
+        zero = theme.text("0", theme.FS_MIN, theme.DIM)
+        zero.next_to(self.axes.c2p(0, 0), LEFT, buff=0.08)
+        head = theme.text(title, theme.FS_BODY, theme.DIM)
+        head.next_to(self.axes.c2p(0, y_max), UP, buff=0.08).align_to(self.axes, LEFT)
+        self.add(top, zero, head)
+        self.head = head
+        self.series: dict[str, list[VMobject]] = {}
+        self.colors: dict[str, object] = {}
+
+    def extend(self, name: str, values: dict[int, float], color) -> VMobject | None:
+        """A line through (s + 0.5, values[s]) for the given steps, joined to the series' last
+        point; returns it (not yet added to the scene) or None if there is nothing to draw."""
+        pts = [self.axes.c2p(s + 0.5, v) for s, v in sorted(values.items())]
+        prev = self.series.get(name)
+        if prev:
+            pts = [prev[-1].vertices[-1]] + pts
+        if len(pts) < 2:
+            if not pts:
+                return None
+            pts = pts + pts  # a lone first point: a zero-length line, extended next time
+        line = VMobject(stroke_color=color, stroke_width=2.5)
+        line.set_points_as_corners(np.array(pts))
+        line.vertices = [np.array(p) for p in pts]
+        self.series.setdefault(name, []).append(line)
+        self.colors[name] = color
+        return line
+
+    def values_of(self, name: str) -> dict[int, float]:
+        """What the drawn lines of a series show: step -> value, read back from the vertices."""
+        out: dict[int, float] = {}
+        for line in self.series.get(name, []):
+            for p in line.vertices:
+                x, y = self.axes.p2c(p)[:2]
+                out[int(round(x - 0.5))] = round(float(y), 6)
+        return out
+
+
+def legend(items: list[tuple[str, object, bool]], size: float = theme.FS_MIN) -> VGroup:
+    """A row of swatches and words: (label, colour, filled)."""
+    parts = []
+    for label, color, filled in items:
+        sw = Square(0.2, stroke_color=color, stroke_width=1.5, fill_color=color,
+                    fill_opacity=1.0 if filled else 0.0)
+        word = theme.text(label, size, theme.DIM)
+        parts.append(VGroup(sw, word).arrange(RIGHT, buff=0.08))
+    return VGroup(*parts).arrange(RIGHT, buff=0.3)
