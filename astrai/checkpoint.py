@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +31,7 @@ from astrai.errors import (
     CheckpointTooLarge,
     UnsupportedCheckpoint,
 )
+from astrai.memory import available_bytes
 from astrai.model import ModelConfig, TinyModel
 
 __all__ = [
@@ -266,24 +266,6 @@ def model_bytes(config: ModelConfig, dtype: torch.dtype) -> int:
     """Bytes of the model's weights in dtype (norm weights included)."""
     n = sum(math.prod(shape) for shape in tensor_names(config).values())
     return n * torch.empty((), dtype=dtype).element_size()
-
-
-def available_bytes(device: torch.device) -> int | None:
-    """Free memory on the device: CUDA's own count, or MemAvailable on Linux; None if unknown."""
-    if device.type == "cuda":
-        free, _ = torch.cuda.mem_get_info(device)
-        return free
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError):
-        return None
 
 
 def resolve_dtype(info: CheckpointInfo, device: torch.device,

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 import random
 import tomllib
 from dataclasses import dataclass, field
@@ -35,6 +34,7 @@ from astrai.errors import AstraiError, WorkloadError
 from astrai.files import read_text
 from astrai.inference.cache import PagedCache
 from astrai.inference.scheduler import Scheduler, Status, Task
+from astrai.memory import available_bytes
 from astrai.model import ModelConfig, TinyModel
 from astrai.text import TextLog, load_tokenizer
 
@@ -357,27 +357,12 @@ def estimate_bytes(n_pages: int, page_size: int, model: ModelConfig, dtype: str)
     return 2 * kv + params * (4 + size)
 
 
-def available_bytes(device: str) -> int:
-    """Memory free on the device now (host: MemAvailable)."""
-    dev = torch.device(device)
-    if dev.type == "cuda":
-        return torch.cuda.mem_get_info(dev)[0]
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-
-
 def require_memory(n_pages, page_size, model, dtype, device, source="workload") -> None:
     """WorkloadError, before anything is allocated, if the workload would need more than
-    MAX_MEMORY_SHARE of the memory available."""
+    MAX_MEMORY_SHARE of the memory available (no check where that is unknown)."""
     need = estimate_bytes(n_pages, page_size, model, dtype)
     have = available_bytes(device)
-    if need > MAX_MEMORY_SHARE * have:
+    if have is not None and need > MAX_MEMORY_SHARE * have:
         raise WorkloadError(
             f"{source}: cache.n_pages {n_pages} x cache.page_size {page_size} with this [model] "
             f"in {dtype} needs about {need / 2**20:.0f} MiB; {device} has "
