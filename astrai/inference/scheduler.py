@@ -299,7 +299,7 @@ class Scheduler:
             task.length = end  # the forward writes these tokens' K/V
         logits = self.model(tokens.to(device), start, view, lengths)
         last = logits[torch.arange(len(tasks), device=device), lengths - 1]
-        nxt = self._sample(tasks, last).tolist()
+        nxt = sample_tokens(tasks, last, self.temperature, self.seed, self._generators).tolist()
         for task, token in zip(tasks, nxt):
             task.output.append(token)
             if len(task.output) >= task.max_new_tokens:
@@ -307,23 +307,27 @@ class Scheduler:
                 if self.listener is not None:
                     self.listener.on_finish(task)
 
-    def _sample(self, tasks: list[Task], last: torch.Tensor) -> torch.Tensor:
-        if self.temperature <= 0:
-            return next_tokens(last)
-        # One generator per task, so a task's samples do not depend on who shares its batch.
-        out = []
-        for task, row in zip(tasks, last.cpu()):
-            gen = self._generators.get(task.name)
-            if gen is None:
-                # CPU generators keep only 32 bits of a seed: mix seed and name into those.
-                seed = zlib.crc32(f"{self.seed}:{task.name}".encode())
-                gen = self._generators[task.name] = torch.Generator().manual_seed(seed)
-            out.append(next_tokens(row[None], self.temperature, gen))
-        return torch.cat(out)
-
     def _emit_tokens(self, phase: str, tasks: list[Task]) -> None:
         if self.listener is not None:
             self.listener.on_tokens(phase, tasks)
+
+
+def sample_tokens(tasks: list[Task], last: torch.Tensor, temperature: float, seed: int,
+                  generators: dict[str, torch.Generator]) -> torch.Tensor:
+    """Each task's next token from its row of `last`: greedy at temperature <= 0, else drawn
+    with the task's own generator (made on first use, kept in `generators`), so a task's
+    samples do not depend on who shares its batch."""
+    if temperature <= 0:
+        return next_tokens(last)
+    out = []
+    for task, row in zip(tasks, last.cpu()):
+        gen = generators.get(task.name)
+        if gen is None:
+            # CPU generators keep only 32 bits of a seed: mix seed and name into those.
+            gen = generators[task.name] = torch.Generator().manual_seed(
+                zlib.crc32(f"{seed}:{task.name}".encode()))
+        out.append(next_tokens(row[None], temperature, gen))
+    return torch.cat(out)
 
 
 # ---- checks on what callers hand in ---------------------------------------------------------

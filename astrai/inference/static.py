@@ -16,7 +16,6 @@ down what every row did (`records`): a prompt prefilled, one token generated, or
 
 from __future__ import annotations
 
-import zlib
 from collections import deque
 from dataclasses import dataclass
 
@@ -24,8 +23,7 @@ import torch
 
 from astrai.errors import RequestTooLarge, SchedulerError
 from astrai.inference.dense import DenseKVCache
-from astrai.inference.scheduler import Status, Task
-from astrai.model import next_tokens
+from astrai.inference.scheduler import Status, Task, sample_tokens
 
 PROMPT, GEN, IDLE = "prompt", "gen", "idle"
 
@@ -178,22 +176,10 @@ class DenseBatcher:
         idx = torch.tensor(order, device=device)
         last = logits[idx, lengths[idx] - 1]
         tasks = [self.rows[r] for r in order]
-        for task, r, token in zip(tasks, order, self._sample(tasks, last).tolist()):
+        nxt = sample_tokens(tasks, last, self.temperature, self.seed, self._generators).tolist()
+        for task, r, token in zip(tasks, order, nxt):
             task.length = ends[r]
             task.output.append(token)
             if len(task.output) >= task.max_new_tokens:
                 task.status = Status.FINISHED
 
-    def _sample(self, tasks: list[Task], last: torch.Tensor) -> torch.Tensor:
-        """As Scheduler samples: greedy, or one generator per task seeded from its name, so a
-        task's tokens do not depend on which rows it shares a forward with."""
-        if self.temperature <= 0:
-            return next_tokens(last)
-        out = []
-        for task, row in zip(tasks, last.cpu()):
-            gen = self._generators.get(task.name)
-            if gen is None:
-                seed = zlib.crc32(f"{self.seed}:{task.name}".encode())
-                gen = self._generators[task.name] = torch.Generator().manual_seed(seed)
-            out.append(next_tokens(row[None], self.temperature, gen))
-        return torch.cat(out)
