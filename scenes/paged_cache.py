@@ -30,20 +30,8 @@ class PagedCacheScene(StoryScene):
     TITLE = "Paged KV cache"
     CHAPTER = "1. Paged KV cache"
 
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.replay: Replay | None = None
-
     def story(self) -> None:
         trace = self.trace_of()
         title = f"{self.TITLE} · workload {trace.workload.get('name', '?')}"
         self.replay = Replay(self, trace, title=title)
         self.replay.run()
-
-    @property
-    def snapshots(self) -> list[dict]:
-        return self.replay.snapshots if self.replay else []
-
-    @property
-    def panels(self) -> list[dict]:
-        return self.replay.panels if self.replay else []

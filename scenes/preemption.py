@@ -82,11 +82,7 @@ class PreemptionScene(StoryScene):
         st = self.facts = PreemptionStory(trace)
         teaser = self.teaser
         keep = self._key_beats(st)
-        rp = self.replay = StoryReplay(
-            self, trace, title=f"{self.TITLE} · workload {trace.workload.get('name', '?')}",
-            keep=(lambda spec: False) if teaser else (lambda spec: spec.main in keep),
-            pace=self.pick(0.85, 1.0), fast_time=self.pick(0.6, 0.4),
-            fast_hold=self.pick(0.6, 0.15))
+        rp = self.replay = StoryReplay.steered(self, trace, keep)
         self.chapter("The pool runs dry")
         self._intro(rp)
         if st.preempt is not None:
@@ -262,15 +258,3 @@ class PreemptionScene(StoryScene):
         rp.tell(f"{names}'s output on a pool that never runs dry: {same}",
                    f"the cost: {c.recomputed_tokens} tokens recomputed, {c.extra_steps} more "
                    "steps in all", build=build, hold=self.pick(5.5, 6.5))
-
-    # ---- the test contract ----------------------------------------------------------------
-
-    @property
-    def snapshots(self) -> list[dict]:
-        rp = getattr(self, "replay", None)
-        return rp.snapshots if rp else []
-
-    @property
-    def panels(self) -> list[dict]:
-        rp = getattr(self, "replay", None)
-        return rp.panels if rp else []

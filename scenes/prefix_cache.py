@@ -137,11 +137,7 @@ class PrefixCacheScene(StoryScene):
         st = self.facts = PrefixStory(trace)
         teaser = self.teaser
         key_beats = self._key_beats(st)
-        rp = self.replay = StoryReplay(
-            self, trace, title=f"{self.TITLE} · workload {trace.workload.get('name', '?')}",
-            keep=(lambda spec: False) if teaser else (lambda spec: spec.main in key_beats),
-            pace=self.pick(0.85, 1.0), fast_time=self.pick(0.6, 0.4),
-            fast_hold=self.pick(0.6, 0.15))
+        rp = self.replay = StoryReplay.steered(self, trace, key_beats)
         lay = rp.layout
         self.strip = LruStrip(rp.n_pages, lay.right - 0.05, lay.tables_top - 0.62)
         self.strip_on = False
@@ -406,15 +402,3 @@ class PrefixCacheScene(StoryScene):
         rp.tell(f"prefix caching off: {c.prefill_tokens_saved} more prompt tokens computed, "
                    f"{c.pages_saved} more pages", f"a second real run of the same workload; "
                    f"{same}, token for token", build=build, hold=self.pick(5.0, 6.0))
-
-    # ---- the test contract ----------------------------------------------------------------
-
-    @property
-    def snapshots(self) -> list[dict]:
-        rp = getattr(self, "replay", None)
-        return rp.snapshots if rp else []
-
-    @property
-    def panels(self) -> list[dict]:
-        rp = getattr(self, "replay", None)
-        return rp.panels if rp else []

@@ -27,8 +27,8 @@ What the base gives every scene:
 - `workload`: the workload this render shows, and `output_name()`, the file name it renders to
   (the class name, plus the workload when $ASTRAI_WORKLOAD overrides the scene's own).
 - `snapshots` / `panels`: what the screen showed after each event / every code panel, for tests
-  (scenes that replay through `scenes.replay.Replay` fill them from it; see its package doc for
-  narrative beats between the trace's beats).
+  (a scene that replays through `scenes.replay.Replay` sets `self.replay` and they are the
+  replay's; see its package doc for narrative beats between the trace's beats).
 - Output: the render is named `output_name()` (Manim's -o wins), so stills are
   `media/images/<file>/<name>.png` and another workload or the teaser never overwrites the
   scene's own video.
@@ -74,6 +74,7 @@ class StoryScene(Scene):
         self._skipped = 0.0  # seconds `show`/`hold` stood for without going through Manim
         self._snapshots: list[dict] = []
         self._panels: list[dict] = []
+        self.replay = None  # the Replay a scene drives, if it drives one: the contract reads it
         # Manim fixes a scene's output paths when it is constructed: name them after
         # output_name() unless the user chose a name (-o).
         chosen = config.output_file
@@ -183,11 +184,11 @@ class StoryScene(Scene):
 
     @property
     def snapshots(self) -> list[dict]:
-        return self._snapshots
+        return self.replay.snapshots if self.replay is not None else self._snapshots
 
     @property
     def panels(self) -> list[dict]:
-        return self._panels
+        return self.replay.panels if self.replay is not None else self._panels
 
     def setup(self) -> None:
         self.camera.background_color = theme.BG

@@ -103,6 +103,17 @@ class StoryReplay(Replay):
         self.cut_short: list[tuple[str, str]] = []
         self._own = False  # saying the scene's own words (its beats, fast-forward captions)
 
+    @classmethod
+    def steered(cls, scene, trace, key_beats) -> StoryReplay:
+        """The replay a story scene steers by its cut: titled with the scene and the workload;
+        the full cut keeps the beats whose main event is in `key_beats` and fast-forwards the
+        rest, the teaser keeps none (the scene's own beats carry it), at the cut's pace."""
+        return cls(
+            scene, trace, title=f"{scene.TITLE} · workload {trace.workload.get('name', '?')}",
+            keep=(lambda spec: False) if scene.teaser else (lambda spec: spec.main in key_beats),
+            pace=scene.pick(0.85, 1.0), fast_time=scene.pick(0.6, 0.4),
+            fast_hold=scene.pick(0.6, 0.15))
+
     # ---- hooks ----------------------------------------------------------------------------
 
     def hook_before(self, event: int, fn: Hook) -> None:
