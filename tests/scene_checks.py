@@ -13,11 +13,24 @@ from manim import tempconfig
 FS_KINDS = ("arrive", "cleanup", "refill", "prefill", "decode")
 
 
+def state_only(media_dir, **more) -> dict:
+    """Manim's config for building a scene without video (and quietly), plus `more`."""
+    return {"format": "none", "disable_caching": True, "media_dir": str(media_dir),
+            "progress_bar": "none", "verbosity": "WARNING", **more}
+
+
+def render(cls, media_dir, **kwargs):
+    """cls(**kwargs) built without video, with every animation finished at once."""
+    with tempconfig(state_only(media_dir)):
+        scene = cls(skip_animations=True, **kwargs)
+        scene.render()
+    return scene
+
+
 def build(cls, trace, media_dir, cut="full"):
     """Build without video. `scene.detached` lists animations of mobjects outside the scene:
     Manim would add those on top of everything when rendering (left-over ghosts)."""
-    with tempconfig({"format": "none", "disable_caching": True, "media_dir": str(media_dir),
-                     "progress_bar": "none", "verbosity": "WARNING"}):
+    with tempconfig(state_only(media_dir)):
         scene = cls(trace=trace, cut=cut, skip_animations=True)
         scene.detached = []
         show = scene.show

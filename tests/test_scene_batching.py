@@ -10,7 +10,7 @@ import pytest
 
 pytest.importorskip("manim")
 
-from manim import tempconfig  # noqa: E402
+from scene_checks import render  # noqa: E402
 
 from astrai.compare import batching  # noqa: E402
 from astrai.compare.batching import GEN, IDLE, PROMPT  # noqa: E402
@@ -20,11 +20,7 @@ from tests.test_compare_batching import SMALL  # noqa: E402
 
 
 def build(comparison, media_dir, cut="full") -> BatchingScene:
-    with tempconfig({"format": "none", "disable_caching": True, "media_dir": str(media_dir),
-                     "progress_bar": "none", "verbosity": "WARNING"}):
-        scene = BatchingScene(comparison=comparison, cut=cut, skip_animations=True)
-        scene.render()
-    return scene
+    return render(BatchingScene, media_dir, comparison=comparison, cut=cut)
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ import pytest
 
 pytest.importorskip("manim")
 
-from manim import tempconfig  # noqa: E402
+from scene_checks import render  # noqa: E402
 
 from astrai.compare import memory  # noqa: E402
 from astrai.workload import parse_workload  # noqa: E402
@@ -33,11 +33,7 @@ SMALL = {
 
 
 def build(comparison, media_dir, cut="full") -> MemoryWasteScene:
-    with tempconfig({"format": "none", "disable_caching": True, "media_dir": str(media_dir),
-                     "progress_bar": "none", "verbosity": "WARNING"}):
-        scene = MemoryWasteScene(comparison=comparison, cut=cut, skip_animations=True)
-        scene.render()
-    return scene
+    return render(MemoryWasteScene, media_dir, comparison=comparison, cut=cut)
 
 
 @pytest.fixture(scope="module")

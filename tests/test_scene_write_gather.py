@@ -17,7 +17,8 @@ import pytest
 
 manim = pytest.importorskip("manim")
 
-from manim import config, tempconfig  # noqa: E402
+from manim import config  # noqa: E402
+from scene_checks import render  # noqa: E402
 
 from astrai.errors import TraceFormatError, WorkloadError  # noqa: E402
 from astrai.model import ModelConfig, TinyModel  # noqa: E402
@@ -27,11 +28,7 @@ from scenes.write_gather import WriteGatherScene, plan  # noqa: E402
 
 
 def build(trace, cut, media_dir) -> WriteGatherScene:
-    with tempconfig({"format": "none", "disable_caching": True, "media_dir": str(media_dir),
-                     "progress_bar": "none", "verbosity": "WARNING"}):
-        scene = WriteGatherScene(trace=trace, cut=cut, skip_animations=True)
-        scene.render()
-    return scene
+    return render(WriteGatherScene, media_dir, trace=trace, cut=cut)
 
 
 @pytest.fixture(scope="module")

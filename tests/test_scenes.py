@@ -24,6 +24,7 @@ manim = pytest.importorskip("manim")
 av = pytest.importorskip("av")
 
 from manim import config, tempconfig  # noqa: E402
+from scene_checks import FS_KINDS, expected_label, state_only  # noqa: E402
 
 from astrai.errors import TraceFormatError  # noqa: E402
 from astrai.trace import record, save_trace  # noqa: E402
@@ -92,8 +93,7 @@ PAGE_KINDS = {"alloc", "share", "free", "cache", "evict", "preempt", "retire"}
 
 def build(trace, media_dir, **kw) -> PagedCacheScene:
     # 15 fps: the frame rate of the -ql smoke render, so clocks compare frame for frame.
-    with tempconfig({"format": "none", "disable_caching": True, "media_dir": str(media_dir),
-                     "progress_bar": "none", "verbosity": "WARNING", "frame_rate": 15}):
+    with tempconfig(state_only(media_dir, frame_rate=15)):
         scene = PagedCacheScene(trace=trace, skip_animations=True, **kw)
         scene.render()
     return scene
@@ -128,15 +128,6 @@ def built(workloads, tmp_path_factory):
 # ---- what the screen should say, computed here from the state alone --------------------------
 
 
-def expected_label(state: dict, page: int) -> str:
-    if state["free_mask"] & (1 << page):
-        return "free"
-    if page in state["cached"]:
-        return "cached"
-    holders = [n for n, pages in state["page_tables"].items() if page in pages]
-    return "+".join(holders) if holders else "used"
-
-
 WORKLOADS = ["seed", "prefix", "tiny"]
 
 
@@ -167,8 +158,7 @@ def test_screen_matches_state_after_every_event(built, name):
         rows = scene.replay.plan.rows_per_block
         assert snap["blocks"] == {t: max(1, -(-len(pages) // rows))
                                   for t, pages in st["page_tables"].items()}, where
-        phase = ev["phase"] if ev["phase"] in ("arrive", "cleanup", "refill", "prefill",
-                                               "decode") else None
+        phase = ev["phase"] if ev["phase"] in FS_KINDS else None
         assert (snap["step"], snap["phase"]) == (ev["step"], phase), where
         assert snap["status"].startswith(f"free_mask = {st['free_mask']} "), where
         if st["cached"]:
@@ -505,8 +495,7 @@ def test_a_scene_puts_its_own_beats_between_the_traces(built, tmp_path):
         def snapshots(self):
             return self.replay.snapshots
 
-    with tempconfig({"format": "none", "disable_caching": True, "media_dir": str(tmp_path),
-                     "progress_bar": "none", "verbosity": "WARNING", "frame_rate": 15}):
+    with tempconfig(state_only(tmp_path, frame_rate=15)):
         scene = Explained(skip_animations=True)
         scene.render()
     assert [s["event"] for s in scene.snapshots] == [s["event"] for s in full.snapshots]

@@ -7,7 +7,7 @@ import pytest
 
 manim = pytest.importorskip("manim")
 
-from manim import tempconfig  # noqa: E402
+from scene_checks import render  # noqa: E402
 
 from astrai.trace import record  # noqa: E402
 from scenes.kit.glyphs import CHARS  # noqa: E402
@@ -17,12 +17,7 @@ from scenes.paged_cache import PagedCacheScene  # noqa: E402
 @pytest.fixture(scope="module")
 def text_scene(tmp_path_factory):
     trace = record("text")
-    with tempconfig({"format": "none", "disable_caching": True,
-                     "media_dir": str(tmp_path_factory.mktemp("media")),
-                     "progress_bar": "none", "verbosity": "WARNING"}):
-        scene = PagedCacheScene(trace=trace, skip_animations=True)
-        scene.render()
-    return trace, scene
+    return trace, render(PagedCacheScene, tmp_path_factory.mktemp("media"), trace=trace)
 
 
 def _drawn(text: str) -> str:
