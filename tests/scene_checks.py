@@ -8,7 +8,10 @@ import importlib
 import inspect
 import textwrap
 
+import pytest
 from manim import tempconfig
+
+from astrai.trace import record
 
 FS_KINDS = ("arrive", "cleanup", "refill", "prefill", "decode")
 
@@ -43,6 +46,35 @@ def build(cls, trace, media_dir, cut="full"):
         scene.show = checked
         scene.render()
     return scene
+
+
+def story_fixtures(cls, workload: str):
+    """The set-up of a story scene's test module: module-scoped fixtures `trace` (the workload
+    recorded) and `scene` (cls built from it without video, full cut).
+
+        trace, scene = story_fixtures(PreemptionScene, "preemption")
+    """
+
+    @pytest.fixture(scope="module")
+    def trace():
+        return record(workload)
+
+    @pytest.fixture(scope="module")
+    def scene(trace, tmp_path_factory):
+        return build(cls, trace, tmp_path_factory.mktemp("media"))
+
+    return trace, scene
+
+
+def check_teaser(cls, trace, media_dir) -> None:
+    """The teaser cut of a story scene: 10-16 s, still every event's state on screen, nothing
+    animated outside the scene, its end card shown, no caption cut short."""
+    teaser = build(cls, trace, media_dir, cut="teaser")
+    assert 10 <= teaser.replay.duration <= 16
+    check_screen_equals_trace(trace, teaser)
+    assert teaser.detached == []
+    assert {b["name"] for b in teaser.replay.boards} >= {"end card"}
+    assert teaser.replay.cut_short == []
 
 
 def expected_label(state: dict, page: int) -> str:

@@ -12,10 +12,11 @@ pytest.importorskip("manim")
 
 from scene_checks import (  # noqa: E402
     board,
-    build,
     check_boards_inside,
     check_panels,
     check_screen_equals_trace,
+    check_teaser,
+    story_fixtures,
 )
 
 from astrai.inference.cache import PagedCache  # noqa: E402
@@ -23,15 +24,7 @@ from astrai.trace import record  # noqa: E402
 from astrai.workload import load_workload  # noqa: E402
 from scenes.prefix_cache import PrefixCacheScene  # noqa: E402
 
-
-@pytest.fixture(scope="module")
-def trace():
-    return record("prefix")
-
-
-@pytest.fixture(scope="module")
-def scene(trace, tmp_path_factory):
-    return build(PrefixCacheScene, trace, tmp_path_factory.mktemp("media"))
+trace, scene = story_fixtures(PrefixCacheScene, "prefix")
 
 
 def _keys(prompt, ps):
@@ -147,9 +140,4 @@ def test_captions_fit_and_the_cut_is_short(scene):
 
 
 def test_teaser_is_short_and_still_shows_the_trace(trace, tmp_path_factory):
-    teaser = build(PrefixCacheScene, trace, tmp_path_factory.mktemp("teaser"), cut="teaser")
-    assert 10 <= teaser.replay.duration <= 16
-    check_screen_equals_trace(trace, teaser)
-    assert teaser.detached == []
-    assert {b["name"] for b in teaser.replay.boards} >= {"end card"}
-    assert teaser.replay.cut_short == []
+    check_teaser(PrefixCacheScene, trace, tmp_path_factory.mktemp("teaser"))
