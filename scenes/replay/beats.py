@@ -20,6 +20,7 @@ from scenes import theme
 from scenes.kit.said import quoted
 
 if TYPE_CHECKING:
+    from scenes.kit.anim import Beat
     from scenes.replay.driver import Replay
     from scenes.replay.plan import BeatSpec
 
@@ -80,6 +81,15 @@ def find(ev: dict, fn: str, where=("code", "returned")) -> dict | None:
     return None
 
 
+def _applied(r: Replay, spec: BeatSpec) -> tuple[Beat, dict, dict | None]:
+    """A new beat with every event of spec applied in it; its main event, and the state shown
+    before them (what an alloc or free is told against)."""
+    beat = r.new_beat()
+    prev = r.prev_state
+    r.apply_all(spec, beat)
+    return beat, r.events[spec.main], prev
+
+
 def _lowest(mask: int) -> int:
     return (mask & -mask).bit_length() - 1
 
@@ -109,9 +119,7 @@ def construct(r: Replay, spec: BeatSpec) -> None:
 @kind("cleanup-idle", (0.7, 1.4, 0.4),
       Code(SCHED, "Scheduler._cleanup", ("for task in [t for t in self.running",)))
 def cleanup_idle(r: Replay, spec: BeatSpec) -> None:
-    beat = r.new_beat()
-    r.apply_all(spec, beat)
-    ev = r.events[spec.main]
+    beat, ev, _ = _applied(r, spec)
     r.say(beat, f"step {ev['step']}, cleanup: free the pages of finished requests",
           "nothing has finished yet: no page to free")
     # _cleanup has returned by the event after this beat's (the next phase).
@@ -123,9 +131,7 @@ def cleanup_idle(r: Replay, spec: BeatSpec) -> None:
 
 @kind("arrive", (0.7, 1.2, 0.4), Code(SCHED, "Scheduler.submit", ("self.waiting.append(task)",)))
 def arrive(r: Replay, spec: BeatSpec) -> None:
-    beat = r.new_beat()
-    r.apply_all(spec, beat)
-    ev = r.events[spec.main]
+    beat, ev, _ = _applied(r, spec)
     text = ev.get("prompt_text")
     prompt = (f"prompt {quoted(text, 34)} = {ev['prompt_len']} tokens" if text
               else f"prompt of {ev['prompt_len']} tokens")
@@ -162,9 +168,7 @@ def admit(r: Replay, spec: BeatSpec) -> None:
 
 @kind("wait", (0.8, 1.5, 0.6), Code(SCHED, "Scheduler._fit", ("if needed > available:",)))
 def wait(r: Replay, spec: BeatSpec) -> None:
-    beat = r.new_beat()
-    r.apply_all(spec, beat)
-    ev = r.events[spec.main]
+    beat, ev, _ = _applied(r, spec)
     r.say(beat, f"{ev['task']} waits: needs {ev['needed']} pages, {ev['available']} available",
           "the head of the queue waits; nobody skips ahead of it")
     r.show_code(spec, "Scheduler._fit", spec.main)
@@ -190,10 +194,7 @@ TAKE = Code(CACHE, "PagedCache._take", ("word ^= lsb", "return self._evict_lru()
 
 @kind("alloc", (1.0, 1.4, 0.3), TAKE)
 def alloc(r: Replay, spec: BeatSpec) -> None:
-    beat = r.new_beat()
-    prev = r.prev_state
-    r.apply_all(spec, beat)
-    ev = r.events[spec.main]
+    beat, ev, prev = _applied(r, spec)
     r.say(beat, f"alloc -> page {ev['page']} for {ev['task']}[{ev['logical']}]",
           _alloc_words(r, ev, prev))
     r.show_code(spec, "PagedCache._take", spec.main, where=("returned",))
@@ -206,10 +207,7 @@ GROW = Code(SCHED, "Scheduler._grow", ("got = self.cache.alloc_n(1, out=task.pag
 
 @kind("grow", (1.1, 1.8, 0.6), GROW)
 def grow(r: Replay, spec: BeatSpec) -> None:
-    beat = r.new_beat()
-    prev = r.prev_state
-    r.apply_all(spec, beat)
-    ev = r.events[spec.main]
+    beat, ev, prev = _applied(r, spec)
     need = _last(r, spec, "grow")
     if need is None:  # a trace without grow events: say only what the alloc says
         r.say(beat, f"decode: alloc page {ev['page']} for {ev['task']}[{ev['logical']}]",
@@ -232,9 +230,7 @@ SHARE = Code(CACHE, "PagedCache.inc_ref", ("del self._lru[idx]", "self._refs[idx
 
 @kind("share", (1.0, 1.5, 0.35), SHARE)
 def share(r: Replay, spec: BeatSpec) -> None:
-    beat = r.new_beat()
-    r.apply_all(spec, beat)
-    ev = r.events[spec.main]
+    beat, ev, _ = _applied(r, spec)
     refs = ev["state"]["refs"][ev["page"]]
     if ev["revived"]:
         words = (f"revive cached page {ev['page']} for {ev['task']}[{ev['logical']}]",
@@ -253,10 +249,7 @@ EVICT = Code(CACHE, "PagedCache._evict_lru", ("idx, _ = self._lru.popitem(last=F
 
 @kind("evict", (1.1, 1.7, 0.5), EVICT)
 def evict(r: Replay, spec: BeatSpec) -> None:
-    beat = r.new_beat()
-    prev = r.prev_state
-    r.apply_all(spec, beat)
-    ev = r.events[spec.main]
+    beat, ev, prev = _applied(r, spec)
     taken = r.events[spec.events[-1]]
     lru = prev["cached"] if prev else []
     to = f" -> {taken['task']}[{taken['logical']}]" if taken["kind"] == "alloc" else ""
@@ -274,10 +267,7 @@ FREE = Code(CACHE, "PagedCache.free",
 
 @kind("free", (0.8, 1.3, 0.2), FREE)
 def free(r: Replay, spec: BeatSpec) -> None:
-    beat = r.new_beat()
-    prev = r.prev_state
-    r.apply_all(spec, beat)
-    ev = r.events[spec.main]
+    beat, ev, prev = _applied(r, spec)
     page, refs = ev["page"], ev["refs"]
     was = prev["refs"][page] if prev else None
     cached = any(r.events[i]["kind"] == "cache" for i in spec.events)
@@ -296,9 +286,7 @@ def free(r: Replay, spec: BeatSpec) -> None:
 
 @kind("cache", (0.8, 1.3, 0.25), FREE)
 def cache(r: Replay, spec: BeatSpec) -> None:
-    beat = r.new_beat()
-    r.apply_all(spec, beat)
-    ev = r.events[spec.main]
+    beat, ev, _ = _applied(r, spec)
     r.say(beat, f"page {ev['page']} stays cached (refs 0, recorded prefix)",
           f"cached, least recently used first: {ev['state']['cached']}")
     r.show_code(spec, "PagedCache.free", spec.main)
@@ -309,9 +297,7 @@ def cache(r: Replay, spec: BeatSpec) -> None:
 @kind("record", (0.7, 1.3, 0.35),
       Code(CACHE, "PagedCache.record_prefix", ("self._entries[page] = entry",)))
 def record(r: Replay, spec: BeatSpec) -> None:
-    beat = r.new_beat()
-    r.apply_all(spec, beat)
-    ev = r.events[spec.main]
+    beat, ev, _ = _applied(r, spec)
     r.say(beat, f"record_prefix: {ev['task']}'s full prompt pages {ev['pages']} recorded",
           "each page's key chains the previous page's: a later prompt can share them")
     r.show_code(spec, "PagedCache.record_prefix", spec.main)
@@ -360,9 +346,7 @@ def write(r: Replay, spec: BeatSpec) -> None:
       Code(CACHE, "PagedCache.gather_pages",
            ("torch.index_select(self._k_pages[layer_id], 0, index, out=k_out)",)))
 def gather(r: Replay, spec: BeatSpec) -> None:
-    beat = r.new_beat()
-    r.apply_all(spec, beat)
-    ev = r.events[spec.main]
+    beat, ev, _ = _applied(r, spec)
     rows, total = ev["rows"], ev["total_len"]
     order = "; ".join(f"{row['task']} reads pages {' -> '.join(map(str, row['pages']))}"
                       for row in rows)
@@ -380,9 +364,7 @@ def gather(r: Replay, spec: BeatSpec) -> None:
 
 @kind("forward", (0.9, 1.3, 0.25), WRITE)
 def forward(r: Replay, spec: BeatSpec) -> None:
-    beat = r.new_beat()
-    r.apply_all(spec, beat)
-    ev = r.events[spec.main]
+    beat, ev, _ = _applied(r, spec)
     gathered = _last(r, spec, "gather")
     parts = "; ".join(f"{row['task']} pos {row['start']} -> {_runs(row)}" for row in ev["rows"])
     r.say(beat, f"decode step {ev['step']}: one token per running request",
@@ -426,10 +408,8 @@ def _pages(evs: list[dict], kind_: str) -> str:
 @kind("montage", (0.8, 0.5, 0.5), TAKE, GROW, SHARE, EVICT, FREE)
 def montage(r: Replay, spec: BeatSpec) -> None:
     """Teaser only: one task's pages moving one way, with the beats before it folded in."""
-    beat = r.new_beat()
-    r.apply_all(spec, beat)
+    beat, main, _ = _applied(r, spec)
     evs = [r.events[i] for i in spec.events]
-    main = r.events[spec.main]
     task = next((e["task"] for e in evs[spec.events.index(spec.main):] if e.get("task")), "")
     arrived = next((e for e in evs if e["kind"] == "arrive" and e["task"] == task), None)
     grow_ev = _last(r, spec, "grow")
@@ -483,9 +463,7 @@ def montage(r: Replay, spec: BeatSpec) -> None:
 @kind("finish", (0.6, 1.0, 0.35),
       Code(SCHED, "Scheduler._forward", ("task.status = Status.FINISHED",)))
 def finish(r: Replay, spec: BeatSpec) -> None:
-    beat = r.new_beat()
-    r.apply_all(spec, beat)
-    ev = r.events[spec.main]
+    beat, ev, _ = _applied(r, spec)
     r.say(beat, f"{ev['task']} finished: {ev['n_output']} tokens generated",
           "its pages are freed by the next step's cleanup")
     r.show_code(spec, "Scheduler._forward", spec.main)
@@ -494,9 +472,7 @@ def finish(r: Replay, spec: BeatSpec) -> None:
 
 @kind("retire", (0.8, 1.0, 0.35), Code(SCHED, "Scheduler._cleanup", ("self._release(task)",)))
 def retire(r: Replay, spec: BeatSpec) -> None:
-    beat = r.new_beat()
-    r.apply_all(spec, beat)
-    ev = r.events[spec.main]
+    beat, ev, _ = _applied(r, spec)
     r.say(beat, f"{ev['task']} retired: its page table is gone",
           f"{ev['n_free']} of {r.n_pages} pages free now")
     r.show_code(spec, "Scheduler._cleanup", spec.main)
@@ -506,9 +482,7 @@ def retire(r: Replay, spec: BeatSpec) -> None:
 @kind("preempt", (1.1, 2.0, 0.8),
       Code(SCHED, "Scheduler._preempt", ("self.waiting.appendleft(task)",)))
 def preempt(r: Replay, spec: BeatSpec) -> None:
-    beat = r.new_beat()
-    r.apply_all(spec, beat)
-    ev = r.events[spec.main]
+    beat, ev, _ = _applied(r, spec)
     r.say(beat, f"pool dry: preempt {ev['task']} (the newest): pages freed, requeued",
           f"waiting = {ev['state']['queue']}; its tokens are recomputed on readmission")
     r.show_code(spec, "Scheduler._preempt", spec.main)
