@@ -269,13 +269,7 @@ class PrefixCacheScene(StoryScene):
                     ("refs 2, both page tables point at one frame; only the tail is new",
                      theme.TEXT)])
 
-        def build(beat):
-            rp.show_board(beat, board, "lookup")
-            for k, g in enumerate(mine.boxes):
-                beat.window = (0.15 + 0.7 * k / len(mine.boxes),
-                               0.15 + 0.7 * (k + 1) / len(mine.boxes))
-                beat.pulse(mark(g, theme.GOOD))
-
+        build = _marked_in_turn(rp, board, "lookup", mine, theme.GOOD)
         hits = e["hits"]
         row = st.prefill_row(e["task"], i)
         computed = f"; its prefill computes {row['n']} tokens, from position {row['start']}" \
@@ -298,13 +292,7 @@ class PrefixCacheScene(StoryScene):
         board.line([("a token's K/V depends on every token before it: ", theme.DIM),
                     ("same tokens after another page must not share", theme.TEXT)])
 
-        def build(beat):
-            rp.show_board(beat, board, "miss")
-            for k, g in enumerate(mine.boxes):
-                beat.window = (0.15 + 0.7 * k / len(mine.boxes),
-                               0.15 + 0.7 * (k + 1) / len(mine.boxes))
-                beat.pulse(mark(g, theme.BAD))
-
+        build = _marked_in_turn(rp, board, "miss", mine, theme.BAD)
         k = same[0][0]
         ref_key = next(key for key, (t, lp) in st.recorded_by.items() if t == who and lp == k)
         rp.tell(f"{e['task']} misses: its page {k} has {who}'s tokens, but key "
@@ -402,3 +390,16 @@ class PrefixCacheScene(StoryScene):
         rp.tell(f"prefix caching off: {c.prefill_tokens_saved} more prompt tokens computed, "
                    f"{c.pages_saved} more pages", f"a second real run of the same workload; "
                    f"{same}, token for token", build=build, hold=self.pick(5.0, 6.0))
+
+
+def _marked_in_turn(rp: StoryReplay, board: Board, name: str, row: ChainRow, colour):
+    """A beat builder for a lookup board: the board shown, then the row's keys marked in
+    `colour` one after another."""
+
+    def build(beat):
+        rp.show_board(beat, board, name)
+        for k, g in enumerate(row.boxes):
+            beat.window = (0.15 + 0.7 * k / len(row.boxes), 0.15 + 0.7 * (k + 1) / len(row.boxes))
+            beat.pulse(mark(g, colour))
+
+    return build
