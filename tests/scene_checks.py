@@ -108,11 +108,14 @@ def check_screen_equals_trace(trace, scene) -> None:
         assert (snap["step"], snap["phase"]) == (ev["step"], phase), where
 
 
-def _source(file: str, fn: str) -> tuple[list[str], int]:
+def source_lines(file: str, fn: str) -> tuple[list[str], int]:
+    """The real source of function `fn` (a qualname; a property's getter) in `file`, dedented,
+    and its first line number."""
     module = importlib.import_module(file.removesuffix(".py").replace("/", "."))
     obj = module
     for part in fn.split("."):
         obj = inspect.getattr_static(obj, part)
+    obj = obj.fget if isinstance(obj, property) else obj
     lines, start = inspect.getsourcelines(obj)
     return textwrap.dedent("".join(lines)).rstrip("\n").split("\n"), start
 
@@ -120,7 +123,7 @@ def _source(file: str, fn: str) -> tuple[list[str], int]:
 def check_panels(trace, scene) -> None:
     assert scene.panels
     for panel in scene.panels:
-        src, start = _source(panel["file"], panel["fn"])
+        src, start = source_lines(panel["file"], panel["fn"])
         assert [t.rstrip() for t in panel["text"]] == [src[r - start].rstrip()
                                                       for r in panel["rows"]]
         frame = panel["frame"]

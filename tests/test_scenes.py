@@ -10,12 +10,9 @@ names. One short real render checks that an mp4 comes out.
 
 from __future__ import annotations
 
-import importlib
-import inspect
 import os
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -24,7 +21,7 @@ manim = pytest.importorskip("manim")
 av = pytest.importorskip("av")
 
 from manim import config, tempconfig  # noqa: E402
-from scene_checks import FS_KINDS, expected_label, state_only  # noqa: E402
+from scene_checks import FS_KINDS, expected_label, source_lines, state_only  # noqa: E402
 
 from astrai.errors import TraceFormatError  # noqa: E402
 from astrai.trace import record, save_trace  # noqa: E402
@@ -214,22 +211,12 @@ def test_compressed_runs_say_so(built):
         assert any(c.startswith(f"decode steps {b.steps[0]}-{b.steps[1]} compressed") for c in said)
 
 
-def _source(file: str, fn: str) -> tuple[list[str], int]:
-    module = importlib.import_module(file.removesuffix(".py").replace("/", "."))
-    obj = module
-    for part in fn.split("."):
-        obj = inspect.getattr_static(obj, part)
-    obj = obj.fget if isinstance(obj, property) else obj
-    lines, start = inspect.getsourcelines(obj)
-    return textwrap.dedent("".join(lines)).rstrip("\n").split("\n"), start
-
-
 @pytest.mark.parametrize("name", WORKLOADS)
 def test_code_panels_show_the_real_source_and_the_lines_that_ran(built, name):
     trace, scene = built(name)
     assert scene.panels
     for panel in scene.panels:
-        src, start = _source(panel["file"], panel["fn"])
+        src, start = source_lines(panel["file"], panel["fn"])
         listing = scene.replay.code.listings[(panel["file"], panel["fn"])]
         assert listing.text() == "\n".join(s.rstrip() for s in src)
         assert [t.rstrip() for t in panel["text"]] == [src[r - start].rstrip()
@@ -328,7 +315,7 @@ def test_panels_mark_the_line_that_did_the_work(built, name):
     trace, scene = built(name)
     kinds_seen = set()
     for panel in scene.panels:
-        src, start = _source(panel["file"], panel["fn"])
+        src, start = source_lines(panel["file"], panel["fn"])
         marked = src[panel["current"] - start]
         assert "listener" not in marked, (panel["kind"], panel["fn"], marked)
         effect = KINDS[panel["kind"]].panel(panel["fn"]).effect
@@ -394,7 +381,7 @@ def test_teaser_panels_mark_the_work(built):
     _, scene = built("prefix", "teaser")
     assert scene.panels
     for panel in scene.panels:
-        src, start = _source(panel["file"], panel["fn"])
+        src, start = source_lines(panel["file"], panel["fn"])
         marked = src[panel["current"] - start]
         assert any(f in marked for f in KINDS[panel["kind"]].panel(panel["fn"]).effect), marked
 
