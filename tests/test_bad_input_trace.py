@@ -298,3 +298,14 @@ def test_the_engine_files_are_the_ones_the_recorder_traces():
     assert source_digests() == engine_source.digests()
     for file, path in engine_source.ENGINE_FILES.items():
         assert str(path) in _WATCHED and _WATCHED[str(path)] == file
+
+
+@pytest.mark.parametrize("bad", ["\n", "1\r\nforged line", "\x1b[2J"])
+def test_refusals_quoting_a_value_stay_one_line(tmp_path, bad):
+    """A value copied into a message (here the version) never adds a line or a control code."""
+    path = tmp_path / "t.json"
+    path.write_text(json.dumps({"version": bad}))
+    with pytest.raises(TraceFormatError) as e:
+        load_trace(path)
+    assert str(e.value).isprintable()
+    assert "unknown trace version" in str(e.value)

@@ -161,6 +161,8 @@ def validate(data: Any, source: str = "trace") -> None:
     """Raise TraceFormatError naming the first thing wrong with a loaded trace."""
 
     def fail(what: str) -> TraceFormatError:
+        # Values quoted from the file may hold newlines or control characters: one line, always.
+        what = "".join(c if c.isprintable() else repr(c)[1:-1] for c in what)
         return TraceFormatError(f"{source}: {what}")
 
     if not isinstance(data, dict):
