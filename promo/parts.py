@@ -35,7 +35,7 @@ class Part:
 
     @property
     def deps(self) -> list[Path]:
-        return [ROOT / self.file, *(ROOT / f for f in self.own)]
+        return [ROOT / self.file, *(ROOT / f for f in self.own)]  # ROOT / absolute = absolute
 
 
 def module_file(module: str) -> str | None:
@@ -72,7 +72,7 @@ def digest(part: Part, args: list[str], shared: list[Path]) -> str:
     h = hashlib.sha256()
     h.update(repr((args, sorted(part.env.items()))).encode())
     for p in [*shared, *part.deps]:
-        h.update(str(p.relative_to(ROOT)).encode())
+        h.update(str(p.relative_to(ROOT) if p.is_relative_to(ROOT) else p).encode())
         if p.is_file():
             h.update(p.read_bytes())
         else:  # a workload or trace named by path outside the tree, or missing
