@@ -67,7 +67,7 @@ def busiest(path: Path, duration: float, n: int = 16) -> tuple[float, Image.Imag
 
 
 def gif(path: Path, target: Path, start: float, seconds: float, fps: float = 6,
-        width: int = 640, colors: int = 48) -> None:
+        width: int = 640, colors: int = 64) -> None:
     """A short looping GIF of `path` from `start`: one palette for all frames (smaller, no
     flicker), no dithering (flat colours)."""
     times = [start + i / fps for i in range(max(1, round(seconds * fps)))]

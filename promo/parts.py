@@ -94,22 +94,11 @@ def closing_part(cut: str) -> Part:
 
 
 def chapter_name(module: str, cls: str, index: int) -> str:
-    """The scene's chapter, read from the class source without importing manim here: the
-    CHAPTER = "..." line of its file, else '<index>. <class name>'."""
-    f = module_file(module)
-    if f:
-        import ast
+    """The scene's chapter as its chapter card shows it (scenes.cards.chapter_of: its CHAPTER,
+    else '<index>. <title>'), so the video's chapter list and the card always agree."""
+    from scenes.cards import chapter_of, scene_class  # imports manim: only when planning
 
-        tree = ast.parse((ROOT / f).read_text())
-        for node in tree.body:
-            if isinstance(node, ast.ClassDef) and node.name == cls:
-                for stmt in node.body:
-                    target = getattr(stmt, "target", None) or (getattr(stmt, "targets", None)
-                                                               or [None])[0]
-                    if (getattr(target, "id", None) == "CHAPTER"
-                            and isinstance(getattr(stmt, "value", None), ast.Constant)):
-                        return str(stmt.value.value)
-    return f"{index}. {cls.removesuffix('Scene')}"
+    return chapter_of(scene_class(f"{module}:{cls}"), index)
 
 
 def scene_parts(module: str, cls: str, index: int, cut: str, workload: str = "",
