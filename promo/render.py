@@ -118,7 +118,8 @@ def run_subprocess(job: Job, profile: bool, log) -> Rendered:
     job.start()
     t0 = time.perf_counter()
     with open(job.log, "w") as out:
-        proc = subprocess.Popen([*runner, *job.argv], cwd=ROOT, env={**os.environ, **job.env()},
+        clean = {k: v for k, v in os.environ.items() if not k.startswith("ASTRAI_")}
+        proc = subprocess.Popen([*runner, *job.argv], cwd=ROOT, env={**clean, **job.env()},
                                 stdout=out, stderr=subprocess.STDOUT)
         # wait4, not wait: it also gives this child's own CPU time, exact under parallel runs
         _, status, usage = os.wait4(proc.pid, 0)

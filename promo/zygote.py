@@ -38,6 +38,8 @@ def child(job: dict) -> None:
         fd = os.open(job["log"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         os.dup2(fd, 1)
         os.dup2(fd, 2)
+        for name in [k for k in os.environ if k.startswith("ASTRAI_")]:
+            del os.environ[name]  # a part renders what its own env says, not the caller's
         os.environ.update(job["env"])
         sys.argv = ["manim", *job["argv"]]
         if job.get("profile"):

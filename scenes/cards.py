@@ -171,11 +171,13 @@ def _same(equal: bool) -> str:
 
 def memory_figure(r, source: str) -> Figure:
     """astrai.compare.memory: a contiguous cache against the paged one, same requests."""
+    moment = getattr(r, "moment", None)
+    when = f"at step {moment}: " if moment is not None else ""
     return Figure(
         f"Paged: {r.paged_fit} requests fit where contiguous fits {r.dense_fit} "
         f"({size(r.budget_bytes)} budget)",
-        f"reserved {size(r.paged_reserved_bytes)} paged vs {size(r.dense_reserved_bytes)} "
-        f"contiguous, for {size(r.used_bytes)} of K/V actually used",
+        f"{when}reserved {size(r.paged_reserved_bytes)} paged vs "
+        f"{size(r.dense_reserved_bytes)} contiguous, for {size(r.used_bytes)} of K/V in use",
         source)
 
 
@@ -247,13 +249,14 @@ class ClosingCard(Card):
         y = head.get_bottom()[1] - 0.55
         for f in figures:
             block = VGroup(
-                paragraph(f.headline, theme.FS_CAPTION, theme.TEXT, 70),
-                paragraph(f.detail, theme.FS_BODY, theme.DIM, 80),
-                paragraph(f.source, theme.FS_BODY, theme.RAN, 80),
+                paragraph(f.headline, theme.FS_CAPTION, theme.TEXT, 100),
+                paragraph(f.detail, theme.FS_BODY, theme.DIM, 110),
+                paragraph(f.source, theme.FS_BODY, theme.RAN, 110),
             ).arrange(DOWN, aligned_edge=LEFT, buff=0.1)
             block.move_to([0, y, 0], aligned_edge=UP).to_edge(LEFT, buff=0.8)
             y = block.get_bottom()[1] - 0.4
             self.beat(block, f"{f.headline}. {f.detail}.", self.pick(4.5, 2.2))
-        outro = paragraph(OUTRO, theme.FS_BODY, theme.DIM, 90).to_edge(DOWN, buff=0.45)
+        outro = paragraph(OUTRO, theme.FS_BODY, theme.DIM, 110).to_edge(DOWN, buff=0.45)
+        outro.to_edge(LEFT, buff=0.8)
         self.beat(outro, OUTRO, self.pick(3.0, 1.8))
         self.clear_out()

@@ -191,10 +191,11 @@ def test_chapters_merge_a_card_with_its_scene():
 def test_closing_figures_are_the_comparison_fields():
     mem = SimpleNamespace(budget_bytes=3 << 20, dense_reserved_bytes=3 << 20,
                           paged_reserved_bytes=786432, used_bytes=700000, dense_fit=2,
-                          paged_fit=7)
+                          paged_fit=7, moment=41)
     f = cards.memory_figure(mem, "src")
     assert "7 requests fit where contiguous fits 2" in f.headline and "3.0 MiB" in f.headline
-    assert "768.0 KiB paged" in f.detail and "683.6 KiB" in f.detail and f.source == "src"
+    assert f.detail.startswith("at step 41: reserved 768.0 KiB paged vs 3.0 MiB contiguous")
+    assert "683.6 KiB of K/V in use" in f.detail and f.source == "src"
     pre = SimpleNamespace(prompt_tokens_cached=96, prompt_tokens_computed=40, pages_shared=6,
                           off_prompt_tokens_computed=136, outputs_equal=True)
     f = cards.prefix_figure(pre, "src")
