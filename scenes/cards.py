@@ -51,15 +51,28 @@ class Card(StoryScene):
 
     WORKLOAD = ""
 
+    # The base's own clock (show/hold), where it has one, places subtitles; else Manim's time.
+    def _show(self, animations: list, run_time: float) -> None:
+        if hasattr(StoryScene, "show"):
+            self.show(animations, run_time)
+        else:
+            self.play(*animations, run_time=run_time)
+
+    def _hold(self, seconds: float) -> None:
+        if hasattr(StoryScene, "hold"):
+            self.hold(seconds)
+        else:
+            self.wait(seconds, frozen_frame=True)
+
     def beat(self, mobject, caption: str, hold: float, fade: float = 0.5) -> None:
         """Fade `mobject` in and keep it `hold` seconds in all, subtitled with `caption`."""
         self.say(caption, hold)
-        self.play(FadeIn(mobject, shift=0.15 * UP), run_time=fade)
-        self.wait(max(hold - fade, 1 / 60))
+        self._show([FadeIn(mobject, shift=0.15 * UP)], fade)
+        self._hold(max(hold - fade, 1 / 60))
 
     def clear_out(self, run_time: float = 0.4) -> None:
         if self.mobjects:
-            self.play(*[FadeOut(m) for m in self.mobjects], run_time=run_time)
+            self._show([FadeOut(m) for m in self.mobjects], run_time)
 
 
 # ---- opening ----------------------------------------------------------------------------------
