@@ -18,13 +18,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--jobs", type=int, default=None, help="renders at once (default: cores)")
     ap.add_argument("--force", action="store_true", help="render every part again")
     ap.add_argument("--no-webm", action="store_true", help="skip the WebM encodes")
+    ap.add_argument("--manim-segments", action="store_true",
+                    help="let manim write a partial movie per animation (its stock writer)")
     ap.add_argument("--teaser-max", type=float, default=TEASER_MAX,
                     help="fail when the teaser is longer (seconds; 0 = no limit)")
     args = ap.parse_args(argv)
     cuts = ("full", "teaser") if args.cut == "both" else (args.cut,)
     try:
         build(cuts, args.quality, OUT, args.jobs, args.force, not args.no_webm,
-              args.teaser_max or None)
+              args.teaser_max or None, one_stream=not args.manim_segments)
     except PromoError as e:
         print(f"promo: FAILED: {e}", file=sys.stderr)
         return 1

@@ -134,13 +134,14 @@ def finish(result: Cut, webm: bool = True, gif: Path | None = None, log=print) -
 def build(cuts: tuple[str, ...] = ("full", "teaser"), quality: str = "l", out: Path = OUT,
           jobs: int | None = None, force: bool = False, webm: bool = True,
           teaser_max: float | None = TEASER_MAX, profile: bool = False,
-          plans: dict[str, list[Part]] | None = None, log=print) -> list[Cut]:
+          plans: dict[str, list[Part]] | None = None, log=print, one_stream: bool = True
+          ) -> list[Cut]:
     """Render every part of `cuts` at once (shared parts once), then join each cut."""
     plans = plans or {c: plan(c, log) for c in cuts}
     qdir = QUALITIES[quality]
     t0 = time.perf_counter()
     rendered = render_all([p for c in cuts for p in plans[c]], out / "build", quality, jobs,
-                          force, profile, log)
+                          force, profile, log, one_stream)
     render_s = time.perf_counter() - t0
     by_name = {r.part.name: r for r in rendered}
     results = []

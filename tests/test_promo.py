@@ -232,3 +232,19 @@ def test_closing_card_subtitles_every_figure(tmp_path):
     starts = [s for s, _, _ in scene.cues]
     ends = [s + d for s, d, _ in scene.cues]
     assert starts == sorted(starts) and all(b >= a - 1e-9 for a, b in zip(ends, starts[1:]))
+
+
+def test_one_stream_writes_what_manims_writer_writes(smoke, tmp_path):
+    """The render server's single-stream writer: same frames, same timing, same subtitles as
+    manim's own writer (a partial movie per animation, joined)."""
+    from promo.render import render_all
+
+    title = smoke.cut.parts[0]
+    stock = render_all([title.part], tmp_path, "l", 1, log=lambda *_: None, one_stream=False)[0]
+    assert frames_in(stock.mp4) == frames_in(title.mp4)
+    assert cues_of(stock.srt) == cues_of(title.srt)
+    with av.open(str(stock.mp4)) as a, av.open(str(title.mp4)) as b:
+        fa = [f.to_ndarray(format="gray") for f in a.decode(video=0)][:: 20]
+        fb = [f.to_ndarray(format="gray") for f in b.decode(video=0)][:: 20]
+    for x, y in zip(fa, fb):  # the same pictures, up to x264's lossy coding of each
+        assert abs(x.astype(int) - y.astype(int)).mean() < 2.0
