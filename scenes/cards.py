@@ -90,14 +90,14 @@ class TitleCard(Card):
 
     def story(self) -> None:
         head = theme.text(self.TITLE, FS_HEAD, theme.ACCENT, bold=True).to_edge(UP, buff=1.2)
-        self.beat(head, self.TITLE, self.pick(2.0, 1.2))
+        self.beat(head, self.TITLE, self.pick(2.0, 1.0))
         definition = paragraph(DEFINITION, FS_SUB, theme.TEXT, 52).next_to(head, DOWN, buff=0.7,
                                                                       aligned_edge=LEFT)
-        self.beat(definition, DEFINITION, self.pick(6.0, 4.0))
+        self.beat(definition, DEFINITION, self.pick(6.0, 3.6))
         claim = paragraph(CLAIM, theme.FS_CAPTION, theme.DIM, 70)
         claim.next_to(definition, DOWN, buff=0.6, aligned_edge=LEFT)
-        self.beat(claim, CLAIM, self.pick(5.0, 3.2))
-        self.clear_out()
+        self.beat(claim, CLAIM, self.pick(5.0, 2.6))
+        self.clear_out(self.pick(0.4, 0.3))
 
 
 # ---- chapters ---------------------------------------------------------------------------------
@@ -258,7 +258,7 @@ class ClosingCard(Card):
     def story(self) -> None:
         figures = self.figures if self.figures is not None else closing_figures()
         head = theme.text(self.TITLE, FS_SUB + 4, theme.ACCENT, bold=True).to_edge(UP, buff=0.6)
-        self.beat(head, f"{self.TITLE}. {CLOSING}", self.pick(2.5, 1.5))
+        self.beat(head, f"{self.TITLE}. {CLOSING}", self.pick(2.5, 1.2))
         y = head.get_bottom()[1] - 0.55
         for f in figures:
             block = VGroup(
@@ -268,8 +268,8 @@ class ClosingCard(Card):
             ).arrange(DOWN, aligned_edge=LEFT, buff=0.1)
             block.move_to([0, y, 0], aligned_edge=UP).to_edge(LEFT, buff=0.8)
             y = block.get_bottom()[1] - 0.4
-            self.beat(block, f"{f.headline}. {f.detail}.", self.pick(4.5, 2.2))
+            self.beat(block, f"{f.headline}. {f.detail}.", self.pick(4.5, 2.0))
         outro = paragraph(OUTRO, theme.FS_BODY, theme.DIM, 110).to_edge(DOWN, buff=0.45)
         outro.to_edge(LEFT, buff=0.8)
-        self.beat(outro, OUTRO, self.pick(3.0, 1.8))
-        self.clear_out()
+        self.beat(outro, OUTRO, self.pick(3.0, 1.2))
+        self.clear_out(self.pick(0.4, 0.3))
