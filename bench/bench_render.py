@@ -88,7 +88,8 @@ def main() -> None:
           f"{how}, "
           f"{os.cpu_count()} cores; load average {os.getloadavg()[0]:.1f} at start")
     t0 = time.perf_counter()
-    rendered = render_all(parts, out / "build", args.quality, jobs, force=True, profile=True,
+    # into the promo's own build directory: what the benchmark renders, `make promo` reuses
+    rendered = render_all(parts, OUT / "build", args.quality, jobs, force=True, profile=True,
                           log=lambda *_: None, one_stream=not args.manim_segments)
     render_wall = time.perf_counter() - t0
     cut = join_cut(args.cut, args.quality, rendered, out, f"bench-{args.cut}-{q}", None,
