@@ -13,7 +13,8 @@ CUT     ?=
 RUN     = ASTRAI_WORKLOAD=$(WORKLOAD) ASTRAI_CUT=$(CUT) $(MANIM) render
 VIDEO   = media/videos/paged_cache/480p15/PagedCacheScene.mp4
 
-.PHONY: setup test lint bench render render-hq preview stills gif sheet trace clean
+.PHONY: setup test lint bench bench-render bench-render-hq render render-hq promo promo-hq \
+	preview stills gif sheet trace clean
 
 setup:
 	@bash scripts/setup.sh
@@ -22,11 +23,27 @@ test: setup
 	$(PY) -m pytest
 
 lint: setup
-	$(PY) -m ruff check astrai scenes tests bench scripts
+	$(PY) -m ruff check astrai scenes promo tests bench scripts
 
 bench: setup
 	$(PY) bench/bench_cache.py
 	$(PY) bench/bench_scheduler.py
+
+# The promo, both cuts (explainer and <= 90 s teaser), into media/promo/: mp4, .srt, chapters
+# (.chapters.vtt and in the mp4), WebM, thumbnail PNG, and teaser.gif. Parts already up to date
+# are not rendered again; PROMO_ARGS passes more (e.g. --cut teaser, --no-webm, --force).
+promo: setup
+	$(PY) -m promo -q l $(PROMO_ARGS)
+
+promo-hq: setup
+	$(PY) -m promo -q h $(PROMO_ARGS)
+
+# Render speed of the explainer, part by part, against the encoder floor (480p15 / 1080p60)
+bench-render: setup
+	$(PY) bench/bench_render.py -q l
+
+bench-render-hq: setup
+	$(PY) bench/bench_render.py -q h
 
 # Every storyboard scene at 480p15 into media/videos/<file>/480p15/<Scene>.mp4, each with its
 # subtitles (<Scene>.srt) beside it and one clip per scheduler step under sections/
@@ -61,4 +78,5 @@ trace: setup
 	$(PY) -m astrai.trace $(or $(WORKLOAD),seed)
 
 clean:
-	rm -rf media/videos media/images media/texts media/Tex media/partial_movie_files
+	rm -rf media/videos media/images media/texts media/Tex media/partial_movie_files media/promo/build \
+	  media/promo/bench

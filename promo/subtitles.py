@@ -1,0 +1,98 @@
+"""One subtitle file for the joined video, and its chapters as WebVTT.
+
+Each part's cues move by the part's start in the joined video. A cue is cut at its part's end
+(a caption held past the last frame would run into the next part), so cues stay in order and
+never overlap as long as each part's own cues do not; `check_cues` says so or raises.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+
+import srt
+
+from promo import PromoError
+
+
+class SubtitleError(PromoError):
+    """Cues out of order or overlapping."""
+
+
+@dataclass(frozen=True)
+class Cue:
+    start: float
+    end: float
+    text: str
+    part: str = ""
+
+
+@dataclass(frozen=True)
+class Chapter:
+    start: float
+    end: float
+    title: str
+
+
+def read_srt(path: Path | None) -> list[Cue]:
+    if path is None or not path.exists():
+        return []
+    return [Cue(s.start.total_seconds(), s.end.total_seconds(), s.content)
+            for s in srt.parse(path.read_text(encoding="utf-8"))]
+
+
+def shift(cues: list[Cue], start: float, length: float, part: str) -> list[Cue]:
+    """`cues` of a part `length` seconds long, placed at `start`; cut at the part's end."""
+    out = []
+    for c in sorted(cues, key=lambda c: c.start):
+        end = min(c.end, length)
+        if end > c.start:
+            out.append(Cue(start + c.start, start + end, c.text, part))
+    return out
+
+
+def check_cues(cues: list[Cue], eps: float = 1e-6) -> None:
+    for a, b in zip(cues, cues[1:]):
+        if b.start < a.end - eps:
+            raise SubtitleError(f"cue {b.text[:40]!r} ({b.part}) starts at {b.start:.3f} s, "
+                                f"before {a.text[:40]!r} ({a.part}) ends at {a.end:.3f} s")
+
+
+def write_srt(cues: list[Cue], path: Path) -> None:
+    subs = [srt.Subtitle(i, timedelta(seconds=c.start), timedelta(seconds=c.end), c.text)
+            for i, c in enumerate(cues, 1)]
+    path.write_text(srt.compose(subs, reindex=False), encoding="utf-8")
+
+
+def vtt_time(t: float) -> str:
+    ms = round(t * 1000)
+    h, ms = divmod(ms, 3_600_000)
+    m, ms = divmod(ms, 60_000)
+    s, ms = divmod(ms, 1000)
+    return f"{h:02}:{m:02}:{s:02}.{ms:03}"
+
+
+def write_chapters_vtt(chapters: list[Chapter], path: Path) -> None:
+    """WebVTT chapters (<track kind="chapters">): one cue per chapter, numbered."""
+    lines = ["WEBVTT", ""]
+    for i, ch in enumerate(chapters, 1):
+        lines += [f"chapter-{i}", f"{vtt_time(ch.start)} --> {vtt_time(ch.end)}", ch.title, ""]
+    path.write_text("\n".join(lines), encoding="utf-8")
+
+
+def read_chapters_vtt(path: Path) -> list[Chapter]:
+    """Back from write_chapters_vtt (for checks)."""
+    def secs(t: str) -> float:
+        h, m, s = t.split(":")
+        return int(h) * 3600 + int(m) * 60 + float(s)
+
+    blocks = path.read_text(encoding="utf-8").strip().split("\n\n")
+    if not blocks or blocks[0].strip() != "WEBVTT":
+        raise SubtitleError(f"{path}: not a WebVTT file")
+    out = []
+    for block in blocks[1:]:
+        lines = block.splitlines()
+        start, _, end = lines[1].partition(" --> ")
+        out.append(Chapter(secs(start), secs(end), "\n".join(lines[2:])))
+    return out

@@ -1,0 +1,275 @@
+"""The promo's cards: the opening title, a chapter card before each storyboard scene, and a closing
+card with figures from real runs. Each is a StoryScene, so its text is also subtitled, and each
+has a shorter teaser cut.
+
+    manim -ql scenes/cards.py TitleCard
+    ASTRAI_CHAPTER=scenes.paged_cache:PagedCacheScene manim -ql scenes/cards.py ChapterCard
+    ASTRAI_CUT=teaser manim -ql scenes/cards.py ClosingCard
+
+The chapter card reads the scene it opens (its CHAPTER, TITLE and WORKLOAD) and that workload's
+file; the closing card reads `astrai.compare` (memory, prefix, batching): every figure on it is a
+field of a comparison's result, shown with the call and workload it came from. A comparison that
+is not available is left off the card (and logged), never filled in.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import logging
+import os
+import sys
+import textwrap
+from dataclasses import dataclass
+from pathlib import Path
+
+from manim import DOWN, LEFT, RIGHT, UP, FadeIn, FadeOut, Line, VGroup
+
+_ROOT = str(Path(__file__).resolve().parents[1])
+if _ROOT not in sys.path:  # run by path (manim scenes/cards.py): make `scenes` importable
+    sys.path.insert(0, _ROOT)
+
+from astrai.workload import load_workload  # noqa: E402
+from scenes import theme  # noqa: E402
+from scenes.story import StoryScene  # noqa: E402
+
+log = logging.getLogger(__name__)
+
+FS_HEAD = 40
+FS_SUB = 26
+WRAP = 64  # characters per line at FS_SUB / FS_CAPTION: stays inside the 480p frame
+
+
+def paragraph(s: str, size: float = theme.FS_CAPTION, color=theme.TEXT, width: int = WRAP):
+    """Left-aligned lines of at most `width` characters (theme.text never wraps)."""
+    lines = [theme.text(line, size, color) for line in textwrap.wrap(s, width)]
+    return VGroup(*lines).arrange(DOWN, aligned_edge=LEFT, buff=0.14)
+
+
+class Card(StoryScene):
+    """A card: text beats, each shown and subtitled for its duration (shorter in the teaser)."""
+
+    WORKLOAD = ""
+
+    # The base's own clock (show/hold), where it has one, places subtitles; else Manim's time.
+    def _show(self, animations: list, run_time: float) -> None:
+        if hasattr(StoryScene, "show"):
+            self.show(animations, run_time)
+        else:
+            self.play(*animations, run_time=run_time)
+
+    def _hold(self, seconds: float) -> None:
+        if hasattr(StoryScene, "hold"):
+            self.hold(seconds)
+        else:
+            self.wait(seconds, frozen_frame=True)
+
+    def beat(self, mobject, caption: str, hold: float, fade: float = 0.5) -> None:
+        """Fade `mobject` in and keep it `hold` seconds in all, subtitled with `caption`."""
+        self.say(caption, hold)
+        self._show([FadeIn(mobject, shift=0.15 * UP)], fade)
+        self._hold(max(hold - fade, 1 / 60))
+
+    def clear_out(self, run_time: float = 0.4) -> None:
+        if self.mobjects:
+            self._show([FadeOut(m) for m in self.mobjects], run_time)
+
+
+# ---- opening ----------------------------------------------------------------------------------
+
+DEFINITION = ("A paged KV cache keeps each request's attention keys and values in small "
+              "fixed-size pages taken from one shared pool, so memory is handed out as the text "
+              "grows instead of reserved up front.")
+CLAIM = ("Everything you will see was recorded from a real run of the cache and its scheduler "
+         "on a small real model: no page, count or figure is typed in.")
+
+
+class TitleCard(Card):
+    TITLE = "astrai: a paged KV cache, replayed"
+    CHAPTER = "Opening"
+
+    def story(self) -> None:
+        head = theme.text(self.TITLE, FS_HEAD, theme.ACCENT, bold=True).to_edge(UP, buff=1.2)
+        self.beat(head, self.TITLE, self.pick(2.0, 1.0))
+        definition = paragraph(DEFINITION, FS_SUB, theme.TEXT, 52).next_to(head, DOWN, buff=0.7,
+                                                                      aligned_edge=LEFT)
+        self.beat(definition, DEFINITION, self.pick(6.0, 3.6))
+        claim = paragraph(CLAIM, theme.FS_CAPTION, theme.DIM, 70)
+        claim.next_to(definition, DOWN, buff=0.6, aligned_edge=LEFT)
+        self.beat(claim, CLAIM, self.pick(5.0, 2.6))
+        self.clear_out(self.pick(0.4, 0.3))
+
+
+# ---- chapters ---------------------------------------------------------------------------------
+
+
+def scene_class(spec: str):
+    """'module:Class' (a storyboard entry) -> the class, imported."""
+    module, _, name = spec.partition(":")
+    if not module or not name:
+        raise ValueError(f"ASTRAI_CHAPTER must be 'module:Class', got {spec!r}")
+    return getattr(importlib.import_module(module), name)
+
+
+def chapter_of(cls, index: int | None = None) -> str:
+    """The chapter name a scene gives (CHAPTER), else its number and title or class name."""
+    chapter = getattr(cls, "CHAPTER", "")
+    if chapter:
+        return chapter
+    title = getattr(cls, "TITLE", "") or cls.__name__.removesuffix("Scene")
+    return f"{index}. {title}" if index else title
+
+
+def workload_line(name: str) -> str:
+    """What the recorded run was, from the workload file itself."""
+    wl = load_workload(name)
+    reqs = len(wl.requests)
+    return (f"recorded from workload '{wl.name}': {reqs} request{'s' * (reqs != 1)}, "
+            f"{wl.n_pages} pages of {wl.page_size} slots")
+
+
+class ChapterCard(Card):
+    """Opens the storyboard scene $ASTRAI_CHAPTER ('module:Class') with its chapter and title."""
+
+    CHAPTER = "Chapter"
+
+    def story(self) -> None:
+        spec = os.environ.get("ASTRAI_CHAPTER", "").strip()
+        if not spec:
+            raise ValueError("ChapterCard needs ASTRAI_CHAPTER=module:Class (a storyboard entry)")
+        from scenes.storyboard import STORYBOARD
+
+        module, _, name = spec.partition(":")
+        index = next((i + 1 for i, e in enumerate(STORYBOARD) if e == (module, name)), None)
+        cls = scene_class(spec)
+        chapter = chapter_of(cls, index)
+        head = theme.text(chapter, FS_HEAD, theme.ACCENT, bold=True).move_to(0.6 * UP)
+        parts = [head]
+        title = getattr(cls, "TITLE", "")
+        if title and title not in chapter:
+            parts.append(theme.text(title, FS_SUB, theme.TEXT))
+        workload = os.environ.get("ASTRAI_WORKLOAD", "").strip() or getattr(cls, "WORKLOAD", "")
+        if workload:
+            parts.append(theme.text(workload_line(workload), theme.FS_CAPTION, theme.DIM))
+        group = VGroup(*parts).arrange(DOWN, buff=0.35)
+        rule = Line(3 * LEFT, 3 * RIGHT, color=theme.FAINT).next_to(group, UP, buff=0.35)
+        caption = chapter + (f": {title}" if len(parts) > 1 and title not in chapter else "")
+        self.beat(VGroup(rule, group), caption, self.pick(3.0, 1.6))
+        self.clear_out(0.3)
+
+
+# ---- closing ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Figure:
+    """One claim on the closing card: a headline, the numbers behind it, where they come from."""
+
+    headline: str
+    detail: str
+    source: str
+
+
+def size(n: int) -> str:
+    """Bytes in the unit that reads best (exact bytes under 1 KiB)."""
+    for unit, scale in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{n} B"
+
+
+def _same(equal: bool) -> str:
+    return "same tokens out" if equal else "OUTPUTS DIFFER"
+
+
+def memory_figure(r, source: str) -> Figure:
+    """astrai.compare.memory: a contiguous cache against the paged one, same requests."""
+    moment = getattr(r, "moment", None)
+    when = f"at step {moment}: " if moment is not None else ""
+    return Figure(
+        f"Paged: {r.paged_fit} requests fit where contiguous fits {r.dense_fit} "
+        f"({size(r.budget_bytes)} budget)",
+        f"{when}reserved {size(r.paged_reserved_bytes)} paged vs "
+        f"{size(r.dense_reserved_bytes)} contiguous, for {size(r.used_bytes)} of K/V in use",
+        source)
+
+
+def prefix_figure(r, source: str) -> Figure:
+    """astrai.compare.prefix: the prefix cache on against off."""
+    total = r.prompt_tokens_cached + r.prompt_tokens_computed
+    return Figure(
+        f"Prefix cache: {r.prompt_tokens_cached} of {total} prompt tokens served from "
+        f"{r.pages_shared} shared pages",
+        f"{r.prompt_tokens_computed} prompt tokens computed instead of "
+        f"{r.off_prompt_tokens_computed} with it off; {_same(r.outputs_equal)}",
+        source)
+
+
+def batching_figure(r, source: str) -> Figure:
+    """astrai.compare.batching: continuous against static batching."""
+    return Figure(
+        f"Continuous batching: {r.continuous_steps} steps where static batching takes "
+        f"{r.static_steps}",
+        f"{r.continuous_tokens_per_step:.2f} vs {r.static_tokens_per_step:.2f} tokens per step; "
+        f"{_same(r.outputs_equal)}",
+        source)
+
+
+COMPARISONS = (("memory", memory_figure), ("prefix", prefix_figure),
+               ("batching", batching_figure))
+
+
+def source_of(module: str, fn, result) -> str:
+    """'astrai.compare.X.compare(workload=W)': the call and the workload it ran."""
+    workload = getattr(result, "workload", None)
+    if workload is None:
+        default = inspect.signature(fn).parameters.get("workload")
+        workload = default.default if default is not None else None
+    if workload is not None and not isinstance(workload, str):
+        workload = getattr(workload, "name", workload)
+    arg = f"workload={workload!r}" if workload not in (None, inspect.Parameter.empty) else ""
+    return f"from astrai.compare.{module}.compare({arg})"
+
+
+def closing_figures() -> list[Figure]:
+    """A Figure per comparison that runs here; missing comparisons are logged and left off."""
+    out = []
+    for module, figure in COMPARISONS:
+        try:
+            fn = importlib.import_module(f"astrai.compare.{module}").compare
+        except (ImportError, AttributeError) as e:
+            log.warning("closing card: astrai.compare.%s not available (%s): left off", module, e)
+            continue
+        result = fn()
+        out.append(figure(result, source_of(module, fn, result)))
+    return out
+
+
+CLOSING = "Every figure is a second real run of the same requests, not a formula."
+OUTRO = "Replay any run yourself: make trace WORKLOAD=seed prints every step the video shows."
+
+
+class ClosingCard(Card):
+    TITLE = "What the runs measured"
+    CHAPTER = "Closing: the figures"
+
+    figures: list[Figure] | None = None  # tests hand figures in; else closing_figures()
+
+    def story(self) -> None:
+        figures = self.figures if self.figures is not None else closing_figures()
+        head = theme.text(self.TITLE, FS_SUB + 4, theme.ACCENT, bold=True).to_edge(UP, buff=0.6)
+        self.beat(head, f"{self.TITLE}. {CLOSING}", self.pick(2.5, 1.2))
+        y = head.get_bottom()[1] - 0.55
+        for f in figures:
+            block = VGroup(
+                paragraph(f.headline, theme.FS_CAPTION, theme.TEXT, 100),
+                paragraph(f.detail, theme.FS_BODY, theme.DIM, 110),
+                paragraph(f.source, theme.FS_BODY, theme.RAN, 110),
+            ).arrange(DOWN, aligned_edge=LEFT, buff=0.1)
+            block.move_to([0, y, 0], aligned_edge=UP).to_edge(LEFT, buff=0.8)
+            y = block.get_bottom()[1] - 0.4
+            self.beat(block, f"{f.headline}. {f.detail}.", self.pick(4.5, 2.0))
+        outro = paragraph(OUTRO, theme.FS_BODY, theme.DIM, 110).to_edge(DOWN, buff=0.45)
+        outro.to_edge(LEFT, buff=0.8)
+        self.beat(outro, OUTRO, self.pick(3.0, 1.2))
+        self.clear_out(self.pick(0.4, 0.3))

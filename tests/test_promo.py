@@ -1,0 +1,250 @@
+"""The promo's join, checked on a smoke promo: a teaser title card, then a chapter card and the
+paged-cache scene on a one-request workload, rendered for real at 480p15 and joined. Expected
+lengths, cue times and chapters are computed here from the part files themselves (frames
+decoded and counted, each part's own .srt parsed), not from the promo code's own probe.
+
+Also: the closing card's figures are the comparison fields they claim (stand-in results, since
+the comparisons are separate modules), parts already up to date are not rendered again, and
+parts with other codec parameters are re-encoded, not copied.
+"""
+
+from __future__ import annotations
+
+from fractions import Fraction
+from types import SimpleNamespace
+
+import pytest
+
+av = pytest.importorskip("av")
+srt = pytest.importorskip("srt")
+pytest.importorskip("manim")
+
+from promo import parts as P  # noqa: E402
+from promo.build import build, chapters_of  # noqa: E402
+from promo.join import join, probe, read_chapters  # noqa: E402
+from promo.subtitles import (  # noqa: E402
+    Chapter,
+    Cue,
+    SubtitleError,
+    check_cues,
+    read_chapters_vtt,
+    shift,
+)
+from scenes import cards  # noqa: E402
+
+SMOKE = """
+name = "promo-smoke"
+[cache]
+n_pages = 3
+page_size = 4
+[model]
+n_layers = 1
+n_heads = 2
+n_kv_heads = 1
+head_dim = 8
+[[request]]
+name = "A"
+prompt_len = 5
+max_new_tokens = 2
+"""
+
+FPS = 15
+
+
+def frames_in(path) -> int:
+    with av.open(str(path)) as c:
+        return sum(1 for _ in c.decode(video=0))
+
+
+def cues_of(path) -> list[tuple[float, float, str]]:
+    if path is None or not path.exists():
+        return []
+    return [(s.start.total_seconds(), s.end.total_seconds(), s.content)
+            for s in srt.parse(path.read_text(encoding="utf-8"))]
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+    d = tmp_path_factory.mktemp("promo")
+    wl = d / "smoke.toml"
+    wl.write_text(SMOKE)
+    module, cls = "scenes.paged_cache", "PagedCacheScene"
+    parts = [P.title_part("teaser"), *P.scene_parts(module, cls, 1, "full", str(wl))]
+    first = build(("smoke",), "l", d / "out", jobs=2, webm=False, plans={"smoke": parts},
+                  log=lambda *_: None)[0]
+    again = build(("smoke",), "l", d / "out", jobs=2, webm=False, plans={"smoke": parts},
+                  log=lambda *_: None)[0]
+    return SimpleNamespace(cut=first, again=again, parts=parts)
+
+
+def test_duration_is_the_sum_of_the_parts(smoke):
+    counts = [frames_in(r.mp4) for r in smoke.cut.parts]
+    assert all(counts)
+    total = frames_in(smoke.cut.mp4)
+    assert total == sum(counts)
+    with av.open(str(smoke.cut.mp4)) as c:
+        assert abs(c.duration / av.time_base - sum(counts) / FPS) <= 1 / FPS
+    assert smoke.cut.how == "copied packets"  # one render setting: nothing to re-encode
+
+
+def test_subtitles_hold_every_part_in_order_without_overlap(smoke):
+    expected, start = [], 0.0
+    for r in smoke.cut.parts:
+        own = cues_of(r.srt)
+        length = frames_in(r.mp4) / FPS
+        expected += [(round(start + a, 3), round(start + min(b, length), 3), text)
+                     for a, b, text in own]
+        start += length
+    joined = [(round(a, 3), round(b, 3), t) for a, b, t in cues_of(smoke.cut.srt)]
+    assert joined == expected
+    assert joined, "the cards are subtitled"
+    for (_, end, _), (nxt, _, _) in zip(joined, joined[1:]):
+        assert nxt >= end
+    # every part that says something is in the joined file
+    said = {r.part.name for r in smoke.cut.parts if cues_of(r.srt)}
+    assert {"TitleCard_teaser", "ChapterCard_PagedCacheScene"} <= said
+
+
+def test_chapters_match_the_parts(smoke):
+    lengths = [frames_in(r.mp4) / FPS for r in smoke.cut.parts]
+    card, scene = smoke.parts[1], smoke.parts[2]
+    assert card.chapter == scene.chapter  # the card opens its scene's chapter
+    want = [("Opening", 0.0, lengths[0]), (scene.chapter, lengths[0], sum(lengths))]
+    for got in (read_chapters(smoke.cut.mp4), read_chapters_vtt(smoke.cut.vtt)):
+        assert [c.title for c in got] == [w[0] for w in want]
+        for c, (_, a, b) in zip(got, want):
+            assert abs(c.start - a) <= 1 / FPS and abs(c.end - b) <= 1 / FPS
+    # what the chapter card says is the chapter the metadata names
+    card_cues = cues_of(smoke.cut.parts[1].srt)
+    assert card_cues and card_cues[0][2].startswith(scene.chapter)
+
+
+def test_up_to_date_parts_are_not_rendered_again(smoke):
+    assert not any(r.skipped for r in smoke.cut.parts)
+    assert all(r.skipped for r in smoke.again.parts)
+    assert frames_in(smoke.again.mp4) == frames_in(smoke.cut.mp4)
+
+
+def test_a_changed_workload_makes_its_parts_stale(tmp_path):
+    wl = tmp_path / "w.toml"
+    wl.write_text(SMOKE)
+    part = P.scene_parts("scenes.paged_cache", "PagedCacheScene", 1, "full", str(wl),
+                         cards=False)[0]
+    shared = P.shared_deps()
+    before = P.digest(part, ["x"], shared)
+    assert P.digest(part, ["x"], shared) == before
+    wl.write_text(SMOKE.replace("max_new_tokens = 2", "max_new_tokens = 3"))
+    assert P.digest(part, ["x"], shared) != before
+    assert P.digest(part, ["y"], shared) != P.digest(part, ["x"], shared)
+
+
+def clip(path, size, n, color):
+    with av.open(str(path), "w") as out:
+        s = out.add_stream("libx264", rate=FPS)
+        s.width, s.height, s.pix_fmt = size[0], size[1], "yuv420p"
+        import numpy as np
+
+        for i in range(n):
+            img = np.full((size[1], size[0], 3), color, dtype=np.uint8)
+            img[:, : (i * 4) % size[0]] = 255
+            f = av.VideoFrame.from_ndarray(img, format="rgb24")
+            f.pts, f.time_base = i, Fraction(1, FPS)
+            out.mux(s.encode(f))
+        out.mux(s.encode())
+
+
+def test_parts_with_other_codec_parameters_are_reencoded(tmp_path):
+    a, b, c = tmp_path / "a.mp4", tmp_path / "b.mp4", tmp_path / "c.mp4"
+    clip(a, (64, 48), 7, 40)
+    clip(b, (64, 48), 5, 90)
+    clip(c, (96, 48), 6, 140)
+    chapters = [Chapter(0, 1, "x")]
+    same = join([probe(a), probe(b)], tmp_path / "ab.mp4", chapters)
+    assert same == "copied packets" and frames_in(tmp_path / "ab.mp4") == 12
+    other = join([probe(a), probe(c)], tmp_path / "ac.mp4", chapters)
+    assert other.startswith("re-encoded") and "width" in other
+    assert frames_in(tmp_path / "ac.mp4") == 13
+    with av.open(str(tmp_path / "ac.mp4")) as v:
+        assert v.streams.video[0].codec_context.width == 64  # the first part's size
+
+
+def test_cues_never_run_past_their_part():
+    cues = shift([Cue(0.0, 1.0, "a"), Cue(1.0, 9.0, "b")], 10.0, 2.0, "p")
+    assert [(c.start, c.end) for c in cues] == [(10.0, 11.0), (11.0, 12.0)]
+    check_cues(cues + shift([Cue(0.0, 1.0, "c")], 12.0, 1.0, "q"))
+    with pytest.raises(SubtitleError, match="before"):
+        check_cues(cues + shift([Cue(0.0, 1.0, "c")], 11.5, 1.0, "q"))
+
+
+def test_chapters_merge_a_card_with_its_scene():
+    parts = [P.Part("t", "f", "T", "Opening"), P.Part("c", "f", "C", "1. X"),
+             P.Part("s", "f", "S", "1. X"), P.Part("z", "f", "Z", "End")]
+    probes = [SimpleNamespace(duration=Fraction(d)) for d in (2, 1, 5, 3)]
+    got = chapters_of(parts, probes)
+    assert [(c.title, c.start, c.end) for c in got] == [("Opening", 0, 2), ("1. X", 2, 8),
+                                                        ("End", 8, 11)]
+
+
+# ---- the closing card: each figure is the fields of a comparison, and says where from -------
+
+
+def test_closing_figures_are_the_comparison_fields():
+    mem = SimpleNamespace(budget_bytes=3 << 20, dense_reserved_bytes=3 << 20,
+                          paged_reserved_bytes=786432, used_bytes=700000, dense_fit=2,
+                          paged_fit=7, moment=41)
+    f = cards.memory_figure(mem, "src")
+    assert "7 requests fit where contiguous fits 2" in f.headline and "3.0 MiB" in f.headline
+    assert f.detail.startswith("at step 41: reserved 768.0 KiB paged vs 3.0 MiB contiguous")
+    assert "683.6 KiB of K/V in use" in f.detail and f.source == "src"
+    pre = SimpleNamespace(prompt_tokens_cached=96, prompt_tokens_computed=40, pages_shared=6,
+                          off_prompt_tokens_computed=136, outputs_equal=True)
+    f = cards.prefix_figure(pre, "src")
+    assert "96 of 136 prompt tokens" in f.headline and "6 shared pages" in f.headline
+    assert "40 prompt tokens computed instead of 136" in f.detail and "same tokens" in f.detail
+    bat = SimpleNamespace(continuous_steps=30, static_steps=52, continuous_tokens_per_step=3.2,
+                          static_tokens_per_step=1.846, outputs_equal=False)
+    f = cards.batching_figure(bat, "src")
+    assert "30 steps" in f.headline and "takes 52" in f.headline
+    assert "3.20 vs 1.85 tokens per step" in f.detail and "DIFFER" in f.detail
+
+
+def test_closing_source_names_the_call_and_its_workload():
+    def compare(workload="batching"):
+        return None
+
+    assert cards.source_of("batching", compare, SimpleNamespace()) == \
+        "from astrai.compare.batching.compare(workload='batching')"
+    assert cards.source_of("memory", compare, SimpleNamespace(workload="seed")) == \
+        "from astrai.compare.memory.compare(workload='seed')"
+
+
+def test_closing_card_subtitles_every_figure(tmp_path):
+    from manim import tempconfig
+
+    figs = [cards.Figure("H1 a", "d1", "s1"), cards.Figure("H2 b", "d2", "s2")]
+    with tempconfig({"format": "none", "disable_caching": True, "media_dir": str(tmp_path),
+                     "progress_bar": "none", "verbosity": "WARNING"}):
+        scene = cards.ClosingCard(cut="teaser", skip_animations=True)
+        scene.figures = figs
+        scene.render()
+    said = [text for _, _, text in scene.cues]
+    assert [s for s in said if s.startswith("H")] == ["H1 a. d1.", "H2 b. d2."]
+    starts = [s for s, _, _ in scene.cues]
+    ends = [s + d for s, d, _ in scene.cues]
+    assert starts == sorted(starts) and all(b >= a - 1e-9 for a, b in zip(ends, starts[1:]))
+
+
+def test_one_stream_writes_what_manims_writer_writes(smoke, tmp_path):
+    """The render server's single-stream writer: same frames, same timing, same subtitles as
+    manim's own writer (a partial movie per animation, joined)."""
+    from promo.render import render_all
+
+    title = smoke.cut.parts[0]
+    stock = render_all([title.part], tmp_path, "l", 1, log=lambda *_: None, one_stream=False)[0]
+    assert frames_in(stock.mp4) == frames_in(title.mp4)
+    assert cues_of(stock.srt) == cues_of(title.srt)
+    with av.open(str(stock.mp4)) as a, av.open(str(title.mp4)) as b:
+        fa = [f.to_ndarray(format="gray") for f in a.decode(video=0)][:: 20]
+        fb = [f.to_ndarray(format="gray") for f in b.decode(video=0)][:: 20]
+    for x, y in zip(fa, fb):  # the same pictures, up to x264's lossy coding of each
+        assert abs(x.astype(int) - y.astype(int)).mean() < 2.0
