@@ -40,6 +40,7 @@ Tests build scenes without video: under tempconfig({"format": "none", "disable_c
 from __future__ import annotations
 
 import os
+from datetime import timedelta
 from typing import ClassVar
 
 import numpy as np
@@ -171,9 +172,21 @@ class StoryScene(Scene):
         """Show-and-subtitle: a subcaption cue from now for `duration` seconds."""
         if duration <= 0 or not text:
             return
-        self.cues.append((round(self.now, 4), duration, text))
+        now = self.clock
+        self._end_cue_at(now)
+        self.cues.append((round(now, 4), duration, text))
         # Placed by the clock: what show/hold finished without Manim is not in its time.
-        self.add_subcaption(text, duration=duration, offset=self.clock - float(self.time))
+        self.add_subcaption(text, duration=duration, offset=now - float(self.time))
+
+    def _end_cue_at(self, t: float) -> None:
+        """A new caption replaces the one on screen: a cue still running ends where the next
+        starts (a hold rounded down to whole frames can end a beat a frame early)."""
+        if not self.cues:
+            return
+        start, duration, text = self.cues[-1]
+        if start + duration > t:
+            self.cues[-1] = (start, round(t - start, 4), text)
+            self._get_manager().file_writer.subcaptions[-1].end = timedelta(seconds=t)
 
     def chapter(self, name: str) -> None:
         """Start a Manim section here (a chapter within the scene)."""
