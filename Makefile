@@ -3,8 +3,9 @@
 
 PY      := .venv/bin/python
 MANIM   := .venv/bin/manim
-# file:Scene pairs in storyboard order (scenes/storyboard.py), those whose file exists
-SCENES  = $(shell python3 scripts/scenes.py 2>/dev/null)
+# file:Scene pairs in storyboard order (scenes/storyboard.py); a listed scene with no file
+# stops the render (scripts/scenes.py says which)
+SCENES  = $(shell python3 scripts/scenes.py)
 # preview one scene: make preview SCENE=scenes/paged_cache.py:PagedCacheScene WORKLOAD=prefix
 SCENE   ?= scenes/paged_cache.py:PagedCacheScene
 # WORKLOAD: replay another workload (the output name then says which); CUT=teaser: the short cut
@@ -48,11 +49,13 @@ bench-render-hq: setup
 # Every storyboard scene at 480p15 into media/videos/<file>/480p15/<Scene>.mp4, each with its
 # subtitles (<Scene>.srt) beside it and one clip per scheduler step under sections/
 render: setup
+	@python3 scripts/scenes.py >/dev/null  # fails, naming it, if a scene has no file
 	@for s in $(SCENES); do \
 	  $(RUN) -ql --save_sections $${s%%:*} $${s##*:} || exit 1; done
 
 # Every storyboard scene at 1080p60 (media/videos/<file>/1080p60/)
 render-hq: setup
+	@python3 scripts/scenes.py >/dev/null  # fails, naming it, if a scene has no file
 	@for s in $(SCENES); do \
 	  $(RUN) -qh --save_sections $${s%%:*} $${s##*:} || exit 1; done
 
@@ -62,6 +65,7 @@ preview: setup
 
 # Last frame of every scene as PNG (media/images/<file>/<Scene>.png)
 stills: setup
+	@python3 scripts/scenes.py >/dev/null  # fails, naming it, if a scene has no file
 	@for s in $(SCENES); do \
 	  $(RUN) -ql -s $${s%%:*} $${s##*:} || exit 1; done
 

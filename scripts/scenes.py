@@ -1,13 +1,12 @@
-"""Print the storyboard's scenes that exist, one `file.py:Class` a line, in storyboard order.
+"""Print the storyboard's scenes, one `file.py:Class` a line, in storyboard order.
 
-`make render` renders these; a scene listed in scenes/storyboard.py whose file has not landed
-yet is left out (and named on stderr). The list is read as data, so this runs before any
-install."""
+`make render` renders these. A scene listed in scenes/storyboard.py whose file is missing is an
+error (named on stderr, exit 1), never silently left out. The list is read as data, so this
+runs before any install."""
 
 from __future__ import annotations
 
 import ast
-import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -23,16 +22,15 @@ def storyboard() -> list[tuple[str, str]]:
     raise SystemExit("scenes/storyboard.py has no STORYBOARD list")
 
 
-def existing() -> list[str]:
-    out = []
+def scene_files() -> list[str]:
+    out, missing = [], []
     for module, cls in storyboard():
         path = Path(*module.split(".")).with_suffix(".py")
-        if (ROOT / path).is_file():
-            out.append(f"{path.as_posix()}:{cls}")
-        else:
-            print(f"not yet in the tree: {path} ({cls})", file=sys.stderr)
+        (out if (ROOT / path).is_file() else missing).append(f"{path.as_posix()}:{cls}")
+    if missing:
+        raise SystemExit(f"scenes/storyboard.py lists scenes with no file: {', '.join(missing)}")
     return out
 
 
 if __name__ == "__main__":
-    print("\n".join(existing()))
+    print("\n".join(scene_files()))

@@ -435,14 +435,23 @@ def test_scene_files_do_not_edit_sys_path_and_scenes_is_packaged():
     assert "scenes*" in project["tool"]["setuptools"]["packages"]["find"]["include"]
 
 
-def test_make_render_lists_the_storyboard_scenes_that_exist():
+def test_make_render_lists_every_storyboard_scene(tmp_path):
     from scenes.storyboard import STORYBOARD
 
     out = subprocess.run([sys.executable, "scripts/scenes.py"], cwd=ROOT, capture_output=True,
                          text=True, timeout=30, check=True).stdout.split()
-    want = [f"{m.replace('.', '/')}.py:{c}" for m, c in STORYBOARD
-            if (ROOT / f"{m.replace('.', '/')}.py").is_file()]
-    assert out == want and "scenes/paged_cache.py:PagedCacheScene" in out
+    assert out == [f"{m.replace('.', '/')}.py:{c}" for m, c in STORYBOARD]
+    assert all((ROOT / entry.split(":")[0]).is_file() for entry in out)
+    # A listed scene without its file stops the render instead of being left out.
+    fake = tmp_path / "scripts"
+    (tmp_path / "scenes").mkdir()
+    fake.mkdir()
+    (fake / "scenes.py").write_text((ROOT / "scripts" / "scenes.py").read_text())
+    (tmp_path / "scenes" / "storyboard.py").write_text(
+        'STORYBOARD = [("scenes.nowhere", "NoScene")]\n')
+    bad = subprocess.run([sys.executable, "scripts/scenes.py"], cwd=tmp_path,
+                         capture_output=True, text=True, timeout=30)
+    assert bad.returncode == 1 and "scenes/nowhere.py:NoScene" in bad.stderr
 
 
 # ---- narrative beats of a scene's own --------------------------------------------------------
