@@ -3,11 +3,14 @@
 
 PY      := .venv/bin/python
 MANIM   := .venv/bin/manim
-# file:Scene pairs, rendered in this order
-SCENES  := scenes/paged_cache.py:PagedCacheScene
+# file:Scene pairs in storyboard order (scenes/storyboard.py), those whose file exists
+SCENES  = $(shell python3 scripts/scenes.py 2>/dev/null)
 # preview one scene: make preview SCENE=scenes/paged_cache.py:PagedCacheScene WORKLOAD=prefix
-SCENE   ?= $(firstword $(SCENES))
+SCENE   ?= scenes/paged_cache.py:PagedCacheScene
+# WORKLOAD: replay another workload (the output name then says which); CUT=teaser: the short cut
 WORKLOAD ?=
+CUT     ?=
+RUN     = ASTRAI_WORKLOAD=$(WORKLOAD) ASTRAI_CUT=$(CUT) $(MANIM) render
 VIDEO   = media/videos/paged_cache/480p15/PagedCacheScene.mp4
 
 .PHONY: setup test lint bench bench-render bench-render-hq render render-hq promo promo-hq \
@@ -42,24 +45,25 @@ bench-render: setup
 bench-render-hq: setup
 	$(PY) bench/bench_render.py -q h
 
-# All scenes at 480p15 into media/videos/<file>/480p15/<Scene>.mp4
+# Every storyboard scene at 480p15 into media/videos/<file>/480p15/<Scene>.mp4, each with its
+# subtitles (<Scene>.srt) beside it and one clip per scheduler step under sections/
 render: setup
 	@for s in $(SCENES); do \
-	  ASTRAI_WORKLOAD=$(WORKLOAD) $(MANIM) render -ql $${s%%:*} $${s##*:} || exit 1; done
+	  $(RUN) -ql --save_sections $${s%%:*} $${s##*:} || exit 1; done
 
-# All scenes at 1080p60
+# Every storyboard scene at 1080p60 (media/videos/<file>/1080p60/)
 render-hq: setup
 	@for s in $(SCENES); do \
-	  ASTRAI_WORKLOAD=$(WORKLOAD) $(MANIM) render -qh $${s%%:*} $${s##*:} || exit 1; done
+	  $(RUN) -qh --save_sections $${s%%:*} $${s##*:} || exit 1; done
 
+# One scene at 480p15; with WORKLOAD=prefix it renders to <Scene>_prefix.mp4, next to the seed's
 preview: setup
-	ASTRAI_WORKLOAD=$(WORKLOAD) $(MANIM) render -ql $(firstword $(subst :, ,$(SCENE))) \
-	  $(lastword $(subst :, ,$(SCENE)))
+	$(RUN) -ql $(firstword $(subst :, ,$(SCENE))) $(lastword $(subst :, ,$(SCENE)))
 
 # Last frame of every scene as PNG (media/images/<file>/<Scene>.png)
 stills: setup
 	@for s in $(SCENES); do \
-	  ASTRAI_WORKLOAD=$(WORKLOAD) $(MANIM) render -ql -s $${s%%:*} $${s##*:} || exit 1; done
+	  $(RUN) -ql -s $${s%%:*} $${s##*:} || exit 1; done
 
 # A short GIF of the seed scene for the README (media/preview.gif), from the 480p render
 gif: render

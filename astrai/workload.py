@@ -6,7 +6,9 @@
     [scheduler]  max_batch, prefix_caching, temperature, seed
     [prefixes]   name = length: shared token runs (e.g. a system prompt)
     [[request]]  name, prompt_len | prompt (token ids), prefix, max_new_tokens,
-                 arrival (step) | after (a request's name: arrives once it has finished)
+                 arrival (step) | after (a request's name: arrives once it has finished);
+                 prefix names one prefix, or a list of them that the prompt starts with in
+                 order (e.g. ["other", "rules"]: the same tokens after another beginning)
 
 Prompt tokens are drawn from a generator seeded by the workload seed and the request (or
 prefix) name, so a workload always produces the same tokens.
@@ -39,7 +41,7 @@ class Request:
     max_new_tokens: int
     arrival: int = 0
     after: str | None = None
-    prefix: str | None = None
+    prefix: str | tuple[str, ...] | None = None  # a name, or names joined in order
 
 
 @dataclass(frozen=True)
@@ -83,7 +85,8 @@ class Workload:
                     "prompt": list(r.prompt),
                     "max_new_tokens": r.max_new_tokens,
                     **({"after": r.after} if r.after else {"arrival": r.arrival}),
-                    **({"prefix": r.prefix} if r.prefix else {}),
+                    **({"prefix": r.prefix if isinstance(r.prefix, str) else list(r.prefix)}
+                       if r.prefix else {}),
                 }
                 for r in self.requests
             ],
@@ -201,9 +204,14 @@ def parse_workload(data: dict[str, Any], source: str = "workload") -> Workload:
         if not rname or rname in names:
             raise r.err("name", "must be a unique non-empty string")
         names.add(rname)
-        prefix = r.get("prefix", (str, type(None)), None, "a prefix name")
-        if prefix is not None and prefix not in prefixes:
+        prefix = r.get("prefix", (str, list, type(None)), None, "a prefix name or a list of them")
+        parts = [prefix] if isinstance(prefix, str) else list(prefix or [])
+        if (isinstance(prefix, list) and not prefix) or any(
+                not isinstance(p, str) or p not in prefixes for p in parts):
             raise r.err("prefix", f"must name one of [prefixes] ({', '.join(prefixes) or 'none'})")
+        if isinstance(prefix, list):
+            prefix = tuple(prefix)
+        head = tuple(t for p in parts for t in _tokens(seed, f"prefix:{p}", prefixes[p], model))
         if "prompt" in item:
             prompt = r.get("prompt", list, None, "a list of token ids")
             if not prompt or not all(
@@ -212,13 +220,11 @@ def parse_workload(data: dict[str, Any], source: str = "workload") -> Workload:
             ):
                 raise r.err("prompt", f"must be non-empty token ids in 0..{model.vocab_size - 1}")
             prompt = tuple(prompt)
-            if prefix and prompt[: prefixes[prefix]] != _tokens(seed, f"prefix:{prefix}",
-                                                                prefixes[prefix], model):
+            if prompt[: len(head)] != head:
                 raise r.err("prompt", f"must start with the tokens of prefix {prefix!r}")
         else:
-            low = prefixes[prefix] + 1 if prefix else 1
-            prompt_len = r.int("prompt_len", low=low)
-            head = _tokens(seed, f"prefix:{prefix}", prefixes[prefix], model) if prefix else ()
+            # A prompt may be exactly its prefix (a full prefix-cache hit), not shorter.
+            prompt_len = r.int("prompt_len", low=max(len(head), 1))
             prompt = head + _tokens(seed, f"request:{rname}", prompt_len - len(head), model)
         after = r.get("after", (str, type(None)), None, "a request name")
         if after is not None and "arrival" in item:

@@ -4,11 +4,13 @@
     ASTRAI_WORKLOAD=batching manim -ql scenes/paged_cache.py PagedCacheScene
     ASTRAI_WORKLOAD=path/to/workload.toml manim ...                  # any workload file
     ASTRAI_WORKLOAD=path/to/trace.json manim ...                     # a saved trace
+    ASTRAI_CUT=teaser manim ...                                      # the promo's short cut
 
 ASTRAI_WORKLOAD is a shipped workload name (see `python -m astrai.trace --help`), a workload
 .toml path, or a trace .json saved with `python -m astrai.trace NAME -o trace.json`; unset, the
-scene replays `seed`. Everything on screen comes from that trace (see scenes/replay.py for how
-each event becomes animation); the scene allocates nothing itself.
+scene replays `seed`. The render is named after the scene, plus the workload when it is not the
+scene's own (PagedCacheScene_prefix.mp4). Everything on screen comes from that trace (see
+scenes/replay for how each event becomes animation); the scene allocates nothing itself.
 
 Tests build it without video: under tempconfig({"format": "none", ...}),
 `PagedCacheScene(trace=trace, skip_animations=True).render()`, then read `scene.snapshots` (what
@@ -17,31 +19,25 @@ the pool, bits, refs and tables showed after every event) and `scene.panels` (ev
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-from manim import Scene
-
-_ROOT = str(Path(__file__).resolve().parents[1])
-if _ROOT not in sys.path:  # run by path (manim scenes/paged_cache.py): make `scenes` importable
-    sys.path.insert(0, _ROOT)
-
-from scenes.kit.camera import ReplayCamera  # noqa: E402
-from scenes.replay import Replay, load  # noqa: E402
+from scenes.replay import Replay
+from scenes.story import StoryScene
 
 
-class PagedCacheScene(Scene):
+class PagedCacheScene(StoryScene):
     """Beats 0-7 of scene 1 on the seed workload, or on any trace (ASTRAI_WORKLOAD / trace=)."""
 
-    def __init__(self, *args, trace=None, **kwargs):
-        kwargs.setdefault("camera_class", ReplayCamera)
+    WORKLOAD = "seed"
+    TITLE = "Paged KV cache"
+    CHAPTER = "1. Paged KV cache"
+
+    def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.trace = trace
         self.replay: Replay | None = None
 
-    def construct(self) -> None:
-        trace = self.trace if self.trace is not None else load()
-        self.replay = Replay(self, trace)
+    def story(self) -> None:
+        trace = self.trace_of()
+        title = f"{self.TITLE} · workload {trace.workload.get('name', '?')}"
+        self.replay = Replay(self, trace, title=title)
         self.replay.run()
 
     @property

@@ -20,10 +20,18 @@ What the base gives every scene:
 - `say(text, duration)`: a caption that is also a subtitle cue (Manim subcaption, so every
   render writes an .srt beside its mp4); `self.cues` keeps (start, duration, text) for tests.
 - `chapter(name)`: a Manim section (`--save_sections` gives per-section clips and an index).
+- `show(animations, run_time)` and `hold(seconds)`: play and wait through the scene's `clock`
+  (seconds of video, counted in the frames Manim writes), which also runs when the scene is
+  built without video, so cues and chapters land at the same times in tests as in the mp4.
+  Built with skip_animations, `show` finishes the animations at once.
 - `workload`: the workload this render shows, and `output_name()`, the file name it renders to
   (the class name, plus the workload when $ASTRAI_WORKLOAD overrides the scene's own).
 - `snapshots` / `panels`: what the screen showed after each event / every code panel, for tests
-  (scenes that replay through `scenes.replay.Replay` fill them from it).
+  (scenes that replay through `scenes.replay.Replay` fill them from it; see its package doc for
+  narrative beats between the trace's beats).
+- Output: the render is named `output_name()` (Manim's -o wins), so stills are
+  `media/images/<file>/<name>.png` and another workload or the teaser never overwrites the
+  scene's own video.
 
 Tests build scenes without video: under tempconfig({"format": "none", "disable_caching": True,
 "media_dir": tmp}), `Scene(trace=..., skip_animations=True).render()`.
@@ -34,7 +42,8 @@ from __future__ import annotations
 import os
 from typing import ClassVar
 
-from manim import Scene
+import numpy as np
+from manim import Scene, config
 
 from astrai.trace import Trace
 from scenes import theme
@@ -62,9 +71,18 @@ class StoryScene(Scene):
         self.trace = trace  # a trace handed in (tests); else the workload is recorded
         self.cues: list[tuple[float, float, str]] = []
         self.chapters: list[tuple[float, str]] = []
+        self.clock = 0.0  # seconds of video so far, also when built without video (tests)
         self._snapshots: list[dict] = []
         self._panels: list[dict] = []
-        super().__init__(*args, **kwargs)
+        # Manim fixes a scene's output paths when it is constructed: name them after
+        # output_name() unless the user chose a name (-o).
+        chosen = config.output_file
+        if not chosen:
+            config.output_file = self.output_name()
+        try:
+            super().__init__(*args, **kwargs)
+        finally:
+            config.output_file = chosen
 
     # ---- what it shows ---------------------------------------------------------------------
 
@@ -106,15 +124,48 @@ class StoryScene(Scene):
 
     @property
     def now(self) -> float:
-        """Seconds of video so far (the scene clock subtitles are placed by)."""
-        return float(self.time)
+        """Seconds of video so far (the clock subtitles and chapters are placed by)."""
+        return self.clock
+
+    @staticmethod
+    def frames(run_time: float = 0.0, hold: float = 0.0) -> int:
+        """Frames Manim writes for a play of `run_time` then a (frozen) wait of `hold`."""
+        dt = 1 / config.frame_rate
+        n = len(np.arange(0, run_time, dt)) if run_time > 0 else 0
+        return n + (int(hold / dt) if hold > 0 else 0)
+
+    def seconds(self, run_time: float = 0.0, hold: float = 0.0) -> float:
+        """How long a play of `run_time` then a hold of `hold` lasts in the video."""
+        return self.frames(run_time, hold) / config.frame_rate
+
+    def show(self, animations: list, run_time: float) -> None:
+        """Play animations and advance the clock by the frames they take. Built without video
+        (skip_animations), they are finished at once: only the end state matters there."""
+        if not animations or run_time <= 0:
+            return
+        if self.skip_animations:
+            for anim in animations:
+                anim.begin()
+                anim.finish()
+        else:
+            self.play(*animations, run_time=run_time)
+        self.clock += self.seconds(run_time)
+
+    def hold(self, seconds: float) -> None:
+        """Hold the picture (a frozen wait), advancing the clock."""
+        if seconds <= 0:
+            return
+        if not self.skip_animations:
+            self.wait(seconds, frozen_frame=True)
+        self.clock += self.seconds(0.0, seconds)
 
     def say(self, text: str, duration: float) -> None:
         """Show-and-subtitle: a subcaption cue from now for `duration` seconds."""
         if duration <= 0 or not text:
             return
         self.cues.append((round(self.now, 4), duration, text))
-        self.add_subcaption(text, duration=duration)
+        # Placed by the clock: built without video, Manim's own time does not move.
+        self.add_subcaption(text, duration=duration, offset=self.clock - float(self.time))
 
     def chapter(self, name: str) -> None:
         """Start a Manim section here (a chapter within the scene)."""

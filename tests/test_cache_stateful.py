@@ -115,19 +115,29 @@ class Model:
             return PageNotAllocated
         plan: dict[tuple, tuple[int, Entry]] = {}
         parent, uid = 0, self.next_uid
+        live = {e.uid for e in self.entries.values()}
+        stale: list[int] = []
         for page, prefix in zip(pages, prefixes):
             known = self.page_of.get(prefix)
             if known is not None or prefix in plan:
                 entry = self.entries[known] if known is not None else plan[prefix][1]
-                if entry.parent != parent:
+                if known is not None and entry.parent and entry.parent not in live:
+                    stale.append(known)  # its parent page was evicted: unreachable, replaced
+                elif entry.parent != parent:
                     break
-                parent = entry.uid
-                continue
-            if page in self.entries or any(page == p for p, _ in plan.values()):
+                else:
+                    parent = entry.uid
+                    continue
+            if (page in self.entries and page not in stale) or any(
+                    page == p for p, _ in plan.values()):
                 return PrefixConflict
             plan[prefix] = (page, Entry(prefix, uid, parent))
             parent = uid
             uid += 1
+        for page in stale:  # forgotten: a cached one goes back to the free pages
+            del self.page_of[self.entries.pop(page).prefix]
+            if page in self.lru:
+                self.lru.remove(page)
         for prefix, (page, entry) in plan.items():
             self.entries[page] = entry
             self.page_of[prefix] = page

@@ -28,9 +28,11 @@ from manim import config, tempconfig  # noqa: E402
 from astrai.errors import TraceFormatError  # noqa: E402
 from astrai.trace import record, save_trace  # noqa: E402
 from scenes import theme  # noqa: E402
+from scenes.kit.code import source_of  # noqa: E402
 from scenes.kit.glyphs import Atlas  # noqa: E402
 from scenes.paged_cache import PagedCacheScene  # noqa: E402
-from scenes.replay import load  # noqa: E402
+from scenes.replay import KINDS, load, plan_beats  # noqa: E402
+from scenes.replay.plan import teaser  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -88,10 +90,11 @@ max_new_tokens = 2
 PAGE_KINDS = {"alloc", "share", "free", "cache", "evict", "preempt", "retire"}
 
 
-def build(trace, media_dir) -> PagedCacheScene:
+def build(trace, media_dir, **kw) -> PagedCacheScene:
+    # 15 fps: the frame rate of the -ql smoke render, so clocks compare frame for frame.
     with tempconfig({"format": "none", "disable_caching": True, "media_dir": str(media_dir),
-                     "progress_bar": "none", "verbosity": "WARNING"}):
-        scene = PagedCacheScene(trace=trace, skip_animations=True)
+                     "progress_bar": "none", "verbosity": "WARNING", "frame_rate": 15}):
+        scene = PagedCacheScene(trace=trace, skip_animations=True, **kw)
         scene.render()
     return scene
 
@@ -109,12 +112,15 @@ def built(workloads, tmp_path_factory):
     media = tmp_path_factory.mktemp("media")
     cache = {}
 
-    def get(name: str):
-        if name not in cache:
+    traces = {}
+
+    def get(name: str, cut: str = "full"):
+        if name not in traces:
             spec = str(workloads / f"{name}.toml") if name in ("tiny", "smoke") else name
-            trace = record(spec)
-            cache[name] = (trace, build(trace, media))
-        return cache[name]
+            traces[name] = record(spec)
+        if (name, cut) not in cache:
+            cache[name, cut] = (traces[name], build(traces[name], media, cut=cut))
+        return cache[name, cut]
 
     return get
 
@@ -158,6 +164,9 @@ def test_screen_matches_state_after_every_event(built, name):
             t: len(pages) * ps for t, pages in st["page_tables"].items()}, where
         assert {t: bool(d) for t, d in snap["done"].items()} == {
             t: st["status"][t] in ("finished", "done") for t in st["page_tables"]}, where
+        rows = scene.replay.plan.rows_per_block
+        assert snap["blocks"] == {t: max(1, -(-len(pages) // rows))
+                                  for t, pages in st["page_tables"].items()}, where
         phase = ev["phase"] if ev["phase"] in ("arrive", "cleanup", "refill", "prefill",
                                                "decode") else None
         assert (snap["step"], snap["phase"]) == (ev["step"], phase), where
@@ -256,21 +265,41 @@ def test_workload_spec_from_environment(workloads, tmp_path, monkeypatch):
     assert load().workload["name"] == "seed"
 
 
-def test_real_render_writes_a_video(built, workloads, tmp_path):
+def test_real_render_writes_video_subtitles_and_sections(built, workloads, tmp_path):
+    """A real -ql render: its name says the workload, its .srt cues are the beats' captions at
+    the beats' start times, and --save_sections cuts the scene where the replay said."""
+    import json
+
+    import srt
+
     _, scene = built("smoke")
     env = {**os.environ, "ASTRAI_WORKLOAD": str(workloads / "smoke.toml")}
     out = subprocess.run(
         [sys.executable, "-m", "manim", "render", "-ql", "--progress_bar", "none",
-         "--media_dir", str(tmp_path), "scenes/paged_cache.py", "PagedCacheScene"],
+         "--save_sections", "--media_dir", str(tmp_path), "scenes/paged_cache.py",
+         "PagedCacheScene"],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
     )
     assert out.returncode == 0, out.stderr[-3000:]
-    videos = list(tmp_path.rglob("PagedCacheScene.mp4"))
-    assert len(videos) == 1
-    with av.open(str(videos[0])) as container:
+    video = list((tmp_path / "videos" / "paged_cache" / "480p15").glob("*.mp4"))
+    assert [v.name for v in video] == ["PagedCacheScene_smoke.mp4"]
+    with av.open(str(video[0])) as container:
         seconds = container.duration / 1e6
-    slack = max(0.5, scene.replay.n_plays / 15)  # each play rounds to whole frames (15 fps)
-    assert seconds == pytest.approx(scene.replay.duration, abs=slack)
+    assert seconds == pytest.approx(scene.clock, abs=1 / 15 + 1e-3)
+
+    cues = list(srt.parse(video[0].with_suffix(".srt").read_text()))
+    beats = [(start, caption) for start, _, _, caption in scene.replay.beat_times if caption]
+    assert [c.content for c in cues] == [caption for _, caption in beats]
+    for cue, (start, _) in zip(cues, beats):
+        assert cue.start.total_seconds() == pytest.approx(start, abs=2e-3), cue.content
+    assert len(cues) == len(scene.replay.beat_times)  # every beat says something
+
+    index = json.loads((video[0].parent / "sections" / "PagedCacheScene_smoke.json").read_text())
+    assert [s["name"] for s in index] == [name for _, name in scene.chapters]
+    durations = [float(s["duration"]) for s in index]
+    starts = [sum(durations[:k]) for k in range(len(durations))]
+    assert starts == pytest.approx([t for t, _ in scene.chapters], abs=2 / 15)
+    assert sum(durations) == pytest.approx(seconds, abs=2 / 15)
 
 
 def test_a_trace_from_other_engine_source_is_refused(workloads, tmp_path, monkeypatch):
@@ -281,3 +310,231 @@ def test_a_trace_from_other_engine_source_is_refused(workloads, tmp_path, monkey
     save_trace(trace, path)
     with pytest.raises(TraceFormatError, match="another version of astrai/inference/cache.py"):
         load(str(path))
+
+
+# ---- the beat registry, panels that mark the work ---------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["seed", "prefix", "preemption", "tiny"])
+def test_every_planned_kind_has_a_registry_entry(built, name):
+    trace, _ = built(name)
+    beats = plan_beats(trace.events)
+    kinds = {b.kind for b in beats} | {b.kind for b in teaser(beats, trace.events)}
+    assert kinds <= set(KINDS), kinds - set(KINDS)
+
+
+def test_every_engine_function_and_effect_line_in_the_registry_exists():
+    for kind in KINDS.values():
+        for code in kind.code:
+            src, _ = source_of(code.file, code.fn)  # raises if the function does not exist
+            for fragment in code.effect:
+                hits = [s for s in src if fragment in s]
+                assert len(hits) == 1, (kind.name, code.fn, fragment, hits)
+                assert "listener" not in hits[0], (kind.name, fragment)
+
+
+@pytest.mark.parametrize("name", [*WORKLOADS, "preemption"])
+def test_panels_mark_the_line_that_did_the_work(built, name):
+    trace, scene = built(name)
+    kinds_seen = set()
+    for panel in scene.panels:
+        src, start = _source(panel["file"], panel["fn"])
+        marked = src[panel["current"] - start]
+        assert "listener" not in marked, (panel["kind"], panel["fn"], marked)
+        effect = KINDS[panel["kind"]].panel(panel["fn"]).effect
+        assert any(f in marked for f in effect), (panel["kind"], panel["fn"], marked)
+        assert panel["current"] in panel["frame"]["ran"], "the marked line did not run"
+        kinds_seen.add(panel["kind"])
+    assert {"alloc", "free", "write", "gather", "admit"} <= kinds_seen
+
+
+def test_a_wait_shows_where_the_scheduler_decided(built):
+    trace, scene = built("preemption")
+    waits = [p for p in scene.panels if p["kind"] == "wait"]
+    assert waits and all(p["fn"] == "Scheduler._fit" for p in waits)
+    for p in waits:
+        ev = trace.events[p["event"]]
+        assert ev["kind"] == "wait"
+
+
+def test_admit_captions_say_what_the_scheduler_decided_with(built):
+    trace, scene = built("prefix")
+    admits = [ev for ev in trace.events if ev["kind"] == "admit"]
+    said = " | ".join(scene.replay.captions_shown)
+    for ev in admits:
+        # needed/available are the numbers _fit compared; the caption reads them back.
+        assert ev["needed"] == ev["pages_needed"] - len(ev["hits"])
+        assert f"{ev['task']}: pages_for({ev['n_tokens']})" in said
+    revived = [ev for ev in admits if ev["available"] < bin(ev["state"]["free_mask"]).count("1")
+               + len(ev["state"]["cached"])]
+    assert revived, "the prefix workload should admit a request that revives cached pages"
+
+
+# ---- the teaser cut ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["seed", "prefix", "tiny"])
+def test_the_teaser_applies_every_event_and_ends_where_the_trace_ends(built, name):
+    trace, scene = built(name, "teaser")
+    _, full = built(name)
+    assert [s["event"] for s in scene.snapshots] == list(range(len(trace.events)))
+    last = {k: v for k, v in scene.snapshots[-1].items() if k != "table_spans"}
+    assert last == {k: v for k, v in full.snapshots[-1].items() if k != "table_spans"}
+    st = trace.events[-1]["state"]
+    assert last["refs"] == st["refs"] and last["tables"] == {
+        t: [[k, p] for k, p in enumerate(pages)] for t, pages in st["page_tables"].items()}
+    assert scene.clock < full.clock / 3
+    # Every beat is a montage (or the tail), and each montage says what it compressed.
+    assert {spec.kind for spec in scene.replay.beats} <= {"montage", "tail"}
+    montages = [spec for spec in scene.replay.beats if spec.kind == "montage"]
+    details = scene.replay.details_shown[-len(scene.replay.beats):]
+    for spec, detail in zip(montages, details):
+        a, b = spec.steps
+        assert detail.startswith(f"steps {a}-{b} compressed" if b > a else f"step {a} compr")
+
+
+def test_the_seed_teaser_is_short(built):
+    _, scene = built("seed", "teaser")
+    assert 10 <= scene.clock <= 16  # the promo's budget: about 15 s a scene
+    kinds = [trace_kind for _, trace_kind, _, _ in scene.replay.beat_times]
+    assert kinds.count("montage") >= 6  # still a story: arrivals, growth, frees, reuse
+
+
+def test_teaser_panels_mark_the_work(built):
+    _, scene = built("prefix", "teaser")
+    assert scene.panels
+    for panel in scene.panels:
+        src, start = _source(panel["file"], panel["fn"])
+        marked = src[panel["current"] - start]
+        assert any(f in marked for f in KINDS[panel["kind"]].panel(panel["fn"]).effect), marked
+
+
+# ---- names, packages -------------------------------------------------------------------------
+
+
+def test_each_render_is_named_for_its_scene_workload_and_cut(monkeypatch, tmp_path):
+    from scenes.story import StoryScene
+
+    class Probe(StoryScene):
+        WORKLOAD = "seed"
+
+        def story(self):
+            pass
+
+    def name(env: str | None, cut: str | None = None) -> str:
+        if env is None:
+            monkeypatch.delenv("ASTRAI_WORKLOAD", raising=False)
+        else:
+            monkeypatch.setenv("ASTRAI_WORKLOAD", env)
+        with tempconfig({"format": "none", "media_dir": str(tmp_path), "verbosity": "WARNING"}):
+            return Probe(cut=cut).output_name()
+
+    assert name(None) == "Probe"
+    assert name("seed") == "Probe"
+    assert name("prefix") == "Probe_prefix"
+    assert name("some/dir/mine.toml") == "Probe_mine"
+    assert name(None, "teaser") == "Probe_teaser"
+    assert len({name(None), name("prefix"), name("batching"), name(None, "teaser")}) == 4
+
+
+def test_a_still_is_written_where_the_readme_says(workloads, tmp_path):
+    env = {**os.environ, "ASTRAI_WORKLOAD": str(workloads / "smoke.toml")}
+    out = subprocess.run(
+        [sys.executable, "-m", "manim", "render", "-ql", "-s", "--progress_bar", "none",
+         "--media_dir", str(tmp_path), "scenes/paged_cache.py", "PagedCacheScene"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    pngs = [p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*.png")]
+    assert pngs == ["images/paged_cache/PagedCacheScene_smoke.png"]
+
+
+def test_scene_files_do_not_edit_sys_path_and_scenes_is_packaged():
+    import tomllib
+
+    for path in (ROOT / "scenes").rglob("*.py"):
+        assert "sys.path" not in path.read_text(), path
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert "scenes*" in project["tool"]["setuptools"]["packages"]["find"]["include"]
+
+
+def test_make_render_lists_the_storyboard_scenes_that_exist():
+    from scenes.storyboard import STORYBOARD
+
+    out = subprocess.run([sys.executable, "scripts/scenes.py"], cwd=ROOT, capture_output=True,
+                         text=True, timeout=30, check=True).stdout.split()
+    want = [f"{m.replace('.', '/')}.py:{c}" for m, c in STORYBOARD
+            if (ROOT / f"{m.replace('.', '/')}.py").is_file()]
+    assert out == want and "scenes/paged_cache.py:PagedCacheScene" in out
+
+
+# ---- narrative beats of a scene's own --------------------------------------------------------
+
+
+def test_a_scene_puts_its_own_beats_between_the_traces(built, tmp_path):
+    """A StoryScene driving a Replay with an interlude: its beats land between trace beats, in
+    the subtitles and the clock, and the trace is still shown event for event."""
+    from manim import Square
+
+    from scenes.replay import Replay
+    from scenes.story import StoryScene
+
+    trace, full = built("tiny")
+
+    class Explained(StoryScene):
+        WORKLOAD = "tiny"
+
+        def story(self):
+            self.replay = Replay(self, trace, title="Explained")
+            card = Square(0.5)
+            said = []
+
+            def interlude(spec, replay):
+                if spec.kind == "share" and spec.first:
+                    replay.narrate("a prefix hit: pages are shared", show=[card],
+                                   code=("astrai/inference/cache.py", "PagedCache.inc_ref",
+                                         replay.code.listing("astrai/inference/cache.py",
+                                                             "PagedCache.inc_ref").start))
+                    said.append(spec)
+                elif said and spec.kind == "free" and card in replay.notes:
+                    replay.narrate("the card goes", hide=[card])
+
+            self.replay.run(interlude=interlude)
+
+        @property
+        def snapshots(self):
+            return self.replay.snapshots
+
+    with tempconfig({"format": "none", "disable_caching": True, "media_dir": str(tmp_path),
+                     "progress_bar": "none", "verbosity": "WARNING", "frame_rate": 15}):
+        scene = Explained(skip_animations=True)
+        scene.render()
+    assert [s["event"] for s in scene.snapshots] == [s["event"] for s in full.snapshots]
+    times = scene.replay.beat_times
+    kinds = [k for _, k, _, _ in times]
+    at = kinds.index("narrative")
+    assert kinds[at + 1] == "share" and times[at][3] == "a prefix hit: pages are shared"
+    assert kinds.count("narrative") == 2
+    # Its cue lasts until the next beat starts; everything after moved by its length.
+    cue = next(c for c in scene.cues if c[2] == times[at][3])
+    assert cue[0] == times[at][0] and cue[0] + cue[1] == pytest.approx(times[at + 1][0])
+    assert scene.clock > full.clock
+    assert any(p["kind"] == "narrative" and p["fn"] == "PagedCache.inc_ref"
+               for p in scene.replay.panels)
+
+
+def test_a_mobject_that_comes_and_goes_in_one_beat_leaves_no_animation_behind():
+    """Teaser montages can add and drop a table in one beat: nothing inside it may still be
+    animated (Manim would add the detached member to the scene, a ghost on top)."""
+    from manim import Square, VGroup
+
+    from scenes.kit.anim import Beat
+
+    layer, inner = VGroup(), Square()
+    table = VGroup(inner)
+    beat = Beat()
+    beat.appear(layer, table)
+    beat.touch(inner)
+    inner.shift([1, 0, 0])
+    beat.vanish(layer, table)
+    assert beat.animations() == [] and table not in layer

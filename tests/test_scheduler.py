@@ -16,16 +16,20 @@ SMALL = ModelConfig(vocab_size=64, d_model=32, n_layers=2, n_heads=4, n_kv_heads
                     head_dim=8, d_ff=64, seed=3)
 
 
-class Spy:
-    """Wraps the model to keep each task's last-step logits (the scheduler's own rows)."""
+class Spy(SchedulerListener):
+    """Wraps the model to keep each task's last-step logits (the scheduler's own rows, as its
+    on_forward hook names them)."""
 
     def __init__(self, model: TinyModel):
-        self.model, self.config, self.scheduler = model, model.config, None
+        self.model, self.config, self.rows = model, model.config, []
         self.last: dict[str, torch.Tensor] = {}
+
+    def on_forward(self, tasks):
+        self.rows = list(tasks)
 
     def __call__(self, tokens, start, view, lengths):
         logits = self.model(tokens, start, view, lengths)
-        for b, task in enumerate(self.scheduler.batch):
+        for b, task in enumerate(self.rows):
             self.last[task.name] = logits[b, int(lengths[b]) - 1].clone()
         return logits
 
@@ -78,7 +82,7 @@ def test_paged_equals_dense_for_mixed_workloads(seed):
     requests = random_requests(rng, 10, 64, prefixes=prefixes)
     spy = Spy(TinyModel(SMALL))
     sched = make(n_pages=40, page_size=4, model=spy, max_batch=4)
-    spy.scheduler = sched
+    sched.listener = spy
     arrivals = {name: rng.randint(0, 6) for name, _, _ in requests}
     outputs = run(sched, requests, arrivals)
     for name, prompt, max_new in requests:
@@ -147,7 +151,7 @@ def test_nothing_lost_under_pressure():
         def on_wait(self, task, needed, available):
             waits.append(task.name)
 
-        def on_preempt(self, task):
+        def on_preempt(self, task, needed_by):
             preempts.append(task.name)
 
     sched.listener = Watch()
@@ -163,8 +167,9 @@ def test_preempts_the_most_recently_admitted_and_requeues_it_at_the_head():
     order = []
 
     class Watch(SchedulerListener):
-        def on_preempt(self, task):
-            order.append((task.name, [t.name for t in sched.running], list(sched.waiting)))
+        def on_preempt(self, task, needed_by):
+            order.append((task.name, [t.name for t in sched.running], list(sched.waiting),
+                          needed_by.name, needed_by.length, len(needed_by.page_table)))
 
     sched.listener = Watch()
     for name in "abc":
@@ -172,10 +177,12 @@ def test_preempts_the_most_recently_admitted_and_requeues_it_at_the_head():
     sched.submit(Task("d", [1], 1))
     while not order:
         sched.step()
-    name, running, waiting = order[0]
+    name, running, waiting, needed_by, length, held = order[0]
     assert name == "c"  # the newest of a, b, c (d waited: the pool was full)
     assert waiting[0].name == "c"
     assert "c" not in running
+    # a is decoded first (oldest first) and is the one whose next position found no page
+    assert needed_by == "a" and held * 4 == length
 
 
 def test_head_of_queue_is_not_skipped():
@@ -208,19 +215,25 @@ def test_writes_only_touch_the_tasks_own_pages():
     """Every K/V slot written belongs to a page in that row's task table (none through -1)."""
     sched = make(n_pages=10, page_size=4, max_batch=4)
     bad = []
+    rows = []
+
+    class Rows(SchedulerListener):
+        def on_forward(self, tasks):
+            rows[:] = tasks
 
     class Check(CacheListener):
         def on_write(self, layer_id, page_table, start_pos, n_tokens, lengths):
             table = page_table.tolist()
             starts = start_pos.tolist()
             counts = lengths.tolist() if lengths is not None else [n_tokens] * len(table)
-            for task, row, start, count in zip(sched.batch, table, starts, counts):
+            for task, row, start, count in zip(rows, table, starts, counts):
                 for pos in range(start, start + count):
                     page = row[pos // 4] if pos // 4 < len(row) else -1
                     if page < 0 or page not in task.page_table:
                         bad.append((task.name, pos))
 
     sched.cache.listener = Check()
+    sched.listener = Rows()
     rng = random.Random(3)
     run(sched, random_requests(rng, 12, 64, max_prompt=14, max_new=10))
     assert not bad
@@ -232,18 +245,23 @@ def test_prefix_hit_allocates_only_the_tail_and_matches_no_caching():
     reqs = [("a", system + [1, 2], 5), ("b", system + [3, 4, 5, 6, 7], 5)]
     with_cache = make(n_pages=20, page_size=4, model=model)
     allocated = {}
+    owner = []  # the task the scheduler's last hook named: the cache's allocs are for it
 
     class Count(CacheListener):
         def on_alloc(self, page):
-            name = with_cache.active.name
+            name = owner[-1].name
             allocated[name] = allocated.get(name, 0) + 1
 
     with_cache.cache.listener = Count()
     cached_at_admission = {}
 
     class Admit(SchedulerListener):
-        def on_admit(self, task, hits):
+        def on_admit(self, task, hits, needed, available):
+            owner.append(task)
             cached_at_admission[task.name] = len(hits) * 4
+
+        def on_grow(self, task):
+            owner.append(task)
 
     with_cache.listener = Admit()
     out_on = run(with_cache, reqs, arrivals={"b": 1})

@@ -210,3 +210,25 @@ def test_trace_names_its_source_and_traces_the_constructor():
     }
     first = trace.events[0]
     assert {"PagedCache.__init__", "Scheduler.__init__"} <= {f["fn"] for f in first["returned"]}
+
+
+@pytest.mark.parametrize("source", ["prefix", "preemption", TOY])
+def test_cache_events_name_the_task_the_scheduler_said(source):
+    """The scheduler's hooks name whose pages the cache moves (no engine state read): each
+    alloc/share lands in that task's table, each free leaves it, write rows are the batch."""
+    trace = record(source if isinstance(source, str) else parse_workload(TOY))
+    before = None
+    for ev in trace.events:
+        st = ev["state"]
+        if ev["kind"] in ("alloc", "share"):
+            table = st["page_tables"][ev["task"]]
+            assert table[ev["logical"]] == ev["page"]
+        elif ev["kind"] == "free":
+            held = before["page_tables"][ev["task"]]
+            assert held[-1] == ev["page"]  # released last page first
+            assert st["page_tables"].get(ev["task"], []) == held[:-1]
+        elif ev["kind"] == "write":
+            for row in ev["rows"]:
+                assert row["task"] in st["page_tables"]
+                assert {p for p, _, _ in row["runs"]} <= set(st["page_tables"][row["task"]])
+        before = st

@@ -52,6 +52,24 @@ def test_prompts_are_deterministic_and_prefixes_shared():
     assert other.requests[0].prompt[6:] != b.prompt[6:8]
 
 
+def test_a_list_of_prefixes_joins_them_in_order():
+    data = {**BASE, "prefixes": {"sys": 6, "other": 4}, "request": [
+        {"name": "a", "prefix": "sys", "prompt_len": 8, "max_new_tokens": 1},
+        {"name": "o", "prefix": "other", "prompt_len": 5, "max_new_tokens": 1},
+        {"name": "c", "prefix": ["other", "sys"], "prompt_len": 12, "max_new_tokens": 1}]}
+    a, o, c = parse_workload(data).requests
+    assert c.prefix == ("other", "sys")
+    assert c.prompt[:4] == o.prompt[:4] and c.prompt[4:10] == a.prompt[:6]
+    assert parse_workload(parse_workload(data).to_json()) == parse_workload(data)
+    for bad in ([], ["other", "nope"], [3]):
+        data["request"][2]["prefix"] = bad
+        with pytest.raises(WorkloadError, match=r"request\[2\].prefix must name one of"):
+            parse_workload(data)
+    data["request"][2].update(prefix=["other", "sys"], prompt_len=9)
+    with pytest.raises(WorkloadError, match=r"request\[2\].prompt_len must be an int >= 10"):
+        parse_workload(data)
+
+
 def test_round_trip_through_json():
     wl = load_workload("prefix")
     assert parse_workload(wl.to_json()) == wl
@@ -100,7 +118,7 @@ def _with(path, value):
         (("request", 0, "prompt"), [1, 999], "request[0].prompt must be non-empty token ids"),
         (("request", 0, "colour"), "red", "unknown field request[0].colour"),
         (("request", 1, "prefix"), "nope", "request[1].prefix must name one of"),
-        (("request", 1, "prompt_len"), 6, "request[1].prompt_len must be an int >= 7"),
+        (("request", 1, "prompt_len"), 5, "request[1].prompt_len must be an int >= 6"),
         (("request", 1, "after"), "zzz", "request[1].after must name another request"),
         (("request", 0, "after"), "b", "request.after forms a cycle"),
         (("prefixes", "sys"), 0, "prefixes.sys must be an int >= 1"),

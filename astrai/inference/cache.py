@@ -315,6 +315,18 @@ class PagedCache:
             key = hash((key, tokens))
             yield key, tokens
 
+    def prefix_keys(self, token_ids: Sequence[int]) -> list[int]:
+        """The chained key of each full page of token_ids (what lookup and record compare).
+
+        Page i's key hashes page i-1's key with page i's tokens, so equal tokens after another
+        earlier page (or at another position) get another key. Changes nothing."""
+        return [key for key, _ in self._chunks(token_ids)]
+
+    def prefix_key(self, idx: int) -> int | None:
+        """The key a recorded page is indexed under; None if the page records no prefix."""
+        entry = self._entries.get(self._page_id(idx))
+        return entry.key if entry is not None else None
+
     def lookup_prefix(self, token_ids: Sequence[int]) -> list[int]:
         """Physical pages of the longest recorded full-page prefix of token_ids. Changes nothing.
 

@@ -44,21 +44,34 @@ class Task:
         return self.prompt + self.output
 
 
+# The phases of one step, in order (the one place they are named).
+PHASES = ("cleanup", "refill", "prefill", "decode")
+
+
 class SchedulerListener:
-    """Observer of scheduler decisions; the trace recorder implements it."""
+    """Observer of scheduler decisions; the trace recorder implements it.
+
+    Hooks that precede cache calls name the task (or batch rows) those calls are for, so a
+    listener of both the scheduler and its cache can tell whose pages move.
+    """
 
     def on_submit(self, task: Task) -> None: ...
     def on_phase(self, step: int, phase: str) -> None: ...
-    def on_admit(self, task: Task, hits: list[int]) -> None: ...
+    # Before the shares and allocs: hits, pages to allocate and pages available, as decided.
+    def on_admit(self, task: Task, hits: list[int], needed: int, available: int) -> None: ...
     def on_wait(self, task: Task, needed: int, available: int) -> None: ...
+    def on_grow(self, task: Task) -> None: ...  # before a decode step allocates it a page
+    def on_drop(self, task: Task) -> None: ...  # before its pages are freed (retire, preempt)
+    def on_prefix(self, task: Task) -> None: ...  # before its prompt pages are recorded
+    def on_forward(self, tasks: list[Task]) -> None: ...  # the rows of the forward to run
     def on_tokens(self, phase: str, tasks: list[Task]) -> None: ...
-    def on_preempt(self, task: Task) -> None: ...
+    def on_preempt(self, task: Task, needed_by: Task | None) -> None: ...
     def on_finish(self, task: Task) -> None: ...
     def on_retire(self, task: Task) -> None: ...
 
 
 class Scheduler:
-    PHASES = ("cleanup", "refill", "prefill", "decode")
+    PHASES = PHASES
 
     def __init__(
         self,
@@ -81,8 +94,6 @@ class Scheduler:
         self.running: list[Task] = []  # admission order: the newest is preempted first
         self.tasks: dict[str, Task] = {}
         self.step_count = 0
-        self.active: Task | None = None  # the task the scheduler is working on, for recorders
-        self.batch: list[Task] = []  # rows of the forward in flight, for recorders
         self.listener: SchedulerListener | None = None
         self._generators: dict[str, torch.Generator] = {}
 
@@ -157,27 +168,28 @@ class Scheduler:
     def _release(self, task: Task) -> None:
         """Drop the task's references, last page first: a prefix's tail is then older in the
         LRU than its head and is evicted first, so a cached head stays usable longest."""
-        self.active = task
+        if self.listener is not None:
+            self.listener.on_drop(task)
         while task.page_table:
             self.cache.free(task.page_table.pop())
-        self.active = None
         task.length = task.cached_len = 0
 
     def _refill(self) -> list[Task]:
         admitted = []
         while self.waiting and len(self.running) < self.max_batch:
             task = self.waiting[0]
-            hits = self._fit(task)
-            if hits is None:
+            fit = self._fit(task)
+            if fit is None:
                 break  # the head waits; nobody skips ahead of it
             self.waiting.popleft()
             self.running.append(task)
-            self._admit(task, hits)
+            self._admit(task, *fit)
             admitted.append(task)
         return admitted
 
-    def _fit(self, task: Task) -> list[int] | None:
-        """The prompt's cached prefix pages if the rest can be allocated now, else None."""
+    def _fit(self, task: Task) -> tuple[list[int], int, int] | None:
+        """(cached prefix pages, pages to allocate, pages available) if the rest can be
+        allocated now, else None."""
         cache = self.cache
         tokens = task.tokens
         # The last token is always computed (its logits give the next token), so it never
@@ -190,19 +202,17 @@ class Scheduler:
             if self.listener is not None:
                 self.listener.on_wait(task, needed, available)
             return None
-        return hits
+        return hits, needed, available
 
-    def _admit(self, task: Task, hits: list[int]) -> None:
+    def _admit(self, task: Task, hits: list[int], needed: int, available: int) -> None:
         """Share the cached prefix pages and allocate the rest (_fit said they are there)."""
         cache = self.cache
-        self.active = task
         if self.listener is not None:
-            self.listener.on_admit(task, hits)
+            self.listener.on_admit(task, hits, needed, available)
         for page in hits:
             task.page_table.append(page)
             cache.inc_ref(page)
-        cache.alloc_n(cache.pages_for(len(task.tokens)) - len(hits), out=task.page_table)
-        self.active = None
+        cache.alloc_n(needed, out=task.page_table)
         task.cached_len = task.length = len(hits) * cache.page_size
         task.status = Status.RUNNING
 
@@ -213,9 +223,9 @@ class Scheduler:
         self._forward(tasks, starts, chunks)
         if self.prefix_caching:
             for task in tasks:
-                self.active = task
+                if self.listener is not None:
+                    self.listener.on_prefix(task)
                 self.cache.record_prefix(task.page_table, task.tokens[: task.length])
-            self.active = None
         self._emit_tokens("prefill", tasks)
 
     def _decode(self, tasks: list[Task]) -> None:
@@ -233,31 +243,32 @@ class Scheduler:
         """Make room for the K/V of position task.length; preempt the newest task if the pool
         is dry. False if the task itself had to be preempted."""
         while len(task.page_table) < self.cache.pages_for(task.length + 1):
-            self.active = task
+            if self.listener is not None:
+                self.listener.on_grow(task)
             got = self.cache.alloc_n(1, out=task.page_table)
-            self.active = None
             if got:
                 continue
             finished = [t for t in self.running if t.status is Status.FINISHED]
             if finished:  # done tasks need no pages: retire them before preempting anyone
                 self._cleanup()
                 continue
-            victim = self.running[-1]
-            self._preempt(victim)
+            victim = self.running[-1]  # the newest: it has the least work to redo
+            self._preempt(victim, needed_by=task)
             if victim is task:
                 return False
         return True
 
-    def _preempt(self, task: Task) -> None:
+    def _preempt(self, task: Task, needed_by: Task | None = None) -> None:
         """Free the task's pages and requeue it at the head; its tokens so far are kept and
-        recomputed on readmission, so its output is the same as if it had never been paused."""
+        recomputed on readmission, so its output is the same as if it had never been paused.
+        needed_by: the task whose next token found the pool dry."""
         self._release(task)
         self.running.remove(task)
         task.status = Status.WAITING
         task.preemptions += 1
         self.waiting.appendleft(task)
         if self.listener is not None:
-            self.listener.on_preempt(task)
+            self.listener.on_preempt(task, needed_by)
 
     # ---- model -----------------------------------------------------------------------------
 
@@ -279,12 +290,12 @@ class Scheduler:
         view = self.cache.bind(
             table.to(device), max(ends), torch.tensor(ends, dtype=torch.int64, device=device)
         )
-        self.batch = tasks
+        if self.listener is not None:
+            self.listener.on_forward(tasks)
         for task, end in zip(tasks, ends):
             task.length = end  # the forward writes these tokens' K/V
         logits = self.model(tokens.to(device), start, view, lengths)
         last = logits[torch.arange(len(tasks), device=device), lengths - 1]
-        self.batch = []
         nxt = self._sample(tasks, last).tolist()
         for task, token in zip(tasks, nxt):
             task.output.append(token)

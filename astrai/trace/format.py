@@ -25,20 +25,28 @@ VERSION = 1
 EVENT_KINDS: dict[str, tuple[str, ...]] = {
     "phase": (),
     "arrive": ("task", "prompt_len", "max_new_tokens"),
-    "admit": ("task", "n_tokens", "hits", "pages_needed"),
+    # pages_needed = pages_for(n_tokens); needed (to allocate) and available: what _fit compared;
+    # prompt_len + generated = n_tokens (generated > 0 on readmission after a preemption); keys:
+    # the chained prefix key of each full page of those tokens ([] with the prefix cache off)
+    "admit": ("task", "n_tokens", "hits", "pages_needed", "needed", "available", "prompt_len",
+              "generated", "keys"),
     "wait": ("task", "needed", "available"),
+    # a decode step needs a page for its task: n_tokens with the new position, pages held now
+    "grow": ("task", "n_tokens", "pages_needed", "held", "capacity"),
     "alloc": ("page", "task", "logical"),
     "share": ("page", "task", "logical", "revived"),
-    "write": ("rows",),
-    "gather": ("rows", "total_len"),
-    "record": ("task", "pages"),
+    "write": ("rows", "page_table"),  # page_table: the padded [B, max_pages] table written through
+    "gather": ("rows", "total_len", "shape"),  # shape: of the gathered K (and V)
+    "record": ("task", "pages", "keys"),  # keys: each newly recorded page's prefix key
     "tokens": ("tokens",),
     "free": ("page", "task", "refs"),
     "cache": ("page",),
     "evict": ("page",),
-    "preempt": ("task",),
+    # needed_by: whose next position (`position`) found the pool dry; running: who keeps their
+    # pages; generated and n_tokens (prompt + generated): what the victim keeps to recompute
+    "preempt": ("task", "needed_by", "position", "running", "generated", "n_tokens"),
     "finish": ("task", "n_output"),
-    "retire": ("task",),
+    "retire": ("task", "n_free"),  # n_free: free pages once its pages are back
 }
 
 _STATE = {

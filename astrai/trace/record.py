@@ -26,5 +26,6 @@ def record(workload: Workload | str, device: str | None = None, lines: bool = Tr
         "head_dim": cache.head_dim,
         "device": str(cache.device),
         "dtype": str(cache.dtype).removeprefix("torch."),
+        "k_cache_bytes": cache.k_cache.numel() * cache.k_cache.element_size(),
     }
     return Trace(VERSION, wl.to_json(), geometry, rec.events, outputs, source_digests())

@@ -112,6 +112,10 @@ class Recorder(CacheListener, SchedulerListener):
         self.step, self.phase = 0, "init"
         self.tracer = tracer or (LineTracer() if lines else None)
         self._written = [0] * cache.n_pages  # per page: bitmask of slots holding K/V
+        # Whose pages the cache calls move, and the rows of the forward: told by the
+        # scheduler's hooks that precede those calls.
+        self._owner: Task | None = None
+        self._batch: list[Task] = []
 
     # ---- attach ----------------------------------------------------------------------------
 
@@ -160,8 +164,7 @@ class Recorder(CacheListener, SchedulerListener):
         self.events.append(event)
 
     def _task(self) -> str | None:
-        active = self.scheduler.active
-        return active.name if active is not None else None
+        return self._owner.name if self._owner is not None else None
 
     # ---- scheduler hooks -------------------------------------------------------------------
 
@@ -172,12 +175,35 @@ class Recorder(CacheListener, SchedulerListener):
 
     def on_phase(self, step: int, phase: str) -> None:
         self.step, self.phase = step, phase
+        self._owner = None
         self._emit("phase")
 
-    def on_admit(self, task: Task, hits: list[int]) -> None:
+    def on_admit(self, task: Task, hits: list[int], needed: int, available: int) -> None:
+        self._owner = task
         n_tokens = len(task.tokens)
+        # keys: the chained prefix key of each full page of what is admitted (none when the
+        # prefix cache is off), so a scene can show why a page hit or missed.
+        keys = self.cache.prefix_keys(task.tokens) if self.scheduler.prefix_caching else []
         self._emit("admit", task=task.name, n_tokens=n_tokens, hits=list(hits),
-                   pages_needed=self.cache.pages_for(n_tokens))
+                   pages_needed=self.cache.pages_for(n_tokens), needed=needed,
+                   available=available, prompt_len=len(task.prompt), generated=len(task.output),
+                   keys=keys)
+
+    def on_grow(self, task: Task) -> None:
+        self._owner = task
+        n_tokens = task.length + 1  # the position this decode step writes, counted from 1
+        self._emit("grow", task=task.name, n_tokens=n_tokens,
+                   pages_needed=self.cache.pages_for(n_tokens), held=len(task.page_table),
+                   capacity=len(task.page_table) * self.cache.page_size)
+
+    def on_drop(self, task: Task) -> None:
+        self._owner = task
+
+    def on_prefix(self, task: Task) -> None:
+        self._owner = task
+
+    def on_forward(self, tasks: list[Task]) -> None:
+        self._batch = list(tasks)
 
     def on_wait(self, task: Task, needed: int, available: int) -> None:
         self._emit("wait", task=task.name, needed=needed, available=available)
@@ -185,20 +211,28 @@ class Recorder(CacheListener, SchedulerListener):
     def on_tokens(self, phase: str, tasks: list[Task]) -> None:
         self._emit("tokens", tokens={t.name: t.output[-1] for t in tasks})
 
-    def on_preempt(self, task: Task) -> None:
-        self._emit("preempt", task=task.name)
+    def on_preempt(self, task: Task, needed_by: Task | None = None) -> None:
+        self._owner = None
+        # needed_by/position: whose next token found no page; running: who keeps decoding;
+        # generated: tokens the victim keeps (its prompt and these are recomputed later).
+        self._emit("preempt", task=task.name,
+                   needed_by=needed_by.name if needed_by is not None else None,
+                   position=needed_by.length if needed_by is not None else None,
+                   running=[t.name for t in self.scheduler.running],
+                   generated=len(task.output), n_tokens=len(task.tokens))
 
     def on_finish(self, task: Task) -> None:
         self._emit("finish", task=task.name, n_output=len(task.output))
 
     def on_retire(self, task: Task) -> None:
-        self._emit("retire", task=task.name)
+        self._owner = None
+        self._emit("retire", task=task.name, n_free=self.cache.n_free)
 
     # ---- cache hooks -----------------------------------------------------------------------
 
     def on_alloc(self, page: int) -> None:
         self._written[page] = 0  # a newly taken page holds nothing of its new owner yet
-        active = self.scheduler.active
+        active = self._owner
         logical = None
         if active is not None and page in active.page_table:
             logical = len(active.page_table) - 1 - active.page_table[::-1].index(page)
@@ -216,15 +250,16 @@ class Recorder(CacheListener, SchedulerListener):
         self._emit("evict", page=page)
 
     def on_share(self, page: int, revived: bool) -> None:
-        active = self.scheduler.active
+        active = self._owner
         logical = active.page_table.index(page) if active and page in active.page_table else None
         self._emit("share", page=page, task=self._task(), logical=logical, revived=revived)
 
     def on_record(self, pages: list[int]) -> None:
-        self._emit("record", task=self._task(), pages=list(pages))
+        self._emit("record", task=self._task(), pages=list(pages),
+                   keys=[self.cache.prefix_key(p) for p in pages])
 
     def _rows(self, n: int) -> list[str]:
-        batch = self.scheduler.batch
+        batch = self._batch
         return [batch[b].name if b < len(batch) else f"row{b}" for b in range(n)]
 
     def on_write(self, layer_id, page_table, start_pos, n_tokens, lengths) -> None:
@@ -248,7 +283,7 @@ class Recorder(CacheListener, SchedulerListener):
                 else:
                     runs.append([page, pos % ps, 1])
             rows.append({"task": name, "start": start, "n": count, "runs": runs})
-        self._emit("write", rows=rows)
+        self._emit("write", rows=rows, page_table=table)
 
     def on_gather(self, layer_id, index, total_len) -> None:
         if layer_id != 0:
@@ -260,4 +295,5 @@ class Recorder(CacheListener, SchedulerListener):
         for b, name in enumerate(self._rows(len(flat) // cols)):
             pages = [p for p in flat[b * cols : (b + 1) * cols] if p != null]
             rows.append({"task": name, "pages": pages})
-        self._emit("gather", rows=rows, total_len=total_len)
+        shape = [len(rows), total_len, self.cache.n_kv_heads, self.cache.head_dim]
+        self._emit("gather", rows=rows, total_len=total_len, shape=shape)

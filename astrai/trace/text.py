@@ -24,7 +24,11 @@ def describe(ev: dict) -> str:
         return f"{ev['task']}: prompt {ev['prompt_len']} tokens, up to {ev['max_new_tokens']} new"
     if kind == "admit":
         hits = f", prefix hit {ev['hits']}" if ev["hits"] else ""
-        return f"{ev['task']}: {ev['n_tokens']} tokens need {ev['pages_needed']} pages{hits}"
+        return (f"{ev['task']}: {ev['n_tokens']} tokens need {ev['pages_needed']} pages{hits}, "
+                f"allocates {ev['needed']} of {ev['available']} available")
+    if kind == "grow":
+        return (f"{ev['task']}: {ev['n_tokens']} tokens need {ev['pages_needed']} pages, "
+                f"holds {ev['held']}")
     if kind == "wait":
         return f"{ev['task']} waits: needs {ev['needed']} pages, {ev['available']} available"
     if kind == "alloc":

@@ -145,7 +145,13 @@ class Beat:
     def vanish(self, container: Mobject, mob: Mobject) -> None:
         """Take mob out of what is shown: it fades and leaves its container after the play."""
         if id(mob) in self._incoming:  # came and went within this beat: never shown
-            del self._incoming[id(mob)]
+            # Nor is anything that changed inside it: animating a detached member would make
+            # Manim add it to the scene on top of everything, where it would stay.
+            inside = {id(m) for m in mob.get_family()}
+            for key in inside:
+                self._touched.pop(key, None)
+                self._incoming.pop(key, None)
+            self._outgoing = [o for o in self._outgoing if id(o[1]) not in inside]
             container.remove(mob)
             return
         self._touched.pop(id(mob), None)

@@ -1,6 +1,6 @@
 """Header (title, step number, phase pills), the two caption lines and the status line.
 
-Captions are composed from the event's own fields (see scenes.replay.describe); this module only
+Captions are composed from the event's own fields (see scenes.replay.beats); this module only
 draws them. The status line carries the free mask as a number, the cached pages in LRU order and
 the waiting queue, all from the state.
 """
@@ -9,11 +9,13 @@ from __future__ import annotations
 
 from manim import LEFT, RIGHT, RoundedRectangle, VGroup
 
+from astrai.inference.scheduler import PHASES as STEP_PHASES
 from scenes import theme
 from scenes.kit.glyphs import Atlas, Counter
 from scenes.kit.layout import Layout
 
-PHASES = ("arrive", "cleanup", "refill", "prefill", "decode")
+# The pills: "arrive" (the recorder's phase for submissions between steps), then a step's.
+PHASES = ("arrive", *STEP_PHASES)
 
 
 class Header(VGroup):

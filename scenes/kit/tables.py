@@ -204,7 +204,7 @@ class TaskTable(VGroup):
             self.arrows.remove(arrow)
         for k in range(keep, len(pages)):
             b = k // self.R
-            if b >= len(self.blocks):
+            if b >= len(self.live_blocks()):
                 _put_in(beat, self.blocks, self._block(b))
             row, arrow = self._row(k, pages[k]), self._arrow(k, pages[k])
             _put_in(beat, self.rows, row)
@@ -216,8 +216,12 @@ class TaskTable(VGroup):
             else:
                 arrows_layer.add(arrow)
         if len(pages) != len(self.pages):
-            for b, block in enumerate(self.blocks):
+            for b, block in reversed(list(enumerate(self.live_blocks()))):
                 n = min(max(len(pages) - b * self.R, 0), self.R)
+                if n == 0 and b > 0:  # a column block left empty by a shrink goes with its rows
+                    block.leaving = True
+                    _take_out(beat, self.blocks, block)
+                    continue
                 if beat is not None:
                     beat.touch(block.border)
                 block.border.become(self._border(b, max(n, 1)))
@@ -226,6 +230,12 @@ class TaskTable(VGroup):
         word = "done" if self.done.atlas.width(4) <= room else "✓"
         self.done.set(word if finished else "", beat=beat)
         self.length.set(self.len_fmt.format(length), beat=beat)
+        # The length sits at the right edge of the last column block shown.
+        right = self.x + max(len(self.live_blocks()), 1) * self.block_w - GAP
+        if abs(self.length.anchor[0] - right) > 1e-6:
+            if beat is not None:
+                beat.touch(self.length.current)
+            self.length.place([right, self.top - TITLE_H / 2, 0], RIGHT)
         cap = len(pages) * self.page_size
         self.cap.set(self.cap_fmt.format(cap, len(pages), self.page_size), beat=beat)
         y = self._footer_y(len(pages))
@@ -241,7 +251,13 @@ class TaskTable(VGroup):
         rows = [[int(r.logical.shown()), int(r.physical.shown())] for r in self.live_rows]
         targets = [self._nearest_page(a.get_end()[0]) for a in self.arrows]
         return {"rows": rows, "arrows": targets, "length": self.length.text,
-                "cap": self.cap.text, "done": self.done.text.strip()}
+                "cap": self.cap.text, "done": self.done.text.strip(),
+                "blocks": len(self.live_blocks())}
+
+    def live_blocks(self) -> list[VGroup]:
+        """Column blocks shown now (a block being taken out has left `blocks` already, or
+        leaves it when its beat finishes)."""
+        return [b for b in self.blocks if not getattr(b, "leaving", False)]
 
     def _nearest_page(self, x: float) -> int:
         return min(range(self.layout.n_pages), key=lambda p: abs(self.layout.page_x(p) - x))

@@ -1,0 +1,257 @@
+"""A replay a story scene steers: its own beats around the trace's, and fast-forwards.
+
+`StoryReplay` drives `scenes.replay.Replay`'s planned beats itself (the driving the replay's
+package doc describes), with what scenes 2 and 5 need on top:
+- hooks: a scene's own beats run before or after the beat that applies an event the scene
+  names, or instead of it (`hook_instead`: the scene's beat then applies that beat's events);
+- `keep(spec)`: trace beats the scene does not keep are fast-forwarded: consecutive ones are
+  applied together in one short play captioned with what they did ("steps 4-6 compressed: ..."),
+  so every event is still applied and snapshotted; a run of nothing but phase changes and reads
+  is folded into the next beat instead;
+- `on_apply`: more kit to bring to each event's state (e.g. an LRU strip), snapshotted with it;
+- boards (`show_board`): a scene's own mobjects in the replay's `notes` layer, leaving with the
+  next beat unless told to stay.
+Every caption and its detail line become a subtitle (the replay's `say`), so the subtitles alone
+tell the story.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from scenes.kit.anim import Beat
+from scenes.replay import Replay
+from scenes.replay.beats import find
+
+Hook = Callable[["StoryReplay", int], None]
+QUIET = {"phase", "gather", "tokens"}  # events that need no play of their own
+CAPTION_CHARS, DETAIL_CHARS = 86, 96  # what the caption lines show before cutting
+
+
+def _pages(pages: list[int]) -> str:
+    return ", ".join(map(str, pages))
+
+
+def summarize(events: list[dict]) -> tuple[str, str]:
+    """Caption and detail for a fast-forwarded run of events, from their own fields."""
+    steps = sorted({ev["step"] for ev in events if ev["phase"] != "arrive"})
+    parts: list[str] = []
+    by: dict[tuple[str, str], list] = {}
+    order: list[tuple[str, str]] = []
+    for ev in events:
+        kind = ev["kind"]
+        if kind in ("alloc", "share", "free", "cache", "evict"):
+            key = (kind, ev.get("task") or "")
+        elif kind in ("arrive", "finish", "retire", "preempt", "admit", "record", "wait"):
+            key = (kind, ev["task"])
+        else:
+            continue
+        if key not in by:
+            by[key] = []
+            order.append(key)
+        if "page" in ev:
+            by[key].append(ev["page"])
+    words = {"alloc": "{t} allocates page(s) {p}", "share": "{t} shares page(s) {p}",
+             "free": "{t} frees page(s) {p}", "cache": "page(s) {p} kept cached",
+             "evict": "page(s) {p} evicted", "arrive": "{t} arrives", "finish": "{t} finishes",
+             "retire": "{t} retires", "preempt": "{t} preempted", "admit": "{t} admitted",
+             "record": "{t}'s prompt pages recorded", "wait": "{t} waits for pages"}
+    for kind, task in order:
+        parts.append(words[kind].format(t=task, p=_pages(by[(kind, task)])))
+    n_decode = len({ev["step"] for ev in events if ev["kind"] == "write"
+                    and ev["phase"] == "decode"})
+    if n_decode:
+        rows = list(dict.fromkeys(r["task"] for ev in events if ev["kind"] == "write"
+                                  and ev["phase"] == "decode" for r in ev["rows"]))
+        parts.append(f"{n_decode} decode step{'s' if n_decode > 1 else ''} "
+                     f"({', '.join(rows)})")
+    if any(ev["kind"] == "write" and ev["phase"] == "prefill" for ev in events):
+        parts.append("prefill")
+    if not steps:
+        head = "fast-forward"
+    elif steps[0] == steps[-1]:
+        head = f"step {steps[0]}"
+    else:
+        head = f"steps {steps[0]}-{steps[-1]} compressed"
+    caption = f"{head}: "
+    parts = parts or ["nothing new"]
+    while parts and len(caption) + len(parts[0]) <= CAPTION_CHARS - 1:
+        caption += parts.pop(0) + ("; " if parts else "")
+    detail = ""
+    while parts and len(detail) + len(parts[0]) + 2 <= DETAIL_CHARS - 3:
+        detail += ("; " if detail else "") + parts.pop(0)
+    if parts:  # the rest stays unsaid: the run is named compressed above
+        detail += "; …"
+    return caption.rstrip("; "), detail
+
+
+class StoryReplay(Replay):
+    """Replay steered by a story scene (see the module doc)."""
+
+    def __init__(self, scene, trace, title: str = "", keep: Callable | None = None,
+                 pace: float = 1.0, fast_time: float = 0.6, fast_hold: float = 0.5):
+        super().__init__(scene, trace, title=title or None)
+        self.keep = keep or (lambda spec: True)
+        self.pace = pace  # scales run times and holds (on top of the cut's own scaling)
+        self.fast_time, self.fast_hold = fast_time, fast_hold
+        self.before: dict[int, list[Hook]] = {}
+        self.after: dict[int, list[Hook]] = {}
+        self.instead: dict[int, Callable] = {}  # event -> fn(replay, spec): plays that beat
+        self.on_apply: list[Callable[[int, Beat], None]] = []  # more kit to sync per event
+        self.transient: list = []  # boards that leave with the next beat
+        self.boards: list[dict] = []  # every board shown: its name and text (for tests)
+        self.cut_short: list[tuple[str, str]] = []
+        self._own = False  # saying the scene's own words (its beats, fast-forward captions)
+
+    # ---- hooks ----------------------------------------------------------------------------
+
+    def hook_before(self, event: int, fn: Hook) -> None:
+        self.before.setdefault(event, []).append(fn)
+
+    def hook_after(self, event: int, fn: Hook) -> None:
+        self.after.setdefault(event, []).append(fn)
+
+    def hook_instead(self, event: int, fn: Callable) -> None:
+        """fn(replay, spec) plays the beat holding `event` (it must apply spec.events)."""
+        self.instead[event] = fn
+
+    # ---- words and time -------------------------------------------------------------------
+
+    def say(self, beat: Beat, caption: str, detail: str = "") -> None:
+        if self._own and (len(caption) > CAPTION_CHARS or len(detail) > DETAIL_CHARS):
+            self.cut_short.append((caption, detail))  # a scene's words cut short: tests flag it
+        super().say(beat, caption, detail)
+
+    def scaled(self, run_time: float, hold: float) -> tuple[float, float]:
+        run_time, hold = super().scaled(run_time, hold)
+        return run_time * self.pace, hold * self.pace
+
+    def apply(self, i: int, beat: Beat, staged: bool = True) -> None:
+        super().apply(i, beat, staged)
+        for fn in self.on_apply:
+            fn(i, beat)
+
+    def new_beat(self) -> Beat:
+        beat = super().new_beat()
+        if self.transient:
+            window, beat.window = beat.window, (0.0, 0.45)
+            for mob in self.transient:
+                beat.vanish(self.notes, mob)
+            self.transient = []
+            beat.window = window
+        return beat
+
+    # ---- the run --------------------------------------------------------------------------
+
+    def run(self, construct: bool = True) -> None:  # type: ignore[override]
+        if construct:
+            self.construct_cache()
+        fast: list = []
+        carry: list[int] = []  # events of skipped beats that change nothing worth a play
+        for spec in self.all_beats:
+            hooked = [i for i in spec.events
+                      if i in self.before or i in self.after or i in self.instead]
+            if not hooked and not self.keep(spec):
+                fast.append(spec)
+                continue
+            carry += self.flush(fast)
+            fast = []
+            if carry:
+                spec.events = carry + spec.events
+                carry = []
+            for i in hooked:
+                for fn in self.before.get(i, []):
+                    fn(self, i)
+            own = next((i for i in hooked if i in self.instead), None)
+            if own is not None:
+                self.instead[own](self, spec)
+            else:
+                self.play_beat(spec)
+            for i in hooked:
+                for fn in self.after.get(i, []):
+                    fn(self, i)
+        carry += self.flush(fast)
+        if carry:  # nothing left to fold them into
+            beat = self.new_beat()
+            for i in carry:
+                self.apply(i, beat, staged=False)
+            self._playing = ("fast", carry[0])
+            self.play(beat, 0.3, 0.0)
+
+    def flush(self, specs: list) -> list[int]:
+        """Apply a run of beats the scene does not keep, in one short play. A run with nothing
+        but phase changes and reads is not played: its events are returned, to be applied
+        with the next beat."""
+        if not specs:
+            return []
+        idx = [i for spec in specs for i in spec.events]
+        if all(self.events[i]["kind"] in QUIET for i in idx):
+            return idx
+        steps = [self.events[i]["step"] for i in idx]
+        name = f"steps {min(steps)}-{max(steps)}" if max(steps) > min(steps) else \
+            f"step {steps[0]}"
+        if name != self._section:
+            self.section(name)
+        beat = self.new_beat()
+        for i in idx:
+            self.apply(i, beat, staged=False)
+        self._own = True
+        self.say(beat, *summarize([self.events[i] for i in idx]))
+        self._own = False
+        last_write = max((i for i in idx if self.events[i]["kind"] == "write"), default=None)
+        if last_write is not None:
+            self.show_code("run", "CacheView.write", last_write)
+        self._playing = ("fast", idx[0])
+        self.play(beat, self.fast_time, self.fast_hold)
+        return []
+
+    # ---- a scene's own beats --------------------------------------------------------------
+
+    def show_board(self, beat: Beat, board, name: str, stay: bool = False) -> None:
+        """Bring a board in with this beat; it leaves with the next beat unless `stay`."""
+        beat.appear(self.notes, board)
+        if not stay:
+            self.transient.append(board)
+        self.boards.append({"name": name, "texts": board.texts(), "board": board})
+
+    def show_frame(self, frame: dict | None, event: int | None) -> None:
+        """A code panel of an engine frame the trace recorded, at the line `frame` names (a
+        line that ran: see `line_of`)."""
+        if frame is None:
+            return
+        info = self.code.show(frame)
+        self.panels.append({**info, "event": event, "frame": frame, "kind": "story"})
+
+    def line_of(self, event: int, fn: str, needle: str,
+                where=("code", "returned")) -> dict | None:
+        """The frame of `fn` in `event`, its marked line moved to the first line that ran and
+        contains `needle` (None without line tracing)."""
+        frame = find(self.events[event], fn, where)
+        if frame is None:
+            return None
+        lst = self.code.listing(frame["file"], frame["fn"])
+        for k, src in enumerate(lst.source):
+            if needle in src and lst.start + k in frame["ran"]:
+                return {**frame, "line": lst.start + k}
+        return frame
+
+    def tell(self, caption: str, detail: str = "", run_time: float = 0.8, hold: float = 2.0,
+             build: Callable[[Beat], None] | None = None, code: tuple | None = None,
+             events: list[int] = (), name: str = "story") -> Beat:
+        """One beat of the scene's own: the trace events it applies (if any), a caption and
+        detail (the subtitle carries both), whatever `build` adds to the beat (boards, pulses),
+        and optionally a code panel (frame, event) of a recorded engine call."""
+        beat = self.new_beat()
+        for i in events:
+            self.apply(i, beat)
+        if build is not None:
+            build(beat)
+        self._own = True
+        self.say(beat, caption, detail)
+        self._own = False
+        if code is not None:
+            self.show_frame(*code)
+        self._playing = (name, events[0] if events else None)
+        self.play(beat, *self.scaled(run_time, hold))
+        return beat
+

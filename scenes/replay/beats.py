@@ -1,0 +1,526 @@
+"""The beat kinds: one registry entry per kind - its timing, the engine function(s) its code
+panel shows (with the line that does what the beat shows), and the function that animates it.
+
+A new beat kind is one `@kind(...)` function here (and, if the planner should emit it, a rule
+in `plan.py`); tests check that every kind the planner emits has an entry and that every engine
+function and effect line named here exists in the engine source.
+
+Every number a caption shows is a field of an event or of a recorded state, never worked out
+here: the engine decided it, the trace says it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from astrai.trace.text import mask_bits
+from scenes import theme
+
+if TYPE_CHECKING:
+    from scenes.replay.driver import Replay
+    from scenes.replay.plan import BeatSpec
+
+CACHE = "astrai/inference/cache.py"
+SCHED = "astrai/inference/scheduler.py"
+
+# Stages inside a beat (fractions of its run time): words first, then the mask, then the frames,
+# then the tables - the order the code changes them in.
+W_TEXT, W_BITS, W_POOL, W_TABLES = (0.0, 0.35), (0.2, 0.6), (0.3, 0.75), (0.5, 1.0)
+
+
+@dataclass(frozen=True)
+class Code:
+    """An engine function a panel shows, and the line it marks: the first of `effect` (source
+    fragments, in order of preference) found on a line that ran."""
+
+    file: str
+    fn: str
+    effect: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Kind:
+    name: str
+    timing: tuple[float, float, float]  # run_time, hold the first time, hold later
+    code: tuple[Code, ...]  # the panels it may show, by function name
+    animate: Callable[[Replay, BeatSpec], None]
+
+    def panel(self, fn: str) -> Code:
+        return next(c for c in self.code if c.fn == fn)
+
+
+KINDS: dict[str, Kind] = {}
+
+
+def kind(name: str, timing: tuple[float, float, float], *code: Code):
+    """Register the decorated function as the animation of beat kind `name`."""
+
+    def register(fn):
+        KINDS[name] = Kind(name, timing, tuple(code), fn)
+        return fn
+
+    return register
+
+
+# ---- helpers ---------------------------------------------------------------------------------
+
+
+def find(ev: dict, fn: str, where=("code", "returned")) -> dict | None:
+    """The engine frame named `fn` in the event's running stack or its finished calls."""
+    for key in where:
+        frames = ev.get(key, [])
+        if key == "returned":
+            frames = list(reversed(frames))  # the most recent call of that name
+        for frame in frames:
+            if frame["fn"] == fn:
+                return frame
+    return None
+
+
+def _lowest(mask: int) -> int:
+    return (mask & -mask).bit_length() - 1
+
+
+def _runs(row: dict) -> str:
+    return ", ".join(f"page {p} slots {s}-{s + n - 1}" if n > 1 else f"page {p} slot {s}"
+                     for p, s, n in row["runs"])
+
+
+def _last(r: Replay, spec: BeatSpec, kind_: str) -> dict | None:
+    """The beat's last event of a kind (e.g. the grow event folded into an alloc beat)."""
+    found = [r.events[i] for i in spec.events if r.events[i]["kind"] == kind_]
+    return found[-1] if found else None
+
+
+# ---- the kinds -------------------------------------------------------------------------------
+
+WRITE = Code(CACHE, "CacheView.write", ("cache.write_slots(layer_id, self._slots, k, v)",))
+
+
+@kind("construct", (1.0, 1.6, 1.6),
+      Code(CACHE, "PagedCache.__init__", ("shape = (n_layers, n_pages + 1",)))
+def construct(r: Replay, spec: BeatSpec) -> None:
+    r.construct_cache()  # the construction beats live with the kit they build (driver)
+
+
+@kind("cleanup-idle", (0.7, 1.4, 0.4),
+      Code(SCHED, "Scheduler._cleanup", ("for task in [t for t in self.running",)))
+def cleanup_idle(r: Replay, spec: BeatSpec) -> None:
+    beat = r.new_beat()
+    r.apply_all(spec, beat)
+    ev = r.events[spec.main]
+    r.say(beat, f"step {ev['step']}, cleanup: free the pages of finished requests",
+          "nothing has finished yet: no page to free")
+    # _cleanup has returned by the event after this beat's (the next phase).
+    nxt = spec.events[-1] + 1
+    if nxt < len(r.events):
+        r.show_code(spec, "Scheduler._cleanup", nxt, where=("returned",))
+    r.play(beat, *r.timing(spec))
+
+
+@kind("arrive", (0.7, 1.2, 0.4), Code(SCHED, "Scheduler.submit", ("self.waiting.append(task)",)))
+def arrive(r: Replay, spec: BeatSpec) -> None:
+    beat = r.new_beat()
+    r.apply_all(spec, beat)
+    ev = r.events[spec.main]
+    r.say(beat, f"{ev['task']} arrives: prompt of {ev['prompt_len']} tokens, "
+                f"up to {ev['max_new_tokens']} new",
+          f"submit() queues it: waiting = {ev['state']['queue']}")
+    r.show_code(spec, "Scheduler.submit", spec.main)
+    r.play(beat, *r.timing(spec))
+
+
+@kind("admit", (0.7, 1.3, 0.4),
+      Code(SCHED, "Scheduler._fit", ("if needed > available:",)),
+      Code(CACHE, "pages_for", ("return (n_tokens + page_size - 1) // page_size",)))
+def admit(r: Replay, spec: BeatSpec) -> None:
+    ev = r.events[spec.main]
+    n, ps, total, hits = ev["n_tokens"], r.page_size, ev["pages_needed"], ev["hits"]
+    if spec.first:
+        beat = r.new_beat()
+        r.apply_all(spec, beat)
+        r.say(beat, f"refill: admit {ev['task']} if the pool can hold its prompt",
+              f"_fit: {ev['needed']} page(s) to allocate, {ev['available']} available "
+              "(free, plus cached ones it does not revive)")
+        r.show_code(spec, "Scheduler._fit", spec.main, where=("returned",))
+        r.play(beat, *r.scaled(0.7, 1.6))
+        beat = r.new_beat()
+    else:
+        beat = r.new_beat()
+        r.apply_all(spec, beat)
+    hit_words = f"; prefix hit: pages {hits} are shared" if hits else ""
+    r.say(beat, f"{ev['task']}: pages_for({n}) = ceil({n} / {ps}) = {total} pages{hit_words}",
+          f"to allocate: {ev['needed']} of {ev['available']} available")
+    r.show_code(spec, "pages_for", spec.main, where=("returned",))
+    r.play(beat, *r.timing(spec))
+
+
+@kind("wait", (0.8, 1.5, 0.6), Code(SCHED, "Scheduler._fit", ("if needed > available:",)))
+def wait(r: Replay, spec: BeatSpec) -> None:
+    beat = r.new_beat()
+    r.apply_all(spec, beat)
+    ev = r.events[spec.main]
+    r.say(beat, f"{ev['task']} waits: needs {ev['needed']} pages, {ev['available']} available",
+          "the head of the queue waits; nobody skips ahead of it")
+    r.show_code(spec, "Scheduler._fit", spec.main)
+    r.play(beat, *r.timing(spec))
+
+
+def _alloc_words(r: Replay, ev: dict, prev: dict | None) -> str:
+    page = ev["page"]
+    if prev is None:
+        return f"refs[{page}] = 1"
+    mask = prev["free_mask"]
+    if mask and _lowest(mask) == page:
+        bits = mask_bits(mask, r.n_pages)
+        shown = f"free bits {bits}: " if r.n_pages <= 24 else ""
+        return f"{shown}lowest set bit is page {page}; clear it, refs[{page}] = 1"
+    if not mask:
+        return f"no free bit: the least recently used cached page {page} is evicted"
+    return f"page {page}; refs[{page}] = 1"
+
+
+TAKE = Code(CACHE, "PagedCache._take", ("word ^= lsb", "return self._evict_lru()"))
+
+
+@kind("alloc", (1.0, 1.4, 0.3), TAKE)
+def alloc(r: Replay, spec: BeatSpec) -> None:
+    beat = r.new_beat()
+    prev = r.prev_state
+    r.apply_all(spec, beat)
+    ev = r.events[spec.main]
+    r.say(beat, f"alloc -> page {ev['page']} for {ev['task']}[{ev['logical']}]",
+          _alloc_words(r, ev, prev))
+    r.show_code(spec, "PagedCache._take", spec.main, where=("returned",))
+    r.box(beat, ev["page"], W_POOL)
+    r.play(beat, *r.timing(spec))
+
+
+GROW = Code(SCHED, "Scheduler._grow", ("got = self.cache.alloc_n(1, out=task.page_table)",))
+
+
+@kind("grow", (1.1, 1.8, 0.6), GROW)
+def grow(r: Replay, spec: BeatSpec) -> None:
+    beat = r.new_beat()
+    prev = r.prev_state
+    r.apply_all(spec, beat)
+    ev = r.events[spec.main]
+    need = _last(r, spec, "grow")
+    if need is None:  # a trace without grow events: say only what the alloc says
+        r.say(beat, f"decode: alloc page {ev['page']} for {ev['task']}[{ev['logical']}]",
+              _alloc_words(r, ev, prev))
+    else:
+        low = prev is not None and prev["free_mask"] and _lowest(prev["free_mask"]) == ev["page"]
+        r.say(beat, f"{need['task']} is full: {need['n_tokens']} tokens need "
+                    f"pages_for({need['n_tokens']}) = {need['pages_needed']} > {need['held']} "
+                    f"pages: alloc page {ev['page']}",
+              f"{need['held']} pages hold {need['capacity']} tokens; "
+              + (f"page {ev['page']} is the lowest free bit" if low else
+                 _alloc_words(r, ev, prev)))
+    r.show_code(spec, "Scheduler._grow", spec.main)
+    r.box(beat, ev["page"], W_POOL)
+    r.play(beat, *r.timing(spec))
+
+
+SHARE = Code(CACHE, "PagedCache.inc_ref", ("del self._lru[idx]", "self._refs[idx] += 1"))
+
+
+@kind("share", (1.0, 1.5, 0.35), SHARE)
+def share(r: Replay, spec: BeatSpec) -> None:
+    beat = r.new_beat()
+    r.apply_all(spec, beat)
+    ev = r.events[spec.main]
+    refs = ev["state"]["refs"][ev["page"]]
+    if ev["revived"]:
+        words = (f"revive cached page {ev['page']} for {ev['task']}[{ev['logical']}]",
+                 f"a prefix hit on a cached page: out of the LRU, refs 0 -> {refs}")
+    else:
+        words = (f"share page {ev['page']} with {ev['task']}[{ev['logical']}]",
+                 f"a prefix hit: inc_ref, refs[{ev['page']}] = {refs}; no K/V recomputed")
+    r.say(beat, *words)
+    r.show_code(spec, "PagedCache.inc_ref", spec.main)
+    r.box(beat, ev["page"], W_POOL)
+    r.play(beat, *r.timing(spec))
+
+
+EVICT = Code(CACHE, "PagedCache._evict_lru", ("idx, _ = self._lru.popitem(last=False)",))
+
+
+@kind("evict", (1.1, 1.7, 0.5), EVICT)
+def evict(r: Replay, spec: BeatSpec) -> None:
+    beat = r.new_beat()
+    prev = r.prev_state
+    r.apply_all(spec, beat)
+    ev = r.events[spec.main]
+    taken = r.events[spec.events[-1]]
+    lru = prev["cached"] if prev else []
+    to = f" -> {taken['task']}[{taken['logical']}]" if taken["kind"] == "alloc" else ""
+    r.say(beat, f"no free page: evict cached page {ev['page']}{to}",
+          f"cached pages, least recently used first: {lru}; the first one goes")
+    at = spec.events[-1] if find(taken, "PagedCache._evict_lru", ("returned",)) else spec.main
+    r.show_code(spec, "PagedCache._evict_lru", at, where=("returned",))
+    r.box(beat, ev["page"], W_POOL, theme.CACHED)
+    r.play(beat, *r.timing(spec))
+
+
+FREE = Code(CACHE, "PagedCache.free",
+            ("self._set_free(idx)", "self._lru[idx] = None", "self._refs[idx] = refs"))
+
+
+@kind("free", (0.8, 1.3, 0.2), FREE)
+def free(r: Replay, spec: BeatSpec) -> None:
+    beat = r.new_beat()
+    prev = r.prev_state
+    r.apply_all(spec, beat)
+    ev = r.events[spec.main]
+    page, refs = ev["page"], ev["refs"]
+    was = prev["refs"][page] if prev else None
+    cached = any(r.events[i]["kind"] == "cache" for i in spec.events)
+    if refs > 0:
+        end = f"refs {was} -> {refs}: still in use"
+    elif cached:
+        end = "refs 0, but it holds a recorded prefix: kept, cached (LRU)"
+    else:
+        end = f"refs {was} -> 0: bit {page} set again, the page is free"
+    r.say(beat, f"free page {page} of {ev['task']}: {end}",
+          f"_release drops {ev['task']}'s pages last first; free() decrements refs[{page}]")
+    r.show_code(spec, "PagedCache.free", spec.main)
+    r.box(beat, page, W_POOL, theme.CACHED if cached else theme.ACCENT)
+    r.play(beat, *r.timing(spec))
+
+
+@kind("cache", (0.8, 1.3, 0.25), FREE)
+def cache(r: Replay, spec: BeatSpec) -> None:
+    beat = r.new_beat()
+    r.apply_all(spec, beat)
+    ev = r.events[spec.main]
+    r.say(beat, f"page {ev['page']} stays cached (refs 0, recorded prefix)",
+          f"cached, least recently used first: {ev['state']['cached']}")
+    r.show_code(spec, "PagedCache.free", spec.main)
+    r.box(beat, ev["page"], W_POOL, theme.CACHED)
+    r.play(beat, *r.timing(spec))
+
+
+@kind("record", (0.7, 1.3, 0.35),
+      Code(CACHE, "PagedCache.record_prefix", ("self._entries[page] = entry",)))
+def record(r: Replay, spec: BeatSpec) -> None:
+    beat = r.new_beat()
+    r.apply_all(spec, beat)
+    ev = r.events[spec.main]
+    r.say(beat, f"record_prefix: {ev['task']}'s full prompt pages {ev['pages']} recorded",
+          "each page's key chains the previous page's: a later prompt can share them")
+    r.show_code(spec, "PagedCache.record_prefix", spec.main)
+    n = max(len(ev["pages"]), 1)
+    for k, p in enumerate(ev["pages"]):
+        r.box(beat, p, (0.2 + 0.5 * k / n, 0.7 + 0.3 * k / n), theme.CACHED)
+    r.play(beat, *r.timing(spec))
+
+
+@kind("write", (1.2, 1.5, 0.35),
+      Code(CACHE, "CacheView.__init__", ("self.page_table = page_table",)), WRITE)
+def write(r: Replay, spec: BeatSpec) -> None:
+    ev = r.events[spec.main]
+    if spec.first:
+        # The view this forward writes through: the write's own page table, and the length
+        # the gather of the same step cuts to.
+        gather = next((e for e in r.events[spec.main:] if e["kind"] == "gather"), None)
+        beat = r.new_beat()
+        r.apply_all(spec, beat, upto=spec.main)
+        total = f", total_len={gather['total_len']}" if gather else ""
+        r.say(beat, f"CacheView(cache, page_table={ev['page_table']}{total})",
+              "one view per forward: the batch's page tables and length, shared by every layer")
+        r.show_code(spec, "CacheView.__init__", spec.main, where=("returned",))
+        r.play(beat, *r.scaled(0.7, 1.8))
+        rest = [i for i in spec.events if i >= spec.main]
+    else:
+        rest = spec.events
+    beat = r.new_beat()
+    for i in rest:
+        r.apply(i, beat)
+    rows = ev["rows"]
+    # Each row's pages fill in the order the positions land in them.
+    for row in rows:
+        n = max(len(row["runs"]), 1)
+        for k, (page, _, _) in enumerate(row["runs"]):
+            t0 = W_POOL[0] + (1.0 - W_POOL[0]) * k / n
+            beat.retime(r.pool.frames[page].bar, (t0, t0 + (1.0 - W_POOL[0]) / n))
+    head = "; ".join(f"{row['task']} positions {row['start']}..{row['start'] + row['n'] - 1}"
+                     for row in rows)
+    r.say(beat, f"write K/V: {head}", "; ".join(f"{row['task']}: {_runs(row)}" for row in rows))
+    r.show_code(spec, "CacheView.write", spec.main)
+    r.play(beat, *r.timing(spec))
+
+
+@kind("gather", (1.2, 1.5, 0.25),
+      Code(CACHE, "PagedCache.gather_pages",
+           ("torch.index_select(self._k_pages[layer_id], 0, index, out=k_out)",)))
+def gather(r: Replay, spec: BeatSpec) -> None:
+    beat = r.new_beat()
+    r.apply_all(spec, beat)
+    ev = r.events[spec.main]
+    rows, total = ev["rows"], ev["total_len"]
+    order = "; ".join(f"{row['task']} reads pages {' -> '.join(map(str, row['pages']))}"
+                      for row in rows)
+    r.say(beat, f"gather(total_len={total}): {order}",
+          f"whole pages in logical order (page-table order), cut to {total}: "
+          f"K, V = {ev['shape']}")
+    r.show_code(spec, "PagedCache.gather_pages", spec.main)
+    longest = max((len(row["pages"]) for row in rows), default=1)
+    for row in rows:
+        for k, p in enumerate(row["pages"]):
+            t0 = 0.15 + 0.7 * k / longest
+            r.box(beat, p, (t0, min(1.0, t0 + 0.7 / longest + 0.15)), r.palette.color(row["task"]))
+    r.play(beat, *r.timing(spec))
+
+
+@kind("forward", (0.9, 1.3, 0.25), WRITE)
+def forward(r: Replay, spec: BeatSpec) -> None:
+    beat = r.new_beat()
+    r.apply_all(spec, beat)
+    ev = r.events[spec.main]
+    gathered = _last(r, spec, "gather")
+    parts = "; ".join(f"{row['task']} pos {row['start']} -> {_runs(row)}" for row in ev["rows"])
+    r.say(beat, f"decode step {ev['step']}: one token per running request",
+          f"write {parts}" + (f"; gather len {gathered['total_len']}" if gathered else ""))
+    r.show_code(spec, "CacheView.write", spec.main)
+    r.play(beat, *r.timing(spec))
+
+
+@kind("run", (1.4, 0.8, 0.5), WRITE)
+def run(r: Replay, spec: BeatSpec) -> None:
+    beat = r.new_beat()
+    before = r.prev_state
+    for i in spec.events:
+        r.apply(i, beat, staged=False)
+    a, b = spec.steps
+    writes = [r.events[i] for i in spec.events if r.events[i]["kind"] == "write"]
+    names = sorted({row["task"] for w in writes for row in w["rows"]},
+                   key=list(r.palette.names()).index)
+    after = r.events[spec.events[-1]]["state"]
+    was = before["lengths"] if before else {}
+    grew = ", ".join(f"{n} {was.get(n, '?')}->{after['lengths'].get(n, '?')}" for n in names)
+    steps = f"decode steps {a}-{b} compressed" if b > a else f"decode step {a}"
+    per_step = sorted({row["n"] for w in writes for row in w["rows"]})
+    each = (f"{per_step[0]} token" if per_step == [1] else
+            f"{'/'.join(map(str, per_step))} tokens")
+    waits = [r.events[i] for i in spec.events if r.events[i]["kind"] == "wait"]
+    still = (f"; {waits[-1]['task']} still waits ({waits[-1]['needed']} pages needed, "
+             f"{waits[-1]['available']} available)" if waits else "")
+    r.say(beat, f"{steps}: {each} per request per step ({', '.join(names)})",
+          f"lengths {grew}; no page allocated or freed{still}")
+    last = max((i for i in spec.events if r.events[i]["kind"] == "write"), default=None)
+    if last is not None:
+        r.show_code(spec, "CacheView.write", last)
+    r.play(beat, *r.timing(spec))
+
+
+def _pages(evs: list[dict], kind_: str) -> str:
+    return ", ".join(str(e["page"]) for e in evs if e["kind"] == kind_)
+
+
+@kind("montage", (0.8, 0.5, 0.5), TAKE, GROW, SHARE, EVICT, FREE)
+def montage(r: Replay, spec: BeatSpec) -> None:
+    """Teaser only: one task's pages moving one way, with the beats before it folded in."""
+    beat = r.new_beat()
+    r.apply_all(spec, beat)
+    evs = [r.events[i] for i in spec.events]
+    main = r.events[spec.main]
+    task = next((e["task"] for e in evs[spec.events.index(spec.main):] if e.get("task")), "")
+    arrived = next((e for e in evs if e["kind"] == "arrive" and e["task"] == task), None)
+    grow_ev = _last(r, spec, "grow")
+    came = f"{task} arrives ({arrived['prompt_len']}-token prompt): " if arrived else ""
+    if main["kind"] == "free":
+        cached = {e["page"] for e in evs if e["kind"] == "cache"}
+        frees = [e for e in evs if e["kind"] == "free"]
+        parts = [(f"pages {', '.join(str(e['page']) for e in group)} {words}")
+                 for group, words in (
+                     ([e for e in frees if e["refs"] == 0 and e["page"] not in cached], "freed"),
+                     ([e for e in frees if e["page"] in cached], "kept cached"),
+                     ([e for e in frees if e["refs"] > 0], "still shared")) if group]
+        why = ("is preempted" if any(e["kind"] == "preempt" for e in evs) else
+               "is done" if any(e["kind"] == "retire" for e in evs) else "lets go")
+        caption = f"{task} {why}: {'; '.join(parts)}"
+        fn, at, where = "PagedCache.free", spec.main, ("code",)
+    elif main["kind"] == "share":
+        shared = _pages(evs, "share")
+        caption = f"{came}{task} shares prefix pages {shared}"
+        if _pages(evs, "alloc"):
+            caption += f", allocates {_pages(evs, 'alloc')}"
+        fn, at, where = "PagedCache.inc_ref", spec.main, ("code",)
+    elif main["kind"] == "evict":
+        caption = f"no free page: cached page {main['page']} is evicted for {task}"
+        fn, at, where = "PagedCache._evict_lru", spec.events[-1], ("returned",)
+        if find(r.events[at], fn, where) is None:
+            at = spec.main
+    elif main["phase"] == "decode" and grow_ev is not None:
+        caption = (f"{task} is full ({grow_ev['n_tokens']} tokens need "
+                   f"{grow_ev['pages_needed']} pages): alloc page {_pages(evs, 'alloc')}")
+        fn, at, where = "Scheduler._grow", spec.main, ("code",)
+    else:
+        evicted = _pages(evs, "evict")
+        caption = f"{came}{task} gets pages {_pages(evs, 'alloc')}, " + (
+            f"cached page {evicted} evicted when none was free" if evicted else
+            "lowest free first")
+        fn, at, where = "PagedCache._take", spec.main, ("returned",)
+    a, b = spec.steps
+    steps = f"steps {a}-{b}" if b > a else f"step {a}"
+    folded = sorted(set(spec.skipped) - {"alloc", "free", "share"})
+    r.say(beat, caption, f"{steps} compressed into one beat"
+          + (f" ({', '.join(folded)})" if folded else ""))
+    r.show_code("montage", fn, at, where=where)
+    moved = [e["page"] for e in evs if e["kind"] in ("alloc", "share", "free", "evict")]
+    for k, p in enumerate(dict.fromkeys(moved)):
+        t0 = W_POOL[0] + 0.5 * k / max(len(moved), 1)
+        r.box(beat, p, (t0, min(1.0, t0 + 0.45)))
+    r.play(beat, *r.timing(spec))
+
+
+@kind("finish", (0.6, 1.0, 0.35),
+      Code(SCHED, "Scheduler._forward", ("task.status = Status.FINISHED",)))
+def finish(r: Replay, spec: BeatSpec) -> None:
+    beat = r.new_beat()
+    r.apply_all(spec, beat)
+    ev = r.events[spec.main]
+    r.say(beat, f"{ev['task']} finished: {ev['n_output']} tokens generated",
+          "its pages are freed by the next step's cleanup")
+    r.show_code(spec, "Scheduler._forward", spec.main)
+    r.play(beat, *r.timing(spec))
+
+
+@kind("retire", (0.8, 1.0, 0.35), Code(SCHED, "Scheduler._cleanup", ("self._release(task)",)))
+def retire(r: Replay, spec: BeatSpec) -> None:
+    beat = r.new_beat()
+    r.apply_all(spec, beat)
+    ev = r.events[spec.main]
+    r.say(beat, f"{ev['task']} retired: its page table is gone",
+          f"{ev['n_free']} of {r.n_pages} pages free now")
+    r.show_code(spec, "Scheduler._cleanup", spec.main)
+    r.play(beat, *r.timing(spec))
+
+
+@kind("preempt", (1.1, 2.0, 0.8),
+      Code(SCHED, "Scheduler._preempt", ("self.waiting.appendleft(task)",)))
+def preempt(r: Replay, spec: BeatSpec) -> None:
+    beat = r.new_beat()
+    r.apply_all(spec, beat)
+    ev = r.events[spec.main]
+    r.say(beat, f"pool dry: preempt {ev['task']} (the newest): pages freed, requeued",
+          f"waiting = {ev['state']['queue']}; its tokens are recomputed on readmission")
+    r.show_code(spec, "Scheduler._preempt", spec.main)
+    r.play(beat, *r.timing(spec))
+
+
+@kind("tail", (0.5, 0.8, 0.8))
+def tail(r: Replay, spec: BeatSpec) -> None:
+    beat = r.new_beat()
+    r.apply_all(spec, beat)
+    st = r.events[spec.events[-1]]["state"]
+    outs = ", ".join(f"{n}: {k}" for n, k in st["outputs"].items())
+    retired = [r.events[i] for i in range(spec.events[-1], -1, -1)
+               if r.events[i]["kind"] == "retire"]
+    free_words = f"{retired[0]['n_free']} of {r.n_pages} pages free" if retired else "done"
+    kept = f", {len(st['cached'])} cached" if st["cached"] else ""
+    r.say(beat, f"all requests done: {free_words}{kept}", f"tokens generated - {outs}")
+    r.play(beat, *r.timing(spec))

@@ -1,0 +1,368 @@
+"""Replay: builds the kit on a StoryScene and plays a trace beat by beat (see the package doc)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+from manim import DOWN, LEFT, Brace, Mobject, Rectangle, VGroup
+
+from astrai.trace import Trace
+from astrai.trace.text import mask_bits
+from scenes import theme
+from scenes.kit.anim import Beat
+from scenes.kit.bitmask import BitRows
+from scenes.kit.captions import PHASES, Captions, Header
+from scenes.kit.code import CodePanel, source_of
+from scenes.kit.glyphs import Atlas
+from scenes.kit.layout import make_layout
+from scenes.kit.pool import PagePool
+from scenes.kit.tables import PageTables, plan_tables
+from scenes.replay.beats import KINDS, W_BITS, W_POOL, W_TABLES, W_TEXT, find
+from scenes.replay.plan import BeatSpec, never, plan_beats, teaser
+
+# The teaser's pacing: animations a bit quicker, holds much shorter (first-time holds too).
+TEASER_RUN, TEASER_HOLD = 0.7, 0.35
+
+
+def _fit(s: str, n: int) -> str:
+    return s if len(s) <= n else s[: n - 1] + "…"
+
+
+class Replay:
+    """Builds the kit on `scene` (a StoryScene), then plays `trace` beat by beat.
+
+    title: the header's title (default "Paged KV cache · workload NAME").
+    cut: "full" or "teaser" (default: the scene's cut); the teaser plays `plan.teaser(...)`.
+    keep: with the teaser, beats to play as in the full cut (default none).
+    """
+
+    def __init__(self, scene, trace: Trace, title: str | None = None, cut: str | None = None,
+                 keep: Callable[[BeatSpec], bool] | None = None):
+        self.scene, self.trace = scene, trace
+        self.events = trace.events
+        self.geo = trace.geometry
+        self.n_pages, self.page_size = self.geo["n_pages"], self.geo["page_size"]
+        self.cut = cut or getattr(scene, "cut", "full")
+        names = [ev["task"] for ev in self.events if ev["kind"] == "arrive"]
+        self.palette = theme.Palette(names)
+        most = max((len(t) for ev in self.events for t in ev["state"]["page_tables"].values()),
+                   default=1)
+        self.layout = make_layout(self.n_pages, table_rows=most)
+        self.plan = plan_tables(self.events, self.layout)
+        self.all_beats = plan_beats(self.events)
+        self.beats = (teaser(self.all_beats, self.events, keep or never)
+                      if self.cut == "teaser" else self.all_beats)
+        self.title = title or f"Paged KV cache · workload {trace.workload.get('name', '?')}"
+        self.snapshots: list[dict] = []
+        self.panels: list[dict] = []  # every code panel shown: which frame, which rows
+        self.captions_shown: list[str] = []
+        self.details_shown: list[str] = []
+        self.prev_state: dict | None = None
+        self.intro: VGroup | None = None
+        # (start in seconds of video, kind, main event, caption) of every play, in order (a
+        # beat that explains first plays twice)
+        self.beat_times: list[tuple[float, str, int | None, str]] = []
+        self._playing: tuple[str, int | None] = ("construct", None)
+        self.n_plays = 0
+        self.state_only = bool(getattr(scene, "skip_animations", False))
+        self._caption: str | None = None  # said by the beat being built, cued when it plays
+        self._section: str | None = None
+        self._build()
+
+    # ---- kit ------------------------------------------------------------------------------
+
+    def _build(self) -> None:
+        lay = self.layout
+        self.header = Header(lay, self.title)
+        self.captions = Captions(lay)
+        self.pool = PagePool(lay, self.page_size, self.palette)
+        self.bits = BitRows(lay)
+        self.tables = PageTables(lay, self.plan, self.page_size, self.palette)
+        self.code = CodePanel(lay)
+        self.grid = self.pool.grid()
+        self.pool.remove(*self.pool.frames)  # they come in during construction
+        cached = any(ev["state"]["cached"] for ev in self.events)
+        self.base = VGroup(self.header.static(), self.code.bg, self.pool.legend(cached))
+        self.overlay = VGroup()
+        self.notes = VGroup()  # what narrative beats bring in (scenes' own mobjects)
+        # Bit/ref cells: painted once with the static layer, unless the pool wraps (arrows to an
+        # upper row pass behind the rows below, so the cells must be drawn over the arrows).
+        self.cells_layer = self.base if len(self.layout.rows) == 1 else VGroup()
+        self.layers = [self.base, VGroup(self.code), self.tables.arrows_layer, self.tables,
+                       VGroup(self.cells_layer, self.pool, self.bits) if len(self.layout.rows) > 1
+                       else VGroup(self.pool, self.bits),
+                       VGroup(self.header, self.captions), self.overlay, self.notes]
+        self.scene.camera.background_color = theme.BG
+        self.scene.add(*self.layers)
+
+    # ---- applying events ------------------------------------------------------------------
+
+    def apply(self, i: int, beat: Beat, staged: bool = True) -> None:
+        ev = self.events[i]
+        st = ev["state"]
+        phase = ev["phase"] if ev["phase"] in PHASES else None
+        beat.window = W_TEXT if staged else (0.0, 1.0)
+        self.header.sync(ev["step"], phase, beat)
+        self.captions.sync(st, self.n_pages, beat)
+        beat.window = W_BITS if staged else (0.0, 1.0)
+        self.bits.sync(st, beat)
+        beat.window = W_POOL if staged else (0.0, 1.0)
+        self.pool.sync(st, beat)
+        beat.window = W_TABLES if staged else (0.0, 1.0)
+        self.tables.sync(st, beat)
+        self.snapshots.append(self.snapshot(i))
+        self.prev_state = st
+
+    def apply_all(self, spec: BeatSpec, beat: Beat, staged: bool = True, upto=None) -> None:
+        for i in spec.events:
+            if upto is not None and i == upto:
+                break
+            self.apply(i, beat, staged)
+
+    def snapshot(self, i: int) -> dict:
+        tables = self.tables.shown()
+        return {
+            "event": i,
+            **self.header.shown(),
+            **self.pool.shown(),
+            **self.bits.shown(),
+            "tables": {n: t["rows"] for n, t in tables.items()},
+            "arrows": {n: t["arrows"] for n, t in tables.items()},
+            "lengths": {n: t["length"] for n, t in tables.items()},
+            "caps": {n: t["cap"] for n, t in tables.items()},
+            "done": {n: t["done"] for n, t in tables.items()},
+            "blocks": {n: t["blocks"] for n, t in tables.items()},
+            "status": self.captions.status.text,
+            "table_spans": {n: (t.get_left()[0], t.get_right()[0])
+                            for n, t in self.tables.tables.items()},
+        }
+
+    # ---- playing --------------------------------------------------------------------------
+
+    @property
+    def duration(self) -> float:
+        """Seconds of video so far (the scene's clock)."""
+        return self.scene.clock
+
+    def timing(self, spec: BeatSpec) -> tuple[float, float]:
+        run_time, first, later = KINDS[spec.kind].timing
+        if spec.kind == "montage":  # made for the teaser: its timing is the teaser's already
+            return run_time, first if spec.first else later
+        return self.scaled(run_time, first if spec.first else later)
+
+    def scaled(self, run_time: float, hold: float) -> tuple[float, float]:
+        """(run_time, hold) for this cut: the teaser's are shorter."""
+        if self.cut == "teaser":
+            return run_time * TEASER_RUN, hold * TEASER_HOLD
+        return run_time, hold
+
+    def new_beat(self) -> Beat:
+        beat = Beat(self.overlay)
+        self._leave_intro(beat)
+        return beat
+
+    def play(self, beat: Beat, run_time: float, hold: float) -> None:
+        """Play a built beat: its caption becomes a subtitle cue for the whole beat."""
+        anims = beat.animations()
+        kind_, main = self._playing
+        self.beat_times.append((round(self.duration, 4), kind_, main, self._caption or ""))
+        if self._caption:
+            self.scene.say(self._caption, self.scene.seconds(run_time if anims else 0.0, hold))
+            self._caption = None
+        self.n_plays += (1 if anims else 0) + (1 if hold > 0 else 0)
+        self.scene.show(anims, run_time)
+        beat.finish()
+        self.scene.hold(hold)
+
+    def say(self, beat: Beat, caption: str, detail: str = "") -> None:
+        beat.window = W_TEXT
+        self.captions.say(_fit(caption, 86), _fit(detail, 96), beat)
+        self.captions_shown.append(caption)
+        self.details_shown.append(detail)
+        # The subtitle says what the screen says: the caption, and the detail under it.
+        self._caption = caption + (f"\n{detail}" if detail else "")
+
+    def show_code(self, spec: BeatSpec | str, fn: str, event: int,
+                  where=("code", "returned")) -> None:
+        """Show engine function `fn` as it ran by `event`, marking the effect line its beat
+        kind's registry entry names (the first of its fragments on a line that ran)."""
+        name = spec if isinstance(spec, str) else spec.kind
+        frame = find(self.events[event], fn, where)
+        if frame is None:
+            return  # a trace recorded without line tracing: no panel rather than a wrong one
+        code = KINDS[name].panel(fn)
+        line = self.effect_line(frame, code.effect)
+        frame = {**frame, "line": line if line is not None else frame["line"]}
+        info = self.code.show(frame)
+        self.panels.append({**info, "event": event, "frame": frame, "kind": name})
+
+    def effect_line(self, frame: dict, effect: Iterable[str]) -> int | None:
+        """The absolute line of the first effect fragment found on a line that ran."""
+        lst = self.code.listing(frame["file"], frame["fn"])
+        ran = set(frame["ran"]) | {frame["line"]}
+        for fragment in effect:
+            for k, src in enumerate(lst.source):
+                if fragment in src and lst.start + k in ran:
+                    return lst.start + k
+        return None
+
+    def box(self, beat: Beat, page: int, window, color=theme.ACCENT) -> None:
+        f = self.pool.frames[page]
+        mark = Rectangle(width=f.w + 0.12, height=f.box.height + 0.12, stroke_color=color,
+                         stroke_width=4, fill_opacity=0)
+        mark.move_to(f.box)
+        beat.window = window
+        beat.pulse(mark)
+
+    # ---- the API scenes drive -------------------------------------------------------------
+
+    def run(self, interlude: Callable[[BeatSpec, Replay], None] | None = None,
+            construct: bool = True) -> None:
+        """Construction, then every beat; `interlude(spec, replay)` runs before each beat
+        (a scene's own narrative beats go there)."""
+        if construct:
+            self.construct_cache()
+        for spec in self.beats:
+            if interlude is not None:
+                interlude(spec, self)
+            self.play_beat(spec)
+
+    def play_beat(self, spec: BeatSpec) -> None:
+        """Play one planned beat (a Manim section starts where the step changes)."""
+        step = self.events[spec.events[0]]["step"]
+        if spec.steps is not None and spec.steps[1] > spec.steps[0]:
+            section = f"steps {spec.steps[0]}-{spec.steps[1]}"
+        else:
+            section = f"step {step}"
+        if section != self._section:
+            self.section(section)
+        self._playing = (spec.kind, spec.main)
+        KINDS[spec.kind].animate(self, spec)
+
+    def narrate(self, caption: str, detail: str = "", run_time: float = 0.8,
+                hold: float = 1.5, show: Iterable[Mobject] = (), hide: Iterable[Mobject] = (),
+                code: tuple[str, str, int] | None = None) -> None:
+        """A narrative beat of the scene's own between trace beats: a caption (and subtitle),
+        mobjects to bring in (kept in `self.notes` until hidden) or take out, and optionally
+        a code panel (file, qualname, first line to mark) of real source. Applies no event."""
+        beat = self.new_beat()
+        self.say(beat, caption, detail)
+        for mob in show:
+            beat.appear(self.notes, mob)
+        for mob in hide:
+            beat.vanish(self.notes, mob)
+        if code is not None:
+            file, fn, line = code
+            info = self.code.show({"file": file, "fn": fn, "line": line, "ran": [line]})
+            self.panels.append({**info, "event": None, "frame": None, "kind": "narrative"})
+        self._playing = ("narrative", None)
+        self.play(beat, *self.scaled(run_time, hold))
+
+    def section(self, name: str) -> None:
+        """Start a Manim section (a chapter of the scene: --save_sections cuts clips here)."""
+        self._section = name
+        self.scene.chapter(name)
+
+    def final_state(self) -> dict | None:
+        """The state shown after the last applied event."""
+        return self.prev_state
+
+    # ---- construction ---------------------------------------------------------------------
+
+    def construct_cache(self) -> None:
+        """The construction beats: the PagedCache call, its frames, its bits and refcounts."""
+        self.section("construction")
+        geo, lay = self.geo, self.layout
+        init = next((i for i, ev in enumerate(self.events) if ev["phase"] == "init"), None)
+        self._playing = ("construct", init)
+        atlas = Atlas.get(theme.FS_BODY)
+        args = (f"n_layers={geo['n_layers']}, n_pages={geo['n_pages']}, "
+                f"page_size={geo['page_size']}, n_kv_heads={geo['n_kv_heads']}, "
+                f"head_dim={geo['head_dim']},")
+        shape = [geo["n_layers"], geo["n_pages"], geo["page_size"], geo["n_kv_heads"],
+                 geo["head_dim"]]
+        size = geo.get("k_cache_bytes")
+        lines = [
+            [("cache = PagedCache(", theme.TEXT), (args, theme.ACCENT)],
+            [(" " * 19, theme.TEXT), (f"device={geo.get('device')!s}, dtype={geo.get('dtype')}",
+                                      theme.ACCENT), (")", theme.TEXT)],
+            [("k_cache, v_cache: [n_layers, n_pages, page_size, n_kv_heads, head_dim]", theme.DIM)],
+            [("                = ", theme.DIM), (str(shape), theme.TEXT)] + (
+                [(f"   ({size / 1024:g} KiB each in {geo.get('dtype')})", theme.DIM)]
+                if size else []),
+        ]
+        intro = VGroup()
+        for k, segs in enumerate(lines):
+            line = atlas.line(segs)
+            line.move_to([lay.left + 0.1, lay.tables_top - 0.35 - k * 0.34, 0], aligned_edge=LEFT)
+            intro.add(line)
+        teaser = self.cut == "teaser"
+        run_time, hold, _ = KINDS["construct"].timing
+
+        beat = Beat(self.overlay)
+        self.say(beat, "construction: one PagedCache holds the K/V of every request",
+                 f"{geo['n_pages']} pages x {geo['page_size']} slots, shared by all requests; "
+                 "pages are handed out one at a time")
+        beat.window = (0.2, 0.8)
+        beat.appear(self.base, intro)
+        # The recorder traces the constructor: the first event lists PagedCache.__init__ among
+        # the calls that finished, with the lines it ran. The panel marks the line that builds
+        # the storage shape. (A trace recorded without line tracing has no such call.)
+        if init is not None:
+            try:
+                source_of("astrai/inference/cache.py", "PagedCache.__init__")
+            except (ImportError, AttributeError, OSError, TypeError):
+                pass  # a trace from another tree: no panel rather than a wrong one
+            else:
+                self.show_code("construct", "PagedCache.__init__", init, where=("returned",))
+        if not teaser:
+            self.play(beat, *self.scaled(run_time, hold))
+            self.intro = intro  # fades with the first beat after construction
+            beat = Beat(self.overlay)
+        else:
+            self.intro = intro
+        n = len(self.pool.frames)
+        for k, f in enumerate(self.pool.frames):
+            beat.window = (0.5 * k / n, 0.5 * k / n + 0.5)
+            beat.appear(self.pool, f)
+        beat.window = (0.3, 1.0)
+        beat.appear(self.base, self.grid)
+        row = lay.rows[0]
+        frames_row = VGroup(*[self.pool.frames[p].box for p in row.pages])
+        brace = Brace(frames_row, DOWN, buff=0.05, color=theme.DIM)
+        label = theme.text(f"each frame holds page_size = {geo['page_size']} KV slots "
+                           "(one per token position)", theme.FS_BODY, theme.TEXT)
+        label.next_to(brace, DOWN, buff=0.06)
+        brace_group = VGroup(brace, label)
+        if not teaser:
+            beat.window = (0.6, 1.0)
+            beat.appear(self.overlay, brace_group)
+            self.say(beat, f"{geo['n_pages']} page frames, numbered 0..{geo['n_pages'] - 1}",
+                     "a page is the unit of allocation; a request's K/V live in whole pages")
+            self.play(beat, *self.scaled(1.2, 1.6))
+            beat = Beat(self.overlay)
+            beat.window = (0.0, 0.5)
+            beat.vanish(self.overlay, brace_group)
+        beat.window = (0.3, 0.9)
+        cells = self.bits.static()
+        beat.appear(self.cells_layer, cells)
+        if init is not None:
+            self.apply(init, beat, staged=False)
+        detail = ""
+        if init is not None:
+            st = self.events[init]["state"]
+            mask, n = st["free_mask"], self.n_pages
+            detail = (f"free_mask = {mask}: bits {mask_bits(mask, n)} (page 0 first); "
+                      f"refs = {st['refs']}" if n <= 16 else f"free_mask = {mask}")
+        if teaser:
+            self.say(beat, f"one PagedCache: {geo['n_pages']} pages of {geo['page_size']} "
+                           "slots, a free bit and a refcount each", detail)
+        else:
+            self.say(beat, "free bitmask (bit i under page i, 1 = free) and refcounts", detail)
+        self.play(beat, *self.scaled(1.0, 1.8))
+
+    def _leave_intro(self, beat: Beat) -> None:
+        if self.intro is not None:
+            beat.window = (0.0, 0.4)
+            beat.vanish(self.base, self.intro)
+            self.intro = None

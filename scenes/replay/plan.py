@@ -1,0 +1,217 @@
+"""Planning: the trace's events grouped into beats (`plan_beats`), and the teaser's selection.
+
+A beat is one `play()` (plus a hold to read). Every event but the init phase belongs to exactly
+one beat, in trace order, so replaying all beats applies the whole trace:
+
+  phase, grow           folded into the next beat (phase pills and step number move with it);
+                        the first cleanup with nothing to free gets its own beat
+  arrive, admit, wait   one beat each
+  alloc, share          one beat each; an alloc in a decode step is a "grow" beat
+  evict (+ its alloc)   one beat: the LRU cached page changes hands
+  free (+ its cache)    one beat
+  record, finish,       one beat each
+  retire, preempt
+  write, gather         prefill: one beat each; decode: write + gather + tokens of a step make
+                        one "forward" beat
+  tokens                folded into the beat before it
+  runs of plain steps   decode steps with nothing but phase/write/gather/tokens: one "run" beat
+                        for the whole run, captioned as compressed
+  tail                  whatever is left after the last beat
+
+`teaser(beats, events)` gives the promo's short cut: one "montage" beat per run of beats that
+move one task's pages one way (its allocs; its frees and retirement), every other beat folded
+into the montage after it and named there as compressed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+PLAIN = {"phase", "write", "gather", "tokens"}
+FOLDED = {"phase", "grow"}  # never a beat of their own: they lead into the next one
+
+
+@dataclass
+class BeatSpec:
+    kind: str
+    events: list[int]  # every event this beat applies, in trace order
+    main: int | None = None  # the event the beat is about
+    steps: tuple[int, int] | None = None  # first/last step of a compressed run
+    first: bool = False  # first beat of its kind: hold longer, explain more
+    skipped: list[str] = field(default_factory=list)  # teaser: the kinds of the beats folded in
+
+
+def _repeat_waits(events: list[dict]) -> set[int]:
+    """Wait events that say the same as the wait before them (same task, same numbers)."""
+    same, last = set(), None
+    for i, ev in enumerate(events):
+        if ev["kind"] == "wait":
+            key = (ev["task"], ev["needed"], ev["available"])
+            if key == last:
+                same.add(i)
+            last = key
+        elif ev["kind"] in ("admit", "preempt"):
+            last = None
+    return same
+
+
+def _is_plain(events: list[dict], idx: list[int], repeats: set[int] = frozenset()) -> bool:
+    return all(
+        (events[i]["kind"] in PLAIN or i in repeats)
+        and (events[i]["kind"] not in ("write", "gather") or events[i]["phase"] == "decode")
+        for i in idx
+    )
+
+
+def _runnable(events: list[dict], idx: list[int], repeats: set[int]) -> bool:
+    return _is_plain(events, idx, repeats) and any(events[i]["kind"] == "write" for i in idx)
+
+
+def plan_beats(events: list[dict]) -> list[BeatSpec]:
+    """Group the trace's events (all but the init phase) into beats; see the module doc."""
+    groups: list[tuple[int, list[int]]] = []
+    for i, ev in enumerate(events):
+        if ev["phase"] == "init":
+            continue
+        if groups and groups[-1][0] == ev["step"]:
+            groups[-1][1].append(i)
+        else:
+            groups.append((ev["step"], [i]))
+
+    beats: list[BeatSpec] = []
+    pending: list[int] = []
+    cleanup_seen = False
+    repeats = _repeat_waits(events)
+    g = 0
+    while g < len(groups):
+        step, idx = groups[g]
+        if _runnable(events, idx, repeats):
+            run: list[int] = []
+            first = last = step
+            while g < len(groups) and _runnable(events, groups[g][1], repeats):
+                run += groups[g][1]
+                last = groups[g][0]
+                g += 1
+            beats.append(BeatSpec("run", pending + run, None, (first, last)))
+            pending = []
+            continue
+        j = 0
+        while j < len(idx):
+            i = idx[j]
+            ev = events[i]
+            kind = ev["kind"]
+            nxt = events[idx[j + 1]] if j + 1 < len(idx) else None
+            if kind in FOLDED:
+                pending.append(i)
+                if kind == "phase" and ev["phase"] == "cleanup" and not cleanup_seen:
+                    cleanup_seen = True
+                    if nxt is not None and nxt["kind"] == "phase":
+                        beats.append(BeatSpec("cleanup-idle", pending, i))
+                        pending = []
+                j += 1
+                continue
+            if kind == "tokens":
+                if beats and not pending:
+                    beats[-1].events.append(i)
+                else:
+                    pending.append(i)
+                j += 1
+                continue
+            group = [i]
+            if kind == "write" and ev["phase"] == "decode":
+                kind = "forward"
+                while j + 1 < len(idx) and events[idx[j + 1]]["kind"] in ("gather", "tokens"):
+                    j += 1
+                    group.append(idx[j])
+            elif kind == "free" and nxt is not None and nxt["kind"] == "cache" \
+                    and nxt["page"] == ev["page"]:
+                j += 1
+                group.append(idx[j])
+            elif kind == "evict" and nxt is not None and nxt["kind"] == "alloc" \
+                    and nxt["page"] == ev["page"]:
+                j += 1
+                group.append(idx[j])
+            elif kind == "alloc" and ev["phase"] == "decode":
+                kind = "grow"
+            beats.append(BeatSpec(kind, pending + group, i))
+            pending = []
+            j += 1
+        g += 1
+    if pending:
+        beats.append(BeatSpec("tail", pending, None))
+    _mark_first(beats)
+    return beats
+
+
+def _mark_first(beats: list[BeatSpec]) -> None:
+    seen: set[str] = set()
+    for b in beats:
+        b.first = b.kind not in seen
+        seen.add(b.kind)
+
+
+# Teaser chunks: beats that bring pages to a task, or take them away.
+FAMILY = {"alloc": "in", "grow": "in", "share": "in", "evict": "in",
+          "free": "out", "cache": "out", "retire": "out", "preempt": "out"}
+
+
+def task_of(spec: BeatSpec, events: list[dict]) -> str | None:
+    """The task a beat is about: the first event from its main one on that names a task."""
+    if spec.main is None:
+        return None
+    at = spec.events.index(spec.main)
+    return next((events[i]["task"] for i in spec.events[at:] if events[i].get("task")), None)
+
+
+def never(spec: BeatSpec) -> bool:
+    return False
+
+
+def teaser(beats: list[BeatSpec], events: list[dict], keep=never) -> list[BeatSpec]:
+    """The teaser's beats, in trace order, applying every event the full cut applies.
+
+    Consecutive beats that move pages for one task in one direction (A's allocs; A's frees and
+    its retirement) become one "montage" beat; every other beat (arrivals, writes, decode runs,
+    ...) is folded into the montage after it - applied with it, and named in its caption as
+    compressed. Beats `keep` accepts are played as in the full cut.
+    """
+    out: list[BeatSpec] = []
+    folded: list[int] = []
+    folded_kinds: list[str] = []
+    current: tuple[str, str | None] | None = None  # (family, task) of the open montage
+
+    def flush_into(spec: BeatSpec) -> None:
+        spec.events[:0] = folded
+        spec.skipped[:0] = folded_kinds
+        folded.clear()
+        folded_kinds.clear()
+
+    for b in beats:
+        family = FAMILY.get(b.kind)
+        if keep(b) or b.kind == "tail":
+            spec = BeatSpec(b.kind, list(b.events), b.main, b.steps, b.first)
+            flush_into(spec)
+            out.append(spec)
+            current = None
+            continue
+        if family is None:
+            folded += b.events
+            folded_kinds.append(b.kind)
+            current = None
+            continue
+        key = (family, task_of(b, events))
+        if current == key and not folded:
+            out[-1].events += b.events
+            out[-1].skipped.append(b.kind)
+        else:
+            spec = BeatSpec("montage", list(b.events), b.main, skipped=[b.kind])
+            flush_into(spec)
+            out.append(spec)
+            current = key
+    if folded:
+        out.append(BeatSpec("tail", list(folded), None, skipped=list(folded_kinds)))
+    for spec in out:
+        steps = [events[i]["step"] for i in spec.events]
+        spec.steps = (min(steps), max(steps))
+    _mark_first(out)
+    return out

@@ -1,0 +1,114 @@
+"""Checks the story-scene tests share: build a scene without video, compare what it showed after
+every event with the event's state, and code panels with the real source. Expected values are
+computed here from the trace alone, never from scene code."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import textwrap
+
+from manim import tempconfig
+
+FS_KINDS = ("arrive", "cleanup", "refill", "prefill", "decode")
+
+
+def build(cls, trace, media_dir, cut="full"):
+    """Build without video. `scene.detached` lists animations of mobjects outside the scene:
+    Manim would add those on top of everything when rendering (left-over ghosts)."""
+    with tempconfig({"format": "none", "disable_caching": True, "media_dir": str(media_dir),
+                     "progress_bar": "none", "verbosity": "WARNING"}):
+        scene = cls(trace=trace, cut=cut, skip_animations=True)
+        scene.detached = []
+        show = scene.show
+
+        def checked(animations, run_time):
+            shown = {id(m) for m in scene.get_mobject_family_members()}
+            scene.detached += [a for a in animations if id(a.mobject) not in shown]
+            show(animations, run_time)
+
+        scene.show = checked
+        scene.render()
+    return scene
+
+
+def expected_label(state: dict, page: int) -> str:
+    if state["free_mask"] & (1 << page):
+        return "free"
+    if page in state["cached"]:
+        return "cached"
+    holders = [n for n, pages in state["page_tables"].items() if page in pages]
+    return "+".join(holders) if holders else "used"
+
+
+def check_screen_equals_trace(trace, scene) -> None:
+    events, geo = trace.events, trace.geometry
+    n, ps = geo["n_pages"], geo["page_size"]
+    assert [s["event"] for s in scene.snapshots] == list(range(len(events)))
+    for ev, snap in zip(events, scene.snapshots):
+        st = ev["state"]
+        where = f"event {snap['event']} ({ev['kind']})"
+        assert snap["frames"] == [expected_label(st, p) for p in range(n)], where
+        assert snap["filled"] == st["filled"], where
+        assert snap["bits"] == "".join("1" if st["free_mask"] >> p & 1 else "0"
+                                       for p in range(n)), where
+        assert snap["refs"] == st["refs"], where
+        assert snap["tables"] == {t: [[k, p] for k, p in enumerate(pages)]
+                                  for t, pages in st["page_tables"].items()}, where
+        assert snap["arrows"] == st["page_tables"], where
+        assert {t: int(s.split()[-1]) for t, s in snap["lengths"].items()} == st["lengths"], where
+        assert {t: int(s.split()[1]) for t, s in snap["caps"].items()} == {
+            t: len(pages) * ps for t, pages in st["page_tables"].items()}, where
+        phase = ev["phase"] if ev["phase"] in FS_KINDS else None
+        assert (snap["step"], snap["phase"]) == (ev["step"], phase), where
+
+
+def _source(file: str, fn: str) -> tuple[list[str], int]:
+    module = importlib.import_module(file.removesuffix(".py").replace("/", "."))
+    obj = module
+    for part in fn.split("."):
+        obj = inspect.getattr_static(obj, part)
+    lines, start = inspect.getsourcelines(obj)
+    return textwrap.dedent("".join(lines)).rstrip("\n").split("\n"), start
+
+
+def check_panels(trace, scene) -> None:
+    assert scene.panels
+    for panel in scene.panels:
+        src, start = _source(panel["file"], panel["fn"])
+        assert [t.rstrip() for t in panel["text"]] == [src[r - start].rstrip()
+                                                      for r in panel["rows"]]
+        frame = panel["frame"]
+        ev = trace.events[panel["event"]]
+        assert any((f["file"], f["fn"], f["ran"]) == (frame["file"], frame["fn"], frame["ran"])
+                   for f in ev["code"] + ev["returned"]), "a panel for a function that did not run"
+        assert panel["current"] == frame["line"] and frame["line"] in panel["rows"]
+
+
+def board(scene, name: str) -> list[str]:
+    found = [b for b in scene.replay.boards if b["name"] == name]
+    assert found, f"no board {name!r}"
+    return found[0]["texts"]
+
+
+def check_boards_inside(scene) -> None:
+    """Everything drawn on a board lies inside it (so inside the frame), and text lines do not
+    overlap one another."""
+    from scenes.kit.glyphs import GlyphText
+
+    for b in scene.replay.boards:
+        bd = b["board"]
+        x0, y0 = bd.bg.get_corner([-1, -1, 0])[:2]
+        x1, y1 = bd.bg.get_corner([1, 1, 0])[:2]
+        for m in bd.get_family()[1:]:
+            if len(getattr(m, "points", [])):
+                (a0, b0, _), (a1, b1, _) = m.get_corner([-1, -1, 0]), m.get_corner([1, 1, 0])
+                assert x0 - 1e-6 <= a0 and a1 <= x1 + 1e-6, (b["name"], m)
+                assert y0 - 1e-6 <= b0 and b1 <= y1 + 1e-6, (b["name"], m)
+        boxes = [(t.get_corner([-1, -1, 0]), t.get_corner([1, 1, 0])) for t in bd.get_family()
+                 if isinstance(t, GlyphText) and t.shown().strip()]
+        for i, (lo, hi) in enumerate(boxes):
+            for lo2, hi2 in boxes[i + 1:]:
+                apart = (hi[0] <= lo2[0] + 1e-6 or hi2[0] <= lo[0] + 1e-6
+                         or hi[1] <= lo2[1] + 1e-6 or hi2[1] <= lo[1] + 1e-6)
+                assert apart, (b["name"], "text overlaps")

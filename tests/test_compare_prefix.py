@@ -1,0 +1,63 @@
+"""The prefix cache on vs off: the comparison's figures equal what the tests count themselves,
+from other fields of the runs (admit hits, the workload's prompts, live schedulers)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from astrai.compare import prefix
+from astrai.errors import WorkloadError
+from astrai.inference.cache import pages_for
+from astrai.workload import build, load_workload, run_workload
+
+
+@pytest.fixture(scope="module")
+def comp():
+    return prefix.compare("prefix")
+
+
+def test_figures_equal_counts_from_the_admissions(comp):
+    ps = comp.trace.geometry["page_size"]
+    admits = [ev for ev in comp.trace.events if ev["kind"] == "admit"]
+    assert comp.prompt_tokens_cached == sum(len(ev["hits"]) * ps for ev in admits) > 0
+    assert comp.prompt_tokens_computed == sum(ev["n_tokens"] - len(ev["hits"]) * ps
+                                              for ev in admits)
+    assert comp.pages_shared == sum(len(ev["hits"]) for ev in admits) > 0
+    assert comp.pages_revived > 0 and comp.pages_evicted > 0  # the story has both
+
+
+def test_the_run_without_the_cache_computes_every_prompt_and_shares_nothing(comp):
+    wl = load_workload("prefix")
+    assert comp.off_prompt_tokens_computed == sum(len(r.prompt) for r in wl.requests)
+    # No sharing: every request allocates the pages of its longest length itself.
+    most = [pages_for(len(r.prompt) + r.max_new_tokens - 1, wl.page_size) for r in wl.requests]
+    assert comp.off_pages_allocated == sum(most)
+    assert comp.pages_allocated == sum(most) - comp.pages_shared
+    assert comp.pages_saved == comp.pages_shared
+    assert comp.prefill_tokens_saved == comp.prompt_tokens_cached
+    assert not any(ev["kind"] in ("share", "record") for ev in comp.off_trace.events)
+    assert comp.off_prompt_tokens_cached == comp.off_pages_shared == 0
+
+
+def test_outputs_equal_two_live_runs(comp):
+    wl = load_workload("prefix")
+    outs = []
+    for caching in (True, False):
+        _, _, sched = build(dataclasses.replace(wl, prefix_caching=caching))
+        outs.append(run_workload(wl, sched))
+    assert outs[0] == comp.outputs and outs[1] == comp.off_outputs
+    assert comp.outputs_equal is (outs[0] == outs[1]) is True
+
+
+def test_a_recorded_trace_is_reused(comp):
+    again = prefix.compare(trace=comp.trace)
+    assert again.trace is comp.trace
+    names = [f.name for f in dataclasses.fields(comp) if f.name not in ("trace", "off_trace")]
+    assert [getattr(again, n) for n in names] == [getattr(comp, n) for n in names]
+
+
+def test_unknown_workload_is_named():
+    with pytest.raises(WorkloadError, match="no workload 'nope'"):
+        prefix.compare("nope")
