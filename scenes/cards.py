@@ -18,20 +18,14 @@ import importlib
 import inspect
 import logging
 import os
-import sys
 import textwrap
 from dataclasses import dataclass
-from pathlib import Path
 
 from manim import DOWN, LEFT, RIGHT, UP, FadeIn, FadeOut, Line, VGroup
 
-_ROOT = str(Path(__file__).resolve().parents[1])
-if _ROOT not in sys.path:  # run by path (manim scenes/cards.py): make `scenes` importable
-    sys.path.insert(0, _ROOT)
-
-from astrai.workload import load_workload  # noqa: E402
-from scenes import theme  # noqa: E402
-from scenes.story import StoryScene  # noqa: E402
+from astrai.workload import load_workload
+from scenes import theme
+from scenes.story import StoryScene
 
 log = logging.getLogger(__name__)
 
