@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from promo.build import OUT, join_cut  # noqa: E402
 from promo.parts import plan  # noqa: E402
-from promo.render import QUALITIES, render_all  # noqa: E402
+from promo.render import QUALITIES, render_all, start_server  # noqa: E402
 
 X264 = {"preset": "veryfast", "crf": "23"}  # manim's x264 crf and manim.cfg's preset
 
@@ -82,15 +82,17 @@ def main() -> None:
     jobs = args.jobs or os.cpu_count() or 1
     q = QUALITIES[args.quality]
     out = OUT / "bench"
+    t0 = time.perf_counter()  # from here: planning, the render server's start, renders, join
+    server = start_server()
     parts = plan(args.cut, log=lambda m: print(m))
     how = "manim's partial movies" if args.manim_segments else "one x264 stream per part"
     print(f"render benchmark: {args.cut} cut at {q}, {len(parts)} parts, {jobs} at a time, "
           f"{how}, "
           f"{os.cpu_count()} cores; load average {os.getloadavg()[0]:.1f} at start")
-    t0 = time.perf_counter()
     # into the promo's own build directory: what the benchmark renders, `make promo` reuses
     rendered = render_all(parts, OUT / "build", args.quality, jobs, force=True, profile=True,
-                          log=lambda *_: None, one_stream=not args.manim_segments)
+                          log=lambda *_: None, one_stream=not args.manim_segments,
+                          server=server)
     render_wall = time.perf_counter() - t0
     cut = join_cut(args.cut, args.quality, rendered, out, f"bench-{args.cut}-{q}", None,
                    log=print)
@@ -125,7 +127,7 @@ def main() -> None:
           f"{cpu_sum['cpu'] - sum(v for k, v in cpu_sum.items() if k != 'cpu'):6.1f}")
     print()
     print(f"video: {video:.1f} s ({n} frames at {fps:g} fps)")
-    print(f"render, {jobs} parts at a time: {render_wall:.1f} s wall; promo join "
+    print(f"plan + render, {jobs} parts at a time: {render_wall:.1f} s wall; promo join "
           f"({cut.how}): {join_wall:.2f} s")
     print(f"promo: {total_wall:.1f} s wall = {video / total_wall:.2f}x real time "
           f"(CPU {cpu_sum['cpu']:.1f} s = {video / cpu_sum['cpu']:.2f}x real time per core)")

@@ -15,7 +15,7 @@ from pathlib import Path
 from promo import PromoError
 from promo.join import Probe, join, probe
 from promo.parts import ROOT, Part, plan
-from promo.render import QUALITIES, Rendered, render_all
+from promo.render import QUALITIES, Rendered, render_all, start_server
 from promo.subtitles import Chapter, Cue, check_cues, read_srt, shift, write_chapters_vtt, write_srt
 
 OUT = ROOT / "media" / "promo"
@@ -137,11 +137,18 @@ def build(cuts: tuple[str, ...] = ("full", "teaser"), quality: str = "l", out: P
           plans: dict[str, list[Part]] | None = None, log=print, one_stream: bool = True
           ) -> list[Cut]:
     """Render every part of `cuts` at once (shared parts once), then join each cut."""
-    plans = plans or {c: plan(c, log) for c in cuts}
-    qdir = QUALITIES[quality]
     t0 = time.perf_counter()
+    server = start_server()  # its imports overlap the planning (which imports the scenes)
+    try:
+        plans = plans or {c: plan(c, log) for c in cuts}
+    except BaseException:
+        if server:
+            server.stdin.close()
+            server.wait()
+        raise
+    qdir = QUALITIES[quality]
     rendered = render_all([p for c in cuts for p in plans[c]], out / "build", quality, jobs,
-                          force, profile, log, one_stream)
+                          force, profile, log, one_stream, server)
     render_s = time.perf_counter() - t0
     by_name = {r.part.name: r for r in rendered}
     results = []

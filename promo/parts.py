@@ -8,7 +8,6 @@ teaser cut). Storyboard scenes whose module is not there yet are left out, and s
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,11 +38,13 @@ class Part:
 
 
 def module_file(module: str) -> str | None:
-    """'scenes.x' -> 'scenes/x.py' if that module is on this checkout, else None."""
-    spec = importlib.util.find_spec(module)
-    if spec is None or spec.origin is None:
-        return None
-    return str(Path(spec.origin).resolve().relative_to(ROOT))
+    """'scenes.x' -> 'scenes/x.py' if that file is in this checkout, else None. (Looked up by
+    path, not by import: an installed copy of the project elsewhere must not stand in.)"""
+    base = ROOT.joinpath(*module.split("."))
+    for f in (base.with_suffix(".py"), base / "__init__.py"):
+        if f.is_file():
+            return str(f.relative_to(ROOT))
+    return None
 
 
 def scene_files() -> set[str]:

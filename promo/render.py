@@ -128,13 +128,22 @@ def run_subprocess(job: Job, profile: bool, log) -> Rendered:
                     profile, log)
 
 
-def run_zygote(jobs: list[Job], n: int, profile: bool, log, one_stream: bool = True
-               ) -> dict[str, Rendered]:
+def start_server() -> subprocess.Popen | None:
+    """The render server (promo/zygote.py), started now so that its imports overlap whatever
+    the caller does next; None where there is no fork."""
+    if not hasattr(os, "fork"):
+        return None
+    path = os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])
+    return subprocess.Popen([sys.executable, "-m", "promo.zygote"], cwd=ROOT,
+                            env={**os.environ, "PYTHONPATH": path},
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+
+
+def run_zygote(jobs: list[Job], n: int, profile: bool, log, one_stream: bool = True,
+               server: subprocess.Popen | None = None) -> dict[str, Rendered]:
     """Every job through one render server (promo/zygote.py), `n` at a time, in list order;
     with `one_stream`, each render writes one x264 stream (promo/stream.py)."""
-    server = subprocess.Popen([sys.executable, "-m", "promo.zygote"], cwd=ROOT,
-                              env={**os.environ, "PYTHONPATH": jobs[0].env()["PYTHONPATH"]},
-                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    server = server or start_server()
     todo, running, done = list(jobs), {}, {}
     try:
         while todo or running:
@@ -173,10 +182,12 @@ def expected_wall(build: Path, quality: str, part: Part) -> float:
 
 
 def render_all(parts: list[Part], build: Path, quality: str = "l", jobs: int | None = None,
-               force: bool = False, profile: bool = False, log=print, one_stream: bool = True
-               ) -> list[Rendered]:
+               force: bool = False, profile: bool = False, log=print, one_stream: bool = True,
+               server: subprocess.Popen | None = None) -> list[Rendered]:
     """Render every part (each once, even if two cuts list it) that is not up to date, longest
-    first, `jobs` at a time (default: the cores there are); results in the order of `parts`."""
+    first, `jobs` at a time (default: the cores there are); results in the order of `parts`.
+    `server`: a render server from start_server() (else one is started if needed); this call
+    shuts it down."""
     n = jobs or os.cpu_count() or 1
     shared = shared_deps()
     unique = list({p.name: p for p in parts}.values())
@@ -188,9 +199,12 @@ def render_all(parts: list[Part], build: Path, quality: str = "l", jobs: int | N
                                            else None, True, 0.0, 0.0)
     todo = sorted((j for j in todo if j.part.name not in done),
                   key=lambda j: -expected_wall(build, quality, j.part))
-    if todo and hasattr(os, "fork"):
-        done.update(run_zygote(todo, n, profile, log, one_stream))
-    elif todo:
+    if todo and (server or hasattr(os, "fork")):
+        done.update(run_zygote(todo, n, profile, log, one_stream, server))
+    elif server:
+        server.stdin.close()
+        server.wait()
+    if todo and not (server or hasattr(os, "fork")):
         with ThreadPoolExecutor(max_workers=n) as pool:
             futures = [pool.submit(run_subprocess, j, profile, log) for j in todo]
             for f in futures:

@@ -60,8 +60,10 @@ def check_cues(cues: list[Cue], eps: float = 1e-6) -> None:
 
 
 def write_srt(cues: list[Cue], path: Path) -> None:
-    subs = [srt.Subtitle(i, timedelta(seconds=c.start), timedelta(seconds=c.end), c.text)
-            for i, c in enumerate(cues, 1)]
+    def ms(t: float) -> timedelta:  # rounded, not truncated, to the file's milliseconds
+        return timedelta(milliseconds=round(t * 1000))
+
+    subs = [srt.Subtitle(i, ms(c.start), ms(c.end), c.text) for i, c in enumerate(cues, 1)]
     path.write_text(srt.compose(subs, reindex=False), encoding="utf-8")
 
 

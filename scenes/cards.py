@@ -262,7 +262,8 @@ class ClosingCard(Card):
             ).arrange(DOWN, aligned_edge=LEFT, buff=0.1)
             block.move_to([0, y, 0], aligned_edge=UP).to_edge(LEFT, buff=0.8)
             y = block.get_bottom()[1] - 0.4
-            self.beat(block, f"{f.headline}. {f.detail}.", self.pick(4.5, 2.0))
+            detail = f.detail[:1].upper() + f.detail[1:]
+            self.beat(block, f"{f.headline}. {detail}.", self.pick(4.5, 2.0))
         outro = paragraph(OUTRO, theme.FS_BODY, theme.DIM, 110).to_edge(DOWN, buff=0.45)
         outro.to_edge(LEFT, buff=0.8)
         self.beat(outro, OUTRO, self.pick(3.0, 1.2))

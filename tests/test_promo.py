@@ -232,7 +232,7 @@ def test_closing_card_subtitles_every_figure(tmp_path):
         scene.figures = figs
         scene.render()
     said = [text for _, _, text in scene.cues]
-    assert [s for s in said if s.startswith("H")] == ["H1 a. d1.", "H2 b. d2."]
+    assert [s for s in said if s.startswith("H")] == ["H1 a. D1.", "H2 b. D2."]
     starts = [s for s, _, _ in scene.cues]
     ends = [s + d for s, d, _ in scene.cues]
     assert starts == sorted(starts) and all(b >= a - 1e-9 for a, b in zip(ends, starts[1:]))
