@@ -178,13 +178,13 @@ class BatchingScene(Captioned, StoryScene):
         self.play(*self.caption(
             f"{n_req} requests arrive over time, at most {c.max_batch} at once. The same tiny "
             "model serves them twice: with continuous batching and with static batching.",
-            self.pick(5.5, 2.5)), run_time=0.5)
+            self.pick(5.5, 2.2)), run_time=0.5)
 
         first = self.pick(6, 3)  # the first steps one at a time, so joining is seen
         legend_words = ("Each column is one step of the model, each row a batch slot. Yellow: a "
                         "request's prompt is prefilled (its letter); blue: one generated token.")
         for s in range(first):
-            extra = self.caption(legend_words, self.pick(6.5, 2.5)) if s == 0 else []
+            extra = self.caption(legend_words, self.pick(6.5, 2.3)) if s == 0 else []
             self.draw_steps(s, s, c, self.pick(0.7, 0.3), extra)
             self.wait(self.pick(0.6, 0.05))
 
@@ -205,7 +205,7 @@ class BatchingScene(Captioned, StoryScene):
             b = min(a + chunk - 1, self.n_steps - 1)
             extra = []
             if beats and self.caption_free():
-                extra = self.caption(beats.pop(0), self.pick(6.0, 3.5))
+                extra = self.caption(beats.pop(0), self.pick(6.0, 3.2))
             self.draw_steps(a, b, c, self.pick(0.9, 0.4), extra)
             self.wait(self.pick(0.15, 0.05))
             if a <= c.continuous_steps - 1 <= b and not self.teaser:
@@ -267,7 +267,7 @@ class BatchingScene(Captioned, StoryScene):
         anims = self.caption(
             f"Same requests, same outputs: static batching took "
             f"{ratio(c.static_steps, c.continuous_steps)} the steps of continuous batching here.",
-            self.pick(7.0, 3.5))
+            self.pick(7.0, 3.3))
         self.play(FadeIn(VGroup(panel, card)), *anims, run_time=0.6)
         self.hold_caption()
 

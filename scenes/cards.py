@@ -84,10 +84,13 @@ class TitleCard(Card):
 
     def story(self) -> None:
         head = theme.text(self.TITLE, FS_HEAD, theme.ACCENT, bold=True).to_edge(UP, buff=1.2)
-        self.beat(head, self.TITLE, self.pick(2.0, 1.0))
         definition = paragraph(DEFINITION, FS_SUB, theme.TEXT, 52).next_to(head, DOWN, buff=0.7,
                                                                       aligned_edge=LEFT)
-        self.beat(definition, DEFINITION, self.pick(6.0, 3.6))
+        if self.teaser:  # the title comes in with its definition: one beat less to wait through
+            self.beat(VGroup(head, definition), f"{self.TITLE}. {DEFINITION}", 3.4)
+        else:
+            self.beat(head, self.TITLE, 2.0)
+            self.beat(definition, DEFINITION, 6.0)
         claim = paragraph(CLAIM, theme.FS_CAPTION, theme.DIM, 70)
         claim.next_to(definition, DOWN, buff=0.6, aligned_edge=LEFT)
         self.beat(claim, CLAIM, self.pick(5.0, 2.6))
@@ -264,7 +267,8 @@ class ClosingCard(Card):
             y = block.get_bottom()[1] - 0.4
             detail = f.detail[:1].upper() + f.detail[1:]
             self.beat(block, f"{f.headline}. {detail}.", self.pick(4.5, 2.0))
-        outro = paragraph(OUTRO, theme.FS_BODY, theme.DIM, 110).to_edge(DOWN, buff=0.45)
-        outro.to_edge(LEFT, buff=0.8)
-        self.beat(outro, OUTRO, self.pick(3.0, 1.2))
+        if not self.teaser:  # the teaser ends on the figures: the how-to is the explainer's
+            outro = paragraph(OUTRO, theme.FS_BODY, theme.DIM, 110).to_edge(DOWN, buff=0.45)
+            outro.to_edge(LEFT, buff=0.8)
+            self.beat(outro, OUTRO, 3.0)
         self.clear_out(self.pick(0.4, 0.3))

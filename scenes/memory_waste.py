@@ -273,7 +273,7 @@ class MemoryWasteScene(Captioned, StoryScene):
         self.play(FadeIn(part1), FadeIn(self.counters["step"]), *self.caption(
             f"{n_req} requests, held two ways by the same model at the same steps. A contiguous "
             "cache must reserve the longest a request may grow to; a paged one takes pages as "
-            "it grows.", self.pick(6.5, 3.0)), run_time=0.6)
+            "it grows.", self.pick(6.5, 3.4)), run_time=0.6)
 
         stops = list(range(0, m.moment + 1, self.pick(3, 9)))
         if stops[-1] != m.moment:
@@ -288,10 +288,11 @@ class MemoryWasteScene(Captioned, StoryScene):
             self.wait(self.pick(0.7, 0.1))
         mo = m.moments[m.moment]
         tails = ", ".join(f"{h.task} {h.paged_waste}" for h in mo.held)
-        self.play(*self.caption(
-            f"Step {mo.step}: the paged requests waste only the tail of their last page "
-            f"({tails} slots); each contiguous row leaves the rest of its {m.max_len} unused.",
-            self.pick(7.0, 3.5)), run_time=0.4)
+        if not self.teaser:  # the teaser's end card says where paged memory's waste is
+            self.play(*self.caption(
+                f"Step {mo.step}: the paged requests waste only the tail of their last page "
+                f"({tails} slots); each contiguous row leaves the rest of its {m.max_len} "
+                "unused.", 7.0), run_time=0.4)
         self.hold_caption()
 
         self.chapter("One budget")
@@ -347,7 +348,7 @@ class MemoryWasteScene(Captioned, StoryScene):
                 extra = self.caption(
                     f"Contiguous holds at most {m.dense_fit} at once; paged holds up to "
                     f"{m.paged_fit}, taking pages as tokens arrive (and preempting if it must).",
-                    self.pick(6.5, 3.0))
+                    self.pick(6.5, 3.3))
                 said = True
             self.set_budget(a, b, self.pick(0.7, 0.35), extra)
             self.wait(self.pick(0.3, 0.05))

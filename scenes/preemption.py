@@ -85,9 +85,16 @@ class PreemptionScene(StoryScene):
         rp = self.replay = StoryReplay.steered(self, trace, keep)
         self.chapter("The pool runs dry")
         self._intro(rp)
-        if st.preempt is not None:
+        if st.preempt is not None and teaser and st.frees:
+            # The teaser frees the victim's first page while the board says why it was chosen,
+            # and lets the fast-forward say the requeue: the readmission beat tells the cost.
+            first = st.frees[0]
+            rp.hook_instead(first, lambda r, spec: self._victim_beat(r, first, spec.events))
+        elif st.preempt is not None:
             rp.hook_before(st.frees[0] if st.frees else st.preempt, self._victim_beat)
+        if st.preempt is not None and not teaser:
             rp.hook_instead(st.preempt, self._requeue_beat)
+        if st.preempt is not None:
             if st.readmit is not None and teaser:  # the board alone says what the admit does
                 rp.hook_instead(st.readmit,
                                 lambda r, spec: self._recompute_beat(r, st.readmit, spec.events))
@@ -128,7 +135,7 @@ class PreemptionScene(StoryScene):
                    "at a time while they decode", "what happens when a token needs a page and "
                    "none is left?", run_time=0.5, hold=self.pick(2.2, 2.2))
 
-    def _victim_beat(self, rp: StoryReplay, i: int) -> None:
+    def _victim_beat(self, rp: StoryReplay, i: int, events: list[int] = ()) -> None:
         st = self.facts
         p = st.events[st.preempt]
         prev = st.events[i - 1]["state"]
@@ -158,7 +165,7 @@ class PreemptionScene(StoryScene):
         rp.tell(f"{needer}'s next token (position {p['position']}) needs a new page: "
                    f"{free} free, {len(prev['cached'])} cached", f"the pool is dry: the "
                    f"scheduler preempts the newest running request, {who}", build=build,
-                   hold=self.pick(3.8, 4.5), code=(frame, i))
+                   hold=self.pick(3.8, 4.5), events=events, code=(frame, i))
 
     def _requeue_beat(self, rp: StoryReplay, spec) -> None:
         st = self.facts

@@ -158,7 +158,7 @@ class PrefixCacheScene(StoryScene):
             rp.hook_after(st.full_admit, self._full_hit_beat)
         if st.first_cache is not None and not teaser:
             rp.hook_instead(st.first_cache, self._cached_beat)
-        if st.first_evict is not None:
+        if st.first_evict is not None and not teaser:  # the teaser: sharing, not eviction
             rp.hook_instead(st.first_evict, self._evict_beat)
         rp.run()
         self.chapter("Two real runs")

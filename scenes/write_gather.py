@@ -577,7 +577,7 @@ class WriteGatherScene(StoryScene):
         if self.teaser:
             self.beat(f"Write: token t of row b goes to slot page_table[b, t // {ps}]·{ps} + "
                       f"t % {ps}", "padding goes to the null page; the numbers under the "
-                      "tokens are the real slot_index output", 5.0,
+                      "tokens are the real slot_index output", 3.8,
                       ([FadeIn(static), FadeIn(flat), FadeIn(labels)], 0.8), ([fly], 1.6))
         else:
             pad_slots = [c.slot for c in pads]
@@ -801,7 +801,7 @@ class WriteGatherScene(StoryScene):
         if self.teaser:
             self.beat(f"Gather reads {name}'s pages in table order, {order}, and cuts at "
                       f"total_len = {total}", "scattered in memory, in order in the buffer; "
-                      f"the view keeps positions 0-{total - 1}", 5.0, reads, fly,
+                      f"the view keeps positions 0-{total - 1}", 3.8, reads, fly,
                       (anims, 0.6))
         else:
             self.beat(f"Gather reads {name}'s pages in table order, {order}: scattered in "
@@ -900,7 +900,7 @@ class WriteGatherScene(StoryScene):
             self.beat(f"Attention: {name}'s query scores all {total} keys, page by page; "
                       "softmax makes the weights", f"the model's own numbers: layer "
                       f"{a['layer']}, head {h}; largest weight {fmt(weights[j_max])} on key "
-                      f"{j_max}", 4.5, *enter,
+                      f"{j_max}", 3.3, *enter,
                       ([FadeIn(label_s), FadeIn(label_w), *[FadeIn(t) for t in score_txt],
                         *grow], 1.0))
         else:

@@ -252,3 +252,31 @@ def test_one_stream_writes_what_manims_writer_writes(smoke, tmp_path):
         fb = [f.to_ndarray(format="gray") for f in b.decode(video=0)][:: 20]
     for x, y in zip(fa, fb):  # the same pictures, up to x264's lossy coding of each
         assert abs(x.astype(int) - y.astype(int)).mean() < 2.0
+
+
+def test_the_teaser_plan_fits_its_limit(tmp_path, monkeypatch):
+    """Every part of the teaser's plan built state-only, as the promo renders it (its env, the
+    scenes' own workloads): each storyboard scene within its share, the whole under the limit
+    the promo enforces, with the cards' and scenes' real timings rather than estimates."""
+    import importlib
+
+    from manim import tempconfig
+    from scene_checks import TEASER_SCENE_MAX, state_only
+
+    from promo.build import TEASER_MAX
+    from scenes.storyboard import STORYBOARD
+
+    lengths = {}
+    for part in P.plan("teaser", log=lambda *_: None):
+        for k, v in part.env.items():
+            monkeypatch.setenv(k, v)
+        cls = getattr(importlib.import_module(part.file.removesuffix(".py").replace("/", ".")),
+                      part.cls)
+        with tempconfig(state_only(tmp_path)):
+            scene = cls(skip_animations=True)
+            scene.render()
+        lengths[part.cls] = scene.clock
+    assert list(lengths) == ["TitleCard", *(cls for _, cls in STORYBOARD), "ClosingCard"]
+    for _, cls in STORYBOARD:
+        assert 8 <= lengths[cls] <= TEASER_SCENE_MAX, (cls, lengths[cls])
+    assert sum(lengths.values()) <= TEASER_MAX - 3, lengths  # a margin for frame rounding

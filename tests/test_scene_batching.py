@@ -10,7 +10,7 @@ import pytest
 
 pytest.importorskip("manim")
 
-from scene_checks import render  # noqa: E402
+from scene_checks import TEASER_SCENE_MAX, render  # noqa: E402
 
 from astrai.compare import batching  # noqa: E402
 from astrai.compare.batching import GEN, IDLE, PROMPT  # noqa: E402
@@ -110,7 +110,7 @@ def test_end_card_and_captions(scenes, comparison):
         assert scene.cues and all(dur > 0 and text for _, dur, text in scene.cues)
         assert [name for _, name in scene.chapters] == ["Two runs", "Steps", "End card"]
     assert teaser.now < full.now
-    assert teaser.now <= 16 and full.now <= 120
+    assert teaser.now <= TEASER_SCENE_MAX and full.now <= 120
 
 
 @pytest.mark.parametrize("cut", ["full", "teaser"])

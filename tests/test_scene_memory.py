@@ -8,7 +8,7 @@ import pytest
 
 pytest.importorskip("manim")
 
-from scene_checks import render  # noqa: E402
+from scene_checks import TEASER_SCENE_MAX, render  # noqa: E402
 
 from astrai.compare import memory  # noqa: E402
 from astrai.workload import parse_workload  # noqa: E402
@@ -132,7 +132,7 @@ def test_end_card_and_cuts(scenes, comparison):
         assert scene.cues and [n for _, n in scene.chapters] == [
             "Same moments", "One budget", "End card"]
     assert teaser.now < full.now <= 120
-    assert teaser.now <= 16
+    assert teaser.now <= TEASER_SCENE_MAX
 
 
 @pytest.mark.parametrize("cut", ["full", "teaser"])

@@ -18,7 +18,7 @@ import pytest
 manim = pytest.importorskip("manim")
 
 from manim import config  # noqa: E402
-from scene_checks import render  # noqa: E402
+from scene_checks import TEASER_SCENE_MAX, render  # noqa: E402
 
 from astrai.errors import TraceFormatError, WorkloadError  # noqa: E402
 from astrai.model import ModelConfig, TinyModel  # noqa: E402
@@ -190,7 +190,7 @@ def test_code_panels_show_real_source_and_mark_the_work(scene):
 def test_cuts_pace_and_captions(scenes):
     full, teaser = scenes["full"], scenes["teaser"]
     assert 60 <= full.time <= 125
-    assert 10 <= teaser.time <= 16
+    assert 8 <= teaser.time <= TEASER_SCENE_MAX
     assert [name for _, name in full.chapters] == ["write", "gather", "decode", "attention"]
     assert [name for _, name in teaser.chapters] == ["write", "decode", "attention"]
     for sc in (full, teaser):

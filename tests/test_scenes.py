@@ -21,7 +21,13 @@ manim = pytest.importorskip("manim")
 av = pytest.importorskip("av")
 
 from manim import config, tempconfig  # noqa: E402
-from scene_checks import FS_KINDS, expected_label, source_lines, state_only  # noqa: E402
+from scene_checks import (  # noqa: E402
+    FS_KINDS,
+    TEASER_SCENE_MAX,
+    expected_label,
+    source_lines,
+    state_only,
+)
 
 from astrai.errors import TraceFormatError  # noqa: E402
 from astrai.trace import record, save_trace  # noqa: E402
@@ -372,7 +378,7 @@ def test_the_teaser_applies_every_event_and_ends_where_the_trace_ends(built, nam
 
 def test_the_seed_teaser_is_short(built):
     _, scene = built("seed", "teaser")
-    assert 10 <= scene.clock <= 16  # the promo's budget: about 15 s a scene
+    assert 8 <= scene.clock <= TEASER_SCENE_MAX  # the promo's budget a scene
     kinds = [trace_kind for _, trace_kind, _, _ in scene.replay.beat_times]
     assert kinds.count("montage") >= 6  # still a story: arrivals, growth, frees, reuse
 

@@ -405,7 +405,7 @@ def _pages(evs: list[dict], kind_: str) -> str:
     return ", ".join(str(e["page"]) for e in evs if e["kind"] == kind_)
 
 
-@kind("montage", (0.8, 0.5, 0.5), TAKE, GROW, SHARE, EVICT, FREE)
+@kind("montage", (0.7, 0.45, 0.45), TAKE, GROW, SHARE, EVICT, FREE)
 def montage(r: Replay, spec: BeatSpec) -> None:
     """Teaser only: one task's pages moving one way, with the beats before it folded in."""
     beat, main, _ = _applied(r, spec)
