@@ -141,7 +141,8 @@ class PreemptionScene(StoryScene):
         prev = st.events[i - 1]["state"]
         running = st.running_before()
         victim, needer = p["task"], p["needed_by"]
-        board = Board(rp.layout, "running requests, oldest first (admission order)")
+        # The board holds the state the choice was made on (before any page goes back), so say so.
+        board = Board(rp.layout, "when the pool ran dry: running requests, oldest first")
         board.skip(0.1)
         for name, step in running:
             pages = len(prev["page_tables"].get(name, []))
