@@ -19,6 +19,24 @@ FS_KINDS = ("arrive", "cleanup", "refill", "prefill", "decode")
 TEASER_SCENE_MAX = 11.5
 
 
+# A one-request workload small enough for a real render in every test run (the smoke renders).
+SMOKE = """
+name = "smoke"
+[cache]
+n_pages = 3
+page_size = 4
+[model]
+n_layers = 1
+n_heads = 2
+n_kv_heads = 1
+head_dim = 8
+[[request]]
+name = "A"
+prompt_len = 5
+max_new_tokens = 2
+"""
+
+
 def state_only(media_dir, **more) -> dict:
     """Manim's config for building a scene without video (and quietly), plus `more`."""
     return {"format": "none", "disable_caching": True, "media_dir": str(media_dir),

@@ -19,6 +19,8 @@ av = pytest.importorskip("av")
 srt = pytest.importorskip("srt")
 pytest.importorskip("manim")
 
+from scene_checks import SMOKE  # noqa: E402
+
 from promo import parts as P  # noqa: E402
 from promo.build import build, chapters_of  # noqa: E402
 from promo.join import join, probe, read_chapters  # noqa: E402
@@ -31,22 +33,6 @@ from promo.subtitles import (  # noqa: E402
     shift,
 )
 from scenes import cards  # noqa: E402
-
-SMOKE = """
-name = "promo-smoke"
-[cache]
-n_pages = 3
-page_size = 4
-[model]
-n_layers = 1
-n_heads = 2
-n_kv_heads = 1
-head_dim = 8
-[[request]]
-name = "A"
-prompt_len = 5
-max_new_tokens = 2
-"""
 
 FPS = 15
 

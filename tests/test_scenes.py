@@ -22,6 +22,7 @@ av = pytest.importorskip("av")
 
 from manim import config, tempconfig  # noqa: E402
 from scene_checks import (  # noqa: E402
+    SMOKE,
     TEASER_SCENE_MAX,
     check_screen_equals_trace,
     expected_label,
@@ -75,21 +76,6 @@ after = "A"
 """
 
 # The smallest story for a real render: one request, two pages.
-SMOKE = """
-name = "smoke"
-[cache]
-n_pages = 3
-page_size = 4
-[model]
-n_layers = 1
-n_heads = 2
-n_kv_heads = 1
-head_dim = 8
-[[request]]
-name = "A"
-prompt_len = 5
-max_new_tokens = 2
-"""
 
 PAGE_KINDS = {"alloc", "share", "free", "cache", "evict", "preempt", "retire"}
 
