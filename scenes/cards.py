@@ -45,28 +45,13 @@ class Card(StoryScene):
 
     WORKLOAD = ""
 
-    # The base's own clock (show/hold), where it has one, places subtitles; else Manim's time.
-    def _show(self, animations: list, run_time: float) -> None:
-        if hasattr(StoryScene, "show"):
-            self.show(animations, run_time)
-        else:
-            self.play(*animations, run_time=run_time)
-
-    def _hold(self, seconds: float) -> None:
-        if hasattr(StoryScene, "hold"):
-            self.hold(seconds)
-        else:
-            self.wait(seconds, frozen_frame=True)
-
-    def beat(self, mobject, caption: str, hold: float, fade: float = 0.5) -> None:
-        """Fade `mobject` in and keep it `hold` seconds in all, subtitled with `caption`."""
-        self.say(caption, hold)
-        self._show([FadeIn(mobject, shift=0.15 * UP)], fade)
-        self._hold(max(hold - fade, 1 / 60))
+    def card(self, mobject, line: str | None, hold: float, fade: float = 0.5) -> None:
+        """Fade `mobject` in while the narrator says `line`; at least `hold` seconds in all."""
+        self.beat([FadeIn(mobject, shift=0.15 * UP)], fade, max(hold - fade, 1 / 60), line=line)
 
     def clear_out(self, run_time: float = 0.4) -> None:
         if self.mobjects:
-            self._show([FadeOut(m) for m in self.mobjects], run_time)
+            self.show([FadeOut(m) for m in self.mobjects], run_time)
 
 
 # ---- opening ----------------------------------------------------------------------------------
@@ -87,13 +72,13 @@ class TitleCard(Card):
         definition = paragraph(DEFINITION, FS_SUB, theme.TEXT, 52).next_to(head, DOWN, buff=0.7,
                                                                       aligned_edge=LEFT)
         if self.teaser:  # the title comes in with its definition: one beat less to wait through
-            self.beat(VGroup(head, definition), f"{self.TITLE}. {DEFINITION}", 3.4)
+            self.card(VGroup(head, definition), f"{self.TITLE}. {DEFINITION}", 3.4)
         else:
-            self.beat(head, self.TITLE, 2.0)
-            self.beat(definition, DEFINITION, 6.0)
+            self.card(head, self.TITLE, 2.0)
+            self.card(definition, DEFINITION, 6.0)
         claim = paragraph(CLAIM, theme.FS_CAPTION, theme.DIM, 70)
         claim.next_to(definition, DOWN, buff=0.6, aligned_edge=LEFT)
-        self.beat(claim, CLAIM, self.pick(5.0, 2.6))
+        self.card(claim, CLAIM, self.pick(5.0, 2.6))
         self.clear_out(self.pick(0.4, 0.3))
 
 
@@ -151,7 +136,7 @@ class ChapterCard(Card):
         group = VGroup(*parts).arrange(DOWN, buff=0.35)
         rule = Line(3 * LEFT, 3 * RIGHT, color=theme.FAINT).next_to(group, UP, buff=0.35)
         caption = chapter + (f": {title}" if len(parts) > 1 and title not in chapter else "")
-        self.beat(VGroup(rule, group), caption, self.pick(3.0, 1.6))
+        self.card(VGroup(rule, group), caption, self.pick(3.0, 1.6))
         self.clear_out(0.3)
 
 
@@ -255,7 +240,7 @@ class ClosingCard(Card):
     def story(self) -> None:
         figures = self.figures if self.figures is not None else closing_figures()
         head = theme.text(self.TITLE, FS_SUB + 4, theme.ACCENT, bold=True).to_edge(UP, buff=0.6)
-        self.beat(head, f"{self.TITLE}. {CLOSING}", self.pick(2.5, 1.2))
+        self.card(head, f"{self.TITLE}. {CLOSING}", self.pick(2.5, 1.2))
         y = head.get_bottom()[1] - 0.55
         for f in figures:
             block = VGroup(
@@ -266,9 +251,9 @@ class ClosingCard(Card):
             block.move_to([0, y, 0], aligned_edge=UP).to_edge(LEFT, buff=0.8)
             y = block.get_bottom()[1] - 0.4
             detail = f.detail[:1].upper() + f.detail[1:]
-            self.beat(block, f"{f.headline}. {detail}.", self.pick(4.5, 2.0))
+            self.card(block, f"{f.headline}. {detail}.", self.pick(4.5, 2.0))
         if not self.teaser:  # the teaser ends on the figures: the how-to is the explainer's
             outro = paragraph(OUTRO, theme.FS_BODY, theme.DIM, 110).to_edge(DOWN, buff=0.45)
             outro.to_edge(LEFT, buff=0.8)
-            self.beat(outro, OUTRO, 3.0)
+            self.card(outro, OUTRO, 3.0)
         self.clear_out(self.pick(0.4, 0.3))
