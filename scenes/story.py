@@ -53,7 +53,7 @@ from astrai.trace import Trace
 from scenes import theme
 from scenes.cues import MAX_CUE, MIN_CUE
 from scenes.kit.camera import ReplayCamera
-from scenes.voice import PAUSE, Line, Narrator
+from scenes.voice import PAUSE, RATE, Line, Narrator
 
 LINGER = 0.5  # seconds a cue stays after its speech, to finish reading it
 
@@ -259,10 +259,27 @@ class StoryScene(Scene):
     def panels(self) -> list[dict]:
         return self.replay.panels if self.replay is not None else self._panels
 
+    def tear_down(self) -> None:
+        """The narration track ends with the video: silence pads it to the last frame (a
+        narrated render with nothing spoken gets a silent track, so every part of a cut has
+        sound and the join can copy it)."""
+        super().tear_down()
+        if self.skip_animations or not self.narrator.on:
+            return
+        from pydub import AudioSegment
+
+        writer = self._get_manager().file_writer
+        writer.add_audio_segment(AudioSegment.silent(0, frame_rate=RATE), time=float(self.time))
+
     def setup(self) -> None:
         self.camera.background_color = theme.BG
 
     def construct(self) -> None:
+        (self.teaser_story if self.teaser else self.story)()
+
+    def teaser_story(self) -> None:
+        """The teaser's shot: by default the story itself (its beats pace themselves by cut);
+        a scene with a shot of its own overrides this rather than forking inside `story`."""
         self.story()
 
     def story(self) -> None:  # pragma: no cover - every scene implements it
