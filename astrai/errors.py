@@ -39,6 +39,10 @@ class IntegrityError(CacheError):
     """check() found the allocator's structures out of agreement."""
 
 
+class SharedPage(CacheError, ValueError):
+    """A copy aimed at a page other owners hold (or at its own source)."""
+
+
 class SchedulerError(AstraiError):
     """Misuse of the scheduler."""
 

@@ -8,7 +8,8 @@
     [scheduler]  max_batch, prefix_caching, temperature, seed
     [prefixes]   name = length: shared token runs (e.g. a system prompt)
     [[request]]  name, prompt_len | prompt (token ids) | prompt_text, prefix, max_new_tokens,
-                 arrival (step) | after (a request's name: arrives once it has finished);
+                 arrival (step) | after (a request's name: arrives once it has finished),
+                 n (samples of the one prompt, default 1: the tasks name, name.1, ...);
                  prefix names one prefix, or a list of them that the prompt starts with in
                  order (e.g. ["other", "rules"]: the same tokens after another beginning)
 
@@ -32,7 +33,7 @@ import torch
 
 from astrai.errors import AstraiError, WorkloadError
 from astrai.files import read_text
-from astrai.inference.cache import PagedCache
+from astrai.inference.cache import PagedCache, pages_for
 from astrai.inference.scheduler import Scheduler, Status, Task
 from astrai.memory import available_bytes
 from astrai.model import ModelConfig, TinyModel
@@ -57,6 +58,12 @@ class Request:
     after: str | None = None
     prefix: str | tuple[str, ...] | None = None  # a name, or names joined in order
     text: str | None = None  # the prompt as text, when given as prompt_text
+    n: int = 1  # samples (parallel sampling): tasks name, name.1, ..., name.{n-1}
+
+    @property
+    def sample_names(self) -> list[str]:
+        """The names of the tasks this request becomes (the scheduler's naming)."""
+        return [self.name] + [f"{self.name}.{i}" for i in range(1, self.n)]
 
 
 @dataclass(frozen=True)
@@ -105,6 +112,7 @@ class Workload:
                     **({"after": r.after} if r.after else {"arrival": r.arrival}),
                     **({"prefix": r.prefix if isinstance(r.prefix, str) else list(r.prefix)}
                        if r.prefix else {}),
+                    **({"n": r.n} if r.n != 1 else {}),
                 }
                 for r in self.requests
             ],
@@ -242,7 +250,7 @@ def parse_workload(data: dict[str, Any], source: str = "workload") -> Workload:
     for i, item in enumerate(raw):
         r = _Fields(source, f"request[{i}]", item,
                     {"name", "prompt_len", "prompt", "prefix", "max_new_tokens", "arrival",
-                     "after", "prompt_text"})
+                     "after", "prompt_text", "n"})
         rname = r.get("name", str, None, "a string")
         if not rname or rname in names:
             raise r.err("name", "must be a unique non-empty string")
@@ -290,10 +298,26 @@ def parse_workload(data: dict[str, Any], source: str = "workload") -> Workload:
         arrival = r.int("arrival", 0, low=0)
         if arrival >= MAX_STEPS:
             raise r.err("arrival", f"must be below {MAX_STEPS}, the most steps a run takes")
+        n = r.int("n", 1)
+        if n > max_batch:
+            raise r.err("n", f"must be at most scheduler.max_batch ({max_batch}): the samples "
+                             "run together")
+        # A preempted group recomputes each sample on its own pages: it must fit unshared.
+        group_pages = n * pages_for(len(prompt) + max_new - 1, page_size)
+        if n > 1 and group_pages > n_pages:
+            raise r.err("n", f"samples need up to {group_pages} pages ({len(prompt)} prompt + "
+                             f"{max_new} new tokens each, none shared once preempted); the "
+                             f"pool has cache.n_pages {n_pages}")
         requests.append(Request(
             name=rname, prompt=prompt, max_new_tokens=max_new,
-            arrival=arrival, after=after, prefix=prefix, text=text,
+            arrival=arrival, after=after, prefix=prefix, text=text, n=n,
         ))
+    tasks = [name for req in requests for name in req.sample_names]
+    for i, req in enumerate(requests):
+        clash = next((name for name in req.sample_names[1:] if tasks.count(name) > 1), None)
+        if clash is not None:
+            raise WorkloadError(f"{source}: request[{i}].n names a sample {clash!r}, the name "
+                                "of another request or sample")
     for i, req in enumerate(requests):
         if req.after is not None and req.after not in names - {req.name}:
             raise WorkloadError(
@@ -415,7 +439,7 @@ def run_workload(wl: Workload, scheduler: Scheduler, max_steps: int = MAX_STEPS)
     arrivals = Arrivals(wl)
     while arrivals.pending or not scheduler.idle:
         for req in arrivals.due(scheduler):
-            scheduler.submit(Task(req.name, list(req.prompt), req.max_new_tokens))
+            scheduler.submit(Task(req.name, list(req.prompt), req.max_new_tokens, n=req.n))
         if scheduler.step_count >= max_steps:
             raise WorkloadError(f"workload {wl.name!r} not done after {max_steps} steps")
         scheduler.step()
@@ -499,7 +523,8 @@ class _Tokenizer:
 
 def text_log(wl: Workload) -> TextLog | None:
     """What the recorder needs to carry text: None when no request was given as text."""
-    prompts = {r.name: r.text for r in wl.requests if r.text is not None}
+    prompts = {name: r.text for r in wl.requests if r.text is not None
+               for name in r.sample_names}
     return TextLog(load_tokenizer(wl.checkpoint), prompts) if prompts else None
 
 

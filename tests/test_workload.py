@@ -27,7 +27,7 @@ def test_shipped_workloads_load_and_finish():
         wl = load_workload(name)
         _, _, scheduler = build(wl)
         outputs = run_workload(wl, scheduler)
-        assert {r.name: r.max_new_tokens for r in wl.requests} == {
+        assert {n: r.max_new_tokens for r in wl.requests for n in r.sample_names} == {
             k: len(v) for k, v in outputs.items()
         }
         scheduler.cache.check()

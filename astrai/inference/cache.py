@@ -38,6 +38,7 @@ from astrai.errors import (
     PageNotAllocated,
     PageOutOfRange,
     PrefixConflict,
+    SharedPage,
 )
 
 _WORD = 64  # pages per word of the free bitmask
@@ -60,6 +61,7 @@ class CacheListener:
     def on_record(self, pages: list[int]) -> None: ...  # pages newly recorded as a prefix
     def on_write(self, layer_id: int, page_table, start_pos, n_tokens: int, lengths) -> None: ...
     def on_gather(self, layer_id: int, index, total_len: int) -> None: ...  # index: [B * cols]
+    def on_copy(self, src: int, dst: int, n_slots: int) -> None: ...  # copy_page, once copied
 
 
 class _Entry(NamedTuple):
@@ -599,6 +601,30 @@ class PagedCache:
         n = slots.shape[0]
         self._k_slots[layer_id].index_copy_(0, slots, k.reshape(n, self.n_kv_heads, self.head_dim))
         self._v_slots[layer_id].index_copy_(0, slots, v.reshape(n, self.n_kv_heads, self.head_dim))
+
+    def copy_page(self, src: int, dst: int, n_slots: int) -> None:
+        """Copy the first n_slots slots of page src into page dst, K and V of every layer: the
+        copy half of copy-on-write (the scheduler then points its table at dst and drops src).
+
+        Both pages must be in use and dst held by one owner only (refs 1): copying into a page
+        someone else reads would be a write into a shared page. Checked before anything moves.
+        """
+        src, dst = self._page_id(src), self._page_id(dst)
+        self.require_held((src, dst), "copy_page")
+        if src == dst:
+            raise SharedPage(f"copy_page: source and destination are both page {src}")
+        if self._refs[dst] != 1:
+            raise SharedPage(f"copy_page: destination page {dst} has {self._refs[dst]} holders; "
+                             "a copy may only go to a page held by one")
+        if isinstance(n_slots, bool) or not isinstance(n_slots, int) \
+                or not 0 <= n_slots <= self.page_size:
+            raise ValueError(f"copy_page: n_slots must be an int in 0..{self.page_size}, "
+                             f"got {n_slots!r}")
+        # One strided copy per tensor covers every layer: [n_layers, n_slots, H, D].
+        self._k_store[:, dst, :n_slots].copy_(self._k_store[:, src, :n_slots])
+        self._v_store[:, dst, :n_slots].copy_(self._v_store[:, src, :n_slots])
+        if self.listener is not None:
+            self.listener.on_copy(src, dst, n_slots)
 
     def gather_index(self, page_table: torch.Tensor, total_len: int) -> torch.Tensor:
         """The page ids to gather for total_len tokens, -1 replaced by the null page, flat."""

@@ -3,6 +3,19 @@
 Host-side bookkeeping (page tables, lengths) lives in plain Python lists; tensors are built once
 per forward. A task's `length` counts the tokens whose K/V are in the cache; its newest output
 token is always one ahead (its K/V is written by the next decode step).
+
+Parallel sampling (`Task(..., n=3)`, vLLM's `SamplingParams.n`): a request asking for n samples
+becomes a group of n tasks at submit. Sample 0 keeps the request's name, the others are named
+`name.1` .. `name.{n-1}`; each draws from its own generator, seeded by its name as any task's
+is, so a sample's tokens equal those of an independent request of that name and prompt. The
+prompt is prefilled once, by sample 0; the others then fork: they share every page of it
+(refcount n), and each draws its first token from the same logits. Before a sample writes into
+a page it shares (the prompt's partly filled last page), it copies it: a fresh page gets the
+page's filled slots of every layer's K and V, the table points at it and the shared page loses
+a reference; a sample whose page is no longer shared (the last holder) writes in place and
+copies nothing. Full shared pages are never written again and stay shared until the samples
+finish. This is what vLLM's block manager does (fork shares every block; copy-on-write on
+append to a shared last block); preemption differs (see `_preempt`).
 """
 
 from __future__ import annotations
@@ -40,6 +53,14 @@ class Task:
     length: int = 0  # tokens with K/V in the cache
     cached_len: int = 0  # of those, served by prefix-cache hits at admission
     preemptions: int = 0
+    n: int = 1  # samples asked for (parallel sampling); submit() makes the group
+    # Every task of a group, sample 0 first (the same list on each of them); [] when n == 1.
+    samples: list[Task] = field(default_factory=list, repr=False)
+
+    @property
+    def sample(self) -> int:
+        """This task's index in its group (0 outside a group)."""
+        return self.samples.index(self) if self.samples else 0
 
     @property
     def tokens(self) -> list[int]:
@@ -61,6 +82,12 @@ class SchedulerListener:
     def on_phase(self, step: int, phase: str) -> None: ...
     # Before the shares and allocs: hits, pages to allocate and pages available, as decided.
     def on_admit(self, task: Task, hits: list[int], needed: int, available: int) -> None: ...
+    # Before the allocs of a readmitted group's sample (its shares came after on_admit).
+    def on_fill(self, task: Task) -> None: ...
+    # Before a sample shares its group's prompt pages (sample 0 prefilled them).
+    def on_fork(self, task: Task, parent: Task) -> None: ...
+    # Before a task copies the shared page at page_table[logical] to write into its copy.
+    def on_cow(self, task: Task, logical: int) -> None: ...
     def on_wait(self, task: Task, needed: int, available: int) -> None: ...
     def on_grow(self, task: Task) -> None: ...  # before a decode step allocates it a page
     def on_drop(self, task: Task) -> None: ...  # before its pages are freed (retire, preempt)
@@ -120,12 +147,39 @@ class Scheduler:
                 f"({len(task.prompt)} prompt + {task.max_new_tokens} new tokens, page_size "
                 f"{self.cache.page_size}); the pool has {self.cache.n_pages}"
             )
+        group = self._group_of(task, most)
         task.status = Status.WAITING
-        self.tasks[task.name] = task
-        self.waiting.append(task)
+        for member in group:
+            member.samples = group if len(group) > 1 else []
+            self.tasks[member.name] = member
+            self.waiting.append(member)
         if self.listener is not None:
             self.listener.on_submit(task)
         return task
+
+    def _group_of(self, task: Task, most: int) -> list[Task]:
+        """The n tasks of a request (just [task] for n == 1), checked before any is queued.
+
+        A group must fit the pool with nothing shared: a preempted group is readmitted as n
+        sequences that each recompute their own tokens on their own pages (see _preempt)."""
+        n = task.n
+        if n == 1:
+            return [task]
+        if n > self.max_batch:
+            raise SchedulerError(f"task {task.name!r} asks for n={n} samples; they run together "
+                                 f"and max_batch is {self.max_batch}")
+        pages = n * self.cache.pages_for(most)
+        if pages > self.cache.n_pages:
+            raise RequestTooLarge(
+                f"task {task.name!r}: n={n} samples need up to {pages} pages ({n} x "
+                f"{self.cache.pages_for(most)}, none shared once preempted); the pool has "
+                f"{self.cache.n_pages}"
+            )
+        names = [f"{task.name}.{i}" for i in range(1, n)]
+        taken = [name for name in names if name in self.tasks]
+        if taken:
+            raise SchedulerError(f"task {task.name!r}: its sample name {taken[0]!r} is taken")
+        return [task] + [Task(name, list(task.prompt), task.max_new_tokens) for name in names]
 
     @property
     def idle(self) -> bool:
@@ -181,6 +235,13 @@ class Scheduler:
         admitted = []
         while self.waiting and len(self.running) < self.max_batch:
             task = self.waiting[0]
+            if task.samples:  # a group is admitted whole, or waits whole
+                if len(self.running) + len(task.samples) > self.max_batch:
+                    break
+                if not self._refill_group(task.samples):
+                    break
+                admitted += task.samples
+                continue
             fit = self._fit(task)
             if fit is None:
                 break  # the head waits; nobody skips ahead of it
@@ -189,6 +250,61 @@ class Scheduler:
             self._admit(task, *fit)
             admitted.append(task)
         return admitted
+
+    def _refill_group(self, group: list[Task]) -> bool:
+        """Admit a group at the head of the queue, if its pages can be had now.
+
+        A fresh group needs only its prompt's pages: sample 0 takes them and prefills, and the
+        others fork after that forward (in _forward), holding no page until then. A group
+        readmitted after a preemption has diverged: every sample is admitted as a sequence of
+        its own tokens (prefix-cache hits shared), all or none."""
+        lead = group[0]
+        fresh = not lead.output
+        fit = self._fit(lead) if fresh else self._fit_group(group)
+        if fit is None:
+            return False
+        for _ in group:
+            self.waiting.popleft()
+        self.running += group
+        if fresh:
+            self._admit(lead, *fit)
+            for task in group[1:]:
+                task.status = Status.RUNNING  # holds nothing until it forks
+        else:
+            self._admit_group(group, *fit)
+        return True
+
+    def _fit_group(self, group: list[Task]):
+        """(hits of each task, pages to allocate for each, pages available) if every task of a
+        readmitted group fits now, else None (one wait event, for the group's first task)."""
+        cache = self.cache
+        hits = [cache.lookup_prefix(t.tokens[:-1]) if self.prefix_caching else [] for t in group]
+        needed = [cache.pages_for(len(t.tokens)) - len(h) for t, h in zip(group, hits)]
+        revived = len({p for h in hits for p in h if cache.refcount(p) == 0})
+        available = cache.n_available - revived
+        if sum(needed) > available:
+            if self.listener is not None:
+                self.listener.on_wait(group[0], sum(needed), available)
+            return None
+        return hits, needed, available
+
+    def _admit_group(self, group: list[Task], hits: list[list[int]], needed: list[int],
+                     available: int) -> None:
+        """Every hit of every task is shared before any page is allocated, so no alloc can
+        evict a cached page a later task of the group was promised."""
+        cache = self.cache
+        for task, task_hits, task_needed in zip(group, hits, needed):
+            if self.listener is not None:
+                self.listener.on_admit(task, task_hits, task_needed, available)
+            for page in task_hits:
+                task.page_table.append(page)
+                cache.inc_ref(page)
+            task.cached_len = task.length = len(task_hits) * cache.page_size
+            task.status = Status.RUNNING
+        for task, task_needed in zip(group, needed):
+            if self.listener is not None:
+                self.listener.on_fill(task)
+            cache.alloc_n(task_needed, out=task.page_table)
 
     def _fit(self, task: Task) -> tuple[list[int], int, int] | None:
         """(cached prefix pages, pages to allocate, pages available) if the rest can be
@@ -221,15 +337,16 @@ class Scheduler:
 
     def _prefill(self, tasks: list[Task]) -> None:
         """One forward for all admitted tasks: each computes its tokens past its cached prefix."""
-        starts = [t.length for t in tasks]
-        chunks = [t.tokens[t.length :] for t in tasks]
-        self._forward(tasks, starts, chunks)
+        rows = [t for t in tasks if t.page_table]  # samples waiting to fork compute nothing
+        starts = [t.length for t in rows]
+        chunks = [t.tokens[t.length :] for t in rows]
+        sampled = self._forward(rows, starts, chunks)
         if self.prefix_caching:
-            for task in tasks:
+            for task in rows:
                 if self.listener is not None:
                     self.listener.on_prefix(task)
                 self.cache.record_prefix(task.page_table, task.tokens[: task.length])
-        self._emit_tokens("prefill", tasks)
+        self._emit_tokens("prefill", sampled)
 
     def _decode(self, tasks: list[Task]) -> None:
         """Every task advances one token at its own position; a page is added on demand."""
@@ -243,12 +360,21 @@ class Scheduler:
             self._emit_tokens("decode", batch)
 
     def _grow(self, task: Task) -> bool:
-        """Make room for the K/V of position task.length; preempt the newest task if the pool
-        is dry. False if the task itself had to be preempted."""
-        while len(task.page_table) < self.cache.pages_for(task.length + 1):
-            if self.listener is not None:
-                self.listener.on_grow(task)
-            got = self.cache.alloc_n(1, out=task.page_table)
+        """Make room for the K/V of position task.length: a new page past the table's end, or
+        a copy of the page it lands in if other tasks share that page (copy-on-write). Preempt
+        the newest task if the pool is dry. False if the task itself had to be preempted."""
+        while True:
+            col = task.length // self.cache.page_size
+            shared = col < len(task.page_table) and \
+                self.cache.refcount(task.page_table[col]) > 1
+            if not shared and col < len(task.page_table):
+                return True
+            if shared:
+                got = self._copy_on_write(task, col)
+            else:
+                if self.listener is not None:
+                    self.listener.on_grow(task)
+                got = self.cache.alloc_n(1, out=task.page_table)
             if got:
                 continue
             finished = [t for t in self.running if t.status is Status.FINISHED]
@@ -257,21 +383,47 @@ class Scheduler:
                 continue
             victim = self.running[-1]  # the newest: it has the least work to redo
             self._preempt(victim, needed_by=task)
-            if victim is task:
+            if task.status is Status.WAITING:  # it was the victim, or in the victim's group
                 return False
+
+    def _copy_on_write(self, task: Task, col: int) -> bool:
+        """Give the task its own copy of the shared page at page_table[col]: a fresh page, the
+        filled slots (positions before task.length) copied into it in every layer, the table
+        pointed at it, and one reference to the shared page dropped. False if the pool is dry."""
+        cache = self.cache
+        if self.listener is not None:
+            self.listener.on_cow(task, col)
+        fresh = cache.alloc_n(1)
+        if not fresh:
+            return False
+        src, dst = task.page_table[col], fresh[0]
+        cache.copy_page(src, dst, task.length - col * cache.page_size)
+        task.page_table[col] = dst
+        cache.free(src)
         return True
 
     def _preempt(self, task: Task, needed_by: Task | None = None) -> None:
         """Free the task's pages and requeue it at the head; its tokens so far are kept and
         recomputed on readmission, so its output is the same as if it had never been paused.
-        needed_by: the task whose next token found the pool dry."""
-        self._release(task)
-        self.running.remove(task)
-        task.status = Status.WAITING
-        task.preemptions += 1
-        self.waiting.appendleft(task)
-        if self.listener is not None:
-            self.listener.on_preempt(task, needed_by)
+        needed_by: the task whose next token found the pool dry.
+
+        A sample is preempted with its whole group, newest sample first, and the group is
+        requeued in order at the head. One sample alone would free little: the pages it
+        shares stay held by its siblings. On readmission each sample recomputes its own
+        tokens as a sequence of its own (sharing only prefix-cache hits), all samples
+        admitted together; that is why submit() asks a group to fit the pool unshared.
+        vLLM differs here: it swaps a multi-sample group out to host memory (recompute
+        there is for single sequences only); this cache has no swap space."""
+        for victim in reversed(task.samples or [task]):
+            if victim not in self.running:
+                continue  # its group's tasks that already finished and retired
+            self._release(victim)
+            self.running.remove(victim)
+            victim.status = Status.WAITING
+            victim.preemptions += 1
+            self.waiting.appendleft(victim)
+            if self.listener is not None:
+                self.listener.on_preempt(victim, needed_by)
 
     # ---- model -----------------------------------------------------------------------------
 
@@ -299,6 +451,9 @@ class Scheduler:
             task.length = end  # the forward writes these tokens' K/V
         logits = self.model(tokens.to(device), start, view, lengths)
         last = logits[torch.arange(len(tasks), device=device), lengths - 1]
+        tasks, rows = self._fork(tasks)
+        if len(rows) != last.shape[0]:
+            last = last[torch.tensor(rows, device=device)]  # a forked sample: its parent's row
         nxt = sample_tokens(tasks, last, self.temperature, self.seed, self._generators).tolist()
         for task, token in zip(tasks, nxt):
             task.output.append(token)
@@ -306,6 +461,28 @@ class Scheduler:
                 task.status = Status.FINISHED
                 if self.listener is not None:
                     self.listener.on_finish(task)
+        return tasks
+
+    def _fork(self, tasks: list[Task]) -> tuple[list[Task], list[int]]:
+        """After a fresh group's prompt forward: its other samples share every page sample 0
+        holds (refs += 1 each) at its length. Returns the tasks to sample, each sample right
+        after its parent, and the row of the forward each draws from."""
+        out, rows = [], []
+        for row, task in enumerate(tasks):
+            out.append(task)
+            rows.append(row)
+            for sample in task.samples[1:] if task.sample == 0 else ():
+                if sample.page_table or sample.status is not Status.RUNNING:
+                    continue  # readmitted samples computed their own row
+                if self.listener is not None:
+                    self.listener.on_fork(sample, task)
+                for page in task.page_table:
+                    sample.page_table.append(page)
+                    self.cache.inc_ref(page)
+                sample.length, sample.cached_len = task.length, task.cached_len
+                out.append(sample)
+                rows.append(row)
+        return out, rows
 
     def _emit_tokens(self, phase: str, tasks: list[Task]) -> None:
         if self.listener is not None:
@@ -364,6 +541,11 @@ def check_task(task) -> None:
         raise SchedulerError(
             f"task {task.name!r}: max_new_tokens must be an int, got {task.max_new_tokens!r}"
         )
+    if not _is_int(task.n) or task.n < 1:
+        raise SchedulerError(f"task {task.name!r}: n (samples) must be an int >= 1, "
+                             f"got {task.n!r}")
+    if task.samples:
+        raise SchedulerError(f"task {task.name!r} already belongs to a group of samples")
     if task.status is not Status.WAITING or task.output or task.page_table or task.length:
         raise SchedulerError(
             f"task {task.name!r} has already run ({task.status!s}, "

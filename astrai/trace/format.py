@@ -61,7 +61,18 @@ EVENT_KINDS: dict[str, tuple[str, ...]] = {
     "preempt": ("task", "needed_by", "position", "running", "generated", "n_tokens"),
     "finish": ("task", "n_output"),
     "retire": ("task", "n_free"),  # n_free: free pages once its pages are back
+    # parallel sampling: a sample (task, its index `sample` in the group) is about to share
+    # every page of its parent's (sample 0's) table, `pages`, holding n_tokens tokens of K/V
+    "fork": ("task", "parent", "sample", "pages", "n_tokens"),
+    # copy-on-write: before writing into shared page `source` (refs holders, itself included),
+    # the task copied its filled slots 0..slots-1 (K and V, every layer) into its new page
+    # `page`, which takes column `logical` of its table; a free of `source` follows
+    "copy": ("task", "sample", "source", "page", "slots", "logical", "refs"),
 }
+
+# Fields an event of a kind may carry, checked when present: arrive.samples lists the tasks of
+# a parallel-sampling request (n > 1), sample 0 first.
+OPTIONAL_FIELDS: dict[str, tuple[str, ...]] = {"arrive": ("samples",)}
 
 _STATE = {
     "free_mask": int,
@@ -210,6 +221,10 @@ def validate(data: Any, source: str = "trace") -> None:
             problem = _field_problem(key, ev[key], kind, geo)
             if problem:
                 raise fail(f"{where}.{key} {problem}")
+        for key in OPTIONAL_FIELDS.get(kind, ()):
+            problem = _field_problem(key, ev[key], kind, geo) if key in ev else None
+            if problem:
+                raise fail(f"{where}.{key} {problem}")
         state = ev.get("state")
         if not isinstance(state, dict):
             raise fail(f"{where}.state must be an object")
@@ -259,12 +274,24 @@ def _field_problem(key: str, value: Any, kind: str, geo: dict) -> str | None:
     """What is wrong with an event's own field (None if fine): every field a scene indexes
     or prints is checked here, so a bad file fails at load, never while rendering."""
     if key == "task":
-        optional = kind in ("alloc", "share", "free", "record")
+        optional = kind in ("alloc", "share", "free", "record", "copy")
         if not (_name(value) or (optional and value is None)):
             return "must be a printable task name"
     elif key == "page":
         if not _page(value, geo):
             return f"must be a page id in 0..{geo['n_pages'] - 1}"
+    elif key == "source" and kind == "copy":
+        if not _page(value, geo):
+            return f"must be a page id in 0..{geo['n_pages'] - 1}"
+    elif key == "slots":
+        if not _int(value) or not 0 <= value <= geo["page_size"]:
+            return f"must count 0..{geo['page_size']} slots"
+    elif key == "parent":
+        if not _name(value):
+            return "must be a printable task name"
+    elif key == "samples":
+        if not isinstance(value, list) or not all(_name(n) for n in value):
+            return "must list task names"
     elif key in ("hits", "pages"):
         if not isinstance(value, list) or not all(_page(p, geo) for p in value):
             return f"must be a list of page ids in 0..{geo['n_pages'] - 1}"

@@ -122,6 +122,7 @@ class Recorder(CacheListener, SchedulerListener):
         # scheduler's hooks that precede those calls.
         self._owner: Task | None = None
         self._batch: list[Task] = []
+        self._cow: tuple[Task, int] | None = None  # (task, logical) of the copy under way
         self._shared = _SharedState()
 
     # ---- attach ----------------------------------------------------------------------------
@@ -166,8 +167,10 @@ class Recorder(CacheListener, SchedulerListener):
     def on_submit(self, task: Task) -> None:
         self.step, self.phase = self.scheduler.step_count, "arrive"  # between steps
         prompt_text = self.text.prompt(task.name) if self.text is not None else None
+        # samples: the names of a parallel-sampling request's tasks (only when n > 1)
+        extra = {"samples": [t.name for t in task.samples]} if task.samples else {}
         self._emit("arrive", task=task.name, prompt_len=len(task.prompt),
-                   max_new_tokens=task.max_new_tokens, prompt_text=prompt_text)
+                   max_new_tokens=task.max_new_tokens, prompt_text=prompt_text, **extra)
 
     def on_phase(self, step: int, phase: str) -> None:
         self.step, self.phase = step, phase
@@ -194,6 +197,20 @@ class Recorder(CacheListener, SchedulerListener):
 
     def on_drop(self, task: Task) -> None:
         self._owner = task
+
+    def on_fill(self, task: Task) -> None:
+        self._owner = task
+
+    def on_fork(self, task: Task, parent: Task) -> None:
+        self._owner = task
+        # pages: what the sample is about to share (its parent's table); n_tokens: the length
+        # it starts at (the prompt, whose K/V those pages hold)
+        self._emit("fork", task=task.name, parent=parent.name, sample=task.sample,
+                   pages=list(parent.page_table), n_tokens=parent.length)
+
+    def on_cow(self, task: Task, logical: int) -> None:
+        self._owner = task
+        self._cow = (task, logical)
 
     def on_prefix(self, task: Task) -> None:
         self._owner = task
@@ -239,7 +256,19 @@ class Recorder(CacheListener, SchedulerListener):
         logical = None
         if active is not None and page in active.page_table:
             logical = len(active.page_table) - 1 - active.page_table[::-1].index(page)
+        elif self._cow is not None and self._cow[0] is active:
+            logical = self._cow[1]  # the copy's page: it takes that column once filled
         self._emit("alloc", page=page, task=self._task(), logical=logical)
+
+    def on_copy(self, src: int, dst: int, n_slots: int) -> None:
+        self._written[dst] = self._written[src] & ((1 << n_slots) - 1)
+        task, logical = self._cow if self._cow is not None else (self._owner, None)
+        self._cow = None
+        # refs: holders of the source while it is copied (this task's reference is dropped
+        # by the free that follows); slots: the filled slots 0..slots-1 copied, every layer
+        self._emit("copy", task=task.name if task is not None else None,
+                   sample=task.sample if task is not None else 0, source=src, page=dst,
+                   slots=n_slots, logical=logical, refs=self.cache.refcount(src))
 
     def on_free(self, page: int, refs: int) -> None:
         if refs == 0 and not self.cache.is_recorded(page):

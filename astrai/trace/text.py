@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from astrai.trace.format import Trace
 
 # Events that change which pages are where: their lines show mask, refs and page tables.
-_PAGE_KINDS = {"alloc", "free", "share", "cache", "evict", "retire", "preempt"}
+_PAGE_KINDS = {"alloc", "free", "share", "cache", "evict", "retire", "preempt", "copy"}
 
 
 def mask_bits(mask: int, n_pages: int) -> str:
@@ -22,8 +22,16 @@ def describe(ev: dict) -> str:
         return ""
     if kind == "arrive":
         said = f" {ev['prompt_text']!r}" if ev.get("prompt_text") is not None else ""
+        samples = f", samples {', '.join(ev['samples'])}" if ev.get("samples") else ""
         return (f"{ev['task']}: prompt {ev['prompt_len']} tokens{said}, "
-                f"up to {ev['max_new_tokens']} new")
+                f"up to {ev['max_new_tokens']} new{samples}")
+    if kind == "fork":
+        return (f"{ev['task']} (sample {ev['sample']}) forks from {ev['parent']}: shares pages "
+                f"{ev['pages']} ({ev['n_tokens']} tokens)")
+    if kind == "copy":
+        return (f"{ev['task']} (sample {ev['sample']}): page {ev['source']} (refs {ev['refs']}) "
+                f"slots 0..{ev['slots'] - 1} copied to page {ev['page']} "
+                f"-> {ev['task']}[{ev['logical']}]")
     if kind == "admit":
         hits = f", prefix hit {ev['hits']}" if ev["hits"] else ""
         return (f"{ev['task']}: {ev['n_tokens']} tokens need {ev['pages_needed']} pages{hits}, "

@@ -28,7 +28,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 PLAIN = {"phase", "write", "gather", "tokens"}
-FOLDED = {"phase", "grow"}  # never a beat of their own: they lead into the next one
+# never a beat of their own: they lead into the next one (fork and copy: into the share, free
+# or alloc that carries their change, until a scene gives them beats of their own)
+FOLDED = {"phase", "grow", "fork", "copy"}
 
 
 @dataclass
