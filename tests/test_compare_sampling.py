@@ -1,0 +1,217 @@
+"""Parallel sampling in the trace and against independent requests: the fork and copy events say
+what the engine did (checked against the recorded state and a live run), and the second real
+run's figures equal counts taken here from other fields and live listeners."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+
+import pytest
+
+from astrai.compare import sampling
+from astrai.errors import TraceFormatError
+from astrai.inference.cache import CacheListener, pages_for
+from astrai.trace import Trace, load_trace, save_trace
+from astrai.trace import source as engine_source
+from astrai.trace.text import format_trace
+from astrai.workload import build, load_workload, run_workload
+
+
+@pytest.fixture(scope="module")
+def comp():
+    return sampling.compare("sampling")
+
+
+def events(trace, kind):
+    return [ev for ev in trace.events if ev["kind"] == kind]
+
+
+# ---- the workload's story ---------------------------------------------------------------------
+
+
+def test_the_workload_has_a_half_filled_last_prompt_page():
+    wl = load_workload("sampling")
+    (req,) = wl.requests
+    assert req.n == 3 and len(req.prompt) % wl.page_size == wl.page_size // 2
+    assert wl.temperature > 0  # sampled, so the samples can diverge
+
+
+def test_fork_shares_every_prompt_page_and_refs_reach_n(comp):
+    trace = comp.trace
+    forks = events(trace, "fork")
+    assert [(e["task"], e["parent"], e["sample"]) for e in forks] == [
+        ("A.1", "A", 1), ("A.2", "A", 2)]
+    for e in forks:
+        i = trace.events.index(e)
+        shares = trace.events[i + 1 : i + 1 + len(e["pages"])]
+        assert [(s["kind"], s["task"], s["page"], s["logical"]) for s in shares] == [
+            ("share", e["task"], p, col) for col, p in enumerate(e["pages"])]
+        after = trace.events[i + 1 + len(e["pages"])]["state"]  # its length is set once shared
+        assert e["n_tokens"] == 40 and after["lengths"][e["task"]] == 40
+    after = trace.events[trace.events.index(forks[-1]) + 3]["state"]
+    assert [after["refs"][p] for p in forks[0]["pages"]] == [3, 3, 3]
+    # the prompt was computed once: one prefill row of 40 tokens
+    rows = [r for ev in events(trace, "write") if ev["phase"] == "prefill" for r in ev["rows"]]
+    assert [(r["task"], r["start"], r["n"]) for r in rows] == [("A", 0, 40)]
+
+
+def test_copy_events_agree_with_the_state_around_them(comp):
+    trace = comp.trace
+    copies = events(trace, "copy")
+    assert [(e["task"], e["sample"], e["source"], e["slots"], e["refs"]) for e in copies] == [
+        ("A", 0, 2, 8, 3), ("A.1", 1, 2, 8, 2)]
+    for e in copies:
+        i = trace.events.index(e)
+        alloc, free = trace.events[i - 1], trace.events[i + 1]
+        st = e["state"]
+        assert (alloc["kind"], alloc["page"], alloc["task"], alloc["logical"]) == (
+            "alloc", e["page"], e["task"], e["logical"])
+        assert st["page_tables"][e["task"]][e["logical"]] == e["source"]  # not swapped yet
+        assert st["filled"][e["page"]] == e["slots"] == st["filled"][e["source"]]
+        assert st["refs"][e["source"]] == e["refs"] and st["refs"][e["page"]] == 1
+        assert (free["kind"], free["page"], free["task"], free["refs"]) == (
+            "free", e["source"], e["task"], e["refs"] - 1)
+        assert free["state"]["page_tables"][e["task"]][e["logical"]] == e["page"]
+    # the third sample, the last holder, keeps the page and writes into it in place
+    first_decode = next(ev for ev in events(trace, "write") if ev["phase"] == "decode")
+    runs = {r["task"]: r["runs"] for r in first_decode["rows"]}
+    assert runs == {"A": [[copies[0]["page"], 8, 1]], "A.1": [[copies[1]["page"], 8, 1]],
+                    "A.2": [[2, 8, 1]]}
+    assert first_decode["state"]["refs"][2] == 1
+
+
+def test_no_page_is_written_while_shared_and_full_pages_stay_shared(comp):
+    trace = comp.trace
+    for ev in events(trace, "write"):
+        for row in ev["rows"]:
+            assert all(ev["state"]["refs"][p] == 1 for p, _, _ in row["runs"]), ev["step"]
+    shared = trace.events.index(events(trace, "fork")[-1]) + 3  # the last fork's last share
+    done = trace.events.index(events(trace, "finish")[-1])  # the last sample's last token
+    assert all(ev["state"]["refs"][:2] == [3, 3] for ev in trace.events[shared : done + 1])
+    assert trace.events[-1]["state"]["refs"] == [0] * trace.geometry["n_pages"]
+
+
+def test_copy_and_fork_show_the_lines_that_did_them(comp):
+    copy_ev = events(comp.trace, "copy")[0]
+    inner, caller = copy_ev["code"][0], copy_ev["code"][1]
+    assert inner["fn"] == "PagedCache.copy_page"
+    src, first = engine_source.source_of(inner["file"], inner["fn"])
+    ran = [src[n - first] for n in inner["ran"]]
+    assert any("_k_store[:, dst, :n_slots].copy_(" in line for line in ran)
+    assert any("_v_store[:, dst, :n_slots].copy_(" in line for line in ran)
+    assert caller["fn"] == "Scheduler._copy_on_write"
+    src, first = engine_source.source_of(caller["file"], caller["fn"])
+    assert "cache.copy_page(src, dst" in src[caller["line"] - first]
+    fork = events(comp.trace, "fork")[0]
+    assert fork["code"][0]["fn"] == "Scheduler._fork"
+
+
+def test_the_trace_round_trips_and_the_text_says_what_happened(comp, tmp_path):
+    path = tmp_path / "s.json"
+    save_trace(comp.trace, path)
+    again = load_trace(path)
+    assert again.events == json.loads(json.dumps(comp.trace.to_json()))["events"]
+    text = "\n".join(format_trace(comp.trace))
+    assert "A: prompt 40 tokens, up to 8 new, samples A, A.1, A.2" in text
+    assert "A.1 (sample 1) forks from A: shares pages [0, 1, 2] (40 tokens)" in text
+    assert "A (sample 0): page 2 (refs 3) slots 0..7 copied to page 3 -> A[2]" in text
+
+
+@pytest.mark.parametrize("kind, key, value", [
+    ("copy", "slots", 17),
+    ("copy", "source", 99),
+    ("copy", "page", -1),
+    ("copy", "sample", -1),
+    ("copy", "task", "A\nforged"),
+    ("fork", "parent", None),
+    ("fork", "pages", [0, 99]),
+    ("fork", "n_tokens", "40"),
+    ("arrive", "samples", ["A", 3]),
+    ("arrive", "samples", "A"),
+])
+def test_bad_fork_copy_and_arrive_fields_are_refused(comp, kind, key, value):
+    data = copy.deepcopy(json.loads(json.dumps(comp.trace.to_json())))
+    next(ev for ev in data["events"] if ev["kind"] == kind)[key] = value
+    with pytest.raises(TraceFormatError, match=rf"\.{key} "):
+        Trace.from_json(data, "t.json")
+
+
+def test_the_replay_planner_folds_fork_and_copy_into_registered_beats(comp):
+    pytest.importorskip("manim")
+    from scenes.replay import KINDS, plan_beats
+
+    beats = plan_beats(comp.trace.events)
+    assert {b.kind for b in beats} <= set(KINDS)
+    order = [i for b in beats for i in b.events]
+    assert order == [i for i, ev in enumerate(comp.trace.events) if ev["phase"] != "init"]
+
+
+# ---- the second real run ------------------------------------------------------------------------
+
+
+class Counter(CacheListener):
+    def __init__(self, cache):
+        self.cache, self.allocs, self.peak = cache, 0, 0
+
+    def on_alloc(self, page):
+        self.allocs += 1
+        self.peak = max(self.peak, self.cache.n_used)
+
+
+def live(wl):
+    cache, _, sched = build(wl)
+    counter = Counter(cache)
+    cache.listener = counter
+    return run_workload(wl, sched), counter
+
+
+def test_figures_equal_live_counts_of_both_runs(comp):
+    wl = load_workload("sampling")
+    out, group = live(wl)
+    alone_out, alone = live(sampling.independent(wl))
+    assert (comp.pages_allocated, comp.peak_pages) == (group.allocs, group.peak)
+    assert (comp.independent_pages_allocated, comp.independent_peak_pages) == (
+        alone.allocs, alone.peak)
+    assert out == comp.outputs and alone_out == comp.independent_outputs
+    (req,) = wl.requests
+    assert comp.prompt_tokens_computed == len(req.prompt)  # once
+    assert comp.independent_prompt_tokens_computed == req.n * len(req.prompt)  # n times
+    # the group allocated its prompt once plus one page per copy; each request its own
+    assert comp.pages_allocated == pages_for(len(req.prompt), wl.page_size) + comp.copies
+    assert comp.copies == req.n - 1 and comp.copied_slots == (req.n - 1) * 8
+    assert comp.forks == req.n - 1 and comp.pages_shared == (req.n - 1) * 3
+    assert comp.pages_allocated < comp.independent_pages_allocated
+    assert comp.peak_pages < comp.independent_peak_pages
+
+
+def test_every_sample_equals_its_independent_request_and_they_diverge(comp):
+    assert comp.samples == ["A", "A.1", "A.2"]
+    assert comp.sample_equal == {"A": True, "A.1": True, "A.2": True} and comp.outputs_equal
+    assert comp.outputs == comp.independent_outputs
+    assert len({tuple(comp.outputs[s]) for s in comp.samples}) == 3
+    assert not events(comp.independent_trace, "fork") and not events(comp.independent_trace,
+                                                                       "copy")
+
+
+def test_the_independent_workload_names_requests_as_the_samples():
+    wl = load_workload("sampling")
+    alone = sampling.independent(wl)
+    assert [(r.name, r.n, r.prompt) for r in alone.requests] == [
+        (n, 1, wl.requests[0].prompt) for n in ("A", "A.1", "A.2")]
+
+
+def test_outputs_differ_when_they_should(comp):
+    """The equality is not vacuous: another seed gives other samples."""
+    wl = dataclasses.replace(load_workload("sampling"), seed=8)
+    other = sampling.compare(wl)
+    assert other.outputs_equal and other.outputs != comp.outputs
+
+
+def test_a_recorded_trace_is_reused(comp):
+    again = sampling.compare(trace=comp.trace)
+    assert again.trace is comp.trace
+    names = [f.name for f in dataclasses.fields(comp)
+             if f.name not in ("trace", "independent_trace")]
+    assert [getattr(again, n) for n in names] == [getattr(comp, n) for n in names]
