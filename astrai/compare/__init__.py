@@ -7,4 +7,6 @@ promo's closing card read these figures; nothing here is a formula standing in f
     preemption.compare()  a tight pool vs one that never preempts (scenes/preemption.py)
     batching.compare()    continuous vs static batching        (scenes/batching.py)
     memory.compare()      contiguous vs paged K/V memory        (scenes/memory_waste.py)
+    sampling.compare()    n samples of one prompt vs n independent requests
+                                                         (scenes/parallel_sampling.py)
 """

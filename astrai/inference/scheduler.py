@@ -149,10 +149,11 @@ class Scheduler:
             )
         group = self._group_of(task, most)
         task.status = Status.WAITING
-        for member in group:
-            member.samples = group if len(group) > 1 else []
-            self.tasks[member.name] = member
-            self.waiting.append(member)
+        for task in group:  # the request itself, then its other samples
+            task.samples = group if len(group) > 1 else []
+            self.tasks[task.name] = task
+            self.waiting.append(task)
+        task = group[0]
         if self.listener is not None:
             self.listener.on_submit(task)
         return task
@@ -414,16 +415,17 @@ class Scheduler:
         admitted together; that is why submit() asks a group to fit the pool unshared.
         vLLM differs here: it swaps a multi-sample group out to host memory (recompute
         there is for single sequences only); this cache has no swap space."""
-        for victim in reversed(task.samples or [task]):
-            if victim not in self.running:
-                continue  # its group's tasks that already finished and retired
-            self._release(victim)
-            self.running.remove(victim)
-            victim.status = Status.WAITING
-            victim.preemptions += 1
-            self.waiting.appendleft(victim)
+        group = task.samples or [task]
+        for task in reversed(group):
+            if task not in self.running:
+                continue  # a sample that already finished and retired
+            self._release(task)
+            self.running.remove(task)
+            task.status = Status.WAITING
+            task.preemptions += 1
+            self.waiting.appendleft(task)
             if self.listener is not None:
-                self.listener.on_preempt(victim, needed_by)
+                self.listener.on_preempt(task, needed_by)
 
     # ---- model -----------------------------------------------------------------------------
 

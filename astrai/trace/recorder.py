@@ -175,6 +175,7 @@ class Recorder(CacheListener, SchedulerListener):
     def on_phase(self, step: int, phase: str) -> None:
         self.step, self.phase = step, phase
         self._owner = None
+        self._cow = None  # a copy the pool had no page for ends with its step's decode
         self._emit("phase")
 
     def on_admit(self, task: Task, hits: list[int], needed: int, available: int) -> None:
