@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import os
 from contextlib import contextmanager
 
 import pytest
 import torch
 
 from astrai.inference.cache import PagedCache
+
+# Scenes built in tests are paced by the narrator's estimate (NARRATION=off) unless a test asks
+# for the real voice (tests/test_voice.py and the promo smoke render synthesize for real).
+os.environ.setdefault("NARRATION", "off")
 
 
 def cache_state(cache: PagedCache) -> dict:
