@@ -55,6 +55,11 @@ def test_pronunciation_is_for_speech_only():
     assert line.cues[0].text.replace("\n", " ") == "The KV cache keeps a refcount."
 
 
+def test_a_request_named_a_is_said_as_the_letter():
+    said = voice.spoken("Request A arrives. A has 3 tokens, so A is padded. Then A. A page.")
+    assert said == "Request Eh arrives. Eh has 3 tokens, so Eh is padded. Then Eh. A page."
+
+
 def test_silent_narration_estimates_and_writes_nothing(tmp_path):
     n = Narrator(on=False, cache=tmp_path)
     line = n.line(LONG)
