@@ -59,6 +59,12 @@ class Media:
     def frame(self) -> float:
         return 1 / self.fps
 
+    @property
+    def slack(self) -> float:
+        """How far two files of one build may differ in length: a frame, plus the audio
+        frames (AAC 1024 samples, Opus 20 ms) a container may end on past the last picture."""
+        return self.frame + 0.05
+
 
 def codecs(stream) -> str | None:
     """RFC 6381 name of a stream's codec, or None when this page does not know it."""
@@ -111,13 +117,13 @@ class CutPage:
 
 def check_times(what: str, media: Media, cues: list[Cue], chapters: list[Chapter]) -> None:
     """Cues and chapters inside the video: a track from another build says so here."""
-    end = media.duration + media.frame
+    end = media.duration + media.slack
     late = [c for c in cues if c.end > end]
     if late:
         raise SiteError(f"{what}: subtitle {late[0].text[:30]!r} ends at {late[0].end:.2f} s, "
                         f"after the video ({media.duration:.2f} s): stale files")
     if chapters and (chapters[0].start > media.frame or abs(chapters[-1].end - media.duration)
-                     > media.frame):
+                     > media.slack):
         raise SiteError(f"{what}: chapters run {chapters[0].start:.2f}-{chapters[-1].end:.2f} s, "
                         f"the video {media.duration:.2f} s: stale files")
 
@@ -128,7 +134,7 @@ def cut_page(promo: Path, name: str, title: str) -> CutPage:
     mp4 = probe_media(need(promo / f"{name}.mp4", what))
     webm = probe_media(need(promo / f"{name}.webm", what))
     # the WebM is re-encoded from the mp4 frame for frame: another length means another build
-    if abs(webm.duration - mp4.duration) > mp4.frame:
+    if abs(webm.duration - mp4.duration) > mp4.slack:
         raise SiteError(f"{what}: {webm.path.name} runs {webm.duration:.2f} s, {mp4.path.name} "
                         f"{mp4.duration:.2f} s: stale, run `{REBUILD}`")
     srt = need(promo / f"{name}.srt", f"{what}'s subtitles")

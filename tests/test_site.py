@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import shutil
 import struct
+from html import escape
 from html.parser import HTMLParser
 from pathlib import Path
 from urllib.parse import unquote, urlparse
@@ -26,7 +27,8 @@ from promo.build import finish, join_cut  # noqa: E402
 from promo.subtitles import read_chapters_vtt  # noqa: E402
 from scenes.cards import closing_figures  # noqa: E402
 
-CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
+# the distribution's (scripts/setup.sh --browser): Selenium is handed both, so it downloads none
+CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 WAIT = 20  # seconds any one browser wait may take
 
 
@@ -94,17 +96,17 @@ def built(smoke_promo, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def browser():
-    if not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
-        pytest.fail("chromium and chromium-driver are not installed: run scripts/setup.sh")
+    if not (CHROMIUM and CHROMEDRIVER):
+        pytest.fail("chromium and chromium-driver are not installed: scripts/setup.sh --browser")
     from selenium.webdriver.chrome.service import Service
 
     opts = webdriver.ChromeOptions()
-    opts.binary_location = str(CHROMIUM)
+    opts.binary_location = CHROMIUM
     for a in ("--headless=new", "--no-sandbox", "--disable-gpu", "--mute-audio",
               "--window-size=1280,800", "--autoplay-policy=no-user-gesture-required"):
         opts.add_argument(a)
     opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=opts)
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
     driver.set_script_timeout(WAIT)
     yield driver
     driver.quit()
@@ -166,7 +168,7 @@ def test_each_scene_card_has_its_still_sentence_length_and_clip(built):
     index, _, _, cards, _ = built
     page = index.read_text(encoding="utf-8")
     for card in cards:
-        assert card.summary in page and card.chapter in page
+        assert escape(card.summary) in page and escape(card.chapter) in page
         clip = index.parent / "scenes" / f"{card.cls}.mp4"
         assert clip.samefile(card.clip.path) or clip.read_bytes() == card.clip.path.read_bytes()
         still = index.parent / "scenes" / f"{card.cls}.png"
@@ -196,6 +198,41 @@ def test_a_missing_or_stale_file_is_a_named_error(built, tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and err.startswith("site: FAILED:") and "teaser-480p15.mp4" in err
     assert not out.exists()
+
+
+def test_the_command_reads_both_cuts_and_every_storyboard_scene(built, smoke_promo, tmp_path,
+                                                                capsys):
+    """`python -m promo.site` on a promo folder laid out as `make promo` leaves it (the smoke
+    files under the teaser's and explainer's names, the smoke scene as every scene's render)."""
+    from promo.build import TITLES
+    from promo.parts import plan
+    from promo.render import output_of
+    from scenes.cards import scene_class
+
+    _, smoke_dir, _, _, _ = built
+    promo = tmp_path / "promo"
+    promo.mkdir()
+    for name in ("teaser-480p15", "explainer-480p15"):
+        for f in smoke_dir.glob("smoke-480p15.*"):
+            shutil.copy(f, promo / f.name.replace("smoke-480p15", name))
+    scene = smoke_promo.cut.parts[-1]
+    parts = [p for p in plan("full", log=lambda *_: None) if p.cls.endswith("Scene")]
+    for part in parts:
+        mp4 = output_of(promo / "build", "l", part)
+        mp4.parent.mkdir(parents=True)
+        shutil.copy(scene.mp4, mp4)
+        shutil.copy(scene.srt, mp4.with_suffix(".srt"))
+    out = tmp_path / "site"
+    assert S.main(["--promo", str(promo), "--out", str(out)]) == 0
+    assert capsys.readouterr().out.startswith(f"site: {out / 'index.html'}")
+    page = (out / "index.html").read_text(encoding="utf-8")
+    heads = [page.index(f'<h2 id="{k}-h">{TITLES[c]} ') for k, c in (("teaser", "teaser"),
+                                                                     ("explainer", "full"))]
+    assert heads == sorted(heads)  # the short one first
+    for part in parts:
+        cls = scene_class(f"{part.file.removesuffix('.py').replace('/', '.')}:{part.cls}")
+        assert escape(cls.SUMMARY) in page and (out / "scenes" / f"{part.cls}.mp4").is_file()
+    assert page.count('<article class="scene">') == len(parts) >= 6
 
 
 def test_the_license_is_linked_when_the_repository_has_one(tmp_path):
