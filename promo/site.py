@@ -94,9 +94,15 @@ def probe_media(path: Path) -> Media:
         raise SiteError(f"{path.name}: not a readable video ({e})") from None
 
 
+def shown(path: Path) -> str:
+    """`path` as the person who ran the command wrote it: relative to here when inside."""
+    path = Path(os.path.abspath(path))
+    return str(path.relative_to(Path.cwd())) if path.is_relative_to(Path.cwd()) else str(path)
+
+
 def need(path: Path, what: str) -> Path:
     if not path.is_file():
-        raise SiteError(f"{what}: {path} is missing (`{REBUILD}` writes it)")
+        raise SiteError(f"{what}: {shown(path)} is missing ({REBUILD} writes it)")
     return path
 
 
@@ -136,7 +142,7 @@ def cut_page(promo: Path, name: str, title: str) -> CutPage:
     # the WebM is re-encoded from the mp4 frame for frame: another length means another build
     if abs(webm.duration - mp4.duration) > mp4.slack:
         raise SiteError(f"{what}: {webm.path.name} runs {webm.duration:.2f} s, {mp4.path.name} "
-                        f"{mp4.duration:.2f} s: stale, run `{REBUILD}`")
+                        f"{mp4.duration:.2f} s: stale, run {REBUILD}")
     srt = need(promo / f"{name}.srt", f"{what}'s subtitles")
     cues = read_srt(srt)
     if not cues:
