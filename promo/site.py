@@ -332,6 +332,9 @@ def license_html(root: Path, out: Path) -> str:
 def write_site(cuts: list[CutPage], cards: list[SceneCard], figures, out: Path = SITE,
                root: Path = ROOT) -> Path:
     """Write the page and its media into `out` (replaced whole); returns index.html."""
+    if out.exists() and not (out / "index.html").is_file() and any(out.iterdir()):
+        # replaced whole: never a folder this command did not write (a mistyped --out)
+        raise SiteError(f"{shown(out)} holds files but no index.html: not replacing it")
     tmp = out.with_name(out.name + ".new")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)

@@ -235,6 +235,14 @@ def test_the_command_reads_both_cuts_and_every_storyboard_scene(built, smoke_pro
     assert page.count('<article class="scene">') == len(parts) >= 6
 
 
+def test_a_folder_the_page_did_not_write_is_never_replaced(built, tmp_path):
+    _, _, cuts, cards, figures = built
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(S.SiteError, match="no index.html"):
+        S.write_site(cuts, cards, figures, tmp_path)
+    assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"]
+
+
 def test_the_license_is_linked_when_the_repository_has_one(tmp_path):
     (tmp_path / "LICENSE").write_text("\nMIT License\n\nCopyright ...\n")
     out = tmp_path / "out"
