@@ -27,12 +27,20 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import av
+from srt import SRTParseError
 
 from promo import PromoError
 from promo.build import NAMES, OUT, TITLES
 from promo.parts import ROOT, Part
 from promo.render import QUALITIES, output_of
-from promo.subtitles import Chapter, Cue, read_chapters_vtt, read_srt, vtt_time
+from promo.subtitles import (
+    Chapter,
+    Cue,
+    SubtitleError,
+    read_chapters_vtt,
+    read_srt,
+    vtt_time,
+)
 
 SITE = ROOT / "media" / "site"
 HERE = Path(__file__).resolve().parent
@@ -106,6 +114,14 @@ def need(path: Path, what: str) -> Path:
     return path
 
 
+def parsed(read, path: Path):
+    """read(path), or a SiteError naming the file when it is not what it says."""
+    try:
+        return read(path)
+    except (ValueError, IndexError, SubtitleError, SRTParseError) as err:
+        raise SiteError(f"{shown(path)}: not a readable track ({err})") from None
+
+
 @dataclass
 class CutPage:
     """One cut: its two encodings, poster, subtitles and chapters."""
@@ -143,17 +159,17 @@ def cut_page(promo: Path, name: str, title: str) -> CutPage:
     if abs(webm.duration - mp4.duration) > mp4.slack:
         raise SiteError(f"{what}: {webm.path.name} runs {webm.duration:.2f} s, {mp4.path.name} "
                         f"{mp4.duration:.2f} s: stale, run {REBUILD}")
-    srt = need(promo / f"{name}.srt", f"{what}'s subtitles")
-    cues = read_srt(srt)
+    subs = need(promo / f"{name}.srt", f"{what}'s subtitles")
+    cues = parsed(read_srt, subs)
     if not cues:
-        raise SiteError(f"{what}: {srt.name} has no subtitles")
+        raise SiteError(f"{what}: {subs.name} has no subtitles")
     vtt = need(promo / f"{name}.chapters.vtt", f"{what}'s chapters")
-    chapters = read_chapters_vtt(vtt)
+    chapters = parsed(read_chapters_vtt, vtt)
     if not chapters:
         raise SiteError(f"{what}: {vtt.name} has no chapters")
     check_times(what, mp4, cues, chapters)
     poster = need(promo / f"{name}.png", f"{what}'s thumbnail")
-    return CutPage(name.split("-")[0], title, mp4, webm, poster, srt, cues, vtt, chapters)
+    return CutPage(name.rsplit("-", 1)[0], title, mp4, webm, poster, subs, cues, vtt, chapters)
 
 
 @dataclass
@@ -175,8 +191,8 @@ def scene_card(part: Part, mp4: Path) -> SceneCard:
     if not summary:
         raise SiteError(f"{part.cls} has no SUMMARY: the sentence its card shows")
     clip = probe_media(need(mp4, f"scene {part.cls}'s render"))
-    srt = mp4.with_suffix(".srt")
-    return SceneCard(part.cls, part.chapter, summary, clip, srt if srt.is_file() else None)
+    subs = mp4.with_suffix(".srt")
+    return SceneCard(part.cls, part.chapter, summary, clip, subs if subs.is_file() else None)
 
 
 def storyboard_cards(promo: Path, quality: str) -> list[SceneCard]:
@@ -299,7 +315,7 @@ def scene_html(card: SceneCard, out: Path, i: int) -> str:
     still.save(out / f"{rel}.png")
     tracks = []
     if card.srt is not None:
-        cues = read_srt(card.srt)
+        cues = parsed(read_srt, card.srt)
         tracks.append(track("subtitles", "English", srt_to_vtt(cues), default=True))
     video = video_html(f"scene-{i}", [(f"{rel}.mp4", card.clip)], f"{rel}.png", tracks, "none",
                        card.chapter)

@@ -187,6 +187,11 @@ def test_a_missing_or_stale_file_is_a_named_error(built, tmp_path, capsys):
         (d / f"{stem}{suffix}").unlink()
         with pytest.raises(S.SiteError, match=f"{stem}{suffix}.*missing"):
             S.cut_page(d, stem, "x")
+    d = tmp_path / "garbled"
+    shutil.copytree(promo, d)
+    (d / f"{stem}.srt").write_text("1\nnot a time\nhello\n")
+    with pytest.raises(S.SiteError, match=f"{stem}.srt: not a readable track"):
+        S.cut_page(d, stem, "x")
     d = tmp_path / "stale"
     shutil.copytree(promo, d)
     shutil.copy(d / "opening-480p15.webm", d / f"{stem}.webm")  # another cut's WebM
