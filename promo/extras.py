@@ -18,23 +18,40 @@ VP9 = {"deadline": "realtime", "cpu-used": "8", "row-mt": "1", "crf": "36", "b":
 
 
 def webm(mp4: Path, target: Path, chapters: list[Chapter], title: str = "") -> None:
-    """Re-encode `mp4` as VP9 in WebM (its chapters as Matroska chapters)."""
+    """Re-encode `mp4` as VP9 in WebM (its chapters as Matroska chapters), its sound (if any)
+    as Opus at 48 kHz."""
+    from promo.audio import RATE, decode, encode
+
     tmp = target.with_name(target.stem + ".tmp" + target.suffix)
-    with av.open(str(mp4)) as inp, av.open(str(tmp), "w") as out:
-        s = inp.streams.video[0]
-        rate = s.guessed_rate or s.average_rate
-        o = out.add_stream("libvpx-vp9", rate=rate, options=VP9)
-        o.width, o.height, o.pix_fmt = s.codec_context.width, s.codec_context.height, "yuv420p"
-        if title:
-            out.metadata["title"] = title
-        out.set_chapters([{"id": i, "start": round(c.start * 1000), "end": round(c.end * 1000),
-                           "time_base": Fraction(1, 1000), "metadata": {"title": c.title}}
-                          for i, c in enumerate(chapters, 1)])
-        for n, frame in enumerate(inp.decode(s)):
-            frame.pts, frame.time_base = n, 1 / Fraction(rate)
-            out.mux(o.encode(frame))
-        out.mux(o.encode())
-    tmp.replace(target)
+    with av.open(str(mp4)) as inp:
+        has_sound = bool(inp.streams.audio)
+    try:
+        with av.open(str(mp4)) as inp, av.open(str(tmp), "w", format="webm") as out:
+            s = inp.streams.video[0]
+            rate = s.guessed_rate or s.average_rate
+            o = out.add_stream("libvpx-vp9", rate=rate, options=VP9)
+            o.width, o.height, o.pix_fmt = (s.codec_context.width, s.codec_context.height,
+                                            "yuv420p")
+            opus = None
+            if has_sound:
+                opus = out.add_stream("libopus", rate=RATE, options={"b": "64k"})
+                opus.layout = "mono"
+            if title:
+                out.metadata["title"] = title
+            out.set_chapters([{"id": i, "start": round(c.start * 1000),
+                               "end": round(c.end * 1000), "time_base": Fraction(1, 1000),
+                               "metadata": {"title": c.title}}
+                              for i, c in enumerate(chapters, 1)])
+            for n, frame in enumerate(inp.decode(s)):
+                frame.pts, frame.time_base = n, 1 / Fraction(rate)
+                out.mux(o.encode(frame))
+            out.mux(o.encode())
+            if opus is not None:
+                x, _ = decode(mp4)
+                encode(opus, out, (np.clip(x, -1, 1) * 32767).round().astype(np.int16))
+        tmp.replace(target)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def frames(path: Path, times: list[float]):

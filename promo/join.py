@@ -106,13 +106,26 @@ def join(probes: list[Probe], target: Path, chapters: list[Chapter], title: str 
 
 
 def _copy(probes: list[Probe], out) -> None:
+    """Video packets one part after another; each part's audio packets (if any part has
+    sound) placed at its part's start, so sound and picture meet at every chapter. A part's
+    last audio packet may reach past its end by less than one AAC frame: a packet that would
+    overlap the next part's first is dropped rather than muxed out of order."""
     ostream = None
+    astream = None
+    with_sound = any(_has_audio(pr.path) for pr in probes)
     offset = Fraction(0)  # seconds where the current part starts
+    last_audio = None  # dts (1/48000) of the last audio packet muxed
     for pr in probes:
         with av.open(str(pr.path)) as c:
             s = c.streams.video[0]
+            a = c.streams.audio[0] if c.streams.audio else None
+            if with_sound and a is None:
+                raise JoinError(f"{pr.path.name}: no audio stream, but other parts have sound "
+                                "(render it again with narration on)")
             if ostream is None:
                 ostream = out.add_stream_from_template(s)
+                if a is not None:
+                    astream = out.add_stream_from_template(a)
             tb = s.time_base
             shift = offset / tb
             if shift.denominator != 1:
@@ -128,7 +141,34 @@ def _copy(probes: list[Probe], out) -> None:
                 p.dts = p.dts - first + int(shift)
                 p.stream = ostream
                 out.mux(p)
+            if a is not None and astream is not None:
+                last_audio = _copy_audio(c, a, astream, out, offset, last_audio)
         offset += pr.duration
+
+
+def _has_audio(path: Path) -> bool:
+    with av.open(str(path)) as c:
+        return bool(c.streams.audio)
+
+
+def _copy_audio(c, a, astream, out, offset: Fraction, last: int | None) -> int | None:
+    if a.time_base != Fraction(1, 48_000):
+        raise JoinError(f"audio time base {a.time_base}: parts' sound must be 48 kHz")
+    shift = offset * 48_000
+    if shift.denominator != 1:
+        raise JoinError(f"part start {float(offset):.5f} s is not a whole number of samples")
+    for p in c.demux(a):
+        if p.dts is None:
+            continue
+        dts = p.dts + int(shift)
+        if last is not None and dts <= last:
+            continue
+        p.pts, p.dts = p.pts + int(shift), dts
+        p.stream = astream
+        p.time_base = a.time_base
+        out.mux(p)
+        last = dts
+    return last
 
 
 def _reencode(probes: list[Probe], out) -> None:

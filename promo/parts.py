@@ -1,8 +1,8 @@
 """What a promo cut is made of: its parts in order, each one manim render of one scene class.
 
 The explainer: title card, then for every storyboard scene a chapter card and the scene, then the
-closing card. The teaser: title card, every scene's teaser cut, closing card (all cards in their
-teaser cut). Storyboard scenes whose module is not there yet are left out, and said so.
+closing card. The teaser: every scene's teaser cut (the first one is the hook and carries the
+title), then the closing card in its teaser cut. Storyboard scenes whose module is not there yet are left out, and said so.
 """
 
 from __future__ import annotations
@@ -126,7 +126,8 @@ def plan(cut: str, log=print) -> list[Part]:
     """The parts of one cut, in order, from STORYBOARD and what is on this checkout."""
     if cut not in CUTS:
         raise ValueError(f"cut must be one of {CUTS}, got {cut!r}")
-    parts = [title_part(cut)]
+    # The teaser opens on a real run (the first scene's shot carries the title), not a card.
+    parts = [title_part(cut)] if cut == "full" else []
     for i, (module, cls) in enumerate(STORYBOARD, 1):
         if module_file(module) is None:
             log(f"promo: {module}.{cls} is not on this checkout yet: left out of the {cut} cut")

@@ -7,7 +7,8 @@ every frame of the scene to one x264 stream on one worker thread, writes the mp4
 would, and converts a held frame (a wait: the same pixels repeated) to YUV once, not once per
 repeat, straight from manim's array (no copy into a frame first: 30% less CPU at 1080p). The
 frames, their timing and the subtitle file are the ones manim would write; only sections
-(--save_sections) are not supported, and the promo does not use them.
+(--save_sections) are not supported, and the promo does not use them. The narration Manim mixed
+(Scene.add_sound) is muxed as AAC, padded to the video's exact length (promo/audio.py).
 """
 
 from __future__ import annotations
@@ -122,6 +123,10 @@ def install() -> None:
         target = self.movie_file_path
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.move(str(one.path), str(target))
+        if getattr(self, "includes_sound", False):  # the narration, as long as the video
+            from promo import audio
+
+            audio.mux(target, audio.segment_samples(self.audio_segment))
         self.print_file_ready_message(str(target))
         if self.subcaptions:
             self.write_subcaption_file()

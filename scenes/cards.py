@@ -1,6 +1,6 @@
 """The promo's cards: the opening title, a chapter card before each storyboard scene, and a closing
-card with figures from real runs. Each is a StoryScene, so its text is also subtitled, and each
-has a shorter teaser cut.
+card with figures from real runs. Each is a StoryScene: it plays and speaks through the one
+timeline (`StoryScene.beat`), and what it says is its subtitles.
 
     manim -ql scenes/cards.py TitleCard
     ASTRAI_CHAPTER=scenes.paged_cache:PagedCacheScene manim -ql scenes/cards.py ChapterCard
@@ -21,7 +21,7 @@ import os
 import textwrap
 from dataclasses import dataclass
 
-from manim import DOWN, LEFT, RIGHT, UP, FadeIn, FadeOut, Line, VGroup
+from manim import DOWN, LEFT, RIGHT, UP, FadeIn, FadeOut, GrowFromEdge, Line, Rectangle, VGroup
 
 from astrai.workload import load_workload
 from scenes import theme
@@ -45,28 +45,13 @@ class Card(StoryScene):
 
     WORKLOAD = ""
 
-    # The base's own clock (show/hold), where it has one, places subtitles; else Manim's time.
-    def _show(self, animations: list, run_time: float) -> None:
-        if hasattr(StoryScene, "show"):
-            self.show(animations, run_time)
-        else:
-            self.play(*animations, run_time=run_time)
-
-    def _hold(self, seconds: float) -> None:
-        if hasattr(StoryScene, "hold"):
-            self.hold(seconds)
-        else:
-            self.wait(seconds, frozen_frame=True)
-
-    def beat(self, mobject, caption: str, hold: float, fade: float = 0.5) -> None:
-        """Fade `mobject` in and keep it `hold` seconds in all, subtitled with `caption`."""
-        self.say(caption, hold)
-        self._show([FadeIn(mobject, shift=0.15 * UP)], fade)
-        self._hold(max(hold - fade, 1 / 60))
+    def card(self, mobject, line: str | None, hold: float, fade: float = 0.5) -> None:
+        """Fade `mobject` in while the narrator says `line`; at least `hold` seconds in all."""
+        self.beat([FadeIn(mobject, shift=0.15 * UP)], fade, max(hold - fade, 1 / 60), line=line)
 
     def clear_out(self, run_time: float = 0.4) -> None:
         if self.mobjects:
-            self._show([FadeOut(m) for m in self.mobjects], run_time)
+            self.show([FadeOut(m) for m in self.mobjects], run_time)
 
 
 # ---- opening ----------------------------------------------------------------------------------
@@ -78,7 +63,18 @@ CLAIM = ("Everything you will see was recorded from a real run of the cache and 
          "on a small real model: no page, count or figure is typed in.")
 
 
+SAID_CLAIM = ("Everything you will see was recorded from a real run, on a small real model. No "
+              "number is typed in.")
+WHY = ("A language model remembers every token it has read, as a key and a value in every "
+       "layer.")
+HOW = ("That memory grows with every token, and it decides how many requests fit at once. A "
+       "paged KV cache hands it out in small pages, as the text grows.")
+
+
 class TitleCard(Card):
+    """The explainer's opening: the title, why the memory matters, what a paged cache does,
+    and the claim the video keeps. (The teaser opens on a real run instead: scene 1's shot.)"""
+
     TITLE = "astrai: a paged KV cache, replayed"
     CHAPTER = "Opening"
 
@@ -86,15 +82,12 @@ class TitleCard(Card):
         head = theme.text(self.TITLE, FS_HEAD, theme.ACCENT, bold=True).to_edge(UP, buff=1.2)
         definition = paragraph(DEFINITION, FS_SUB, theme.TEXT, 52).next_to(head, DOWN, buff=0.7,
                                                                       aligned_edge=LEFT)
-        if self.teaser:  # the title comes in with its definition: one beat less to wait through
-            self.beat(VGroup(head, definition), f"{self.TITLE}. {DEFINITION}", 3.4)
-        else:
-            self.beat(head, self.TITLE, 2.0)
-            self.beat(definition, DEFINITION, 6.0)
+        self.card(head, WHY, 2.0)
+        self.card(definition, HOW, 4.0)
         claim = paragraph(CLAIM, theme.FS_CAPTION, theme.DIM, 70)
         claim.next_to(definition, DOWN, buff=0.6, aligned_edge=LEFT)
-        self.beat(claim, CLAIM, self.pick(5.0, 2.6))
-        self.clear_out(self.pick(0.4, 0.3))
+        self.card(claim, SAID_CLAIM, 3.0)
+        self.clear_out(0.4)
 
 
 # ---- chapters ---------------------------------------------------------------------------------
@@ -151,7 +144,7 @@ class ChapterCard(Card):
         group = VGroup(*parts).arrange(DOWN, buff=0.35)
         rule = Line(3 * LEFT, 3 * RIGHT, color=theme.FAINT).next_to(group, UP, buff=0.35)
         caption = chapter + (f": {title}" if len(parts) > 1 and title not in chapter else "")
-        self.beat(VGroup(rule, group), caption, self.pick(3.0, 1.6))
+        self.card(VGroup(rule, group), caption + ".", 2.0)
         self.clear_out(0.3)
 
 
@@ -160,11 +153,16 @@ class ChapterCard(Card):
 
 @dataclass(frozen=True)
 class Figure:
-    """One claim on the closing card: a headline, the numbers behind it, where they come from."""
+    """One claim on the closing card: a headline, the numbers behind it, where they come from,
+    the two bars it draws (label, value: this design against the other, both from real runs;
+    `better` says which way is better) and what the narrator says of it."""
 
     headline: str
     detail: str
     source: str
+    bars: tuple[tuple[str, float], tuple[str, float]] = (("", 0.0), ("", 0.0))
+    unit: str = ""
+    spoken: str = ""
 
 
 def size(n: int) -> str:
@@ -188,7 +186,9 @@ def memory_figure(r, source: str) -> Figure:
         f"({size(r.budget_bytes)} budget)",
         f"{when}reserved {size(r.paged_reserved_bytes)} paged vs "
         f"{size(r.dense_reserved_bytes)} contiguous, for {size(r.used_bytes)} of K/V in use",
-        source)
+        source, (("paged", r.paged_fit), ("contiguous", r.dense_fit)), "requests in one budget",
+        f"In the same memory, pages hold {r.paged_fit} requests where a contiguous cache "
+        f"holds {r.dense_fit}.")
 
 
 def prefix_figure(r, source: str) -> Figure:
@@ -199,7 +199,10 @@ def prefix_figure(r, source: str) -> Figure:
         f"{r.pages_shared} shared pages",
         f"{r.prompt_tokens_computed} prompt tokens computed instead of "
         f"{r.off_prompt_tokens_computed} with it off; {_same(r.outputs_equal)}",
-        source)
+        source, (("prefix cache on", r.prompt_tokens_computed),
+                 ("off", r.off_prompt_tokens_computed)), "prompt tokens computed",
+        f"Sharing a prompt's pages, the model computes {r.prompt_tokens_computed} prompt "
+        f"tokens instead of {r.off_prompt_tokens_computed}.")
 
 
 def batching_figure(r, source: str) -> Figure:
@@ -209,7 +212,10 @@ def batching_figure(r, source: str) -> Figure:
         f"{r.static_steps}",
         f"{r.continuous_tokens_per_step:.2f} vs {r.static_tokens_per_step:.2f} tokens per step; "
         f"{_same(r.outputs_equal)}",
-        source)
+        source, (("continuous", r.continuous_steps), ("static", r.static_steps)),
+        "steps for the same requests",
+        f"Continuous batching serves the same requests in {r.continuous_steps} steps, "
+        f"not {r.static_steps}.")
 
 
 COMPARISONS = (("memory", memory_figure), ("prefix", prefix_figure),
@@ -243,10 +249,44 @@ def closing_figures() -> list[Figure]:
 
 
 CLOSING = "Every figure is a second real run of the same requests, not a formula."
-OUTRO = "Replay any run yourself: make trace WORKLOAD=seed prints every step the video shows."
+COMMAND = "make promo"
+OUTRO = ("Every frame you saw is a recorded run. To make this video yourself, run make promo.")
+
+
+class Bars(VGroup):
+    """One figure as two bars growing from zero: this design and the other, to scale."""
+
+    def __init__(self, f: Figure, width: float):
+        super().__init__()
+        (la, va), (lb, vb) = f.bars
+        top = max(va, vb, 1e-9)
+        self.title = theme.text(f"{f.unit}", theme.FS_BODY, theme.DIM)
+        self.bars = VGroup()
+        self.labels = VGroup()
+        for k, (label, value) in enumerate(((la, va), (lb, vb))):
+            w = max(width * value / top, 0.02)
+            bar = Rectangle(width=w, height=0.26, stroke_width=0,
+                            fill_color=theme.ACCENT if k == 0 else theme.FAINT, fill_opacity=1)
+            text = theme.text(f"{label}  {value:g}", theme.FS_BODY, theme.TEXT)
+            row = VGroup(bar, text)
+            bar.move_to([0, -0.36 * k, 0], aligned_edge=LEFT)
+            text.next_to(bar, RIGHT, buff=0.12)
+            self.bars.add(bar)
+            self.labels.add(text)
+            self.add(row)
+        self.title.next_to(self.bars, UP, buff=0.12, aligned_edge=LEFT)
+        self.add(self.title)
+
+    def grow(self) -> list:
+        return [GrowFromEdge(b, LEFT) for b in self.bars] + [FadeIn(self.labels),
+                                                             FadeIn(self.title)]
 
 
 class ClosingCard(Card):
+    """The figures of the real comparison runs as bars growing to their values, each with the
+    call it came from; the explainer ends on how to replay a run, the teaser on the command
+    that makes the video."""
+
     TITLE = "What the runs measured"
     CHAPTER = "Closing: the figures"
 
@@ -254,21 +294,20 @@ class ClosingCard(Card):
 
     def story(self) -> None:
         figures = self.figures if self.figures is not None else closing_figures()
-        head = theme.text(self.TITLE, FS_SUB + 4, theme.ACCENT, bold=True).to_edge(UP, buff=0.6)
-        self.beat(head, f"{self.TITLE}. {CLOSING}", self.pick(2.5, 1.2))
-        y = head.get_bottom()[1] - 0.55
+        self.shown_figures = figures
+        head = theme.text(self.TITLE, FS_SUB + 4, theme.ACCENT, bold=True).to_edge(UP, buff=0.5)
+        self.card(head, None, 0.6)
+        y = head.get_bottom()[1] - 0.4
         for f in figures:
-            block = VGroup(
-                paragraph(f.headline, theme.FS_CAPTION, theme.TEXT, 100),
-                paragraph(f.detail, theme.FS_BODY, theme.DIM, 110),
-                paragraph(f.source, theme.FS_BODY, theme.RAN, 110),
-            ).arrange(DOWN, aligned_edge=LEFT, buff=0.1)
-            block.move_to([0, y, 0], aligned_edge=UP).to_edge(LEFT, buff=0.8)
-            y = block.get_bottom()[1] - 0.4
-            detail = f.detail[:1].upper() + f.detail[1:]
-            self.beat(block, f"{f.headline}. {detail}.", self.pick(4.5, 2.0))
-        if not self.teaser:  # the teaser ends on the figures: the how-to is the explainer's
-            outro = paragraph(OUTRO, theme.FS_BODY, theme.DIM, 110).to_edge(DOWN, buff=0.45)
-            outro.to_edge(LEFT, buff=0.8)
-            self.beat(outro, OUTRO, 3.0)
-        self.clear_out(self.pick(0.4, 0.3))
+            bars = Bars(f, 3.6)
+            words = VGroup(paragraph(f.headline, theme.FS_BODY, theme.TEXT, 56),
+                           paragraph(f.source, theme.FS_BODY, theme.RAN, 60)
+                           ).arrange(DOWN, aligned_edge=LEFT, buff=0.08)
+            bars.move_to([-6.6, y - 0.2, 0], aligned_edge=UP + LEFT)
+            words.move_to([-0.2, bars.get_top()[1], 0], aligned_edge=UP + LEFT)
+            y = min(bars.get_bottom()[1], words.get_bottom()[1]) - 0.35
+            self.beat([*bars.grow(), FadeIn(words)], 1.2, 0.6, line=f.spoken)
+        command = theme.text(COMMAND, FS_SUB, theme.ACCENT, bold=True)
+        command.to_edge(DOWN, buff=0.5)
+        self.card(command, OUTRO, 1.0)
+        self.clear_out(0.4)

@@ -23,6 +23,11 @@ from scenes.replay import Replay
 from scenes.story import StoryScene
 
 
+HOOK = ("Every token a model reads leaves a key and a value in memory, and that memory decides "
+        "how many requests fit. Here a real cache hands it out in pages.")
+PROJECT = "astrai: a paged KV cache, replayed"
+
+
 class PagedCacheScene(StoryScene):
     """Beats 0-7 of scene 1 on the seed workload, or on any trace (ASTRAI_WORKLOAD / trace=)."""
 
@@ -38,4 +43,13 @@ class PagedCacheScene(StoryScene):
         trace = self.trace_of()
         title = f"{self.TITLE} · workload {trace.workload.get('name', '?')}"
         self.replay = Replay(self, trace, title=title)
+        self.replay.run()
+
+
+    def teaser_story(self) -> None:
+        """The teaser's opening shot, its hook: the real run filling the pool, fast, under
+        the project's title, while the narrator says why this memory matters."""
+        self.replay = Replay(self, self.trace_of(), title=PROJECT)
+        self.replay.quiet = {"tail"}  # the hook is the shot's one line
+        self.speak(HOOK)  # runs under the replay's first beats
         self.replay.run()

@@ -40,15 +40,22 @@ Tests build scenes without video: under tempconfig({"format": "none", "disable_c
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
+from contextlib import contextmanager
 from datetime import timedelta
 from typing import ClassVar
 
 import numpy as np
 from manim import Scene, config
+from manim.animation.animation import prepare_animation
 
 from astrai.trace import Trace
 from scenes import theme
+from scenes.cues import MAX_CUE, MIN_CUE
 from scenes.kit.camera import ReplayCamera
+from scenes.voice import PAUSE, RATE, Line, Narrator
+
+LINGER = 0.5  # seconds a cue stays after its speech, to finish reading it
 
 CUTS = ("full", "teaser")
 
@@ -70,7 +77,9 @@ class StoryScene(Scene):
             raise ValueError(f"cut must be one of {CUTS}, got {cut!r} (ASTRAI_CUT)")
         self.cut = cut
         self.trace = trace  # a trace handed in (tests); else the workload is recorded
-        self.cues: list[tuple[float, float, str]] = []
+        self.cues: list[tuple[float, float, str]] = []  # (start, seconds shown, text)
+        self.lines: list[tuple[float, Line]] = []  # every spoken line: (start, line)
+        self._narrator: Narrator | None = None
         self.chapters: list[tuple[float, str]] = []
         self._skipped = 0.0  # seconds `show`/`hold` stood for without going through Manim
         self._snapshots: list[dict] = []
@@ -153,6 +162,7 @@ class StoryScene(Scene):
             return
         if self.skip_animations:
             for anim in animations:
+                anim = prepare_animation(anim)  # `.animate` builders too, as play() takes
                 anim.begin()
                 anim.finish()
             self._skipped += self.seconds(run_time)
@@ -168,19 +178,65 @@ class StoryScene(Scene):
         else:
             self.wait(seconds, frozen_frame=True)
 
-    def say(self, text: str, duration: float) -> None:
-        """Show-and-subtitle: a subcaption cue from now for `duration` seconds."""
-        if duration <= 0 or not text:
-            return
+    # ---- the timeline: one beat at a time ------------------------------------------------
+
+    @property
+    def narrator(self) -> Narrator:
+        if self._narrator is None:
+            self._narrator = Narrator()
+        return self._narrator
+
+    def beat(self, animations=(), run_time: float = 0.0, hold: float = 0.0,
+             line: str | None = None, done: Callable[[], None] | None = None) -> Line | None:
+        """One beat of the timeline, the only way a scene or card plays: speak `line` (if
+        any) from now, play `animations` over `run_time` (never longer than the speech), call
+        `done` (e.g. finish a kit Beat, take a snapshot), hold `hold` seconds, then hold on
+        until the speech has ended and a short pause passed. Returns the spoken Line."""
+        spoken = self.speak(line) if line else None
+        end = self.clock + (spoken.duration + PAUSE if spoken else 0.0)
+        animations = list(animations)
+        if spoken is not None and animations:
+            run_time = max(min(run_time, spoken.duration), 1 / config.frame_rate)
+        self.show(animations, run_time)
+        if done is not None:
+            done()
+        self.hold(hold)
+        self.hold(end - self.clock)
+        return spoken
+
+    @contextmanager
+    def voiced(self, line: str):
+        """`with self.voiced(text) as said: self.show(anims, said.duration)`: the speech
+        starts now and the block's plays run under it; leaving waits the speech out."""
+        spoken = self.speak(line)
+        end = self.clock + spoken.duration + PAUSE
+        yield spoken
+        self.hold(end - self.clock)
+
+    def speak(self, text: str) -> Line:
+        """Start a spoken line now: each of its cues becomes a subtitle placed at its own
+        speech, and the speech goes into the video (Scene.add_sound). Does not wait."""
+        spoken = self.narrator.line(text)
         now = self.clock
-        self._end_cue_at(now)
-        self.cues.append((round(now, 4), duration, text))
+        for cue, offset in zip(spoken.cues, spoken.offsets):
+            start = now + offset
+            self._cue(start, cue.duration, cue.text)
+            if cue.wav is not None and not self.skip_animations:
+                self.add_sound(str(cue.wav), time_offset=start - float(self.time))
+        self.lines.append((round(now, 4), spoken))
+        return spoken
+
+    def _cue(self, start: float, speech: float, text: str) -> None:
+        """A subtitle from `start`: on screen while it is spoken and a little after (to be
+        read), at least 5/6 s, at most 7 s; the next cue cuts it 2 frames before it starts."""
+        self._end_cue_at(start - 2 / config.frame_rate)
+        shown = min(max(speech + LINGER, MIN_CUE), MAX_CUE)
+        self.cues.append((round(start, 4), round(shown, 4), text))
         # Placed by the clock: what show/hold finished without Manim is not in its time.
-        self.add_subcaption(text, duration=duration, offset=now - float(self.time))
+        self.add_subcaption(text, duration=shown, offset=start - float(self.time))
 
     def _end_cue_at(self, t: float) -> None:
-        """A new caption replaces the one on screen: a cue still running ends where the next
-        starts (a hold rounded down to whole frames can end a beat a frame early)."""
+        """A cue still on screen at `t` ends there (the next one starts 2 frames later)."""
         if not self.cues:
             return
         start, duration, text = self.cues[-1]
@@ -203,10 +259,27 @@ class StoryScene(Scene):
     def panels(self) -> list[dict]:
         return self.replay.panels if self.replay is not None else self._panels
 
+    def tear_down(self) -> None:
+        """The narration track ends with the video: silence pads it to the last frame (a
+        narrated render with nothing spoken gets a silent track, so every part of a cut has
+        sound and the join can copy it)."""
+        super().tear_down()
+        if self.skip_animations or not self.narrator.on:
+            return
+        from pydub import AudioSegment
+
+        writer = self._get_manager().file_writer
+        writer.add_audio_segment(AudioSegment.silent(0, frame_rate=RATE), time=float(self.time))
+
     def setup(self) -> None:
         self.camera.background_color = theme.BG
 
     def construct(self) -> None:
+        (self.teaser_story if self.teaser else self.story)()
+
+    def teaser_story(self) -> None:
+        """The teaser's shot: by default the story itself (its beats pace themselves by cut);
+        a scene with a shot of its own overrides this rather than forking inside `story`."""
         self.story()
 
     def story(self) -> None:  # pragma: no cover - every scene implements it

@@ -381,19 +381,21 @@ class WriteGatherScene(StoryScene):
             raise ValueError(f"caption runs off screen ({len(text)} > {room} chars): {text!r}")
         counter.set(text, color)
 
-    def beat(self, caption: str, detail: str, duration: float, *plays) -> None:
-        """Caption (also a subtitle cue) for `duration` s, with these plays inside it: each an
-        (animations, run_time) pair; the rest of the time holds."""
-        self.say(caption, duration)
+    def shot(self, caption: str, detail: str, duration: float, *plays,
+             line: str | None = None) -> None:
+        """Caption and detail on screen for at least `duration` s, the narrator saying `line`
+        (default: the caption), with these plays inside it: each an (animations, run_time)
+        pair; the rest of the time holds until the speech is over."""
         self._line(self.caption, caption)
         self._line(self.detail, detail)
-        used = 0.0
-        for anims, run_time in plays:
-            if anims:
-                self.play(*anims, run_time=run_time)
-                used += run_time
-        if duration - used > 1e-6:
-            self.wait(duration - used)
+        with self.voiced(line or caption):
+            used = 0.0
+            for anims, run_time in plays:
+                if anims:
+                    self.show(anims, run_time)
+                    used += run_time
+            if duration - used > 1e-6:
+                self.hold(duration - used)
 
     def panel(self, key: str, beat: str, shapes: str, step: Step | None = None) -> None:
         """Show the function WORK[key] names with its work line marked, the lines it ran (from
@@ -557,13 +559,13 @@ class WriteGatherScene(StoryScene):
         if self.teaser:
             self.add(self.storage)
         else:
-            self.beat(f"The cache keeps K and V in pages of {ps} slots, numbered through "
+            self.shot(f"The cache keeps K and V in pages of {ps} slots, numbered through "
                       "all pages",
                       f"page p, slot i is flat slot p·{ps} + i; page {p.null}, past the pool, "
                       "is the null page", 6.0, ([FadeIn(self.storage)], 1.0))
             rows = " and ".join(f"{r} ({ln} tokens)" for r, ln in zip(s.rows, lengths))
             pad = ", ".join(f"{s.rows[b]} is padded to {n}" for b in padded)
-            self.beat(f"Prefill: {rows} run as one batch" + (f", so {pad}" if pad else ""),
+            self.shot(f"Prefill: {rows} run as one batch" + (f", so {pad}" if pad else ""),
                       "grey cells are padding; -1 in a page table means no page there", 6.0,
                       ([FadeIn(static), FadeIn(flat)], 1.0))
             self._explain_slots(s, cells, labels, lengths, padded)
@@ -579,14 +581,14 @@ class WriteGatherScene(StoryScene):
         moves, _ = self._land(real + pads)
         fly = LaggedStart(*[c.animate.move_to(t) for c, t in moves], lag_ratio=0.04)
         if self.teaser:
-            self.beat(f"Write: token t of row b goes to slot page_table[b, t // {ps}]·{ps} + "
+            self.shot(f"Write: token t of row b goes to slot page_table[b, t // {ps}]·{ps} + "
                       f"t % {ps}", "padding goes to the null page; the numbers under the "
                       "tokens are the real slot_index output", 3.8,
                       ([FadeIn(static), FadeIn(flat), FadeIn(labels)], 0.8), ([fly], 1.6))
         else:
             pad_slots = [c.slot for c in pads]
             twice = sorted({x for x in pad_slots if pad_slots.count(x) > 1})
-            self.beat("write_slots copies every token's K and V to its slot in one index_copy_",
+            self.shot("write_slots copies every token's K and V to its slot in one index_copy_",
                       "padding only ever lands in the null page"
                       + (f" (slot {', '.join(map(str, twice))} is written twice)" if twice
                          else ""), 7.0, ([fly], 2.2))
@@ -609,7 +611,7 @@ class WriteGatherScene(StoryScene):
                    f"{shape(s.slots['start_pos'])}, n_tokens={n}, lengths "
                    f"{shape(s.slots['lengths'])}) → slots {shape(s.slots['slots'])}", s)
         rest = VGroup(*[lab for i, lab in enumerate(labels) if i != b * n + t])
-        self.beat(f"slot_index gives each token one flat slot: page_table[b, t // {ps}]·{ps} "
+        self.shot(f"slot_index gives each token one flat slot: page_table[b, t // {ps}]·{ps} "
                   f"+ t % {ps}",
                   f"{s.rows[b]}'s token {cell.pos}: page_table[{b}][{cell.pos} // {ps}] = "
                   f"{page}, {cell.pos} % {ps} = {off} → {page}·{ps} + {off} = {cell.slot}",
@@ -629,7 +631,7 @@ class WriteGatherScene(StoryScene):
         self.panel("null", "write/null", "padding → slots " + ", ".join(str(c.slot) for c in pads)
                    + f": all in null page {p.null}", s)
         where = f"page {would}, a live page" if would >= 0 else "a -1 entry"
-        self.beat(f"{s.rows[b0]}'s padding goes to the null page (slots {null_slots[0]}-"
+        self.shot(f"{s.rows[b0]}'s padding goes to the null page (slots {null_slots[0]}-"
                   f"{null_slots[-1]}), never a live page",
                   f"position {pads[0].pos} would be in {where}: t ≥ lengths[{b0}] = "
                   f"{lengths[b0]} sends it to page {p.null} instead", 7.0,
@@ -681,7 +683,7 @@ class WriteGatherScene(StoryScene):
                    f"{g['total_len']}) → index {dims(g['index'])}", s)
         self.add(copies)
         nulls = p.null in g["index"]
-        self.beat("To attend, each row reads its pages back, in page-table order",
+        self.shot("To attend, each row reads its pages back, in page-table order",
                   f"index = {g['index']}" + (f": a -1 entry reads null page {p.null}, garbage "
                                               "the attention mask hides" if nulls else ""),
                   7.0, ([FadeIn(names), FadeIn(tags)], 0.5),
@@ -718,7 +720,7 @@ class WriteGatherScene(StoryScene):
             self.panel("grow", "between/grow", f"{ev['task']} holds {st['lengths'][ev['task']]} "
                        f"tokens; alloc_n(1) → page {ev['page']}; its table is now "
                        f"{st['page_tables'][ev['task']]}", p.decode)
-        self.beat(f"Step {p.decode.step}: " + ("; ".join(parts) if parts else "decode"),
+        self.shot(f"Step {p.decode.step}: " + ("; ".join(parts) if parts else "decode"),
                   f"{name}'s page table is now {state['page_tables'][name]}"
                   + ("; a freed page keeps its old K/V" if stale else ""), 7.0, (anims, 1.0))
 
@@ -743,7 +745,7 @@ class WriteGatherScene(StoryScene):
             self.remove(*replaced)
         else:
             over = [c for c in replaced if not c.pad]
-            self.beat(f"Decode writes one token a row: {s.rows[p.row]}'s token {cell.pos} "
+            self.shot(f"Decode writes one token a row: {s.rows[p.row]}'s token {cell.pos} "
                       f"gets flat slot {cell.slot}",
                       f"page_table[{p.row}][{cell.pos} // {ps}] = {page}, {cell.pos} % {ps} = "
                       f"{off} → {page}·{ps} + {off} = {cell.slot}", 4.0,
@@ -753,7 +755,7 @@ class WriteGatherScene(StoryScene):
                        f"write_slots: k {dims(w['k_shape'])} → reshape {dims(w['rows_shape'])} "
                        f"→ index_copy_ at slots {dims(w['slots_shape'])} into "
                        f"{dims(w['store_shape'])}", s)
-            self.beat("write_slots copies its K and V there, as in prefill",
+            self.shot("write_slots copies its K and V there, as in prefill",
                       (f"it overwrites {over[0].owner}'s stale K/V in slot {cell.slot}: the "
                        f"page is {s.rows[p.row]}'s now" if over else "one slot per row"), 4.0,
                       ([*[c.animate.move_to(t) for c, t in moves],
@@ -803,17 +805,17 @@ class WriteGatherScene(StoryScene):
             why.append(f"{empty} never written")
         order = ", ".join(map(str, pages))
         if self.teaser:
-            self.beat(f"Gather reads {name}'s pages in table order, {order}, and cuts at "
+            self.shot(f"Gather reads {name}'s pages in table order, {order}, and cuts at "
                       f"total_len = {total}", "scattered in memory, in order in the buffer; "
                       f"the view keeps positions 0-{total - 1}", 3.8, reads, fly,
                       (anims, 0.6))
         else:
-            self.beat(f"Gather reads {name}'s pages in table order, {order}: scattered in "
+            self.shot(f"Gather reads {name}'s pages in table order, {order}: scattered in "
                       "memory, in order here", "above each key its position in the sequence; "
                       "under each block the page it came from", 9.0, reads, fly)
             self.panel("cut", "gather/cut", f"view {dims(g['view_shape'])} → [:, :{total}] → "
                        f"k {dims(g['k_shape'])}", s)
-            self.beat(f"total_len = {total}: the view keeps positions 0-{total - 1}"
+            self.shot(f"total_len = {total}: the view keeps positions 0-{total - 1}"
                       + (f" and cuts the last {len(cut)}" if cut else ""),
                       ("the cut slots: " + ", ".join(why)) if why else
                       "the tail of the last page holds nothing of this row", 6.0, (anims, 1.0))
@@ -867,7 +869,7 @@ class WriteGatherScene(StoryScene):
                  ([FadeIn(blocks), FadeIn(q), FadeIn(q_tag), FadeIn(head_tag)],
                   self.pick(0.6, 0.3))]
         if not self.teaser:
-            self.beat(f"Attention: {name}'s new token (position {qpos}) scores its query "
+            self.shot(f"Attention: {name}'s new token (position {qpos}) scores its query "
                       f"against all {total} keys",
                       f"the model's own numbers: layer {a['layer']}, query head {h} of "
                       f"{a['n_heads']} (it reads KV head {kv}); score = q·k / "
@@ -884,7 +886,7 @@ class WriteGatherScene(StoryScene):
                 arrow = Arrow(q.get_right(), blocks[i][0].get_left(), buff=0.08, stroke_width=3,
                               color=theme.ACCENT, max_tip_length_to_length_ratio=0.08)
                 keys = f"keys {js[0]}-{js[-1]}" if len(js) > 1 else f"key {js[0]}"
-                self.beat(f"Block by block: block {i} is page {pages[i]}, {keys}",
+                self.shot(f"Block by block: block {i} is page {pages[i]}, {keys}",
                           "scores " + ", ".join(fmt(scores[j]) for j in js if allowed[j]), 3.4,
                           ([FadeIn(arrow), blocks[i][0].animate.set_stroke(theme.ACCENT),
                             *[FadeIn(score_txt[j]) for j in js]], 0.8),
@@ -901,14 +903,14 @@ class WriteGatherScene(StoryScene):
         j_max = int(np.argmax(weights[:total]))
         grow = [*[GrowFromEdge(bar, DOWN) for bar in bars], *[FadeIn(t) for t in w_txt]]
         if self.teaser:
-            self.beat(f"Attention: {name}'s query scores all {total} keys, page by page; "
+            self.shot(f"Attention: {name}'s query scores all {total} keys, page by page; "
                       "softmax makes the weights", f"the model's own numbers: layer "
                       f"{a['layer']}, head {h}; largest weight {fmt(weights[j_max])} on key "
                       f"{j_max}", 3.3, *enter,
                       ([FadeIn(label_s), FadeIn(label_w), *[FadeIn(t) for t in score_txt],
                         *grow], 1.0))
         else:
-            self.beat(f"Softmax turns the {total} scores into weights that sum to 1",
+            self.shot(f"Softmax turns the {total} scores into weights that sum to 1",
                       f"the output is the weighted sum of V; the largest weight, "
                       f"{fmt(weights[j_max])}, is key {j_max} (page {pages[j_max // ps]}, "
                       f"slot {j_max % ps})", 8.0, ([FadeIn(label_w)], 0.4), (grow, 1.6))
@@ -918,6 +920,6 @@ class WriteGatherScene(StoryScene):
                   scores=[t.shown() for t in score_txt], weights=[t.shown() for t in w_txt],
                   bars=[bar.height for bar in bars], head_tag=head_tag.shown())
         if not self.teaser:
-            self.beat("Every slot, page and number here was recorded from the real run",
+            self.shot("Every slot, page and number here was recorded from the real run",
                       f"slots from slot_index, pages from gather_pages, weights from the "
                       f"model at step {s.step}", 4.0)

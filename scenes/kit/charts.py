@@ -14,6 +14,7 @@ import numpy as np
 from manim import DOWN, LEFT, RIGHT, UP, Axes, FadeIn, FadeOut, Square, VGroup, VMobject
 
 from scenes import theme
+from scenes.voice import PAUSE
 from scenes.kit.glyphs import Atlas
 
 
@@ -36,8 +37,9 @@ class CaptionBar:
 
 
 class Captioned:
-    """Mixin for a StoryScene: `caption(text, duration)` shows text in a CaptionBar and cues it
-    as a subtitle (StoryScene.say), returning the animations to play with the next play().
+    """Mixin for a StoryScene: `caption(text, duration)` shows text in a CaptionBar and speaks
+    it (StoryScene.speak: subtitles and voice), returning the animations to play with the next
+    play().
     A caption stays up its whole duration: `caption_free()` says whether the last one has had
     its time, and `caption()` first waits out the rest of it, so subtitles never overlap."""
 
@@ -51,12 +53,14 @@ class Captioned:
     def hold_caption(self) -> None:
         """Wait until the caption on screen has had its whole duration."""
         if not self.caption_free():
-            self.wait(self.caption_until - self.now)
+            self.hold(self.caption_until - self.now)
 
-    def caption(self, s: str, duration: float) -> list:
+    def caption(self, s: str, duration: float, line: str | None = None) -> list:
+        """Show `s` in the bar; the narrator speaks `line` (default: `s`) from now. The caption
+        stays `duration` seconds, or until the speech and its pause are over if longer."""
         self.hold_caption()
-        self.say(s, duration)
-        self.caption_until = self.now + duration
+        spoken = self.speak(line or s)
+        self.caption_until = self.now + max(duration, spoken.duration + PAUSE)
         new = self.caption_bar.make(s)
         anims = [FadeIn(new, run_time=0.3)]
         if self.caption_mob is not None:

@@ -11,8 +11,8 @@ package doc describes), with what scenes 2 and 5 need on top:
 - `on_apply`: more kit to bring to each event's state (e.g. an LRU strip), snapshotted with it;
 - boards (`show_board`): a scene's own mobjects in the replay's `notes` layer, leaving with the
   next beat unless told to stay.
-Every caption and its detail line become a subtitle (the replay's `say`), so the subtitles alone
-tell the story.
+Captions and details stay on screen for those who pause; what is spoken (`tell(line=...)`, the
+beat kinds' own lines) is the subtitle track. Fast-forwarded runs are not spoken.
 """
 
 from __future__ import annotations
@@ -248,11 +248,13 @@ class StoryReplay(Replay):
 
     def tell(self, caption: str, detail: str = "", run_time: float = 0.8, hold: float = 2.0,
              build: Callable[[Beat], None] | None = None, code: tuple | None = None,
-             events: list[int] = (), name: str = "story") -> Beat:
+             events: list[int] = (), name: str = "story", line: str | None = None) -> Beat:
         """One beat of the scene's own: the trace events it applies (if any), a caption and
-        detail (the subtitle carries both), whatever `build` adds to the beat (boards, pulses),
-        and optionally a code panel (frame, event) of a recorded engine call."""
+        detail on screen, the narrator's `line` (spoken and subtitled), whatever `build` adds
+        to the beat (boards, pulses), and optionally a code panel (frame, event) of a recorded
+        engine call."""
         beat = self.new_beat()
+        self._playing = (name, events[0] if events else None)
         for i in events:
             self.apply(i, beat)
         if build is not None:
@@ -260,6 +262,8 @@ class StoryReplay(Replay):
         self._own = True
         self.say(beat, caption, detail)
         self._own = False
+        if line:
+            self.speak(line)
         if code is not None:
             self.show_frame(*code)
         self._playing = (name, events[0] if events else None)

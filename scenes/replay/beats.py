@@ -122,6 +122,7 @@ def cleanup_idle(r: Replay, spec: BeatSpec) -> None:
     beat, ev, _ = _applied(r, spec)
     r.say(beat, f"step {ev['step']}, cleanup: free the pages of finished requests",
           "nothing has finished yet: no page to free")
+    r.speak("Each step first frees the pages of finished requests. None yet.", once="cleanup")
     # _cleanup has returned by the event after this beat's (the next phase).
     nxt = spec.events[-1] + 1
     if nxt < len(r.events):
@@ -137,6 +138,7 @@ def arrive(r: Replay, spec: BeatSpec) -> None:
               else f"prompt of {ev['prompt_len']} tokens")
     r.say(beat, f"{ev['task']} arrives: {prompt}, up to {ev['max_new_tokens']} new",
           f"submit() queues it: waiting = {ev['state']['queue']}")
+    r.speak(f"Request {ev['task']} arrives, with a prompt of {ev['prompt_len']} tokens.")
     r.show_code(spec, "Scheduler.submit", spec.main)
     r.play(beat, *r.timing(spec))
 
@@ -154,6 +156,7 @@ def admit(r: Replay, spec: BeatSpec) -> None:
               f"_fit: {ev['needed']} page(s) to allocate, {ev['available']} available "
               "(free, plus cached ones it does not revive)")
         r.show_code(spec, "Scheduler._fit", spec.main, where=("returned",))
+        r.speak("Before letting it in, the scheduler checks that the pool can hold its prompt.")
         r.play(beat, *r.scaled(0.7, 1.6))
         beat = r.new_beat()
     else:
@@ -162,6 +165,7 @@ def admit(r: Replay, spec: BeatSpec) -> None:
     hit_words = f"; prefix hit: pages {hits} are shared" if hits else ""
     r.say(beat, f"{ev['task']}: pages_for({n}) = ceil({n} / {ps}) = {total} pages{hit_words}",
           f"to allocate: {ev['needed']} of {ev['available']} available")
+    r.speak(_admit_words(ev, ps))
     r.show_code(spec, "pages_for", spec.main, where=("returned",))
     r.play(beat, *r.timing(spec))
 
@@ -171,8 +175,46 @@ def wait(r: Replay, spec: BeatSpec) -> None:
     beat, ev, _ = _applied(r, spec)
     r.say(beat, f"{ev['task']} waits: needs {ev['needed']} pages, {ev['available']} available",
           "the head of the queue waits; nobody skips ahead of it")
+    r.speak(f"{ev['task']} has to wait: it needs {_count(ev['needed'], 'page')}, and "
+            f"only {ev['available']} {_are(ev['available'])} free.")
     r.show_code(spec, "Scheduler._fit", spec.main)
     r.play(beat, *r.timing(spec))
+
+
+def _admit_words(ev: dict, ps: int) -> str:
+    total, hits = ev["pages_needed"], ev["hits"]
+    words = f"{ev['n_tokens']} tokens fill {_count(total, 'page')} of {ps}."
+    if hits:
+        words += (f" {_count(len(hits), 'page')} of them {_are(len(hits))} already in the "
+                  f"cache, so only {ev['needed']} {_are(ev['needed'], 'needs', 'need')} a new one.")
+    return words
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
+def _are(n: int, one: str = "is", many: str = "are") -> str:
+    return one if n == 1 else many
+
+
+def _alloc_line(r: Replay, ev: dict, prev: dict | None) -> None:
+    """What the narrator says of a page taken: how the allocator chose it the first time,
+    that pages need not be side by side the first time they are not, else just the page."""
+    page, task = ev["page"], ev["task"]
+    table = ev["state"]["page_tables"].get(task, [])
+    before = table[ev["logical"] - 1] if 0 < ev["logical"] <= len(table) else None
+    low = prev is not None and prev["free_mask"] and _lowest(prev["free_mask"]) == page
+    if low and r.first("lowest"):
+        r.speak(f"The allocator takes the lowest free page: page {page}. Its bit is cleared, "
+                "and its count is set to one.")
+    elif before is not None and abs(before - page) != 1 and r.first("scattered"):
+        r.speak(f"{task} gets page {page}, far from page {before}. Pages need not sit side by "
+                "side: the page table keeps their order.")
+    elif not low and prev is not None and not prev["free_mask"]:
+        r.speak(f"No page is free, so a cached one is given up: page {page}.")
+    else:
+        r.speak(f"{task} gets page {page}.", once=f"alloc {task} {ev['step']}")
 
 
 def _alloc_words(r: Replay, ev: dict, prev: dict | None) -> str:
@@ -197,6 +239,7 @@ def alloc(r: Replay, spec: BeatSpec) -> None:
     beat, ev, prev = _applied(r, spec)
     r.say(beat, f"alloc -> page {ev['page']} for {ev['task']}[{ev['logical']}]",
           _alloc_words(r, ev, prev))
+    _alloc_line(r, ev, prev)
     r.show_code(spec, "PagedCache._take", spec.main, where=("returned",))
     r.box(beat, ev["page"], W_POOL)
     r.play(beat, *r.timing(spec))
@@ -220,6 +263,13 @@ def grow(r: Replay, spec: BeatSpec) -> None:
               f"{need['held']} pages hold {need['capacity']} tokens; "
               + (f"page {ev['page']} is the lowest free bit" if low else
                  _alloc_words(r, ev, prev)))
+        if r.first("grow"):
+            r.speak(f"Decoding adds one token a step. At token {need['n_tokens']}, "
+                    f"{need['task']}'s {_count(need['held'], 'page')} of {need['capacity']} "
+                    f"slots {_are(need['held'], 'is', 'are')} full, so it takes one more: "
+                    f"page {ev['page']}.")
+        else:
+            r.speak(f"{need['task']} is full again, and takes page {ev['page']}.")
     r.show_code(spec, "Scheduler._grow", spec.main)
     r.box(beat, ev["page"], W_POOL)
     r.play(beat, *r.timing(spec))
@@ -239,6 +289,14 @@ def share(r: Replay, spec: BeatSpec) -> None:
         words = (f"share page {ev['page']} with {ev['task']}[{ev['logical']}]",
                  f"a prefix hit: inc_ref, refs[{ev['page']}] = {refs}; no K/V recomputed")
     r.say(beat, *words)
+    if ev["revived"]:
+        r.speak(f"Page {ev['page']} was still cached, so {ev['task']} brings it back "
+                "instead of computing it again.")
+    elif r.first("share"):
+        r.speak(f"{ev['task']}'s prompt starts with the same tokens, so it shares page "
+                f"{ev['page']}: {refs} requests now hold it, and nothing is computed twice.")
+    else:
+        r.speak(f"It shares page {ev['page']} too.")
     r.show_code(spec, "PagedCache.inc_ref", spec.main)
     r.box(beat, ev["page"], W_POOL)
     r.play(beat, *r.timing(spec))
@@ -255,6 +313,8 @@ def evict(r: Replay, spec: BeatSpec) -> None:
     to = f" -> {taken['task']}[{taken['logical']}]" if taken["kind"] == "alloc" else ""
     r.say(beat, f"no free page: evict cached page {ev['page']}{to}",
           f"cached pages, least recently used first: {lru}; the first one goes")
+    r.speak(f"No page is free, so the cached page used longest ago, page {ev['page']}, "
+            "is given up.")
     at = spec.events[-1] if find(taken, "PagedCache._evict_lru", ("returned",)) else spec.main
     r.show_code(spec, "PagedCache._evict_lru", at, where=("returned",))
     r.box(beat, ev["page"], W_POOL, theme.CACHED)
@@ -279,6 +339,16 @@ def free(r: Replay, spec: BeatSpec) -> None:
         end = f"refs {was} -> 0: bit {page} set again, the page is free"
     r.say(beat, f"free page {page} of {ev['task']}: {end}",
           f"_release drops {ev['task']}'s pages last first; free() decrements refs[{page}]")
+    if refs > 0:
+        r.speak(f"{ev['task']} lets go of page {page}, but another request still holds it.")
+    elif cached:
+        r.speak(f"Page {page} is let go, but kept: another prompt may start the same way.",
+                once=f"cached {page}")
+    elif r.first("free") and r.first(f"free {ev['task']}"):
+        r.speak(f"{ev['task']} is done, so its pages go back to the pool. Page {page}'s "
+                "count drops to zero, and its bit says free again.")
+    else:
+        r.speak(f"{ev['task']}'s pages go back too.", once=f"free {ev['task']}")
     r.show_code(spec, "PagedCache.free", spec.main)
     r.box(beat, page, W_POOL, theme.CACHED if cached else theme.ACCENT)
     r.play(beat, *r.timing(spec))
@@ -289,6 +359,8 @@ def cache(r: Replay, spec: BeatSpec) -> None:
     beat, ev, _ = _applied(r, spec)
     r.say(beat, f"page {ev['page']} stays cached (refs 0, recorded prefix)",
           f"cached, least recently used first: {ev['state']['cached']}")
+    r.speak(f"Page {ev['page']} stays in the cache, for a prompt that starts the same way.",
+            once=f"cached {ev['page']}")
     r.show_code(spec, "PagedCache.free", spec.main)
     r.box(beat, ev["page"], W_POOL, theme.CACHED)
     r.play(beat, *r.timing(spec))
@@ -300,6 +372,9 @@ def record(r: Replay, spec: BeatSpec) -> None:
     beat, ev, _ = _applied(r, spec)
     r.say(beat, f"record_prefix: {ev['task']}'s full prompt pages {ev['pages']} recorded",
           "each page's key chains the previous page's: a later prompt can share them")
+    if r.first("record"):
+        r.speak(f"{ev['task']}'s full prompt pages are recorded, each under a key chained to "
+                "the page before it, so a later prompt can find them.")
     r.show_code(spec, "PagedCache.record_prefix", spec.main)
     n = max(len(ev["pages"]), 1)
     for k, p in enumerate(ev["pages"]):
@@ -321,6 +396,8 @@ def write(r: Replay, spec: BeatSpec) -> None:
         r.say(beat, f"CacheView(cache, page_table={ev['page_table']}{total})",
               "one view per forward: the batch's page tables and length, shared by every layer")
         r.show_code(spec, "CacheView.__init__", spec.main, where=("returned",))
+        r.speak("The model reaches the cache through a view: each request's page table, "
+                "and how long it is.")
         r.play(beat, *r.scaled(0.7, 1.8))
         rest = [i for i in spec.events if i >= spec.main]
     else:
@@ -338,6 +415,13 @@ def write(r: Replay, spec: BeatSpec) -> None:
     head = "; ".join(f"{row['task']} positions {row['start']}..{row['start'] + row['n'] - 1}"
                      for row in rows)
     r.say(beat, f"write K/V: {head}", "; ".join(f"{row['task']}: {_runs(row)}" for row in rows))
+    names = " and ".join(row["task"] for row in rows)
+    if r.first("write"):
+        n = sum(row["n"] for row in rows)
+        r.speak(f"Prefill writes the keys and values of all {n} prompt tokens into "
+                f"{names}'s pages, in order, filling the last one only part way.")
+    else:
+        r.speak(f"{names}'s prompt is written the same way.")
     r.show_code(spec, "CacheView.write", spec.main)
     r.play(beat, *r.timing(spec))
 
@@ -353,6 +437,8 @@ def gather(r: Replay, spec: BeatSpec) -> None:
     r.say(beat, f"gather(total_len={total}): {order}",
           f"whole pages in logical order (page-table order), cut to {total}: "
           f"K, V = {ev['shape']}")
+    r.speak("To attend, the pages are read back in page-table order, so the model sees one "
+            "sequence, wherever its pages are.", once="gather")
     r.show_code(spec, "PagedCache.gather_pages", spec.main)
     longest = max((len(row["pages"]) for row in rows), default=1)
     for row in rows:
@@ -369,6 +455,8 @@ def forward(r: Replay, spec: BeatSpec) -> None:
     parts = "; ".join(f"{row['task']} pos {row['start']} -> {_runs(row)}" for row in ev["rows"])
     r.say(beat, f"decode step {ev['step']}: one token per running request",
           f"write {parts}" + (f"; gather len {gathered['total_len']}" if gathered else ""))
+    r.speak("Now each step writes one new token a request, into the next slot of its last "
+            "page.", once="decode")
     r.show_code(spec, "CacheView.write", spec.main)
     r.play(beat, *r.timing(spec))
 
@@ -395,6 +483,9 @@ def run(r: Replay, spec: BeatSpec) -> None:
              f"{waits[-1]['available']} available)" if waits else "")
     r.say(beat, f"{steps}: {each} per request per step ({', '.join(names)})",
           f"lengths {grew}; no page allocated or freed{still}")
+    if r.first("run"):
+        r.speak(f"For {_count(b - a + 1, 'step')}, every request just adds a token a step, "
+                "into room it already has. No page moves.")
     last = max((i for i in spec.events if r.events[i]["kind"] == "write"), default=None)
     if last is not None:
         r.show_code(spec, "CacheView.write", last)
@@ -466,6 +557,7 @@ def finish(r: Replay, spec: BeatSpec) -> None:
     beat, ev, _ = _applied(r, spec)
     r.say(beat, f"{ev['task']} finished: {ev['n_output']} tokens generated",
           "its pages are freed by the next step's cleanup")
+    r.speak(f"{ev['task']} has finished, after {ev['n_output']} new tokens.")
     r.show_code(spec, "Scheduler._forward", spec.main)
     r.play(beat, *r.timing(spec))
 
@@ -485,6 +577,8 @@ def preempt(r: Replay, spec: BeatSpec) -> None:
     beat, ev, _ = _applied(r, spec)
     r.say(beat, f"pool dry: preempt {ev['task']} (the newest): pages freed, requeued",
           f"waiting = {ev['state']['queue']}; its tokens are recomputed on readmission")
+    r.speak(f"The pool has run dry, so the newest request, {ev['task']}, is stopped: its "
+            "pages go back, and it waits at the front of the queue.")
     r.show_code(spec, "Scheduler._preempt", spec.main)
     r.play(beat, *r.timing(spec))
 
@@ -500,4 +594,6 @@ def tail(r: Replay, spec: BeatSpec) -> None:
     free_words = f"{retired[0]['n_free']} of {r.n_pages} pages free" if retired else "done"
     kept = f", {len(st['cached'])} cached" if st["cached"] else ""
     r.say(beat, f"all requests done: {free_words}{kept}", f"tokens generated - {outs}")
+    r.speak("Every request is done." + (f" {retired[0]['n_free']} of the {r.n_pages} pages "
+                                        "are free again." if retired else ""))
     r.play(beat, *r.timing(spec))

@@ -69,7 +69,9 @@ class Replay:
         self._playing: tuple[str, int | None] = ("construct", None)
         self.n_plays = 0
         self.state_only = bool(getattr(scene, "skip_animations", False))
-        self._caption: str | None = None  # said by the beat being built, cued when it plays
+        self._line: str | None = None  # spoken over the beat being built, when it plays
+        self.told: set[str] = set()  # what the narrator has explained already
+        self.quiet: set[str] = set()  # beat kinds whose own lines a scene does not want spoken
         self._section: str | None = None
         self._build()
 
@@ -167,25 +169,42 @@ class Replay:
         return beat
 
     def play(self, beat: Beat, run_time: float, hold: float) -> None:
-        """Play a built beat: its caption becomes a subtitle cue for the whole beat."""
+        """Play a built beat through the scene's timeline: the line spoken for it (if any)
+        starts with it, and the beat lasts at least as long as the speech."""
         anims = beat.animations()
         kind_, main = self._playing
-        self.beat_times.append((round(self.duration, 4), kind_, main, self._caption or ""))
-        if self._caption:
-            self.scene.say(self._caption, self.scene.seconds(run_time if anims else 0.0, hold))
-            self._caption = None
+        line, self._line = self._line, None
+        self.beat_times.append((round(self.duration, 4), kind_, main, line or ""))
         self.n_plays += (1 if anims else 0) + (1 if hold > 0 else 0)
-        self.scene.show(anims, run_time)
-        beat.finish()
-        self.scene.hold(hold)
+        self.scene.beat(anims, run_time, hold, line=line, done=beat.finish)
 
     def say(self, beat: Beat, caption: str, detail: str = "") -> None:
+        """The caption lines on screen (the dense account: fields, pages, numbers); they are
+        for reading when paused, not spoken (see `speak`)."""
         beat.window = W_TEXT
         self.captions.say(_fit(caption, 86), _fit(detail, 96), beat)
         self.captions_shown.append(caption)
         self.details_shown.append(detail)
-        # The subtitle says what the screen says: the caption, and the detail under it.
-        self._caption = caption + (f"\n{detail}" if detail else "")
+
+    def speak(self, text: str, once: str | None = None) -> bool:
+        """What the narrator says over the next beat played (one line a beat: a second
+        call joins the first). With `once`, only the first time that key is spoken. Beat kinds
+        in `quiet` say nothing (a scene that tells its own story around them)."""
+        if self._playing[0] in self.quiet:
+            return False
+        if once is not None:
+            if once in self.told:
+                return False
+            self.told.add(once)
+        self._line = f"{self._line} {text}" if self._line else text
+        return True
+
+    def first(self, key: str) -> bool:
+        """True the first time `key` is asked (what the narrator has not explained yet)."""
+        if key in self.told:
+            return False
+        self.told.add(key)
+        return True
 
     def show_code(self, spec: BeatSpec | str, fn: str, event: int,
                   where=("code", "returned")) -> None:
@@ -246,12 +265,14 @@ class Replay:
 
     def narrate(self, caption: str, detail: str = "", run_time: float = 0.8,
                 hold: float = 1.5, show: Iterable[Mobject] = (), hide: Iterable[Mobject] = (),
-                code: tuple[str, str, int] | None = None) -> None:
+                code: tuple[str, str, int] | None = None, line: str | None = None) -> None:
         """A narrative beat of the scene's own between trace beats: a caption (and subtitle),
         mobjects to bring in (kept in `self.notes` until hidden) or take out, and optionally
         a code panel (file, qualname, first line to mark) of real source. Applies no event."""
         beat = self.new_beat()
         self.say(beat, caption, detail)
+        if line:
+            self.speak(line)
         for mob in show:
             beat.appear(self.notes, mob)
         for mob in hide:
@@ -308,6 +329,9 @@ class Replay:
         self.say(beat, "construction: one PagedCache holds the K/V of every request",
                  f"{geo['n_pages']} pages x {geo['page_size']} slots, shared by all requests; "
                  "pages are handed out one at a time")
+        if not teaser:
+            self.speak("Every token a model reads leaves a key and a value behind, in every "
+                       "layer. That is the KV cache.")
         beat.window = (0.2, 0.8)
         beat.appear(self.base, intro)
         # The recorder traces the constructor: the first event lists PagedCache.__init__ among
@@ -344,6 +368,8 @@ class Replay:
             beat.appear(self.overlay, brace_group)
             self.say(beat, f"{geo['n_pages']} page frames, numbered 0..{geo['n_pages'] - 1}",
                      "a page is the unit of allocation; a request's K/V live in whole pages")
+            self.speak(f"Here it lives in one pool of {geo['n_pages']} pages, each with room "
+                       f"for the keys and values of {geo['page_size']} tokens.")
             self.play(beat, *self.scaled(1.2, 1.6))
             beat = Beat(self.overlay)
             beat.window = (0.0, 0.5)
@@ -364,6 +390,8 @@ class Replay:
                            "slots, a free bit and a refcount each", detail)
         else:
             self.say(beat, "free bitmask (bit i under page i, 1 = free) and refcounts", detail)
+            self.speak("Under each page, one bit says whether it is free, and a count says "
+                       "how many requests hold it.")
         self.play(beat, *self.scaled(1.0, 1.8))
 
     def _leave_intro(self, beat: Beat) -> None:
