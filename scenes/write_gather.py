@@ -296,6 +296,10 @@ class WriteGatherScene(StoryScene):
     WORKLOAD = "write_gather"
     TITLE = "Inside write and gather"
     CHAPTER = "6. Inside write and gather"
+    # what it shows, in one sentence (its card on the promo page)
+    SUMMARY = ("Slot by slot: where each token's keys and values are written, the null page that "
+               "padded rows go to, and the gather that reads them back in page-table order for "
+               "the decoding token's attention.")
     HEAD = 0  # layer 0's query head whose attention is shown (named on screen)
 
     # ---- frame -----------------------------------------------------------------------------

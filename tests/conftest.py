@@ -93,3 +93,27 @@ def _dense_attention(model, tokens: list[int], layer: int = 0):
 @pytest.fixture
 def dense_attention():
     return _dense_attention
+
+
+@pytest.fixture(scope="session")
+def smoke_promo(tmp_path_factory):
+    """The smoke promo, rendered for real once a session: a teaser title card, then a chapter
+    card and the paged-cache scene on a one-request workload, at 480p15, joined twice (the
+    second time every part is up to date). No WebM: tests that need one encode it."""
+    from types import SimpleNamespace
+
+    from scene_checks import SMOKE
+
+    from promo import parts as P
+    from promo.build import build
+
+    d = tmp_path_factory.mktemp("promo")
+    wl = d / "smoke.toml"
+    wl.write_text(SMOKE)
+    module, cls = "scenes.paged_cache", "PagedCacheScene"
+    parts = [P.title_part("teaser"), *P.scene_parts(module, cls, 1, "full", str(wl))]
+    first = build(("smoke",), "l", d / "out", jobs=2, webm=False, plans={"smoke": parts},
+                  log=lambda *_: None)[0]
+    again = build(("smoke",), "l", d / "out", jobs=2, webm=False, plans={"smoke": parts},
+                  log=lambda *_: None)[0]
+    return SimpleNamespace(cut=first, again=again, parts=parts, dir=d / "out")
