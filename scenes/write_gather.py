@@ -777,9 +777,9 @@ class WriteGatherScene(StoryScene):
                   7.0, ([FadeIn(names), FadeIn(tags)], 0.5),
                   ([LaggedStart(*[c.animate.move_to(t) for c, t in moves], lag_ratio=0.03)],
                    2.0),
-                  line="To attend, each row reads its pages back, in order."
+                  line="To attend, each row reads its pages back in order."
                        + (f" Where {spoken_list(short)} has no page, it reads the null page, "
-                          "and the mask hides it." if short else ""))
+                          "masked out." if short else ""))
         self.snap("gather_prefill", rows=list(s.rows), pages=[t.shown() for t in tags],
                   sources={s.rows[b]: [c.src for c in row] for b, row in by_row.items()})
         self.play(FadeOut(VGroup(copies, tags, names)), run_time=0.6)
@@ -817,7 +817,7 @@ class WriteGatherScene(StoryScene):
         said = []
         if bt.frees:
             said.append(spoken_list(parts[:len(bt.frees)])
-                        + (", but the old keys stay in memory" if bt.stale else "") + ".")
+                        + (", but the keys stay there" if bt.stale else "") + ".")
         said += [f"{part}." for part in parts[len(bt.frees):]]
         self.shot(f"Step {p.decode.step}: " + ("; ".join(parts) if parts else "decode"),
                   f"{name}'s page table is now {bt.state['page_tables'][name]}"
