@@ -14,13 +14,17 @@ CUT     ?=
 RUN     = ASTRAI_WORKLOAD=$(WORKLOAD) ASTRAI_CUT=$(CUT) $(MANIM) render
 VIDEO   = media/videos/paged_cache/480p15/PagedCacheScene.mp4
 
-.PHONY: setup test lint bench bench-render bench-render-hq render render-hq promo promo-hq \
-	preview stills gif sheet trace clean
+.PHONY: setup setup-test test lint bench bench-render bench-render-hq render render-hq promo \
+	promo-hq site preview stills gif sheet trace clean
 
 setup:
 	@bash scripts/setup.sh
 
-test: setup
+# the tests also need the headless Chromium (and its driver) the promo page is tested in
+setup-test:
+	@bash scripts/setup.sh --browser
+
+test: setup-test
 	$(PY) -m pytest
 
 lint: setup
@@ -33,11 +37,20 @@ bench: setup
 # The promo, both cuts (explainer and <= 90 s teaser), into media/promo/: mp4, .srt, chapters
 # (.chapters.vtt and in the mp4), WebM, thumbnail PNG, and teaser.gif. Parts already up to date
 # are not rendered again; PROMO_ARGS passes more (e.g. --cut teaser, --no-webm, --force).
+# Then the promo page (media/site/), which needs both cuts and their WebMs.
 promo: setup
 	$(PY) -m promo -q l $(PROMO_ARGS)
+	$(PY) -m promo.site -q l
 
 promo-hq: setup
 	$(PY) -m promo -q h $(PROMO_ARGS)
+	$(PY) -m promo.site -q h
+
+# The promo page alone, from what `make promo` wrote: media/site/index.html with the cuts, scene
+# clips, stills and tracks beside it. A missing or stale cut, track or scene render stops it,
+# named. Q=h: from the 1080p60 promo.
+site: setup
+	$(PY) -m promo.site -q $(or $(Q),l)
 
 # Render speed of the explainer, part by part, against the encoder floor (480p15 / 1080p60)
 bench-render: setup
@@ -83,4 +96,4 @@ trace: setup
 
 clean:
 	rm -rf media/videos media/images media/texts media/Tex media/partial_movie_files media/promo/build \
-	  media/promo/bench
+	  media/promo/bench media/site media/site.new

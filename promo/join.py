@@ -132,8 +132,13 @@ def _copy(probes: list[Probe], out) -> None:
                 raise JoinError(f"{pr.path.name}: start {float(offset):.4f} s is not a whole "
                                 f"number of its time base {tb}")
             first = None
-            for p in c.demux(s):
+            sound = a is not None and astream is not None
+            # one pass over the file: demuxing the video alone would read it to its end
+            for p in (c.demux(s, a) if sound else c.demux(s)):
                 if p.dts is None:  # the flush packet demux ends with
+                    continue
+                if p.stream.type == "audio":
+                    last_audio = _copy_audio(p, a, astream, out, offset, last_audio)
                     continue
                 if first is None:
                     first = p.pts  # parts start at 0; keep any edit offset out of the join
@@ -141,8 +146,6 @@ def _copy(probes: list[Probe], out) -> None:
                 p.dts = p.dts - first + int(shift)
                 p.stream = ostream
                 out.mux(p)
-            if a is not None and astream is not None:
-                last_audio = _copy_audio(c, a, astream, out, offset, last_audio)
         offset += pr.duration
 
 
@@ -151,24 +154,21 @@ def _has_audio(path: Path) -> bool:
         return bool(c.streams.audio)
 
 
-def _copy_audio(c, a, astream, out, offset: Fraction, last: int | None) -> int | None:
+def _copy_audio(p, a, astream, out, offset: Fraction, last: int | None) -> int | None:
+    """Mux one audio packet of a part at the part's start (dropped if it would overlap the
+    packet before it); returns the last dts muxed."""
     if a.time_base != Fraction(1, 48_000):
         raise JoinError(f"audio time base {a.time_base}: parts' sound must be 48 kHz")
     shift = offset * 48_000
     if shift.denominator != 1:
         raise JoinError(f"part start {float(offset):.5f} s is not a whole number of samples")
-    for p in c.demux(a):
-        if p.dts is None:
-            continue
-        dts = p.dts + int(shift)
-        if last is not None and dts <= last:
-            continue
-        p.pts, p.dts = p.pts + int(shift), dts
-        p.stream = astream
-        p.time_base = a.time_base
-        out.mux(p)
-        last = dts
-    return last
+    dts = p.dts + int(shift)
+    if last is not None and dts <= last:
+        return last
+    p.pts, p.dts = p.pts + int(shift), dts
+    p.stream = astream
+    out.mux(p)
+    return dts
 
 
 def _reencode(probes: list[Probe], out) -> None:

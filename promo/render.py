@@ -75,7 +75,7 @@ class Job:
         return self.media_dir / "profile.json"
 
     def env(self) -> dict[str, str]:
-        return {**self.part.env, "PYTHONPATH": os.pathsep.join(
+        return {**self.part.env, "NARRATION": narration(), "PYTHONPATH": os.pathsep.join(
             [str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])}
 
     def up_to_date(self) -> bool:
@@ -101,12 +101,20 @@ class Job:
                         wall, cpu, prof)
 
 
+def narration() -> str:
+    """'on' or 'off', as the scenes read NARRATION (scenes.voice.enabled)."""
+    from scenes.voice import enabled
+
+    return "on" if enabled() else "off"
+
+
 def job_of(part: Part, build: Path, quality: str, shared: list[Path], one_stream: bool = True
            ) -> Job:
     media_dir = part_dir(build, quality, part).resolve()
     argv = ["render", f"-q{quality}", "--media_dir", str(media_dir), "-o", part.name,
             part.file, part.cls]
-    how = ["one stream"] if one_stream else []
+    # the narration setting changes the part (its sound, its pacing): part of its digest
+    how = (["one stream"] if one_stream else []) + [f"narration {narration()}"]
     key = digest(part, [a if a != str(media_dir) else "MEDIA" for a in argv] + how, shared)
     return Job(part, output_of(build, quality, part).resolve(), key, media_dir, argv)
 

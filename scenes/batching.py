@@ -41,6 +41,9 @@ class BatchingScene(Captioned, StoryScene):
     WORKLOAD = "traffic"
     TITLE = "Continuous batching"
     CHAPTER = "3. Continuous batching"
+    # what it shows, in one sentence (its card on the promo page)
+    SUMMARY = ("The paged scheduler refills free batch slots every step while static batching of "
+               "the same requests waits for its slowest one: fewer steps, more tokens per step.")
 
     def __init__(self, *args, comparison: batching.BatchingComparison | None = None, **kw):
         self.comparison = comparison

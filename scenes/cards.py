@@ -163,6 +163,7 @@ class Figure:
     bars: tuple[tuple[str, float], tuple[str, float]] = (("", 0.0), ("", 0.0))
     unit: str = ""
     spoken: str = ""
+    short: str = ""  # the teaser's words for it: the two numbers and what they count
 
 
 def size(n: int) -> str:
@@ -188,7 +189,7 @@ def memory_figure(r, source: str) -> Figure:
         f"{size(r.dense_reserved_bytes)} contiguous, for {size(r.used_bytes)} of K/V in use",
         source, (("paged", r.paged_fit), ("contiguous", r.dense_fit)), "requests in one budget",
         f"In the same memory, pages hold {r.paged_fit} requests where a contiguous cache "
-        f"holds {r.dense_fit}.")
+        f"holds {r.dense_fit}.", f"{r.paged_fit} requests fit, not {r.dense_fit}")
 
 
 def prefix_figure(r, source: str) -> Figure:
@@ -202,7 +203,8 @@ def prefix_figure(r, source: str) -> Figure:
         source, (("prefix cache on", r.prompt_tokens_computed),
                  ("off", r.off_prompt_tokens_computed)), "prompt tokens computed",
         f"Sharing a prompt's pages, the model computes {r.prompt_tokens_computed} prompt "
-        f"tokens instead of {r.off_prompt_tokens_computed}.")
+        f"tokens instead of {r.off_prompt_tokens_computed}.",
+        f"{r.prompt_tokens_computed} prompt tokens computed, not {r.off_prompt_tokens_computed}")
 
 
 def batching_figure(r, source: str) -> Figure:
@@ -215,7 +217,7 @@ def batching_figure(r, source: str) -> Figure:
         source, (("continuous", r.continuous_steps), ("static", r.static_steps)),
         "steps for the same requests",
         f"Continuous batching serves the same requests in {r.continuous_steps} steps, "
-        f"not {r.static_steps}.")
+        f"not {r.static_steps}.", f"{r.continuous_steps} steps, not {r.static_steps}")
 
 
 COMPARISONS = (("memory", memory_figure), ("prefix", prefix_figure),
@@ -250,7 +252,7 @@ def closing_figures() -> list[Figure]:
 
 CLOSING = "Every figure is a second real run of the same requests, not a formula."
 COMMAND = "make promo"
-OUTRO = ("Every frame you saw is a recorded run. To make this video yourself, run make promo.")
+OUTRO = "Every frame is a recorded run. To make this video yourself, run make promo."
 
 
 class Bars(VGroup):
@@ -260,6 +262,7 @@ class Bars(VGroup):
         super().__init__()
         (la, va), (lb, vb) = f.bars
         top = max(va, vb, 1e-9)
+        self.figure = f
         self.title = theme.text(f"{f.unit}", theme.FS_BODY, theme.DIM)
         self.bars = VGroup()
         self.labels = VGroup()
@@ -284,8 +287,8 @@ class Bars(VGroup):
 
 class ClosingCard(Card):
     """The figures of the real comparison runs as bars growing to their values, each with the
-    call it came from; the explainer ends on how to replay a run, the teaser on the command
-    that makes the video."""
+    call it came from, ending on the command that makes the video. The explainer tells one
+    figure at a time; the teaser grows them all under one line."""
 
     TITLE = "What the runs measured"
     CHAPTER = "Closing: the figures"
@@ -295,9 +298,27 @@ class ClosingCard(Card):
     def story(self) -> None:
         figures = self.figures if self.figures is not None else closing_figures()
         self.shown_figures = figures
+        for bars, words in self.layout(figures):
+            self.beat([*bars.grow(), FadeIn(words)], 1.2, 0.6, line=bars.figure.spoken)
+        self.end()
+
+    def teaser_story(self) -> None:
+        """The teaser's last shot: every bar grows at once under one line of the numbers."""
+        figures = self.figures if self.figures is not None else closing_figures()
+        self.shown_figures = figures
+        shown = self.layout(figures)
+        line = "Measured on real runs: " + "; ".join(f.short for f in figures) + "."
+        self.beat([a for bars, words in shown for a in (*bars.grow(), FadeIn(words))], 1.5,
+                  0.5, line=line if figures else None)
+        self.end()
+
+    def layout(self, figures: list[Figure]) -> list[tuple[Bars, VGroup]]:
+        """The title shown; each figure's bars (left) and headline with its call (right),
+        placed top to bottom, not yet shown."""
         head = theme.text(self.TITLE, FS_SUB + 4, theme.ACCENT, bold=True).to_edge(UP, buff=0.5)
         self.card(head, None, 0.6)
         y = head.get_bottom()[1] - 0.4
+        out = []
         for f in figures:
             bars = Bars(f, 3.6)
             words = VGroup(paragraph(f.headline, theme.FS_BODY, theme.TEXT, 56),
@@ -306,7 +327,11 @@ class ClosingCard(Card):
             bars.move_to([-6.6, y - 0.2, 0], aligned_edge=UP + LEFT)
             words.move_to([-0.2, bars.get_top()[1], 0], aligned_edge=UP + LEFT)
             y = min(bars.get_bottom()[1], words.get_bottom()[1]) - 0.35
-            self.beat([*bars.grow(), FadeIn(words)], 1.2, 0.6, line=f.spoken)
+            out.append((bars, words))
+        return out
+
+    def end(self) -> None:
+        """The command that makes the video, said and shown."""
         command = theme.text(COMMAND, FS_SUB, theme.ACCENT, bold=True)
         command.to_edge(DOWN, buff=0.5)
         self.card(command, OUTRO, 1.0)

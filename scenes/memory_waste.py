@@ -43,6 +43,9 @@ class MemoryWasteScene(Captioned, StoryScene):
     WORKLOAD = "traffic"
     TITLE = "Why pages: the memory a contiguous cache wastes"
     CHAPTER = "4. Why pages"
+    # what it shows, in one sentence (its card on the promo page)
+    SUMMARY = ("A contiguous cache reserves every request's longest length up front while the "
+               "paged one holds only the pages in use, so the same memory admits more requests.")
 
     def __init__(self, *args, comparison: memory.MemoryComparison | None = None, **kw):
         self.comparison = comparison

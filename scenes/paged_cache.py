@@ -34,6 +34,10 @@ class PagedCacheScene(StoryScene):
     WORKLOAD = "seed"
     TITLE = "Paged KV cache"
     CHAPTER = "1. Paged KV cache"
+    # what it shows, in one sentence (its card on the promo page)
+    SUMMARY = ("Requests take the lowest free pages of one shared pool, write and gather their "
+               "keys and values through page tables, grow by a page while decoding, and leave "
+               "freed pages that a later request reuses scattered.")
 
     def story(self) -> None:
         trace = self.trace_of()

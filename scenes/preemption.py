@@ -75,6 +75,10 @@ class PreemptionScene(StoryScene):
     WORKLOAD = "preemption"
     TITLE = "Preemption"
     CHAPTER = "5. Preemption"
+    # what it shows, in one sentence (its card on the promo page)
+    SUMMARY = ("When the pool runs dry mid-decode the newest request is preempted and requeued, "
+               "recomputes its prompt and generated tokens, and still ends token for token like "
+               "a run that never preempts.")
 
     def story(self) -> None:
         trace = self.trace_of()

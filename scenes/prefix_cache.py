@@ -130,6 +130,10 @@ class PrefixCacheScene(StoryScene):
     WORKLOAD = "prefix"
     TITLE = "Prefix cache"
     CHAPTER = "2. Prefix cache"
+    # what it shows, in one sentence (its card on the promo page)
+    SUMMARY = ("Prompts that begin alike share their first pages through chained page keys until "
+               "a different page misses, and freed cached pages wait in an LRU to be revived or "
+               "evicted.")
 
     def story(self) -> None:
         trace = self.trace_of()

@@ -264,6 +264,7 @@ class StoryScene(Scene):
         narrated render with nothing spoken gets a silent track, so every part of a cut has
         sound and the join can copy it)."""
         super().tear_down()
+        self._end_cue_at(self.clock)  # no subtitle outlives the video
         if self.skip_animations or not self.narrator.on:
             return
         from pydub import AudioSegment

@@ -38,7 +38,7 @@ VOICE = "en_US-joe-medium"
 LENGTH_SCALE = 1.12
 LOUDNESS, PEAK = -16.0, -2.0  # LUFS, dBFS (AAC adds up to ~0.5 dB of peak)
 GAP = 0.12  # seconds between two cues of one line (a breath)
-PAUSE = 0.45  # seconds after a line before the next beat may speak
+PAUSE = 0.6  # seconds after a line before the next beat may speak
 EST_CPS = 15.0  # NARRATION=off: characters a second the voice takes (measured 14.9 at 1.12)
 VOICE_KEY = f"{VOICE}|ls={LENGTH_SCALE}|{LOUDNESS}|{PEAK}|{RATE}|v1"
 
@@ -49,6 +49,12 @@ class VoiceError(Exception):
 
 # Written form -> spoken form, whole words (case-sensitive where it matters).
 PRONOUNCE: list[tuple[str, str]] = [
+    # a request named A: the voice reads a lone "A" as the article ("uh"); before a verb or
+    # at a clause's end it is the name, said as the letter
+    (r"\bA\b(?=\s+(?:has|is|was|needs|gets|got|frees|holds|finishes|finished|arrives|"
+     r"takes|keeps|shares|waits|lets|goes|writes|reads|starts|continues|generates)\b)", "Eh"),
+    (r"\bA\b(?=[.,;:!?])", "Eh"),
+    (r"(?<=[Rr]equest )A\b", "Eh"),
     (r"\bKV\b", "K V"),
     (r"\bK/V\b", "K and V"),
     (r"\brefcounts\b", "ref counts"),

@@ -17,7 +17,9 @@ read back from the mobjects) with values they compute from the page tables and t
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 
 import numpy as np
 from manim import (
@@ -292,21 +294,96 @@ class Storage(VGroup):
         return i
 
 
+def spoken_list(items, last: str = "and") -> str:
+    """'1, 2 and 0' (or '1, 2, then 0' with last='then'): a list as the narrator says it."""
+    items = [str(x) for x in items]
+    if len(items) < 2:
+        return "".join(items)
+    sep = ", then " if last == "then" else f" {last} "
+    return ", ".join(items[:-1]) + sep + items[-1]
+
+
 class WriteGatherScene(StoryScene):
+    """The explainer tells the run step by step (`story`); the teaser is one shot of its own
+    (`teaser_story`): the state up to the decode step set at once, then the scattered pages
+    gathered back in order and attended to. Both draw with the same pieces (`_prefill`,
+    `_decode_write`, `_decode_gather`, `_attention`); only the telling differs.
+
+    The narrator speaks `line=` of a shot; the caption and detail lines above the picture are
+    dense annotation for whoever pauses, on screen only."""
+
     WORKLOAD = "write_gather"
     TITLE = "Inside write and gather"
     CHAPTER = "6. Inside write and gather"
+    # what it shows, in one sentence (its card on the promo page)
+    SUMMARY = ("Slot by slot: where each token's keys and values are written, the null page that "
+               "padded rows go to, and the gather that reads them back in page-table order for "
+               "the decoding token's attention.")
     HEAD = 0  # layer 0's query head whose attention is shown (named on screen)
 
-    # ---- frame -----------------------------------------------------------------------------
+    # ---- the two cuts ----------------------------------------------------------------------
 
     def story(self) -> None:
+        """The explainer: chapters follow the run (prefill write, its gather, the decode step,
+        attention); the pills follow the operation on screen."""
+        self.frame()
+        self.chapter("write")
+        self._light("write")
+        self.write_prefill()
+        self.chapter("gather")
+        self._light("gather")
+        self.gather_prefill()
+        self.chapter("decode")
+        self._light(None)  # pages change hands: neither write nor gather
+        self.step_between()
+        self._light("write")
+        self.write_decode()
+        self._light("gather")
+        self.gather_decode()
+        self.chapter("attention")
+        self._light("attention")
+        self.attend()
+
+    def teaser_story(self) -> None:
+        """The teaser's one idea: a request's keys lie scattered over pages, gather reads them
+        back in order, and its new token attends to all of them. Two spoken lines over the real
+        decode step; what led there is on screen from the first frame."""
+        self.frame()
+        self.settle()
+        p, s = self.plan, self.plan.decode
+        self.chapter("gather")
+        self._light("gather")
+        g = self._decode_gather()
+        self.shot(f"Gather reads {g.name}'s pages in table order, {g.order}, and cuts at "
+                  f"total_len = {g.total}", "scattered in memory, in order in the buffer; "
+                  f"the view keeps positions 0-{g.total - 1}", 0.0,
+                  (g.reads, 0.5), (g.fly, 2.4), (g.trim, 0.8),
+                  line=f"This request's keys are scattered over pages "
+                       f"{spoken_list(g.pages)}. Gather reads them back in order.")
+        self._snap_gather(g)
+        self.chapter("attention")
+        self._light("attention")
+        at = self._attention()
+        a = s.attention
+        # The last shot holds a little past its speech: its subtitle stays to be read.
+        self.shot(f"Attention: {at.name}'s query scores all {at.total} keys, page by page; "
+                  "softmax makes the weights", f"the model's own numbers: layer "
+                  f"{a['layer']}, head {p.head}; largest weight {fmt(at.top)} on key "
+                  f"{at.j_max}", 3.6, (at.moves, 0.6), (at.enter, 0.3),
+                  ([FadeIn(at.label_s), FadeIn(at.label_w), *[FadeIn(t) for t in at.score_txt],
+                    *at.grow], 1.0),
+                  line=f"So its new token can attend to all {at.total} keys.")
+        self._snap_attention(at)
+
+    def frame(self) -> None:
+        """What stays on screen all scene: title, pills, caption lines, code panel, storage."""
         trace = self.trace if self.trace is not None else load_captured(self.workload)
         self.plan = p = plan(trace, self.HEAD)
         self.trace_used = trace
         self.colors = theme.Palette(p.names)
         self.a17 = Atlas.get(theme.FS_BODY)
         self.shown: dict[str, dict] = {}  # beat -> what it showed (read back), for tests
+        self.captions: list[tuple[float, str]] = []  # (start, caption): on screen, unspoken
         half_h = config.frame_height / 2
         self.lay = lay = make_layout(p.null, code_lines=6)
         self.code = CodePanel(lay)
@@ -322,31 +399,33 @@ class WriteGatherScene(StoryScene):
         title.move_to([lay.left, half_h - 0.34, 0], aligned_edge=LEFT)
         self.add(title, self._pills(half_h - 0.34), self.caption, self.detail, self.code,
                  self.shapes)
-
         self.storage = Storage(p.null, p.page_size, -0.5, self.a17)
         self.held: dict[int, list[Cell]] = {}  # storage slot -> cells drawn there, oldest first
         self.grid_y = [2.1 - 0.8 * b for b in range(MAX_ROWS)]
         self.grid_x = -5.45
 
-        # Chapters follow the run (prefill write, its gather, the decode step, attention); the
-        # pills follow the operation on screen.
-        self.chapter("write")
-        self._light("write")
-        self.write_prefill()
-        if not self.teaser:
-            self.chapter("gather")
-            self._light("gather")
-            self.gather_prefill()
-        self.chapter("decode")
-        self._light(None)  # pages change hands: neither write nor gather
-        self.step_between()
-        self._light("write")
-        self.write_decode()
-        self._light("gather")
-        self.gather_decode()
-        self.chapter("attention")
-        self._light("attention")
-        self.attend()
+    def settle(self) -> None:
+        """The teaser's opening picture: the prefill written, the pages changed hands and the
+        decode token written, all at once (the same pieces the explainer animates)."""
+        pre = self._prefill()
+        self.add(self.storage)
+        self._snap_slots(pre)
+        moves, _ = self._land(pre.real + pre.pads)
+        for c, t in moves:
+            c.move_to(t)
+        self.add(*pre.real, *pre.pads)
+        self.snap("write", landed=self._landed(pre.real + pre.pads))
+        between = self._between()
+        for frame, color in between.frames:
+            frame.set_stroke(color)
+        for c in between.stale:
+            c.go_stale()
+        dw = self._decode_write()
+        for c, t in dw.moves:
+            c.move_to(t)
+        self.add(dw.flat)
+        self.remove(*dw.replaced)
+        self._snap_decode_write(dw)
 
     def _pills(self, y: float) -> VGroup:
         pills, x = VGroup(), self.lay.right
@@ -379,12 +458,14 @@ class WriteGatherScene(StoryScene):
 
     def shot(self, caption: str, detail: str, duration: float, *plays,
              line: str | None = None) -> None:
-        """Caption and detail on screen for at least `duration` s, the narrator saying `line`
-        (default: the caption), with these plays inside it: each an (animations, run_time)
-        pair; the rest of the time holds until the speech is over."""
+        """Caption and detail on screen (annotation, not spoken) for at least `duration` s,
+        with these plays inside it, each an (animations, run_time) pair. With `line`, the
+        narrator says it from the start of the shot and the shot lasts until the speech is
+        over; without, the shot passes silently."""
         self._line(self.caption, caption)
         self._line(self.detail, detail)
-        with self.voiced(line or caption):
+        self.captions.append((round(self.clock, 4), caption))
+        with self.voiced(line) if line else nullcontext():
             used = 0.0
             for anims, run_time in plays:
                 if anims:
@@ -537,67 +618,77 @@ class WriteGatherScene(StoryScene):
 
     # ---- write -----------------------------------------------------------------------------
 
-    def write_prefill(self) -> None:
-        p, s = self.plan, self.plan.prefill
-        ps, n, geo = p.page_size, s.slots["n_tokens"], p.geometry
+    def _prefill(self) -> SimpleNamespace:
+        """The prefill step drawn, nothing added yet: page frames in their owners' colours,
+        its tokens as cells (padding grey), the slot under each, its page table."""
+        s = self.plan.prefill
+        n = s.slots["n_tokens"]
         for frame, color in self._owners(self.trace_used.events[s.write_event]["state"]):
             frame.set_stroke(color)
         names, cells, flat, lengths = self._grid(s)
-        labels = self._slot_labels(s, cells)
-        static = VGroup(names, self._heading(s), self._table(s))
-        padded = [b for b in range(len(s.rows)) if lengths[b] < n]
-        real = [c for row in cells for c in row if not c.pad]
-        pads = [c for row in cells for c in row if c.pad]
+        return SimpleNamespace(
+            step=s, cells=cells, flat=flat, labels=self._slot_labels(s, cells),
+            static=VGroup(names, self._heading(s), self._table(s)), lengths=lengths,
+            padded=[b for b in range(len(s.rows)) if lengths[b] < n],
+            real=[c for row in cells for c in row if not c.pad],
+            pads=[c for row in cells for c in row if c.pad])
+
+    def _snap_slots(self, pre: SimpleNamespace) -> None:
+        rows = pre.step.rows
+        self.snap("slots", rows=list(rows),
+                  slots={rows[b]: [int(c.slot_label.shown()) for c in row]
+                         for b, row in enumerate(pre.cells)},
+                  pad={rows[b]: [c.pad for c in row] for b, row in enumerate(pre.cells)})
+
+    def write_prefill(self) -> None:
+        p, pre = self.plan, self._prefill()
+        s, geo = pre.step, self.plan.geometry
+        ps, n = p.page_size, s.slots["n_tokens"]
         store = s.write["store_shape"]
         kc = [geo["n_layers"], p.null, ps, geo["n_kv_heads"], geo["head_dim"]]
         self.panel("store", "write/storage", f"k_cache {dims(kc)}; its store adds null page "
                    f"{p.null}: per layer {dims(store)} = slots, heads, dims")
-        if self.teaser:
-            self.add(self.storage)
-        else:
-            self.shot(f"The cache keeps K and V in pages of {ps} slots, numbered through "
-                      "all pages",
-                      f"page p, slot i is flat slot p·{ps} + i; page {p.null}, past the pool, "
-                      "is the null page", 6.0, ([FadeIn(self.storage)], 1.0))
-            rows = " and ".join(f"{r} ({ln} tokens)" for r, ln in zip(s.rows, lengths))
-            pad = ", ".join(f"{s.rows[b]} is padded to {n}" for b in padded)
-            self.shot(f"Prefill: {rows} run as one batch" + (f", so {pad}" if pad else ""),
-                      "grey cells are padding; -1 in a page table means no page there", 6.0,
-                      ([FadeIn(static), FadeIn(flat)], 1.0))
-            self._explain_slots(s, cells, labels, lengths, padded)
-        self.snap("slots", rows=list(s.rows),
-                  slots={s.rows[b]: [int(c.slot_label.shown()) for c in row]
-                         for b, row in enumerate(cells)},
-                  pad={s.rows[b]: [c.pad for c in row] for b, row in enumerate(cells)})
+        self.shot(f"The cache keeps K and V in pages of {ps} slots, numbered through all pages",
+                  f"page p, slot i is flat slot p·{ps} + i; page {p.null}, past the pool, "
+                  "is the null page", 6.0, ([FadeIn(self.storage)], 1.0),
+                  line=f"The cache stores each token's key and value in pages of {ps} slots.")
+        rows = " and ".join(f"{r} ({ln} tokens)" for r, ln in zip(s.rows, pre.lengths))
+        pad = ", ".join(f"{s.rows[b]} is padded to {n}" for b in pre.padded)
+        who = [f"{r} has {ln}" + (" tokens" if b == 0 else "")
+               for b, (r, ln) in enumerate(zip(s.rows, pre.lengths))]
+        padded = [s.rows[b] for b in pre.padded]
+        self.shot(f"Prefill: {rows} run as one batch" + (f", so {pad}" if pad else ""),
+                  "grey cells are padding; -1 in a page table means no page there", 6.0,
+                  ([FadeIn(pre.static), FadeIn(pre.flat)], 1.0),
+                  line=f"Prefill runs the prompts as one batch: {spoken_list(who)}"
+                       + (f", so {spoken_list(padded)} {'is' if len(padded) == 1 else 'are'} "
+                          f"padded to {n}." if padded else "."))
+        self._explain_slots(pre)
+        self._snap_slots(pre)
 
         w = s.write
         self.panel("write", "write/write_slots",
                    f"write_slots: k {dims(w['k_shape'])} → reshape {dims(w['rows_shape'])} → "
                    f"index_copy_ at slots {dims(w['slots_shape'])} into {dims(store)}", s)
-        moves, _ = self._land(real + pads)
-        fly = LaggedStart(*[c.animate.move_to(t) for c, t in moves], lag_ratio=0.04)
-        if self.teaser:
-            self.shot(f"Write: token t of row b goes to slot page_table[b, t // {ps}]·{ps} + "
-                      f"t % {ps}", "padding goes to the null page; the numbers under the "
-                      "tokens are the real slot_index output", 3.8,
-                      ([FadeIn(static), FadeIn(flat), FadeIn(labels)], 0.8), ([fly], 1.6))
-        else:
-            pad_slots = [c.slot for c in pads]
-            twice = sorted({x for x in pad_slots if pad_slots.count(x) > 1})
-            self.shot("write_slots copies every token's K and V to its slot in one index_copy_",
-                      "padding only ever lands in the null page"
-                      + (f" (slot {', '.join(map(str, twice))} is written twice)" if twice
-                         else ""), 7.0, ([fly], 2.2))
-        self.snap("write", landed=self._landed(real + pads))
-        self.play(FadeOut(VGroup(labels, static)), run_time=self.pick(0.6, 0.3))
+        moves, _ = self._land(pre.real + pre.pads)
+        pad_slots = [c.slot for c in pre.pads]
+        twice = sorted({x for x in pad_slots if pad_slots.count(x) > 1})
+        self.shot("write_slots copies every token's K and V to its slot in one index_copy_",
+                  "padding only ever lands in the null page"
+                  + (f" (slot {', '.join(map(str, twice))} is written twice)" if twice else ""),
+                  7.0, ([LaggedStart(*[c.animate.move_to(t) for c, t in moves],
+                                     lag_ratio=0.04)], 2.2),
+                  line="Then one copy writes every key and value to its slot.")
+        self.snap("write", landed=self._landed(pre.real + pre.pads))
+        self.play(FadeOut(VGroup(pre.labels, pre.static)), run_time=0.6)
 
-    def _explain_slots(self, s: Step, cells, labels: VGroup, lengths, padded) -> None:
+    def _explain_slots(self, pre: SimpleNamespace) -> None:
         """One token worked through (the last row's second page), then every slot; then
         where the padding went."""
-        p = self.plan
+        p, s, cells, labels = self.plan, pre.step, pre.cells, pre.labels
         ps, n = p.page_size, s.slots["n_tokens"]
         b = len(s.rows) - 1
-        t = min(lengths[b] - 1, ps + 1)
+        t = min(pre.lengths[b] - 1, ps + 1)
         cell = cells[b][t]
         page, off = divmod(cell.slot, ps)
         ring = Rectangle(width=CELL_W + 0.14, height=0.86, stroke_color=theme.ACCENT,
@@ -612,11 +703,13 @@ class WriteGatherScene(StoryScene):
                   f"{s.rows[b]}'s token {cell.pos}: page_table[{b}][{cell.pos} // {ps}] = "
                   f"{page}, {cell.pos} % {ps} = {off} → {page}·{ps} + {off} = {cell.slot}",
                   8.0, ([FadeIn(ring), FadeIn(labels[b * n + t])], 0.8),
-                  ([FadeIn(rest)], 1.2))
-        if not padded:
+                  ([FadeIn(rest)], 1.2),
+                  line=f"Each token gets a slot of its own. {s.rows[b]}'s token {cell.pos} "
+                       f"falls in page {page}, place {off}: slot {cell.slot}.")
+        if not pre.padded:
             self.play(FadeOut(ring), run_time=0.3)
             return
-        b0 = padded[0]
+        b0 = pre.padded[0]
         pads = [c for c in cells[b0] if c.pad]
         null_slots = sorted({c.slot for c in pads})
         col = pads[0].pos // ps
@@ -630,8 +723,10 @@ class WriteGatherScene(StoryScene):
         self.shot(f"{s.rows[b0]}'s padding goes to the null page (slots {null_slots[0]}-"
                   f"{null_slots[-1]}), never a live page",
                   f"position {pads[0].pos} would be in {where}: t ≥ lengths[{b0}] = "
-                  f"{lengths[b0]} sends it to page {p.null} instead", 7.0,
-                  ([FadeOut(ring), FadeIn(box)], 0.8))
+                  f"{pre.lengths[b0]} sends it to page {p.null} instead", 7.0,
+                  ([FadeOut(ring), FadeIn(box)], 0.8),
+                  line=f"Padding must never touch a real page, so {s.rows[b0]}'s padding goes "
+                       f"to the null page: slots {null_slots[0]} to {null_slots[-1]}.")
         self.play(FadeOut(box), run_time=0.3)
 
     # ---- gather ----------------------------------------------------------------------------
@@ -678,90 +773,115 @@ class WriteGatherScene(StoryScene):
                    f"gather_index(page_table {shape(s.slots['page_table'])}, total_len="
                    f"{g['total_len']}) → index {dims(g['index'])}", s)
         self.add(copies)
-        nulls = p.null in g["index"]
+        cols = len(g["index"]) // len(s.rows)
+        short = [s.rows[b] for b in shown if p.null in g["index"][b * cols:(b + 1) * cols]]
         self.shot("To attend, each row reads its pages back, in page-table order",
                   f"index = {g['index']}" + (f": a -1 entry reads null page {p.null}, garbage "
-                                              "the attention mask hides" if nulls else ""),
+                                              "the attention mask hides" if short else ""),
                   7.0, ([FadeIn(names), FadeIn(tags)], 0.5),
                   ([LaggedStart(*[c.animate.move_to(t) for c, t in moves], lag_ratio=0.03)],
-                   2.0))
+                   2.0),
+                  line="To attend, each row reads its pages back in order."
+                       + (f" Where {spoken_list(short)} has no page, it reads the null page, "
+                          "masked out." if short else ""))
         self.snap("gather_prefill", rows=list(s.rows), pages=[t.shown() for t in tags],
                   sources={s.rows[b]: [c.src for c in row] for b, row in by_row.items()})
         self.play(FadeOut(VGroup(copies, tags, names)), run_time=0.6)
 
-    def step_between(self) -> None:
-        """The page events between the two steps: a freed page keeps its K/V (stale), an
-        allocated page joins a table."""
+    # ---- the decode step -------------------------------------------------------------------
+
+    def _between(self) -> SimpleNamespace:
+        """The page events between the two steps: frames recoloured for their new owners
+        (labels set at once), and the cells of freed pages, which go stale."""
         p = self.plan
-        frees = [ev for ev in p.between if ev["kind"] == "free" and ev["refs"] == 0]
-        allocs = [ev for ev in p.between if ev["kind"] == "alloc"]
         state = self.trace_used.events[p.decode.write_event]["state"]
-        frames = self._owners(state)
-        stale = [c for ev in frees for i in range(p.page_size)
-                 for c in self.held.get(ev["page"] * p.page_size + i, [])]
-        if self.teaser:
-            for frame, color in frames:
-                frame.set_stroke(color)
-            for c in stale:
-                c.go_stale()
-            return
-        anims = [frame.animate.set_stroke(color) for frame, color in frames]
-        anims += [c.animate.go_stale() for c in stale]
-        parts = [f"{ev['task']} is done and frees page {ev['page']}" for ev in frees]
-        parts += [f"{ev['task']} needs a new page and gets page {ev['page']}" for ev in allocs]
+        frees = [ev for ev in p.between if ev["kind"] == "free" and ev["refs"] == 0]
+        return SimpleNamespace(
+            state=state, frees=frees,
+            allocs=[ev for ev in p.between if ev["kind"] == "alloc"],
+            frames=self._owners(state),
+            stale=[c for ev in frees for i in range(p.page_size)
+                   for c in self.held.get(ev["page"] * p.page_size + i, [])])
+
+    def step_between(self) -> None:
+        """A freed page keeps its K/V (stale); an allocated page joins a table."""
+        p, bt = self.plan, self._between()
+        anims = [frame.animate.set_stroke(color) for frame, color in bt.frames]
+        anims += [c.animate.go_stale() for c in bt.stale]
+        parts = [f"{ev['task']} is done and frees page {ev['page']}" for ev in bt.frees]
+        parts += [f"{ev['task']} needs a new page and gets page {ev['page']}"
+                  for ev in bt.allocs]
         name = p.decode.rows[p.row]
-        if allocs:
-            ev = allocs[-1]
+        if bt.allocs:
+            ev = bt.allocs[-1]
             st = ev["state"]
             self.panel("grow", "between/grow", f"{ev['task']} holds {st['lengths'][ev['task']]} "
                        f"tokens; alloc_n(1) → page {ev['page']}; its table is now "
                        f"{st['page_tables'][ev['task']]}", p.decode)
+        said = []
+        if bt.frees:
+            said.append(spoken_list(parts[:len(bt.frees)])
+                        + (", but the keys stay there" if bt.stale else "") + ".")
+        said += [f"{part}." for part in parts[len(bt.frees):]]
         self.shot(f"Step {p.decode.step}: " + ("; ".join(parts) if parts else "decode"),
-                  f"{name}'s page table is now {state['page_tables'][name]}"
-                  + ("; a freed page keeps its old K/V" if stale else ""), 7.0, (anims, 1.0))
+                  f"{name}'s page table is now {bt.state['page_tables'][name]}"
+                  + ("; a freed page keeps its old K/V" if bt.stale else ""), 7.0, (anims, 1.0),
+                  line=" ".join(said) or None)
+
+    def _decode_write(self) -> SimpleNamespace:
+        """The decode step's tokens drawn (one a row) with their slots, and where each lands:
+        the cells it replaces are the ones a real write overwrites."""
+        p, s = self.plan, self.plan.decode
+        names, cells, flat, _ = self._grid(s)
+        labels = self._slot_labels(s, cells)
+        cells_flat = [c for row in cells for c in row]
+        moves, replaced = self._land(sorted(cells_flat, key=lambda c: c.pad))
+        return SimpleNamespace(
+            step=s, cells=cells, flat=flat, labels=labels, cells_flat=cells_flat,
+            static=VGroup(names, self._heading(s), self._table(s)), moves=moves,
+            replaced=replaced, cell=cells[p.row][0], over=[c for c in replaced if not c.pad])
+
+    def _snap_decode_write(self, dw: SimpleNamespace) -> None:
+        rows = dw.step.rows
+        self.snap("decode_write", slots={rows[b]: [int(c.slot_label.shown()) for c in row]
+                                         for b, row in enumerate(dw.cells)},
+                  landed=self._landed(dw.cells_flat))
 
     def write_decode(self) -> None:
-        p, s = self.plan, self.plan.decode
+        p, dw = self.plan, self._decode_write()
+        s, cell = dw.step, dw.cell
         ps, n = p.page_size, s.slots["n_tokens"]
-        names, cells, flat, lengths = self._grid(s)
-        labels = self._slot_labels(s, cells)
-        static = VGroup(names, self._heading(s), self._table(s))
-        cells_flat = [c for row in cells for c in row]
+        page, off = divmod(cell.slot, ps)
+        name = s.rows[p.row]
         self.panel("slots", "decode/slot_index",
                    f"slot_index(page_table {shape(s.slots['page_table'])}, start_pos "
                    f"{shape(s.slots['start_pos'])}, n_tokens={n}, lengths "
                    f"{shape(s.slots['lengths'])}) → slots {shape(s.slots['slots'])}", s)
-        cell = cells[p.row][0]
-        page, off = divmod(cell.slot, ps)
-        moves, replaced = self._land(sorted(cells_flat, key=lambda c: c.pad))
-        if self.teaser:
-            for c, t in moves:
-                c.move_to(t)
-            self.add(flat)
-            self.remove(*replaced)
-        else:
-            over = [c for c in replaced if not c.pad]
-            self.shot(f"Decode writes one token a row: {s.rows[p.row]}'s token {cell.pos} "
-                      f"gets flat slot {cell.slot}",
-                      f"page_table[{p.row}][{cell.pos} // {ps}] = {page}, {cell.pos} % {ps} = "
-                      f"{off} → {page}·{ps} + {off} = {cell.slot}", 4.0,
-                      ([FadeIn(static), FadeIn(flat), FadeIn(labels)], 0.8))
-            w = s.write
-            self.panel("write", "decode/write_slots",
-                       f"write_slots: k {dims(w['k_shape'])} → reshape {dims(w['rows_shape'])} "
-                       f"→ index_copy_ at slots {dims(w['slots_shape'])} into "
-                       f"{dims(w['store_shape'])}", s)
-            self.shot("write_slots copies its K and V there, as in prefill",
-                      (f"it overwrites {over[0].owner}'s stale K/V in slot {cell.slot}: the "
-                       f"page is {s.rows[p.row]}'s now" if over else "one slot per row"), 4.0,
-                      ([*[c.animate.move_to(t) for c, t in moves],
-                        *[FadeOut(c) for c in replaced]], 1.4))
-            self.play(FadeOut(VGroup(static, labels)), run_time=0.5)
-        self.snap("decode_write", slots={s.rows[b]: [int(c.slot_label.shown()) for c in row]
-                                         for b, row in enumerate(cells)},
-                  landed=self._landed(cells_flat))
+        self.shot(f"Decode writes one token a row: {name}'s token {cell.pos} "
+                  f"gets flat slot {cell.slot}",
+                  f"page_table[{p.row}][{cell.pos} // {ps}] = {page}, {cell.pos} % {ps} = "
+                  f"{off} → {page}·{ps} + {off} = {cell.slot}", 4.0,
+                  ([FadeIn(dw.static), FadeIn(dw.flat), FadeIn(dw.labels)], 0.8),
+                  line=f"{name} generates one more token: token {cell.pos} gets slot "
+                       f"{cell.slot}.")
+        w = s.write
+        self.panel("write", "decode/write_slots",
+                   f"write_slots: k {dims(w['k_shape'])} → reshape {dims(w['rows_shape'])} "
+                   f"→ index_copy_ at slots {dims(w['slots_shape'])} into "
+                   f"{dims(w['store_shape'])}", s)
+        over = dw.over[0].owner if dw.over else None
+        self.shot("write_slots copies its K and V there, as in prefill",
+                  (f"it overwrites {over}'s stale K/V in slot {cell.slot}: the page is "
+                   f"{name}'s now" if over else "one slot per row"), 4.0,
+                  ([*[c.animate.move_to(t) for c, t in dw.moves],
+                    *[FadeOut(c) for c in dw.replaced]], 1.4),
+                  line=f"It writes over {over}'s old key and value." if over else None)
+        self.play(FadeOut(VGroup(dw.static, dw.labels)), run_time=0.5)
+        self._snap_decode_write(dw)
 
-    def gather_decode(self) -> None:
+    def _decode_gather(self) -> SimpleNamespace:
+        """The decode row's pages read back in the captured index's order (copies flying to a
+        row), each key's position above it, and the cut at total_len (its animations)."""
         p, s = self.plan, self.plan.decode
         g, b = s.gather, p.row
         cols = len(g["index"]) // len(s.rows)
@@ -777,56 +897,62 @@ class WriteGatherScene(StoryScene):
                    f"gather_pages: index {dims([len(g['index'])])} → index_select → "
                    f"{dims(g['pages_shape'])} → view {dims(g['view_shape'])}", s)
         self.add(VGroup(*mine))
-        reads = ([FadeIn(tag), FadeIn(tags)], self.pick(0.6, 0.3))
-        fly = ([LaggedStart(*[c.animate.move_to(t) for c, t in moves], lag_ratio=0.05),
-                FadeIn(positions)], self.pick(2.4, 1.4))
         total = g["total_len"]
-        kept, cut = mine[:total], mine[total:]
+        cut = mine[total:]
         extra = VGroup(tag, tags, *cut, *positions[total:])
-        anims = []
+        trim = []
         if cut:
             x = moves[total - 1][1][0] + PITCH / 2
             line = Line([x, y + 0.55, 0], [x, y - 0.25, 0], color=theme.BAD, stroke_width=3)
             mark = self.a17.line(f"[:, :{total}]", theme.BAD).move_to([x + 0.1, y - 0.75, 0],
                                                                      aligned_edge=LEFT)
             extra.add(line, mark)
-            anims = [FadeIn(line), FadeIn(mark), *[c.animate.set_opacity(0.12) for c in cut],
-                     *[t.animate.set_opacity(0.25) for t in positions[total:]]]
+            trim = [FadeIn(line), FadeIn(mark), *[c.animate.set_opacity(0.12) for c in cut],
+                    *[t.animate.set_opacity(0.25) for t in positions[total:]]]
         stale = sum(c.stale for c in cut)
         empty = sum(not c.label.shown().strip() for c in cut)
-        why = []
-        if stale:
-            why.append(f"{stale} stale from a freed page")
-        if empty:
-            why.append(f"{empty} never written")
-        order = ", ".join(map(str, pages))
-        if self.teaser:
-            self.shot(f"Gather reads {name}'s pages in table order, {order}, and cuts at "
-                      f"total_len = {total}", "scattered in memory, in order in the buffer; "
-                      f"the view keeps positions 0-{total - 1}", 3.8, reads, fly,
-                      (anims, 0.6))
-        else:
-            self.shot(f"Gather reads {name}'s pages in table order, {order}: scattered in "
-                      "memory, in order here", "above each key its position in the sequence; "
-                      "under each block the page it came from", 9.0, reads, fly)
-            self.panel("cut", "gather/cut", f"view {dims(g['view_shape'])} → [:, :{total}] → "
-                       f"k {dims(g['k_shape'])}", s)
-            self.shot(f"total_len = {total}: the view keeps positions 0-{total - 1}"
-                      + (f" and cuts the last {len(cut)}" if cut else ""),
-                      ("the cut slots: " + ", ".join(why)) if why else
-                      "the tail of the last page holds nothing of this row", 6.0, (anims, 1.0))
-        self.snap("gather", row=name, pages=[t.shown() for t in tags],
-                  positions=[int(t.shown()) for t in positions], sources=[c.src for c in mine],
-                  kept=len(kept), cut=[c.src for c in cut])
-        self.keys, self.key_positions, self.gather_extra = kept, positions[:total], extra
+        why = ([f"{stale} stale from a freed page"] if stale else []) + \
+            ([f"{empty} never written"] if empty else [])
+        return SimpleNamespace(
+            step=s, name=name, pages=pages, order=", ".join(map(str, pages)), total=total,
+            mine=mine, kept=mine[:total], cut=cut, tags=tags, positions=positions, extra=extra,
+            why=why, reads=[FadeIn(tag), FadeIn(tags)], trim=trim,
+            fly=[LaggedStart(*[c.animate.move_to(t) for c, t in moves], lag_ratio=0.05),
+                 FadeIn(positions)])
+
+    def _snap_gather(self, g: SimpleNamespace) -> None:
+        self.snap("gather", row=g.name, pages=[t.shown() for t in g.tags],
+                  positions=[int(t.shown()) for t in g.positions],
+                  sources=[c.src for c in g.mine], kept=len(g.kept), cut=[c.src for c in g.cut])
+        self.keys, self.key_positions = g.kept, g.positions[:g.total]
+        self.gather_extra = g.extra
+
+    def gather_decode(self) -> None:
+        g = self._decode_gather()
+        gv = g.step.gather
+        self.shot(f"Gather reads {g.name}'s pages in table order, {g.order}: scattered in "
+                  "memory, in order here", "above each key its position in the sequence; "
+                  "under each block the page it came from", 9.0, (g.reads, 0.6), (g.fly, 2.4),
+                  line=f"{g.name}'s pages are out of order in memory: "
+                       f"{spoken_list(g.pages, 'then')}. Gather reads them back in order.")
+        self.panel("cut", "gather/cut", f"view {dims(gv['view_shape'])} → [:, :{g.total}] → "
+                   f"k {dims(gv['k_shape'])}", g.step)
+        self.shot(f"total_len = {g.total}: the view keeps positions 0-{g.total - 1}"
+                  + (f" and cuts the last {len(g.cut)}" if g.cut else ""),
+                  ("the cut slots: " + ", ".join(g.why)) if g.why else
+                  "the tail of the last page holds nothing of this row", 6.0, (g.trim, 1.0),
+                  line=f"{g.name} has {g.total} tokens, so gather keeps {g.total} keys and "
+                       f"drops the last {len(g.cut)}." if g.cut else None)
+        self._snap_gather(g)
 
     # ---- attention -------------------------------------------------------------------------
 
-    def attend(self) -> None:
+    def _attention(self) -> SimpleNamespace:
+        """The gathered keys moved into a row, block by block (one block a page), the query
+        beside them, and the scores, weights and bars the model computed, not yet shown."""
         p, s = self.plan, self.plan.decode
         a, ps, b, h = s.attention, p.page_size, p.row, p.head
         name, color = s.rows[b], self.colors.color(s.rows[b])
-        kv = h // (a["n_heads"] // a["n_kv_heads"])
         scores, weights = a["scores"][b][h][0], a["weights"][b][h][0]
         allowed = a["allowed"][b][0]
         total = len(self.keys)
@@ -861,32 +987,9 @@ class WriteGatherScene(StoryScene):
         self.panel("attend", "attention/sdpa",
                    f"scaled_dot_product_attention(q {dims(a['q_shape'])}, k "
                    f"{dims(a['k_shape'])}, v, mask) → {dims(a['out_shape'])}")
-        enter = [(moves, self.pick(1.2, 0.6)),
-                 ([FadeIn(blocks), FadeIn(q), FadeIn(q_tag), FadeIn(head_tag)],
-                  self.pick(0.6, 0.3))]
-        if not self.teaser:
-            self.shot(f"Attention: {name}'s new token (position {qpos}) scores its query "
-                      f"against all {total} keys",
-                      f"the model's own numbers: layer {a['layer']}, query head {h} of "
-                      f"{a['n_heads']} (it reads KV head {kv}); score = q·k / "
-                      f"√{a['q_shape'][-1]}", 5.0, *enter)
-
         score_txt = [self.a17.line(fmt(scores[j]) if allowed[j] else "masked",
                                    theme.TEXT if allowed[j] else theme.FAINT)
                      .move_to([xs[j], y_score, 0]) for j in range(total)]
-        label_s = self.a17.line("scores", theme.DIM).move_to([x_left, y_score, 0])
-        if not self.teaser:
-            self.add(label_s)
-            for i in range(len(pages)):
-                js = range(i * ps, min((i + 1) * ps, total))
-                arrow = Arrow(q.get_right(), blocks[i][0].get_left(), buff=0.08, stroke_width=3,
-                              color=theme.ACCENT, max_tip_length_to_length_ratio=0.08)
-                keys = f"keys {js[0]}-{js[-1]}" if len(js) > 1 else f"key {js[0]}"
-                self.shot(f"Block by block: block {i} is page {pages[i]}, {keys}",
-                          "scores " + ", ".join(fmt(scores[j]) for j in js if allowed[j]), 3.4,
-                          ([FadeIn(arrow), blocks[i][0].animate.set_stroke(theme.ACCENT),
-                            *[FadeIn(score_txt[j]) for j in js]], 0.8),
-                          ([FadeOut(arrow), blocks[i][0].animate.set_stroke(theme.FAINT)], 0.4))
         top = max(weights[:total]) or 1.0
         bars, w_txt = VGroup(), []
         for j in range(total):
@@ -895,27 +998,58 @@ class WriteGatherScene(StoryScene):
             bars.add(bar.move_to([xs[j], base, 0], aligned_edge=DOWN))
             w_txt.append(self.a17.line(fmt(weights[j]), theme.TEXT)
                          .move_to([xs[j], base - 0.22, 0]))
-        label_w = self.a17.line("weights", theme.DIM).move_to([x_left, base + 0.3, 0])
         j_max = int(np.argmax(weights[:total]))
-        grow = [*[GrowFromEdge(bar, DOWN) for bar in bars], *[FadeIn(t) for t in w_txt]]
-        if self.teaser:
-            self.shot(f"Attention: {name}'s query scores all {total} keys, page by page; "
-                      "softmax makes the weights", f"the model's own numbers: layer "
-                      f"{a['layer']}, head {h}; largest weight {fmt(weights[j_max])} on key "
-                      f"{j_max}", 3.3, *enter,
-                      ([FadeIn(label_s), FadeIn(label_w), *[FadeIn(t) for t in score_txt],
-                        *grow], 1.0))
-        else:
-            self.shot(f"Softmax turns the {total} scores into weights that sum to 1",
-                      f"the output is the weighted sum of V; the largest weight, "
-                      f"{fmt(weights[j_max])}, is key {j_max} (page {pages[j_max // ps]}, "
-                      f"slot {j_max % ps})", 8.0, ([FadeIn(label_w)], 0.4), (grow, 1.6))
-        self.snap("attention", row=name, head=h, layer=a["layer"], query=qpos,
-                  blocks=[blk[1].shown() for blk in blocks],
+        return SimpleNamespace(
+            name=name, total=total, pages=pages, qpos=qpos, kv=h // (a["n_heads"]
+                                                                     // a["n_kv_heads"]),
+            scores=scores, allowed=allowed, moves=moves, blocks=blocks, q=q,
+            enter=[FadeIn(blocks), FadeIn(q), FadeIn(q_tag), FadeIn(head_tag)],
+            head_tag=head_tag, score_txt=score_txt, bars=bars, w_txt=w_txt,
+            label_s=self.a17.line("scores", theme.DIM).move_to([x_left, y_score, 0]),
+            label_w=self.a17.line("weights", theme.DIM).move_to([x_left, base + 0.3, 0]),
+            grow=[*[GrowFromEdge(bar, DOWN) for bar in bars], *[FadeIn(t) for t in w_txt]],
+            j_max=j_max, top=weights[j_max])
+
+    def _snap_attention(self, at: SimpleNamespace) -> None:
+        a = self.plan.decode.attention
+        self.snap("attention", row=at.name, head=self.plan.head, layer=a["layer"],
+                  query=at.qpos, blocks=[blk[1].shown() for blk in at.blocks],
                   keys=[int(t.shown()) for t in self.key_positions],
-                  scores=[t.shown() for t in score_txt], weights=[t.shown() for t in w_txt],
-                  bars=[bar.height for bar in bars], head_tag=head_tag.shown())
-        if not self.teaser:
-            self.shot("Every slot, page and number here was recorded from the real run",
-                      f"slots from slot_index, pages from gather_pages, weights from the "
-                      f"model at step {s.step}", 4.0)
+                  scores=[t.shown() for t in at.score_txt],
+                  weights=[t.shown() for t in at.w_txt],
+                  bars=[bar.height for bar in at.bars], head_tag=at.head_tag.shown())
+
+    def attend(self) -> None:
+        p, s = self.plan, self.plan.decode
+        a, ps, h = s.attention, p.page_size, p.head
+        at = self._attention()
+        self.shot(f"Attention: {at.name}'s new token (position {at.qpos}) scores its query "
+                  f"against all {at.total} keys",
+                  f"the model's own numbers: layer {a['layer']}, query head {h} of "
+                  f"{a['n_heads']} (it reads KV head {at.kv}); score = q·k / "
+                  f"√{a['q_shape'][-1]}", 5.0, (at.moves, 1.2), (at.enter, 0.6),
+                  line=f"Now attention: {at.name}'s new token, at position {at.qpos}, scores "
+                       f"all {at.total} keys.")
+        self.add(at.label_s)
+        for i, page in enumerate(at.pages):  # block by block: on screen, not spoken
+            js = range(i * ps, min((i + 1) * ps, at.total))
+            box = at.blocks[i][0]
+            arrow = Arrow(at.q.get_right(), box.get_left(), buff=0.08, stroke_width=3,
+                          color=theme.ACCENT, max_tip_length_to_length_ratio=0.08)
+            keys = f"keys {js[0]}-{js[-1]}" if len(js) > 1 else f"key {js[0]}"
+            self.shot(f"Block by block: block {i} is page {page}, {keys}",
+                      "scores " + ", ".join(fmt(at.scores[j]) for j in js if at.allowed[j]),
+                      2.8, ([FadeIn(arrow), box.animate.set_stroke(theme.ACCENT),
+                             *[FadeIn(at.score_txt[j]) for j in js]], 0.8),
+                      ([FadeOut(arrow), box.animate.set_stroke(theme.FAINT)], 0.4))
+        self.shot(f"Softmax turns the {at.total} scores into weights that sum to 1",
+                  f"the output is the weighted sum of V; the largest weight, "
+                  f"{fmt(at.top)}, is key {at.j_max} (page {at.pages[at.j_max // ps]}, "
+                  f"slot {at.j_max % ps})", 8.0, ([FadeIn(at.label_w)], 0.4), (at.grow, 1.6),
+                  line=f"Softmax turns the scores into weights that add up to one. Key "
+                       f"{at.j_max} gets the most: {fmt(at.top)}.")
+        self._snap_attention(at)
+        self.shot("Every slot, page and number here was recorded from the real run",
+                  f"slots from slot_index, pages from gather_pages, weights from the "
+                  f"model at step {s.step}", 4.0,
+                  line="Every number here was recorded from the real run.")

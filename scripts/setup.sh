@@ -2,6 +2,8 @@
 # All set-up for a fresh Debian/Ubuntu machine: system packages (cairo and pango headers for
 # manim's pycairo/ManimPango builds, fonts the scenes use), a virtual environment, the project.
 # Idempotent: a second run only checks.
+#   --browser: also the headless Chromium and its driver that the promo page's tests drive
+#              (`make test` asks for them; rendering does not need them)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
@@ -10,6 +12,12 @@ TORCH=${TORCH:-torch==2.13.0}
 
 packages=(build-essential python3-dev python3-venv pkg-config libcairo2-dev libpango1.0-dev
           fonts-dejavu-core)
+for arg in "$@"; do
+    case "$arg" in
+        --browser) packages+=(chromium chromium-driver) ;;
+        *) echo "setup: unknown option $arg (known: --browser)" >&2; exit 2 ;;
+    esac
+done
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")

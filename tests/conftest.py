@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import os
 from contextlib import contextmanager
 
 import pytest
 import torch
 
 from astrai.inference.cache import PagedCache
+
+# Scenes built in tests are paced by the narrator's estimate (NARRATION=off) unless a test asks
+# for the real voice (tests/test_voice.py and the promo smoke render synthesize for real).
+os.environ.setdefault("NARRATION", "off")
 
 
 def cache_state(cache: PagedCache) -> dict:
@@ -88,3 +93,27 @@ def _dense_attention(model, tokens: list[int], layer: int = 0):
 @pytest.fixture
 def dense_attention():
     return _dense_attention
+
+
+@pytest.fixture(scope="session")
+def smoke_promo(tmp_path_factory):
+    """The smoke promo, rendered for real once a session: a teaser title card, then a chapter
+    card and the paged-cache scene on a one-request workload, at 480p15, joined twice (the
+    second time every part is up to date). No WebM: tests that need one encode it."""
+    from types import SimpleNamespace
+
+    from scene_checks import SMOKE
+
+    from promo import parts as P
+    from promo.build import build
+
+    d = tmp_path_factory.mktemp("promo")
+    wl = d / "smoke.toml"
+    wl.write_text(SMOKE)
+    module, cls = "scenes.paged_cache", "PagedCacheScene"
+    parts = [P.title_part("teaser"), *P.scene_parts(module, cls, 1, "full", str(wl))]
+    first = build(("smoke",), "l", d / "out", jobs=2, webm=False, plans={"smoke": parts},
+                  log=lambda *_: None)[0]
+    again = build(("smoke",), "l", d / "out", jobs=2, webm=False, plans={"smoke": parts},
+                  log=lambda *_: None)[0]
+    return SimpleNamespace(cut=first, again=again, parts=parts, dir=d / "out")

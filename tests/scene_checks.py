@@ -14,9 +14,9 @@ from manim import tempconfig
 from astrai.trace import record
 
 FS_KINDS = ("arrive", "cleanup", "refill", "prefill", "decode")
-# The promo's teaser budget per storyboard scene: six of these plus the title and closing cards
-# stay inside the teaser's limit (promo.build.TEASER_MAX) with a margin.
-TEASER_SCENE_MAX = 11.5
+# The promo's teaser budget per storyboard scene: a shot of one idea, spoken and read; six of
+# these plus the closing card stay inside the teaser's limit (promo.build.TEASER_MAX).
+TEASER_SCENE_MAX = 12.5
 
 
 # A one-request workload small enough for a real render in every test run (the smoke renders).

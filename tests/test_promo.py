@@ -22,7 +22,7 @@ pytest.importorskip("manim")
 from scene_checks import SMOKE  # noqa: E402
 
 from promo import parts as P  # noqa: E402
-from promo.build import build, chapters_of  # noqa: E402
+from promo.build import chapters_of  # noqa: E402
 from promo.join import join, probe, read_chapters  # noqa: E402
 from promo.subtitles import (  # noqa: E402
     Chapter,
@@ -50,17 +50,8 @@ def cues_of(path) -> list[tuple[float, float, str]]:
 
 
 @pytest.fixture(scope="module")
-def smoke(tmp_path_factory):
-    d = tmp_path_factory.mktemp("promo")
-    wl = d / "smoke.toml"
-    wl.write_text(SMOKE)
-    module, cls = "scenes.paged_cache", "PagedCacheScene"
-    parts = [P.title_part("teaser"), *P.scene_parts(module, cls, 1, "full", str(wl))]
-    first = build(("smoke",), "l", d / "out", jobs=2, webm=False, plans={"smoke": parts},
-                  log=lambda *_: None)[0]
-    again = build(("smoke",), "l", d / "out", jobs=2, webm=False, plans={"smoke": parts},
-                  log=lambda *_: None)[0]
-    return SimpleNamespace(cut=first, again=again, parts=parts)
+def smoke(smoke_promo):  # built once a session (conftest.py): the page tests use it too
+    return smoke_promo
 
 
 def test_duration_is_the_sum_of_the_parts(smoke):

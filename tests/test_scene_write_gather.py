@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import importlib
 import inspect
+import re
 import textwrap
 
 import pytest
@@ -175,8 +176,11 @@ def resolve(file: str, qualname: str):
 
 def test_code_panels_show_real_source_and_mark_the_work(scene):
     fns = {p["fn"] for p in scene.panels}
-    assert {"PagedCache.slot_index", "PagedCache.write_slots", "PagedCache.gather_pages",
-            "TinyModel.forward"} <= fns
+    # The teaser opens on the decode step: it shows only the gather and the attention.
+    want = {"PagedCache.gather_pages", "TinyModel.forward"}
+    if scene.cut == "full":
+        want |= {"PagedCache.slot_index", "PagedCache.write_slots"}
+    assert want <= fns
     for p in scene.panels:
         lines, start = inspect.getsourcelines(resolve(p["file"], p["fn"]))
         source = textwrap.dedent("".join(lines)).split("\n")
@@ -187,16 +191,121 @@ def test_code_panels_show_real_source_and_mark_the_work(scene):
         assert p["shapes"]
 
 
-def test_cuts_pace_and_captions(scenes):
+# ---- what is spoken: the run's numbers in plain words, subtitles at reading speed -----------
+
+
+def spoken(scene) -> str:
+    return " ".join(line.text for _, line in scene.lines)
+
+
+def said(scene, *phrases: str) -> bool:
+    """Each phrase is spoken, not as part of a longer number ('page 1' is not in 'page 16')."""
+    text = spoken(scene)
+    return all(re.search(re.escape(p) + r"(?![\w]|\.\d)", text) for p in phrases)
+
+
+def story_numbers(trace) -> dict:
+    """What the narration must say, read from the trace's events and captures."""
+    ps, null = trace.geometry["page_size"], trace.geometry["n_pages"]
+    (write,) = events(trace, "write", "prefill")
+    width = max(r["n"] for r in write["rows"])
+    padded = [r for r in write["rows"] if r["n"] < width]
+    pad_slots = sorted({null * ps + (r["start"] + t) % ps for r in padded
+                        for t in range(r["n"], width)})
+    (dwrite,) = events(trace, "write", "decode")
+    (gather,) = events(trace, "gather", "decode")
+    tables = gather["state"]["page_tables"]
+    row = next(r for r in dwrite["rows"] if tables[r["task"]] != sorted(tables[r["task"]]))
+    name, pos = row["task"], row["start"]
+    table = tables[name]
+    between = [e for e in trace.events[trace.events.index(write):trace.events.index(dwrite)]
+               if e["kind"] == "alloc" or e["kind"] == "free" and e["refs"] == 0]
+    att = next(c for c in trace.captures if c["kind"] == "attention" and c["phase"] == "decode")
+    b = [r["task"] for r in dwrite["rows"]].index(name)
+    weights = att["weights"][b][0][0][: gather["total_len"]]
+    top = max(range(len(weights)), key=weights.__getitem__)
+    return {
+        "ps": ps, "rows": [(r["task"], r["n"]) for r in write["rows"]], "width": width,
+        "padded": [r["task"] for r in padded], "pad_slots": pad_slots,
+        "pages": [(e["kind"], e["task"], e["page"]) for e in between],
+        "row": name, "pos": pos, "slot": table[pos // ps] * ps + pos % ps, "table": table,
+        "total": gather["total_len"], "cut": len(table) * ps - gather["total_len"],
+        "top": top, "weight": f"{weights[top]:.2f}",
+    }
+
+
+def test_the_explainer_speaks_the_run_s_numbers(scenes, trace):
+    n, full = story_numbers(trace), scenes["full"]
+    text = spoken(full)
+    assert said(full, f"pages of {n['ps']} slots")
+    for task, length in n["rows"]:
+        assert said(full, f"{task} has {length}")
+    assert n["padded"] and all(said(full, f"{t} is padded to {n['width']}")
+                               for t in n["padded"])
+    assert said(full, f"slots {n['pad_slots'][0]} to {n['pad_slots'][-1]}")
+    assert n["pages"]
+    for kind, task, page in n["pages"]:
+        verb = "frees" if kind == "free" else "gets"
+        assert said(full, f"{task} is done and {verb} page {page}" if kind == "free"
+                    else f"{task} needs a new page and {verb} page {page}")
+    assert said(full, f"token {n['pos']} gets slot {n['slot']}")
+    pages = [str(p) for p in n["table"]]
+    assert ", ".join(pages[:-1]) + ", then " + pages[-1] + "." in text
+    assert said(full, f"{n['row']} has {n['total']} tokens", f"the last {n['cut']}",
+                f"all {n['total']} keys", f"position {n['pos']}")
+    assert said(full, f"Key {n['top']} gets the most: {n['weight']}")
+
+
+def test_the_teaser_is_one_idea_in_two_lines_with_the_run_s_numbers(scenes, trace):
+    n, teaser = story_numbers(trace), scenes["teaser"]
+    assert teaser.clock <= min(TEASER_SCENE_MAX, 12.5)
+    speech = sum(line.duration for _, line in teaser.lines)
+    assert 1 <= len(teaser.lines) <= 2 and 6 <= speech <= 10
+    pages = [str(p) for p in n["table"]]
+    assert said(teaser, "pages " + ", ".join(pages[:-1]) + " and " + pages[-1],
+                f"all {n['total']} keys")
+    # over a real moment of the run: the gather and the attention it feeds are animated
+    assert [s["beat"] for s in teaser.snapshots][-2:] == ["gather", "attention"]
+
+
+def test_the_spoken_numbers_follow_the_trace(trace, tmp_path):
+    """Move the largest attention weight in the capture: the narration names the new key."""
+    forged = copy.deepcopy(trace)
+    att = next(c for c in forged.captures if c["kind"] == "attention")
+    n = att["total_len"]
+    new = [0.5 / (n - 1)] * n
+    new[n - 2] = 0.5
+    att["weights"][0][0][0] = new
+    scene = build(forged, "full", tmp_path)
+    assert said(scene, f"Key {n - 2} gets the most: 0.50")
+
+
+def test_no_code_or_field_names_are_spoken(scene):
+    for _, line in scene.lines:
+        for word in ("_", "[", "]", "=", "//", "·", "→", "index_copy", "total_len",
+                     "page_table", "K/V", "slot_index", "gather_pages"):
+            assert word not in line.text, (word, line.text)
+
+
+def test_cuts_pace_and_subtitles(scenes):
+    from scenes.cues import Timed, problems
+
     full, teaser = scenes["full"], scenes["teaser"]
-    assert 60 <= full.time <= 125
-    assert 8 <= teaser.time <= TEASER_SCENE_MAX
+    assert 60 <= full.clock <= 125
+    speech = sum(line.duration for _, line in full.lines)
+    assert 55 <= speech <= 75  # the scene's share of the explainer's narration
+    assert 8 <= teaser.clock <= TEASER_SCENE_MAX
     assert [name for _, name in full.chapters] == ["write", "gather", "decode", "attention"]
-    assert [name for _, name in teaser.chapters] == ["write", "decode", "attention"]
+    assert [name for _, name in teaser.chapters] == ["gather", "attention"]
     for sc in (full, teaser):
-        for (t0, d0, _), (t1, _, _) in zip(sc.cues, sc.cues[1:]):
-            assert t0 + d0 <= t1 + 1e-6  # cues never overlap
-        assert sc.cues[-1][0] + sc.cues[-1][1] <= sc.time + 1e-6
+        # the subtitles are exactly the spoken words, at reading speed
+        assert " ".join(" ".join(c[2].split()) for c in sc.cues) == spoken(sc)
+        timed = [Timed(t, t + d, text) for t, d, text in sc.cues]
+        assert problems(timed, 1 / config.frame_rate) == []
+        assert sc.cues[-1][0] + sc.cues[-1][1] <= sc.clock + 1e-6
+        # the captions on screen are annotation, never read out
+        assert sc.captions and not {c for _, c in sc.captions} & {
+            line.text for _, line in sc.lines}
 
 
 def test_text_stays_on_screen_and_never_overlaps(scene):

@@ -214,8 +214,9 @@ def test_workload_spec_from_environment(workloads, tmp_path, monkeypatch):
 
 
 def test_real_render_writes_video_subtitles_and_sections(built, workloads, tmp_path):
-    """A real -ql render: its name says the workload, its .srt cues are the beats' captions at
-    the beats' start times, and --save_sections cuts the scene where the replay said."""
+    """A real -ql render (silent: NARRATION=off): its name says the workload, its .srt cues
+    are the spoken lines at their speech's start times, and --save_sections cuts the scene
+    where the replay said."""
     import json
 
     import srt
@@ -235,12 +236,17 @@ def test_real_render_writes_video_subtitles_and_sections(built, workloads, tmp_p
         seconds = container.duration / 1e6
     assert seconds == pytest.approx(scene.clock, abs=1 / 15 + 1e-3)
 
+    # the subtitles are the spoken lines, each cue at its own speech within the line
     cues = list(srt.parse(video[0].with_suffix(".srt").read_text()))
-    beats = [(start, caption) for start, _, _, caption in scene.replay.beat_times if caption]
-    assert [c.content for c in cues] == [caption for _, caption in beats]
-    for cue, (start, _) in zip(cues, beats):
+    want = [(t + off, cue.text) for t, line in scene.lines
+            for off, cue in zip(line.offsets, line.cues)]
+    assert [c.content for c in cues] == [text for _, text in want]
+    for cue, (start, _) in zip(cues, want):
         assert cue.start.total_seconds() == pytest.approx(start, abs=2e-3), cue.content
-    assert len(cues) == len(scene.replay.beat_times)  # every beat says something
+    # a spoken line starts with the beat it is spoken over
+    spoken = [(start, line) for start, _, _, line in scene.replay.beat_times if line]
+    assert [line for _, line in spoken] == [line.text for _, line in scene.lines]
+    assert [t for t, _ in spoken] == pytest.approx([t for t, _ in scene.lines], abs=2e-3)
 
     index = json.loads((video[0].parent / "sections" / "PagedCacheScene_smoke.json").read_text())
     assert [s["name"] for s in index] == [name for _, name in scene.chapters]
@@ -449,6 +455,7 @@ def test_a_scene_puts_its_own_beats_between_the_traces(built, tmp_path):
             def interlude(spec, replay):
                 if spec.kind == "share" and spec.first:
                     replay.narrate("a prefix hit: pages are shared", show=[card],
+                                   line="A prefix hit: the pages are shared.",
                                    code=("astrai/inference/cache.py", "PagedCache.inc_ref",
                                          replay.code.listing("astrai/inference/cache.py",
                                                              "PagedCache.inc_ref").start))
@@ -469,11 +476,14 @@ def test_a_scene_puts_its_own_beats_between_the_traces(built, tmp_path):
     times = scene.replay.beat_times
     kinds = [k for _, k, _, _ in times]
     at = kinds.index("narrative")
-    assert kinds[at + 1] == "share" and times[at][3] == "a prefix hit: pages are shared"
+    assert kinds[at + 1] == "share" and times[at][3] == "A prefix hit: the pages are shared."
+    assert "a prefix hit: pages are shared" in scene.replay.captions_shown
     assert kinds.count("narrative") == 2
-    # Its cue lasts until the next beat starts; everything after moved by its length.
+    # Its cue is on screen while it is spoken, and cut 2 frames before the next one starts.
     cue = next(c for c in scene.cues if c[2] == times[at][3])
-    assert cue[0] == times[at][0] and cue[0] + cue[1] == pytest.approx(times[at + 1][0])
+    assert cue[0] == pytest.approx(times[at][0])
+    nxt = next(c for c in scene.cues if c[0] > cue[0])
+    assert cue[0] + cue[1] <= nxt[0] - 2 / 15 + 1e-3
     assert scene.clock > full.clock
     assert any(p["kind"] == "narrative" and p["fn"] == "PagedCache.inc_ref"
                for p in scene.replay.panels)

@@ -1,4 +1,5 @@
-"""StoryScene's subtitles: cues placed by the scene clock, never overlapping."""
+"""StoryScene's timeline: a beat lasts as long as its speech, subtitles are exactly the spoken
+words placed at their speech, cues never overlap and keep 2 frames between them."""
 
 from __future__ import annotations
 
@@ -6,29 +7,66 @@ import pytest
 
 pytest.importorskip("manim")
 
+from manim import Square  # noqa: E402
+from manim import config as manim_config  # noqa: E402
 from scene_checks import render  # noqa: E402
 
+from scenes import cues as cue_rules  # noqa: E402
 from scenes.story import StoryScene  # noqa: E402
+from scenes.voice import PAUSE  # noqa: E402
+
+LONG = ("A paged cache hands memory out in small pages, as each request grows, so nothing is "
+        "reserved for tokens that never come.")
 
 
-class Overlapping(StoryScene):
-    """A caption asked to last longer than its beat, then the next one."""
+class Spoken(StoryScene):
+    """A short beat under a long line, a long beat under a short line, then speak-and-go."""
 
     def story(self):
-        self.say("first, asked for 2 s", 2.0)
-        self.hold(1.0)
-        self.say("second", 1.0)
-        self.hold(1.0)
+        sq = Square()
+        self.add(sq)
+        self.first = self.beat([sq.animate.shift(1)], 3.0, 0.2, line=LONG)
+        self.after_first = self.clock
+        self.second = self.beat([sq.animate.shift(-1)], 1.0, 4.0, line="Then one more.")
+        self.after_second = self.clock
+        with self.voiced("A last line, spoken while the square fades.") as said:
+            self.show([sq.animate.set_opacity(0.2)], said.duration)
         self.subs = [(s.start.total_seconds(), s.end.total_seconds(), s.content)
                      for s in self._get_manager().file_writer.subcaptions]
 
 
-def test_a_new_caption_ends_the_one_still_showing(tmp_path):
-    scene = render(Overlapping, tmp_path)
-    assert [text for *_, text in scene.cues] == ["first, asked for 2 s", "second"]
-    (s1, d1, _), (s2, d2, _) = scene.cues
-    assert s2 == pytest.approx(scene.seconds(0.0, 1.0))
-    assert s1 + d1 == pytest.approx(s2)  # cut where the next starts, not at 2 s
-    assert d2 == 1.0
-    (a1, b1, _), (a2, b2, _) = scene.subs  # what the .srt is written from
-    assert (a1, b1, a2, b2) == pytest.approx((s1, s2, s2, s2 + 1.0))
+@pytest.fixture(scope="module")
+def scene(tmp_path_factory):
+    return render(Spoken, tmp_path_factory.mktemp("story"))
+
+
+def test_a_beat_lasts_its_speech_or_its_own_time_whichever_is_longer(scene):
+    frame = 1 / manim_config.frame_rate
+    assert scene.after_first == pytest.approx(scene.first.duration + PAUSE, abs=frame)
+    second = scene.after_second - scene.after_first
+    # its animation runs under the speech (never longer), then its own hold
+    d = scene.second.duration
+    assert second == pytest.approx(max(min(1.0, d) + 4.0, d + PAUSE), abs=2 * frame)
+
+
+def test_subtitles_are_exactly_the_spoken_words(scene):
+    spoken = " ".join(line.text for _, line in scene.lines)
+    shown = " ".join(" ".join(text.split()) for *_, text in scene.cues)
+    assert shown == spoken
+    assert [text for *_, text in scene.subs] == [text for *_, text in scene.cues]
+
+
+def test_each_cue_starts_with_its_speech(scene):
+    starts = []
+    for t, line in scene.lines:
+        starts += [t + off for off in line.offsets]
+    assert [s for s, _, _ in scene.cues] == pytest.approx(starts, abs=1e-3)
+
+
+def test_cues_keep_the_reading_limits(scene):
+    timed = [cue_rules.Timed(s, s + d, text) for s, d, text in scene.cues]
+    frame = 1 / manim_config.frame_rate
+    # the estimate's pace (15 cps) is the voice's: every rule holds, the share too
+    assert cue_rules.problems(timed, frame) == []
+    for (a, b, _), (c, _, _) in zip(scene.subs, scene.subs[1:]):
+        assert c - b >= 2 * frame - 1e-3

@@ -1,0 +1,384 @@
+"""The promo page, built from the smoke promo (conftest.py) and opened from disk in headless
+Chromium (the distribution's chromium and chromium-driver, which scripts/setup.sh installs).
+
+Expected values come from the files, read here with PyAV and the srt parser: each video's
+length, each track's cues, each chapter's start. The page is built with two cuts (the smoke
+cut and its title card joined alone), so two players and two chapter lists share the page.
+"""
+
+from __future__ import annotations
+
+import shutil
+import struct
+from html import escape
+from html.parser import HTMLParser
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+import pytest
+
+av = pytest.importorskip("av")
+srt = pytest.importorskip("srt")
+pytest.importorskip("manim")
+from selenium import webdriver  # noqa: E402
+
+from promo import site as S  # noqa: E402
+from promo.build import finish, join_cut  # noqa: E402
+from promo.subtitles import read_chapters_vtt  # noqa: E402
+from scenes.cards import closing_figures  # noqa: E402
+
+# the distribution's (scripts/setup.sh --browser): Selenium is handed both, so it downloads none
+CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
+WAIT = 20  # seconds any one browser wait may take
+
+
+def file_duration(path: Path) -> tuple[float, float]:
+    """(seconds, one frame) as the container says."""
+    with av.open(str(path)) as c:
+        v = c.streams.video[0]
+        return c.duration / av.time_base, float(1 / (v.guessed_rate or v.average_rate))
+
+
+def srt_cues(path: Path) -> list[tuple[float, float]]:
+    return [(s.start.total_seconds(), s.end.total_seconds())
+            for s in srt.parse(path.read_text(encoding="utf-8"))]
+
+
+class Refs(HTMLParser):
+    """Every URL the page names, and the rows of the figures table."""
+
+    def __init__(self):
+        super().__init__()
+        self.urls: list[str] = []
+        self.rows: list[list[str]] = []
+        self._cell: list[str] | None = None
+
+    def handle_starttag(self, tag, attrs):
+        self.urls += [v for k, v in attrs if k in ("src", "href", "poster") and v is not None]
+        if tag == "tr":
+            self.rows.append([])
+        if tag == "td":
+            self._cell = []
+
+    def handle_data(self, data):
+        if self._cell is not None:
+            self._cell.append(data)
+
+    def handle_endtag(self, tag):
+        if tag == "td" and self._cell is not None:
+            self.rows[-1].append(" ".join("".join(self._cell).split()))
+            self._cell = None
+
+
+@pytest.fixture(scope="module")
+def built(smoke_promo, tmp_path_factory):
+    """Both smoke cuts with their WebM and thumbnail, the scene's card, the real figures, and
+    the page written from them."""
+    smoke = smoke_promo
+    promo = tmp_path_factory.mktemp("site-promo")
+    opening = join_cut("opening", "l", smoke.cut.parts[:1], promo, "opening-480p15",
+                       log=lambda *_: None)
+    for cut in (opening, smoke.cut):
+        if cut.webm is None:
+            finish(cut, webm=True, log=lambda *_: None)
+        for f in (cut.mp4, cut.webm, cut.srt, cut.vtt, cut.thumbnail):
+            if f.parent != promo:
+                shutil.copy(f, promo / f.name)
+    cuts = [S.cut_page(promo, "opening-480p15", "Opening alone"),
+            S.cut_page(promo, "smoke-480p15", "The smoke cut")]
+    scene = smoke.cut.parts[-1]
+    cards = [S.scene_card(scene.part, scene.mp4)]
+    figures = closing_figures()
+    out = tmp_path_factory.mktemp("site") / "site"
+    index = S.write_site(cuts, cards, figures, out)
+    return index, promo, cuts, cards, figures
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not (CHROMIUM and CHROMEDRIVER):
+        pytest.fail("chromium and chromium-driver are not installed: scripts/setup.sh --browser")
+    from selenium.webdriver.chrome.service import Service
+
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = CHROMIUM
+    for a in ("--headless=new", "--no-sandbox", "--disable-gpu", "--mute-audio",
+              "--window-size=1280,800", "--autoplay-policy=no-user-gesture-required"):
+        opts.add_argument(a)
+    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
+    driver.set_script_timeout(WAIT)
+    yield driver
+    driver.quit()
+
+
+@pytest.fixture(scope="module")
+def page(built, browser):
+    index = built[0]
+    browser.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
+                            {"width": 1280, "height": 800, "deviceScaleFactor": 1,
+                             "mobile": False})
+    browser.get(index.as_uri())
+    return browser
+
+
+def expected_tracks(built) -> dict[str, tuple[Path, Path | None]]:
+    """video id -> (its .srt, its .chapters.vtt or None), from the files."""
+    index, _, cuts, cards, _ = built
+    out = {c.key: (index.parent / c.srt.name, index.parent / c.chapters_vtt.name) for c in cuts}
+    out.update({f"scene-{i}": (c.srt, None) for i, c in enumerate(cards, 1)})
+    return out
+
+
+# ---- the folder -------------------------------------------------------------------------------
+
+
+def test_the_page_names_only_files_inside_its_folder(built):
+    index = built[0]
+    refs = Refs()
+    refs.feed(index.read_text(encoding="utf-8"))
+    assert refs.urls
+    site = index.parent.resolve()
+    for url in refs.urls:
+        if url.startswith("data:"):
+            continue
+        assert ":" not in url and not url.startswith(("/", "//")), url  # nothing from elsewhere
+        f = (index.parent / url).resolve()
+        assert f.is_relative_to(site) and f.is_file() and not f.is_symlink(), url
+    # every cut: both encodings, the poster, subtitles in both formats, the chapters
+    for cut in built[2]:
+        stem = cut.mp4.path.stem
+        for name in (f"{stem}.webm", f"{stem}.mp4", f"{stem}.png", f"{stem}.vtt", f"{stem}.srt",
+                     f"{stem}.chapters.vtt"):
+            assert name in refs.urls, name
+
+
+def test_the_figures_table_holds_each_figure_and_its_call(built):
+    figures = built[4]
+    refs = Refs()
+    refs.feed(built[0].read_text(encoding="utf-8"))
+    rows = [r for r in refs.rows if r]
+    assert figures and len(rows) == len(figures)
+    for row, f in zip(rows, figures):
+        assert row == [f.headline, f.detail, f.source.removeprefix("from ")]
+        assert row[2].startswith("astrai.compare.")
+
+
+def test_each_scene_card_has_its_still_sentence_length_and_clip(built):
+    index, _, _, cards, _ = built
+    page = index.read_text(encoding="utf-8")
+    for card in cards:
+        assert escape(card.summary) in page and escape(card.chapter) in page
+        clip = index.parent / "scenes" / f"{card.cls}.mp4"
+        assert clip.samefile(card.clip.path) or clip.read_bytes() == card.clip.path.read_bytes()
+        still = index.parent / "scenes" / f"{card.cls}.png"
+        w, h = struct.unpack(">II", still.read_bytes()[16:24])  # the PNG's IHDR
+        assert (w, h) == (card.clip.width, card.clip.height)
+        seconds, _ = file_duration(clip)
+        assert S.clock(seconds) in page
+
+
+def test_a_missing_or_stale_file_is_a_named_error(built, tmp_path, capsys):
+    _, promo, cuts, _, _ = built
+    stem = cuts[1].mp4.path.stem
+    for suffix in (".webm", ".srt", ".chapters.vtt", ".png", ".mp4"):
+        d = tmp_path / suffix.strip(".")
+        shutil.copytree(promo, d)
+        (d / f"{stem}{suffix}").unlink()
+        with pytest.raises(S.SiteError, match=f"{stem}{suffix}.*missing"):
+            S.cut_page(d, stem, "x")
+    d = tmp_path / "garbled"
+    shutil.copytree(promo, d)
+    (d / f"{stem}.srt").write_text("1\nnot a time\nhello\n")
+    with pytest.raises(S.SiteError, match=f"{stem}.srt: not a readable track"):
+        S.cut_page(d, stem, "x")
+    d = tmp_path / "stale"
+    shutil.copytree(promo, d)
+    shutil.copy(d / "opening-480p15.webm", d / f"{stem}.webm")  # another cut's WebM
+    with pytest.raises(S.SiteError, match="stale"):
+        S.cut_page(d, stem, "x")
+    # the command: one line naming the file, exit 1, and no page written
+    out = tmp_path / "site"
+    assert S.main(["--promo", str(tmp_path / "webm"), "--out", str(out)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and err.startswith("site: FAILED:") and "teaser-480p15.mp4" in err
+    assert not out.exists()
+
+
+def test_the_command_reads_both_cuts_and_every_storyboard_scene(built, smoke_promo, tmp_path,
+                                                                capsys):
+    """`python -m promo.site` on a promo folder laid out as `make promo` leaves it (the smoke
+    files under the teaser's and explainer's names, the smoke scene as every scene's render)."""
+    from promo.build import TITLES
+    from promo.parts import plan
+    from promo.render import output_of
+    from scenes.cards import scene_class
+
+    _, smoke_dir, _, _, _ = built
+    promo = tmp_path / "promo"
+    promo.mkdir()
+    for name in ("teaser-480p15", "explainer-480p15"):
+        for f in smoke_dir.glob("smoke-480p15.*"):
+            shutil.copy(f, promo / f.name.replace("smoke-480p15", name))
+    scene = smoke_promo.cut.parts[-1]
+    parts = [p for p in plan("full", log=lambda *_: None) if p.cls.endswith("Scene")]
+    for part in parts:
+        mp4 = output_of(promo / "build", "l", part)
+        mp4.parent.mkdir(parents=True)
+        shutil.copy(scene.mp4, mp4)
+        shutil.copy(scene.srt, mp4.with_suffix(".srt"))
+    out = tmp_path / "site"
+    assert S.main(["--promo", str(promo), "--out", str(out)]) == 0
+    assert capsys.readouterr().out.startswith(f"site: {out / 'index.html'}")
+    page = (out / "index.html").read_text(encoding="utf-8")
+    heads = [page.index(f'<h2 id="{k}-h">{TITLES[c]} ') for k, c in (("teaser", "teaser"),
+                                                                     ("explainer", "full"))]
+    assert heads == sorted(heads)  # the short one first
+    for part in parts:
+        cls = scene_class(f"{part.file.removesuffix('.py').replace('/', '.')}:{part.cls}")
+        assert escape(cls.SUMMARY) in page and (out / "scenes" / f"{part.cls}.mp4").is_file()
+    assert page.count('<article class="scene">') == len(parts) >= 6
+
+
+def test_a_folder_the_page_did_not_write_is_never_replaced(built, tmp_path):
+    _, _, cuts, cards, figures = built
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(S.SiteError, match="no index.html"):
+        S.write_site(cuts, cards, figures, tmp_path)
+    assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"]
+
+
+def test_the_license_is_linked_when_the_repository_has_one(tmp_path):
+    (tmp_path / "LICENSE").write_text("\nMIT License\n\nCopyright ...\n")
+    out = tmp_path / "out"
+    out.mkdir()
+    assert "MIT License" in S.license_html(tmp_path, out)
+    assert (out / "LICENSE.txt").read_text().startswith("\nMIT License")
+
+
+# ---- in the browser ---------------------------------------------------------------------------
+
+LOAD = """
+const [url, done] = [arguments[0], arguments[arguments.length - 1]];
+const v = document.createElement("video");
+v.muted = true; v.preload = "auto";
+v.addEventListener("loadeddata", () => done([v.readyState, v.duration, null]));
+v.addEventListener("error", () => done([v.readyState, v.duration, v.error.code]));
+v.src = url;
+"""
+
+
+def test_every_video_plays_each_source_for_its_files_length(page, built):
+    videos = page.execute_script(
+        "return [...document.querySelectorAll('video')].map(v => [v.id, "
+        "[...v.querySelectorAll('source')].map(s => [s.src, s.type])])")
+    assert len(videos) == len(built[2]) + len(built[3])
+    for vid, sources in videos:
+        assert sources, vid
+        if not vid.startswith("scene-"):
+            assert [t.split(";")[0] for _, t in sources] == ["video/webm", "video/mp4"], vid
+        for url, kind in sources:
+            assert page.execute_script("return document.createElement('video')"
+                                       ".canPlayType(arguments[0])", kind) == "probably", kind
+            ready, duration, error = page.execute_async_script(LOAD, url)
+            want, frame = file_duration(Path(unquote(urlparse(url).path)))
+            assert error is None and ready >= 2, (url, ready, error)
+            assert abs(duration - want) <= frame, (url, duration, want)
+    # the page's own players pick the WebM, their first source
+    picked = page.execute_async_script("""
+        const done = arguments[arguments.length - 1];
+        const vs = [...document.querySelectorAll('video[preload="metadata"]')];
+        const wait = v => v.readyState >= 1 ? Promise.resolve() :
+            new Promise(r => v.addEventListener("loadedmetadata", r, {once: true}));
+        Promise.all(vs.map(wait)).then(() => done(vs.map(v => v.currentSrc)));""")
+    assert picked and all(u.endswith(".webm") for u in picked), picked
+
+
+def test_every_track_loads_the_cues_of_its_file(page, built):
+    tracks = page.execute_async_script("""
+        const done = arguments[arguments.length - 1];
+        const els = [...document.querySelectorAll('track')];
+        els.forEach(t => { t.track.mode = "hidden"; });   // load every track, chapters too
+        const loaded = t => t.readyState >= 2 ? Promise.resolve() : new Promise(r => {
+            t.addEventListener("load", r, {once: true});
+            t.addEventListener("error", r, {once: true}); });
+        Promise.all(els.map(loaded)).then(() => done(els.map(t => [
+            t.parentElement.id, t.kind, t.readyState,
+            [...t.track.cues].map(c => [c.startTime, c.endTime, c.text])])));""")
+    want = expected_tracks(built)
+    seen = set()
+    for vid, kind, ready, cues in tracks:
+        assert ready == 2, (vid, kind)  # LOADED, not ERROR
+        srt_path, chapters_path = want[vid]
+        if kind == "subtitles":
+            expected = srt_cues(srt_path)
+            assert len(cues) == len(expected), (vid, len(cues), len(expected))
+            for got, exp in ((cues[0], expected[0]), (cues[-1], expected[-1])):
+                assert abs(got[0] - exp[0]) < 1e-3 and abs(got[1] - exp[1]) < 1e-3, vid
+        else:
+            assert kind == "chapters"
+            chapters = read_chapters_vtt(chapters_path)
+            assert [(round(a, 3), t) for a, _, t in cues] == \
+                [(round(c.start, 3), c.title) for c in chapters]
+        seen.add((vid, kind))
+    for vid, (_, chapters_path) in want.items():
+        assert (vid, "subtitles") in seen
+        assert chapters_path is None or (vid, "chapters") in seen
+
+
+# Arm a listener that keeps where the next seek goes (currentTime while seeking), then wait
+# for it: the click's own effect, before playback moves on.
+ARM = """
+const v = document.getElementById(arguments[0]);
+window.seekedTo = null;
+v.addEventListener("seeking", () => { window.seekedTo = v.currentTime; }, {once: true});
+"""
+SEEKED = """
+const done = arguments[arguments.length - 1];
+const poll = () => window.seekedTo === null ? setTimeout(poll, 20) : done(window.seekedTo);
+poll();
+"""
+METADATA = """
+const [v, done] = [document.getElementById(arguments[0]), arguments[arguments.length - 1]];
+if (v.readyState >= 1) done(); else v.addEventListener("loadedmetadata", () => done());
+"""
+
+
+def test_clicking_a_chapter_seeks_to_its_start_and_marks_it(page, built):
+    from selenium.webdriver.common.by import By
+
+    for cut in built[2]:
+        chapters = read_chapters_vtt(cut.chapters_vtt)
+        buttons = page.find_elements(By.CSS_SELECTOR, f'ol[data-video="{cut.key}"] button')
+        assert [b.text.split(" ", 1)[1] for b in buttons] == [c.title for c in chapters]
+        page.execute_async_script(METADATA, cut.key)  # seeking needs the video's length
+        for b, ch in list(zip(buttons, chapters))[::-1]:  # the last first: a real jump
+            page.execute_script(ARM, cut.key)
+            b.click()
+            got = page.execute_async_script(SEEKED)
+            assert abs(got - ch.start) < 1e-3, (cut.key, ch.title, got)
+            marked = page.find_elements(By.CSS_SELECTOR,
+                                        f'ol[data-video="{cut.key}"] [aria-current="true"]')
+            assert [m.text for m in marked] == [b.text]
+        page.execute_script("document.getElementById(arguments[0]).pause()", cut.key)
+
+
+def test_screenshot_at_1280x800_with_chapters_beside_the_video(page, built):
+    index = built[0]
+    page.get(index.as_uri())  # as a visitor first sees it: posters, nothing played yet
+    box = page.execute_script("""
+        const v = document.querySelector('.player video').getBoundingClientRect();
+        const n = document.querySelector('.player nav').getBoundingClientRect();
+        return [v.left, v.right, v.top, v.bottom, n.left, n.top, innerWidth, innerHeight];""")
+    vl, vr, vt, vb, nl, nt, w, h = box
+    assert (w, h) == (1280, 800)
+    assert nl >= vr and abs(nt - vt) < 2  # the chapter list beside the video, level with it
+    assert vb <= h  # the first video is on screen whole
+    shot = index.parent / "screenshot.png"
+    page.save_screenshot(str(shot))
+    assert struct.unpack(">II", shot.read_bytes()[16:24]) == (1280, 800)
+
+
+def test_no_console_errors(page):  # last: everything above ran in this page
+    severe = [e for e in page.get_log("browser") if e["level"] == "SEVERE"]
+    assert severe == []
