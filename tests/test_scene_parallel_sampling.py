@@ -1,0 +1,113 @@
+"""ParallelSamplingScene: the screen equals the trace after every event, the boards show the real
+fork (tables and refs), each real copy slot by slot and the sample that kept the page, and the
+end card's figures and tokens equal what this test counts itself from two live runs."""
+
+from __future__ import annotations
+
+import pytest
+
+pytest.importorskip("manim")
+
+from scene_checks import (  # noqa: E402
+    board,
+    check_boards_inside,
+    check_panels,
+    check_screen_equals_trace,
+    story_fixtures,
+)
+
+from astrai.compare.sampling import independent  # noqa: E402
+from astrai.inference.cache import CacheListener  # noqa: E402
+from astrai.workload import build as build_run  # noqa: E402
+from astrai.workload import load_workload, run_workload  # noqa: E402
+from scenes.parallel_sampling import ParallelSamplingScene  # noqa: E402
+
+trace, scene = story_fixtures(ParallelSamplingScene, "sampling")
+
+
+def events(trace, kind):
+    return [(i, ev) for i, ev in enumerate(trace.events) if ev["kind"] == kind]
+
+
+def test_screen_equals_the_trace_after_every_event(trace, scene):
+    check_screen_equals_trace(trace, scene)
+    assert scene.detached == []  # nothing animated outside the scene (it would stay on top)
+
+
+def test_panels_show_the_real_source(trace, scene):
+    check_panels(trace, scene)
+    for i, _ in events(trace, "copy"):  # the copy beat marks the line that copies
+        panel = next(p for p in scene.panels if p["event"] == i)
+        assert panel["fn"] == "PagedCache.copy_page"
+        assert "_k_store[:, dst, :n_slots].copy_(" in panel["text"][
+            panel["rows"].index(panel["current"])]
+
+
+def test_boards_stay_inside_and_text_never_overlaps(scene):
+    check_boards_inside(scene)
+    assert scene.replay.cut_short == []
+
+
+def test_the_shared_board_is_the_state_after_the_forks(trace, scene):
+    last_share = max(i for i, ev in events(trace, "share"))
+    st = trace.events[last_share]["state"]
+    texts = board(scene, "shared")
+    for name in ("A", "A.1", "A.2"):
+        assert f"{name.ljust(5)} -> pages {st['page_tables'][name]}" in texts
+    pages = st["page_tables"]["A"]
+    assert ", ".join(f"refs[{p}] = {st['refs'][p]}" for p in pages) in texts
+    assert [st["refs"][p] for p in pages] == [3, 3, 3]
+
+
+def test_each_copy_is_drawn_slot_by_slot_from_its_event(trace, scene):
+    copies = [ev for _, ev in events(trace, "copy")]
+    assert [(s, p) for s, p, _, _ in scene.slot_copies] == [
+        (c["source"], c["page"]) for c in copies]
+    for (_, _, bd, cells), c in zip(scene.slot_copies, copies):
+        assert len(cells) == c["slots"]  # one cell per filled slot copied
+        xs = [cell.get_center()[0] for cell in cells]
+        assert xs == sorted(xs)  # in slot order
+        x0, x1 = bd.bg.get_corner([-1, -1, 0])[0], bd.bg.get_corner([1, 1, 0])[0]
+        assert all(x0 <= x <= x1 for x in xs)
+        assert f"copy_page({c['source']}, {c['page']}, {c['slots']}): K and V, every layer" \
+            in bd.texts()
+
+
+def test_the_last_holder_keeps_the_page(trace, scene):
+    src = events(trace, "copy")[0][1]["source"]
+    first = next(ev for ev in trace.events if ev["kind"] == "write" and ev["phase"] == "decode")
+    keeper = next(r["task"] for r in first["rows"] if r["runs"][0][0] == src)
+    assert keeper not in {ev["task"] for _, ev in events(trace, "copy")}
+    said = scene.replay.captions_shown
+    assert f"{keeper} is the last holder of page {src}: refs 1, nothing to copy" in said
+
+
+class Counter(CacheListener):
+    def __init__(self, cache):
+        self.cache, self.allocs, self.peak = cache, 0, 0
+
+    def on_alloc(self, page):
+        self.allocs += 1
+        self.peak = max(self.peak, self.cache.n_used)
+
+
+def test_end_card_equals_two_live_runs(trace, scene):
+    wl = load_workload("sampling")
+    runs = []
+    for w in (wl, independent(wl)):
+        cache, _, sched = build_run(w)
+        counter = Counter(cache)
+        cache.listener = counter
+        runs.append((run_workload(w, sched), counter))
+    (group, g), (alone, a) = runs
+    rows = {label: (x, y) for label, x, y in scene.card_rows}
+    assert rows["pages allocated"] == (str(g.allocs), str(a.allocs))
+    assert rows["peak pages in use"] == (str(g.peak), str(a.peak))
+    prompt = len(wl.requests[0].prompt)
+    assert rows["prompt tokens computed"] == (str(prompt), str(3 * prompt))
+    texts = board(scene, "end card")
+    for name in ("A", "A.1", "A.2"):
+        at = texts.index(f"{name}'s tokens")
+        assert [int(x) for x in texts[at + 1].split()[3:]] == group[name] == trace.outputs[name]
+        assert [int(x) for x in texts[at + 2].split()[1:]] == alone[name]
+    assert group == alone and len({tuple(v) for v in group.values()}) == 3
