@@ -242,8 +242,9 @@ class PreemptionScene(StoryScene):
                 "it is admitted again", build=build, hold=3.4,
                 events=spec.events,
                 code=(rp.line_of(st.preempt, "Scheduler._preempt", "appendleft"), st.preempt),
-                line=f"{name} waits at the head of the queue. It keeps its {p['n_tokens']} "
-                     "tokens, but not their keys and values.")
+                line=f"{name}'s pages are back in the pool, and {name} waits at the head of "
+                     f"the queue. It keeps its {p['n_tokens']} tokens, but not their keys and "
+                     "values.")
 
     def _recompute_beat(self, rp: StoryReplay, i: int, events: list[int] = ()) -> None:
         st = self.facts

@@ -81,6 +81,13 @@ class PrefixStory:
         common = max(set(h for h in heads if h), key=heads.count, default=())
         return sum(h == common for h in heads), len(req), sum(sizes.get(p, 0) for p in common)
 
+    def last_share(self, admit: int) -> int:
+        """The last page the admitted request shares in that admission (else the admission)."""
+        e = self.events[admit]
+        return max((j for j in range(admit, len(self.events)) if self.events[j]["kind"] == "share"
+                    and self.events[j]["task"] == e["task"]
+                    and self.events[j]["step"] == e["step"]), default=admit)
+
     def admit_of(self, task: str, before: int) -> dict | None:
         """The last admission of `task` before event `before`."""
         return next((e for e in reversed(self.events[:before])
@@ -188,12 +195,13 @@ class PrefixCacheScene(StoryScene):
         self._end_card(rp)
 
     def teaser_story(self) -> None:
-        """The teaser's one shot: B's lookup board over its admission, and one line that says
-        what sharing saved it; every other beat of the run is fast-forwarded, silent."""
+        """The teaser's one shot: B's lookup board as its last hit page is shared (the pool
+        shows the pages it shares), and one line that says what sharing saved it; every other
+        beat of the run is fast-forwarded, silent."""
         st, rp = self._replay(lambda st: set())
         self.chapter("B shares A's pages")
         if st.hit_admit is not None:
-            rp.hook_instead(st.hit_admit, lambda r, spec: self._lookup_beat(
+            rp.hook_instead(st.last_share(st.hit_admit), lambda r, spec: self._lookup_beat(
                 r, st.hit_admit, spec.events, line=self.teaser_line()))
         rp.run()
 
@@ -262,8 +270,8 @@ class PrefixCacheScene(StoryScene):
                 build=build, hold=3.2, events=spec.events,
                 code=(rp.line_of(i, "PagedCache.record_prefix", "_chunks"), i),
                 line=f"Once {e['task']}'s prompt is written, its {len(e['pages'])} full pages "
-                     "are recorded. Each key stands for a page's tokens and every page "
-                     "before it.")
+                     "are recorded, each under a key made from its tokens and every token "
+                     "before them.")
 
     def _lookup_board(self, rp: StoryReplay, i: int, title: str) -> tuple[Board, ChainRow]:
         st = self.facts
@@ -328,8 +336,9 @@ class PrefixCacheScene(StoryScene):
                 f"nothing, allocates {e['pages_needed']} pages",
                 build=build, hold=3.6,
                 code=(rp.line_of(i, "PagedCache.lookup_prefix", "break", ("returned",)), i),
-                line=f"{e['task']} repeats the same rules after another opening, yet shares "
-                     "nothing: a token's keys and values depend on every token before it.")
+                line=f"{e['task']} has the same tokens after a different first page, yet "
+                     "shares nothing: a token's keys and values depend on every token before "
+                     "it.")
 
     def _full_hit_beat(self, rp: StoryReplay, i: int) -> None:
         st = self.facts
@@ -352,9 +361,9 @@ class PrefixCacheScene(StoryScene):
                 f"lookup stops before the last token: {len(e['hits'])} pages hit, "
                 f"{computed} computed again", build=build, hold=3.6,
                 code=(rp.line_of(i, "Scheduler._fit", "tokens[:-1]", ("returned",)), i),
-                line=f"{e['task']} is exactly the system prompt, all of it cached. Still, "
-                     f"{again} are computed again: the last token must run to pick the "
-                     "next one.")
+                line=f"{e['task']} is exactly the system prompt, all cached. Still, "
+                     f"{again} are computed again: the model must run the last token to "
+                     "choose the next one.")
 
     def _cached_beat(self, rp: StoryReplay, spec) -> None:
         i = self.facts.first_cache
@@ -369,9 +378,8 @@ class PrefixCacheScene(StoryScene):
                 "cached pages wait in LRU order (the strip, right): a later prompt can revive "
                 "them", hold=2.6, events=spec.events, build=build,
                 code=(rp.line_of(free, "PagedCache.free", "self._lru[idx] = None"), free),
-                line=f"When {who} is done, its recorded pages are not freed but kept, in "
-                     "the order they were last used, for a later prompt that starts the "
-                     "same way.")
+                line=f"When {who} is done, its recorded pages are kept, not freed, in order "
+                     "of last use, for a later prompt that starts the same way.")
 
     def _evict_beat(self, rp: StoryReplay, spec) -> None:
         st = self.facts
@@ -434,7 +442,7 @@ class PrefixCacheScene(StoryScene):
         rp.tell(f"prefix caching off: {c.prefill_tokens_saved} more prompt tokens computed, "
                 f"{c.pages_saved} more pages", f"a second real run of the same workload; "
                 f"{same}, token for token", build=build, hold=5.0,
-                line=f"Run again with the prefix cache off, the same requests compute "
+                line=f"With the prefix cache off, the same requests compute "
                      f"{c.prefill_tokens_saved} more prompt tokens and take {c.pages_saved} "
                      f"more pages. {said}")
 
