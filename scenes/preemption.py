@@ -138,9 +138,9 @@ class PreemptionScene(StoryScene):
         p = st.events[st.preempt]
         victim = p["task"]
         n = st.victim_row()["n"] if st.victim_row() else p["n_tokens"]
-        same = "its output is unchanged" if c.outputs_equal else "its output differs"
-        return (f"Out of pages, the newest request, {victim}, steps aside. Later its {n} "
-                f"tokens are computed again, and {same}.")
+        same = "the same output" if c.outputs_equal else "another output"
+        return (f"Out of pages, the newest request, {victim}, steps aside. Later it "
+                f"recomputes its {n} tokens, with {same}.")
 
     def _key_beats(self, st: PreemptionStory) -> set:
         """Main events of the beats the full cut plays besides those the scene's own beats
@@ -271,7 +271,7 @@ class PreemptionScene(StoryScene):
 
         n = row["n"] if row else a["n_tokens"]
         freer = st.freed_room()
-        when = f"When {freer} finishes, {name} gets back in. " if freer else \
+        when = f"When {freer}'s finished, {name} gets back in. " if freer else \
             f"{name} gets back in. "
         rp.tell(f"readmission: {name}'s prefill is {n} tokens long: {prompt_len} prompt + "
                 f"{generated} generated", f"pages_for({a['n_tokens']}) = "

@@ -140,7 +140,7 @@ def test_spoken_lines_carry_the_runs_numbers(trace, scene):
     readmit = next(i for i in range(k, len(trace.events)) if trace.events[i]["kind"] == "admit"
                    and trace.events[i]["task"] == name)
     freer = next(ev["task"] for ev in reversed(trace.events[k:readmit]) if ev["kind"] == "retire")
-    spoken_with(scene, f"When {freer} finishes, {name} gets back in",
+    spoken_with(scene, f"When {freer}'s finished, {name} gets back in",
                 f"Its {prompt} prompt tokens and the {generated} it had made",
                 f"one prefill of {prompt + generated}")
     spoken_with(scene, f"{name} goes on to its token number {generated + 1}")
@@ -165,5 +165,5 @@ def test_teaser_is_one_spoken_shot(trace, tmp_path_factory):
     check_spoken(teaser, 10.0)
     pre = next(ev for ev in trace.events if ev["kind"] == "preempt")
     spoken_with(teaser, f"the newest request, {pre['task']}",
-                f"its {pre['n_tokens']} tokens are computed again", "output is unchanged")
+                f"recomputes its {pre['n_tokens']} tokens", "with the same output")
     assert [b["name"] for b in teaser.replay.boards] == ["victim"]  # one idea, one board
