@@ -174,7 +174,8 @@ class PreemptionScene(StoryScene):
         rest = "the last free one" if left == 0 else f"{left} left"
         full = (f"At token {grow['n_tokens']}, {e['task']}'s {grow['held']} pages are full, "
                 if grow else f"{e['task']} is full, ")
-        rp.tell(f"{e['task']} takes page {e['page']}: {left} free page(s) left",
+        rp.tell(f"{e['task']} takes page {e['page']}, " + (
+                    "the last free page" if left == 0 else f"{left} free page(s) left"),
                 "each request takes one more page whenever its last one fills up",
                 hold=1.0, events=spec.events, build=lambda beat: rp.box(beat, e["page"],
                                                                         (0.3, 0.9)),
