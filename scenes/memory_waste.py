@@ -14,7 +14,8 @@ Two parts, every number from astrai.compare.memory:
 
 The narrator's lines (`script`, `teaser_script`) say why before how, with the runs' own numbers;
 the headings, counters and caption bar are denser annotation, on screen only. The teaser cut is
-one shot (`teaser_story`): the one-budget run, both allocators side by side, under two lines.
+one shot (`teaser_story`): the one-budget run where the paged cache holds the most, both
+allocators side by side, under two lines.
 Everything is placed relative to the named regions of `plan()`.
 
 Tests build it state-only and read `snapshots` (what the bars, pages, queues and counters show
@@ -43,7 +44,7 @@ USAGE = (("contiguous reserved", RUN_COLOR["dense"], "dense_reserved"),
          ("paged reserved", RUN_COLOR["paged"], "paged_reserved"),
          ("tokens held", theme.USED, "used"))
 STOP_EVERY, BUDGET_CHUNK = 3, 3  # part 1 shows every 3rd step; part 2 plays 3 steps at a time
-TEASER_PLAYS = 10  # the teaser's budget run in at most this many plays
+TEASER_STEPS = 2  # the teaser shows the budget run up to (at most) 2 steps of its peak
 END_HOLD = 1.0  # the last picture stays this long after the last line
 
 
@@ -448,20 +449,17 @@ class MemoryWasteScene(Captioned, StoryScene):
         self.end_card(m, say["end"])
 
     def teaser_story(self) -> None:
-        """One shot: the one-budget run, both allocators side by side, while the narrator says
-        how many requests each way of reserving memory holds."""
+        """One shot: the one-budget run at the moment the paged cache holds the most, both
+        allocators side by side, while the narrator says how many requests each holds."""
         m = self.build()
         said = teaser_script(m)
         self.chapter("One budget")
         self.add(self.budget_part())
-        steps = self.budget_steps
-        size = -(-steps // TEASER_PLAYS)
-        plays = spans(0, steps - 1, size)
-        half = (len(plays) + 1) // 2
-        self.paced(said[0], plays[:half], self.set_budget, self.caption(
+        first, last = peak_steps(m)
+        self.paced(said[0], [(0, first)], self.set_budget, self.caption(
             f"one budget, {kib(m.budget_bytes)}: contiguous rows hold {m.dense_fit} requests at "
-            f"once, pages hold {m.paged_fit}"), least=0.3)
-        self.paced(said[1], plays[half:], self.set_budget, least=0.3)
+            f"once, pages hold {m.paged_fit}"))
+        self.paced(said[1], spans(first + 1, last, last - first), self.set_budget)
         self.hold(END_HOLD)
 
     def end_card(self, m: memory.MemoryComparison, line: str) -> None:
@@ -493,6 +491,13 @@ class MemoryWasteScene(Captioned, StoryScene):
             "budget: its only waste is each request's last partial page.")
         self.beat([FadeIn(VGroup(panel, card)), *anims], 0.6, 1.0, line=line)
         self.hold(END_HOLD)
+
+
+def peak_steps(m: memory.MemoryComparison, most: int = TEASER_STEPS) -> tuple[int, int]:
+    """The first and last of the first `most` steps of the one-budget run at which the paged
+    cache holds the most requests (what the teaser shows while it says so)."""
+    peak = [s for s, b in enumerate(m.paged_budget) if len(b.held) == m.paged_fit][:most]
+    return peak[0], peak[-1]
 
 
 def spans(a: int, b: int, size: int) -> list[tuple[int, int]]:
