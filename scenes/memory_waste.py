@@ -142,6 +142,7 @@ class MemoryWasteScene(Captioned, StoryScene):
     def __init__(self, *args, comparison: memory.MemoryComparison | None = None, **kw):
         self.comparison = comparison
         self.layer = VGroup()
+        self.bars: dict[str, VGroup] = {}  # the teaser's bars of requests held, by run
         self.plan = plan()
         super().__init__(*args, **kw)
 
@@ -348,6 +349,8 @@ class MemoryWasteScene(Captioned, StoryScene):
         new = self.budget_view(b)
         lines = []
         for run, seq in (("dense", m.dense_budget), ("paged", m.paged_budget)):
+            if self.chart is None:
+                break
             vals = {s: len(seq[s].held) for s in range(a, min(b, len(seq) - 1) + 1)}
             line = self.chart.extend(run, vals, RUN_COLOR[run])
             if line is not None:
@@ -360,8 +363,9 @@ class MemoryWasteScene(Captioned, StoryScene):
         self.show([*anims, *extra], run_time)
         self.snapshot({"part": "budget", "step": b, "steps": (a, b)})
 
-    def budget_part(self) -> VGroup:
-        """Part 2's headings, queues and chart (not yet shown); its states, scale and steps."""
+    def budget_part(self, chart: bool = True) -> VGroup:
+        """Part 2's headings, queues and (if `chart`) chart, not yet shown; its states, scale
+        and steps."""
         m, b = self.comparison, self.plan.budget
         last: dict[int, dict] = {}
         for ev in m.budget_trace.events:
@@ -384,13 +388,14 @@ class MemoryWasteScene(Captioned, StoryScene):
         c = b["chart"]
         self.chart = StepChart(c.left, c.width, c.bottom, c.height, self.budget_steps,
                                self.n_req,
-                               "requests held per step (orange: contiguous, green: paged)")
+                               "requests held per step (orange: contiguous, green: paged)"
+                               ) if chart else None
         budget = theme.text(
             f"One budget: {kib(m.budget_bytes)} = {m.budget_slots} slots, all {self.n_req} "
             "requests at once", theme.FS_BODY, theme.TEXT)
         budget.move_to(b["line"].left_at(b["line"].cy), aligned_edge=LEFT)
-        return VGroup(heads, self.chart, budget, self.counters["dq"], self.counters["pq"],
-                      self.counters["bstep"])
+        return VGroup(heads, budget, self.counters["dq"], self.counters["pq"],
+                      self.counters["bstep"], *([self.chart] if chart else []))
 
     def snapshot(self, what: dict) -> None:
         snap = dict(what)
@@ -400,7 +405,9 @@ class MemoryWasteScene(Captioned, StoryScene):
             snap["usage"] = {name: self.usage.values_of(name) for name, _, _ in USAGE}
         else:
             snap.update(self.budget_shown)
-            snap["held"] = {run: self.chart.values_of(run) for run in RUN_COLOR}
+            if self.chart is not None:
+                snap["held"] = {run: self.chart.values_of(run) for run in RUN_COLOR}
+            snap["held_bars"] = {run: [g.task for g in bar] for run, bar in self.bars.items()}
         self._snapshots.append(snap)
 
     # ---- story -----------------------------------------------------------------------------
@@ -450,17 +457,42 @@ class MemoryWasteScene(Captioned, StoryScene):
 
     def teaser_story(self) -> None:
         """One shot: the one-budget run at the moment the paged cache holds the most, both
-        allocators side by side, while the narrator says how many requests each holds."""
+        allocators side by side, while the narrator says how many requests each holds and a
+        bar for each grows, one block per request it holds."""
         m = self.build()
         said = teaser_script(m)
         self.chapter("One budget")
-        self.add(self.budget_part())
+        self.add(self.budget_part(chart=False))
         first, last = peak_steps(m)
-        self.paced(said[0], [(0, first)], self.set_budget, self.caption(
+        self.paced(said[0], [(0, first)], self.set_budget, [*self.caption(
             f"one budget, {kib(m.budget_bytes)}: contiguous rows hold {m.dense_fit} requests at "
-            f"once, pages hold {m.paged_fit}"))
-        self.paced(said[1], spans(first + 1, last, last - first), self.set_budget)
+            f"once, pages hold {m.paged_fit}"), *self.held_bar("dense", first)])
+        self.paced(said[1], spans(first + 1, last, last - first), self.set_budget,
+                   self.held_bar("paged", first))
         self.hold(END_HOLD)
+
+    def held_bar(self, run: str, step: int) -> list:
+        """In the chart's place, a bar of the requests `run` holds at `step`: a block per
+        request, in its colour, with its letter, and how many. Returns the animations that
+        bring it in (the snapshots list it from then on)."""
+        m, area = self.comparison, self.plan.budget["chart"]
+        block = area.width * 0.75 / self.n_req
+        held = (m.dense_budget if run == "dense" else m.paged_budget)[step].held
+        y = area.top - 0.45 - (0.85 if run == "paged" else 0.0)
+        bar = VGroup()
+        for k, task in enumerate(held):
+            box = Rectangle(width=block - 0.05, height=0.5, stroke_width=0,
+                            fill_color=self.color(task), fill_opacity=1.0)
+            box.move_to(area.left_at(y, dx=k * block), aligned_edge=LEFT)
+            cell = VGroup(box, self.atlas.line(task, theme.BG).move_to(box))
+            cell.task = task
+            bar.add(cell)
+        words = "contiguous rows" if run == "dense" else "pages"
+        label = theme.text(f"{words}: {len(held)} requests at once", theme.FS_CAPTION,
+                           RUN_COLOR[run])
+        label.move_to(area.left_at(y, dx=len(held) * block + 0.2), aligned_edge=LEFT)
+        self.bars[run] = bar
+        return [*(FadeIn(cell, shift=0.2 * RIGHT) for cell in bar), FadeIn(label)]
 
     def end_card(self, m: memory.MemoryComparison, line: str) -> None:
         mo = m.moments[m.moment]

@@ -115,11 +115,12 @@ def test_budget_shows_both_allocators_and_the_queue(cut, scenes, comparison):
         assert snap["counters"]["dq"].split() == ["holding", str(held), "queue:", *rec.queue]
         assert snap["counters"]["pq"].split() == [
             "holding", str(len(st["page_tables"])), "queue:", *st["queue"]]
+    if cut == "teaser":  # no chart: see test_teaser_is_one_short_shot for its bars
+        return
     chart = budget[-1]["held"]
-    upto = budget[-1]["step"]
     assert chart["dense"] == {rec.step: sum(1 for r in rec.rows if r.task)
-                              for rec in m.dense_budget_records if rec.step <= upto}
-    assert chart["paged"] == {s: len(st["page_tables"]) for s, st in paged.items() if s <= upto}
+                              for rec in m.dense_budget_records}
+    assert chart["paged"] == {s: len(st["page_tables"]) for s, st in paged.items()}
     assert max(chart["dense"].values()) == m.dense_fit < m.paged_fit == max(
         chart["paged"].values())
 
@@ -220,6 +221,13 @@ def test_teaser_is_one_short_shot(scenes, comparison):
         owners = {p for p in snap["pages"] if p not in ("free", "cached")}
         assert len(owners) == n["paged_fit"]
         assert snap["counters"]["pq"].split()[:2] == ["holding", str(n["paged_fit"])]
+    # and in the chart's place, a bar for each cache grows as it is said: a block per request
+    # held at the first of those steps, the contiguous one with the first line
+    first, last = teaser.snapshots[0], teaser.snapshots[-1]
+    assert list(first["held_bars"]) == ["dense"]
+    assert sorted(last["held_bars"]["dense"]) == sorted(t for t in first["dense_rows"] if t)
+    assert sorted(last["held_bars"]["paged"]) == sorted(
+        {p for p in first["pages"] if p not in ("free", "cached")})
 
 
 def test_explainer_speech_fits_its_budget(scenes):
