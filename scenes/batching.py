@@ -68,7 +68,7 @@ def plan() -> Plan:
 FIRST, CHUNK, TAIL_CHUNK = 12, 3, 5
 # The teaser's one shot: each half of the grids in at most this many plays.
 TEASER_PLAYS = 8
-END_HOLD = 1.0  # the last picture stays this long after the last line
+END_HOLD = 0.8  # the last picture stays this long after the last line
 
 
 def spans(a: int, b: int, size: int) -> list[tuple[int, int]]:

@@ -45,7 +45,7 @@ USAGE = (("contiguous reserved", RUN_COLOR["dense"], "dense_reserved"),
          ("tokens held", theme.USED, "used"))
 STOP_EVERY, BUDGET_CHUNK = 3, 3  # part 1 shows every 3rd step; part 2 plays 3 steps at a time
 TEASER_STEPS = 2  # the teaser shows the budget run up to (at most) 2 steps of its peak
-END_HOLD = 1.0  # the last picture stays this long after the last line
+END_HOLD = 0.8  # the last picture stays this long after the last line
 
 
 def kib(n_bytes: int) -> str:
@@ -114,9 +114,8 @@ def script(m: memory.MemoryComparison) -> dict[str, str]:
                  "the most it may ever need.",
         "paged": f"A paged cache hands out pages of {m.page_size} slots, only as a request "
                  "grows.",
-        "moment": f"At step {mo.step}, these {len(mo.held)} requests hold {mo.used} tokens. "
-                  f"Contiguous reserves {mo.dense_reserved} slots; paged, only "
-                  f"{mo.paged_reserved}.",
+        "moment": f"At step {mo.step}, the contiguous rows leave {mo.dense_reserved - mo.used} "
+                  f"reserved slots unused. The pages leave only {mo.paged_reserved - mo.used}.",
         "tail": "The paged cache wastes only the unfilled end of each request's last page.",
         "budget": f"Now give both caches the same {spoken_kib(m.budget_bytes)} of memory, and "
                   f"all {n_req} requests at once.",

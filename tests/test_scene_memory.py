@@ -159,7 +159,6 @@ def run_numbers(m):
         "requests": len(m.trace.workload["request"]),
         "page": m.trace.geometry["page_size"],
         "step": step,
-        "held": len(st["page_tables"]),
         "tokens": sum(st["lengths"].values()),
         "dense_reserved": max_len * sum(1 for r in dense[step].rows if r.task),
         "paged_reserved": sum(len(t) for t in st["page_tables"].values()) * m.page_size,
@@ -175,9 +174,9 @@ def test_the_narrator_says_the_runs_numbers(scenes, comparison):
     n = run_numbers(m)
     full = " ".join(spoken(scenes["full"]))
     assert f"pages of {n['page']} slots" in full
-    assert (f"At step {n['step']}, these {n['held']} requests hold {n['tokens']} tokens. "
-            f"Contiguous reserves {n['dense_reserved']} slots; paged, only "
-            f"{n['paged_reserved']}.") in full
+    assert (f"At step {n['step']}, the contiguous rows leave "
+            f"{n['dense_reserved'] - n['tokens']} reserved slots unused. The pages leave only "
+            f"{n['paged_reserved'] - n['tokens']}.") in full
     assert f"all {n['requests']} requests at once" in full
     assert f"Contiguous rows fit only {n['dense_fit']} requests" in full
     assert f"Pages fit {n['paged_fit']}." in full
