@@ -73,12 +73,17 @@ def floor(mp4: Path) -> dict[str, float]:
 def main() -> None:
     sys.stdout.reconfigure(line_buffering=True)
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--synthesis-only", action="store_true",
+                    help="only the narration line: synthesis cost, cold and cached")
     ap.add_argument("-q", "--quality", choices=sorted(QUALITIES), default="l")
     ap.add_argument("--cut", choices=("full", "teaser"), default="full")
     ap.add_argument("--jobs", type=int, default=None)
     ap.add_argument("--manim-segments", action="store_true",
                     help="let manim write a partial movie per animation (its default)")
     args = ap.parse_args()
+    if args.synthesis_only:
+        synthesis()
+        return
     jobs = args.jobs or os.cpu_count() or 1
     q = QUALITIES[args.quality]
     out = OUT / "bench"
@@ -143,6 +148,33 @@ def main() -> None:
           f"seconds, which other work on the machine does not inflate)")
     print(f"load average at end: {os.getloadavg()[0]:.1f} (other work on these cores inflates "
           "wall times; the ratios were measured side by side)")
+    synthesis()
+
+
+def synthesis(n: int = 6) -> None:
+    """Seconds of CPU per minute of speech, synthesizing the first lines of the title card's
+    script into an empty cache (cold), then again from that cache (cached)."""
+    from scenes import cards
+    from scenes.voice import Narrator, VoiceError
+
+    lines = [cards.WHY, cards.HOW, cards.SAID_CLAIM, cards.OUTRO][:n]
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            cold = Narrator(on=True, cache=Path(tmp))
+            t0 = time.process_time()
+            speech = sum(cold.line(x).duration for x in lines)
+            t_cold = time.process_time() - t0
+            t0 = time.process_time()
+            for x in lines:
+                Narrator(on=True, cache=Path(tmp)).line(x)
+            t_cached = time.process_time() - t0
+        except VoiceError as e:
+            print(f"synthesis: {e}")
+            return
+    per_min = 60 / speech
+    print(f"synthesis: {speech:.1f} s of speech; cold {t_cold * per_min:.1f} CPU s per minute "
+          f"of speech ({speech / t_cold:.1f}x real time, voice load included), cached "
+          f"{t_cached * per_min:.2f} CPU s per minute")
 
 
 if __name__ == "__main__":

@@ -43,6 +43,7 @@ class Cut:
     seconds: dict[str, float] = field(default_factory=dict)  # wall seconds per stage
     webm: Path | None = None
     thumbnail: Path | None = None
+    level: object = None  # promo.audio.Level of a narrated cut
 
     @property
     def duration(self) -> float:
@@ -77,6 +78,36 @@ def check_length(cut: str, parts: list[Part], probes: list[Probe], limit: float 
         raise TooLong(f"the {cut} cut runs {total:.1f} s, over its {limit:.0f} s limit:\n{lines}")
 
 
+class Unreadable(PromoError):
+    """A cut's subtitles break the reading limits, or its sound is not levelled."""
+
+
+def check_reading(name: str, cues: list[Cue], fps: float) -> None:
+    """The joined subtitles within the reading limits (scenes.cues.problems)."""
+    from scenes.cues import Timed, problems
+
+    found = problems([Timed(c.start, c.end, c.text) for c in cues], 1 / fps)
+    if found:
+        raise Unreadable(f"{name}: subtitles break the reading limits:\n  "
+                         + "\n  ".join(found[:12]))
+
+
+def check_sound(result: Cut) -> None:
+    """A narrated cut: audio as long as the picture (a frame per part) at the promo's level."""
+    from promo.audio import audio_seconds, level
+
+    sound = audio_seconds(result.mp4)
+    if sound is None:
+        return  # rendered silent (NARRATION=off)
+    if abs(sound - result.duration) > len(result.parts) / float(result.probes[0].rate):
+        raise Unreadable(f"{result.mp4.name}: {sound:.2f} s of sound for "
+                         f"{result.duration:.2f} s of picture")
+    lv = level(result.mp4)
+    if lv.problems():
+        raise Unreadable(f"{result.mp4.name}: " + "; ".join(lv.problems()))
+    result.level = lv
+
+
 def join_cut(cut: str, quality: str, rendered: list[Rendered], out: Path, name: str,
              limit: float | None = None, log=print) -> Cut:
     """Join rendered parts into `out`/`name`.mp4 with its .srt and .chapters.vtt."""
@@ -90,6 +121,7 @@ def join_cut(cut: str, quality: str, rendered: list[Rendered], out: Path, name: 
         cues += shift(read_srt(r.srt), float(t), float(pr.duration), r.part.name)
         t += pr.duration
     check_cues(cues)
+    check_reading(name, cues, float(probes[0].rate))
     chapters = chapters_of(parts, probes)
     out.mkdir(parents=True, exist_ok=True)
     mp4 = out / f"{name}.mp4"
@@ -100,6 +132,7 @@ def join_cut(cut: str, quality: str, rendered: list[Rendered], out: Path, name: 
     write_srt(cues, srt)
     write_chapters_vtt(chapters, vtt)
     result = Cut(cut, quality, rendered, probes, mp4, srt, vtt, how, chapters, cues)
+    check_sound(result)
     result.seconds["join"] = time.perf_counter() - t0
     return result
 

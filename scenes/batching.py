@@ -12,11 +12,19 @@ blue where a token is generated, empty where a slot idles. Under them, tokens ge
 (both runs) and the continuous run's pool pages, plotted from the runs. The end card gives steps,
 tokens per step and the measured wall time of each run.
 
+The narrator's lines (`script`, `teaser_script`) say what each stretch of the grids shows, with
+the runs' own step counts; the caption bar under the charts is denser annotation, on screen
+only. The teaser cut is one shot (`teaser_story`): the grids fill fast under two lines.
+Everything is placed relative to the named regions of `plan()`.
+
 Tests build it state-only and read `snapshots` (what the grids and charts show after each
 play), `cells` and `charts`.
 """
 
 from __future__ import annotations
+
+import math
+from dataclasses import dataclass
 
 from manim import LEFT, RIGHT, UP, FadeIn, Rectangle, VGroup
 
@@ -25,16 +33,81 @@ from astrai.compare.batching import GEN, IDLE, PROMPT
 from scenes import theme
 from scenes.kit.charts import CaptionBar, Captioned, StepChart, legend
 from scenes.kit.glyphs import Atlas, Counter
+from scenes.kit.regions import Region
 from scenes.story import StoryScene
 
 KIND_COLOR = {PROMPT: theme.ACCENT, GEN: theme.RAN}
 RUN_COLOR = {"continuous": theme.GOOD, "static": theme.REQUEST_COLORS[1]}
 POOL_SERIES = (("in use", theme.USED), ("cached", theme.CACHED), ("free", theme.FREE))
 
-# Screen plan (scene units; the frame is 14.2 x 8).
-X0, WIDTH = -6.45, 12.95
-GRID_TOP = {"continuous": 3.02, "static": 1.5}
-GRID_H = 1.0
+
+@dataclass(frozen=True)
+class Plan:
+    """Where everything goes: bands from the top of the frame, as wide as the plot (the slot
+    numbers sit left of it). The end card covers both charts."""
+
+    header: Region
+    grids: dict[str, Region]  # run -> its grid (label and counter just above it)
+    charts: dict[str, Region]  # "tokens", "pool": the axes (titles just above them)
+    caption: Region
+    card: Region
+
+
+def plan() -> Plan:
+    screen = Region.frame()
+    plot = screen.inset(left=0.66, right=0.61)
+    b = plot.stack([("header", 0.45, 0.2), ("continuous", 1.0, 0.33), ("static", 1.0, 0.52),
+                    ("tokens", 1.05, 0.65), ("pool", 1.05, 0.7), ("caption", 0.7, 0.3)])
+    card = plot.inset(left=-0.4, right=-0.1).span(b["tokens"], b["pool"], above=0.5, below=0.25)
+    return Plan(b["header"], {r: b[r] for r in ("continuous", "static")},
+                {c: b[c] for c in ("tokens", "pool")}, b["caption"], card)
+
+
+# Pacing of the explainer: the first steps one at a time (so a request joining is seen), then a
+# few steps a play while the two runs are told apart, then the static run's tail.
+FIRST, CHUNK, TAIL_CHUNK = 12, 3, 5
+# The teaser's one shot: each half of the grids in at most this many plays.
+TEASER_PLAYS = 8
+END_HOLD = 0.8  # the last picture stays this long after the last line
+
+
+def spans(a: int, b: int, size: int) -> list[tuple[int, int]]:
+    """Steps a..b (inclusive) in runs of `size` steps."""
+    return [(s, min(s + size - 1, b)) for s in range(a, b + 1, max(1, size))]
+
+
+def times(x: float) -> str:
+    return f"{x:.1f} times"
+
+
+def script(c: batching.BatchingComparison, n_req: int) -> dict[str, str]:
+    """The narrator's lines of the explainer, every number from the two runs."""
+    more = c.static_steps - c.continuous_steps
+    same = "same answers" if c.outputs_equal else "but different answers"
+    return {
+        "why": "A model serves many requests at once, in a batch. How it refills the batch "
+               "decides how busy the model stays.",
+        "setup": f"Here {n_req} requests arrive over time, at most {c.max_batch} at a time. "
+                 "The same model serves them twice.",
+        "legend": "Each column is one step of the model, each row a slot in the batch. Yellow "
+                  "reads a prompt, blue makes one token.",
+        "continuous": "On top, continuous batching. When a request finishes, a waiting one "
+                      "takes its slot at the very next step.",
+        "static": "Below, static batching. A batch runs until its longest request is done, "
+                  "so finished slots sit empty.",
+        "done": f"Continuous batching is done after {c.continuous_steps} steps. "
+                + (f"Static batching needs {more} more." if more > 0
+                   else f"Static batching takes {c.static_steps}."),
+        "end": f"Same requests, {same}, and static batching took "
+               f"{times(c.static_steps / c.continuous_steps)} as many steps.",
+    }
+
+
+def teaser_script(c: batching.BatchingComparison, n_req: int) -> list[str]:
+    """The teaser's two lines: the idea, then the runs' real step counts."""
+    return ["Continuous batching gives a freed slot to a waiting request at once.",
+            f"The same {n_req} requests take {c.continuous_steps} steps, not {c.static_steps} "
+            "as with static batching."]
 
 
 class BatchingScene(Captioned, StoryScene):
@@ -49,14 +122,19 @@ class BatchingScene(Captioned, StoryScene):
         self.comparison = comparison
         self.cells: dict[str, dict[int, list[VGroup]]] = {"continuous": {}, "static": {}}
         self.charts: dict[str, StepChart] = {}
+        self.plan = plan()
         super().__init__(*args, **kw)
 
     # ---- layout ----------------------------------------------------------------------------
 
-    def build(self, c: batching.BatchingComparison) -> None:
+    def build(self) -> batching.BatchingComparison:
+        """Run (or take) the comparison and lay out the empty grids and charts."""
+        c = self.comparison = self.comparison or batching.compare(workload=self.workload)
+        self.n_req = len(c.trace.workload["request"])
+        p = self.plan
         self.n_steps = max(c.continuous_steps, c.static_steps)
-        self.step_w = WIDTH / self.n_steps
-        self.row_h = GRID_H / c.max_batch
+        self.step_w = p.grids["continuous"].width / self.n_steps
+        self.row_h = p.grids["continuous"].height / c.max_batch
         self.atlas = Atlas.get(theme.FS_MIN)
 
         title = theme.text(self.TITLE, theme.FS_TITLE, bold=True).to_corner(UP + LEFT, buff=0.2)
@@ -71,47 +149,52 @@ class BatchingScene(Captioned, StoryScene):
             "static": f"static (DenseKVCache rows): batches of {c.max_batch}, each run to its end",
         }
         self.counters: dict[str, Counter] = {}
-        for run, top in GRID_TOP.items():
+        for run, grid in p.grids.items():
             label = theme.text(names[run], theme.FS_BODY, RUN_COLOR[run])
-            label.move_to([X0, top + 0.2, 0], aligned_edge=LEFT)
-            frame = Rectangle(width=WIDTH, height=GRID_H, stroke_color=theme.PANEL_EDGE,
-                              stroke_width=1, fill_color=theme.PANEL, fill_opacity=1.0)
-            frame.move_to([X0 + WIDTH / 2, top - GRID_H / 2, 0])
+            label.move_to(grid.above(0.2), aligned_edge=LEFT)
+            frame = Rectangle(width=grid.width, height=grid.height,
+                              stroke_color=theme.PANEL_EDGE, stroke_width=1,
+                              fill_color=theme.PANEL, fill_opacity=1.0).move_to(grid.center)
             slots = VGroup(*(
                 theme.text(str(b), theme.FS_MIN, theme.DIM).move_to(
-                    [X0 - 0.18, top - (b + 0.5) * self.row_h, 0])
+                    grid.left_at(grid.top - (b + 0.5) * self.row_h, dx=-0.18))
                 for b in range(c.max_batch)
             ))
             counter = Counter(self.atlas, "", theme.DIM)
-            counter.place([X0 + WIDTH, top + 0.2, 0], align=RIGHT)
+            counter.place(grid.right_at(grid.top + 0.2), align=RIGHT)
             self.counters[run] = counter
             self.add(frame, label, counter)
             if self.row_h >= 0.2:
                 self.add(slots)
 
-        self.charts["tokens"] = StepChart(
-            X0, WIDTH, -1.2, 1.05, self.n_steps, c.max_batch,
-            "tokens generated per step (green: continuous, orange: static)")
-        self.charts["pool"] = StepChart(
-            X0, WIDTH, -2.95, 1.05, self.n_steps, c.trace.geometry["n_pages"],
+        def chart(name: str, y_max: int, title: str) -> StepChart:
+            r = p.charts[name]
+            return StepChart(r.left, r.width, r.bottom, r.height, self.n_steps, y_max, title)
+
+        self.charts["tokens"] = chart(
+            "tokens", c.max_batch, "tokens generated per step (green: continuous, orange: static)")
+        self.charts["pool"] = chart(
+            "pool", c.trace.geometry["n_pages"],
             "continuous run's pool pages after each step: in use (white), cached (violet), "
             "free (grey)")
         x_label = theme.text("step →", theme.FS_MIN, theme.DIM)
         x_label.next_to(self.charts["pool"].axes.c2p(self.n_steps, 0), UP, buff=0.05)
         x_label.align_to(self.charts["pool"].axes.c2p(self.n_steps, 0), RIGHT)
         self.add(*self.charts.values(), x_label)
-        self.caption_bar = CaptionBar(y=-3.6)
+        self.caption_bar = CaptionBar(y=p.caption.cy)
         self.caption_mob = None
+        return c
 
     def cell(self, run: str, step: int, slot: int, cell: batching.Cell) -> VGroup:
-        top = GRID_TOP[run]
+        grid = self.plan.grids[run]
         w, h = self.step_w * 0.9, self.row_h * 0.84
         box = Rectangle(width=w, height=h, stroke_width=0)
         if cell.kind == IDLE:
             box.set_stroke(theme.FAINT, 1.0).set_fill(theme.BG, 1.0)
         else:
             box.set_fill(KIND_COLOR[cell.kind], 1.0)
-        box.move_to([X0 + (step + 0.5) * self.step_w, top - (slot + 0.5) * self.row_h, 0])
+        box.move_to(grid.point(grid.left + (step + 0.5) * self.step_w,
+                               grid.top - (slot + 0.5) * self.row_h))
         group = VGroup(box)
         group.kind, group.task = cell.kind, cell.task
         if cell.kind == PROMPT:
@@ -120,12 +203,12 @@ class BatchingScene(Captioned, StoryScene):
             group.letter = letter
         return group
 
-    # ---- story -----------------------------------------------------------------------------
+    # ---- drawing ---------------------------------------------------------------------------
 
-
-    def draw_steps(self, a: int, b: int, c: batching.BatchingComparison, run_time: float,
-                   extra=()) -> None:
-        """Steps a..b (inclusive) of both runs, where they have them, in one play()."""
+    def draw_steps(self, span: tuple[int, int], run_time: float, extra=()) -> None:
+        """Steps a..b (inclusive) of both runs, where they have them, in one play."""
+        a, b = span
+        c = self.comparison
         new = []
         tokens = c.tokens_generated
         for run, grid, toks in (("continuous", c.continuous_grid, tokens[0]),
@@ -143,15 +226,15 @@ class BatchingScene(Captioned, StoryScene):
                 new.append(line)
             last = steps[-1]
             made = sum(toks[: last + 1])
-            span = f"step {a}" if a == last else f"steps {a}-{last}"
-            self.counters[run].set(f"{span} · {made} tokens")
+            where = f"step {a}" if a == last else f"steps {a}-{last}"
+            self.counters[run].set(f"{where} · {made} tokens")
             if run == "continuous":
                 for i, (name, color) in enumerate(POOL_SERIES):
                     line = self.charts["pool"].extend(
                         name, {s: c.continuous_pool[s][i] for s in steps}, color)
                     if line is not None:
                         new.append(line)
-        self.play(FadeIn(VGroup(*new)), *extra, run_time=run_time)
+        self.show([FadeIn(VGroup(*new)), *extra], run_time)
         self.snapshot((a, b))
 
     def snapshot(self, steps) -> None:
@@ -171,60 +254,57 @@ class BatchingScene(Captioned, StoryScene):
             "counters": {run: ctr.text for run, ctr in self.counters.items()},
         })
 
+    # ---- story -----------------------------------------------------------------------------
+
     def story(self) -> None:
-        c = self.comparison or batching.compare(workload=self.workload)
-        self.comparison = c
-        self.build(c)
-        n_req = len(c.trace.workload["request"])
+        c = self.build()
+        say = script(c, self.n_req)
+        done = c.continuous_steps
 
         self.chapter("Two runs")
-        self.play(*self.caption(
-            f"{n_req} requests arrive over time, at most {c.max_batch} at once. The same tiny "
-            "model serves them twice: with continuous batching and with static batching.",
-            self.pick(5.5, 2.2)), run_time=0.5)
-
-        first = self.pick(6, 3)  # the first steps one at a time, so joining is seen
-        legend_words = ("Each column is one step of the model, each row a batch slot. Yellow: a "
-                        "request's prompt is prefilled (its letter); blue: one generated token.")
-        for s in range(first):
-            extra = self.caption(legend_words, self.pick(6.5, 2.3)) if s == 0 else []
-            self.draw_steps(s, s, c, self.pick(0.7, 0.3), extra)
-            self.wait(self.pick(0.6, 0.05))
+        first = spans(0, min(FIRST, done) - 1, 1)
+        cut1, cut2 = round(len(first) / 3), round(2 * len(first) / 3)
+        self.paced(say["why"], first[:cut1], self.draw_steps, self.caption(
+            f"{self.n_req} requests arrive over time, at most {c.max_batch} at once; the same "
+            "tiny model serves them twice: continuous batching (top) and static (below)."))
+        self.paced(say["setup"], first[cut1:cut2], self.draw_steps)
+        self.paced(say["legend"], first[cut2:], self.draw_steps, self.caption(
+            "Each column is one step of the model, each row a batch slot. Yellow: a request's "
+            "prompt is prefilled (its letter); blue: one generated token."))
 
         self.chapter("Steps")
-        chunk = self.pick(4, 12)
-        beats = [
+        middle = spans(len(first), done - 1, CHUNK)
+        half = (len(middle) + 1) // 2
+        self.paced(say["continuous"], middle[:half], self.draw_steps, self.caption(
             "Continuous: when a request is done, its slot and pages go back at the next step "
-            "and a waiting request joins at once.",
+            "and a waiting request joins at once."))
+        self.paced(say["static"], middle[half:], self.draw_steps, self.caption(
             "Static: the batch keeps its rows until its longest member is done. Finished rows "
-            "sit idle (empty), and new arrivals wait for the whole batch.",
+            "sit idle (empty), and new arrivals wait for the whole batch."))
+        self.paced(say["done"], spans(done, self.n_steps - 1, TAIL_CHUNK), self.draw_steps,
+                   self.caption(
             "Tokens per step (middle chart) stay high with continuous batching; the pool "
-            "(bottom) shows pages in use, kept as cached prefixes, and free.",
-        ]
-        if self.teaser:
-            beats = beats[1:2]
-        a = first
-        while a < self.n_steps:
-            b = min(a + chunk - 1, self.n_steps - 1)
-            extra = []
-            if beats and self.caption_free():
-                extra = self.caption(beats.pop(0), self.pick(6.0, 3.2))
-            self.draw_steps(a, b, c, self.pick(0.9, 0.4), extra)
-            self.wait(self.pick(0.15, 0.05))
-            if a <= c.continuous_steps - 1 <= b and not self.teaser:
-                self.play(*self.caption(
-                    f"The continuous run is done after {c.continuous_steps} steps; the static "
-                    f"run still needs {c.static_steps - c.continuous_steps} more.", 4.0),
-                    run_time=0.4)
-            a = b + 1
-        if not self.teaser:
-            while beats:
-                self.play(*self.caption(beats.pop(0), 6.0), run_time=0.4)
+            "(bottom) shows pages in use, kept as cached prefixes, and free."))
 
         self.chapter("End card")
-        self.end_card(c)
+        self.end_card(c, say["end"])
 
-    def end_card(self, c: batching.BatchingComparison) -> None:
+    def teaser_story(self) -> None:
+        """One shot: both runs fill their grids fast while the narrator says the idea, then
+        the steps each run took, as the continuous run ends and the static run goes on."""
+        c = self.build()
+        said = teaser_script(c, self.n_req)
+        done = c.continuous_steps
+        self.chapter("Steps")
+        size = math.ceil(done / TEASER_PLAYS)
+        self.paced(said[0], spans(0, done - 1, size), self.draw_steps, self.caption(
+            f"same {self.n_req} requests, same model: continuous batching {done} steps, "
+            f"static batching {c.static_steps} steps"), least=0.3)
+        size = math.ceil(max(self.n_steps - done, 1) / TEASER_PLAYS)
+        self.paced(said[1], spans(done, self.n_steps - 1, size), self.draw_steps, least=0.3)
+        self.hold(END_HOLD)
+
+    def end_card(self, c: batching.BatchingComparison, line: str) -> None:
         def ratio(x: float, y: float) -> str:
             return f"{x / y:.2f}x" if y else "-"
 
@@ -262,17 +342,17 @@ class BatchingScene(Captioned, StoryScene):
         ).arrange(UP * -1, buff=0.12, aligned_edge=LEFT)
         card = VGroup(table, notes).arrange(UP * -1, buff=0.3, aligned_edge=LEFT)
         # Covers both charts: the card replaces them.
-        panel = Rectangle(width=WIDTH + 0.8, height=3.55, stroke_color=theme.PANEL_EDGE,
+        box = self.plan.card
+        panel = Rectangle(width=box.width, height=box.height, stroke_color=theme.PANEL_EDGE,
                           stroke_width=1.5, fill_color=theme.PANEL, fill_opacity=1.0)
-        panel.move_to([X0 + WIDTH / 2 - 0.3, -1.42, 0])
+        panel.move_to(box.center)
         card.move_to(panel)
         self.card_lines = lines + [n.text for n in notes]
         anims = self.caption(
-            f"Same requests, same outputs: static batching took "
-            f"{ratio(c.static_steps, c.continuous_steps)} the steps of continuous batching here.",
-            self.pick(7.0, 3.3))
-        self.play(FadeIn(VGroup(panel, card)), *anims, run_time=0.6)
-        self.hold_caption()
+            f"Same requests, outputs {same}: static batching took "
+            f"{ratio(c.static_steps, c.continuous_steps)} the steps of continuous batching here.")
+        self.beat([FadeIn(VGroup(panel, card)), *anims], 0.6, 1.0, line=line)
+        self.hold(END_HOLD)
 
 
 def _fill_kind(box) -> str:

@@ -12,11 +12,19 @@ Two parts, every number from astrai.compare.memory:
    max_len rows as fit, the rest wait in its queue; the PagedCache holds pages as requests grow.
    Both runs step by step, with requests held per step charted.
 
+The narrator's lines (`script`, `teaser_script`) say why before how, with the runs' own numbers;
+the headings, counters and caption bar are denser annotation, on screen only. The teaser cut is
+one shot (`teaser_story`): the one-budget run where the paged cache holds the most, both
+allocators side by side, under two lines.
+Everything is placed relative to the named regions of `plan()`.
+
 Tests build it state-only and read `snapshots` (what the bars, pages, queues and counters show
 after each play).
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 from manim import LEFT, RIGHT, UP, FadeIn, FadeOut, Rectangle, VGroup
 
@@ -24,19 +32,105 @@ from astrai.compare import memory
 from scenes import theme
 from scenes.kit.charts import CaptionBar, Captioned, StepChart, legend
 from scenes.kit.glyphs import Atlas, Counter
+from scenes.kit.regions import Region
 from scenes.story import StoryScene
 
-DENSE_X, PAGED_X, BAR_W = -6.2, 0.95, 4.9  # left edges of the two bar columns; longest bar
-ROW_Y0, ROW_DY, BAR_H = 2.45, 0.62, 0.36  # room for 4 rows; more rows get thinner
+ROWS = 4  # batch slots part 1 has room for; more rows get thinner
+BAR_W = 4.9  # the longest bar of part 1 (a contiguous row, or the most pages one request holds)
+BAR_H = 0.36  # of a bar, in a row of the room's pitch
 UNUSED = theme.FAINT
 RUN_COLOR = {"dense": theme.REQUEST_COLORS[1], "paged": theme.GOOD}
 USAGE = (("contiguous reserved", RUN_COLOR["dense"], "dense_reserved"),
          ("paged reserved", RUN_COLOR["paged"], "paged_reserved"),
          ("tokens held", theme.USED, "used"))
+STOP_EVERY, BUDGET_CHUNK = 3, 3  # part 1 shows every 3rd step; part 2 plays 3 steps at a time
+TEASER_STEPS = 2  # the teaser shows the budget run up to (at most) 2 steps of its peak
+END_HOLD = 0.8  # the last picture stays this long after the last line
 
 
 def kib(n_bytes: int) -> str:
     return f"{n_bytes / 1024:.1f} KiB"
+
+
+def spoken_kib(n_bytes: int) -> str:
+    """A size as said: "192 KiB", "1.5 KiB"."""
+    return f"{n_bytes / 1024:g} KiB"
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Where everything goes. `text` is the column headings, totals and notes start in; part 1
+    (same moments) puts its bars in `dense` and `paged` within `rows`; part 2 (one budget) stacks
+    its bands in `budget`; the end card covers part 2's chart."""
+
+    text: Region
+    heads: Region
+    rows: Region
+    dense: Region  # the contiguous bars' column (request names just left of it)
+    paged: Region  # the paged bars' column
+    totals: Region  # three counter lines and the slot-size note
+    usage: Region  # part 1's chart (its title just above it)
+    budget: dict[str, Region]  # part 2's bands: line, dense_head, dense, dense_queue, ...
+    caption: Region
+    card: Region
+
+    @property
+    def row_pitch(self) -> float:
+        return self.rows.height / ROWS
+
+    def total_y(self, i: int) -> float:
+        """Line i of the totals (0-2 counters, 3 the note)."""
+        return self.totals.top - 0.15 - 0.42 * i - (0.01 if i == 3 else 0.0)
+
+
+def plan() -> Plan:
+    screen = Region.frame()
+    text = screen.inset(left=0.46, right=0.21)
+    part1 = text.stack([("heads", 0.3, 0.75), ("rows", 0.62 * ROWS, 0.19),
+                        ("totals", 1.57, 0.11), ("usage", 1.05, 0.55), ("caption", 0.7, 0.25)])
+    # the contiguous column leaves room for request names on its left, and for "used/reserved"
+    # after its longest bar before the paged column starts
+    dense, _, paged = part1["rows"].inset(left=0.45).columns(BAR_W, 2.25, BAR_W)
+    budget = screen.inset(left=0.81, right=0.81).stack([
+        ("line", 0.3, 0.55), ("dense_head", 0.3, 0.15), ("dense", 0.5, 0.45),
+        ("dense_queue", 0.3, 0.15), ("paged_head", 0.3, 0.15), ("paged", 0.5, 0.4),
+        ("paged_queue", 0.3, 0.15), ("chart", 1.75, 0.7)])
+    card = screen.inset(left=0.41, right=0.41).span(budget["chart"], budget["chart"],
+                                                    above=0.63, below=0.22)
+    usage = part1["usage"].inset(left=0.35, right=0.3)
+    return Plan(text, part1["heads"], part1["rows"], dense, paged, part1["totals"], usage, budget,
+                part1["caption"], card)
+
+
+def script(m: memory.MemoryComparison) -> dict[str, str]:
+    """The narrator's lines of the explainer, every number from the runs."""
+    mo = m.moments[m.moment]
+    n_req = len(m.trace.workload["request"])
+    same = "Same answers either way" if m.outputs_equal else "The answers differ"
+    return {
+        "why": "While a request generates, the model keeps the keys and values of each token: "
+               "one slot per token.",
+        "dense": f"A contiguous cache reserves {m.max_len} slots for every request up front, "
+                 "the most it may ever need.",
+        "paged": f"A paged cache hands out pages of {m.page_size} slots, only as a request "
+                 "grows.",
+        "moment": f"At step {mo.step}, the contiguous rows leave {mo.dense_reserved - mo.used} "
+                  f"reserved slots unused. The pages leave only {mo.paged_reserved - mo.used}.",
+        "tail": "The paged cache wastes only the unfilled end of each request's last page.",
+        "budget": f"Now give both caches the same {spoken_kib(m.budget_bytes)} of memory, and "
+                  f"all {n_req} requests at once.",
+        "fit": f"Contiguous rows fit only {m.dense_fit} requests; the rest wait in line. Pages "
+               f"fit {m.paged_fit}.",
+        "end": f"{same}, and the paged cache finished all {n_req} in {m.paged_budget_steps} "
+               f"steps instead of {m.dense_budget_steps}.",
+    }
+
+
+def teaser_script(m: memory.MemoryComparison) -> list[str]:
+    """The teaser's two lines: one budget, how many requests each way of reserving holds."""
+    return [f"Reserve the most a request may need, and this memory holds just {m.dense_fit} "
+            "requests.",
+            f"Hand out pages as tokens arrive, and it holds {m.paged_fit}."]
 
 
 class MemoryWasteScene(Captioned, StoryScene):
@@ -50,52 +144,74 @@ class MemoryWasteScene(Captioned, StoryScene):
     def __init__(self, *args, comparison: memory.MemoryComparison | None = None, **kw):
         self.comparison = comparison
         self.layer = VGroup()
+        self.bars: dict[str, VGroup] = {}  # the teaser's bars of requests held, by run
+        self.plan = plan()
         super().__init__(*args, **kw)
 
     # ---- helpers ---------------------------------------------------------------------------
 
-
     def color(self, task: str):
         return self.palette.color(task)
+
+    def build(self) -> memory.MemoryComparison:
+        """Run (or take) the comparison; the title, counters and scales both parts share."""
+        m = self.comparison = self.comparison or memory.compare(workload=self.workload)
+        self.palette = theme.Palette([r["name"] for r in m.trace.workload["request"]])
+        self.atlas = Atlas.get(theme.FS_MIN)
+        self.caption_bar, self.caption_mob = CaptionBar(y=self.plan.caption.cy), None
+        self.rows_mob = self.budget_mob = None
+        self.usage_upto = -1
+        self.n_req = len(m.trace.workload["request"])
+        widest = max([m.max_len] + [h.paged_reserved for mo in m.moments for h in mo.held])
+        self.scale = self.plan.dense.width / widest
+        self.row_dy = self.plan.row_pitch * min(
+            1.0, ROWS / max(1, m.trace.workload["scheduler"]["max_batch"]))
+        self.bar_h = BAR_H * self.row_dy / self.plan.row_pitch
+        title = theme.text(self.TITLE, theme.FS_TITLE, bold=True).to_corner(UP + LEFT, buff=0.2)
+        self.add(title)
+        self.counters = {k: Counter(self.atlas, "", theme.DIM) for k in
+                         ("step", "dense", "paged", "used", "bstep", "dq", "pq")}
+        self.counters["step"].place(self.plan.text.right_at(self.plan.heads.cy), align=RIGHT)
+        return m
 
     # ---- part 1: same moments --------------------------------------------------------------
 
     def moment_rows(self, mo: memory.Moment) -> VGroup:
         """Bars of every request held at this moment, one row per batch slot."""
-        m, sc = self.comparison, self.scale
+        m, sc, p = self.comparison, self.scale, self.plan
         rows = VGroup()
         self.shown_rows = []
         for i, h in enumerate(mo.held):
-            y = ROW_Y0 - i * self.row_dy
+            y = p.rows.top - p.row_pitch / 2 - i * self.row_dy
             color = self.color(h.task)
-            name = self.atlas.line(h.task, color).move_to([DENSE_X - 0.3, y, 0])
+            name = self.atlas.line(h.task, color).move_to(p.dense.left_at(y, dx=-0.3))
             # contiguous: the whole row reserved, the tokens held filled
             res = Rectangle(width=h.dense_reserved * sc, height=self.bar_h, stroke_color=UNUSED,
                             stroke_width=1.2, fill_color=theme.PANEL, fill_opacity=1.0)
-            res.move_to([DENSE_X, y, 0], aligned_edge=LEFT)
+            res.move_to(p.dense.left_at(y), aligned_edge=LEFT)
             used = Rectangle(width=max(h.used * sc, 1e-3), height=self.bar_h, stroke_width=0,
                              fill_color=color, fill_opacity=1.0)
-            used.move_to([DENSE_X, y, 0], aligned_edge=LEFT)
+            used.move_to(p.dense.left_at(y), aligned_edge=LEFT)
             d_txt = self.atlas.line(f"{h.used}/{h.dense_reserved}", theme.DIM)
             d_txt.next_to(res, RIGHT, buff=0.1)
             # paged: one box per page it holds, the tokens held filled
             pages = VGroup()
             page_w = m.page_size * sc
             for k, page in enumerate(h.pages):
-                x = PAGED_X + k * page_w
+                at = p.paged.left_at(y, dx=k * page_w)
                 box = Rectangle(width=page_w - 0.04, height=self.bar_h, stroke_color=UNUSED,
                                 stroke_width=1.2, fill_color=theme.PANEL, fill_opacity=1.0)
-                box.move_to([x, y, 0], aligned_edge=LEFT)
+                box.move_to(at, aligned_edge=LEFT)
                 filled = min(max(h.used - k * m.page_size, 0), m.page_size)
                 fill = Rectangle(width=max(filled * sc - 0.04 * filled / m.page_size, 1e-3),
                                  height=self.bar_h, stroke_width=0, fill_color=color,
                                  fill_opacity=1.0)
-                fill.move_to([x, y, 0], aligned_edge=LEFT)
+                fill.move_to(at, aligned_edge=LEFT)
                 label = self.atlas.line(f"p{page}", theme.BG if filled > m.page_size // 2
                                         else theme.DIM).move_to(box)
                 pages.add(VGroup(box, fill, label))
             p_txt = self.atlas.line(f"{h.used}/{h.paged_reserved}", theme.DIM)
-            p_txt.move_to([PAGED_X + h.paged_reserved * sc + 0.1, y, 0], aligned_edge=LEFT)
+            p_txt.move_to(p.paged.left_at(y, dx=h.paged_reserved * sc + 0.1), aligned_edge=LEFT)
             rows.add(name, res, used, d_txt, pages, p_txt)
             self.shown_rows.append({
                 "task": name.shown(),
@@ -107,8 +223,9 @@ class MemoryWasteScene(Captioned, StoryScene):
             })
         return rows
 
-    def set_moment(self, mo: memory.Moment, run_time: float, extra=()) -> None:
+    def set_moment(self, step: int, run_time: float, extra=()) -> None:
         m = self.comparison
+        mo = m.moments[step]
         new = self.moment_rows(mo)
         self.counters["step"].set(f"step {mo.step}")
         lines = []
@@ -133,13 +250,49 @@ class MemoryWasteScene(Captioned, StoryScene):
         if self.rows_mob is not None:
             anims.append(FadeOut(self.rows_mob))
         self.rows_mob = new
-        self.play(*anims, *extra, run_time=run_time)
+        self.show([*anims, *extra], run_time)
         self.snapshot({"part": "moment", "step": mo.step})
+
+    def moments_part(self) -> VGroup:
+        """Part 1's headings, totals, note and chart (not yet shown)."""
+        m, p = self.comparison, self.plan
+        heads = VGroup(
+            theme.text(f"contiguous (DenseKVCache): rows of max_len = {m.max_len} slots",
+                       theme.FS_BODY, RUN_COLOR["dense"]).move_to(
+                p.text.left_at(p.heads.cy), aligned_edge=LEFT),
+            theme.text(f"paged (PagedCache): pages of {m.page_size} slots",
+                       theme.FS_BODY, RUN_COLOR["paged"]).move_to(
+                p.paged.left_at(p.heads.cy), aligned_edge=LEFT),
+        )
+        keys = legend([("tokens held (its colour)", theme.REQUEST_COLORS[0], True),
+                       ("reserved, unused", UNUSED, False)])
+        totals = VGroup(
+            theme.text("contiguous", theme.FS_BODY, RUN_COLOR["dense"]),
+            theme.text("paged", theme.FS_BODY, RUN_COLOR["paged"]),
+        )
+        totals[0].move_to(p.text.left_at(p.total_y(0)), aligned_edge=LEFT)
+        totals[1].move_to(p.text.left_at(p.total_y(1)), aligned_edge=LEFT)
+        keys.move_to(p.text.right_at(p.total_y(2)), aligned_edge=RIGHT)
+        self.counters["dense"].place(p.dense.left_at(p.total_y(0), dx=1.3))
+        self.counters["paged"].place(p.dense.left_at(p.total_y(1), dx=1.3))
+        self.counters["used"].place(p.text.left_at(p.total_y(2)))
+        geo = m.trace.geometry
+        note = theme.text(
+            f"1 slot = K and V of one token: 2 x {geo['n_layers']} layers x {geo['n_kv_heads']} "
+            f"KV heads x {geo['head_dim']} x {geo['dtype']} = {m.slot_bytes} bytes",
+            theme.FS_MIN, theme.DIM).move_to(p.text.left_at(p.total_y(3)), aligned_edge=LEFT)
+        u = p.usage
+        self.usage = StepChart(u.left, u.width, u.bottom, u.height, m.moment + 1,
+                               max(mo.dense_reserved for mo in m.moments),
+                               "slots per step: contiguous reserved (orange), paged reserved "
+                               "(green), tokens held (white)")
+        return VGroup(heads, keys, totals, note, self.usage, self.counters["dense"],
+                      self.counters["paged"], self.counters["used"])
 
     # ---- part 2: one budget ----------------------------------------------------------------
 
     def budget_view(self, s: int) -> VGroup:
-        m = self.comparison
+        m, b = self.comparison, self.plan.budget
         group = VGroup()
         dense = m.dense_budget[min(s, len(m.dense_budget) - 1)]
         rec = m.dense_budget_records[min(s, len(m.dense_budget_records) - 1)]
@@ -147,29 +300,31 @@ class MemoryWasteScene(Captioned, StoryScene):
         st = self.budget_states[min(s, len(self.budget_states) - 1)]
         sc = self.budget_scale
         # contiguous: rows of max_len inside the budget, then what is left (too small for a row)
-        y = 2.0
+        band = b["dense"]
         rows_shown = []
         for r, row in enumerate(rec.rows):
-            x = -6.3 + r * m.max_len * sc
-            box = Rectangle(width=m.max_len * sc - 0.05, height=0.5, stroke_color=UNUSED,
-                            stroke_width=1.2, fill_color=theme.PANEL, fill_opacity=1.0)
-            box.move_to([x, y, 0], aligned_edge=LEFT)
+            at = band.left_at(band.cy, dx=r * m.max_len * sc)
+            box = Rectangle(width=m.max_len * sc - 0.05, height=band.height,
+                            stroke_color=UNUSED, stroke_width=1.2, fill_color=theme.PANEL,
+                            fill_opacity=1.0)
+            box.move_to(at, aligned_edge=LEFT)
             group.add(box)
             if row.task is not None:
-                fill = Rectangle(width=max(row.length * sc, 1e-3), height=0.5, stroke_width=0,
-                                 fill_color=self.color(row.task), fill_opacity=1.0)
-                fill.move_to([x, y, 0], aligned_edge=LEFT)
+                fill = Rectangle(width=max(row.length * sc, 1e-3), height=band.height,
+                                 stroke_width=0, fill_color=self.color(row.task),
+                                 fill_opacity=1.0)
+                fill.move_to(at, aligned_edge=LEFT)
                 group.add(fill, self.atlas.line(row.task, theme.TEXT).next_to(box, UP, buff=0.06))
             rows_shown.append(row.task)
         left = m.budget_slots - len(rec.rows) * m.max_len
         if left:
-            x = -6.3 + len(rec.rows) * m.max_len * sc
-            rest = Rectangle(width=left * sc, height=0.5, stroke_color=theme.BAD,
+            rest = Rectangle(width=left * sc, height=band.height, stroke_color=theme.BAD,
                              stroke_width=1.0, fill_opacity=0.0)
-            rest.move_to([x, y, 0], aligned_edge=LEFT)
+            rest.move_to(band.left_at(band.cy, dx=len(rec.rows) * m.max_len * sc),
+                         aligned_edge=LEFT)
             group.add(rest)
         # paged: every page of the pool, coloured by the request holding it
-        y = 0.2
+        band = b["paged"]
         page_w = m.page_size * sc
         owners = {p: t for t, table in st["page_tables"].items() for p in table}
         pages_shown = []
@@ -177,9 +332,9 @@ class MemoryWasteScene(Captioned, StoryScene):
             owner = owners.get(p)
             cached = p in st["cached"]
             color = self.color(owner) if owner else theme.CACHED if cached else theme.FREE
-            box = Rectangle(width=page_w - 0.05, height=0.5, stroke_width=0, fill_color=color,
-                            fill_opacity=1.0 if owner else 0.5)
-            box.move_to([-6.3 + p * page_w, y, 0], aligned_edge=LEFT)
+            box = Rectangle(width=page_w - 0.05, height=band.height, stroke_width=0,
+                            fill_color=color, fill_opacity=1.0 if owner else 0.5)
+            box.move_to(band.left_at(band.cy, dx=p * page_w), aligned_edge=LEFT)
             box.owner = owner
             group.add(box)
             if owner:
@@ -190,11 +345,14 @@ class MemoryWasteScene(Captioned, StoryScene):
         self.budget_shown = {"dense_rows": rows_shown, "pages": pages_shown}
         return group
 
-    def set_budget(self, a: int, b: int, run_time: float, extra=()) -> None:
+    def set_budget(self, span: tuple[int, int], run_time: float, extra=()) -> None:
+        a, b = span
         m = self.comparison
         new = self.budget_view(b)
         lines = []
         for run, seq in (("dense", m.dense_budget), ("paged", m.paged_budget)):
+            if self.chart is None:
+                break
             vals = {s: len(seq[s].held) for s in range(a, min(b, len(seq) - 1) + 1)}
             line = self.chart.extend(run, vals, RUN_COLOR[run])
             if line is not None:
@@ -204,8 +362,42 @@ class MemoryWasteScene(Captioned, StoryScene):
         if self.budget_mob is not None:
             anims.append(FadeOut(self.budget_mob))
         self.budget_mob = new
-        self.play(*anims, *extra, run_time=run_time)
+        self.show([*anims, *extra], run_time)
         self.snapshot({"part": "budget", "step": b, "steps": (a, b)})
+
+    def budget_part(self, chart: bool = True) -> VGroup:
+        """Part 2's headings, queues and (if `chart`) chart, not yet shown; its states, scale
+        and steps."""
+        m, b = self.comparison, self.plan.budget
+        last: dict[int, dict] = {}
+        for ev in m.budget_trace.events:
+            last[ev["step"]] = ev["state"]
+        self.budget_states = [last[s] for s in sorted(last)]
+        self.budget_scale = b["dense"].width / m.budget_slots
+        self.budget_steps = max(len(m.dense_budget), len(m.paged_budget))
+        heads = VGroup(
+            theme.text(f"contiguous: {m.dense_rows} rows of {m.max_len} slots fit the budget "
+                       f"(red: too small for another)", theme.FS_BODY, RUN_COLOR["dense"]),
+            theme.text(f"paged: the same memory as {m.budget_trace.geometry['n_pages']} pages "
+                       f"of {m.page_size} slots (violet: cached prefix, evictable; grey: free)",
+                       theme.FS_BODY, RUN_COLOR["paged"]),
+        )
+        heads[0].move_to(b["dense_head"].left_at(b["dense_head"].cy), aligned_edge=LEFT)
+        heads[1].move_to(b["paged_head"].left_at(b["paged_head"].cy), aligned_edge=LEFT)
+        self.counters["dq"].place(b["dense_queue"].left_at(b["dense_queue"].cy))
+        self.counters["pq"].place(b["paged_queue"].left_at(b["paged_queue"].cy))
+        self.counters["bstep"].place(self.plan.text.right_at(b["line"].top + 0.27), align=RIGHT)
+        c = b["chart"]
+        self.chart = StepChart(c.left, c.width, c.bottom, c.height, self.budget_steps,
+                               self.n_req,
+                               "requests held per step (orange: contiguous, green: paged)"
+                               ) if chart else None
+        budget = theme.text(
+            f"One budget: {kib(m.budget_bytes)} = {m.budget_slots} slots, all {self.n_req} "
+            "requests at once", theme.FS_BODY, theme.TEXT)
+        budget.move_to(b["line"].left_at(b["line"].cy), aligned_edge=LEFT)
+        return VGroup(heads, budget, self.counters["dq"], self.counters["pq"],
+                      self.counters["bstep"], *([self.chart] if chart else []))
 
     def snapshot(self, what: dict) -> None:
         snap = dict(what)
@@ -215,151 +407,96 @@ class MemoryWasteScene(Captioned, StoryScene):
             snap["usage"] = {name: self.usage.values_of(name) for name, _, _ in USAGE}
         else:
             snap.update(self.budget_shown)
-            snap["held"] = {run: self.chart.values_of(run) for run in RUN_COLOR}
+            if self.chart is not None:
+                snap["held"] = {run: self.chart.values_of(run) for run in RUN_COLOR}
+            snap["held_bars"] = {run: [g.task for g in bar] for run, bar in self.bars.items()}
         self._snapshots.append(snap)
 
     # ---- story -----------------------------------------------------------------------------
 
     def story(self) -> None:
-        m = self.comparison or memory.compare(workload=self.workload)
-        self.comparison = m
-        self.palette = theme.Palette([r["name"] for r in m.trace.workload["request"]])
-        self.atlas = Atlas.get(theme.FS_MIN)
-        self.caption_bar, self.caption_mob = CaptionBar(y=-3.6), None
-        self.rows_mob = self.budget_mob = None
-        self.usage_upto = -1
-        widest = max([m.max_len] + [h.paged_reserved for mo in m.moments for h in mo.held])
-        self.scale = BAR_W / widest
-        self.row_dy = ROW_DY * min(1.0, 4 / max(1, m.trace.workload["scheduler"]["max_batch"]))
-        self.bar_h = BAR_H * self.row_dy / ROW_DY
-        n_req = len(m.trace.workload["request"])
-
-        title = theme.text(self.TITLE, theme.FS_TITLE, bold=True).to_corner(UP + LEFT, buff=0.2)
-        self.add(title)
-        self.counters = {k: Counter(self.atlas, "", theme.DIM) for k in
-                         ("step", "dense", "paged", "used", "bstep", "dq", "pq")}
-        self.counters["step"].place([6.9, 3.1, 0], align=RIGHT)
+        m = self.build()
+        say = script(m)
 
         self.chapter("Same moments")
-        heads = VGroup(
-            theme.text(f"contiguous (DenseKVCache): rows of max_len = {m.max_len} slots",
-                       theme.FS_BODY, RUN_COLOR["dense"]).move_to([DENSE_X - 0.45, 3.1, 0],
-                                                                  aligned_edge=LEFT),
-            theme.text(f"paged (PagedCache): pages of {m.page_size} slots",
-                       theme.FS_BODY, RUN_COLOR["paged"]).move_to([PAGED_X, 3.1, 0],
-                                                                  aligned_edge=LEFT),
-        )
-        keys = legend([("tokens held (its colour)", theme.REQUEST_COLORS[0], True),
-                       ("reserved, unused", UNUSED, False)])
-        totals = VGroup(
-            theme.text("contiguous", theme.FS_BODY, RUN_COLOR["dense"]),
-            theme.text("paged", theme.FS_BODY, RUN_COLOR["paged"]),
-        )
-        ty = ROW_Y0 - 4 * ROW_DY + 0.05
-        totals[0].move_to([DENSE_X - 0.45, ty, 0], aligned_edge=LEFT)
-        totals[1].move_to([DENSE_X - 0.45, ty - 0.42, 0], aligned_edge=LEFT)
-        keys.move_to([6.9, ty - 0.84, 0], aligned_edge=RIGHT)
-        self.counters["dense"].place([DENSE_X + 1.3, ty, 0])
-        self.counters["paged"].place([DENSE_X + 1.3, ty - 0.42, 0])
-        self.counters["used"].place([DENSE_X - 0.45, ty - 0.84, 0])
-        geo = m.trace.geometry
-        note = theme.text(
-            f"1 slot = K and V of one token: 2 x {geo['n_layers']} layers x {geo['n_kv_heads']} "
-            f"KV heads x {geo['head_dim']} x {geo['dtype']} = {m.slot_bytes} bytes",
-            theme.FS_MIN, theme.DIM).move_to([DENSE_X - 0.45, ty - 1.27, 0], aligned_edge=LEFT)
-        self.usage = StepChart(DENSE_X - 0.1, 12.9, -3.0, 1.05, m.moment + 1,
-                               max(mo.dense_reserved for mo in m.moments),
-                               "slots per step: contiguous reserved (orange), paged reserved "
-                               "(green), tokens held (white)")
-        part1 = VGroup(heads, keys, totals, note, self.usage, self.counters["dense"],
-                       self.counters["paged"], self.counters["used"])
-        self.play(FadeIn(part1), FadeIn(self.counters["step"]), *self.caption(
-            f"{n_req} requests, held two ways by the same model at the same steps. A contiguous "
-            "cache must reserve the longest a request may grow to; a paged one takes pages as "
-            "it grows.", self.pick(6.5, 3.4)), run_time=0.6)
-
-        stops = list(range(0, m.moment + 1, self.pick(3, 9)))
+        part1 = self.moments_part()
+        self.show([FadeIn(part1), FadeIn(self.counters["step"])], 0.5)
+        stops = list(range(0, m.moment + 1, STOP_EVERY))
         if stops[-1] != m.moment:
             stops.append(m.moment)
-        for i, s in enumerate(stops):
-            extra = []
-            if i == 1 and not self.teaser:
-                extra = self.caption(
-                    "Each bar is one request. Filled: its tokens' K/V. Outlined: reserved for it "
-                    "but unused. Paged boxes are its pages, with their physical ids.", 6.5)
-            self.set_moment(m.moments[s], self.pick(0.8, 0.4), extra)
-            self.wait(self.pick(0.7, 0.1))
+        cut1, cut2 = round(len(stops) / 3), round(2 * len(stops) / 3)
+        self.paced(say["why"], stops[:cut1], self.set_moment, self.caption(
+            f"{self.n_req} requests, held two ways by the same model at the same steps: a "
+            "contiguous row reserves the longest a request may grow; pages come as it grows."))
+        self.paced(say["dense"], stops[cut1:cut2], self.set_moment, self.caption(
+            "Each bar is one request. Filled: its tokens' K/V. Outlined: reserved for it but "
+            "unused. Paged boxes are its pages, with their physical ids."))
+        self.paced(say["paged"], stops[cut2:], self.set_moment)
         mo = m.moments[m.moment]
         tails = ", ".join(f"{h.task} {h.paged_waste}" for h in mo.held)
-        if not self.teaser:  # the teaser's end card says where paged memory's waste is
-            self.play(*self.caption(
-                f"Step {mo.step}: the paged requests waste only the tail of their last page "
-                f"({tails} slots); each contiguous row leaves the rest of its {m.max_len} "
-                "unused.", 7.0), run_time=0.4)
-        self.hold_caption()
+        self.paced(say["moment"], [], self.set_moment, self.caption(
+            f"Step {mo.step}: the paged requests waste only the tail of their last page "
+            f"({tails} slots); each contiguous row leaves the rest of its {m.max_len} unused."))
+        self.paced(say["tail"], [], self.set_moment)
 
         self.chapter("One budget")
         drawn = VGroup(*(line for lines in self.usage.series.values() for line in lines))
-        self.play(FadeOut(part1), FadeOut(drawn), FadeOut(self.rows_mob),
-                  FadeOut(self.counters["step"]), run_time=0.5)
+        self.show([FadeOut(part1), FadeOut(drawn), FadeOut(self.rows_mob),
+                   FadeOut(self.counters["step"])], 0.5)
         self.rows_mob = None
-        self.budget_part(m, n_req)
-        self.chapter("End card")
-        self.end_card(m)
-
-    def budget_part(self, m: memory.MemoryComparison, n_req: int) -> None:
-        self.budget_states = []
-        last: dict[int, dict] = {}
-        for ev in m.budget_trace.events:
-            last[ev["step"]] = ev["state"]
-        self.budget_states = [last[s] for s in sorted(last)]
-        self.budget_scale = 12.6 / m.budget_slots
-        heads = VGroup(
-            theme.text(f"contiguous: {m.dense_rows} rows of {m.max_len} slots fit the budget "
-                       f"(red: too small for another)", theme.FS_BODY, RUN_COLOR["dense"]),
-            theme.text(f"paged: the same memory as {m.budget_trace.geometry['n_pages']} pages "
-                       f"of {m.page_size} slots (violet: cached prefix, evictable; grey: free)",
-                       theme.FS_BODY, RUN_COLOR["paged"]),
-        )
-        heads[0].move_to([-6.3, 2.85, 0], aligned_edge=LEFT)
-        heads[1].move_to([-6.3, 1.0, 0], aligned_edge=LEFT)
-        self.counters["dq"].place([-6.3, 1.45, 0])
-        self.counters["pq"].place([-6.3, -0.35, 0])
-        self.counters["bstep"].place([6.9, 3.72, 0], align=RIGHT)
-        steps = max(len(m.dense_budget), len(m.paged_budget))
-        self.chart = StepChart(-6.3, 12.6, -2.95, 1.75, steps, n_req,
-                               "requests held per step (orange: contiguous, green: paged)")
-        budget = theme.text(
-            f"One budget: {kib(m.budget_bytes)} = {m.budget_slots} slots, all {n_req} requests "
-            "at once", theme.FS_BODY, theme.TEXT)
-        budget.move_to([-6.3, 3.3, 0], aligned_edge=LEFT)
-        part2 = VGroup(heads, self.chart, budget, self.counters["dq"], self.counters["pq"],
-                       self.counters["bstep"])
-        first = [] if self.teaser else self.caption(
-            f"Now one fixed memory budget: {kib(m.budget_bytes)}, and all {n_req} requests at "
-            "once. What does not fit waits in a queue.", 5.5)
+        part2 = self.budget_part()
         self.add(part2)
-        self.set_budget(0, 0, self.pick(0.8, 0.4), first)
-        self.wait(self.pick(1.5, 0.1))
-        chunk = self.pick(3, 9)
-        a = 1
-        said = False
-        while a < steps:
-            b = min(a + chunk - 1, steps - 1)
-            extra = []
-            if not said and self.caption_free():
-                extra = self.caption(
-                    f"Contiguous holds at most {m.dense_fit} at once; paged holds up to "
-                    f"{m.paged_fit}, taking pages as tokens arrive (and preempting if it must).",
-                    self.pick(6.5, 3.3))
-                said = True
-            self.set_budget(a, b, self.pick(0.7, 0.35), extra)
-            self.wait(self.pick(0.3, 0.05))
-            a = b + 1
-        self.hold_caption()
-        self.budget_part_mob = part2
+        self.paced(say["budget"], [(0, 0)], self.set_budget, self.caption(
+            f"Now one fixed memory budget, {kib(m.budget_bytes)}, and all {self.n_req} "
+            "requests at once. What does not fit waits in a queue."))
+        self.paced(say["fit"], spans(1, self.budget_steps - 1, BUDGET_CHUNK), self.set_budget,
+                   self.caption(
+            f"Contiguous holds at most {m.dense_fit} at once; paged holds up to {m.paged_fit}, "
+            "taking pages as tokens arrive (and preempting if it must)."))
 
-    def end_card(self, m: memory.MemoryComparison) -> None:
+        self.chapter("End card")
+        self.end_card(m, say["end"])
+
+    def teaser_story(self) -> None:
+        """One shot: the one-budget run at the moment the paged cache holds the most, both
+        allocators side by side, while the narrator says how many requests each holds and a
+        bar for each grows, one block per request it holds."""
+        m = self.build()
+        said = teaser_script(m)
+        self.chapter("One budget")
+        self.add(self.budget_part(chart=False))
+        first, last = peak_steps(m)
+        self.paced(said[0], [(0, first)], self.set_budget, [*self.caption(
+            f"one budget, {kib(m.budget_bytes)}: contiguous rows hold {m.dense_fit} requests at "
+            f"once, pages hold {m.paged_fit}"), *self.held_bar("dense", first)])
+        self.paced(said[1], spans(first + 1, last, last - first), self.set_budget,
+                   self.held_bar("paged", first))
+        self.hold(END_HOLD)
+
+    def held_bar(self, run: str, step: int) -> list:
+        """In the chart's place, a bar of the requests `run` holds at `step`: a block per
+        request, in its colour, with its letter, and how many. Returns the animations that
+        bring it in (the snapshots list it from then on)."""
+        m, area = self.comparison, self.plan.budget["chart"]
+        block = area.width * 0.75 / self.n_req
+        held = (m.dense_budget if run == "dense" else m.paged_budget)[step].held
+        y = area.top - 0.45 - (0.85 if run == "paged" else 0.0)
+        bar = VGroup()
+        for k, task in enumerate(held):
+            box = Rectangle(width=block - 0.05, height=0.5, stroke_width=0,
+                            fill_color=self.color(task), fill_opacity=1.0)
+            box.move_to(area.left_at(y, dx=k * block), aligned_edge=LEFT)
+            cell = VGroup(box, self.atlas.line(task, theme.BG).move_to(box))
+            cell.task = task
+            bar.add(cell)
+        words = "contiguous rows" if run == "dense" else "pages"
+        label = theme.text(f"{words}: {len(held)} requests at once", theme.FS_CAPTION,
+                           RUN_COLOR[run])
+        label.move_to(area.left_at(y, dx=len(held) * block + 0.2), aligned_edge=LEFT)
+        self.bars[run] = bar
+        return [*(FadeIn(cell, shift=0.2 * RIGHT) for cell in bar), FadeIn(label)]
+
+    def end_card(self, m: memory.MemoryComparison, line: str) -> None:
         mo = m.moments[m.moment]
         lines = [
             (f"At step {mo.step} (same requests, same tokens): K/V held {kib(m.used_bytes)}",
@@ -377,13 +514,26 @@ class MemoryWasteScene(Captioned, StoryScene):
         card = VGroup(*(theme.text(s, theme.FS_CAPTION, c) for s, c in lines))
         card.arrange(UP * -1, buff=0.2, aligned_edge=LEFT)
         # Covers the chart: the card replaces it.
-        panel = Rectangle(width=13.4, height=2.6, stroke_color=theme.PANEL_EDGE,
+        box = self.plan.card
+        panel = Rectangle(width=box.width, height=box.height, stroke_color=theme.PANEL_EDGE,
                           stroke_width=1.5, fill_color=theme.PANEL, fill_opacity=1.0)
-        panel.move_to([0, -1.87, 0])
+        panel.move_to(box.center)
         card.move_to(panel)
         self.card_lines = [s for s, _ in lines]
-        self.play(FadeIn(VGroup(panel, card)), *self.caption(
+        anims = self.caption(
             f"Paged memory held {m.paged_fit / m.dense_fit:.1f}x the requests on the same "
-            "budget: its only waste is each request's last partial page.", self.pick(7.0, 3.5)),
-            run_time=0.6)
-        self.hold_caption()
+            "budget: its only waste is each request's last partial page.")
+        self.beat([FadeIn(VGroup(panel, card)), *anims], 0.6, 1.0, line=line)
+        self.hold(END_HOLD)
+
+
+def peak_steps(m: memory.MemoryComparison, most: int = TEASER_STEPS) -> tuple[int, int]:
+    """The first and last of the first `most` steps of the one-budget run at which the paged
+    cache holds the most requests (what the teaser shows while it says so)."""
+    peak = [s for s, b in enumerate(m.paged_budget) if len(b.held) == m.paged_fit][:most]
+    return peak[0], peak[-1]
+
+
+def spans(a: int, b: int, size: int) -> list[tuple[int, int]]:
+    """Steps a..b (inclusive) in runs of `size` steps."""
+    return [(s, min(s + size - 1, b)) for s in range(a, b + 1, max(1, size))]

@@ -11,6 +11,10 @@ with beats of its own drawn from the trace's fields:
   that length, and the next token it makes;
 - the end card: its output next to the same request's on a pool big enough never to preempt
   (a second real run), token for token, and the cost in recomputed tokens and steps.
+
+The narrator tells that story in the scene's own beats, one idea a line, with the run's numbers;
+the replay's beat kinds pass silently (`QUIET`: scene 1 has said what they do). The teaser cut
+(`teaser_story`) is one shot: the pool runs dry and the newest request steps aside.
 """
 
 from __future__ import annotations
@@ -20,7 +24,11 @@ from scenes import theme
 from scenes.kit.board import Board
 from scenes.kit.endcard import figure_rows, token_rows
 from scenes.kit.story_replay import StoryReplay
+from scenes.replay.beats import KINDS
 from scenes.story import StoryScene
+
+# The replay's own beat kinds say nothing here: the scene's beats carry the spoken story.
+QUIET = frozenset(KINDS)
 
 
 class PreemptionStory:
@@ -32,7 +40,7 @@ class PreemptionStory:
         self.ps = trace.geometry["page_size"]
         self.preempt = next((i for i, e in enumerate(ev) if e["kind"] == "preempt"), None)
         self.frees: list[int] = []  # the victim's pages going back, in order
-        self.readmit = self.prefill = self.next_tokens = None
+        self.readmit = self.prefill = self.next_tokens = self.last_grow = None
         if self.preempt is None:
             return
         p = ev[self.preempt]
@@ -42,6 +50,9 @@ class PreemptionStory:
                 and ev[j].get("task", victim) == victim:
             j -= 1
         self.frees = [k for k in range(j + 1, self.preempt) if ev[k]["kind"] == "free"]
+        # the last page a growing request took before the pool ran dry
+        self.last_grow = next((k for k in range(j, -1, -1) if ev[k]["kind"] == "alloc"
+                               and ev[k]["phase"] == "decode"), None)
         self.readmit = next((k for k in range(self.preempt + 1, len(ev))
                              if ev[k]["kind"] == "admit" and ev[k]["task"] == victim), None)
         if self.readmit is not None:
@@ -64,6 +75,13 @@ class PreemptionStory:
                 running.pop(e["task"], None)
         return list(running.items())
 
+    def freed_room(self) -> str | None:
+        """The request whose retirement last freed pages before the readmission."""
+        if self.readmit is None:
+            return None
+        return next((e["task"] for e in reversed(self.events[self.preempt:self.readmit])
+                     if e["kind"] == "retire"), None)
+
     def victim_row(self) -> dict | None:
         if self.prefill is None:
             return None
@@ -80,66 +98,96 @@ class PreemptionScene(StoryScene):
                "recomputes its prompt and generated tokens, and still ends token for token like "
                "a run that never preempts.")
 
-    def story(self) -> None:
+    def _replay(self, key_beats) -> tuple[PreemptionStory, StoryReplay]:
+        """The facts of the run and the replay the scene steers."""
         trace = self.trace_of()
         self.comparison = preemption_compare.compare(trace=trace)
         st = self.facts = PreemptionStory(trace)
-        teaser = self.teaser
-        keep = self._key_beats(st)
-        rp = self.replay = StoryReplay.steered(self, trace, keep)
+        rp = self.replay = StoryReplay.steered(self, trace, key_beats(st))
+        rp.quiet = set(QUIET)
+        return st, rp
+
+    def story(self) -> None:
+        st, rp = self._replay(self._key_beats)
         self.chapter("The pool runs dry")
-        self._intro(rp)
-        if st.preempt is not None and teaser and st.frees:
-            # The teaser frees the victim's first page while the board says why it was chosen,
-            # and lets the fast-forward say the requeue: the readmission beat tells the cost.
-            first = st.frees[0]
-            rp.hook_instead(first, lambda r, spec: self._victim_beat(r, first, spec.events))
-        elif st.preempt is not None:
-            rp.hook_before(st.frees[0] if st.frees else st.preempt, self._victim_beat)
-        if st.preempt is not None and not teaser:
-            rp.hook_instead(st.preempt, self._requeue_beat)
+        with self.voiced(self._intro_line(rp)):  # why, said while the pool is built
+            rp.construct_cache()
+        if st.last_grow is not None:
+            rp.hook_instead(st.last_grow, self._last_page_beat)
         if st.preempt is not None:
-            if st.readmit is not None and teaser:  # the board alone says what the admit does
-                rp.hook_instead(st.readmit,
-                                lambda r, spec: self._recompute_beat(r, st.readmit, spec.events))
-            elif st.readmit is not None:
+            rp.hook_before(st.frees[0] if st.frees else st.preempt, self._victim_beat)
+            rp.hook_instead(st.preempt, self._requeue_beat)
+            if st.readmit is not None:
                 rp.hook_after(st.readmit, self._recompute_beat)
-            if st.next_tokens is not None and not teaser:
+            if st.next_tokens is not None:
                 rp.hook_after(st.next_tokens, self._continue_beat)
-        rp.run()
+        rp.run(construct=False)
         self.chapter("Two real runs")
         self._end_card(rp)
 
+    def teaser_story(self) -> None:
+        """The teaser's one shot: the victim board as the pool runs dry, the victim's first
+        page going back in the same beat, and one line that says the whole trade; every
+        other beat of the run is fast-forwarded, silent."""
+        st, rp = self._replay(lambda st: set())
+        self.chapter("The pool runs dry")
+        if st.frees:
+            first = st.frees[0]
+            rp.hook_instead(first, lambda r, spec: self._victim_beat(
+                r, first, spec.events, line=self.teaser_line()))
+        rp.run()
+
+    def teaser_line(self) -> str:
+        st, c = self.facts, self.comparison
+        p = st.events[st.preempt]
+        victim = p["task"]
+        n = st.victim_row()["n"] if st.victim_row() else p["n_tokens"]
+        same = "the same output" if c.outputs_equal else "another output"
+        return (f"Out of pages, the newest request, {victim}, steps aside. Later it "
+                f"recomputes its {n} tokens, with {same}.")
+
     def _key_beats(self, st: PreemptionStory) -> set:
-        """Main events of the beats the full cut plays; the rest are fast-forwarded."""
-        keep, seen = set(), set()
-        for i, e in enumerate(st.events):
-            kind, task = e["kind"], e.get("task")
-            if kind in ("arrive", "admit", "preempt") or i in st.frees:
-                keep.add(i)
-            elif kind in ("alloc", "finish", "retire") and (kind, task) not in seen:
-                keep.add(i)
-            elif kind == "write" and e["phase"] == "prefill" and (i == st.prefill
-                                                                  or "prefill" not in seen):
-                keep.add(i)
-                seen.add("prefill")
-            elif kind == "alloc" and e["phase"] == "decode" and st.preempt is not None \
-                    and i > st.preempt and ("grow-after", task) not in seen:
-                keep.add(i)  # the page the preemption made room for
-                seen.add(("grow-after", task))
-            seen.add((kind, task))
+        """Main events of the beats the full cut plays besides those the scene's own beats
+        hook: the last free page taken before the pool runs dry, the victim's pages going
+        back, the page that made room for, and the victim's recompute."""
+        if st.preempt is None:
+            return set()
+        ev = st.events
+        keep = set(st.frees) | ({st.last_grow} if st.last_grow is not None else set())
+        after = next((i for i in range(st.preempt, len(ev)) if ev[i]["kind"] == "alloc"), None)
+        keep |= {after} if after is not None else set()
+        if st.prefill is not None:
+            keep.add(st.prefill)
         return keep
 
     # ---- the scene's own beats ------------------------------------------------------------
 
-    def _intro(self, rp: StoryReplay) -> None:
+    def _intro_line(self, rp: StoryReplay) -> str:
         req = self.facts.trace.workload["request"]
-        g = rp.geo
-        rp.tell(f"{len(req)} requests, one pool of {g['n_pages']} pages: they grow a page "
-                   "at a time while they decode", "what happens when a token needs a page and "
-                   "none is left?", run_time=0.5, hold=self.pick(2.2, 2.2))
+        return (f"{len(req)} requests share a pool of only {rp.geo['n_pages']} pages, and each "
+                "takes one more page whenever its last one fills up.")
 
-    def _victim_beat(self, rp: StoryReplay, i: int, events: list[int] = ()) -> None:
+    def _last_page_beat(self, rp: StoryReplay, spec) -> None:
+        """A request that grows takes a page: the last free one, as the pool runs dry."""
+        st = self.facts
+        i = st.last_grow
+        e = st.events[i]
+        grow = next((g for g in reversed(st.events[:i]) if g["kind"] == "grow"
+                     and g["task"] == e["task"]), None)
+        left = bin(e["state"]["free_mask"]).count("1")
+        rest = "the last free one" if left == 0 else f"{left} left"
+        full = (f"At token {grow['n_tokens']}, {e['task']}'s {grow['held']} pages are full, "
+                if grow else f"{e['task']} is full, ")
+        rp.tell(f"{e['task']} takes page {e['page']}, " + (
+                    "the last free page" if left == 0 else f"{left} free page(s) left"),
+                "each request takes one more page whenever its last one fills up",
+                hold=1.0, events=spec.events, build=lambda beat: rp.box(beat, e["page"],
+                                                                        (0.3, 0.9)),
+                code=(rp.line_of(i, "Scheduler._grow", "alloc_n"), i),
+                line=f"{full}so it takes page {e['page']}: {rest}.")
+
+    def _victim_beat(self, rp: StoryReplay, i: int, events: list[int] = (),
+                     line: str | None = None) -> None:
         st = self.facts
         p = st.events[st.preempt]
         prev = st.events[i - 1]["state"]
@@ -167,10 +215,14 @@ class PreemptionScene(StoryScene):
             rp.show_board(beat, board, "victim")
 
         who = "itself" if victim == needer else f"{victim}, not {needer}"
+        if line is None:
+            line = (f"{needer} needs a new page, but all {rp.n_pages} are taken. So the "
+                    f"scheduler stops the newest request, {victim}: it has done the least "
+                    "work, so it costs the least to redo.")
         rp.tell(f"{needer}'s next token (position {p['position']}) needs a new page: "
-                   f"{free} free, {len(prev['cached'])} cached", f"the pool is dry: the "
-                   f"scheduler preempts the newest running request, {who}", build=build,
-                   hold=self.pick(3.8, 4.5), events=events, code=(frame, i))
+                f"{free} free, {len(prev['cached'])} cached", f"the pool is dry: the "
+                f"scheduler preempts the newest running request, {who}", build=build,
+                hold=3.8, events=events, code=(frame, i), line=line)
 
     def _requeue_beat(self, rp: StoryReplay, spec) -> None:
         st = self.facts
@@ -189,11 +241,15 @@ class PreemptionScene(StoryScene):
         def build(beat):
             rp.show_board(beat, board, "requeue")
 
-        rp.tell(f"{p['task']} is preempted: its pages went back, it is requeued at the head",
-                   f"its K/V is gone; its {p['n_tokens']} tokens are kept and recomputed when "
-                   "it is admitted again", build=build, hold=self.pick(3.4, 4.0),
-                   events=spec.events,
-                   code=(rp.line_of(st.preempt, "Scheduler._preempt", "appendleft"), st.preempt))
+        name = p["task"]
+        rp.tell(f"{name} is preempted: its pages went back, it is requeued at the head",
+                f"its K/V is gone; its {p['n_tokens']} tokens are kept and recomputed when "
+                "it is admitted again", build=build, hold=3.4,
+                events=spec.events,
+                code=(rp.line_of(st.preempt, "Scheduler._preempt", "appendleft"), st.preempt),
+                line=f"{name}'s pages are back in the pool, and {name} waits at the head of "
+                     f"the queue. It keeps its {p['n_tokens']} tokens, but not their keys and "
+                     "values.")
 
     def _recompute_beat(self, rp: StoryReplay, i: int, events: list[int] = ()) -> None:
         st = self.facts
@@ -219,11 +275,16 @@ class PreemptionScene(StoryScene):
             rp.show_board(beat, board, "recompute")
 
         n = row["n"] if row else a["n_tokens"]
+        freer = st.freed_room()
+        when = f"When {freer}'s finished, {name} gets back in. " if freer else \
+            f"{name} gets back in. "
         rp.tell(f"readmission: {name}'s prefill is {n} tokens long: {prompt_len} prompt + "
-                   f"{generated} generated", f"pages_for({a['n_tokens']}) = "
-                   f"{a['pages_needed']} pages; the K/V it lost is computed again from its "
-                   "tokens", build=build, hold=self.pick(3.4, 4.0), events=events,
-                   code=self._prefill_code(rp))
+                f"{generated} generated", f"pages_for({a['n_tokens']}) = "
+                f"{a['pages_needed']} pages; the K/V it lost is computed again from its "
+                "tokens", build=build, hold=3.4, events=events,
+                code=self._prefill_code(rp),
+                line=f"{when}Its {prompt_len} prompt tokens and the {generated} it had made "
+                     f"are computed again, in one prefill of {n}.")
 
     def _prefill_code(self, rp: StoryReplay) -> tuple:
         """The prefill's chunk line: each task computes its tokens (prompt + output) past
@@ -239,8 +300,9 @@ class PreemptionScene(StoryScene):
         name = st.events[st.preempt]["task"]
         count = e["state"]["outputs"][name]
         rp.tell(f"{name} continues where it stopped: token {count} is {e['tokens'][name]}",
-                   "the same token it would have made had it never been paused (end card)",
-                   hold=self.pick(2.0, 1.0))
+                "the same token it would have made had it never been paused (end card)",
+                hold=2.0, line=f"Then {name} goes on to its token number {count}, as if it "
+                               "had never stopped.")
 
     def _end_card(self, rp: StoryReplay) -> None:
         c = self.comparison
@@ -267,6 +329,10 @@ class PreemptionScene(StoryScene):
 
         same = "equal token for token" if c.outputs_equal else "NOT equal"
         names = ", ".join(c.preempted) or "no request"
+        said = "is the same, token for token" if c.outputs_equal else "differs"
         rp.tell(f"{names}'s output on a pool that never runs dry: {same}",
-                   f"the cost: {c.recomputed_tokens} tokens recomputed, {c.extra_steps} more "
-                   "steps in all", build=build, hold=self.pick(5.5, 6.5))
+                f"the cost: {c.recomputed_tokens} tokens recomputed, {c.extra_steps} more "
+                "steps in all", build=build, hold=5.5,
+                line=f"On a pool of {c.big_n_pages} pages, where nothing is stopped, "
+                     f"{names}'s output {said}. The cost here: {c.recomputed_tokens} tokens "
+                     f"computed twice, and {c.extra_steps} more steps.")

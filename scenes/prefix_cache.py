@@ -13,6 +13,10 @@ that make the point, with beats of its own drawn from the trace's fields:
   long prompt evicts from the LRU end, and the scene says why that page;
 - the end card: this run against a second real run with the prefix cache off.
 Scenes never allocate: every page, key, count and figure is read from the runs.
+
+The narrator tells that story in the scene's own beats, one idea a line, with the run's numbers;
+the replay's beat kinds pass silently (`QUIET`: scene 1 has said what they do). The teaser cut
+(`teaser_story`) is one shot: B sharing A's pages, over that moment of the replay.
 """
 
 from __future__ import annotations
@@ -24,7 +28,11 @@ from scenes.kit.endcard import figure_rows
 from scenes.kit.hashchain import ChainRow, Link, mark, row_width, short_key
 from scenes.kit.lru import LruStrip
 from scenes.kit.story_replay import StoryReplay
+from scenes.replay.beats import KINDS
 from scenes.story import StoryScene
+
+# The replay's own beat kinds say nothing here: the scene's beats carry the spoken story.
+QUIET = frozenset(KINDS)
 
 
 class PrefixStory:
@@ -63,6 +71,27 @@ class PrefixStory:
         self.first_evict = next((i for i, e in enumerate(ev) if e["kind"] == "evict"), None)
         self.first_revive = next((i for i, e in enumerate(ev)
                                   if e["kind"] == "share" and e["revived"]), None)
+
+    def shared_prompt(self) -> tuple[int, int, int]:
+        """(requests that open with the most common system prompt, requests, its tokens)."""
+        wl = self.trace.workload
+        req, sizes = wl["request"], wl.get("prefixes", {})
+        heads = [tuple([r["prefix"]] if isinstance(r.get("prefix"), str) else r.get("prefix", []))
+                 for r in req]
+        common = max(set(h for h in heads if h), key=heads.count, default=())
+        return sum(h == common for h in heads), len(req), sum(sizes.get(p, 0) for p in common)
+
+    def last_share(self, admit: int) -> int:
+        """The last page the admitted request shares in that admission (else the admission)."""
+        e = self.events[admit]
+        return max((j for j in range(admit, len(self.events)) if self.events[j]["kind"] == "share"
+                    and self.events[j]["task"] == e["task"]
+                    and self.events[j]["step"] == e["step"]), default=admit)
+
+    def admit_of(self, task: str, before: int) -> dict | None:
+        """The last admission of `task` before event `before`."""
+        return next((e for e in reversed(self.events[:before])
+                     if e["kind"] == "admit" and e["task"] == task), None)
 
     def _same_tokens(self, admit: dict) -> list[tuple[int, str]]:
         """(logical page, first recorder) for full pages of this prompt whose tokens equal a
@@ -135,63 +164,68 @@ class PrefixCacheScene(StoryScene):
                "a different page misses, and freed cached pages wait in an LRU to be revived or "
                "evicted.")
 
-    def story(self) -> None:
+    def _replay(self, key_beats: set) -> tuple[PrefixStory, StoryReplay]:
+        """The facts of the run and the replay the scene steers (with its LRU strip)."""
         trace = self.trace_of()
         self.comparison = prefix_compare.compare(trace=trace)
         st = self.facts = PrefixStory(trace)
-        teaser = self.teaser
-        key_beats = self._key_beats(st)
-        rp = self.replay = StoryReplay.steered(self, trace, key_beats)
+        rp = self.replay = StoryReplay.steered(self, trace, key_beats(st))
+        rp.quiet = set(QUIET)
         lay = rp.layout
         self.strip = LruStrip(rp.n_pages, lay.right - 0.05, lay.tables_top - 0.62)
         self.strip_on = False
         rp.on_apply.append(self._sync_strip)
+        return st, rp
 
+    def story(self) -> None:
+        st, rp = self._replay(self._key_beats)
         self.chapter("A records its prompt")
-        self._intro(rp)
+        with self.voiced(self._intro_line()):  # why, said while the pool is built
+            rp.construct_cache()
         if st.first_record is not None:
             rp.hook_instead(st.first_record, self._chain_beat)
-        if st.hit_admit is not None and teaser:  # the board alone says what the admit does
-            rp.hook_instead(st.hit_admit,
-                            lambda r, spec: self._lookup_beat(r, st.hit_admit, spec.events))
-        elif st.hit_admit is not None:
+        if st.hit_admit is not None:
             rp.hook_after(st.hit_admit, self._lookup_beat)
-        if st.miss_admit is not None and not teaser:
+        if st.miss_admit is not None:
             rp.hook_after(st.miss_admit, self._miss_beat)
-        if st.full_admit is not None and not teaser:
+        if st.full_admit is not None:
             rp.hook_after(st.full_admit, self._full_hit_beat)
-        if st.first_cache is not None and not teaser:
+        if st.first_cache is not None:
             rp.hook_instead(st.first_cache, self._cached_beat)
-        if st.first_evict is not None and not teaser:  # the teaser: sharing, not eviction
+        if st.first_evict is not None:
             rp.hook_instead(st.first_evict, self._evict_beat)
-        rp.run()
+        rp.run(construct=False)
         self.chapter("Two real runs")
         self._end_card(rp)
+
+    def teaser_story(self) -> None:
+        """The teaser's one shot: B's lookup board as its last hit page is shared (the pool
+        shows the pages it shares), and one line that says what sharing saved it; every other
+        beat of the run is fast-forwarded, silent."""
+        st, rp = self._replay(lambda st: set())
+        self.chapter("B shares A's pages")
+        if st.hit_admit is not None:
+            rp.hook_instead(st.last_share(st.hit_admit), lambda r, spec: self._lookup_beat(
+                r, st.hit_admit, spec.events, line=self.teaser_line()))
+        rp.run()
+
+    def teaser_line(self) -> str:
+        st = self.facts
+        e = st.events[st.hit_admit]
+        first = st.events[st.first_record]["task"]
+        row = st.prefill_row(e["task"], st.hit_admit)
+        computed = row["n"] if row else e["n_tokens"] - len(e["hits"]) * st.ps
+        return (f"{e['task']}'s prompt opens like {first}'s, so {e['task']} shares "
+                f"{first}'s {len(e['hits'])} pages, and computes only {computed} of its "
+                f"{e['n_tokens']} tokens.")
 
     # ---- which trace beats play in full ---------------------------------------------------
 
     def _key_beats(self, st: PrefixStory) -> set:
-        """Main events of the beats the full cut plays; the rest are fast-forwarded."""
-        ev = st.events
-        keep = set()
-        seen_kinds: set = set()
-        for i, e in enumerate(ev):
-            kind = e["kind"]
-            if kind in ("share", "evict", "admit") or (kind, e.get("task")) not in seen_kinds \
-                    and kind in ("alloc", "record", "arrive"):
-                keep.add(i)
-            if kind == "free" and e["refs"] > 0 and "free>0" not in seen_kinds:
-                keep.add(i)
-                seen_kinds.add("free>0")
-            if kind == "free" and e["refs"] == 0 and i + 1 < len(ev) \
-                    and ev[i + 1]["kind"] == "cache" and "free-cache" not in seen_kinds:
-                keep.add(i)
-                seen_kinds.add("free-cache")
-            if kind == "write" and e["phase"] == "prefill" and "prefill" not in seen_kinds:
-                keep.add(i)
-                seen_kinds.add("prefill")
-            seen_kinds.add((kind, e.get("task")))
-        return keep
+        """Main events of the beats the full cut plays besides those the scene's own beats
+        hook: pages shared or revived, and pages evicted (what the cache does). Arrivals,
+        allocations and prefills (scene 1's story) are fast-forwarded."""
+        return {i for i, e in enumerate(st.events) if e["kind"] in ("share", "evict")}
 
     # ---- the strip ------------------------------------------------------------------------
 
@@ -208,17 +242,10 @@ class PrefixCacheScene(StoryScene):
 
     # ---- the scene's own beats ------------------------------------------------------------
 
-    def _intro(self, rp: StoryReplay) -> None:
-        wl = self.facts.trace.workload
-        req, sizes = wl["request"], wl.get("prefixes", {})
-        heads = [tuple([r["prefix"]] if isinstance(r.get("prefix"), str) else r.get("prefix", []))
-                 for r in req]
-        common = max(set(h for h in heads if h), key=heads.count, default=())
-        same = sum(h == common for h in heads)
-        n = sum(sizes.get(p, 0) for p in common)
-        rp.tell(f"{same} of {len(req)} requests start with the same {n}-token system prompt",
-                "the prefix cache lets them share its pages instead of computing its K/V again",
-                run_time=0.5, hold=self.pick(2.2, 2.2))
+    def _intro_line(self) -> str:
+        same, total, n = self.facts.shared_prompt()
+        return (f"{same} of these {total} requests begin with the same {n}-token system "
+                "prompt. Why compute its keys and values more than once?")
 
     def _chain_beat(self, rp: StoryReplay, spec) -> None:
         st = self.facts
@@ -243,9 +270,12 @@ class PrefixCacheScene(StoryScene):
         pages = ", ".join(str(p) for p in e["pages"])
         keys = " -> ".join(short_key(k) for k in e["keys"])
         rp.tell(f"record_prefix: {e['task']}'s full pages {pages} get chained keys",
-                   f"keys {keys} (low 16 bits shown); a partly filled page is never recorded",
-                   build=build, hold=self.pick(3.2, 4.0), events=spec.events,
-                   code=(rp.line_of(i, "PagedCache.record_prefix", "_chunks"), i))
+                f"keys {keys} (low 16 bits shown); a partly filled page is never recorded",
+                build=build, hold=3.2, events=spec.events,
+                code=(rp.line_of(i, "PagedCache.record_prefix", "_chunks"), i),
+                line=f"Once {e['task']}'s prompt is written, its {len(e['pages'])} full pages "
+                     "are recorded, each under a key made from its tokens and every token "
+                     "before them.")
 
     def _lookup_board(self, rp: StoryReplay, i: int, title: str) -> tuple[Board, ChainRow]:
         st = self.facts
@@ -264,7 +294,8 @@ class PrefixCacheScene(StoryScene):
         board.free_top = mine.get_bottom()[1] - 0.1
         return board, mine
 
-    def _lookup_beat(self, rp: StoryReplay, i: int, events: list[int] = ()) -> None:
+    def _lookup_beat(self, rp: StoryReplay, i: int, events: list[int] = (),
+                     line: str | None = None) -> None:
         st = self.facts
         e = st.events[i]
         board, mine = self._lookup_board(rp, i, f"lookup_prefix: {e['task']}'s keys, page by "
@@ -278,12 +309,16 @@ class PrefixCacheScene(StoryScene):
         row = st.prefill_row(e["task"], i)
         computed = f"; its prefill computes {row['n']} tokens, from position {row['start']}" \
             if row else ""
+        if line is None:
+            n = row["n"] if row else e["n_tokens"] - len(hits) * st.ps
+            line = (f"{e['task']} looks up its own keys: the first {len(hits)} match, so it "
+                    f"shares those pages and computes only its last {n} tokens.")
         rp.tell(f"{e['task']}: {len(hits)} of its prompt pages hit: pages "
-                   f"{', '.join(map(str, hits))} are shared",
-                   f"{e['task']} allocates {e['pages_needed'] - len(hits)} page(s) for its "
-                   f"tail{computed}", build=build, hold=self.pick(3.0, 4.0), events=events,
-                   code=(rp.line_of(i, "PagedCache.lookup_prefix", "_page_of_key.get",
-                                    ("returned",)), i))
+                f"{', '.join(map(str, hits))} are shared",
+                f"{e['task']} allocates {e['pages_needed'] - len(hits)} page(s) for its "
+                f"tail{computed}", build=build, hold=3.0, events=events,
+                code=(rp.line_of(i, "PagedCache.lookup_prefix", "_page_of_key.get",
+                                 ("returned",)), i), line=line)
 
     def _miss_beat(self, rp: StoryReplay, i: int) -> None:
         st = self.facts
@@ -300,11 +335,14 @@ class PrefixCacheScene(StoryScene):
         k = same[0][0]
         ref_key = next(key for key, (t, lp) in st.recorded_by.items() if t == who and lp == k)
         rp.tell(f"{e['task']} misses: its page {k} has {who}'s tokens, but key "
-                   f"{short_key(e['keys'][k])}, not {short_key(ref_key)}",
-                   f"the key chains {e['task']}'s own page 0 (other tokens): {e['task']} shares "
-                   f"nothing, allocates {e['pages_needed']} pages",
-                   build=build, hold=self.pick(3.6, 2.0),
-                   code=(rp.line_of(i, "PagedCache.lookup_prefix", "break", ("returned",)), i))
+                f"{short_key(e['keys'][k])}, not {short_key(ref_key)}",
+                f"the key chains {e['task']}'s own page 0 (other tokens): {e['task']} shares "
+                f"nothing, allocates {e['pages_needed']} pages",
+                build=build, hold=3.6,
+                code=(rp.line_of(i, "PagedCache.lookup_prefix", "break", ("returned",)), i),
+                line=f"{e['task']} has the same tokens after a different first page, yet "
+                     "shares nothing: a token's keys and values depend on every token before "
+                     "it.")
 
     def _full_hit_beat(self, rp: StoryReplay, i: int) -> None:
         st = self.facts
@@ -322,10 +360,14 @@ class PrefixCacheScene(StoryScene):
 
         computed = (f"positions {row['start']}-{row['start'] + row['n'] - 1} ({row['n']} tokens)"
                     if row else "its last page")
+        again = f"its last {row['n']} tokens" if row else "its last page"
         rp.tell(f"{e['task']}: a full hit, but the last prompt token is always computed",
-                   f"lookup stops before the last token: {len(e['hits'])} pages hit, "
-                   f"{computed} computed again", build=build, hold=self.pick(3.6, 1.8),
-                   code=(rp.line_of(i, "Scheduler._fit", "tokens[:-1]", ("returned",)), i))
+                f"lookup stops before the last token: {len(e['hits'])} pages hit, "
+                f"{computed} computed again", build=build, hold=3.6,
+                code=(rp.line_of(i, "Scheduler._fit", "tokens[:-1]", ("returned",)), i),
+                line=f"{e['task']} is exactly the system prompt, all cached. Still, "
+                     f"{again} are computed again: the model must run the last token to "
+                     "choose the next one.")
 
     def _cached_beat(self, rp: StoryReplay, spec) -> None:
         i = self.facts.first_cache
@@ -335,10 +377,13 @@ class PrefixCacheScene(StoryScene):
         def build(beat):
             rp.box(beat, e["page"], (0.3, 0.9), theme.CACHED)
 
+        who = self.facts.events[free]["task"]
         rp.tell(f"refs 0, but page {e['page']} holds a recorded prefix: cached, not free",
                 "cached pages wait in LRU order (the strip, right): a later prompt can revive "
-                "them", hold=self.pick(2.6, 1.2), events=spec.events, build=build,
-                code=(rp.line_of(free, "PagedCache.free", "self._lru[idx] = None"), free))
+                "them", hold=2.6, events=spec.events, build=build,
+                code=(rp.line_of(free, "PagedCache.free", "self._lru[idx] = None"), free),
+                line=f"When {who} is done, its recorded pages are kept, not freed, in order "
+                     "of last use, for a later prompt that starts the same way.")
 
     def _evict_beat(self, rp: StoryReplay, spec) -> None:
         st = self.facts
@@ -350,6 +395,9 @@ class PrefixCacheScene(StoryScene):
                 if freed else "unused the longest")
         owner = next((ev for ev in st.events[i + 1:i + 2] if ev["kind"] == "alloc"), None)
         who = f" for {owner['task']}" if owner else ""
+        admit = st.admit_of(owner["task"], i) if owner else None
+        need = (f"{owner['task']}'s long prompt needs {admit['pages_needed']} pages. "
+                if admit else "")
 
         def build(beat):
             cell = self.strip.cells[e["page"]]
@@ -361,8 +409,10 @@ class PrefixCacheScene(StoryScene):
             frame = frame or rp.line_of(j, "PagedCache._evict_lru", "popitem(last=False)",
                                         ("returned",))
         rp.tell(f"no free page left{who}: evict from the LRU end, page {e['page']}",
-                   f"LRU order {before}: page {e['page']} is {when}", build=build,
-                   hold=self.pick(2.6, 3.6), events=spec.events, code=(frame, i))
+                f"LRU order {before}: page {e['page']} is {when}", build=build,
+                hold=2.6, events=spec.events, code=(frame, i),
+                line=f"{need}When no page is free, the cached page unused the longest "
+                     f"gives way: page {e['page']}.")
 
     def _end_card(self, rp: StoryReplay) -> None:
         c = self.comparison
@@ -391,9 +441,14 @@ class PrefixCacheScene(StoryScene):
             rp.show_board(beat, board, "end card", stay=True)
 
         same = "the outputs are identical" if c.outputs_equal else "the outputs DIFFER"
+        said = ("The output is the same, token for token." if c.outputs_equal else
+                "And the outputs differ.")
         rp.tell(f"prefix caching off: {c.prefill_tokens_saved} more prompt tokens computed, "
-                   f"{c.pages_saved} more pages", f"a second real run of the same workload; "
-                   f"{same}, token for token", build=build, hold=self.pick(5.0, 6.0))
+                f"{c.pages_saved} more pages", f"a second real run of the same workload; "
+                f"{same}, token for token", build=build, hold=5.0,
+                line=f"With the prefix cache off, the same requests compute "
+                     f"{c.prefill_tokens_saved} more prompt tokens and take {c.pages_saved} "
+                     f"more pages. {said}")
 
 
 def _marked_in_turn(rp: StoryReplay, board: Board, name: str, row: ChainRow, colour):

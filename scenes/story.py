@@ -264,7 +264,8 @@ class StoryScene(Scene):
         narrated render with nothing spoken gets a silent track, so every part of a cut has
         sound and the join can copy it)."""
         super().tear_down()
-        self._end_cue_at(self.clock)  # no subtitle outlives the video
+        # no subtitle outlives the video, and the next part's first may start at once
+        self._end_cue_at(self.clock - 2 / config.frame_rate)
         if self.skip_animations or not self.narrator.on:
             return
         from pydub import AudioSegment

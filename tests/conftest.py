@@ -97,9 +97,9 @@ def dense_attention():
 
 @pytest.fixture(scope="session")
 def smoke_promo(tmp_path_factory):
-    """The smoke promo, rendered for real once a session: a teaser title card, then a chapter
-    card and the paged-cache scene on a one-request workload, at 480p15, joined twice (the
-    second time every part is up to date). No WebM: tests that need one encode it."""
+    """The smoke promo, rendered and narrated for real once a session: a title card, then a
+    chapter card and the paged-cache scene on a one-request workload, at 480p15, joined twice
+    (the second time every part is up to date). No WebM: tests that need one encode it."""
     from types import SimpleNamespace
 
     from scene_checks import SMOKE
@@ -112,8 +112,13 @@ def smoke_promo(tmp_path_factory):
     wl.write_text(SMOKE)
     module, cls = "scenes.paged_cache", "PagedCacheScene"
     parts = [P.title_part("teaser"), *P.scene_parts(module, cls, 1, "full", str(wl))]
-    first = build(("smoke",), "l", d / "out", jobs=2, webm=False, plans={"smoke": parts},
-                  log=lambda *_: None)[0]
-    again = build(("smoke",), "l", d / "out", jobs=2, webm=False, plans={"smoke": parts},
-                  log=lambda *_: None)[0]
+    was = os.environ.get("NARRATION")
+    os.environ["NARRATION"] = "on"  # narrated for real: the voice is part of set-up
+    try:
+        first = build(("smoke",), "l", d / "out", jobs=2, webm=False, plans={"smoke": parts},
+                      log=lambda *_: None)[0]
+        again = build(("smoke",), "l", d / "out", jobs=2, webm=False, plans={"smoke": parts},
+                      log=lambda *_: None)[0]
+    finally:
+        os.environ["NARRATION"] = was if was is not None else "off"
     return SimpleNamespace(cut=first, again=again, parts=parts, dir=d / "out")

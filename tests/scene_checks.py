@@ -87,15 +87,16 @@ def story_fixtures(cls, workload: str):
     return trace, scene
 
 
-def check_teaser(cls, trace, media_dir) -> None:
+def check_teaser(cls, trace, media_dir, boards=("end card",)):
     """The teaser cut of a story scene: within its budget, still every event's state on screen,
-    nothing animated outside the scene, its end card shown, no caption cut short."""
+    nothing animated outside the scene, its `boards` shown, no caption cut short. Returns it."""
     teaser = build(cls, trace, media_dir, cut="teaser")
     assert 8 <= teaser.replay.duration <= TEASER_SCENE_MAX
     check_screen_equals_trace(trace, teaser)
     assert teaser.detached == []
-    assert {b["name"] for b in teaser.replay.boards} >= {"end card"}
+    assert {b["name"] for b in teaser.replay.boards} >= set(boards)
     assert teaser.replay.cut_short == []
+    return teaser
 
 
 def expected_label(state: dict, page: int) -> str:

@@ -1,4 +1,4 @@
-"""The promo's join, checked on a smoke promo: a teaser title card, then a chapter card and the
+"""The promo's join, checked on a smoke promo: a title card, then a chapter card and the
 paged-cache scene on a one-request workload, rendered for real at 480p15 and joined. Expected
 lengths, cue times and chapters are computed here from the part files themselves (frames
 decoded and counted, each part's own .srt parsed), not from the promo code's own probe.
@@ -199,28 +199,110 @@ def test_closing_source_names_the_call_and_its_workload():
         "from astrai.compare.memory.compare(workload='seed')"
 
 
-def test_closing_card_subtitles_every_figure(tmp_path):
+def test_closing_card_speaks_every_figure_and_the_command(tmp_path):
     from manim import tempconfig
 
-    figs = [cards.Figure("H1 a", "d1", "s1"), cards.Figure("H2 b", "d2", "s2")]
-    with tempconfig({"format": "none", "disable_caching": True, "media_dir": str(tmp_path),
-                     "progress_bar": "none", "verbosity": "WARNING"}):
-        scene = cards.ClosingCard(cut="teaser", skip_animations=True)
-        scene.figures = figs
-        scene.render()
-    said = [text for _, _, text in scene.cues]
-    assert [s for s in said if s.startswith("H")] == ["H1 a. D1.", "H2 b. D2."]
-    starts = [s for s, _, _ in scene.cues]
-    ends = [s + d for s, d, _ in scene.cues]
-    assert starts == sorted(starts) and all(b >= a - 1e-9 for a, b in zip(ends, starts[1:]))
+    figs = [cards.Figure("H1 a", "d1", "s1", (("x", 3), ("y", 5)), "u", "First one said.",
+                         "3 not 5"),
+            cards.Figure("H2 b", "d2", "s2", (("x", 2), ("y", 1)), "u", "Second one said.",
+                         "2 not 1")]
+    for cut in ("full", "teaser"):
+        with tempconfig({"format": "none", "disable_caching": True, "media_dir": str(tmp_path),
+                         "progress_bar": "none", "verbosity": "WARNING"}):
+            scene = cards.ClosingCard(cut=cut, skip_animations=True)
+            scene.figures = figs
+            scene.render()
+        said = [line.text for _, line in scene.lines]
+        if cut == "full":
+            assert said[:2] == ["First one said.", "Second one said."]
+        else:  # one line for every figure's numbers
+            assert said[0] == "Measured on real runs: 3 not 5; 2 not 1."
+        assert said[-1] == cards.OUTRO and cards.COMMAND in cards.OUTRO
+        starts = [s for s, _, _ in scene.cues]
+        ends = [s + d for s, d, _ in scene.cues]
+        assert starts == sorted(starts) and all(b >= a for a, b in zip(ends, starts[1:]))
 
 
-def test_one_stream_writes_what_manims_writer_writes(smoke, tmp_path):
+def test_closing_bars_are_the_figures_numbers_to_scale():
+    fig = cards.Figure("h", "d", "s", (("paged", 10), ("contiguous", 5)), "requests")
+    bars = cards.Bars(fig, 4.0)
+    wide = [b.width for b in bars.bars]
+    assert wide[0] == pytest.approx(4.0) and wide[1] == pytest.approx(2.0)
+    assert [t.text if hasattr(t, "text") else "" for t in bars.labels]
+
+
+# ---- sound ----------------------------------------------------------------------------------
+
+
+def test_every_part_and_the_cut_carry_narration_as_long_as_the_picture(smoke):
+    from promo.audio import audio_seconds
+
+    for r in smoke.cut.parts:
+        video = frames_in(r.mp4) / FPS
+        sound = audio_seconds(r.mp4)
+        assert sound is not None, r.part.name
+        assert abs(sound - video) <= 1 / FPS, (r.part.name, sound, video)
+    video = frames_in(smoke.cut.mp4) / FPS
+    sound = audio_seconds(smoke.cut.mp4)
+    assert sound is not None
+    assert abs(sound - video) <= len(smoke.cut.parts) / FPS
+
+
+def test_sound_and_picture_meet_at_every_chapter(smoke):
+    """Each part's speech is found in the joined track where its part starts (to a frame),
+    by matching the samples themselves."""
+    import numpy as np
+
+    from promo.audio import decode
+
+    joined, rate = decode(smoke.cut.mp4)
+    start = 0.0
+    for r in smoke.cut.parts:
+        own, _ = decode(r.mp4)
+        loud = np.flatnonzero(np.abs(own) > 0.05)
+        assert len(loud), r.part.name  # every part here says something
+        k = loud[0]
+        probe_ = own[k:k + rate // 4]
+        at = round((start) * rate) + k
+        window = joined[max(at - rate // 5, 0):at + rate // 5 + len(probe_)]
+        score = np.correlate(window, probe_, mode="valid")
+        found = max(at - rate // 5, 0) + int(np.argmax(score))
+        assert abs(found - at) / rate <= 1 / FPS, (r.part.name, (found - at) / rate)
+        start += frames_in(r.mp4) / FPS
+
+
+def test_the_cut_is_levelled_for_sharing(smoke):
+    from promo.audio import level
+
+    lv = level(smoke.cut.mp4)
+    assert lv.problems() == [], lv
+
+
+def test_the_webm_carries_opus_at_48k(smoke, tmp_path):
+    from promo import extras
+
+    target = tmp_path / "smoke.webm"
+    extras.webm(smoke.cut.mp4, target, smoke.cut.chapters)
+    with av.open(str(target)) as c:
+        a = c.streams.audio[0]
+        assert a.codec_context.name == "opus" and a.codec_context.sample_rate == 48_000
+        assert c.streams.video[0].codec_context.name == "vp9"
+
+
+def test_the_smoke_subtitles_keep_the_reading_limits(smoke):
+    from scenes.cues import Timed, problems
+
+    timed = [Timed(a, b, t) for a, b, t in cues_of(smoke.cut.srt)]
+    assert timed and problems(timed, 1 / FPS) == []
+
+
+def test_one_stream_writes_what_manims_writer_writes(smoke, tmp_path, monkeypatch):
     """The render server's single-stream writer: same frames, same timing, same subtitles as
     manim's own writer (a partial movie per animation, joined)."""
     from promo.render import render_all
 
     title = smoke.cut.parts[0]
+    monkeypatch.setenv("NARRATION", "on")  # as the smoke promo was rendered
     stock = render_all([title.part], tmp_path, "l", 1, log=lambda *_: None, one_stream=False)[0]
     assert frames_in(stock.mp4) == frames_in(title.mp4)
     assert cues_of(stock.srt) == cues_of(title.srt)
@@ -229,6 +311,11 @@ def test_one_stream_writes_what_manims_writer_writes(smoke, tmp_path):
         fb = [f.to_ndarray(format="gray") for f in b.decode(video=0)][:: 20]
     for x, y in zip(fa, fb):  # the same pictures, up to x264's lossy coding of each
         assert abs(x.astype(int) - y.astype(int)).mean() < 2.0
+    from promo.audio import audio_seconds
+
+    # both carry the narration, as long as the picture
+    for mp4 in (stock.mp4, title.mp4):
+        assert abs(audio_seconds(mp4) - frames_in(mp4) / FPS) <= 1 / FPS
 
 
 def test_the_teaser_plan_fits_its_limit(tmp_path, monkeypatch):
@@ -253,7 +340,8 @@ def test_the_teaser_plan_fits_its_limit(tmp_path, monkeypatch):
             scene = cls(skip_animations=True)
             scene.render()
         lengths[part.cls] = scene.clock
-    assert list(lengths) == ["TitleCard", *(cls for _, cls in STORYBOARD), "ClosingCard"]
+    # the teaser opens on a real run: no title card
+    assert list(lengths) == [*(cls for _, cls in STORYBOARD), "ClosingCard"]
     for _, cls in STORYBOARD:
         assert 8 <= lengths[cls] <= TEASER_SCENE_MAX, (cls, lengths[cls])
     assert sum(lengths.values()) <= TEASER_MAX - 3, lengths  # a margin for frame rounding

@@ -1,6 +1,7 @@
 """BatchingScene shows the two runs, nothing else: its grids, charts and counters, read back from
 its mobjects after every play, equal what this test computes from the continuous run's trace and
-the static run's own records. Built state-only (no video)."""
+the static run's own records; its narrator speaks the runs' own numbers, and its teaser is one
+short shot. Built state-only (no video)."""
 
 from __future__ import annotations
 
@@ -10,12 +11,14 @@ import pytest
 
 pytest.importorskip("manim")
 
+from manim import config  # noqa: E402
 from scene_checks import TEASER_SCENE_MAX, render  # noqa: E402
 
 from astrai.compare import batching  # noqa: E402
 from astrai.compare.batching import GEN, IDLE, PROMPT  # noqa: E402
 from astrai.workload import parse_workload  # noqa: E402
-from scenes.batching import BatchingScene  # noqa: E402
+from scenes.batching import BatchingScene, plan  # noqa: E402
+from scenes.cues import Timed, problems  # noqa: E402
 from tests.test_compare_batching import SMALL  # noqa: E402
 
 
@@ -96,7 +99,7 @@ def test_charts_are_the_runs(scenes, comparison):
     assert snap["counters"]["static"].endswith(f"· {total} tokens")
 
 
-def test_end_card_and_captions(scenes, comparison):
+def test_end_card_and_cuts(scenes, comparison):
     c = comparison
     full, teaser = scenes["full"], scenes["teaser"]
     card = " ".join(full.card_lines)
@@ -106,11 +109,89 @@ def test_end_card_and_captions(scenes, comparison):
                    f"{c.static_steps / c.continuous_steps:.2f}x"):
         assert figure in card
     assert "measured" in card
-    for scene in (full, teaser):
-        assert scene.cues and all(dur > 0 and text for _, dur, text in scene.cues)
-        assert [name for _, name in scene.chapters] == ["Two runs", "Steps", "End card"]
-    assert teaser.now < full.now
-    assert teaser.now <= TEASER_SCENE_MAX and full.now <= 120
+    assert [name for _, name in full.chapters] == ["Two runs", "Steps", "End card"]
+    assert [name for _, name in teaser.chapters] == ["Steps"]  # one shot, no end card
+    assert not hasattr(teaser, "card_lines")
+    assert teaser.now < full.now <= 120
+
+
+def spoken(scene) -> list[str]:
+    return [line.text for _, line in scene.lines]
+
+
+def run_numbers(c):
+    """The figures the narrator should say, from the runs' own records (the continuous run's
+    trace, the static run's step records), not from the comparison's summary fields."""
+    steps = max(ev["step"] for ev in c.trace.events) + 1
+    return {
+        "requests": len(c.trace.workload["request"]),
+        "batch": c.trace.workload["scheduler"]["max_batch"],
+        "continuous": steps,
+        "static": len(c.static_records),
+    }
+
+
+def test_the_narrator_says_the_runs_numbers(scenes, comparison):
+    n = run_numbers(comparison)
+    full = " ".join(spoken(scenes["full"]))
+    assert f"{n['requests']} requests arrive over time, at most {n['batch']} at a time" in full
+    assert f"Continuous batching is done after {n['continuous']} steps." in full
+    assert f"Static batching needs {n['static'] - n['continuous']} more." in full
+    assert f"{n['static'] / n['continuous']:.1f} times as many steps" in full
+    teaser = spoken(scenes["teaser"])
+    assert len(teaser) == 2
+    assert (f"The same {n['requests']} requests take {n['continuous']} steps, not "
+            f"{n['static']}") in teaser[1]
+
+
+@pytest.mark.parametrize("cut", ["full", "teaser"])
+def test_spoken_lines_are_words_for_people(cut, scenes):
+    """No code, field names or log lines are read aloud, and what is on screen in the caption
+    bar is not what is spoken (the bar is annotation; the subtitles are the speech)."""
+    scene = scenes[cut]
+    for text in spoken(scene):
+        assert "_" not in text and "(" not in text and "=" not in text, text
+        for word in ("Scheduler", "DenseKVCache", "PagedCache", "prefill", "max_len"):
+            assert word not in text, text
+    assert " ".join(spoken(scene)) == " ".join(t.replace("\n", " ") for _, _, t in scene.cues)
+
+
+@pytest.mark.parametrize("cut", ["full", "teaser"])
+def test_subtitles_meet_the_reading_limits(cut, scenes):
+    cues = [Timed(start, start + dur, text) for start, dur, text in scenes[cut].cues]
+    assert problems(cues, 1 / config.frame_rate) == []
+
+
+def test_teaser_is_one_short_shot(scenes):
+    teaser = scenes["teaser"]
+    speech = sum(line.duration for _, line in teaser.lines)
+    assert 1 <= len(teaser.lines) <= 2 and 6.0 <= speech <= 10.0
+    assert teaser.now <= min(TEASER_SCENE_MAX, 12.5)
+    # over the real run: the grids fill while it is spoken
+    assert len(teaser.snapshots) >= 4
+
+
+def test_explainer_speech_fits_its_budget(scenes):
+    full = scenes["full"]
+    speech = sum(line.duration for _, line in full.lines)
+    assert 38.0 <= speech <= 50.0
+    # the lines do not overlap: each starts after the one before has been spoken
+    for (t0, a), (t1, _) in zip(full.lines, full.lines[1:]):
+        assert t1 >= t0 + a.duration
+
+
+def test_layout_is_named_regions_inside_the_frame():
+    p = plan()
+    bands = [p.header, p.grids["continuous"], p.grids["static"], p.charts["tokens"],
+             p.charts["pool"], p.caption]
+    for upper, lower in zip(bands, bands[1:]):
+        assert upper.bottom > lower.top  # top to bottom, none overlapping
+    half_w, half_h = config.frame_width / 2, config.frame_height / 2
+    for r in bands + [p.card]:
+        assert -half_w <= r.left < r.right <= half_w and -half_h <= r.bottom < r.top <= half_h
+    # the end card covers both charts (their titles too)
+    assert p.card.top > p.charts["tokens"].top and p.card.bottom < p.charts["pool"].bottom
+    assert p.card.bottom > p.caption.bottom
 
 
 @pytest.mark.parametrize("cut", ["full", "teaser"])

@@ -1,6 +1,7 @@
 """MemoryWasteScene shows the runs, nothing else: the bars (read back from their widths and page
 labels), counters, queues, pages and charts after every play equal what this test computes
-from the paged runs' traces and the dense runs' records. Built state-only (no video)."""
+from the paged runs' traces and the dense runs' records; its narrator speaks the runs' own
+numbers, and its teaser is one short shot. Built state-only (no video)."""
 
 from __future__ import annotations
 
@@ -8,11 +9,13 @@ import pytest
 
 pytest.importorskip("manim")
 
+from manim import config  # noqa: E402
 from scene_checks import TEASER_SCENE_MAX, render  # noqa: E402
 
 from astrai.compare import memory  # noqa: E402
 from astrai.workload import parse_workload  # noqa: E402
-from scenes.memory_waste import MemoryWasteScene, kib  # noqa: E402
+from scenes.cues import Timed, problems  # noqa: E402
+from scenes.memory_waste import MemoryWasteScene, kib, plan  # noqa: E402
 
 # 8 pages of 4 slots; the longest request holds 12 slots, so the budget holds 2 dense rows.
 SMALL = {
@@ -54,9 +57,8 @@ def states(trace):
     return last
 
 
-@pytest.mark.parametrize("cut", ["full", "teaser"])
-def test_bars_are_the_same_moments_of_both_runs(cut, scenes, comparison):
-    m, scene = comparison, scenes[cut]
+def test_bars_are_the_same_moments_of_both_runs(scenes, comparison):
+    m, scene = comparison, scenes["full"]
     paged = states(m.trace)
     dense = {rec.step: rec for rec in m.dense_records}
     moments = [s for s in scene.snapshots if s["part"] == "moment"]
@@ -98,7 +100,8 @@ def test_budget_shows_both_allocators_and_the_queue(cut, scenes, comparison):
     m, scene = comparison, scenes[cut]
     paged = states(m.budget_trace)
     budget = [s for s in scene.snapshots if s["part"] == "budget"]
-    assert budget[-1]["step"] == max(len(m.dense_budget_records), len(paged)) - 1
+    if cut == "full":  # the explainer plays the run to its end; the teaser stops at its peak
+        assert budget[-1]["step"] == max(len(m.dense_budget_records), len(paged)) - 1
     for snap in budget:
         s = snap["step"]
         rec = m.dense_budget_records[min(s, len(m.dense_budget_records) - 1)]
@@ -112,6 +115,8 @@ def test_budget_shows_both_allocators_and_the_queue(cut, scenes, comparison):
         assert snap["counters"]["dq"].split() == ["holding", str(held), "queue:", *rec.queue]
         assert snap["counters"]["pq"].split() == [
             "holding", str(len(st["page_tables"])), "queue:", *st["queue"]]
+    if cut == "teaser":  # no chart: see test_teaser_is_one_short_shot for its bars
+        return
     chart = budget[-1]["held"]
     assert chart["dense"] == {rec.step: sum(1 for r in rec.rows if r.task)
                               for rec in m.dense_budget_records}
@@ -128,11 +133,124 @@ def test_end_card_and_cuts(scenes, comparison):
                    kib(m.budget_bytes), f"contiguous held {m.dense_fit}",
                    f"paged {m.paged_fit}"):
         assert figure in card
-    for scene in (full, teaser):
-        assert scene.cues and [n for _, n in scene.chapters] == [
-            "Same moments", "One budget", "End card"]
+    assert [n for _, n in full.chapters] == ["Same moments", "One budget", "End card"]
+    # the teaser is one shot of the one-budget run: no bars of part 1, no end card
+    assert [n for _, n in teaser.chapters] == ["One budget"]
+    assert {s["part"] for s in teaser.snapshots} == {"budget"}
+    assert not hasattr(teaser, "card_lines")
     assert teaser.now < full.now <= 120
-    assert teaser.now <= TEASER_SCENE_MAX
+
+
+def spoken(scene) -> list[str]:
+    return [line.text for _, line in scene.lines]
+
+
+def run_numbers(m):
+    """The figures the narrator should say, from the runs' own traces and records."""
+    paged = states(m.trace)
+    dense = {rec.step: rec for rec in m.dense_records}
+    step = m.moment
+    st = paged[step]
+    budget = states(m.budget_trace)
+    # a contiguous row holds the longest any request may grow (its last token's K/V is never
+    # written)
+    max_len = max(r["prompt_len"] + r["max_new_tokens"] - 1 for r in SMALL["request"])
+    return {
+        "requests": len(m.trace.workload["request"]),
+        "page": m.trace.geometry["page_size"],
+        "step": step,
+        "tokens": sum(st["lengths"].values()),
+        "dense_reserved": max_len * sum(1 for r in dense[step].rows if r.task),
+        "paged_reserved": sum(len(t) for t in st["page_tables"].values()) * m.page_size,
+        "dense_fit": max(sum(1 for r in rec.rows if r.task) for rec in m.dense_budget_records),
+        "paged_fit": max(len(s["page_tables"]) for s in budget.values()),
+        "paged_steps": len(budget),
+        "dense_steps": len(m.dense_budget_records),
+    }
+
+
+def test_the_narrator_says_the_runs_numbers(scenes, comparison):
+    m = comparison
+    n = run_numbers(m)
+    full = " ".join(spoken(scenes["full"]))
+    assert f"pages of {n['page']} slots" in full
+    assert (f"At step {n['step']}, the contiguous rows leave "
+            f"{n['dense_reserved'] - n['tokens']} reserved slots unused. The pages leave only "
+            f"{n['paged_reserved'] - n['tokens']}.") in full
+    assert f"all {n['requests']} requests at once" in full
+    assert f"Contiguous rows fit only {n['dense_fit']} requests" in full
+    assert f"Pages fit {n['paged_fit']}." in full
+    assert (f"finished all {n['requests']} in {n['paged_steps']} steps instead of "
+            f"{n['dense_steps']}") in full
+    assert f"the same {m.budget_bytes // 1024} KiB of memory" in full
+    teaser = spoken(scenes["teaser"])
+    assert len(teaser) == 2
+    assert teaser[0].endswith(f"holds just {n['dense_fit']} requests.")
+    assert teaser[1].endswith(f"it holds {n['paged_fit']}.")
+
+
+@pytest.mark.parametrize("cut", ["full", "teaser"])
+def test_spoken_lines_are_words_for_people(cut, scenes):
+    """No code, field names or log lines are read aloud; the subtitles are the speech."""
+    scene = scenes[cut]
+    for text in spoken(scene):
+        assert "_" not in text and "(" not in text and "=" not in text, text
+        for word in ("DenseKVCache", "PagedCache", "max_len", "K/V", "KV"):
+            assert word not in text.split(), text
+    assert " ".join(spoken(scene)) == " ".join(t.replace("\n", " ") for _, _, t in scene.cues)
+
+
+@pytest.mark.parametrize("cut", ["full", "teaser"])
+def test_subtitles_meet_the_reading_limits(cut, scenes):
+    cues = [Timed(start, start + dur, text) for start, dur, text in scenes[cut].cues]
+    assert problems(cues, 1 / config.frame_rate) == []
+
+
+def test_teaser_is_one_short_shot(scenes, comparison):
+    teaser = scenes["teaser"]
+    speech = sum(line.duration for _, line in teaser.lines)
+    assert 1 <= len(teaser.lines) <= 2 and 6.0 <= speech <= 10.0
+    assert teaser.now <= min(TEASER_SCENE_MAX, 12.5)
+    # while it says how many each holds, the screen shows the run holding them: every snapshot
+    # taken under the lines has the contiguous rows full and the pages of the most requests
+    n = run_numbers(comparison)
+    assert teaser.snapshots
+    for snap in teaser.snapshots:
+        assert sum(1 for t in snap["dense_rows"] if t) == n["dense_fit"]
+        owners = {p for p in snap["pages"] if p not in ("free", "cached")}
+        assert len(owners) == n["paged_fit"]
+        assert snap["counters"]["pq"].split()[:2] == ["holding", str(n["paged_fit"])]
+    # and in the chart's place, a bar for each cache grows as it is said: a block per request
+    # held at the first of those steps, the contiguous one with the first line
+    first, last = teaser.snapshots[0], teaser.snapshots[-1]
+    assert list(first["held_bars"]) == ["dense"]
+    assert sorted(last["held_bars"]["dense"]) == sorted(t for t in first["dense_rows"] if t)
+    assert sorted(last["held_bars"]["paged"]) == sorted(
+        {p for p in first["pages"] if p not in ("free", "cached")})
+
+
+def test_explainer_speech_fits_its_budget(scenes):
+    full = scenes["full"]
+    speech = sum(line.duration for _, line in full.lines)
+    assert 38.0 <= speech <= 50.0
+    for (t0, a), (t1, _) in zip(full.lines, full.lines[1:]):
+        assert t1 >= t0 + a.duration
+
+
+def test_layout_is_named_regions_inside_the_frame():
+    p = plan()
+    part1 = [p.heads, p.rows, p.totals, p.usage, p.caption]
+    part2 = list(p.budget.values()) + [p.caption]
+    for bands in (part1, part2):
+        for upper, lower in zip(bands, bands[1:]):
+            assert upper.bottom >= lower.top - 1e-9  # top to bottom, none overlapping
+    half_w, half_h = config.frame_width / 2, config.frame_height / 2
+    for r in part1 + part2 + [p.dense, p.paged, p.card]:
+        assert -half_w <= r.left < r.right <= half_w and -half_h <= r.bottom < r.top <= half_h
+    assert p.dense.right < p.paged.left  # the two bar columns side by side
+    chart = p.budget["chart"]
+    assert p.card.top > chart.top and p.card.bottom < chart.bottom  # the card covers it
+    assert p.card.bottom > p.caption.bottom
 
 
 @pytest.mark.parametrize("cut", ["full", "teaser"])

@@ -10,6 +10,7 @@ import pytest
 
 pytest.importorskip("manim")
 
+from narration_checks import check_spoken, speech, spoken_with  # noqa: E402
 from scene_checks import (  # noqa: E402
     board,
     check_boards_inside,
@@ -25,6 +26,7 @@ from astrai.workload import load_workload, run_workload  # noqa: E402
 from scenes.preemption import PreemptionScene  # noqa: E402
 
 trace, scene = story_fixtures(PreemptionScene, "preemption")
+SPEECH_BUDGET = 55.0  # seconds of narration the explainer gives this scene
 
 
 def test_screen_equals_the_trace_after_every_event(trace, scene):
@@ -107,5 +109,61 @@ def test_captions_fit_and_the_cut_is_short(scene):
     assert 50 <= scene.replay.duration <= 120
 
 
-def test_teaser_is_short_and_still_shows_the_trace(trace, tmp_path_factory):
-    check_teaser(PreemptionScene, trace, tmp_path_factory.mktemp("teaser"))
+# ---- what the narrator says ------------------------------------------------------------------
+
+
+def test_narration_is_plain_words_within_budget(scene):
+    check_spoken(scene, SPEECH_BUDGET)
+    assert speech(scene) >= 0.7 * SPEECH_BUDGET  # the whole story, not a summary of it
+
+
+def test_spoken_lines_carry_the_runs_numbers(trace, scene):
+    """Every number the narrator says, worked out here from the trace and a live run on a
+    pool big enough never to preempt."""
+    wl = load_workload("preemption")
+    k = next(i for i, ev in enumerate(trace.events) if ev["kind"] == "preempt")
+    pre = trace.events[k]
+    name = pre["task"]
+    spoken_with(scene, f"{len(wl.requests)} requests share a pool of only {wl.n_pages} pages")
+    took = [ev for ev in trace.events[:k] if ev["kind"] == "alloc" and ev["phase"] == "decode"][-1]
+    assert took["state"]["free_mask"] == 0  # it took the last free page
+    grow = next(ev for ev in reversed(trace.events[:k]) if ev["kind"] == "grow"
+                and ev["task"] == took["task"])
+    assert grow["n_tokens"] == grow["capacity"] + 1 == grow["held"] * wl.page_size + 1
+    spoken_with(scene, f"At token {grow['n_tokens']}, {took['task']}'s {grow['held']} pages",
+                f"takes page {took['page']}: the last free one")
+    spoken_with(scene, f"{pre['needed_by']} needs a new page, but all {wl.n_pages} are taken",
+                f"newest request, {name}")
+    prompt = next(len(r.prompt) for r in wl.requests if r.name == name)
+    generated = pre["state"]["outputs"][name]
+    spoken_with(scene, f"It keeps its {prompt + generated} tokens")
+    readmit = next(i for i in range(k, len(trace.events)) if trace.events[i]["kind"] == "admit"
+                   and trace.events[i]["task"] == name)
+    freer = next(ev["task"] for ev in reversed(trace.events[k:readmit]) if ev["kind"] == "retire")
+    spoken_with(scene, f"When {freer}'s finished, {name} gets back in",
+                f"Its {prompt} prompt tokens and the {generated} it had made",
+                f"one prefill of {prompt + generated}")
+    spoken_with(scene, f"{name} goes on to its token number {generated + 1}")
+    big_pages = sum(pages_for(len(r.prompt) + r.max_new_tokens - 1, wl.page_size)
+                    for r in wl.requests)
+    _, _, sched = build_run(dataclasses.replace(wl, n_pages=big_pages))
+    big = run_workload(wl, sched)
+    assert trace.outputs[name] == big[name]
+    steps = trace.events[-1]["step"] + 1
+    spoken_with(scene, f"On a pool of {big_pages} pages", f"{name}'s output is the same",
+                f"{prompt + generated} tokens computed twice",
+                f"{steps - sched.step_count} more steps")
+
+
+def test_teaser_is_one_spoken_shot(trace, tmp_path_factory):
+    """The teaser: the victim board as the pool runs dry, one line with the run's numbers,
+    under the promo's share of the teaser, subtitles readable."""
+    teaser = check_teaser(PreemptionScene, trace, tmp_path_factory.mktemp("teaser"),
+                          boards=("victim",))
+    assert teaser.clock <= 12.5
+    assert 1 <= len(teaser.lines) <= 2 and 6.0 <= speech(teaser) <= 10.0
+    check_spoken(teaser, 10.0)
+    pre = next(ev for ev in trace.events if ev["kind"] == "preempt")
+    spoken_with(teaser, f"the newest request, {pre['task']}",
+                f"recomputes its {pre['n_tokens']} tokens", "with the same output")
+    assert [b["name"] for b in teaser.replay.boards] == ["victim"]  # one idea, one board

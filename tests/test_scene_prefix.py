@@ -1,6 +1,7 @@
 """PrefixCacheScene: the screen equals the trace after every event, the LRU strip shows the
 cache's order, the boards show the real keys, hits and misses, and the end card's figures equal
-what this test counts itself from the two runs."""
+what this test counts itself from the two runs. The narrator tells the story in plain words
+within its budget, with the numbers of the run; the teaser is one spoken shot."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import pytest
 
 pytest.importorskip("manim")
 
+from narration_checks import check_spoken, speech, spoken_with  # noqa: E402
 from scene_checks import (  # noqa: E402
     board,
     check_boards_inside,
@@ -25,6 +27,7 @@ from astrai.workload import load_workload  # noqa: E402
 from scenes.prefix_cache import PrefixCacheScene  # noqa: E402
 
 trace, scene = story_fixtures(PrefixCacheScene, "prefix")
+SPEECH_BUDGET = 70.0  # seconds of narration the explainer gives this scene
 
 
 def _keys(prompt, ps):
@@ -139,5 +142,69 @@ def test_captions_fit_and_the_cut_is_short(scene):
     assert all(text for _, _, text in scene.cues)
 
 
-def test_teaser_is_short_and_still_shows_the_trace(trace, tmp_path_factory):
-    check_teaser(PrefixCacheScene, trace, tmp_path_factory.mktemp("teaser"))
+
+
+# ---- what the narrator says ------------------------------------------------------------------
+
+
+def test_narration_is_plain_words_within_budget(scene):
+    check_spoken(scene, SPEECH_BUDGET)
+    assert speech(scene) >= 0.7 * SPEECH_BUDGET  # the whole story, not a summary of it
+
+
+def test_spoken_lines_carry_the_runs_numbers(trace, scene):
+    """Every number the narrator says, worked out here from the trace and a second run with
+    the prefix cache off."""
+    wl = load_workload("prefix")
+    ps = wl.page_size
+    heads = [(r.prefix,) if isinstance(r.prefix, str) else tuple(r.prefix)
+             for r in wl.requests if r.prefix]
+    common = max(set(heads), key=heads.count)
+    n = sum(wl.prefixes[p] for p in common)
+    spoken_with(scene, f"{heads.count(common)} of these {len(wl.requests)} requests",
+                f"{n}-token system prompt")
+    record_ev = next(ev for ev in trace.events if ev["kind"] == "record")
+    spoken_with(scene, f"{record_ev['task']}'s prompt", f"{len(record_ev['pages'])} full pages")
+    hit = next(ev for ev in trace.events if ev["kind"] == "admit" and ev["hits"])
+    b_row = next(r for ev in trace.events if ev["kind"] == "write" and ev["phase"] == "prefill"
+                 and ev["step"] == hit["step"] for r in ev["rows"] if r["task"] == hit["task"])
+    assert b_row["n"] == hit["n_tokens"] - len(hit["hits"]) * ps
+    spoken_with(scene, f"{hit['task']} looks up", f"first {len(hit['hits'])} match",
+                f"last {b_row['n']} tokens")
+    full = next(ev for ev in trace.events if ev["kind"] == "admit" and ev["n_tokens"] % ps == 0
+                and len(ev["hits"]) == len(ev["keys"]) - 1 > 0)
+    d_row = next(r for ev in trace.events if ev["kind"] == "write" and ev["phase"] == "prefill"
+                 and ev["step"] == full["step"] for r in ev["rows"] if r["task"] == full["task"])
+    spoken_with(scene, f"{full['task']} is exactly the system prompt",
+                f"last {d_row['n']} tokens are computed again")
+    k = next(i for i, ev in enumerate(trace.events) if ev["kind"] == "evict")
+    owner = trace.events[k + 1]["task"]
+    need = next(ev["pages_needed"] for ev in reversed(trace.events[:k])
+                if ev["kind"] == "admit" and ev["task"] == owner)
+    spoken_with(scene, f"{owner}'s long prompt needs {need} pages",
+                f"page {trace.events[k]['page']}.")
+    off = record(dataclasses.replace(wl, prefix_caching=False), lines=False)
+    computed = sum(ev["n_tokens"] - len(ev["hits"]) * ps for ev in trace.events
+                   if ev["kind"] == "admit")
+    off_computed = sum(ev["n_tokens"] for ev in off.events if ev["kind"] == "admit")
+    pages = sum(ev["kind"] == "alloc" for ev in trace.events)
+    off_pages = sum(ev["kind"] == "alloc" for ev in off.events)
+    assert trace.outputs == off.outputs
+    spoken_with(scene, f"compute {off_computed - computed} more prompt tokens",
+                f"take {off_pages - pages} more pages", "the same, token for token")
+
+
+def test_teaser_is_one_spoken_shot(trace, tmp_path_factory):
+    """The teaser: B's lookup over its admission, one line with the run's numbers, under the
+    promo's share of the teaser, subtitles readable."""
+    teaser = check_teaser(PrefixCacheScene, trace, tmp_path_factory.mktemp("teaser"),
+                          boards=("lookup",))
+    assert teaser.clock <= 12.5
+    assert 1 <= len(teaser.lines) <= 2 and 6.0 <= speech(teaser) <= 10.0
+    check_spoken(teaser, 10.0)
+    hit = next(ev for ev in trace.events if ev["kind"] == "admit" and ev["hits"])
+    first = next(ev["task"] for ev in trace.events if ev["kind"] == "record")
+    computed = hit["n_tokens"] - len(hit["hits"]) * trace.geometry["page_size"]
+    spoken_with(teaser, f"shares {first}'s {len(hit['hits'])} pages",
+                f"only {computed} of its {hit['n_tokens']} tokens")
+    assert [b["name"] for b in teaser.replay.boards] == ["lookup"]  # one idea, one board

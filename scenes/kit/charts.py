@@ -1,5 +1,6 @@
-"""Pieces for scenes that compare two runs (not trace replays): an on-screen caption bar, charts
-whose x axis lines up with a step grid, and small legends.
+"""Pieces for scenes that compare two runs (not trace replays): an on-screen caption bar and the
+narrator's lines paced over the plays (`Captioned`), charts whose x axis lines up with a step
+grid, and small legends.
 
 Charts are Manim `Axes` without LaTeX (no numbers from the axes; labels are theme text), and
 lines are added a stretch of steps at a time, so a chart grows with the grid above it. Every
@@ -9,12 +10,13 @@ point drawn is kept (`StepChart.values_of`), read back from the drawn lines' ver
 from __future__ import annotations
 
 import textwrap
+from collections.abc import Callable
+from contextlib import contextmanager
 
 import numpy as np
 from manim import DOWN, LEFT, RIGHT, UP, Axes, FadeIn, FadeOut, Square, VGroup, VMobject
 
 from scenes import theme
-from scenes.voice import PAUSE
 from scenes.kit.glyphs import Atlas
 
 
@@ -37,36 +39,51 @@ class CaptionBar:
 
 
 class Captioned:
-    """Mixin for a StoryScene: `caption(text, duration)` shows text in a CaptionBar and speaks
-    it (StoryScene.speak: subtitles and voice), returning the animations to play with the next
-    play().
-    A caption stays up its whole duration: `caption_free()` says whether the last one has had
-    its time, and `caption()` first waits out the rest of it, so subtitles never overlap."""
+    """Mixin for a StoryScene: a caption bar at the bottom, on screen only (dense annotation for
+    those who pause: it is not spoken and not a subtitle), and the narrator's lines through the
+    scene's one timeline (StoryScene.voiced): `paced(line, items, draw)` speaks a line and
+    spreads the plays of `items` over its speech."""
 
     caption_bar: CaptionBar
     caption_mob = None
-    caption_until = 0.0
 
-    def caption_free(self) -> bool:
-        return self.now >= self.caption_until - 0.05
-
-    def hold_caption(self) -> None:
-        """Wait until the caption on screen has had its whole duration."""
-        if not self.caption_free():
-            self.hold(self.caption_until - self.now)
-
-    def caption(self, s: str, duration: float, line: str | None = None) -> list:
-        """Show `s` in the bar; the narrator speaks `line` (default: `s`) from now. The caption
-        stays `duration` seconds, or until the speech and its pause are over if longer."""
-        self.hold_caption()
-        spoken = self.speak(line or s)
-        self.caption_until = self.now + max(duration, spoken.duration + PAUSE)
+    def caption(self, s: str) -> list:
+        """Animations that put `s` in the bar (replacing what it showed), for the next play."""
         new = self.caption_bar.make(s)
         anims = [FadeIn(new, run_time=0.3)]
         if self.caption_mob is not None:
             anims.append(FadeOut(self.caption_mob, run_time=0.3))
         self.caption_mob = new
         return anims
+
+    @contextmanager
+    def told(self, line: str | None):
+        """The narrator says `line` from now (None: nothing is said); yields its duration in
+        seconds (0 when silent), and leaving waits the speech and its pause out."""
+        if not line:
+            yield 0.0
+            return
+        with self.voiced(line) as said:
+            yield said.duration
+
+    def paced(self, line: str | None, items, draw: Callable[[object, float, list], None],
+              extra: list | None = None, each: float = 1.0, least: float = 0.45,
+              play: float = 0.9) -> None:
+        """Say `line` while `draw(item, run_time, extra)` plays each item, spread evenly over
+        the speech (at least `least` s an item; `each` s an item when silent): each item's
+        play takes up to `play` s and the rest of its share holds. `extra` (e.g. a caption's
+        animations) plays with the first item."""
+        items = list(items)
+        extra = list(extra or [])
+        with self.told(line) as said:
+            per = max(said / len(items), least) if said and items else each
+            for item in items:
+                run_time = min(per * 0.8, play)
+                draw(item, run_time, extra)
+                extra = []
+                self.hold(per - run_time)
+            if extra:  # nothing to draw: the caption still changes
+                self.show(extra, 0.3)
 
 
 class StepChart(VGroup):

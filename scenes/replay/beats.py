@@ -122,7 +122,6 @@ def cleanup_idle(r: Replay, spec: BeatSpec) -> None:
     beat, ev, _ = _applied(r, spec)
     r.say(beat, f"step {ev['step']}, cleanup: free the pages of finished requests",
           "nothing has finished yet: no page to free")
-    r.speak("Each step first frees the pages of finished requests. None yet.", once="cleanup")
     # _cleanup has returned by the event after this beat's (the next phase).
     nxt = spec.events[-1] + 1
     if nxt < len(r.events):
@@ -165,7 +164,8 @@ def admit(r: Replay, spec: BeatSpec) -> None:
     hit_words = f"; prefix hit: pages {hits} are shared" if hits else ""
     r.say(beat, f"{ev['task']}: pages_for({n}) = ceil({n} / {ps}) = {total} pages{hit_words}",
           f"to allocate: {ev['needed']} of {ev['available']} available")
-    r.speak(_admit_words(ev, ps))
+    if spec.first or hits:
+        r.speak(_admit_words(ev, ps))
     r.show_code(spec, "pages_for", spec.main, where=("returned",))
     r.play(beat, *r.timing(spec))
 
@@ -396,8 +396,6 @@ def write(r: Replay, spec: BeatSpec) -> None:
         r.say(beat, f"CacheView(cache, page_table={ev['page_table']}{total})",
               "one view per forward: the batch's page tables and length, shared by every layer")
         r.show_code(spec, "CacheView.__init__", spec.main, where=("returned",))
-        r.speak("The model reaches the cache through a view: each request's page table, "
-                "and how long it is.")
         r.play(beat, *r.scaled(0.7, 1.8))
         rest = [i for i in spec.events if i >= spec.main]
     else:
@@ -420,8 +418,6 @@ def write(r: Replay, spec: BeatSpec) -> None:
         n = sum(row["n"] for row in rows)
         r.speak(f"Prefill writes the keys and values of all {n} prompt tokens into "
                 f"{names}'s pages, in order, filling the last one only part way.")
-    else:
-        r.speak(f"{names}'s prompt is written the same way.")
     r.show_code(spec, "CacheView.write", spec.main)
     r.play(beat, *r.timing(spec))
 
