@@ -25,7 +25,11 @@ from scenes import theme
 from scenes.kit.board import Board
 from scenes.kit.endcard import figure_rows, token_rows
 from scenes.kit.story_replay import StoryReplay
+from scenes.replay import KINDS
 from scenes.story import StoryScene
+
+# The replay's beat kinds pass silently here: the scene speaks its own story, one line a beat.
+QUIET = frozenset(KINDS)
 
 
 class SamplingStory:
@@ -80,15 +84,39 @@ class ParallelSamplingScene(StoryScene):
                "copies the shared half-filled page only when it writes into it, and each ends "
                "token for token like an independent request.")
 
-    def story(self) -> None:
+    def _replay(self, key_beats) -> tuple[SamplingStory, StoryReplay]:
+        """The facts of the run and the replay the scene steers."""
         trace = self.trace_of()
         self.comparison = sampling_compare.compare(trace=trace)
         st = self.facts = SamplingStory(trace)
         self.slot_copies: list[tuple[int, int, Board, list]] = []  # (source, page, board, cells)
-        keep = self._key_beats(st)
-        rp = self.replay = StoryReplay.steered(self, trace, keep)
+        rp = self.replay = StoryReplay.steered(self, trace, key_beats(st))
+        rp.quiet = set(QUIET)
+        return st, rp
+
+    def teaser_story(self) -> None:
+        """The teaser's one shot: the first copy, slot by slot, with one line that says the
+        whole trade in the two runs' numbers; every other beat is fast-forwarded, silent."""
+        st, rp = self._replay(lambda st: set())
         self.chapter("One prompt, three samples")
-        self._intro(rp)
+        if st.copies:
+            rp.hook_instead(st.copies[0], lambda r, spec: self._copy_beat(
+                r, spec, line=self.teaser_line()))
+        rp.run()
+
+    def teaser_line(self) -> str:
+        c = self.comparison
+        n = len(c.samples)
+        same = "the same tokens" if c.outputs_equal else "other tokens"
+        return (f"{n} samples of one prompt share its pages. A page is copied only when a sample "
+                f"writes into it: {c.pages_allocated} pages instead of "
+                f"{c.independent_pages_allocated}, and {same}.")
+
+    def story(self) -> None:
+        st, rp = self._replay(self._key_beats)
+        self.chapter("One prompt, three samples")
+        with self.voiced(self._intro_line()):  # the question, said while the pool is built
+            rp.construct_cache()
         if st.forks:  # the share kind's own words are a prefix hit's: these say a fork's
             rp.hook_instead(st.shares[st.forks[0]][0], self._fork_beat)
             rp.hook_instead(st.shares[st.forks[-1]][-1], self._shared_beat)
@@ -101,7 +129,7 @@ class ParallelSamplingScene(StoryScene):
             rp.hook_before(st.first_decode, self._keep_beat)
         if st.decode_tokens is not None and not self.teaser:
             rp.hook_after(st.decode_tokens, self._diverge_beat)
-        rp.run()
+        rp.run(construct=False)
         self.chapter("Two real runs")
         self._end_card(rp)
 
@@ -117,19 +145,15 @@ class ParallelSamplingScene(StoryScene):
 
     # ---- the scene's own beats ------------------------------------------------------------
 
-    def _intro(self, rp: StoryReplay) -> None:
+    def _intro_line(self) -> str:
         st = self.facts
         if st.arrive is None:
-            rp.tell("no request of this workload asks for more than one sample", hold=1.5)
-            return
+            return "No request of this workload asks for more than one sample."
         a = st.events[st.arrive]
-        n = len(st.samples)
         full, rest = divmod(a["prompt_len"], st.ps)
-        rp.tell(f"request {a['task']} asks for n = {n} samples of one {a['prompt_len']}-token "
-                f"prompt", f"pages of {st.ps} slots: {full} full page(s) and {rest} slots of "
-                "one more", run_time=0.5, hold=self.pick(1.5, 1.8),
-                line=f"One request, {n} samples of the same {a['prompt_len']}-token prompt. "
-                     "Do they need three copies of its keys and values?")
+        return (f"One request asks for {len(st.samples)} samples of the same "
+                f"{a['prompt_len']}-token prompt: {full} full pages of {st.ps}, and {rest} "
+                "tokens in one more. Do the samples need a copy of it each?")
 
     def _fork_beat(self, rp: StoryReplay, spec) -> None:
         st = self.facts
@@ -196,7 +220,7 @@ class ParallelSamplingScene(StoryScene):
                 code=(rp.line_of(i, "Scheduler._copy_on_write", "fresh = cache.alloc_n(1)"), i),
                 line=line)
 
-    def _copy_beat(self, rp: StoryReplay, spec) -> None:
+    def _copy_beat(self, rp: StoryReplay, spec, line: str | None = None) -> None:
         st = self.facts
         i = next(k for k in spec.events if st.events[k]["kind"] == "copy")
         c = st.events[i]
@@ -219,10 +243,11 @@ class ParallelSamplingScene(StoryScene):
             rp.transient += cells  # they leave with the board
 
         first = i == st.copies[0]
-        line = (f"It copies the {c['slots']} filled slots of page {c['source']} into page "
-                f"{c['page']}, keys and values of every layer, points its table there, and "
-                f"lets go of page {c['source']}." if first else
-                f"{c['task']} copies the same {c['slots']} slots into page {c['page']}.")
+        line = line or (
+            f"It copies the {c['slots']} filled slots of page {c['source']} into page "
+            f"{c['page']}, keys and values of every layer, points its table there, and lets go "
+            f"of page {c['source']}." if first else
+            f"{c['task']} copies the same {c['slots']} slots into page {c['page']}.")
         rp.tell(f"{c['task']}: slots 0-{c['slots'] - 1} of page {c['source']} copied to page "
                 f"{c['page']}", f"{c['task']}[{c['logical']}] = {c['page']}; refs[{c['source']}] "
                 f"{c['refs']} -> {left}", build=build, events=spec.events,

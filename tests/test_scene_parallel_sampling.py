@@ -111,3 +111,23 @@ def test_end_card_equals_two_live_runs(trace, scene):
         assert [int(x) for x in texts[at + 1].split()[3:]] == group[name] == trace.outputs[name]
         assert [int(x) for x in texts[at + 2].split()[1:]] == alone[name]
     assert group == alone and len({tuple(v) for v in group.values()}) == 3
+
+
+def test_the_story_is_spoken_by_the_scene_and_the_beat_kinds_pass_silently(scene):
+    said = [line.text for _, line in scene.lines]
+    assert said[0].startswith("One request asks for 3 samples of the same 40-token prompt")
+    assert any("copies the 8 filled slots of page 2 into page 3" in s for s in said)
+    assert not any("prefix hit" in s or "starts with the same tokens" in s for s in said)
+
+
+def test_teaser_is_one_spoken_shot_of_the_copy(trace, tmp_path_factory):
+    from scene_checks import check_teaser
+
+    teaser = check_teaser(ParallelSamplingScene, trace, tmp_path_factory.mktemp("teaser"),
+                          boards=("copy",))
+    said = [line.text for _, line in teaser.lines]
+    c = teaser.comparison
+    assert said == [f"3 samples of one prompt share its pages. A page is copied only when a "
+                    f"sample writes into it: {c.pages_allocated} pages instead of "
+                    f"{c.independent_pages_allocated}, and the same tokens."]
+    assert [b["name"] for b in teaser.replay.boards] == ["copy"]
