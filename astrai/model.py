@@ -364,7 +364,12 @@ def next_tokens(
         raise ValueError(f"temperature must be a finite number >= 0, got {temperature}")
     if temperature == 0.0:
         return logits_last.argmax(dim=-1)
-    probs = torch.softmax(logits_last.float() / temperature, dim=-1)
+    # Shifted so the largest logit is exactly 0, and divided by a temperature no smaller than
+    # float32's tiniest normal: 0 / T stays 0 and the rest go to -inf at worst, so softmax is
+    # finite (one-hot on the argmax) for every finite T > 0 instead of NaN from inf - inf.
+    logits = logits_last.float()
+    shifted = logits - logits.amax(dim=-1, keepdim=True)
+    probs = torch.softmax(shifted / max(temperature, torch.finfo(torch.float32).tiny), dim=-1)
     race = torch.empty_like(probs).exponential_(1.0, generator=generator)
     # An exact 0 from exponential_ would make 0/0 = NaN win the argmax for a zero-probability
     # token; clamping keeps p / E finite (p <= 1) and zero for p == 0.
