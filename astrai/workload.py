@@ -410,8 +410,10 @@ class Arrivals:
         return ready
 
 
-def run_workload(wl: Workload, scheduler: Scheduler, max_steps: int = MAX_STEPS) -> dict:
-    """Drive a built scheduler through the workload until every request is done."""
+def run_workload(wl: Workload, scheduler: Scheduler, max_steps: int = MAX_STEPS,
+                 progress=None) -> dict:
+    """Drive a built scheduler through the workload until every request is done (at most
+    max_steps steps); progress(scheduler), if given, is called after every step."""
     arrivals = Arrivals(wl)
     while arrivals.pending or not scheduler.idle:
         for req in arrivals.due(scheduler):
@@ -419,6 +421,8 @@ def run_workload(wl: Workload, scheduler: Scheduler, max_steps: int = MAX_STEPS)
         if scheduler.step_count >= max_steps:
             raise WorkloadError(f"workload {wl.name!r} not done after {max_steps} steps")
         scheduler.step()
+        if progress is not None:
+            progress(scheduler)
     return {name: task.output for name, task in scheduler.tasks.items()}
 
 

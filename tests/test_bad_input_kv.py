@@ -194,7 +194,7 @@ def test_any_positions_write_inside_the_table_or_nothing(starts, lengths):
         assert torch.equal(cache._k_store, before)
         assert any(s < 0 or (n and s + n > 2 * PS) for s, n in zip(starts, lengths))
         return
-    for b, (s, n) in enumerate(zip(starts, lengths)):
+    for s, n in zip(starts, lengths):
         assert s >= 0 and (n == 0 or s + n <= 2 * PS)
     assert torch.equal(cache._k_store[:, 3:6], before[:, 3:6])  # pages in no table: untouched
 
