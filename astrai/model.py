@@ -68,6 +68,8 @@ class ModelConfig:
             raise ValueError(f"ModelConfig.rope_theta must be a positive number, got {theta!r}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int):
             raise TypeError(f"ModelConfig.seed must be an int, got {self.seed!r}")
+        if not -2**63 <= self.seed < 2**64:  # what torch's generator takes
+            raise ValueError(f"ModelConfig.seed must fit in 64 bits, got {str(self.seed)[:40]}")
         eps = self.norm_eps
         if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not 0 < eps < 1:
             raise ValueError(f"ModelConfig.norm_eps must be a number in (0, 1), got {eps!r}")

@@ -348,8 +348,8 @@ def check_settings(max_batch, prefix_caching, temperature, seed) -> None:
     if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) \
             or not math.isfinite(temperature) or temperature < 0:
         raise BadSetting(f"temperature must be a finite number >= 0, got {temperature!r}")
-    if not _is_int(seed) or seed < 0:
-        raise BadSetting(f"seed must be an int >= 0, got {seed!r}")
+    if not _is_int(seed) or not 0 <= seed < 2**64:
+        raise BadSetting(f"seed must be an int in 0..2**64-1, got {str(seed)[:40]!r}")
 
 
 def check_task(task) -> None:

@@ -137,6 +137,8 @@ def load_trace(path: str | Path) -> Trace:
         raise TraceFormatError(f"{path}: not JSON: {e}") from None
     except RecursionError:
         raise TraceFormatError(f"{path}: nested too deeply to be a trace") from None
+    except ValueError as e:  # an integer of thousands of digits
+        raise TraceFormatError(f"{path}: not a trace: {e}") from None
     return Trace.from_json(data, str(path))
 
 
