@@ -315,3 +315,21 @@ def test_the_checkpoint_cli_exits_2_in_one_line(tmp_path):
                          env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])})
     assert out.returncode == 2 and out.stdout == ""
     assert out.stderr.startswith("error: ") and out.stderr.count("\n") == 1
+
+
+def test_a_long_recording_shows_its_progress_on_a_terminal(capsys):
+    from types import SimpleNamespace
+
+    from astrai.inference.scheduler import Status
+
+    progress = cli._Progress()
+    progress.tty, progress.start, progress.last = True, 0.0, 0.0  # long past the first seconds
+    tasks = {"a": SimpleNamespace(status=Status.DONE), "b": SimpleNamespace(status=Status.RUNNING)}
+    progress(SimpleNamespace(step_count=41, tasks=tasks))
+    cli._progress_done()
+    err = capsys.readouterr().err
+    assert "recording: step 41, 1 of 2 requests done" in err and err.endswith("\r\x1b[K")
+    quiet = cli._Progress()
+    quiet.tty = False  # piped or captured: nothing is written
+    quiet(SimpleNamespace(step_count=1, tasks=tasks))
+    assert capsys.readouterr().err == ""
