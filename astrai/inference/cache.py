@@ -541,14 +541,16 @@ class PagedCache:
         ) and (seen[3] is None or torch.equal(seen[3], page_table)):
             return  # a host table is compared too: an edit through numpy bumps no version
         rows = page_table.tolist()  # the one host read (a sync on CUDA)
-        ids = set()
-        for b, row in enumerate(rows):
-            held = [p for p in row if p != -1]
-            if len(set(held)) != len(held):
-                twice = next(p for p in held if held.count(p) > 1)
-                raise BadPageTable(f"page_table row {b} names page {twice} twice: one page "
-                                   "would hold two positions' K/V")
-            ids.update(held)
+        flat = [p for row in rows for p in row]
+        ids = set(flat)
+        ids.discard(-1)
+        if len(ids) != len(flat) - flat.count(-1):  # a page named twice: shared, or a bug
+            for b, row in enumerate(rows):
+                held = [p for p in row if p != -1]
+                if len(set(held)) != len(held):
+                    twice = next(p for p in held if held.count(p) > 1)
+                    raise BadPageTable(f"page_table row {b} names page {twice} twice: one "
+                                       "page would hold two positions' K/V")
         self.require_held(ids, "page_table")
         self._remember(page_table)
 
@@ -628,8 +630,9 @@ class PagedCache:
     ) -> torch.Tensor:
         """Flat storage slot of token t of row b: page * page_size + offset, shape [B * n_tokens].
 
-        Token t sits at position start_pos[b] + t. Tokens with t >= lengths[b], at a -1 entry
-        or past the table go to the null page. Computed once per step and shared by all layers.
+        Token t sits at position start_pos[b] + t. Tokens with t >= lengths[b] (padding, which
+        may run past the table) or at a -1 entry go to the null page; a real token past the
+        table is refused. Computed once per step and shared by all layers.
         """
         self._check_table(page_table)
         ps, batch, max_pages = self.page_size, page_table.shape[0], page_table.shape[1]
