@@ -273,3 +273,33 @@ def test_a_scheduler_at_1e_300_runs_greedy():
 
     assert run(1e-300) == run(0.0)
     assert math.isfinite(1e-300)
+
+
+@pytest.mark.parametrize("fail_at", [2, 3, 5, 8, 13])
+def test_a_failed_step_leaves_the_kv_of_every_held_or_cached_page_as_it_was(fail_at):
+    """On a pool tight enough to preempt and evict: whatever forward fails after writing, the
+    K/V every holder had written (positions below its length) and every cached prefix page
+    are back, bit for bit. (Slots past a holder's length may hold the failed step's K/V: the
+    next write there comes first.)"""
+    from test_bad_input_scheduler import Flaky, requests, scheduler
+
+    sched = scheduler(Flaky({fail_at}, "after"))
+    pending, failures = list(requests()), 0
+    while pending or not sched.idle:
+        for req in [r for r in pending if int(r[0][1:]) <= sched.step_count]:
+            pending.remove(req)
+            sched.submit(Task(req[0], list(req[1]), req[2]))
+        cache = sched.cache
+        ps = cache.page_size
+        kept = [(p, s) for p in cache.cached_pages for s in range(ps)] + [
+            (t.page_table[pos // ps], pos % ps) for t in sched.running for pos in range(t.length)]
+        pages = torch.tensor([p for p, _ in kept], dtype=torch.long)
+        slots = torch.tensor([s for _, s in kept], dtype=torch.long)
+        before = (cache.k_cache[:, pages, slots].clone(), cache.v_cache[:, pages, slots].clone())
+        try:
+            sched.step()
+        except RuntimeError:
+            failures += 1
+            assert torch.equal(cache.k_cache[:, pages, slots], before[0])
+            assert torch.equal(cache.v_cache[:, pages, slots], before[1])
+    assert failures == 1
