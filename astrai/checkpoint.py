@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +32,7 @@ from astrai.errors import (
     CheckpointTooLarge,
     UnsupportedCheckpoint,
 )
+from astrai.files import read_text, require_file
 from astrai.memory import available_bytes
 from astrai.model import ModelConfig, TinyModel
 
@@ -63,15 +65,13 @@ class CheckpointInfo:
 
 
 def _read_json(path: Path) -> dict:
+    # A regular file only, read with a cap: a FIFO would block, /dev/zero never ends.
+    text = read_text(path, CheckpointError, MAX_JSON_BYTES)
     try:
-        size = path.stat().st_size
-    except OSError as e:
-        raise CheckpointError(f"{path}: cannot read: {e.strerror}") from None
-    if size > MAX_JSON_BYTES:
-        raise CheckpointError(f"{path}: {size} bytes, more than the {MAX_JSON_BYTES} allowed")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        data = json.loads(text)
+    except RecursionError:
+        raise CheckpointError(f"{path}: nested too deeply to be a config") from None
+    except ValueError as e:  # not JSON, or an integer of thousands of digits
         raise CheckpointError(f"{path}: not JSON: {e}") from None
     if not isinstance(data, dict):
         raise CheckpointError(f"{path}: must hold a JSON object")
@@ -204,7 +204,7 @@ def _targets(model: TinyModel) -> dict[str, torch.Tensor]:
 def _weight_files(path: Path) -> dict[str, str]:
     """Tensor name -> file, from the index (sharded) or model.safetensors (one file)."""
     index = path / "model.safetensors.index.json"
-    if index.is_file():
+    if os.path.lexists(index):  # whatever is there is read as a file or refused, never skipped
         weight_map = _read_json(index).get("weight_map")
         if not isinstance(weight_map, dict) or not weight_map:
             raise CheckpointError(f"{index}: weight_map must be a non-empty object")
@@ -216,7 +216,7 @@ def _weight_files(path: Path) -> dict[str, str]:
                                       ".safetensors file in this directory")
         return dict(weight_map)
     single = path / "model.safetensors"
-    if not single.is_file():
+    if not os.path.lexists(single):
         other = "pickled .bin weights are not read; " if any(path.glob("*.bin")) else ""
         raise CheckpointError(f"{path}: no model.safetensors or model.safetensors.index.json "
                               f"({other}only safetensors are loaded)")
@@ -229,6 +229,7 @@ def _safe_open(file: Path, device: str = "cpu"):
     except ImportError:
         raise CheckpointError("loading a checkpoint needs the 'safetensors' package "
                               "(pip install safetensors)") from None
+    require_file(file, CheckpointError)  # a FIFO or device is never opened
     try:
         return safe_open(str(file), framework="pt", device=device)
     except FileNotFoundError:
@@ -245,8 +246,12 @@ def _file_keys(file: Path) -> list[str]:
 def read_config(path: str | Path) -> CheckpointInfo:
     """The checkpoint's geometry and tensor map, checked; reads no tensor data."""
     path = Path(path)
-    if not path.is_dir():
-        raise CheckpointError(f"checkpoint {path} is not a directory")
+    try:
+        is_dir = path.is_dir()
+    except (OSError, ValueError):  # ValueError: a NUL byte in the path
+        is_dir = False
+    if not is_dir:
+        raise CheckpointError(f"checkpoint {_shown(path)} is not a directory")
     config, dtype = _config(path, _read_json(path / "config.json"))
     files = _weight_files(path)
     expected = tensor_names(config)
@@ -260,6 +265,10 @@ def read_config(path: str | Path) -> CheckpointInfo:
     if missing:
         raise CheckpointTensorError(f"{path}: tensor {missing[0]!r} is missing")
     return CheckpointInfo(path, config, dtype, files)
+
+
+def _shown(path) -> str:
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(path))
 
 
 def model_bytes(config: ModelConfig, dtype: torch.dtype) -> int:
@@ -398,8 +407,13 @@ if __name__ == "__main__":
     from astrai.errors import AstraiError
 
     if len(sys.argv) != 2:
-        sys.exit("usage: python -m astrai.checkpoint CHECKPOINT_DIR")
+        print("usage: python -m astrai.checkpoint CHECKPOINT_DIR", file=sys.stderr)
+        sys.exit(2)
     try:
         print("\n".join(describe(sys.argv[1])))
     except AstraiError as e:
-        sys.exit(f"error: {e}")
+        print(f"error: {_shown(' '.join(str(e).split()))}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        sys.exit(130)

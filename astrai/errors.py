@@ -31,6 +31,23 @@ class BadTensor(CacheError, ValueError):
     dtype and device."""
 
 
+class BadCount(CacheError, TypeError, ValueError):
+    """A count (pages, tokens) that is not a non-negative int: a bool, a float, below 0."""
+
+
+class LayerOutOfRange(CacheError, IndexError):
+    """A layer id that is not an int in 0..n_layers-1 (-1 would silently name the last)."""
+
+
+class StaleView(PageNotAllocated):
+    """A CacheView used after a page was released since it was bound: its pages may belong
+    to another owner now, so it neither reads nor writes; bind again."""
+
+
+class CacheTooLarge(CacheError, ValueError):
+    """A cache whose K/V would not fit in the device's memory, refused before allocating."""
+
+
 class PrefixConflict(CacheError):
     """record_prefix() asked to record a page already holding other tokens."""
 

@@ -14,21 +14,30 @@ from pathlib import Path
 MAX_FILE_BYTES = 256 * 1024 * 1024  # the largest workload or trace file read
 
 
-def read_text(path: str | Path, error: type[Exception], max_bytes: int = MAX_FILE_BYTES) -> str:
-    """The UTF-8 text of a regular file of at most max_bytes; else `error` saying what is wrong."""
+def require_file(path: str | Path, error: type[Exception],
+                 max_bytes: int | None = None) -> os.stat_result:
+    """`error` unless path is a regular file (of at most max_bytes): never a directory, FIFO
+    (reading one blocks forever) or device (/dev/zero never ends)."""
     path = Path(path)
     try:
         st = os.stat(path)
     except FileNotFoundError:
         raise error(f"{path}: does not exist") from None
-    except OSError as e:
-        raise error(f"{path}: cannot be read ({e.strerror or e})") from None
+    except (OSError, ValueError) as e:  # ValueError: a NUL byte in the path
+        raise error(f"{path}: cannot be read ({getattr(e, 'strerror', None) or e})") from None
     if stat.S_ISDIR(st.st_mode):
         raise error(f"{path}: is a directory, not a file")
     if not stat.S_ISREG(st.st_mode):
         raise error(f"{path}: is not a regular file (a FIFO, socket or device)")
-    if st.st_size > max_bytes:
+    if max_bytes is not None and st.st_size > max_bytes:
         raise error(f"{path}: {st.st_size} bytes, more than the {max_bytes} this reads")
+    return st
+
+
+def read_text(path: str | Path, error: type[Exception], max_bytes: int = MAX_FILE_BYTES) -> str:
+    """The UTF-8 text of a regular file of at most max_bytes; else `error` saying what is wrong."""
+    path = Path(path)
+    require_file(path, error, max_bytes)
     try:
         # O_NONBLOCK: if the path was swapped for a FIFO since the stat, open does not block.
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
@@ -49,10 +58,12 @@ def read_text(path: str | Path, error: type[Exception], max_bytes: int = MAX_FIL
 
 
 class Output:
-    """A file to write at the end of a run, checked and opened before the run starts.
+    """A file to write at the end of a run, checked before the run starts.
 
-    The text goes to a temporary file beside the target and replaces it only once written
-    whole, so a failed write (a full device) leaves no half file behind."""
+    The text goes to a temporary file beside the target, made only when the run is done, and
+    replaces the target once written whole, so a failed write (a full device) leaves no half
+    file behind, and a run killed outright (kill -9) leaves no temporary file. The file gets
+    the usual mode: the target's own if it exists, else 0666 less the umask."""
 
     def __init__(self, path: str | Path, error: type[Exception]):
         self.path, self.error = Path(path), error
@@ -66,20 +77,44 @@ class Output:
         parent = self.path.parent
         if not parent.is_dir():
             raise error(f"{self.path}: directory {parent} does not exist")
-        try:
-            fd, tmp = tempfile.mkstemp(dir=parent, prefix=f".{self.path.name}.", suffix=".tmp")
+        self.tmp: Path | None = None
+        try:  # can a file be made there? made and removed at once: nothing waits on disk
+            fd, probe = tempfile.mkstemp(dir=parent, prefix=f".{self.path.name}.",
+                                         suffix=".tmp")
+            os.close(fd)
+            os.unlink(probe)
         except OSError as e:
             raise error(f"{self.path}: cannot write there ({e.strerror or e})") from None
-        os.close(fd)
-        self.tmp = Path(tmp)
 
     def write(self, text: str) -> None:
         try:
+            fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.",
+                                       suffix=".tmp")
+            self.tmp = Path(tmp)
+            os.fchmod(fd, _mode_for(self.path))
+            os.close(fd)
             self.tmp.write_text(text, encoding="utf-8")
             os.replace(self.tmp, self.path)
+            self.tmp = None
         except OSError as e:
             self.discard()
             raise self.error(f"{self.path}: writing failed ({e.strerror or e})") from None
+        except BaseException:  # Ctrl-C mid-write: no temporary file stays behind
+            self.discard()
+            raise
 
     def discard(self) -> None:
-        self.tmp.unlink(missing_ok=True)
+        if self.tmp is not None:
+            self.tmp.unlink(missing_ok=True)
+            self.tmp = None
+
+
+def _mode_for(path: Path) -> int:
+    """An existing file keeps its mode; a new one gets 0666 less the umask (mkstemp's 0600
+    would make every output private)."""
+    try:
+        return stat.S_IMODE(os.stat(path).st_mode)
+    except OSError:
+        mask = os.umask(0)
+        os.umask(mask)
+        return 0o666 & ~mask

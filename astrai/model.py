@@ -68,6 +68,8 @@ class ModelConfig:
             raise ValueError(f"ModelConfig.rope_theta must be a positive number, got {theta!r}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int):
             raise TypeError(f"ModelConfig.seed must be an int, got {self.seed!r}")
+        if not -2**63 <= self.seed < 2**64:  # what torch's generator takes
+            raise ValueError(f"ModelConfig.seed must fit in 64 bits, got {str(self.seed)[:40]}")
         eps = self.norm_eps
         if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not 0 < eps < 1:
             raise ValueError(f"ModelConfig.norm_eps must be a number in (0, 1), got {eps!r}")
@@ -364,7 +366,12 @@ def next_tokens(
         raise ValueError(f"temperature must be a finite number >= 0, got {temperature}")
     if temperature == 0.0:
         return logits_last.argmax(dim=-1)
-    probs = torch.softmax(logits_last.float() / temperature, dim=-1)
+    # Shifted so the largest logit is exactly 0, and divided by a temperature no smaller than
+    # float32's tiniest normal: 0 / T stays 0 and the rest go to -inf at worst, so softmax is
+    # finite (one-hot on the argmax) for every finite T > 0 instead of NaN from inf - inf.
+    logits = logits_last.float()
+    shifted = logits - logits.amax(dim=-1, keepdim=True)
+    probs = torch.softmax(shifted / max(temperature, torch.finfo(torch.float32).tiny), dim=-1)
     race = torch.empty_like(probs).exponential_(1.0, generator=generator)
     # An exact 0 from exponential_ would make 0/0 = NaN win the argmax for a zero-probability
     # token; clamping keeps p / E finite (p <= 1) and zero for p == 0.

@@ -9,9 +9,11 @@ grows, for the trace recorder.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from astrai.errors import TokenizerError
+from astrai.files import read_text
 
 __all__ = ["ByteTokenizer", "FileTokenizer", "TextLog", "load_tokenizer", "shorten"]
 
@@ -49,15 +51,8 @@ class FileTokenizer:
 
     def __init__(self, path: str | Path):
         path = Path(path)
-        try:
-            size = path.stat().st_size
-        except OSError as e:
-            raise TokenizerError(f"{path}: cannot read: {e.strerror}") from None
-        if size > MAX_TOKENIZER_BYTES:
-            raise TokenizerError(
-                f"{path}: {size} bytes, more than the {MAX_TOKENIZER_BYTES} a tokenizer.json "
-                "may have"
-            )
+        # A regular file only, read with a cap (a FIFO would block, a device never end).
+        text = read_text(path, TokenizerError, MAX_TOKENIZER_BYTES)
         try:
             from tokenizers import Tokenizer
         except ImportError:
@@ -65,7 +60,7 @@ class FileTokenizer:
                 f"{path} needs the 'tokenizers' package (pip install tokenizers)"
             ) from None
         try:
-            self._tok = Tokenizer.from_str(path.read_text(encoding="utf-8"))
+            self._tok = Tokenizer.from_str(text)
         except Exception as e:  # the library raises a bare Exception for a malformed file
             raise TokenizerError(f"{path}: not a tokenizer.json the tokenizers library reads: "
                                  f"{e}") from None
@@ -85,7 +80,8 @@ def load_tokenizer(checkpoint: str | Path | None):
     if checkpoint is None:
         return ByteTokenizer()
     path = Path(checkpoint) / "tokenizer.json"
-    return FileTokenizer(path) if path.is_file() else None
+    # Anything there (a FIFO, a directory) is read or refused by FileTokenizer, never skipped.
+    return FileTokenizer(path) if os.path.lexists(path) else None
 
 
 def shorten(text: str, n: int) -> str:

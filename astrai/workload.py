@@ -22,7 +22,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import random
+import re
 import tomllib
 from dataclasses import dataclass, field
 from importlib import resources
@@ -44,9 +46,14 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float64": torch
 
 # Limits checked before anything is generated or allocated (each error names its field).
 MAX_STEPS = 100_000  # run_workload's default: a request arriving later could never run
-MAX_REQUESTS = 100_000
-MAX_NAME = 200  # characters in a request name
+MAX_REQUESTS = 1_000
+MAX_PROMPT_TOKENS = 32_768  # per request, prefix included
+MAX_NEW_TOKENS = 8_192  # per request
+MAX_NAME = 200  # characters in a workload or request name
+MAX_SEED = 2**64 - 1  # torch's generators take 64 bits
 MAX_MEMORY_SHARE = 0.5  # of the memory available now, the most a workload may ask for
+# A shipped workload's name; anything else is a path (a name never walks into a folder).
+_SHIPPED_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
 @dataclass(frozen=True)
@@ -128,15 +135,17 @@ def load_workload(name_or_path: str | Path) -> Workload:
     """A shipped workload by name (see workload_names()) or a TOML file by path."""
     if isinstance(name_or_path, str) and not name_or_path.strip():
         raise WorkloadError("no workload named: give a name or a .toml path")
+    if "\0" in str(name_or_path):
+        raise WorkloadError(f"no workload {str(name_or_path)!r}: a path holds no NUL byte")
     path = Path(name_or_path)
-    if path.suffix != ".toml" and not path.exists():
-        shipped = resources.files("astrai.workloads") / f"{name_or_path}.toml"
-        if not shipped.is_file():
+    if path.suffix != ".toml" and not os.path.lexists(path):
+        name = str(name_or_path)
+        if not _SHIPPED_NAME.fullmatch(name) or name not in workload_names():
             raise WorkloadError(
-                f"no workload {str(name_or_path)!r}: not a file, and not one of "
+                f"no workload {name!r}: not a file, and not one of "
                 f"{', '.join(workload_names())}"
             )
-        return parse_workload(tomllib.loads(shipped.read_text()), f"{name_or_path}.toml")
+        path = Path(str(resources.files("astrai.workloads") / f"{name}.toml"))
     text = read_text(path, WorkloadError)
     try:
         data = tomllib.loads(text)
@@ -144,7 +153,9 @@ def load_workload(name_or_path: str | Path) -> Workload:
         raise WorkloadError(f"{path}: not valid TOML: {e}") from None
     except RecursionError:
         raise WorkloadError(f"{path}: nested too deeply to be a workload") from None
-    _resolve_checkpoint(data, path.parent)
+    except ValueError as e:  # an integer of thousands of digits
+        raise WorkloadError(f"{path}: not a workload: {e}") from None
+    _resolve_checkpoint(data, path.parent, path.name)
     return parse_workload(data, path.name)
 
 
@@ -188,6 +199,9 @@ def parse_workload(data: dict[str, Any], source: str = "workload") -> Workload:
         {"name", "description", "cache", "model", "scheduler", "prefixes", "request"},
     )
     name = top.get("name", str, source.removesuffix(".toml"), "a string")
+    if not name or not name.isprintable() or len(name) > MAX_NAME:
+        raise top.err("name", f"must be a printable name (no newline or control character) "
+                              f"of at most {MAX_NAME} characters")
     description = top.get("description", str, "", "a string")
 
     cache = _Fields(source, "cache", data.get("cache", {}),
@@ -209,6 +223,10 @@ def parse_workload(data: dict[str, Any], source: str = "workload") -> Workload:
         if not isinstance(value, kind) or isinstance(value, bool) != (kind is bool):
             if not (kind is float and isinstance(value, int) and not isinstance(value, bool)):
                 raise mtab.err(key, f"must be {kind.__name__}")
+        if kind is int and not -MAX_SEED <= value <= MAX_SEED:
+            raise mtab.err(key, "must fit in 64 bits")
+        if kind is float and not math.isfinite(float(value)):
+            raise mtab.err(key, "must be finite")
     try:
         model = ModelConfig(**mtab.table)
     except ValueError as e:
@@ -228,6 +246,8 @@ def parse_workload(data: dict[str, Any], source: str = "workload") -> Workload:
     if not math.isfinite(temperature) or temperature < 0:
         raise sched.err("temperature", "must be >= 0 and finite")
     seed = sched.int("seed", 0, low=0)
+    if seed > MAX_SEED:
+        raise sched.err("seed", "must fit in 64 bits (at most 2**64 - 1)")
 
     raw_prefixes = data.get("prefixes", {})
     ptab = _Fields(source, "prefixes", raw_prefixes,
@@ -291,7 +311,15 @@ def parse_workload(data: dict[str, Any], source: str = "workload") -> Workload:
             if prompt_len + max_new - 1 > capacity:
                 raise r.err("prompt_len", f"with max_new_tokens {max_new} could never fit the "
                                           f"pool's {capacity} slots (n_pages x page_size)")
+            if prompt_len > MAX_PROMPT_TOKENS:  # before any token is drawn
+                raise r.err("prompt_len", f"must be at most {MAX_PROMPT_TOKENS}")
             prompt = head + _tokens(seed, f"request:{rname}", prompt_len - len(head), model)
+        if max_new > MAX_NEW_TOKENS:
+            raise r.err("max_new_tokens", f"must be at most {MAX_NEW_TOKENS}")
+        if len(prompt) > MAX_PROMPT_TOKENS:
+            field_ = next(k for k in ("prompt_text", "prompt", "prompt_len") if k in item)
+            raise r.err(field_, f"gives {len(prompt)} prompt tokens; the most is "
+                                f"{MAX_PROMPT_TOKENS}")
         after = r.get("after", (str, type(None)), None, "a request name")
         if after is not None and "arrival" in item:
             raise r.err("after", "cannot be combined with arrival")
@@ -323,6 +351,9 @@ def parse_workload(data: dict[str, Any], source: str = "workload") -> Workload:
             raise WorkloadError(
                 f"{source}: request[{i}].after must name another request, got {req.after!r}"
             )
+    if checkpoint is None:  # with the longest prefill's attention mask and scores too
+        require_memory(n_pages, page_size, model, dtype, "cpu", source,
+                       attention_bytes(model, requests, max_batch))
     wl = Workload(name=name, n_pages=n_pages, page_size=page_size, requests=tuple(requests),
                   model=model, max_batch=max_batch, prefix_caching=prefix_caching,
                   temperature=temperature, seed=seed, dtype=dtype, device=device,
@@ -381,15 +412,30 @@ def estimate_bytes(n_pages: int, page_size: int, model: ModelConfig, dtype: str)
     return 2 * kv + params * (4 + size)
 
 
-def require_memory(n_pages, page_size, model, dtype, device, source="workload") -> None:
+def attention_bytes(model: ModelConfig, requests, max_batch: int) -> int:
+    """Memory one forward's attention takes at its largest: a prefill of max_batch rows as
+    long as the longest request ever gets (prompt plus all but its last output, recomputed
+    after a preemption) against as many keys. The [B, S, T] mask, the mask expanded to the
+    query heads that share a KV head, and float32 scores per query head."""
+    if not requests:
+        return 0
+    longest = max(len(r.prompt) + r.max_new_tokens - 1 for r in requests)
+    rows = min(max_batch, len(requests))
+    n_rep = model.n_heads // model.n_kv_heads
+    return rows * longest * longest * (1 + n_rep + 4 * model.n_heads)
+
+
+def require_memory(n_pages, page_size, model, dtype, device, source="workload",
+                   attention: int = 0) -> None:
     """WorkloadError, before anything is allocated, if the workload would need more than
     MAX_MEMORY_SHARE of the memory available (no check where that is unknown)."""
-    need = estimate_bytes(n_pages, page_size, model, dtype)
+    need = estimate_bytes(n_pages, page_size, model, dtype) + attention
     have = available_bytes(device)
     if have is not None and need > MAX_MEMORY_SHARE * have:
+        with_prompt = " and its longest request's attention" if attention else ""
         raise WorkloadError(
-            f"{source}: cache.n_pages {n_pages} x cache.page_size {page_size} with this [model] "
-            f"in {dtype} needs about {need / 2**20:.0f} MiB; {device} has "
+            f"{source}: cache.n_pages {n_pages} x cache.page_size {page_size} with this [model]"
+            f"{with_prompt} in {dtype} needs about {need / 2**20:.0f} MiB; {device} has "
             f"{have / 2**20:.0f} MiB available (at most {MAX_MEMORY_SHARE:.0%} is used)"
         )
 
@@ -401,7 +447,8 @@ def build(wl: Workload, device: str | None = None):
     if problem:
         raise WorkloadError(f"device {device!r} {problem}")
     if wl.checkpoint is None:  # a checkpoint's loader checks its own weights and the cache
-        require_memory(wl.n_pages, wl.page_size, wl.model, wl.dtype, device, wl.name)
+        require_memory(wl.n_pages, wl.page_size, wl.model, wl.dtype, device, wl.name,
+                       attention_bytes(wl.model, wl.requests, wl.max_batch))
     model = _model(wl, device)
     dtype = model.dtype
     cfg = wl.model
@@ -434,8 +481,10 @@ class Arrivals:
         return ready
 
 
-def run_workload(wl: Workload, scheduler: Scheduler, max_steps: int = MAX_STEPS) -> dict:
-    """Drive a built scheduler through the workload until every request is done."""
+def run_workload(wl: Workload, scheduler: Scheduler, max_steps: int = MAX_STEPS,
+                 progress=None) -> dict:
+    """Drive a built scheduler through the workload until every request is done (at most
+    max_steps steps); progress(scheduler), if given, is called after every step."""
     arrivals = Arrivals(wl)
     while arrivals.pending or not scheduler.idle:
         for req in arrivals.due(scheduler):
@@ -443,18 +492,31 @@ def run_workload(wl: Workload, scheduler: Scheduler, max_steps: int = MAX_STEPS)
         if scheduler.step_count >= max_steps:
             raise WorkloadError(f"workload {wl.name!r} not done after {max_steps} steps")
         scheduler.step()
+        if progress is not None:
+            progress(scheduler)
     return {name: task.output for name, task in scheduler.tasks.items()}
 
 
 # ---- checkpoints and text -------------------------------------------------------------------
 
 
-def _resolve_checkpoint(data: dict, base: Path) -> None:
+def _resolve_checkpoint(data: dict, base: Path, source: str = "workload") -> None:
     """A relative model.checkpoint is relative to the workload file's directory."""
     table = data.get("model")
     if isinstance(table, dict) and isinstance(table.get("checkpoint"), str):
-        path = Path(table["checkpoint"]).expanduser()
+        path = _checkpoint_path(source, table["checkpoint"])
         table["checkpoint"] = str(path if path.is_absolute() else (base / path).resolve())
+
+
+def _checkpoint_path(source: str, text: str) -> Path:
+    """model.checkpoint as a path, `~` expanded; WorkloadError for one no file can have."""
+    if "\0" in text:
+        raise WorkloadError(f"{source}: model.checkpoint holds a NUL byte, got {text!r}")
+    try:
+        return Path(text).expanduser()
+    except RuntimeError:  # ~nosuchuser
+        raise WorkloadError(f"{source}: model.checkpoint names the home of an unknown user, "
+                            f"got {text!r}") from None
 
 
 def _checkpoint_of(source: str, table: Any) -> str | None:
@@ -467,7 +529,7 @@ def _checkpoint_of(source: str, table: Any) -> str | None:
     if others:
         raise WorkloadError(f"{source}: model.{others[0]} cannot be combined with "
                             "model.checkpoint (the geometry comes from its config.json)")
-    return str(Path(path).expanduser().resolve())
+    return str(_checkpoint_path(source, path).resolve())
 
 
 def _without_checkpoint(table: Any) -> Any:
@@ -546,4 +608,5 @@ def _model(wl: Workload, device: str) -> TinyModel:
     if info.config != wl.model:
         raise WorkloadError(f"checkpoint {wl.checkpoint} changed since the workload was read")
     dtype = resolve_dtype(info, torch.device(device), DTYPES.get(wl.dtype))
-    return load_checkpoint(info, device, dtype, reserve=cache_bytes(wl, dtype))
+    reserve = cache_bytes(wl, dtype) + attention_bytes(wl.model, wl.requests, wl.max_batch)
+    return load_checkpoint(info, device, dtype, reserve=reserve)

@@ -2,7 +2,8 @@
 
 The explainer: title card, then for every storyboard scene a chapter card and the scene, then the
 closing card. The teaser: every scene's teaser cut (the first one is the hook and carries the
-title), then the closing card in its teaser cut. Storyboard scenes whose module is not there yet are left out, and said so.
+title), then the closing card in its teaser cut. Storyboard scenes whose module is not there
+yet are left out, and said so.
 """
 
 from __future__ import annotations

@@ -4,7 +4,9 @@ Each part renders into its own media directory (build/<quality>/<name>/), becaus
 partial-movie directory by scene class: two renders of one class at once (the explainer and the
 teaser of a scene, or two chapter cards) would otherwise write the same segment files. A stamp
 beside each output holds the hash of every file the part reads and of its command line; a part
-whose stamp matches is not rendered again. Renders run through one render server
+whose stamp matches, and whose file still probes to the frame count and duration the stamp
+recorded (a part truncated after its stamp was written is caught here, not by the join), is not
+rendered again; an unreadable stamp or part is rendered again. Renders run through one render server
 (promo/zygote.py) that forks a warm child per part, each running manim's own command line.
 """
 
@@ -79,8 +81,18 @@ class Job:
             [str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])}
 
     def up_to_date(self) -> bool:
-        return (self.mp4.exists() and self.stamp.exists()
-                and json.loads(self.stamp.read_text()).get("digest") == self.key)
+        """The stamp names this render and the file is still the one it describes: anything
+        unreadable (an empty or malformed stamp, a truncated or damaged part) means no."""
+        try:
+            stamp = _read_stamp(self.stamp)
+            if stamp is None or stamp.get("digest") != self.key:
+                return False
+            from promo.join import probe  # PyAV only when there is a part to check
+
+            got = probe(self.mp4)
+        except Exception:  # noqa: BLE001 - whatever fails to read is rendered again
+            return False
+        return stamp.get("frames") == got.frames and stamp.get("duration") == str(got.duration)
 
     def start(self) -> None:
         for old in (self.mp4, self.srt, self.stamp, self.profile):  # never keep a stale one
@@ -93,7 +105,11 @@ class Job:
                 if self.log.exists() else ""
             raise RenderError(f"render of {self.part.name} ({self.part.file} {self.part.cls}) "
                               f"failed (exit {rc}); log {self.log}:\n{tail}")
-        self.stamp.write_text(json.dumps({"digest": self.key, "wall": wall}))
+        from promo.join import probe
+
+        got = probe(self.mp4)  # what up_to_date checks the file against next time
+        self.stamp.write_text(json.dumps({"digest": self.key, "wall": wall, "frames": got.frames,
+                                          "duration": str(got.duration)}))
         log(f"promo: rendered {self.part.name} in {wall:.1f} s")
         prof = json.loads(self.profile.read_text()) if profile and self.profile.exists() \
             else None
@@ -183,10 +199,20 @@ def run_zygote(jobs: list[Job], n: int, profile: bool, log, one_stream: bool = T
 def expected_wall(build: Path, quality: str, part: Part) -> float:
     """Last render's wall time (longest first keeps the cores busy to the end); unknown parts
     count as long, scenes before cards."""
-    stamp = output_of(build, quality, part).with_suffix(".stamp")
-    if stamp.exists():
-        return float(json.loads(stamp.read_text()).get("wall", 0.0))
+    stamp = _read_stamp(output_of(build, quality, part).with_suffix(".stamp"))
+    wall = stamp.get("wall") if stamp is not None else None
+    if isinstance(wall, (int, float)) and not isinstance(wall, bool):
+        return float(wall)
     return 1e6 if part.cls.endswith("Scene") else 1e5
+
+
+def _read_stamp(path: Path) -> dict | None:
+    """A stamp's fields, or None if it is missing, empty or not a JSON object."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
 
 
 def render_all(parts: list[Part], build: Path, quality: str = "l", jobs: int | None = None,

@@ -22,7 +22,6 @@ from __future__ import annotations
 from scenes.replay import Replay
 from scenes.story import StoryScene
 
-
 HOOK = ("Every token a model reads leaves a key and a value in memory, and that memory decides "
         "how many requests fit. Here a real cache hands it out in pages.")
 PROJECT = "astrai: a paged KV cache, replayed"

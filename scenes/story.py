@@ -160,6 +160,10 @@ class StoryScene(Scene):
         (skip_animations), they are finished at once: only the end state matters there."""
         if not animations or run_time <= 0:
             return
+        # whole frames, off the edge: a run time a hair under a frame boundary (speech lengths
+        # are arbitrary) must not round one way here and the other way in Manim
+        n = max(len(np.arange(0, run_time, 1 / config.frame_rate)), 1)
+        run_time = (n - 0.5) / config.frame_rate
         if self.skip_animations:
             for anim in animations:
                 anim = prepare_animation(anim)  # `.animate` builders too, as play() takes
@@ -171,8 +175,10 @@ class StoryScene(Scene):
 
     def hold(self, seconds: float) -> None:
         """Hold the picture (a frozen wait), advancing the clock."""
-        if seconds <= 0:
+        n = int(round(seconds * config.frame_rate, 6))  # whole frames, as in `show`
+        if n <= 0:
             return
+        seconds = (n + 0.5) / config.frame_rate
         if self.skip_animations:
             self._skipped += self.seconds(0.0, seconds)
         else:

@@ -153,7 +153,11 @@ def test_any_table_writes_only_held_pages_or_nothing(rows, start):
     try:
         cache.write(0, table, start, k, v)
     except CacheError as e:
-        assert isinstance(e, (PageOutOfRange, PageNotAllocated))
+        twice = any(len({p for p in r if p != -1}) < len([p for p in r if p != -1])
+                    for r in rows)
+        past = start + 2 > width * PS
+        assert isinstance(e, (PageOutOfRange, PageNotAllocated)) or (
+            isinstance(e, BadPageTable) and twice) or (isinstance(e, BadTensor) and past)
         assert torch.equal(cache._k_store, k_before) and torch.equal(cache._v_store, v_before)
     else:
         assert all(p == -1 or (0 <= p < N and cache.refcount(p) > 0) for r in rows for p in r)

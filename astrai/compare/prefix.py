@@ -16,8 +16,10 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
+from astrai.errors import TraceFormatError, WorkloadError
 from astrai.trace import Trace, record
-from astrai.workload import Workload, load_workload, parse_workload
+from astrai.trace.record import run_limit, workload_of
+from astrai.workload import MAX_STEPS, Workload, load_workload
 
 __all__ = ["PrefixComparison", "RunFigures", "compare", "figures"]
 
@@ -122,13 +124,18 @@ def compare(workload: Workload | str = "prefix", trace: Trace | None = None) -> 
     `trace`: the run with it on, already recorded (a scene passes the trace it replays); its
     own workload is then the one run again with the cache off.
     """
+    limit = MAX_STEPS
     if trace is None:
         wl = load_workload(workload) if isinstance(workload, str) else workload
         wl = dataclasses.replace(wl, prefix_caching=True)
         trace = record(wl)
     else:
-        wl = parse_workload(trace.workload, f"trace of {trace.workload.get('name', '?')}")
-    off_trace = record(dataclasses.replace(wl, prefix_caching=False), lines=False)
+        # A trace is data: its workload runs again only if it names no checkpoint (no path a
+        # file chose is read), and for no more steps than the trace's size allows.
+        wl = workload_of(trace, "a scene's comparison run")
+        limit = run_limit(trace)
+    off_trace = _bounded(lambda: record(dataclasses.replace(wl, prefix_caching=False),
+                                        lines=False, max_steps=limit), wl.name, limit)
     on, off = figures(trace), figures(off_trace)
     return PrefixComparison(
         workload=wl.name,
@@ -146,3 +153,14 @@ def compare(workload: Workload | str = "prefix", trace: Trace | None = None) -> 
         trace=trace,
         off_trace=off_trace,
     )
+
+
+def _bounded(run, name: str, limit: int) -> Trace:
+    """The comparison run, refused by name if it needs more steps than it is allowed."""
+    try:
+        return run()
+    except WorkloadError as e:
+        if "not done after" not in str(e):
+            raise
+        raise TraceFormatError(f"{name}: the comparison run needs more than {limit} steps, "
+                               "the most this trace's events allow") from None

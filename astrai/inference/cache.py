@@ -18,7 +18,17 @@ to `bind`, `write` or `gather` costs one sync the first time it is seen; the cac
 the last table it checked (by identity and in-place version) until a page is released, so a
 view's per-layer writes and reads re-check nothing. K and V are both checked (type, shape,
 dtype, device) before either is written. `write_slots`/`gather_pages` take indices made by
-`slot_index`/`gather_index`, which did the checking; they are the unchecked fast path.
+`slot_index`/`gather_index`, which did the checking; they are the unchecked fast path (only
+the layer id is checked there: -1 would name the last layer).
+
+A row may not name one page twice (the second logical page would overwrite the first), and
+every real token of a write must land inside the table: a position below 0 or past the
+table's last slot is refused, whether given as an int or a tensor (a tensor's values are read
+on the host: free for a host tensor, which is what the scheduler hands in, one sync on CUDA).
+`bind` checks a table once and keeps its own copy, so editing the caller's tensor afterwards
+(even through a numpy view, which bumps no version) cannot redirect a write; a view refuses to
+read or write once any page was released after it was bound, since a released page may belong
+to another request by then (`StaleView`).
 """
 
 from __future__ import annotations
@@ -31,15 +41,20 @@ from typing import NamedTuple
 import torch
 
 from astrai.errors import (
+    BadCount,
     BadPageTable,
     BadTensor,
+    CacheTooLarge,
     DoubleFree,
     IntegrityError,
+    LayerOutOfRange,
     PageNotAllocated,
     PageOutOfRange,
     PrefixConflict,
     SharedPage,
+    StaleView,
 )
+from astrai.memory import available_bytes
 
 _WORD = 64  # pages per word of the free bitmask
 
@@ -101,6 +116,14 @@ def require_kv(k: torch.Tensor, v: torch.Tensor, batch: int, n_kv_heads: int, he
         )
 
 
+def store_bytes(n_layers: int, n_pages: int, page_size: int, n_kv_heads: int, head_dim: int,
+                dtype: torch.dtype) -> int:
+    """Bytes a PagedCache allocates: K and V of every page plus the null page, and the
+    allocator's own lists (a refcount and a share of the bitmask per page)."""
+    kv = 2 * n_layers * (n_pages + 1) * page_size * n_kv_heads * head_dim * dtype.itemsize
+    return kv + 16 * n_pages
+
+
 def pages_for(n_tokens: int, page_size: int) -> int:
     """How many pages hold n_tokens: ceil(n_tokens / page_size)."""
     return (n_tokens + page_size - 1) // page_size
@@ -122,6 +145,14 @@ class PagedCache:
         self.n_layers, self.n_pages, self.page_size = n_layers, n_pages, page_size
         self.n_kv_heads, self.head_dim = n_kv_heads, head_dim
         self.device, self.dtype = torch.device(device), dtype
+        # Sized before any tensor or list exists: n_pages=2**40 is refused, not attempted.
+        need = store_bytes(n_layers, n_pages, page_size, n_kv_heads, head_dim, dtype)
+        have = _available(self.device)
+        if have is not None and need > have:
+            raise CacheTooLarge(
+                f"PagedCache(n_pages={n_pages}, page_size={page_size}, ...) needs "
+                f"{need / 2**20:.0f} MiB; {self.device} has {have / 2**20:.0f} MiB available"
+            )
 
         # Storage has page n_pages as the null page; k_cache/v_cache hide it.
         shape = (n_layers, n_pages + 1, page_size, n_kv_heads, head_dim)
@@ -245,9 +276,11 @@ class PagedCache:
         With `out` (an owner's page table), each page is appended to it as it is taken, so a
         listener sees the table grow page by page.
         """
+        if isinstance(n, bool):  # True would allocate a page
+            raise BadCount(f"alloc_n needs an int count, got {n!r}")
         n = operator.index(n)
         if n < 0:
-            raise ValueError(f"alloc_n needs n >= 0, got {n}")
+            raise BadCount(f"alloc_n needs n >= 0, got {n}")
         if out is not None and not isinstance(out, list):
             raise TypeError(f"alloc_n: out must be a list, got {type(out).__name__}")
         if n > self._n_free + len(self._lru):
@@ -505,12 +538,21 @@ class PagedCache:
         if page_table.numel() == 0:
             raise BadPageTable(f"page_table is empty: {tuple(page_table.shape)}")
         seen = self._checked
-        if seen is not None and seen[0] is page_table and seen[1:] == (
+        if seen is not None and seen[0] is page_table and seen[1:3] == (
             _version(page_table), self._releases
-        ):
-            return
-        ids = set(page_table.reshape(-1).tolist())  # the one host read (a sync on CUDA)
+        ) and (seen[3] is None or torch.equal(seen[3], page_table)):
+            return  # a host table is compared too: an edit through numpy bumps no version
+        rows = page_table.tolist()  # the one host read (a sync on CUDA)
+        flat = [p for row in rows for p in row]
+        ids = set(flat)
         ids.discard(-1)
+        if len(ids) != len(flat) - flat.count(-1):  # a page named twice: shared, or a bug
+            for b, row in enumerate(rows):
+                held = [p for p in row if p != -1]
+                if len(set(held)) != len(held):
+                    twice = next(p for p in held if held.count(p) > 1)
+                    raise BadPageTable(f"page_table row {b} names page {twice} twice: one "
+                                       "page would hold two positions' K/V")
         self.require_held(ids, "page_table")
         self._remember(page_table)
 
@@ -528,13 +570,30 @@ class PagedCache:
                     "in use"
                 )
 
-    def _remember(self, page_table: torch.Tensor) -> None:
-        self._checked = (page_table, _version(page_table), self._releases)
+    def _remember(self, page_table: torch.Tensor, owned: bool = False) -> None:
+        """Note a checked table. A caller's host table keeps a copy to compare with, since
+        numpy can edit it in place unseen; a table the cache owns (a view's) needs none."""
+        copy = None if owned or page_table.device.type != "cpu" else page_table.clone()
+        self._checked = (page_table, _version(page_table), self._releases, copy)
+
+    def _layer(self, layer_id) -> int:
+        if type(layer_id) is not int:
+            if isinstance(layer_id, bool) or not hasattr(type(layer_id), "__index__"):
+                raise LayerOutOfRange(f"layer_id must be an int, got {layer_id!r}")
+            layer_id = operator.index(layer_id)
+        if not 0 <= layer_id < self.n_layers:
+            raise LayerOutOfRange(f"layer_id {layer_id} is outside 0..{self.n_layers - 1}")
+        return layer_id
 
     def _check_kv(self, k: torch.Tensor, v: torch.Tensor, batch: int) -> None:
         require_kv(k, v, batch, self.n_kv_heads, self.head_dim, self.dtype, self.device)
 
-    def _check_positions(self, start_pos, lengths, batch: int) -> None:
+    def _check_positions(self, start_pos, lengths, batch: int, n_tokens: int = 0,
+                         max_pages: int | None = None) -> None:
+        """BadTensor unless start_pos and lengths are ints / integer tensors of B values, every
+        position is >= 0 and every real token (t < lengths[b]) lands inside the table: a write
+        past it would be dropped silently. Values of a tensor are read on the host (one sync
+        for a CUDA tensor; the scheduler hands host tensors)."""
         for name, x in (("start_pos", start_pos), ("lengths", lengths)):
             if isinstance(x, torch.Tensor):
                 if x.dtype.is_floating_point or x.dtype.is_complex or x.dtype == torch.bool:
@@ -544,6 +603,25 @@ class PagedCache:
             elif x is not None and (isinstance(x, bool) or not isinstance(x, int)
                                     or name == "lengths"):
                 raise BadTensor(f"{name} must be an int or a tensor, got {type(x).__name__}")
+        if isinstance(n_tokens, bool) or not isinstance(n_tokens, int) or n_tokens < 0:
+            raise BadCount(f"n_tokens must be an int >= 0, got {n_tokens!r}")
+        if max_pages is None:
+            return
+        starts = (start_pos.reshape(-1).tolist() if isinstance(start_pos, torch.Tensor)
+                  else [start_pos] * batch)
+        counts = lengths.reshape(-1).tolist() if lengths is not None else [n_tokens] * batch
+        room = max_pages * self.page_size
+        for b, (start, count) in enumerate(zip(starts, counts)):
+            if start < 0:
+                raise BadTensor(f"start_pos[{b}] is {start}: positions must be >= 0")
+            if count < 0:
+                raise BadTensor(f"lengths[{b}] is {count}: must be >= 0")
+            real = min(count, n_tokens)
+            if real and start + real > room:
+                raise BadTensor(
+                    f"start_pos[{b}] {start} with {real} tokens reaches position "
+                    f"{start + real - 1}, past the page_table's {room} slots"
+                )
 
     def slot_index(
         self,
@@ -554,18 +632,17 @@ class PagedCache:
     ) -> torch.Tensor:
         """Flat storage slot of token t of row b: page * page_size + offset, shape [B * n_tokens].
 
-        Token t sits at position start_pos[b] + t. Tokens with t >= lengths[b], at a -1 entry
-        or past the table go to the null page. Computed once per step and shared by all layers.
+        Token t sits at position start_pos[b] + t. Tokens with t >= lengths[b] (padding, which
+        may run past the table) or at a -1 entry go to the null page; a real token past the
+        table is refused. Computed once per step and shared by all layers.
         """
         self._check_table(page_table)
         ps, batch, max_pages = self.page_size, page_table.shape[0], page_table.shape[1]
-        self._check_positions(start_pos, lengths, batch)
+        self._check_positions(start_pos, lengths, batch, n_tokens, max_pages)
         t = torch.arange(n_tokens, device=self.device)
         if isinstance(start_pos, torch.Tensor):
             pos = start_pos.to(self.device, torch.int64).view(batch, 1) + t
         else:
-            if start_pos < 0:
-                raise ValueError(f"start_pos must be >= 0, got {start_pos}")
             pos = (t + start_pos).expand(batch, n_tokens)
         col = torch.div(pos, ps, rounding_mode="floor")
         phys = page_table.gather(1, col.clamp(0, max_pages - 1)).long()
@@ -590,6 +667,7 @@ class PagedCache:
         are never written to a live page.
         """
         self._check_table(page_table)
+        self._layer(layer_id)
         self._check_kv(k, v, page_table.shape[0])
         slots = self.slot_index(page_table, start_pos, k.shape[1], lengths)
         self.write_slots(layer_id, slots, k, v)
@@ -598,6 +676,7 @@ class PagedCache:
 
     def write_slots(self, layer_id: int, slots: torch.Tensor, k: torch.Tensor, v: torch.Tensor):
         """Write with a precomputed slot_index(): one index_copy_ for K and one for V."""
+        layer_id = self._layer(layer_id)
         n = slots.shape[0]
         self._k_slots[layer_id].index_copy_(0, slots, k.reshape(n, self.n_kv_heads, self.head_dim))
         self._v_slots[layer_id].index_copy_(0, slots, v.reshape(n, self.n_kv_heads, self.head_dim))
@@ -618,8 +697,8 @@ class PagedCache:
                              "a copy may only go to a page held by one")
         if isinstance(n_slots, bool) or not isinstance(n_slots, int) \
                 or not 0 <= n_slots <= self.page_size:
-            raise ValueError(f"copy_page: n_slots must be an int in 0..{self.page_size}, "
-                             f"got {n_slots!r}")
+            raise BadCount(f"copy_page: n_slots must be an int in 0..{self.page_size}, "
+                           f"got {n_slots!r}")
         # One strided copy per tensor covers every layer: [n_layers, n_slots, H, D].
         self._k_store[:, dst, :n_slots].copy_(self._k_store[:, src, :n_slots])
         self._v_store[:, dst, :n_slots].copy_(self._v_store[:, src, :n_slots])
@@ -648,6 +727,7 @@ class PagedCache:
 
     def gather_pages(self, layer_id: int, index: torch.Tensor, total_len: int):
         """gather() with a precomputed gather_index()."""
+        layer_id = self._layer(layer_id)
         n = index.shape[0]
         ps, h, d = self.page_size, self.n_kv_heads, self.head_dim
         need = n * ps * h * d
@@ -676,13 +756,17 @@ class PagedCache:
         return CacheView(self, self.device_table(page_table), total_len, lengths)
 
     def device_table(self, page_table: torch.Tensor) -> torch.Tensor:
-        """The table checked, on the cache's device (copied there if it is a host table)."""
-        if isinstance(page_table, torch.Tensor) and page_table.device != self.device \
-                and page_table.device.type == "cpu":
+        """The table checked, then copied (to the cache's device): the copy is what a view
+        uses, so editing the caller's table afterwards (even through numpy, which bumps no
+        version) cannot redirect a write."""
+        if isinstance(page_table, torch.Tensor) and page_table.device.type == "cpu":
             self._check_table(page_table, page_table.device)
-            page_table = page_table.to(self.device)
-            self._remember(page_table)  # the copy holds what was checked
-        return page_table
+            frozen = page_table.to(self.device, copy=True)
+        else:
+            self._check_table(page_table)
+            frozen = page_table.clone()
+        self._remember(frozen, owned=True)  # the copy holds what was checked
+        return frozen
 
 
 class CacheView:
@@ -706,7 +790,17 @@ class CacheView:
         self._index = cache.gather_index(page_table, total_len)  # shared by all layers
         self._slot_key: tuple | None = None
         self._slots: torch.Tensor | None = None
+        # A page released since binding may belong to someone else now (refs > 0 again, so
+        # the table check alone would pass): the view refuses to touch K/V from then on.
+        self._bound = cache._releases
 
+    def _stale(self) -> None:
+        cache = self.cache
+        cache._check_table(self.page_table)  # names a page nobody holds, if there is one
+        raise StaleView(
+            f"this CacheView was bound before {cache._releases - self._bound} page "
+            "release(s); its pages may belong to another owner now: bind the table again"
+        )
     def write(
         self,
         layer_id: int,
@@ -716,6 +810,8 @@ class CacheView:
         lengths: torch.Tensor | None = None,
     ) -> None:
         cache = self.cache
+        if cache._releases != self._bound:
+            self._stale()
         cache._check_kv(k, v, self.page_table.shape[0])
         # The slot index depends only on positions, so compute it once per step, not per layer.
         key = slot_key(start_pos, k.shape[1], lengths, cache._releases)  # released: re-check
@@ -727,7 +823,18 @@ class CacheView:
             cache.listener.on_write(layer_id, self.page_table, start_pos, k.shape[1], lengths)
 
     def gather(self, layer_id: int):
+        if self.cache._releases != self._bound:
+            self._stale()
         return self.cache.gather_pages(layer_id, self._index, self.total_len)
+
+
+def _available(device: torch.device) -> int | None:
+    if device.type == "cuda" and not torch.cuda.is_available():
+        return None  # torch itself refuses the device
+    try:
+        return available_bytes(device)
+    except (RuntimeError, ValueError):
+        return None
 
 
 def _version(x) -> object:

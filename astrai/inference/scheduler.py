@@ -442,8 +442,10 @@ class Scheduler:
         table = torch.full((len(tasks), max_pages), -1, dtype=torch.int64)
         for row, task in enumerate(tasks):
             table[row, : len(task.page_table)] = torch.tensor(task.page_table, dtype=torch.int64)
-        start = torch.tensor(starts, dtype=torch.int64, device=device)
-        lengths = torch.tensor(n, dtype=torch.int64, device=device)
+        # Positions and lengths stay host tensors: the cache checks their values on the host
+        # (no device sync) and the model copies them over.
+        start = torch.tensor(starts, dtype=torch.int64)
+        lengths = torch.tensor(n, dtype=torch.int64)
         view = self.cache.bind(
             table, max(ends), torch.tensor(ends, dtype=torch.int64, device=device)
         )
@@ -452,7 +454,7 @@ class Scheduler:
         for task, end in zip(tasks, ends):
             task.length = end  # the forward writes these tokens' K/V
         logits = self.model(tokens.to(device), start, view, lengths)
-        last = logits[torch.arange(len(tasks), device=device), lengths - 1]
+        last = logits[torch.arange(len(tasks), device=device), (lengths - 1).to(device)]
         tasks, rows = self._fork(tasks)
         if len(rows) != last.shape[0]:
             last = last[torch.tensor(rows, device=device)]  # a forked sample: its parent's row
@@ -525,8 +527,8 @@ def check_settings(max_batch, prefix_caching, temperature, seed) -> None:
     if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) \
             or not math.isfinite(temperature) or temperature < 0:
         raise BadSetting(f"temperature must be a finite number >= 0, got {temperature!r}")
-    if not _is_int(seed) or seed < 0:
-        raise BadSetting(f"seed must be an int >= 0, got {seed!r}")
+    if not _is_int(seed) or not 0 <= seed < 2**64:
+        raise BadSetting(f"seed must be an int in 0..2**64-1, got {str(seed)[:40]!r}")
 
 
 def check_task(task) -> None:

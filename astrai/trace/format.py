@@ -32,6 +32,7 @@ VERSION = 1
 # three-digit page ids overflow their frames).
 MAX_TRACE_PAGES = 1 << 16
 MAX_SCENE_PAGES = 64
+MAX_TRACE_STEPS = 100_000  # the most steps a run takes (astrai.workload.MAX_STEPS)
 
 # kind -> the fields an event of that kind carries besides kind/step/phase/state/code
 EVENT_KINDS: dict[str, tuple[str, ...]] = {
@@ -147,6 +148,8 @@ def load_trace(path: str | Path) -> Trace:
         raise TraceFormatError(f"{path}: not JSON: {e}") from None
     except RecursionError:
         raise TraceFormatError(f"{path}: nested too deeply to be a trace") from None
+    except ValueError as e:  # an integer of thousands of digits
+        raise TraceFormatError(f"{path}: not a trace: {e}") from None
     return Trace.from_json(data, str(path))
 
 
@@ -192,20 +195,21 @@ def validate(data: Any, source: str = "trace") -> None:
     captures = data.get("captures", [])
     if not isinstance(captures, list):
         raise fail("captures must be of type list")
-    for i, rec in enumerate(captures):
-        if not isinstance(rec, dict) or rec.get("kind") not in CAPTURE_KINDS:
-            raise fail(f"captures[{i}] must be an object with a kind in {', '.join(CAPTURE_KINDS)}")
-        if not _int(rec.get("step")) or not isinstance(rec.get("phase"), str):
-            raise fail(f"captures[{i}] needs an int step and a str phase")
     geo = data["geometry"]
     for key in _GEOMETRY:
         if not _int(geo.get(key)) or geo[key] <= 0:
             raise fail(f"geometry.{key} must be a positive int")
+    for key in ("device", "dtype"):  # printed by the text trace and the scenes
+        if not _name(geo.get(key)):
+            raise fail(f"geometry.{key} must be a printable string")
+    if not _name(data["workload"].get("name")):
+        raise fail("workload.name must be a printable name (no newline or control character)")
     n_pages = geo["n_pages"]
     if n_pages > MAX_TRACE_PAGES:
         raise fail(f"geometry.n_pages {n_pages} is more than the {MAX_TRACE_PAGES} a trace holds")
     _check_source(data.get("source", {}), data["events"], fail)
     _check_outputs(data["outputs"], fail)
+    last_step = 0
     for i, ev in enumerate(data["events"]):
         where = f"events[{i}]"
         if not isinstance(ev, dict):
@@ -215,6 +219,10 @@ def validate(data: Any, source: str = "trace") -> None:
             raise fail(f"{where}.kind {str(kind)[:40]!r} is not one of {', '.join(EVENT_KINDS)}")
         if not _int(ev.get("step")) or not isinstance(ev.get("phase"), str):
             raise fail(f"{where} needs an int step and a str phase")
+        if not last_step <= ev["step"] <= MAX_TRACE_STEPS:
+            raise fail(f"{where}.step {ev['step']} goes back from step {last_step} (steps "
+                       f"never go back, and stay within {MAX_TRACE_STEPS})")
+        last_step = ev["step"]
         for key in EVENT_KINDS[kind]:
             if key not in ev:
                 raise fail(f"{where} ({kind}) is missing {key}")
@@ -247,6 +255,9 @@ def validate(data: Any, source: str = "trace") -> None:
         problem = _state_problem(state, geo)
         if problem:
             raise fail(f"{where}.state.{problem}")
+        problem = _agreement_problem(ev, state, n_pages)
+        if problem:
+            raise fail(f"{where}: {problem}")
         for key in ("code", "returned"):
             frames = ev.get(key, [])
             if not isinstance(frames, list):
@@ -255,6 +266,9 @@ def validate(data: Any, source: str = "trace") -> None:
                 problem = engine_source.frame_problem(frame)
                 if problem:
                     raise fail(f"{where}.{key}[{j}] {problem}")
+    if data["events"]:
+        _check_tokens(data["events"], data["outputs"], fail)
+    _check_captures(captures, data["events"], geo, fail)
 
 
 def _name(x: Any) -> bool:
@@ -380,6 +394,168 @@ def _state_problem(state: dict, geo: dict) -> str | None:
     if not all(_name(n) and isinstance(t, str) for n, t in state["output_text"].items()):
         return "output_text must map task names to strings"
     return None
+
+
+def _agreement_problem(ev: dict, state: dict, n_pages: int) -> str | None:
+    """Whether the state's free bits, refs, cached pages and page tables agree with each other
+    and with the event they follow (None if they do). A recorder writes each state once the
+    change is complete, so every page is exactly one of free, cached or held, and held as often
+    as the page tables name it."""
+    mask, refs, cached = state["free_mask"], state["refs"], state["cached"]
+    held = [0] * n_pages
+    for table in state["page_tables"].values():
+        for p in table:
+            held[p] += 1
+    cached_set = set(cached)
+    if len(cached_set) != len(cached):
+        return "state.cached names a page twice"
+    for p in range(n_pages):
+        free = mask >> p & 1
+        if refs[p] != held[p]:
+            return (f"state.refs[{p}] is {refs[p]}, but the page tables hold page {p} "
+                    f"{held[p]} time(s)")
+        if free and (refs[p] or p in cached_set):
+            return f"state.free_mask says page {p} is free, but it is held or cached"
+        if not free and not refs[p] and p not in cached_set:
+            return f"state.free_mask says page {p} is taken, but nothing holds or caches it"
+        if p in cached_set and refs[p]:
+            return f"state.cached lists page {p}, which is held (refs {refs[p]})"
+    kind = ev["kind"]
+    page = ev.get("page")
+    if kind in ("alloc", "share") and (not refs[page] or page in cached_set):
+        return f"{kind} of page {page}, but its own state shows the page not held"
+    if kind in ("alloc", "share") and ev["task"] is not None:
+        table = state["page_tables"].get(ev["task"], [])
+        logical = ev["logical"]
+        if logical is None or logical >= len(table) or table[logical] != page:
+            return (f"{kind} of page {page} to {ev['task']}[{logical}], but its own state "
+                    f"shows {ev['task']}'s table as {table}")
+    if kind == "free" and refs[page] != ev["refs"]:
+        return f"free of page {page} leaves refs {ev['refs']}, but its state shows {refs[page]}"
+    if kind == "cache" and page not in cached_set:
+        return f"cache of page {page}, but its state does not list it as cached"
+    if kind == "evict" and page in cached_set:
+        return f"evict of page {page}, but its state still lists it as cached"
+    if kind == "retire" and ev["n_free"] != bin(mask).count("1"):
+        return f"retire says {ev['n_free']} pages are free, its state {bin(mask).count('1')}"
+    return None
+
+
+def _check_tokens(events: list, outputs: dict, fail) -> None:
+    """The outputs are the tokens the events produced, in order, for every request."""
+    said: dict[str, list[int]] = {}
+    for ev in events:
+        if ev["kind"] == "tokens":
+            for name, token in ev["tokens"].items():
+                said.setdefault(name, []).append(token)
+    for name in sorted(set(said) | set(outputs)):
+        if said.get(name, []) != outputs.get(name, []):
+            raise fail(f"outputs[{name!r}] are not the tokens its events produced "
+                       f"({len(outputs.get(name, []))} in outputs, {len(said.get(name, []))} "
+                       "in tokens events)")
+
+
+def _ints_in(x: Any, low: int, high: int) -> bool:
+    return isinstance(x, list) and all(_int(v) and low <= v <= high for v in x)
+
+
+def _sizes(x: Any) -> bool:
+    return isinstance(x, list) and all(_count(v) for v in x)
+
+
+def _grid(x: Any, dims: tuple[int, ...], leaf) -> bool:
+    """x is nested lists of exactly `dims`, each leaf passing `leaf`."""
+    if not dims:
+        return leaf(x)
+    return isinstance(x, list) and len(x) == dims[0] and all(_grid(y, dims[1:], leaf) for y in x)
+
+
+def _number(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def _capture_problem(rec: dict, geo: dict, rows: int | None) -> str | None:
+    """What is wrong with one capture record (None if fine): every field write_gather reads,
+    with the sizes it indexes by, so a bad record fails at load, not inside the scene."""
+    n_pages, ps, layers = geo["n_pages"], geo["page_size"], geo["n_layers"]
+    kind = rec["kind"]
+    if kind != "slots" and not (_int(rec.get("layer")) and 0 <= rec["layer"] < layers):
+        return f"layer must be an int in 0..{layers - 1}"
+    if kind == "slots":
+        table, n = rec.get("page_table"), rec.get("n_tokens")
+        if not isinstance(table, list) or not table or not all(
+                _ints_in(r, -1, n_pages - 1) for r in table):
+            return f"page_table must be rows of page ids in -1..{n_pages - 1}"
+        b = len(table)
+        if not _int(n) or n < 1:
+            return "n_tokens must be a positive int"
+        if not (_ints_in(rec.get("start_pos"), 0, MAX_TRACE_STEPS * ps)
+                and len(rec["start_pos"]) == b):
+            return f"start_pos must be {b} non-negative ints"
+        lengths = rec.get("lengths", "missing")
+        if lengths is not None and not (_ints_in(lengths, 0, n) and len(lengths) == b):
+            return f"lengths must be null or {b} ints in 0..{n}"
+        if not (_ints_in(rec.get("slots"), 0, (n_pages + 1) * ps - 1)
+                and len(rec["slots"]) == b * n):
+            return f"slots must be {b} x {n} slot ids in 0..{(n_pages + 1) * ps - 1}"
+        if rec.get("null_page") != n_pages:
+            return f"null_page must be {n_pages}"
+    elif kind == "write":
+        for key in ("slots_shape", "k_shape", "rows_shape", "store_shape"):
+            if not _sizes(rec.get(key)):
+                return f"{key} must be a list of sizes"
+        b = rec["k_shape"][0] if rec["k_shape"] else None
+    elif kind == "gather":
+        index, total = rec.get("index"), rec.get("total_len")
+        if not _int(total) or total < 1:
+            return "total_len must be a positive int"
+        cols = -(-total // ps)
+        if not _ints_in(index, 0, n_pages) or not index or len(index) % cols:
+            return f"index must be page ids in 0..{n_pages}, {cols} a row"
+        b = len(index) // cols
+        if rec.get("null_page") != n_pages:
+            return f"null_page must be {n_pages}"
+        for key in ("pages_shape", "view_shape", "k_shape"):
+            if not _sizes(rec.get(key)):
+                return f"{key} must be a list of sizes"
+    else:  # attention
+        heads, kv_heads, t = rec.get("n_heads"), rec.get("n_kv_heads"), rec.get("total_len")
+        if not (_int(heads) and _int(kv_heads) and heads > 0 and kv_heads > 0
+                and heads % kv_heads == 0):
+            return "n_heads and n_kv_heads must be positive ints, n_heads a multiple"
+        if not _int(t) or t < 1:
+            return "total_len must be a positive int"
+        for key in ("q_shape", "k_shape", "out_shape"):
+            if not _sizes(rec.get(key)):
+                return f"{key} must be a list of sizes"
+        scores = rec.get("scores")
+        if not isinstance(scores, list) or not scores or not isinstance(scores[0], list) \
+                or not scores[0] or not isinstance(scores[0][0], list) or not scores[0][0]:
+            return "scores must be [rows][heads][queries][keys] numbers"
+        b, s = len(scores), len(scores[0][0])
+        dims = (b, heads, s, t)
+        for key in ("scores", "weights"):
+            if not _grid(rec.get(key), dims, _number):
+                return f"{key} must be numbers shaped {list(dims)}"
+        if not _grid(rec.get("allowed"), (b, s, t), lambda x: isinstance(x, bool)):
+            return f"allowed must be true/false shaped {[b, s, t]}"
+        if not _number(rec.get("max_err")):
+            return "max_err must be a number"
+    if rows is not None and kind != "write" and b != rows:
+        return f"has {b} rows; the write event of its step has {rows}"
+    return None
+
+
+def _check_captures(captures: list, events: list, geo: dict, fail) -> None:
+    rows = {(ev["step"], ev["phase"]): len(ev["rows"]) for ev in events if ev["kind"] == "write"}
+    for i, rec in enumerate(captures):
+        if not isinstance(rec, dict) or rec.get("kind") not in CAPTURE_KINDS:
+            raise fail(f"captures[{i}] must be an object with a kind in {', '.join(CAPTURE_KINDS)}")
+        if not _int(rec.get("step")) or not isinstance(rec.get("phase"), str):
+            raise fail(f"captures[{i}] needs an int step and a str phase")
+        problem = _capture_problem(rec, geo, rows.get((rec["step"], rec["phase"])))
+        if problem:
+            raise fail(f"captures[{i}] ({rec['kind']}) {problem}")
 
 
 def _check_source(source: Any, events: list, fail) -> None:

@@ -4,18 +4,29 @@ from __future__ import annotations
 
 import contextlib
 
+from astrai.errors import AstraiError, TraceFormatError
 from astrai.trace.capture import Capture
 from astrai.trace.format import VERSION, Trace
 from astrai.trace.recorder import LineTracer, Recorder, source_digests
-from astrai.workload import Workload, build, load_workload, run_workload, text_log
+from astrai.workload import (
+    MAX_STEPS,
+    Workload,
+    build,
+    load_workload,
+    parse_workload,
+    run_workload,
+    text_log,
+)
 
 
 def record(workload: Workload | str, device: str | None = None, lines: bool = True,
-           capture: bool = False) -> Trace:
+           capture: bool = False, max_steps: int = MAX_STEPS, progress=None) -> Trace:
     """Build the workload's cache, model and scheduler, run it to the end, and record it.
 
     capture=True also keeps the tensors a slot-level scene shows (slot indices, gather
     indices, layer 0's attention on decode steps: see astrai.trace.capture) in `captures`.
+    A run needing more than max_steps steps is stopped with a WorkloadError; progress, if
+    given, is called with the scheduler after every step.
     """
     wl = load_workload(workload) if isinstance(workload, str) else workload
     tracer = LineTracer() if lines else None
@@ -24,7 +35,7 @@ def record(workload: Workload | str, device: str | None = None, lines: bool = Tr
         with Recorder(cache, scheduler, lines=lines, tracer=tracer, text=text_log(wl)) as rec:
             rec.on_phase(0, "init")
             with Capture(cache, model, rec) if capture else contextlib.nullcontext() as cap:
-                outputs = run_workload(wl, scheduler)
+                outputs = run_workload(wl, scheduler, max_steps, progress)
     geometry = {
         "n_layers": cache.n_layers,
         "n_pages": cache.n_pages,
@@ -37,3 +48,32 @@ def record(workload: Workload | str, device: str | None = None, lines: bool = Tr
     }
     return Trace(VERSION, wl.to_json(), geometry, rec.events, outputs, source_digests(),
                  cap.records if capture else [])
+
+
+def steps_of(trace: Trace) -> int:
+    """How many scheduler steps the trace holds (its last event's step + 1)."""
+    return trace.events[-1]["step"] + 1 if trace.events else 0
+
+
+def run_limit(trace: Trace) -> int:
+    """The most steps a run derived from a trace may take: one per four events it holds (every
+    step records at least its four phases), and never fewer than its own steps. A second run
+    may need more steps than the first (prefix caching off waits for pages more), but never
+    more work than the file's own size pays for."""
+    return max(steps_of(trace), len(trace.events) // 4)
+
+
+def workload_of(trace: Trace, purpose: str) -> Workload:
+    """The workload a trace carries, to run again for `purpose`: a trace is data, so one that
+    names a checkpoint is refused (re-running it would read a path the file chose)."""
+    name = trace.workload.get("name", "?")
+    model = trace.workload.get("model")
+    if isinstance(model, dict) and "checkpoint" in model:
+        raise TraceFormatError(
+            f"trace of {name!r} names a checkpoint; {purpose} never reads a path a trace "
+            "names: run its workload .toml instead")
+    try:
+        return parse_workload(trace.workload, f"trace of {name!r}")
+    except AstraiError as e:
+        raise TraceFormatError(f"trace's workload cannot be run again for {purpose}: {e}") \
+            from None

@@ -67,6 +67,32 @@ def functions(file: str) -> dict[str, tuple[int, int]]:
     return spans
 
 
+@functools.cache
+def executable(file: str) -> dict[str, frozenset[int]]:
+    """qualname -> the lines of that function that hold code (what a frame's line can be).
+
+    From the file's text compiled to bytecode (compiled, never run): a docstring, a comment or
+    a blank line inside a function holds none, so a trace frame pointing there is a lie.
+    Comprehensions and lambdas count as lines of the function they are written in."""
+    code = compile(_text(file), file, "exec", dont_inherit=True)
+    named = functions(file)
+    out: dict[str, set[int]] = {}
+
+    def walk(co, owner: str | None) -> None:
+        name = co.co_qualname
+        if name in named:
+            owner = name
+        if owner is not None:
+            out.setdefault(owner, set()).update(
+                line for _, _, line in co.co_lines() if line is not None)
+        for const in co.co_consts:
+            if hasattr(const, "co_lines"):
+                walk(const, owner)
+
+    walk(code, None)
+    return {name: frozenset(lines) for name, lines in out.items()}
+
+
 def source_of(file: str, fn: str) -> tuple[list[str], int]:
     """(the function's source lines, the number of the first), for a known file and function.
 
@@ -91,6 +117,11 @@ def frame_problem(frame: object) -> str | None:
         return f"line {str(line)[:20]} is outside {fn} (lines {first}-{last})"
     if not isinstance(ran, list) or not all(_line(r, first, last) for r in ran):
         return f"ran has a line outside {fn} (lines {first}-{last})"
+    code = executable(file).get(fn, frozenset())
+    for what, n in [("line", line)] + [("ran", r) for r in ran]:
+        if n not in code:
+            return (f"{what} {n} of {fn} holds no code (a docstring, comment or blank line): "
+                    "no frame can run it")
     return None
 
 

@@ -80,7 +80,20 @@ def state_line(state: dict, n_pages: int) -> str:
     return f"free={mask_bits(state['free_mask'], n_pages)} refs=[{refs}]{cached} {tables}"
 
 
+def printable(line: str) -> str:
+    """The line with every control character (newline, escape, ...) shown escaped: whatever a
+    file named, it can neither forge a line nor send codes to the terminal."""
+    if line.isprintable():
+        return line
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in line)
+
+
 def format_trace(trace: Trace) -> Iterator[str]:
+    for line in _lines(trace):
+        yield printable(line)
+
+
+def _lines(trace: Trace) -> Iterator[str]:
     geo, wl = trace.geometry, trace.workload
     n_pages = geo["n_pages"]
     yield (
