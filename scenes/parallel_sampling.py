@@ -55,9 +55,9 @@ class SamplingStory:
         self.decode_tokens = next((i for i in range(self.first_decode or len(ev), len(ev))
                                    if ev[i]["kind"] == "tokens"), None)
 
-    def alloc_of(self, copy: int) -> int:
-        """The alloc of the copy's page (the event before it)."""
-        return copy - 1
+    def free_of(self, copy: int) -> int:
+        """The free of the shared page that starts a copy (before the alloc of its page)."""
+        return copy - 2
 
     def keeper(self) -> tuple[str, int] | None:
         """(task, page) of the sample that kept the shared page: the one whose first decode
@@ -123,7 +123,7 @@ class ParallelSamplingScene(StoryScene):
         if st.first_tokens is not None:
             rp.hook_after(st.first_tokens, self._first_tokens_beat)
         for c in st.copies:
-            rp.hook_instead(st.alloc_of(c), self._take_beat)
+            rp.hook_instead(st.free_of(c), self._take_beat)
             rp.hook_instead(c, self._copy_beat)
         if st.keeper() is not None:
             rp.hook_before(st.first_decode, self._keep_beat)
@@ -205,28 +205,26 @@ class ParallelSamplingScene(StoryScene):
 
     def _take_beat(self, rp: StoryReplay, spec) -> None:
         st = self.facts
-        i = next(k for k in spec.events if st.events[k]["kind"] == "alloc")
-        a = st.events[i]
-        c = st.events[i + 1]
-        first = i + 1 == st.copies[0]
-        words = (f"{a['task']}'s next token goes to page {c['source']} slot {c['slots']}: "
-                 f"refs {c['refs']}, shared", f"before writing, it takes a page of its own: "
-                 f"page {a['page']} for {a['task']}[{a['logical']}]")
-        line = (f"The next token lands in page {c['source']}, and {c['refs']} samples share "
-                f"it. Writing there would change it for the others. So {a['task']} takes a "
-                f"fresh page first: page {a['page']}." if first else
-                f"{a['task']} takes page {a['page']} too.")
+        i = next(k for k in spec.events if st.events[k]["kind"] == "free")
+        f = st.events[i]
+        c = st.events[i + 2]
+        was = st.events[i - 1]["state"]["refs"][f["page"]]
+        first = i + 2 == st.copies[0]
+        words = (f"{f['task']}'s next token goes to page {f['page']} slot {c['slots']}: "
+                 f"refs {was}, shared", f"so it lets go of page {f['page']} (refs {was} -> "
+                 f"{f['refs']}) to write into a copy of its own")
+        line = (f"The next token lands in page {f['page']}, and {was} samples share it. "
+                f"Writing there would change it for the others. So {f['task']} lets go of it, "
+                "to write into a copy of its own." if first else
+                f"{f['task']} lets go of page {f['page']} too.")
         rp.tell(*words, events=spec.events, hold=self.pick(1.0, 1.2), name="take",
-                code=(rp.line_of(i, "Scheduler._copy_on_write", "fresh = cache.alloc_n(1)"), i),
+                code=(rp.line_of(i, "Scheduler._copy_on_write", "cache.free(src)"), i),
                 line=line)
 
     def _copy_beat(self, rp: StoryReplay, spec, line: str | None = None) -> None:
         st = self.facts
         i = next(k for k in spec.events if st.events[k]["kind"] == "copy")
         c = st.events[i]
-        free = next((st.events[k] for k in spec.events if st.events[k]["kind"] == "free"
-                     and st.events[k]["page"] == c["source"]), None)
-        left = free["refs"] if free else c["refs"] - 1
         board = Board(rp.layout, f"copy_page({c['source']}, {c['page']}, {c['slots']}): "
                                  "K and V, every layer")
         board.skip(0.1)
@@ -244,13 +242,12 @@ class ParallelSamplingScene(StoryScene):
 
         first = i == st.copies[0]
         line = line or (
-            f"It copies the {c['slots']} filled slots of page {c['source']} into page "
-            f"{c['page']}, keys and values of every layer, points its table there, and lets go "
-            f"of page {c['source']}." if first else
-            f"{c['task']} copies the same {c['slots']} slots into page {c['page']}.")
+            f"It takes page {c['page']}, and copies the {c['slots']} filled slots of page "
+            f"{c['source']} into it: keys and values, in every layer." if first else
+            f"{c['task']} takes page {c['page']}, and copies the same {c['slots']} slots.")
         rp.tell(f"{c['task']}: slots 0-{c['slots'] - 1} of page {c['source']} copied to page "
-                f"{c['page']}", f"{c['task']}[{c['logical']}] = {c['page']}; refs[{c['source']}] "
-                f"{c['refs']} -> {left}", build=build, events=spec.events,
+                f"{c['page']}", f"alloc: {c['task']}[{c['logical']}] = page {c['page']}; page "
+                f"{c['source']} keeps {c['refs']} holder(s)", build=build, events=spec.events,
                 run_time=1.4, hold=self.pick(1.4, 1.8), name="copy",
                 code=(rp.line_of(i, "PagedCache.copy_page", "self._k_store[:, dst"), i),
                 line=line)

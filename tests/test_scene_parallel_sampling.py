@@ -116,7 +116,7 @@ def test_end_card_equals_two_live_runs(trace, scene):
 def test_the_story_is_spoken_by_the_scene_and_the_beat_kinds_pass_silently(scene):
     said = [line.text for _, line in scene.lines]
     assert said[0].startswith("One request asks for 3 samples of the same 40-token prompt")
-    assert any("copies the 8 filled slots of page 2 into page 3" in s for s in said)
+    assert any("takes page 3, and copies the 8 filled slots of page 2 into it" in s for s in said)
     assert not any("prefix hit" in s or "starts with the same tokens" in s for s in said)
 
 

@@ -10,10 +10,10 @@ becomes a group of n tasks at submit. Sample 0 keeps the request's name, the oth
 is, so a sample's tokens equal those of an independent request of that name and prompt. The
 prompt is prefilled once, by sample 0; the others then fork: they share every page of it
 (refcount n), and each draws its first token from the same logits. Before a sample writes into
-a page it shares (the prompt's partly filled last page), it copies it: a fresh page gets the
-page's filled slots of every layer's K and V, the table points at it and the shared page loses
-a reference; a sample whose page is no longer shared (the last holder) writes in place and
-copies nothing. Full shared pages are never written again and stay shared until the samples
+a page it shares (the prompt's partly filled last page), it copies it: the shared page loses
+the sample's reference, a fresh page takes its place in the table, and the page's filled slots
+of every layer's K and V are copied into it; a sample whose page is no longer shared (the last
+holder) writes in place and copies nothing. Full shared pages are never written again and stay shared until the samples
 finish. This is what vLLM's block manager does (fork shares every block; copy-on-write on
 append to a shared last block); preemption differs (see `_preempt`).
 """
@@ -388,19 +388,22 @@ class Scheduler:
                 return False
 
     def _copy_on_write(self, task: Task, col: int) -> bool:
-        """Give the task its own copy of the shared page at page_table[col]: a fresh page, the
-        filled slots (positions before task.length) copied into it in every layer, the table
-        pointed at it, and one reference to the shared page dropped. False if the pool is dry."""
+        """Give the task its own copy of the shared page at page_table[col] (its last page):
+        one reference to the shared page dropped, a fresh page in its place, and the filled
+        slots (positions before task.length) copied into it in every layer. False, with
+        nothing changed, if the pool is dry.
+
+        The reference is dropped first so that every reference is always in a table (each
+        recorded state is whole); the page keeps its K/V for the copy, since others hold it."""
         cache = self.cache
+        if cache.n_available < 1:
+            return False
         if self.listener is not None:
             self.listener.on_cow(task, col)
-        fresh = cache.alloc_n(1)
-        if not fresh:
-            return False
-        src, dst = task.page_table[col], fresh[0]
-        cache.copy_page(src, dst, task.length - col * cache.page_size)
-        task.page_table[col] = dst
+        src = task.page_table.pop()
         cache.free(src)
+        dst = cache.alloc_n(1, out=task.page_table)[0]
+        cache.copy_page(src, dst, task.length - col * cache.page_size)
         return True
 
     def _preempt(self, task: Task, needed_by: Task | None = None) -> None:

@@ -65,9 +65,9 @@ EVENT_KINDS: dict[str, tuple[str, ...]] = {
     # parallel sampling: a sample (task, its index `sample` in the group) is about to share
     # every page of its parent's (sample 0's) table, `pages`, holding n_tokens tokens of K/V
     "fork": ("task", "parent", "sample", "pages", "n_tokens"),
-    # copy-on-write: before writing into shared page `source` (refs holders, itself included),
-    # the task copied its filled slots 0..slots-1 (K and V, every layer) into its new page
-    # `page`, which takes column `logical` of its table; a free of `source` follows
+    # copy-on-write: before writing into shared page `source`, the task dropped its reference
+    # (a free, leaving `refs` holders), took page `page` in column `logical` of its table (an
+    # alloc), and copied the filled slots 0..slots-1 (K and V, every layer) into it
     "copy": ("task", "sample", "source", "page", "slots", "logical", "refs"),
 }
 

@@ -265,8 +265,8 @@ class Recorder(CacheListener, SchedulerListener):
         self._written[dst] = self._written[src] & ((1 << n_slots) - 1)
         task, logical = self._cow if self._cow is not None else (self._owner, None)
         self._cow = None
-        # refs: holders of the source while it is copied (this task's reference is dropped
-        # by the free that follows); slots: the filled slots 0..slots-1 copied, every layer
+        # refs: holders of the source left once this task dropped its reference (the free
+        # before the alloc of `page`); slots: the filled slots 0..slots-1 copied, every layer
         self._emit("copy", task=task.name if task is not None else None,
                    sample=task.sample if task is not None else 0, source=src, page=dst,
                    slots=n_slots, logical=logical, refs=self.cache.refcount(src))

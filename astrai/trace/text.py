@@ -29,8 +29,8 @@ def describe(ev: dict) -> str:
         return (f"{ev['task']} (sample {ev['sample']}) forks from {ev['parent']}: shares pages "
                 f"{ev['pages']} ({ev['n_tokens']} tokens)")
     if kind == "copy":
-        return (f"{ev['task']} (sample {ev['sample']}): page {ev['source']} (refs {ev['refs']}) "
-                f"slots 0..{ev['slots'] - 1} copied to page {ev['page']} "
+        return (f"{ev['task']} (sample {ev['sample']}): slots 0..{ev['slots'] - 1} of page "
+                f"{ev['source']} (still held by {ev['refs']}) copied to page {ev['page']} "
                 f"-> {ev['task']}[{ev['logical']}]")
     if kind == "admit":
         hits = f", prefix hit {ev['hits']}" if ev["hits"] else ""

@@ -13,7 +13,8 @@ one beat, in trace order, so replaying all beats applies the whole trace:
   retire, preempt
   write, gather         prefill: one beat each; decode: write + gather + tokens of a step make
                         one "forward" beat
-  tokens                folded into the beat before it
+  tokens, copy          folded into the beat before it (a copy: into its page's alloc)
+  fork                  folded into its first share
   runs of plain steps   decode steps with nothing but phase/write/gather/tokens: one "run" beat
                         for the whole run, captioned as compressed
   tail                  whatever is left after the last beat
@@ -28,9 +29,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 PLAIN = {"phase", "write", "gather", "tokens"}
-# never a beat of their own: they lead into the next one (fork and copy: into the share, free
-# or alloc that carries their change, until a scene gives them beats of their own)
-FOLDED = {"phase", "grow", "fork", "copy"}
+# never a beat of their own: they lead into the next one (fork: into its first share, until a
+# scene gives it a beat of its own)
+FOLDED = {"phase", "grow", "fork"}
+AFTER = {"tokens", "copy"}  # folded into the beat before them (copy: its page's alloc)
 
 
 @dataclass
@@ -112,7 +114,7 @@ def plan_beats(events: list[dict]) -> list[BeatSpec]:
                         pending = []
                 j += 1
                 continue
-            if kind == "tokens":
+            if kind in AFTER:
                 if beats and not pending:
                     beats[-1].events.append(i)
                 else:
