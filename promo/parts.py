@@ -103,6 +103,13 @@ def chapter_name(module: str, cls: str, index: int) -> str:
     return chapter_of(scene_class(f"{module}:{cls}"), index)
 
 
+def in_teaser(module: str, cls: str) -> bool:
+    """Whether the scene gives the teaser a shot (its IN_TEASER)."""
+    from scenes.cards import scene_class  # imports manim: only when planning
+
+    return bool(getattr(scene_class(f"{module}:{cls}"), "IN_TEASER", True))
+
+
 def scene_parts(module: str, cls: str, index: int, cut: str, workload: str = "",
                 cards: bool = True) -> list[Part]:
     """A storyboard scene in `cut` (with its chapter card before it if `cards`)."""
@@ -132,6 +139,8 @@ def plan(cut: str, log=print) -> list[Part]:
     for i, (module, cls) in enumerate(STORYBOARD, 1):
         if module_file(module) is None:
             log(f"promo: {module}.{cls} is not on this checkout yet: left out of the {cut} cut")
+            continue
+        if cut == "teaser" and not in_teaser(module, cls):
             continue
         parts += scene_parts(module, cls, i, cut, cards=cut == "full")
     parts.append(closing_part(cut))

@@ -113,7 +113,7 @@ def teaser_script(c: batching.BatchingComparison, n_req: int) -> list[str]:
 class BatchingScene(Captioned, StoryScene):
     WORKLOAD = "traffic"
     TITLE = "Continuous batching"
-    CHAPTER = "3. Continuous batching"
+    CHAPTER = "4. Continuous batching"
     # what it shows, in one sentence (its card on the promo page)
     SUMMARY = ("The paged scheduler refills free batch slots every step while static batching of "
                "the same requests waits for its slowest one: fewer steps, more tokens per step.")

@@ -220,8 +220,24 @@ def batching_figure(r, source: str) -> Figure:
         f"not {r.static_steps}.", f"{r.continuous_steps} steps, not {r.static_steps}")
 
 
+def sampling_figure(r, source: str) -> Figure:
+    """astrai.compare.sampling: samples sharing a prompt against independent requests."""
+    n = len(r.samples)
+    return Figure(
+        f"Parallel sampling: {n} samples take {r.pages_allocated} pages where {n} separate "
+        f"requests take {r.independent_pages_allocated}",
+        f"{r.prompt_tokens_computed} prompt tokens computed instead of "
+        f"{r.independent_prompt_tokens_computed}; {r.copies} pages copied on write; "
+        f"{_same(r.outputs_equal)}",
+        source, (("shared", r.pages_allocated), ("separate", r.independent_pages_allocated)),
+        "pages allocated",
+        f"{n} samples of one prompt share its pages: {r.pages_allocated} pages, where {n} "
+        f"separate requests take {r.independent_pages_allocated}.",
+        f"{r.pages_allocated} pages, not {r.independent_pages_allocated}")
+
+
 COMPARISONS = (("memory", memory_figure), ("prefix", prefix_figure),
-               ("batching", batching_figure))
+               ("sampling", sampling_figure), ("batching", batching_figure))
 
 
 def source_of(module: str, fn, result) -> str:
@@ -253,6 +269,7 @@ def closing_figures() -> list[Figure]:
 CLOSING = "Every figure is a second real run of the same requests, not a formula."
 COMMAND = "make promo"
 OUTRO = "Every frame is a recorded run. To make this video yourself, run make promo."
+SHORT_OUTRO = "Make it yourself: make promo."
 
 
 class Bars(VGroup):
@@ -310,7 +327,7 @@ class ClosingCard(Card):
         line = "Measured on real runs: " + "; ".join(f.short for f in figures) + "."
         self.beat([a for bars, words in shown for a in (*bars.grow(), FadeIn(words))], 1.5,
                   0.5, line=line if figures else None)
-        self.end()
+        self.end(SHORT_OUTRO)
 
     def layout(self, figures: list[Figure]) -> list[tuple[Bars, VGroup]]:
         """The title shown; each figure's bars (left) and headline with its call (right),
@@ -330,9 +347,9 @@ class ClosingCard(Card):
             out.append((bars, words))
         return out
 
-    def end(self) -> None:
+    def end(self, line: str = OUTRO) -> None:
         """The command that makes the video, said and shown."""
         command = theme.text(COMMAND, FS_SUB, theme.ACCENT, bold=True)
         command.to_edge(DOWN, buff=0.5)
-        self.card(command, OUTRO, 1.0)
+        self.card(command, line, 1.0)
         self.clear_out(0.4)

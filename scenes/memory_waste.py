@@ -136,7 +136,7 @@ def teaser_script(m: memory.MemoryComparison) -> list[str]:
 class MemoryWasteScene(Captioned, StoryScene):
     WORKLOAD = "traffic"
     TITLE = "Why pages: the memory a contiguous cache wastes"
-    CHAPTER = "4. Why pages"
+    CHAPTER = "5. Why pages"
     # what it shows, in one sentence (its card on the promo page)
     SUMMARY = ("A contiguous cache reserves every request's longest length up front while the "
                "paged one holds only the pages in use, so the same memory admits more requests.")

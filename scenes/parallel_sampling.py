@@ -79,7 +79,7 @@ class SamplingStory:
 class ParallelSamplingScene(StoryScene):
     WORKLOAD = "sampling"
     TITLE = "Parallel sampling"
-    CHAPTER = "7. Parallel sampling"
+    CHAPTER = "3. Parallel sampling"
     SUMMARY = ("Three samples of one prompt share its pages after a single prefill; a sample "
                "copies the shared half-filled page only when it writes into it, and each ends "
                "token for token like an independent request.")

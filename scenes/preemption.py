@@ -92,7 +92,7 @@ class PreemptionStory:
 class PreemptionScene(StoryScene):
     WORKLOAD = "preemption"
     TITLE = "Preemption"
-    CHAPTER = "5. Preemption"
+    CHAPTER = "6. Preemption"
     # what it shows, in one sentence (its card on the promo page)
     SUMMARY = ("When the pool runs dry mid-decode the newest request is preempted and requeued, "
                "recomputes its prompt and generated tokens, and still ends token for token like "

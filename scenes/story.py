@@ -69,6 +69,7 @@ class StoryScene(Scene):
     WORKLOAD: ClassVar[str] = "seed"
     TITLE: ClassVar[str] = ""
     CHAPTER: ClassVar[str] = ""
+    IN_TEASER: ClassVar[bool] = True  # the promo's teaser plays this scene's shot
 
     def __init__(self, *args, trace: Trace | None = None, cut: str | None = None, **kwargs):
         kwargs.setdefault("camera_class", ReplayCamera)

@@ -314,7 +314,10 @@ class WriteGatherScene(StoryScene):
 
     WORKLOAD = "write_gather"
     TITLE = "Inside write and gather"
-    CHAPTER = "6. Inside write and gather"
+    CHAPTER = "7. Inside write and gather"
+    # The teaser holds one idea a shot and stays under 90 s: this slot-level close-up is the
+    # explainer's (its own teaser cut still renders with ASTRAI_CUT=teaser).
+    IN_TEASER = False
     # what it shows, in one sentence (its card on the promo page)
     SUMMARY = ("Slot by slot: where each token's keys and values are written, the null page that "
                "padded rows go to, and the gather that reads them back in page-table order for "
