@@ -14,8 +14,8 @@ a page it shares (the prompt's partly filled last page), it copies it: the share
 the sample's reference, a fresh page takes its place in the table, and the page's filled slots
 of every layer's K and V are copied into it; a sample whose page is no longer shared (the last
 holder) writes in place and copies nothing. Full shared pages are never written again and stay
-shared until the samples finish. This is what vLLM's block manager does (fork shares every block; copy-on-write on
-append to a shared last block); preemption differs (see `_preempt`).
+shared until the samples finish. This is what vLLM's block manager does (fork shares every
+block; copy-on-write on append to a shared last block); preemption differs (see `_preempt`).
 """
 
 from __future__ import annotations
