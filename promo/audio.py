@@ -78,19 +78,31 @@ def mux(video: Path, samples: np.ndarray) -> None:
 
 
 def decode(path: Path) -> tuple[np.ndarray, int]:
-    """The first audio stream of `path` as float mono samples in [-1, 1] at RATE."""
+    """The first audio stream of `path` as float mono samples at RATE, each decoded frame
+    placed at its own time stamp: a joined cut's parts each start where their picture does
+    (concatenating frames would drift by each part's AAC padding)."""
     with av.open(str(path)) as c:
         if not c.streams.audio:
             raise AudioError(f"{path.name}: no audio stream")
-        res = av.AudioResampler(format="flt", layout="mono", rate=RATE)
-        parts = []
-        for frame in c.decode(c.streams.audio[0]):
-            for f in res.resample(frame):
-                parts.append(f.to_ndarray().reshape(-1))
-        for f in res.resample(None):
-            parts.append(f.to_ndarray().reshape(-1))
-    x = np.concatenate(parts) if parts else np.zeros(0, dtype=np.float32)
-    return x.astype(np.float64), RATE
+        s = c.streams.audio[0]
+        placed, cursor = [], 0
+        for frame in c.decode(s):
+            if frame.sample_rate != RATE:
+                raise AudioError(f"{path.name}: sound at {frame.sample_rate} Hz, not {RATE}")
+            x = frame.to_ndarray().astype(np.float64)
+            x = x.mean(axis=0) if frame.format.is_planar else x.reshape(-1, len(
+                frame.layout.channels)).mean(axis=1)
+            start = round(frame.pts * s.time_base * RATE) if frame.pts is not None else cursor
+            placed.append((start, x))
+            cursor = start + len(x)
+    if not placed:
+        return np.zeros(0), RATE
+    buf = np.zeros(max(a + len(x) for a, x in placed))
+    for a, x in placed:
+        if a < 0:  # encoder priming before the stream's start
+            x, a = x[-a:], 0
+        buf[a:a + len(x)] = x
+    return buf, RATE
 
 
 @dataclass(frozen=True)

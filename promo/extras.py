@@ -42,12 +42,15 @@ def webm(mp4: Path, target: Path, chapters: list[Chapter], title: str = "") -> N
                                "end": round(c.end * 1000), "time_base": Fraction(1, 1000),
                                "metadata": {"title": c.title}}
                               for i, c in enumerate(chapters, 1)])
+            n_frames = 0
             for n, frame in enumerate(inp.decode(s)):
                 frame.pts, frame.time_base = n, 1 / Fraction(rate)
                 out.mux(o.encode(frame))
+                n_frames = n + 1
             out.mux(o.encode())
             if opus is not None:
                 x, _ = decode(mp4)
+                x = x[:round(n_frames / float(rate) * RATE)]  # as long as the picture
                 encode(opus, out, (np.clip(x, -1, 1) * 32767).round().astype(np.int16))
         tmp.replace(target)
     finally:

@@ -65,8 +65,7 @@ CLAIM = ("Everything you will see was recorded from a real run of the cache and 
 
 SAID_CLAIM = ("Everything you will see was recorded from a real run, on a small real model. No "
               "number is typed in.")
-WHY = ("A language model remembers every token it has read, as a key and a value in every "
-       "layer.")
+WHY = "A language model remembers every token it has read, as keys and values."
 HOW = ("That memory grows with every token, and it decides how many requests fit at once. A "
        "paged KV cache hands it out in small pages, as the text grows.")
 
@@ -143,8 +142,8 @@ class ChapterCard(Card):
             parts.append(theme.text(workload_line(workload), theme.FS_CAPTION, theme.DIM))
         group = VGroup(*parts).arrange(DOWN, buff=0.35)
         rule = Line(3 * LEFT, 3 * RIGHT, color=theme.FAINT).next_to(group, UP, buff=0.35)
-        caption = chapter + (f": {title}" if len(parts) > 1 and title not in chapter else "")
-        self.card(VGroup(rule, group), caption + ".", 2.0)
+        # the chapter is said; its longer title is on screen
+        self.card(VGroup(rule, group), chapter + ".", 2.0)
         self.clear_out(0.3)
 
 

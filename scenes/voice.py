@@ -34,13 +34,14 @@ ROOT = Path(__file__).resolve().parents[1]
 RATE = 48_000  # the promo's audio rate
 VOICE = "en_US-joe-medium"
 # length_scale > 1 slows Piper down: at 1.0 it speaks about 16.7 characters a second, at the edge
-# of the 17 cps reading limit; 1.12 leaves room for the subtitles.
-LENGTH_SCALE = 1.12
-LOUDNESS, PEAK = -16.0, -2.0  # LUFS, dBFS (AAC adds up to ~0.5 dB of peak)
+# of the 17 cps reading limit; 1.06 leaves room for the subtitles (and a cue still too fast is
+# said again slower, READ_CPS).
+LENGTH_SCALE = 1.06
+LOUDNESS, PEAK = -16.0, -2.5  # LUFS, dBFS (AAC coding adds up to ~1.5 dB of peak)
 GAP = 0.25  # seconds between two cues of one line (a breath; a cue shows until 2 frames before)
 PAUSE = 0.6  # seconds after a line before the next beat may speak
 READ_CPS = 16.0  # a cue spoken faster than this is spoken again, slower (reading limit 17)
-EST_CPS = 15.0  # NARRATION=off: characters a second the voice takes (measured 14.9 at 1.12)
+EST_CPS = 15.6  # NARRATION=off: characters a second the voice takes (measured at 1.06)
 VOICE_KEY = f"{VOICE}|ls={LENGTH_SCALE}|cps={READ_CPS}|{LOUDNESS}|{PEAK}|{RATE}|v1"
 
 
@@ -56,6 +57,8 @@ PRONOUNCE: list[tuple[str, str]] = [
      r"takes|keeps|shares|waits|lets|goes|writes|reads|starts|continues|generates)\b)", "Eh"),
     (r"\bA\b(?=[.,;:!?])", "Eh"),
     (r"(?<=[Rr]equest )A\b", "Eh"),
+    (r"\bA\.(\d+)\b", r"Eh \1"),  # a sample's name: A.1 is "Eh 1"
+    (r"\b([B-Z])\.(\d+)\b", r"\1 \2"),
     (r"\bKV\b", "K V"),
     (r"\bK/V\b", "K and V"),
     (r"\brefcounts\b", "ref counts"),

@@ -1054,5 +1054,4 @@ class WriteGatherScene(StoryScene):
         self._snap_attention(at)
         self.shot("Every slot, page and number here was recorded from the real run",
                   f"slots from slot_index, pages from gather_pages, weights from the "
-                  f"model at step {s.step}", 4.0,
-                  line="Every number here was recorded from the real run.")
+                  f"model at step {s.step}", 3.0)

@@ -155,7 +155,7 @@ def admit(r: Replay, spec: BeatSpec) -> None:
               f"_fit: {ev['needed']} page(s) to allocate, {ev['available']} available "
               "(free, plus cached ones it does not revive)")
         r.show_code(spec, "Scheduler._fit", spec.main, where=("returned",))
-        r.speak("Before letting it in, the scheduler checks that the pool can hold its prompt.")
+        r.speak("First, the scheduler checks that its prompt fits in the pool.")
         r.play(beat, *r.scaled(0.7, 1.6))
         beat = r.new_beat()
     else:
@@ -264,7 +264,7 @@ def grow(r: Replay, spec: BeatSpec) -> None:
               + (f"page {ev['page']} is the lowest free bit" if low else
                  _alloc_words(r, ev, prev)))
         if r.first("grow"):
-            r.speak(f"Decoding adds one token a step. At token {need['n_tokens']}, "
+            r.speak(f"At token {need['n_tokens']}, "
                     f"{need['task']}'s {_count(need['held'], 'page')} of {need['capacity']} "
                     f"slots {_are(need['held'], 'is', 'are')} full, so it takes one more: "
                     f"page {ev['page']}.")
@@ -348,7 +348,7 @@ def free(r: Replay, spec: BeatSpec) -> None:
         r.speak(f"{ev['task']} is done, so its pages go back to the pool. Page {page}'s "
                 "count drops to zero, and its bit says free again.")
     else:
-        r.speak(f"{ev['task']}'s pages go back too.", once=f"free {ev['task']}")
+        r.speak(f"{ev['task']} is done, and its pages go back too.", once=f"free {ev['task']}")
     r.show_code(spec, "PagedCache.free", spec.main)
     r.box(beat, page, W_POOL, theme.CACHED if cached else theme.ACCENT)
     r.play(beat, *r.timing(spec))
@@ -479,9 +479,6 @@ def run(r: Replay, spec: BeatSpec) -> None:
              f"{waits[-1]['available']} available)" if waits else "")
     r.say(beat, f"{steps}: {each} per request per step ({', '.join(names)})",
           f"lengths {grew}; no page allocated or freed{still}")
-    if r.first("run"):
-        r.speak(f"For {_count(b - a + 1, 'step')}, every request just adds a token a step, "
-                "into room it already has. No page moves.")
     last = max((i for i in spec.events if r.events[i]["kind"] == "write"), default=None)
     if last is not None:
         r.show_code(spec, "CacheView.write", last)
@@ -553,7 +550,7 @@ def finish(r: Replay, spec: BeatSpec) -> None:
     beat, ev, _ = _applied(r, spec)
     r.say(beat, f"{ev['task']} finished: {ev['n_output']} tokens generated",
           "its pages are freed by the next step's cleanup")
-    r.speak(f"{ev['task']} has finished, after {ev['n_output']} new tokens.")
+    r.speak(f"{ev['task']} has finished, after {ev['n_output']} new tokens.", once="finish")
     r.show_code(spec, "Scheduler._forward", spec.main)
     r.play(beat, *r.timing(spec))
 

@@ -368,8 +368,8 @@ class Replay:
             beat.appear(self.overlay, brace_group)
             self.say(beat, f"{geo['n_pages']} page frames, numbered 0..{geo['n_pages'] - 1}",
                      "a page is the unit of allocation; a request's K/V live in whole pages")
-            self.speak(f"Here it lives in one pool of {geo['n_pages']} pages, each with room "
-                       f"for the keys and values of {geo['page_size']} tokens.")
+            self.speak(f"Here it lives in one pool: {geo['n_pages']} pages of "
+                       f"{geo['page_size']} token slots each.")
             self.play(beat, *self.scaled(1.2, 1.6))
             beat = Beat(self.overlay)
             beat.window = (0.0, 0.5)
@@ -390,8 +390,8 @@ class Replay:
                            "slots, a free bit and a refcount each", detail)
         else:
             self.say(beat, "free bitmask (bit i under page i, 1 = free) and refcounts", detail)
-            self.speak("Under each page, one bit says whether it is free, and a count says "
-                       "how many requests hold it.")
+            self.speak("Under each page, a bit says if it is free, and a count says how many "
+                       "requests hold it.")
         self.play(beat, *self.scaled(1.0, 1.8))
 
     def _leave_intro(self, beat: Beat) -> None:
