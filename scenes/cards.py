@@ -267,7 +267,7 @@ def closing_figures() -> list[Figure]:
 
 CLOSING = "Every figure is a second real run of the same requests, not a formula."
 COMMAND = "make promo"
-OUTRO = "Every frame is a recorded run. To make this video yourself, run make promo."
+OUTRO = "To make this video yourself, from real runs, type make promo."
 SHORT_OUTRO = "Make it yourself: make promo."
 
 

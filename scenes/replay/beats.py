@@ -137,7 +137,8 @@ def arrive(r: Replay, spec: BeatSpec) -> None:
               else f"prompt of {ev['prompt_len']} tokens")
     r.say(beat, f"{ev['task']} arrives: {prompt}, up to {ev['max_new_tokens']} new",
           f"submit() queues it: waiting = {ev['state']['queue']}")
-    r.speak(f"Request {ev['task']} arrives, with a prompt of {ev['prompt_len']} tokens.")
+    r.speak(f"Request {ev['task']} arrives, with a prompt of {ev['prompt_len']} tokens.",
+            once="arrive")  # later arrivals are on screen; what they get is said
     r.show_code(spec, "Scheduler.submit", spec.main)
     r.play(beat, *r.timing(spec))
 
@@ -433,8 +434,6 @@ def gather(r: Replay, spec: BeatSpec) -> None:
     r.say(beat, f"gather(total_len={total}): {order}",
           f"whole pages in logical order (page-table order), cut to {total}: "
           f"K, V = {ev['shape']}")
-    r.speak("To attend, the pages are read back in page-table order, so the model sees one "
-            "sequence, wherever its pages are.", once="gather")
     r.show_code(spec, "PagedCache.gather_pages", spec.main)
     longest = max((len(row["pages"]) for row in rows), default=1)
     for row in rows:
@@ -550,7 +549,6 @@ def finish(r: Replay, spec: BeatSpec) -> None:
     beat, ev, _ = _applied(r, spec)
     r.say(beat, f"{ev['task']} finished: {ev['n_output']} tokens generated",
           "its pages are freed by the next step's cleanup")
-    r.speak(f"{ev['task']} has finished, after {ev['n_output']} new tokens.", once="finish")
     r.show_code(spec, "Scheduler._forward", spec.main)
     r.play(beat, *r.timing(spec))
 
