@@ -336,12 +336,12 @@ class ClosingCard(Card):
         y = head.get_bottom()[1] - 0.4
         out = []
         for f in figures:
-            bars = Bars(f, 3.6)
+            bars = Bars(f, 3.0)
             words = VGroup(paragraph(f.headline, theme.FS_BODY, theme.TEXT, 56),
                            paragraph(f.source, theme.FS_BODY, theme.RAN, 60)
                            ).arrange(DOWN, aligned_edge=LEFT, buff=0.08)
             bars.move_to([-6.6, y - 0.2, 0], aligned_edge=UP + LEFT)
-            words.move_to([-0.2, bars.get_top()[1], 0], aligned_edge=UP + LEFT)
+            words.move_to([-0.9, bars.get_top()[1], 0], aligned_edge=UP + LEFT)
             y = min(bars.get_bottom()[1], words.get_bottom()[1]) - 0.35
             out.append((bars, words))
         return out

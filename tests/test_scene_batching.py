@@ -165,7 +165,7 @@ def test_subtitles_meet_the_reading_limits(cut, scenes):
 def test_teaser_is_one_short_shot(scenes):
     teaser = scenes["teaser"]
     speech = sum(line.duration for _, line in teaser.lines)
-    assert 1 <= len(teaser.lines) <= 2 and 6.0 <= speech <= 10.0
+    assert 1 <= len(teaser.lines) <= 2 and 5.0 <= speech <= 10.0
     assert teaser.now <= min(TEASER_SCENE_MAX, 12.5)
     # over the real run: the grids fill while it is spoken
     assert len(teaser.snapshots) >= 4

@@ -209,7 +209,7 @@ def test_subtitles_meet_the_reading_limits(cut, scenes):
 def test_teaser_is_one_short_shot(scenes, comparison):
     teaser = scenes["teaser"]
     speech = sum(line.duration for _, line in teaser.lines)
-    assert 1 <= len(teaser.lines) <= 2 and 6.0 <= speech <= 10.0
+    assert 1 <= len(teaser.lines) <= 2 and 5.0 <= speech <= 10.0
     assert teaser.now <= min(TEASER_SCENE_MAX, 12.5)
     # while it says how many each holds, the screen shows the run holding them: every snapshot
     # taken under the lines has the contiguous rows full and the pages of the most requests

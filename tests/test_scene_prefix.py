@@ -200,7 +200,7 @@ def test_teaser_is_one_spoken_shot(trace, tmp_path_factory):
     teaser = check_teaser(PrefixCacheScene, trace, tmp_path_factory.mktemp("teaser"),
                           boards=("lookup",))
     assert teaser.clock <= 12.5
-    assert 1 <= len(teaser.lines) <= 2 and 6.0 <= speech(teaser) <= 10.0
+    assert 1 <= len(teaser.lines) <= 2 and 5.0 <= speech(teaser) <= 10.0
     check_spoken(teaser, 10.0)
     hit = next(ev for ev in trace.events if ev["kind"] == "admit" and ev["hits"])
     first = next(ev["task"] for ev in trace.events if ev["kind"] == "record")

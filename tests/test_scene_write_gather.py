@@ -260,7 +260,7 @@ def test_the_teaser_is_one_idea_in_two_lines_with_the_run_s_numbers(scenes, trac
     n, teaser = story_numbers(trace), scenes["teaser"]
     assert teaser.clock <= min(TEASER_SCENE_MAX, 12.5)
     speech = sum(line.duration for _, line in teaser.lines)
-    assert 1 <= len(teaser.lines) <= 2 and 6 <= speech <= 10
+    assert 1 <= len(teaser.lines) <= 2 and 5 <= speech <= 10
     pages = [str(p) for p in n["table"]]
     assert said(teaser, "pages " + ", ".join(pages[:-1]) + " and " + pages[-1],
                 f"all {n['total']} keys")
