@@ -17,10 +17,10 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
-from astrai.errors import AstraiError, TraceFormatError, WorkloadError
+from astrai.errors import AstraiError
 from astrai.inference.cache import pages_for
 from astrai.trace import Trace, record
-from astrai.trace.record import run_limit, workload_of
+from astrai.trace.record import rerun, run_limit, workload_of
 from astrai.workload import MAX_STEPS, Workload, load_workload
 
 __all__ = ["PreemptionComparison", "Readmission", "compare", "readmissions"]
@@ -139,8 +139,7 @@ def compare(workload: Workload | str = "preemption",
     # Room for every request at its longest at once (the last output token needs no K/V).
     big = sum(pages_for(len(r.prompt) + r.max_new_tokens - 1, wl.page_size)
               for r in wl.requests)
-    big_trace = _bounded(lambda: record(dataclasses.replace(wl, n_pages=max(big, wl.n_pages)),
-                                        lines=False, max_steps=limit), wl.name, limit)
+    big_trace = rerun(dataclasses.replace(wl, n_pages=max(big, wl.n_pages)), limit)
     if any(ev["kind"] in ("preempt", "wait") for ev in big_trace.events):
         raise PoolTooSmall(f"{wl.name}: a pool of {big} pages still made a request wait")
     readmits = readmissions(trace)
@@ -165,14 +164,3 @@ def compare(workload: Workload | str = "preemption",
         trace=trace,
         big_trace=big_trace,
     )
-
-
-def _bounded(run, name: str, limit: int) -> Trace:
-    """The comparison run, refused by name if it needs more steps than it is allowed."""
-    try:
-        return run()
-    except WorkloadError as e:
-        if "not done after" not in str(e):
-            raise
-        raise TraceFormatError(f"{name}: the comparison run needs more than {limit} steps, "
-                               "the most this trace's events allow") from None

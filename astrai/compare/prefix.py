@@ -16,9 +16,8 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
-from astrai.errors import TraceFormatError, WorkloadError
 from astrai.trace import Trace, record
-from astrai.trace.record import run_limit, workload_of
+from astrai.trace.record import rerun, run_limit, workload_of
 from astrai.workload import MAX_STEPS, Workload, load_workload
 
 __all__ = ["PrefixComparison", "RunFigures", "compare", "figures"]
@@ -134,8 +133,7 @@ def compare(workload: Workload | str = "prefix", trace: Trace | None = None) -> 
         # file chose is read), and for no more steps than the trace's size allows.
         wl = workload_of(trace, "a scene's comparison run")
         limit = run_limit(trace)
-    off_trace = _bounded(lambda: record(dataclasses.replace(wl, prefix_caching=False),
-                                        lines=False, max_steps=limit), wl.name, limit)
+    off_trace = rerun(dataclasses.replace(wl, prefix_caching=False), limit)
     on, off = figures(trace), figures(off_trace)
     return PrefixComparison(
         workload=wl.name,
@@ -153,14 +151,3 @@ def compare(workload: Workload | str = "prefix", trace: Trace | None = None) -> 
         trace=trace,
         off_trace=off_trace,
     )
-
-
-def _bounded(run, name: str, limit: int) -> Trace:
-    """The comparison run, refused by name if it needs more steps than it is allowed."""
-    try:
-        return run()
-    except WorkloadError as e:
-        if "not done after" not in str(e):
-            raise
-        raise TraceFormatError(f"{name}: the comparison run needs more than {limit} steps, "
-                               "the most this trace's events allow") from None

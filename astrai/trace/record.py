@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 
-from astrai.errors import AstraiError, TraceFormatError
+from astrai.errors import AstraiError, TraceFormatError, WorkloadError
 from astrai.trace.capture import Capture
 from astrai.trace.format import VERSION, Trace
 from astrai.trace.recorder import LineTracer, Recorder, source_digests
@@ -61,6 +61,18 @@ def run_limit(trace: Trace) -> int:
     may need more steps than the first (prefix caching off waits for pages more), but never
     more work than the file's own size pays for."""
     return max(steps_of(trace), len(trace.events) // 4)
+
+
+def rerun(workload: Workload, limit: int) -> Trace:
+    """A comparison run of `workload` (no line tracing), refused by name if it needs more than
+    `limit` steps (see `run_limit`)."""
+    try:
+        return record(workload, lines=False, max_steps=limit)
+    except WorkloadError as e:
+        if "not done after" not in str(e):
+            raise
+        raise TraceFormatError(f"{workload.name}: the comparison run needs more than {limit} "
+                               "steps, the most this trace's events allow") from None
 
 
 def workload_of(trace: Trace, purpose: str) -> Workload:
