@@ -25,11 +25,7 @@ from scenes import theme
 from scenes.kit.board import Board
 from scenes.kit.endcard import figure_rows, token_rows
 from scenes.kit.story_replay import StoryReplay
-from scenes.replay import KINDS
 from scenes.story import StoryScene
-
-# The replay's beat kinds pass silently here: the scene speaks its own story, one line a beat.
-QUIET = frozenset(KINDS)
 
 
 class SamplingStory:
@@ -91,7 +87,6 @@ class ParallelSamplingScene(StoryScene):
         st = self.facts = SamplingStory(trace)
         self.slot_copies: list[tuple[int, int, Board, list]] = []  # (source, page, board, cells)
         rp = self.replay = StoryReplay.steered(self, trace, key_beats(st))
-        rp.quiet = set(QUIET)
         return st, rp
 
     def teaser_story(self) -> None:

@@ -13,8 +13,8 @@ with beats of its own drawn from the trace's fields:
   (a second real run), token for token, and the cost in recomputed tokens and steps.
 
 The narrator tells that story in the scene's own beats, one idea a line, with the run's numbers;
-the replay's beat kinds pass silently (`QUIET`: scene 1 has said what they do). The teaser cut
-(`teaser_story`) is one shot: the pool runs dry and the newest request steps aside.
+the replay's beat kinds pass silently (`StoryReplay.steered`: scene 1 has said what they do).
+The teaser cut (`teaser_story`) is one shot: the pool runs dry and the newest request steps aside.
 """
 
 from __future__ import annotations
@@ -24,11 +24,7 @@ from scenes import theme
 from scenes.kit.board import Board
 from scenes.kit.endcard import figure_rows, token_rows
 from scenes.kit.story_replay import StoryReplay
-from scenes.replay.beats import KINDS
 from scenes.story import StoryScene
-
-# The replay's own beat kinds say nothing here: the scene's beats carry the spoken story.
-QUIET = frozenset(KINDS)
 
 
 class PreemptionStory:
@@ -104,7 +100,6 @@ class PreemptionScene(StoryScene):
         self.comparison = preemption_compare.compare(trace=trace)
         st = self.facts = PreemptionStory(trace)
         rp = self.replay = StoryReplay.steered(self, trace, key_beats(st))
-        rp.quiet = set(QUIET)
         return st, rp
 
     def story(self) -> None:

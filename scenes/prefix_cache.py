@@ -15,8 +15,8 @@ that make the point, with beats of its own drawn from the trace's fields:
 Scenes never allocate: every page, key, count and figure is read from the runs.
 
 The narrator tells that story in the scene's own beats, one idea a line, with the run's numbers;
-the replay's beat kinds pass silently (`QUIET`: scene 1 has said what they do). The teaser cut
-(`teaser_story`) is one shot: B sharing A's pages, over that moment of the replay.
+the replay's beat kinds pass silently (`StoryReplay.steered`: scene 1 has said what they do).
+The teaser cut (`teaser_story`) is one shot: B sharing A's pages, over that moment of the replay.
 """
 
 from __future__ import annotations
@@ -28,11 +28,7 @@ from scenes.kit.endcard import figure_rows
 from scenes.kit.hashchain import ChainRow, Link, mark, row_width, short_key
 from scenes.kit.lru import LruStrip
 from scenes.kit.story_replay import StoryReplay
-from scenes.replay.beats import KINDS
 from scenes.story import StoryScene
-
-# The replay's own beat kinds say nothing here: the scene's beats carry the spoken story.
-QUIET = frozenset(KINDS)
 
 
 class PrefixStory:
@@ -170,7 +166,6 @@ class PrefixCacheScene(StoryScene):
         self.comparison = prefix_compare.compare(trace=trace)
         st = self.facts = PrefixStory(trace)
         rp = self.replay = StoryReplay.steered(self, trace, key_beats(st))
-        rp.quiet = set(QUIET)
         lay = rp.layout
         self.strip = LruStrip(rp.n_pages, lay.right - 0.05, lay.tables_top - 0.62)
         self.strip_on = False

@@ -21,7 +21,7 @@ from collections.abc import Callable
 
 from scenes.kit.anim import Beat
 from scenes.replay import Replay
-from scenes.replay.beats import find
+from scenes.replay.beats import KINDS, find
 
 Hook = Callable[["StoryReplay", int], None]
 QUIET = {"phase", "gather", "tokens"}  # events that need no play of their own
@@ -107,12 +107,16 @@ class StoryReplay(Replay):
     def steered(cls, scene, trace, key_beats) -> StoryReplay:
         """The replay a story scene steers by its cut: titled with the scene and the workload;
         the full cut keeps the beats whose main event is in `key_beats` and fast-forwards the
-        rest, the teaser keeps none (the scene's own beats carry it), at the cut's pace."""
-        return cls(
+        rest, the teaser keeps none (the scene's own beats carry it), at the cut's pace. The
+        beat kinds' own lines are silent: a steered scene speaks its own story, one line a
+        beat of its own."""
+        replay = cls(
             scene, trace, title=f"{scene.TITLE} · workload {trace.workload.get('name', '?')}",
             keep=(lambda spec: False) if scene.teaser else (lambda spec: spec.main in key_beats),
             pace=scene.pick(0.85, 1.0), fast_time=scene.pick(0.6, 0.4),
             fast_hold=scene.pick(0.6, 0.15))
+        replay.quiet = set(KINDS)
+        return replay
 
     # ---- hooks ----------------------------------------------------------------------------
 

@@ -270,6 +270,7 @@ class Replay:
         mobjects to bring in (kept in `self.notes` until hidden) or take out, and optionally
         a code panel (file, qualname, first line to mark) of real source. Applies no event."""
         beat = self.new_beat()
+        self._playing = ("narrative", None)  # before speaking: `quiet` is asked of this beat
         self.say(beat, caption, detail)
         if line:
             self.speak(line)
@@ -281,7 +282,6 @@ class Replay:
             file, fn, line = code
             info = self.code.show({"file": file, "fn": fn, "line": line, "ran": [line]})
             self.panels.append({**info, "event": None, "frame": None, "kind": "narrative"})
-        self._playing = ("narrative", None)
         self.play(beat, *self.scaled(run_time, hold))
 
     def section(self, name: str) -> None:
