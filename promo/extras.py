@@ -23,10 +23,9 @@ def webm(mp4: Path, target: Path, chapters: list[Chapter], title: str = "") -> N
     from promo.audio import RATE, decode, encode
 
     tmp = target.with_name(target.stem + ".tmp" + target.suffix)
-    with av.open(str(mp4)) as inp:
-        has_sound = bool(inp.streams.audio)
     try:
         with av.open(str(mp4)) as inp, av.open(str(tmp), "w", format="webm") as out:
+            has_sound = bool(inp.streams.audio)
             s = inp.streams.video[0]
             rate = s.guessed_rate or s.average_rate
             o = out.add_stream("libvpx-vp9", rate=rate, options=VP9)
