@@ -17,8 +17,13 @@ never from numbers typed in.
 What the base gives every scene:
 - `cut`: "full" (the explainer) or "teaser" (the short cut of the promo: key beats only, tighter
   holds). Set by `cut=` or $ASTRAI_CUT. `self.pick(full, teaser)` chooses a value by cut.
-- `say(text, duration)`: a caption that is also a subtitle cue (Manim subcaption, so every
-  render writes an .srt beside its mp4); `self.cues` keeps (start, duration, text) for tests.
+- `beat(animations, run_time, hold, line=...)`: the one timeline every scene and card plays
+  through. `line` is spoken (scenes/voice.py) from the beat's start, its cues become the
+  subtitles (Manim subcaptions, so every render writes an .srt), the animations run under it
+  and the beat lasts at least as long as the speech. `speak(text)` starts a line without
+  waiting; `with voiced(text) as said:` plays a scene's own animations under it. `self.lines`
+  keeps every spoken (start, Line), `self.cues` every cue (start, seconds shown, text).
+- `teaser_story()`: the teaser cut's shot, next to `story()` (default: the story itself).
 - `chapter(name)`: a Manim section (`--save_sections` gives per-section clips and an index).
 - `show(animations, run_time)` and `hold(seconds)`: play and wait through the scene's `clock`
   (seconds of video, counted in the frames Manim writes), which also runs when the scene is
