@@ -49,19 +49,19 @@ from scenes.kit.glyphs import Atlas, Counter, GlyphText
 from scenes.kit.layout import make_layout
 from scenes.story import StoryScene
 
-CACHE_PY = "astrai/inference/cache.py"
+KV_PY = "astrai/inference/kv.py"
 MODEL_PY = "astrai/model.py"
 
 # The line of each engine function that does what a beat shows (found by its text, so the panel
 # follows the source if it moves): never a listener call.
 WORK = {
-    "store": (CACHE_PY, "PagedCache.__init__", "shape = (n_layers, n_pages + 1"),
-    "slots": (CACHE_PY, "PagedCache.slot_index", "return (page * ps"),
-    "null": (CACHE_PY, "PagedCache.slot_index", "page = torch.where(valid"),
-    "write": (CACHE_PY, "PagedCache.write_slots", "._k_slots[layer_id].index_copy_("),
-    "index": (CACHE_PY, "PagedCache.gather_index", "return torch.where(cols < 0"),
-    "select": (CACHE_PY, "PagedCache.gather_pages", "torch.index_select(self._k_pages"),
-    "cut": (CACHE_PY, "PagedCache.gather_pages", "k = k_out.view("),
+    "store": (KV_PY, "KVStore.__init__", "shape = (n_layers, n_pages + 1"),
+    "slots": (KV_PY, "KVStore.slot_index", "return (page * ps"),
+    "null": (KV_PY, "KVStore.slot_index", "page = torch.where(valid"),
+    "write": (KV_PY, "KVStore.write_slots", "._k_slots[layer_id].index_copy_("),
+    "index": (KV_PY, "KVStore.gather_index", "return torch.where(cols < 0"),
+    "select": (KV_PY, "KVStore.gather_pages", "torch.index_select(self._k_pages"),
+    "cut": (KV_PY, "KVStore.gather_pages", "k = k_out.view("),
     "grow": ("astrai/inference/scheduler.py", "Scheduler._grow", "got = self.cache.alloc_n(1"),
     "attend": (MODEL_PY, "TinyModel.forward", "o = F.scaled_dot_product_attention("),
 }

@@ -22,6 +22,31 @@ from scenes.storyboard import STORYBOARD  # noqa: E402
 
 REFERENCE = Path(__file__).parent / "data" / "scenes.json.gz"
 
+# Engine lines rewritten on purpose since the reference was taken, each for a reason, as
+# (function, marked line then) -> (function, marked line now). A panel may differ from the
+# reference only by one of these; every state, caption and cue must be equal.
+REWRITTEN = {
+    # pages go to an owner passed to the cache, not to a list handed in for a listener to see
+    ("_grow", "got = self.cache.alloc_n(1, out=task.page_table)"):
+        ("_grow", "got = self.cache.alloc_n(1, owner=task)"),
+    ("_fork", "self.cache.inc_ref(page)"): ("_fork", "self.cache.inc_ref(page, owner=sample)"),
+    ("_copy_on_write", "cache.free(src)"): ("_copy_on_write", "cache.free(src, owner=task)"),
+    # the cache composes an allocator (free bits) and a prefix index (LRU of cached pages)
+    ("free", "self._set_free(idx)"): ("free", "self.allocator.release(idx)  # its bit is set: free again"),
+    ("free", "self._lru[idx] = None  # most recently used end"):
+        ("free", "cached = self.prefix.park(idx)  # recorded: kept, most recently used"),
+    ("inc_ref", "del self._lru[idx]"): ("inc_ref", "self.prefix.revive(idx)"),
+    ("_evict_lru", "idx, _ = self._lru.popitem(last=False)"):
+        ("evict_lru", "idx, _ = self._lru.popitem(last=False)"),
+}
+
+
+def _rewritten(reference: dict) -> dict:
+    for panel in reference["panels"]:
+        fn, marked = REWRITTEN.get((panel["fn"], panel["marked"]), (panel["fn"], panel["marked"]))
+        panel["fn"], panel["marked"] = fn, marked
+    return reference
+
 
 def _first_difference(a, b, path="") -> str | None:
     if type(a) is not type(b):
@@ -57,4 +82,5 @@ def test_scene_shows_what_it_showed_before(reference, module, name, cut, tmp_pat
     if key not in reference:
         pytest.skip(f"{name} has no {cut} cut")
     now = json.loads(json.dumps(fingerprint(module, name, cut, str(tmp_path))))
-    assert _first_difference(now, reference[key]) is None, _first_difference(now, reference[key])
+    then = _rewritten(reference[key])
+    assert _first_difference(now, then) is None, _first_difference(now, then)

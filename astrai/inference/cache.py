@@ -1,13 +1,19 @@
 """PagedCache: K/V storage in fixed-size pages, handed out from a free bitmask.
 
+Three parts, each a short class of its own, composed here behind one API:
+- `PageAllocator` (allocator.py): the free bitmask and a refcount per page, lowest free first;
+- `PrefixIndex` (prefix.py): chained keys of recorded full prompt pages, and the LRU of cached
+  ones;
+- `KVStore` (kv.py): the K/V tensors, slot and gather indices, and `CacheView`, a batch's view.
+
 Every page is exactly one of three kinds: free (its bit is set in the mask), in use (refs > 0),
 and cached (refs == 0, but it still holds a recorded prompt prefix and can be revived by a lookup
 hit; the least recently used one is evicted when no free page is left).
 
-K/V live in `k_cache`/`v_cache` [n_layers, n_pages, page_size, n_kv_heads, head_dim]. Page tables
-are int tensors [B, max_pages] padded with -1; storage has one extra "null" page behind the live
-ones, and every -1 entry (and every padded token) is routed there, so padding never reads or writes
-a live page and no host-device sync is needed to find it.
+Pages go to an owner: `alloc_n(n, owner=task)` and `inc_ref(page, owner=task)` append each page
+to `owner.page_table` as it is taken (nano-vllm's block manager fills `seq.block_table` the same
+way), `free(page, owner=task)` is told who lets go. The cache reads nothing else of an owner; it
+passes it to its observer (astrai.inference.observer), which hears every change once it is whole.
 
 Page tables are checked before anything is written: every entry must be -1 or a page some
 owner holds (0..n_pages-1 with refs > 0), so a write never lands on a free page, on a cached
@@ -29,91 +35,43 @@ on the host: free for a host tensor, which is what the scheduler hands in, one s
 (even through a numpy view, which bumps no version) cannot redirect a write; a view refuses to
 read or write once any page was released after it was bound, since a released page may belong
 to another request by then (`StaleView`).
+
+`atomic()` runs a block (a scheduler step) that either completes or leaves the cache as it was:
+see `snapshot`.
 """
 
 from __future__ import annotations
 
 import operator
-from collections import OrderedDict
-from collections.abc import Iterable, Sequence
-from typing import NamedTuple
+from collections.abc import Sequence
+from contextlib import contextmanager
 
 import torch
 
 from astrai.errors import (
     BadCount,
     BadPageTable,
-    BadTensor,
     CacheTooLarge,
     DoubleFree,
     IntegrityError,
     LayerOutOfRange,
     PageNotAllocated,
     PageOutOfRange,
-    PrefixConflict,
     SharedPage,
-    StaleView,
 )
+from astrai.inference.allocator import PageAllocator
+from astrai.inference.checks import (
+    check_positions,
+    require_kv,
+    require_sizes,
+    version,
+)
+from astrai.inference.kv import CacheView, KVStore
+from astrai.inference.observer import NO_OBSERVER, Observer
+from astrai.inference.prefix import PrefixIndex
 from astrai.memory import available_bytes
 
-_WORD = 64  # pages per word of the free bitmask
-
-
-class CacheListener:
-    """Observer of every state change; subclass and override what you need.
-
-    Hooks run after the change is complete, so a listener always sees a consistent cache
-    (an evicted page is announced once it belongs to its new owner). The cache never depends
-    on what a listener does.
-    """
-
-    def on_alloc(self, page: int) -> None: ...
-    def on_free(self, page: int, refs: int) -> None: ...  # refs left after the drop
-    def on_release(self, page: int) -> None: ...  # refs hit 0: the page's bit is set again
-    def on_cache(self, page: int) -> None: ...  # refs hit 0 on a recorded page: kept, evictable
-    def on_evict(self, page: int) -> None: ...  # LRU cached page dropped so alloc can reuse it
-    def on_share(self, page: int, revived: bool) -> None: ...  # inc_ref; revived: was cached
-    def on_record(self, pages: list[int]) -> None: ...  # pages newly recorded as a prefix
-    def on_write(self, layer_id: int, page_table, start_pos, n_tokens: int, lengths) -> None: ...
-    def on_gather(self, layer_id: int, index, total_len: int) -> None: ...  # index: [B * cols]
-    def on_copy(self, src: int, dst: int, n_slots: int) -> None: ...  # copy_page, once copied
-
-
-class _Entry(NamedTuple):
-    """A recorded prefix page. `parent` is the uid of the page before it (0 for the first)."""
-
-    key: int
-    parent: int
-    tokens: tuple
-    uid: int
-
-
-def require_sizes(dtype: torch.dtype, **sizes: int) -> None:
-    """ValueError naming the first size that is not a positive int, or a non-float dtype."""
-    for name, value in sizes.items():
-        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-            raise ValueError(f"{name} must be a positive int, got {value!r}")
-    if not dtype.is_floating_point:
-        raise ValueError(f"dtype must be a floating type, got {dtype}")
-
-
-def require_kv(k: torch.Tensor, v: torch.Tensor, batch: int, n_kv_heads: int, head_dim: int,
-               dtype: torch.dtype | None = None, device: torch.device | None = None):
-    """BadTensor (a ValueError) unless k and v are both tensors [batch, S, n_kv_heads,
-    head_dim] of the given dtype and device: both are checked before either is written."""
-    for name, x in (("k", k), ("v", v)):
-        if not isinstance(x, torch.Tensor):
-            raise BadTensor(f"{name} must be a torch.Tensor, got {type(x).__name__}")
-        if dtype is not None and x.dtype != dtype:
-            raise BadTensor(f"{name} is {x.dtype}; the cache holds {dtype}")
-        if device is not None and x.device != device:
-            raise BadTensor(f"{name} is on {x.device}; the cache is on {device}")
-    want = (batch, k.shape[1] if k.dim() == 4 else -1, n_kv_heads, head_dim)
-    if k.dim() != 4 or tuple(k.shape) != want or k.shape != v.shape:
-        raise BadTensor(
-            f"k and v must both be [B={batch}, S, {n_kv_heads}, {head_dim}], "
-            f"got {tuple(k.shape)} and {tuple(v.shape)}"
-        )
+__all__ = ["CacheView", "Observer", "PagedCache", "pages_for", "store_bytes"]
 
 
 def store_bytes(n_layers: int, n_pages: int, page_size: int, n_kv_heads: int, head_dim: int,
@@ -129,7 +87,28 @@ def pages_for(n_tokens: int, page_size: int) -> int:
     return (n_tokens + page_size - 1) // page_size
 
 
+class Snapshot:
+    """What `PagedCache.snapshot` saved: each part's declared STATE, the free bits then, and
+    the K/V of pages taken since that were not free then (filled in as they are taken)."""
+
+    __slots__ = ("allocator", "prefix", "was_free", "kept")
+
+    def __init__(self, cache: PagedCache):
+        self.allocator = cache.allocator.snapshot()
+        self.prefix = cache.prefix.snapshot()
+        self.was_free = cache.allocator.free_mask
+        self.kept: dict[int, tuple] = {}
+
+
 class PagedCache:
+    # Fields fixed at construction, and the ones a step changes (restore() puts the parts'
+    # STATE back, bumps _releases so checked tables are checked again, and forgets _checked).
+    # A test holds every field of an instance to these lists, so none escapes restore().
+    FIXED = ("n_layers", "n_pages", "page_size", "n_kv_heads", "head_dim", "device", "dtype",
+             "kv", "k_cache", "v_cache", "_k_store", "_v_store", "allocator", "prefix", "_refs",
+             "observer")
+    VOLATILE = ("_releases", "_checked", "_snapshot")
+
     def __init__(
         self,
         n_layers: int,
@@ -153,46 +132,17 @@ class PagedCache:
                 f"PagedCache(n_pages={n_pages}, page_size={page_size}, ...) needs "
                 f"{need / 2**20:.0f} MiB; {self.device} has {have / 2**20:.0f} MiB available"
             )
-
-        # Storage has page n_pages as the null page; k_cache/v_cache hide it.
-        shape = (n_layers, n_pages + 1, page_size, n_kv_heads, head_dim)
-        self._k_store = torch.zeros(shape, device=self.device, dtype=dtype)
-        self._v_store = torch.zeros(shape, device=self.device, dtype=dtype)
-        # The device tensors report ("cuda" -> "cuda:0"), so page tables made on it compare equal.
-        self.device = self._k_store.device
-        self.k_cache = self._k_store[:, :n_pages]
-        self.v_cache = self._v_store[:, :n_pages]
-        # Per-layer views made once: [pages, page_size, H, D] to gather, [slots, H, D] to write.
-        self._k_pages = self._k_store.unbind(0)
-        self._v_pages = self._v_store.unbind(0)
-        flat = (n_layers, (n_pages + 1) * page_size, n_kv_heads, head_dim)
-        self._k_slots = self._k_store.view(flat).unbind(0)
-        self._v_slots = self._v_store.view(flat).unbind(0)
-        self._null_page = n_pages
-        self._gather_k = torch.empty(0, device=self.device, dtype=dtype)
-        self._gather_v = torch.empty(0, device=self.device, dtype=dtype)
-
-        # Free bitmask in 64-page words plus a summary mask of the words that have a free page,
-        # so the lowest free page is found in O(1) whatever the pool size.
-        n_words = pages_for(n_pages, _WORD)
-        self._words = [(1 << _WORD) - 1] * n_words
-        if n_pages % _WORD:
-            self._words[-1] = (1 << (n_pages % _WORD)) - 1
-        self._summary = (1 << n_words) - 1
-        self._n_free = n_pages
-        self._refs = [0] * n_pages
-
-        # Prefix cache: key -> page, page -> entry, and the cached pages oldest-first.
-        self._page_of_key: dict[int, int] = {}
-        self._entries: dict[int, _Entry] = {}
-        self._lru: OrderedDict[int, None] = OrderedDict()
-        self._next_uid = 1
-        self._uids: set[int] = set()  # uids of the entries held now
-        self._evicted = -1
+        self.kv = KVStore(n_layers, n_pages, page_size, n_kv_heads, head_dim, self.device, dtype)
+        self.device = self.kv.device  # "cuda" -> "cuda:0", as the tensors report it
+        self.k_cache, self.v_cache = self.kv.k_cache, self.kv.v_cache  # the null page hidden
+        self._k_store, self._v_store = self.kv._k_store, self.kv._v_store
+        self.allocator = PageAllocator(n_pages)
+        self.prefix = PrefixIndex(page_size)
+        self._refs = self.allocator.refs  # the same list (restore refills it in place)
         self._releases = 0  # pages whose refs fell to 0: a checked table may name one now
-        self._checked: tuple | None = None  # (table, its version, _releases) last checked
-
-        self.listener: CacheListener | None = None
+        self._checked: tuple | None = None  # (table, its version, _releases, copy) last checked
+        self._snapshot: Snapshot | None = None  # open while an atomic() block runs
+        self.observer: Observer = NO_OBSERVER
 
     def __repr__(self) -> str:
         return (
@@ -206,10 +156,7 @@ class PagedCache:
     @property
     def free_mask(self) -> int:
         """Bit i set <=> page i is free."""
-        mask = 0
-        for w, word in enumerate(self._words):
-            mask |= word << (w * _WORD)
-        return mask
+        return self.allocator.free_mask
 
     @property
     def refs(self) -> tuple[int, ...]:
@@ -221,130 +168,104 @@ class PagedCache:
     @property
     def cached_pages(self) -> tuple[int, ...]:
         """Pages with refs 0 still holding a recorded prefix, least recently used first."""
-        return tuple(self._lru)
+        return self.prefix.cached_pages
 
     @property
     def n_free(self) -> int:
-        return self._n_free
+        return self.allocator.n_free
 
     @property
     def n_cached(self) -> int:
-        return len(self._lru)
+        return self.prefix.n_cached
 
     @property
     def n_used(self) -> int:
-        return self.n_pages - self._n_free - len(self._lru)
+        return self.n_pages - self.allocator.n_free - self.prefix.n_cached
 
     @property
     def n_available(self) -> int:
         """Pages alloc() can still hand out: free ones, then evicted cached ones."""
-        return self._n_free + len(self._lru)
+        return self.allocator.n_free + self.prefix.n_cached
 
     def pages_for(self, n_tokens: int) -> int:
         return pages_for(n_tokens, self.page_size)
 
     # ---- allocation ------------------------------------------------------------------------
 
-    def alloc(self) -> int:
+    def alloc(self, owner=None) -> int:
         """Take the lowest free page (refs = 1); evict the LRU cached page if none; else -1."""
-        idx = self._take()
-        if idx >= 0:
-            self._refs[idx] = 1
-            if self.listener is not None:
-                self._announce_alloc(idx)
-        return idx
+        pages = self.alloc_n(1, owner)
+        return pages[0] if pages else -1
 
-    def _take(self) -> int:
-        summary = self._summary
-        if summary:
-            w = (summary & -summary).bit_length() - 1  # lowest word with a free page
-            word = self._words[w]
-            lsb = word & -word  # its lowest set bit is the lowest free page
-            word ^= lsb  # clear it: the page is taken
-            self._words[w] = word
-            if not word:
-                self._summary = summary ^ (1 << w)
-            self._n_free -= 1
-            return w * _WORD + lsb.bit_length() - 1
-        if self._lru:
-            return self._evict_lru()
-        return -1
-
-    def alloc_n(self, n: int, out: list[int] | None = None) -> list[int]:
+    def alloc_n(self, n: int, owner=None) -> list[int]:
         """n pages or none: [] (with nothing allocated or evicted) when n cannot be had.
 
-        With `out` (an owner's page table), each page is appended to it as it is taken, so a
-        listener sees the table grow page by page.
-        """
+        Each page is the lowest free one, else the least recently used cached one (evicted).
+        With an owner, each page is appended to owner.page_table as it is taken."""
         if isinstance(n, bool):  # True would allocate a page
             raise BadCount(f"alloc_n needs an int count, got {n!r}")
         n = operator.index(n)
         if n < 0:
             raise BadCount(f"alloc_n needs n >= 0, got {n}")
-        if out is not None and not isinstance(out, list):
-            raise TypeError(f"alloc_n: out must be a list, got {type(out).__name__}")
-        if n > self._n_free + len(self._lru):
+        table = _table_of(owner)
+        if n > self.allocator.n_free + self.prefix.n_cached:
             return []
         pages = []
         for _ in range(n):
-            idx = self._take()
-            self._refs[idx] = 1
+            idx = self.allocator.alloc()
+            evicted = idx < 0
+            if evicted:
+                idx = self._evict_lru()
+            if self._snapshot is not None:
+                self._keep(idx)
             pages.append(idx)
-            if out is not None:
-                out.append(idx)
-            if self.listener is not None:
-                self._announce_alloc(idx)
+            if table is not None:
+                table.append(idx)
+            if evicted:
+                self.observer.on_evict(idx)
+            self.observer.on_alloc(idx, owner)
         return pages
 
-    def _announce_alloc(self, idx: int) -> None:
-        if self._evicted == idx:
-            self._evicted = -1
-            self.listener.on_evict(idx)
-        self.listener.on_alloc(idx)
+    def _evict_lru(self) -> int:
+        """No page is free: the least recently used cached page changes hands (refs 1)."""
+        idx = self.prefix.evict_lru()
+        self._refs[idx] = 1
+        return idx
 
-    def free(self, idx: int) -> None:
-        """Drop one reference; at 0 the page's bit is set again, or it stays cached if recorded."""
+    def free(self, idx: int, owner=None) -> None:
+        """Drop one reference (owner: who lets go); at 0 the page's bit is set again, or it
+        stays cached if it records a prefix."""
         idx = self._page_id(idx)
         refs = self._refs[idx]
         if refs <= 0:
-            state = "cached" if idx in self._lru else "free"
+            state = "cached" if self.prefix.is_cached(idx) else "free"
             raise DoubleFree(f"free({idx}): page {idx} holds no reference (it is {state})")
         refs -= 1
         self._refs[idx] = refs
         cached = False
         if refs == 0:
             self._releases += 1
-            if idx in self._entries:
-                self._lru[idx] = None  # most recently used end
-                cached = True
-            else:
-                self._set_free(idx)
-        listener = self.listener
-        if listener is not None:  # called once the state is whole again
-            listener.on_free(idx, refs)
-            if cached:
-                listener.on_cache(idx)
-            elif refs == 0:
-                listener.on_release(idx)
+            cached = self.prefix.park(idx)  # recorded: kept, most recently used
+            if not cached:
+                self.allocator.release(idx)  # its bit is set: free again
+        self.observer.on_free(idx, refs, owner)
+        if cached:
+            self.observer.on_cache(idx)
 
-    def _set_free(self, idx: int) -> None:
-        """Set the page's bit again (and its word's summary bit): the page is free."""
-        w = idx // _WORD
-        self._words[w] |= 1 << (idx % _WORD)
-        self._summary |= 1 << w
-        self._n_free += 1
-
-    def inc_ref(self, idx: int) -> None:
-        """Add a reference to an in-use page, or revive a cached one (refs 0 -> 1)."""
+    def inc_ref(self, idx: int, owner=None) -> None:
+        """Add a reference to an in-use page, or revive a cached one (refs 0 -> 1); with an
+        owner, the page is appended to owner.page_table."""
         idx = self._page_id(idx)
+        table = _table_of(owner)
         revived = self._refs[idx] == 0
         if revived:
-            if idx not in self._lru:
+            if not self.prefix.is_cached(idx):
                 raise PageNotAllocated(f"inc_ref({idx}): page {idx} is free, not allocated")
-            del self._lru[idx]
+            self.prefix.revive(idx)
         self._refs[idx] += 1
-        if self.listener is not None:
-            self.listener.on_share(idx, revived)
+        if table is not None:
+            table.append(idx)
+        self.observer.on_share(idx, owner, revived)
 
     def _page_id(self, idx) -> int:
         if type(idx) is not int:  # the common case skips the slower checks
@@ -355,39 +276,18 @@ class PagedCache:
             raise PageOutOfRange(f"page id {idx} is outside 0..{self.n_pages - 1}")
         return idx
 
-    def _evict_lru(self) -> int:
-        idx, _ = self._lru.popitem(last=False)
-        entry = self._entries.pop(idx)
-        del self._page_of_key[entry.key]
-        self._uids.discard(entry.uid)
-        # Announced once the page is fully taken, so listeners see a whole state.
-        self._evicted = idx if self.listener is not None else -1
-        return idx
-
     # ---- prefix cache ----------------------------------------------------------------------
-
-    def _chunks(self, token_ids) -> Iterable[tuple[int, tuple]]:
-        """(key, tokens) of each full page; each key chains the previous page's key."""
-        if isinstance(token_ids, torch.Tensor):
-            token_ids = token_ids.tolist()
-        ps = self.page_size
-        key = 0
-        for i in range(len(token_ids) // ps):
-            tokens = tuple(token_ids[i * ps : (i + 1) * ps])
-            key = hash((key, tokens))
-            yield key, tokens
 
     def prefix_keys(self, token_ids: Sequence[int]) -> list[int]:
         """The chained key of each full page of token_ids (what lookup and record compare).
 
         Page i's key hashes page i-1's key with page i's tokens, so equal tokens after another
         earlier page (or at another position) get another key. Changes nothing."""
-        return [key for key, _ in self._chunks(token_ids)]
+        return self.prefix.keys(token_ids)
 
     def prefix_key(self, idx: int) -> int | None:
         """The key a recorded page is indexed under; None if the page records no prefix."""
-        entry = self._entries.get(self._page_id(idx))
-        return entry.key if entry is not None else None
+        return self.prefix.key_of(self._page_id(idx))
 
     def lookup_prefix(self, token_ids: Sequence[int]) -> list[int]:
         """Physical pages of the longest recorded full-page prefix of token_ids. Changes nothing.
@@ -395,128 +295,98 @@ class PagedCache:
         Each hit is verified against the stored tokens and the identity of the page before it,
         so a hash collision can only cause a miss, never a wrong page.
         """
-        pages: list[int] = []
-        parent = 0
-        for key, tokens in self._chunks(token_ids):
-            page = self._page_of_key.get(key)
-            if page is None:
-                break
-            entry = self._entries[page]
-            if entry.tokens != tokens or entry.parent != parent:
-                break
-            pages.append(page)
-            parent = entry.uid
-        return pages
+        return self.prefix.lookup_prefix(token_ids)
 
-    def record_prefix(self, pages: Sequence[int], token_ids: Sequence[int]) -> list[int]:
+    def record_prefix(self, pages: Sequence[int], token_ids: Sequence[int],
+                      owner=None) -> list[int]:
         """Record the full pages of a prompt (pages[i] holds tokens i*ps..(i+1)*ps-1).
 
         Pages whose content is already recorded (on this page or another) are skipped. Returns
         the pages newly recorded.
         """
-        chunks = list(self._chunks(token_ids))[: len(pages)]
-        pages = [self._page_id(p) for p in pages[: len(chunks)]]
+        n_full = len(token_ids) // self.page_size
+        pages = [self._page_id(p) for p in pages[:n_full]]
         for page in pages:
             if self._refs[page] == 0:
                 raise PageNotAllocated(f"record_prefix: page {page} is not allocated")
-        plan: list[tuple[int, _Entry]] = []
-        planned: dict[int, _Entry] = {}
-        stale: list[int] = []
-        parent = 0
-        uid = self._next_uid
-        for page, (key, tokens) in zip(pages, chunks):
-            known = self._page_of_key.get(key)
-            if known is not None or key in planned:
-                entry = self._entries[known] if known is not None else planned[key]
-                orphan = known is not None and entry.parent and entry.parent not in self._uids
-                if orphan:
-                    # Its parent page was evicted, so no lookup can reach it: replace it.
-                    stale.append(known)
-                elif entry.tokens != tokens or entry.parent != parent:
-                    break  # a hash collision: stop indexing here, never overwrite
-                else:
-                    parent = entry.uid
-                    continue
-            if (page in self._entries and page not in stale) or any(page == p for p, _ in plan):
-                raise PrefixConflict(
-                    f"record_prefix: page {page} already records another prefix page"
-                )
-            entry = _Entry(key, parent, tokens, uid)
-            plan.append((page, entry))
-            planned[key] = entry
-            parent = uid
-            uid += 1
-        # Only now mutate, so a raise above leaves the cache unchanged.
-        for page in stale:
-            self._forget(page)
-        for page, entry in plan:
-            self._entries[page] = entry
-            self._page_of_key[entry.key] = page
-            self._uids.add(entry.uid)
-        self._next_uid = uid
-        recorded = [page for page, _ in plan]
-        if recorded and self.listener is not None:
-            self.listener.on_record(recorded)
+        recorded, dropped = self.prefix.record_prefix(pages, token_ids)
+        for page in dropped:  # cached, but replaced: back to the free mask
+            self.allocator.release(page)
+            self.observer.on_evict(page)
+        if recorded:
+            self.observer.on_record(recorded, owner)
         return recorded
 
     def clear_prefix_cache(self) -> None:
         """Forget every recorded prefix; cached pages become free."""
-        for idx in list(self._entries):
-            self._forget(idx)
-
-    def _forget(self, idx: int) -> None:
-        """Drop a page's prefix entry; a cached page goes back to the free mask."""
-        entry = self._entries.pop(idx)
-        del self._page_of_key[entry.key]
-        self._uids.discard(entry.uid)
-        if idx in self._lru:
-            del self._lru[idx]
-            self._set_free(idx)
-            if self.listener is not None:
-                self.listener.on_evict(idx)
-                self.listener.on_release(idx)
+        for page in self.prefix.recorded():
+            if self.prefix.forget(page):
+                self.allocator.release(page)
+                self.observer.on_evict(page)
 
     def is_recorded(self, idx: int) -> bool:
-        return idx in self._entries
+        return idx in self.prefix
 
     # ---- integrity -------------------------------------------------------------------------
 
     def check(self) -> None:
         """Raise IntegrityError unless mask, refs, counts, cache maps and LRU all agree."""
         n = self.n_pages
+        problems = self.allocator.problems() + self.prefix.problems()
         mask = self.free_mask
-        problems = []
-        if mask >> n:
-            problems.append(f"mask has bits above page {n - 1}")
         free = {i for i in range(n) if mask >> i & 1}
-        if len(free) != self._n_free:
-            problems.append(f"n_free {self._n_free} != {len(free)} set bits")
-        for w, word in enumerate(self._words):
-            if bool(word) != bool(self._summary >> w & 1):
-                problems.append(f"summary bit {w} disagrees with word {w}")
-        if self._summary >> len(self._words):
-            problems.append("summary has bits past the last word")
-        cached = set(self._lru)
+        cached = set(self.prefix.cached_pages)
         used = {i for i in range(n) if self._refs[i] > 0}
-        if any(r < 0 for r in self._refs):
-            problems.append("negative refcount")
         if free & cached or free & used or cached & used:
             problems.append("a page is in two states")
         if len(free) + len(cached) + len(used) != n:
             problems.append(f"free {len(free)} + cached {len(cached)} + used {len(used)} != {n}")
-        if cached - set(self._entries):
-            problems.append(f"cached pages {sorted(cached - set(self._entries))} have no entry")
-        if free & set(self._entries):
-            problems.append(f"free pages {sorted(free & set(self._entries))} hold an entry")
-        if {p: e.key for p, e in self._entries.items()} != {
-            p: k for k, p in self._page_of_key.items()
-        }:
-            problems.append("key map and entries disagree")
-        uids = [e.uid for e in self._entries.values()]
-        if len(set(uids)) != len(uids) or set(uids) != self._uids:
-            problems.append("entry uids duplicated or out of step with the uid set")
+        recorded = set(self.prefix.recorded())
+        if free & recorded:
+            problems.append(f"free pages {sorted(free & recorded)} hold an entry")
         if problems:
             raise IntegrityError("; ".join(problems))
+
+    # ---- atomic steps ----------------------------------------------------------------------
+
+    def snapshot(self) -> Snapshot:
+        """Save what a step can change: the allocator's and the prefix index's declared STATE
+        (O(pages), not K/V). Until `restore` or `end_snapshot`, the K/V of every page taken
+        that was not free at the snapshot (a cached prefix page evicted, a page a preempted
+        request held) is copied as it is taken: pages free then hold nothing anyone reads."""
+        self._snapshot = Snapshot(self)
+        return self._snapshot
+
+    def _keep(self, idx: int) -> None:
+        snap = self._snapshot
+        if idx not in snap.kept and not snap.was_free >> idx & 1:
+            snap.kept[idx] = self.kv.page(idx)
+
+    def restore(self, snap: Snapshot) -> None:
+        """Put the cache back as `snapshot` found it, K/V of the pages taken since included."""
+        self.allocator.restore(snap.allocator)
+        self.prefix.restore(snap.prefix)
+        for page, kv in snap.kept.items():
+            self.kv.put_page(page, kv)
+        self._releases += 1  # tables checked since are checked again
+        self._checked = None
+        self._snapshot = None
+
+    def end_snapshot(self) -> None:
+        self._snapshot = None
+
+    @contextmanager
+    def atomic(self):
+        """Run a block that either completes or, if anything escapes it, leaves the cache as
+        it was before (the scheduler runs each step so: astrai.inference.undo)."""
+        snap = self.snapshot()
+        try:
+            yield snap
+        except BaseException:
+            self.restore(snap)
+            raise
+        finally:
+            self._snapshot = None
 
     # ---- K/V -------------------------------------------------------------------------------
 
@@ -539,7 +409,7 @@ class PagedCache:
             raise BadPageTable(f"page_table is empty: {tuple(page_table.shape)}")
         seen = self._checked
         if seen is not None and seen[0] is page_table and seen[1:3] == (
-            _version(page_table), self._releases
+            version(page_table), self._releases
         ) and (seen[3] is None or torch.equal(seen[3], page_table)):
             return  # a host table is compared too: an edit through numpy bumps no version
         rows = page_table.tolist()  # the one host read (a sync on CUDA)
@@ -556,6 +426,7 @@ class PagedCache:
         self.require_held(ids, "page_table")
         self._remember(page_table)
 
+
     def require_held(self, pages, what: str) -> None:
         """PageOutOfRange / PageNotAllocated unless every page is in use (refs > 0)."""
         refs, n = self._refs, self.n_pages
@@ -564,17 +435,19 @@ class PagedCache:
             if not 0 <= p < n:
                 raise PageOutOfRange(f"{what} names page {p}: entries must be -1 or 0..{n - 1}")
             if refs[p] <= 0:
-                state = "cached" if p in self._lru else "free"
+                state = "cached" if self.prefix.is_cached(p) else "free"
                 raise PageNotAllocated(
                     f"{what} names page {p}, which is {state} (refs 0): K/V go only to pages "
                     "in use"
                 )
 
+
     def _remember(self, page_table: torch.Tensor, owned: bool = False) -> None:
         """Note a checked table. A caller's host table keeps a copy to compare with, since
         numpy can edit it in place unseen; a table the cache owns (a view's) needs none."""
         copy = None if owned or page_table.device.type != "cpu" else page_table.clone()
-        self._checked = (page_table, _version(page_table), self._releases, copy)
+        self._checked = (page_table, version(page_table), self._releases, copy)
+
 
     def _layer(self, layer_id) -> int:
         if type(layer_id) is not int:
@@ -585,43 +458,9 @@ class PagedCache:
             raise LayerOutOfRange(f"layer_id {layer_id} is outside 0..{self.n_layers - 1}")
         return layer_id
 
+
     def _check_kv(self, k: torch.Tensor, v: torch.Tensor, batch: int) -> None:
         require_kv(k, v, batch, self.n_kv_heads, self.head_dim, self.dtype, self.device)
-
-    def _check_positions(self, start_pos, lengths, batch: int, n_tokens: int = 0,
-                         max_pages: int | None = None) -> None:
-        """BadTensor unless start_pos and lengths are ints / integer tensors of B values, every
-        position is >= 0 and every real token (t < lengths[b]) lands inside the table: a write
-        past it would be dropped silently. Values of a tensor are read on the host (one sync
-        for a CUDA tensor; the scheduler hands host tensors)."""
-        for name, x in (("start_pos", start_pos), ("lengths", lengths)):
-            if isinstance(x, torch.Tensor):
-                if x.dtype.is_floating_point or x.dtype.is_complex or x.dtype == torch.bool:
-                    raise BadTensor(f"{name} must be an integer tensor, got {x.dtype}")
-                if x.numel() != batch:
-                    raise BadTensor(f"{name} must hold {batch} values, got {tuple(x.shape)}")
-            elif x is not None and (isinstance(x, bool) or not isinstance(x, int)
-                                    or name == "lengths"):
-                raise BadTensor(f"{name} must be an int or a tensor, got {type(x).__name__}")
-        if isinstance(n_tokens, bool) or not isinstance(n_tokens, int) or n_tokens < 0:
-            raise BadCount(f"n_tokens must be an int >= 0, got {n_tokens!r}")
-        if max_pages is None:
-            return
-        starts = (start_pos.reshape(-1).tolist() if isinstance(start_pos, torch.Tensor)
-                  else [start_pos] * batch)
-        counts = lengths.reshape(-1).tolist() if lengths is not None else [n_tokens] * batch
-        room = max_pages * self.page_size
-        for b, (start, count) in enumerate(zip(starts, counts)):
-            if start < 0:
-                raise BadTensor(f"start_pos[{b}] is {start}: positions must be >= 0")
-            if count < 0:
-                raise BadTensor(f"lengths[{b}] is {count}: must be >= 0")
-            real = min(count, n_tokens)
-            if real and start + real > room:
-                raise BadTensor(
-                    f"start_pos[{b}] {start} with {real} tokens reaches position "
-                    f"{start + real - 1}, past the page_table's {room} slots"
-                )
 
     def slot_index(
         self,
@@ -637,20 +476,9 @@ class PagedCache:
         table is refused. Computed once per step and shared by all layers.
         """
         self._check_table(page_table)
-        ps, batch, max_pages = self.page_size, page_table.shape[0], page_table.shape[1]
-        self._check_positions(start_pos, lengths, batch, n_tokens, max_pages)
-        t = torch.arange(n_tokens, device=self.device)
-        if isinstance(start_pos, torch.Tensor):
-            pos = start_pos.to(self.device, torch.int64).view(batch, 1) + t
-        else:
-            pos = (t + start_pos).expand(batch, n_tokens)
-        col = torch.div(pos, ps, rounding_mode="floor")
-        phys = page_table.gather(1, col.clamp(0, max_pages - 1)).long()
-        valid = (col < max_pages) & (phys >= 0) & (pos >= 0)
-        if lengths is not None:
-            valid &= t < lengths.to(self.device).view(batch, 1)
-        page = torch.where(valid, phys, self._null_page)
-        return (page * ps + pos.remainder(ps)).reshape(-1)
+        check_positions(start_pos, lengths, page_table.shape[0], self.page_size, n_tokens,
+                        page_table.shape[1])
+        return self.kv.slot_index(page_table, start_pos, n_tokens, lengths)
 
     def write(
         self,
@@ -671,17 +499,13 @@ class PagedCache:
         self._check_kv(k, v, page_table.shape[0])
         slots = self.slot_index(page_table, start_pos, k.shape[1], lengths)
         self.write_slots(layer_id, slots, k, v)
-        if self.listener is not None:
-            self.listener.on_write(layer_id, page_table, start_pos, k.shape[1], lengths)
+        self.observer.on_write(layer_id, page_table, start_pos, k.shape[1], lengths, None)
 
     def write_slots(self, layer_id: int, slots: torch.Tensor, k: torch.Tensor, v: torch.Tensor):
         """Write with a precomputed slot_index(): one index_copy_ for K and one for V."""
-        layer_id = self._layer(layer_id)
-        n = slots.shape[0]
-        self._k_slots[layer_id].index_copy_(0, slots, k.reshape(n, self.n_kv_heads, self.head_dim))
-        self._v_slots[layer_id].index_copy_(0, slots, v.reshape(n, self.n_kv_heads, self.head_dim))
+        self.kv.write_slots(self._layer(layer_id), slots, k, v)
 
-    def copy_page(self, src: int, dst: int, n_slots: int) -> None:
+    def copy_page(self, src: int, dst: int, n_slots: int, owner=None) -> None:
         """Copy the first n_slots slots of page src into page dst, K and V of every layer: the
         copy half of copy-on-write (the scheduler then points its table at dst and drops src).
 
@@ -699,11 +523,8 @@ class PagedCache:
                 or not 0 <= n_slots <= self.page_size:
             raise BadCount(f"copy_page: n_slots must be an int in 0..{self.page_size}, "
                            f"got {n_slots!r}")
-        # One strided copy per tensor covers every layer: [n_layers, n_slots, H, D].
-        self._k_store[:, dst, :n_slots].copy_(self._k_store[:, src, :n_slots])
-        self._v_store[:, dst, :n_slots].copy_(self._v_store[:, src, :n_slots])
-        if self.listener is not None:
-            self.listener.on_copy(src, dst, n_slots)
+        self.kv.copy_page(src, dst, n_slots)
+        self.observer.on_copy(src, dst, n_slots, owner)
 
     def gather_index(self, page_table: torch.Tensor, total_len: int) -> torch.Tensor:
         """The page ids to gather for total_len tokens, -1 replaced by the null page, flat."""
@@ -715,8 +536,7 @@ class PagedCache:
             raise ValueError(
                 f"total_len {total_len} needs {n_cols} pages; page_table has {page_table.shape[1]}"
             )
-        cols = page_table[:, :n_cols]
-        return torch.where(cols < 0, self._null_page, cols).long().reshape(-1)
+        return self.kv.gather_index(page_table, n_cols)
 
     def gather(self, layer_id: int, page_table: torch.Tensor, total_len: int):
         """K and V [B, total_len, H, D] in logical order.
@@ -725,24 +545,10 @@ class PagedCache:
         """
         return self.gather_pages(layer_id, self.gather_index(page_table, total_len), total_len)
 
-    def gather_pages(self, layer_id: int, index: torch.Tensor, total_len: int):
+    def gather_pages(self, layer_id: int, index: torch.Tensor, total_len: int, owners=None):
         """gather() with a precomputed gather_index()."""
-        layer_id = self._layer(layer_id)
-        n = index.shape[0]
-        ps, h, d = self.page_size, self.n_kv_heads, self.head_dim
-        need = n * ps * h * d
-        if self._gather_k.numel() < need:
-            self._gather_k = torch.empty(need, device=self.device, dtype=self.dtype)
-            self._gather_v = torch.empty(need, device=self.device, dtype=self.dtype)
-        k_out = self._gather_k[:need].view(n, ps, h, d)
-        v_out = self._gather_v[:need].view(n, ps, h, d)
-        torch.index_select(self._k_pages[layer_id], 0, index, out=k_out)
-        torch.index_select(self._v_pages[layer_id], 0, index, out=v_out)
-        batch = n // self.pages_for(total_len)
-        k = k_out.view(batch, -1, h, d)[:, :total_len]
-        v = v_out.view(batch, -1, h, d)[:, :total_len]
-        if self.listener is not None:
-            self.listener.on_gather(layer_id, index, total_len)
+        k, v = self.kv.gather_pages(self._layer(layer_id), index, total_len)
+        self.observer.on_gather(layer_id, index, total_len, owners)
         return k, v
 
     def bind(
@@ -750,10 +556,12 @@ class PagedCache:
         page_table: torch.Tensor,
         total_len: int,
         lengths: torch.Tensor | None = None,
+        owners: Sequence | None = None,
     ) -> CacheView:
-        """A view of this batch. A host (CPU) table is checked on the host and copied to the
-        cache's device here, so binding costs no host-device sync (see the module doc)."""
-        return CacheView(self, self.device_table(page_table), total_len, lengths)
+        """A view of this batch (owners: who each row of the table belongs to, for observers).
+        A host (CPU) table is checked on the host and copied to the cache's device here, so
+        binding costs no host-device sync (see the module doc)."""
+        return CacheView(self, self.device_table(page_table), total_len, lengths, owners)
 
     def device_table(self, page_table: torch.Tensor) -> torch.Tensor:
         """The table checked, then copied (to the cache's device): the copy is what a view
@@ -769,63 +577,14 @@ class PagedCache:
         return frozen
 
 
-class CacheView:
-    """A cache bound to one batch's page table and length: what an attention layer sees.
-
-    total_len is the longest row's length after this step's write (a Python int: it sizes the
-    gathered K/V); lengths, optional [B], is each row's own, for the attention mask.
-    """
-
-    def __init__(
-        self,
-        cache: PagedCache,
-        page_table: torch.Tensor,
-        total_len: int,
-        lengths: torch.Tensor | None = None,
-    ):
-        self.cache = cache
-        self.page_table = page_table
-        self.total_len = total_len
-        self.lengths = lengths
-        self._index = cache.gather_index(page_table, total_len)  # shared by all layers
-        self._slot_key: tuple | None = None
-        self._slots: torch.Tensor | None = None
-        # A page released since binding may belong to someone else now (refs > 0 again, so
-        # the table check alone would pass): the view refuses to touch K/V from then on.
-        self._bound = cache._releases
-
-    def _stale(self) -> None:
-        cache = self.cache
-        cache._check_table(self.page_table)  # names a page nobody holds, if there is one
-        raise StaleView(
-            f"this CacheView was bound before {cache._releases - self._bound} page "
-            "release(s); its pages may belong to another owner now: bind the table again"
-        )
-    def write(
-        self,
-        layer_id: int,
-        start_pos: int | torch.Tensor,
-        k: torch.Tensor,
-        v: torch.Tensor,
-        lengths: torch.Tensor | None = None,
-    ) -> None:
-        cache = self.cache
-        if cache._releases != self._bound:
-            self._stale()
-        cache._check_kv(k, v, self.page_table.shape[0])
-        # The slot index depends only on positions, so compute it once per step, not per layer.
-        key = slot_key(start_pos, k.shape[1], lengths, cache._releases)  # released: re-check
-        if self._slot_key is None or not same_key(self._slot_key, key):
-            self._slots = cache.slot_index(self.page_table, start_pos, k.shape[1], lengths)
-            self._slot_key = key
-        cache.write_slots(layer_id, self._slots, k, v)
-        if cache.listener is not None:
-            cache.listener.on_write(layer_id, self.page_table, start_pos, k.shape[1], lengths)
-
-    def gather(self, layer_id: int):
-        if self.cache._releases != self._bound:
-            self._stale()
-        return self.cache.gather_pages(layer_id, self._index, self.total_len)
+def _table_of(owner) -> list | None:
+    """The page table pages given to `owner` go to (None without an owner)."""
+    if owner is None:
+        return None
+    table = getattr(owner, "page_table", None)
+    if not isinstance(table, list):
+        raise TypeError(f"an owner of pages needs a page_table list, got {type(owner).__name__}")
+    return table
 
 
 def _available(device: torch.device) -> int | None:
@@ -836,31 +595,3 @@ def _available(device: torch.device) -> int | None:
     except (RuntimeError, ValueError):
         return None
 
-
-def _version(x) -> object:
-    """A tensor's in-place version (`sp += 4` bumps it); a fresh object, never equal, for
-    tensors that keep none (made under inference_mode)."""
-    try:
-        return x._version
-    except RuntimeError:
-        return object()
-
-
-def slot_key(start_pos, n_tokens: int, lengths, *extra) -> tuple:
-    """What a write's slot index depends on, for same_key: tensors with their versions."""
-    return (start_pos, _version(start_pos) if isinstance(start_pos, torch.Tensor) else None,
-            n_tokens, lengths, _version(lengths) if isinstance(lengths, torch.Tensor) else None,
-            *extra)
-
-
-def same_key(a: tuple, b: tuple) -> bool:
-    """Whether two slot_key()s name the same write positions.
-
-    Tensors compare by identity (the view keeps them alive, so an id cannot be reused) and by
-    version, so one changed in place is a new key; a tensor never equals a non-tensor."""
-    for x, y in zip(a, b):
-        if x is y:
-            continue
-        if isinstance(x, torch.Tensor) or isinstance(y, torch.Tensor) or x != y:
-            return False
-    return True

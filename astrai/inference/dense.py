@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import torch
 
-from astrai.inference.cache import require_kv, require_sizes, same_key, slot_key
+from astrai.inference.checks import require_kv, require_sizes, same_key, slot_key
 
 
 class DenseKVCache:

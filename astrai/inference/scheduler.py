@@ -31,6 +31,7 @@ import torch
 
 from astrai.errors import BadSetting, RequestTooLarge, SchedulerError
 from astrai.inference.cache import PagedCache
+from astrai.inference.observer import NO_OBSERVER, Observer
 from astrai.inference.undo import atomic
 from astrai.model import next_tokens
 
@@ -71,34 +72,6 @@ class Task:
 PHASES = ("cleanup", "refill", "prefill", "decode")
 
 
-class SchedulerListener:
-    """Observer of scheduler decisions; the trace recorder implements it.
-
-    Hooks that precede cache calls name the task (or batch rows) those calls are for, so a
-    listener of both the scheduler and its cache can tell whose pages move.
-    """
-
-    def on_submit(self, task: Task) -> None: ...
-    def on_phase(self, step: int, phase: str) -> None: ...
-    # Before the shares and allocs: hits, pages to allocate and pages available, as decided.
-    def on_admit(self, task: Task, hits: list[int], needed: int, available: int) -> None: ...
-    # Before the allocs of a readmitted group's sample (its shares came after on_admit).
-    def on_fill(self, task: Task) -> None: ...
-    # Before a sample shares its group's prompt pages (sample 0 prefilled them).
-    def on_fork(self, task: Task, parent: Task) -> None: ...
-    # Before a task copies the shared page at page_table[logical] to write into its copy.
-    def on_cow(self, task: Task, logical: int) -> None: ...
-    def on_wait(self, task: Task, needed: int, available: int) -> None: ...
-    def on_grow(self, task: Task) -> None: ...  # before a decode step allocates it a page
-    def on_drop(self, task: Task) -> None: ...  # before its pages are freed (retire, preempt)
-    def on_prefix(self, task: Task) -> None: ...  # before its prompt pages are recorded
-    def on_forward(self, tasks: list[Task]) -> None: ...  # the rows of the forward to run
-    def on_tokens(self, phase: str, tasks: list[Task]) -> None: ...
-    def on_preempt(self, task: Task, needed_by: Task | None) -> None: ...
-    def on_finish(self, task: Task) -> None: ...
-    def on_retire(self, task: Task) -> None: ...
-
-
 class Scheduler:
     PHASES = PHASES
 
@@ -122,7 +95,7 @@ class Scheduler:
         self.running: list[Task] = []  # admission order: the newest is preempted first
         self.tasks: dict[str, Task] = {}
         self.step_count = 0
-        self.listener: SchedulerListener | None = None
+        self.observer: Observer = NO_OBSERVER  # shared with the cache by whoever attaches
         self._generators: dict[str, torch.Generator] = {}
 
     # ---- submission ------------------------------------------------------------------------
@@ -154,8 +127,7 @@ class Scheduler:
             self.tasks[task.name] = task
             self.waiting.append(task)
         task = group[0]
-        if self.listener is not None:
-            self.listener.on_submit(task)
+        self.observer.on_submit(task)
         return task
 
     def _group_of(self, task: Task, most: int) -> list[Task]:
@@ -212,24 +184,20 @@ class Scheduler:
         self.step_count += 1
 
     def _phase(self, phase: str) -> None:
-        if self.listener is not None:
-            self.listener.on_phase(self.step_count, phase)
+        self.observer.on_phase(self.step_count, phase)
 
     def _cleanup(self) -> None:
         for task in [t for t in self.running if t.status is Status.FINISHED]:
             self._release(task)
             task.status = Status.DONE
             self.running.remove(task)
-            if self.listener is not None:
-                self.listener.on_retire(task)
+            self.observer.on_retire(task)
 
     def _release(self, task: Task) -> None:
         """Drop the task's references, last page first: a prefix's tail is then older in the
         LRU than its head and is evicted first, so a cached head stays usable longest."""
-        if self.listener is not None:
-            self.listener.on_drop(task)
         while task.page_table:
-            self.cache.free(task.page_table.pop())
+            self.cache.free(task.page_table.pop(), owner=task)
         task.length = task.cached_len = 0
 
     def _refill(self) -> list[Task]:
@@ -284,8 +252,7 @@ class Scheduler:
         revived = len({p for h in hits for p in h if cache.refcount(p) == 0})
         available = cache.n_available - revived
         if sum(needed) > available:
-            if self.listener is not None:
-                self.listener.on_wait(group[0], sum(needed), available)
+            self.observer.on_wait(group[0], sum(needed), available)
             return None
         return hits, needed, available
 
@@ -295,17 +262,13 @@ class Scheduler:
         evict a cached page a later task of the group was promised."""
         cache = self.cache
         for task, task_hits, task_needed in zip(group, hits, needed):
-            if self.listener is not None:
-                self.listener.on_admit(task, task_hits, task_needed, available)
+            self.observer.on_admit(task, task_hits, task_needed, available)
             for page in task_hits:
-                task.page_table.append(page)
-                cache.inc_ref(page)
+                cache.inc_ref(page, owner=task)
             task.cached_len = task.length = len(task_hits) * cache.page_size
             task.status = Status.RUNNING
         for task, task_needed in zip(group, needed):
-            if self.listener is not None:
-                self.listener.on_fill(task)
-            cache.alloc_n(task_needed, out=task.page_table)
+            cache.alloc_n(task_needed, owner=task)
 
     def _fit(self, task: Task) -> tuple[list[int], int, int] | None:
         """(cached prefix pages, pages to allocate, pages available) if the rest can be
@@ -319,20 +282,17 @@ class Scheduler:
         revived = sum(1 for page in hits if cache.refcount(page) == 0)  # no longer evictable
         available = cache.n_available - revived
         if needed > available:
-            if self.listener is not None:
-                self.listener.on_wait(task, needed, available)
+            self.observer.on_wait(task, needed, available)
             return None
         return hits, needed, available
 
     def _admit(self, task: Task, hits: list[int], needed: int, available: int) -> None:
         """Share the cached prefix pages and allocate the rest (_fit said they are there)."""
         cache = self.cache
-        if self.listener is not None:
-            self.listener.on_admit(task, hits, needed, available)
+        self.observer.on_admit(task, hits, needed, available)
         for page in hits:
-            task.page_table.append(page)
-            cache.inc_ref(page)
-        cache.alloc_n(needed, out=task.page_table)
+            cache.inc_ref(page, owner=task)
+        cache.alloc_n(needed, owner=task)
         task.cached_len = task.length = len(hits) * cache.page_size
         task.status = Status.RUNNING
 
@@ -344,9 +304,7 @@ class Scheduler:
         sampled = self._forward(rows, starts, chunks)
         if self.prefix_caching:
             for task in rows:
-                if self.listener is not None:
-                    self.listener.on_prefix(task)
-                self.cache.record_prefix(task.page_table, task.tokens[: task.length])
+                self.cache.record_prefix(task.page_table, task.tokens[: task.length], owner=task)
         self._emit_tokens("prefill", sampled)
 
     def _decode(self, tasks: list[Task]) -> None:
@@ -373,9 +331,8 @@ class Scheduler:
             if shared:
                 got = self._copy_on_write(task, col)
             else:
-                if self.listener is not None:
-                    self.listener.on_grow(task)
-                got = self.cache.alloc_n(1, out=task.page_table)
+                self.observer.on_grow(task)
+                got = self.cache.alloc_n(1, owner=task)
             if got:
                 continue
             finished = [t for t in self.running if t.status is Status.FINISHED]
@@ -398,12 +355,10 @@ class Scheduler:
         cache = self.cache
         if cache.n_available < 1:
             return False
-        if self.listener is not None:
-            self.listener.on_cow(task, col)
         src = task.page_table.pop()
-        cache.free(src)
-        dst = cache.alloc_n(1, out=task.page_table)[0]
-        cache.copy_page(src, dst, task.length - col * cache.page_size)
+        cache.free(src, owner=task)
+        dst = cache.alloc_n(1, owner=task)[0]
+        cache.copy_page(src, dst, task.length - col * cache.page_size, owner=task)
         return True
 
     def _preempt(self, task: Task, needed_by: Task | None = None) -> None:
@@ -427,8 +382,7 @@ class Scheduler:
             task.status = Status.WAITING
             task.preemptions += 1
             self.waiting.appendleft(task)
-            if self.listener is not None:
-                self.listener.on_preempt(task, needed_by)
+            self.observer.on_preempt(task, needed_by)
 
     # ---- model -----------------------------------------------------------------------------
 
@@ -450,10 +404,8 @@ class Scheduler:
         start = torch.tensor(starts, dtype=torch.int64)
         lengths = torch.tensor(n, dtype=torch.int64)
         view = self.cache.bind(
-            table, max(ends), torch.tensor(ends, dtype=torch.int64, device=device)
+            table, max(ends), torch.tensor(ends, dtype=torch.int64, device=device), owners=tasks
         )
-        if self.listener is not None:
-            self.listener.on_forward(tasks)
         for task, end in zip(tasks, ends):
             task.length = end  # the forward writes these tokens' K/V
         logits = self.model(tokens.to(device), start, view, lengths)
@@ -466,8 +418,7 @@ class Scheduler:
             task.output.append(token)
             if len(task.output) >= task.max_new_tokens:
                 task.status = Status.FINISHED
-                if self.listener is not None:
-                    self.listener.on_finish(task)
+                self.observer.on_finish(task)
         return tasks
 
     def _fork(self, tasks: list[Task]) -> tuple[list[Task], list[int]]:
@@ -481,19 +432,16 @@ class Scheduler:
             for sample in task.samples[1:] if task.sample == 0 else ():
                 if sample.page_table or sample.status is not Status.RUNNING:
                     continue  # readmitted samples computed their own row
-                if self.listener is not None:
-                    self.listener.on_fork(sample, task)
+                self.observer.on_fork(sample, task)
                 for page in task.page_table:
-                    sample.page_table.append(page)
-                    self.cache.inc_ref(page)
+                    self.cache.inc_ref(page, owner=sample)
                 sample.length, sample.cached_len = task.length, task.cached_len
                 out.append(sample)
                 rows.append(row)
         return out, rows
 
     def _emit_tokens(self, phase: str, tasks: list[Task]) -> None:
-        if self.listener is not None:
-            self.listener.on_tokens(phase, tasks)
+        self.observer.on_tokens(phase, tasks)
 
 
 def sample_tokens(tasks: list[Task], last: torch.Tensor, temperature: float, seed: int,

@@ -81,10 +81,10 @@ class Capture:
             n = slots.shape[0]
             self._add("write", layer=layer_id, slots_shape=list(slots.shape),
                       k_shape=list(k.shape), rows_shape=[n, cache.n_kv_heads, cache.head_dim],
-                      store_shape=list(cache._k_slots[layer_id].shape))
+                      store_shape=list(cache.kv._k_slots[layer_id].shape))
 
-    def _gather_pages(self, layer_id, index, total_len):
-        k, v = self._orig["gather_pages"](layer_id, index, total_len)
+    def _gather_pages(self, layer_id, index, total_len, owners=None):
+        k, v = self._orig["gather_pages"](layer_id, index, total_len, owners)
         if layer_id == self.layer:
             cache = self.cache
             n, ps, h, d = index.shape[0], cache.page_size, cache.n_kv_heads, cache.head_dim

@@ -16,17 +16,14 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
-from astrai.inference import cache as cache_module
-from astrai.inference import scheduler as scheduler_module
-from astrai.inference.cache import CacheListener, PagedCache
-from astrai.inference.scheduler import Scheduler, SchedulerListener, Status, Task
+from astrai.inference.cache import PagedCache
+from astrai.inference.observer import NO_OBSERVER, Observer
+from astrai.inference.scheduler import Scheduler, Status, Task
 from astrai.text import TextLog
+from astrai.trace.source import ENGINE_FILES
 
-_ROOT = Path(cache_module.__file__).resolve().parents[2]
-_WATCHED = {
-    str(Path(m.__file__).resolve()): str(Path(m.__file__).resolve().relative_to(_ROOT))
-    for m in (cache_module, scheduler_module)
-}
+# The shipped path of each engine file -> its name in a trace (one registry: source.py's).
+_WATCHED = {str(path.resolve()): name for name, path in ENGINE_FILES.items()}
 
 
 class LineTracer:
@@ -101,7 +98,7 @@ def source_digests() -> dict[str, str]:
     }
 
 
-class Recorder(CacheListener, SchedulerListener):
+class Recorder(Observer):
     """Attach with `with Recorder(cache, scheduler) as rec:`; events are in rec.events.
 
     Pass a running `tracer` to have calls made before attaching (the constructors) show up in
@@ -118,18 +115,13 @@ class Recorder(CacheListener, SchedulerListener):
         self.step, self.phase = 0, "init"
         self.tracer = tracer or (LineTracer() if lines else None)
         self._written = [0] * cache.n_pages  # per page: bitmask of slots holding K/V
-        # Whose pages the cache calls move, and the rows of the forward: told by the
-        # scheduler's hooks that precede those calls.
-        self._owner: Task | None = None
-        self._batch: list[Task] = []
-        self._cow: tuple[Task, int] | None = None  # (task, logical) of the copy under way
         self._shared = _SharedState()
 
     # ---- attach ----------------------------------------------------------------------------
 
     def __enter__(self) -> Recorder:
-        self.cache.listener = self
-        self.scheduler.listener = self
+        self.cache.observer = self
+        self.scheduler.observer = self
         if self.tracer is not None:
             self.tracer.__enter__()
         return self
@@ -137,8 +129,7 @@ class Recorder(CacheListener, SchedulerListener):
     def __exit__(self, *exc) -> None:
         if self.tracer is not None:
             self.tracer.__exit__(*exc)
-        self.cache.listener = None
-        self.scheduler.listener = None
+        self.cache.observer = self.scheduler.observer = NO_OBSERVER
 
     # ---- state -----------------------------------------------------------------------------
 
@@ -159,9 +150,6 @@ class Recorder(CacheListener, SchedulerListener):
             tracer.busy = False
         self.events.append(event)
 
-    def _task(self) -> str | None:
-        return self._owner.name if self._owner is not None else None
-
     # ---- scheduler hooks -------------------------------------------------------------------
 
     def on_submit(self, task: Task) -> None:
@@ -174,12 +162,9 @@ class Recorder(CacheListener, SchedulerListener):
 
     def on_phase(self, step: int, phase: str) -> None:
         self.step, self.phase = step, phase
-        self._owner = None
-        self._cow = None  # a copy the pool had no page for ends with its step's decode
         self._emit("phase")
 
     def on_admit(self, task: Task, hits: list[int], needed: int, available: int) -> None:
-        self._owner = task
         n_tokens = len(task.tokens)
         # keys: the chained prefix key of each full page of what is admitted (none when the
         # prefix cache is off), so a scene can show why a page hit or missed.
@@ -190,34 +175,16 @@ class Recorder(CacheListener, SchedulerListener):
                    keys=keys)
 
     def on_grow(self, task: Task) -> None:
-        self._owner = task
         n_tokens = task.length + 1  # the position this decode step writes, counted from 1
         self._emit("grow", task=task.name, n_tokens=n_tokens,
                    pages_needed=self.cache.pages_for(n_tokens), held=len(task.page_table),
                    capacity=len(task.page_table) * self.cache.page_size)
 
-    def on_drop(self, task: Task) -> None:
-        self._owner = task
-
-    def on_fill(self, task: Task) -> None:
-        self._owner = task
-
     def on_fork(self, task: Task, parent: Task) -> None:
-        self._owner = task
         # pages: what the sample is about to share (its parent's table); n_tokens: the length
         # it starts at (the prompt, whose K/V those pages hold)
         self._emit("fork", task=task.name, parent=parent.name, sample=task.sample,
                    pages=list(parent.page_table), n_tokens=parent.length)
-
-    def on_cow(self, task: Task, logical: int) -> None:
-        self._owner = task
-        self._cow = (task, logical)
-
-    def on_prefix(self, task: Task) -> None:
-        self._owner = task
-
-    def on_forward(self, tasks: list[Task]) -> None:
-        self._batch = list(tasks)
 
     def on_wait(self, task: Task, needed: int, available: int) -> None:
         self._emit("wait", task=task.name, needed=needed, available=available)
@@ -233,7 +200,6 @@ class Recorder(CacheListener, SchedulerListener):
         self._emit("tokens", tokens={t.name: t.output[-1] for t in tasks}, text=text)
 
     def on_preempt(self, task: Task, needed_by: Task | None = None) -> None:
-        self._owner = None
         # needed_by/position: whose next token found no page; running: who keeps decoding;
         # generated: tokens the victim keeps (its prompt and these are recomputed later).
         self._emit("preempt", task=task.name,
@@ -246,35 +212,26 @@ class Recorder(CacheListener, SchedulerListener):
         self._emit("finish", task=task.name, n_output=len(task.output))
 
     def on_retire(self, task: Task) -> None:
-        self._owner = None
         self._emit("retire", task=task.name, n_free=self.cache.n_free)
 
     # ---- cache hooks -----------------------------------------------------------------------
 
-    def on_alloc(self, page: int) -> None:
+    def on_alloc(self, page: int, owner: Task | None) -> None:
         self._written[page] = 0  # a newly taken page holds nothing of its new owner yet
-        active = self._owner
-        logical = None
-        if active is not None and page in active.page_table:
-            logical = len(active.page_table) - 1 - active.page_table[::-1].index(page)
-        elif self._cow is not None and self._cow[0] is active:
-            logical = self._cow[1]  # the copy's page: it takes that column once filled
-        self._emit("alloc", page=page, task=self._task(), logical=logical)
+        self._emit("alloc", page=page, task=_name(owner), logical=_column(owner, page))
 
-    def on_copy(self, src: int, dst: int, n_slots: int) -> None:
+    def on_copy(self, src: int, dst: int, n_slots: int, owner: Task | None) -> None:
         self._written[dst] = self._written[src] & ((1 << n_slots) - 1)
-        task, logical = self._cow if self._cow is not None else (self._owner, None)
-        self._cow = None
         # refs: holders of the source left once this task dropped its reference (the free
         # before the alloc of `page`); slots: the filled slots 0..slots-1 copied, every layer
-        self._emit("copy", task=task.name if task is not None else None,
-                   sample=task.sample if task is not None else 0, source=src, page=dst,
-                   slots=n_slots, logical=logical, refs=self.cache.refcount(src))
+        self._emit("copy", task=_name(owner), sample=owner.sample if owner is not None else 0,
+                   source=src, page=dst, slots=n_slots, logical=_column(owner, dst),
+                   refs=self.cache.refcount(src))
 
-    def on_free(self, page: int, refs: int) -> None:
+    def on_free(self, page: int, refs: int, owner: Task | None) -> None:
         if refs == 0 and not self.cache.is_recorded(page):
             self._written[page] = 0
-        self._emit("free", page=page, task=self._task(), refs=refs)
+        self._emit("free", page=page, task=_name(owner), refs=refs)
 
     def on_cache(self, page: int) -> None:
         self._emit("cache", page=page)
@@ -282,20 +239,15 @@ class Recorder(CacheListener, SchedulerListener):
     def on_evict(self, page: int) -> None:
         self._emit("evict", page=page)
 
-    def on_share(self, page: int, revived: bool) -> None:
-        active = self._owner
-        logical = active.page_table.index(page) if active and page in active.page_table else None
-        self._emit("share", page=page, task=self._task(), logical=logical, revived=revived)
+    def on_share(self, page: int, owner: Task | None, revived: bool) -> None:
+        logical = owner.page_table.index(page) if owner and page in owner.page_table else None
+        self._emit("share", page=page, task=_name(owner), logical=logical, revived=revived)
 
-    def on_record(self, pages: list[int]) -> None:
-        self._emit("record", task=self._task(), pages=list(pages),
+    def on_record(self, pages: list[int], owner: Task | None) -> None:
+        self._emit("record", task=_name(owner), pages=list(pages),
                    keys=[self.cache.prefix_key(p) for p in pages])
 
-    def _rows(self, n: int) -> list[str]:
-        batch = self._batch
-        return [batch[b].name if b < len(batch) else f"row{b}" for b in range(n)]
-
-    def on_write(self, layer_id, page_table, start_pos, n_tokens, lengths) -> None:
+    def on_write(self, layer_id, page_table, start_pos, n_tokens, lengths, owners) -> None:
         if layer_id != 0:  # every layer writes the same slots; one event per step
             return
         table = page_table.tolist()
@@ -303,7 +255,7 @@ class Recorder(CacheListener, SchedulerListener):
         counts = lengths.tolist() if lengths is not None else [n_tokens] * len(table)
         ps = self.cache.page_size
         rows = []
-        for name, row, start, count in zip(self._rows(len(table)), table, starts, counts):
+        for name, row, start, count in zip(_rows(owners, len(table)), table, starts, counts):
             runs: list[list[int]] = []  # [page, first slot, n] per page touched
             for pos in range(start, start + count):
                 col = pos // ps
@@ -318,18 +270,36 @@ class Recorder(CacheListener, SchedulerListener):
             rows.append({"task": name, "start": start, "n": count, "runs": runs})
         self._emit("write", rows=rows, page_table=table)
 
-    def on_gather(self, layer_id, index, total_len) -> None:
+    def on_gather(self, layer_id, index, total_len, owners) -> None:
         if layer_id != 0:
             return
         flat = index.tolist()
         cols = self.cache.pages_for(total_len)
         null = self.cache.n_pages
         rows = []
-        for b, name in enumerate(self._rows(len(flat) // cols)):
+        for b, name in enumerate(_rows(owners, len(flat) // cols)):
             pages = [p for p in flat[b * cols : (b + 1) * cols] if p != null]
             rows.append({"task": name, "pages": pages})
         shape = [len(rows), total_len, self.cache.n_kv_heads, self.cache.head_dim]
         self._emit("gather", rows=rows, total_len=total_len, shape=shape)
+
+
+def _name(owner: Task | None) -> str | None:
+    return owner.name if owner is not None else None
+
+
+def _column(owner: Task | None, page: int) -> int | None:
+    """Where the page sits in its owner's table (its last occurrence: the one just added)."""
+    if owner is None or page not in owner.page_table:
+        return None
+    table = owner.page_table
+    return len(table) - 1 - table[::-1].index(page)
+
+
+def _rows(owners, n: int) -> list[str]:
+    """The name of each row of a batch's table (row{b} where no owner was given)."""
+    owners = owners or ()
+    return [owners[b].name if b < len(owners) else f"row{b}" for b in range(n)]
 
 
 # ---- state, shared between events ------------------------------------------------------------

@@ -17,10 +17,13 @@ import astrai
 
 _PACKAGE = Path(astrai.__file__).resolve().parent
 
-# Trace name -> the shipped file. These are the files the recorder traces line by line.
+# The one registry of engine files: trace name -> the shipped file. The recorder traces these
+# line by line, a trace's code frames may name only these, and their digests stamp a trace.
+# (checks.py and observer.py are left out on purpose: argument checks and no-op hooks are
+# not what a scene shows.)
 ENGINE_FILES: dict[str, Path] = {
-    "astrai/inference/cache.py": _PACKAGE / "inference" / "cache.py",
-    "astrai/inference/scheduler.py": _PACKAGE / "inference" / "scheduler.py",
+    f"astrai/inference/{name}.py": _PACKAGE / "inference" / f"{name}.py"
+    for name in ("cache", "allocator", "prefix", "kv", "scheduler")
 }
 
 # Files a scene may show by its own choice, never because a trace names them: the engine files

@@ -25,6 +25,9 @@ if TYPE_CHECKING:
     from scenes.replay.plan import BeatSpec
 
 CACHE = "astrai/inference/cache.py"
+ALLOC = "astrai/inference/allocator.py"
+PREFIX = "astrai/inference/prefix.py"
+KV = "astrai/inference/kv.py"
 SCHED = "astrai/inference/scheduler.py"
 
 # Stages inside a beat (fractions of its run time): words first, then the mask, then the frames,
@@ -107,11 +110,11 @@ def _last(r: Replay, spec: BeatSpec, kind_: str) -> dict | None:
 
 # ---- the kinds -------------------------------------------------------------------------------
 
-WRITE = Code(CACHE, "CacheView.write", ("cache.write_slots(layer_id, self._slots, k, v)",))
+WRITE = Code(KV, "CacheView.write", ("cache.write_slots(layer_id, self._slots, k, v)",))
 
 
 @kind("construct", (1.0, 1.6, 1.6),
-      Code(CACHE, "PagedCache.__init__", ("shape = (n_layers, n_pages + 1",)))
+      Code(KV, "KVStore.__init__", ("shape = (n_layers, n_pages + 1",)))
 def construct(r: Replay, spec: BeatSpec) -> None:
     r.construct_cache()  # the construction beats live with the kit they build (driver)
 
@@ -232,7 +235,7 @@ def _alloc_words(r: Replay, ev: dict, prev: dict | None) -> str:
     return f"page {page}; refs[{page}] = 1"
 
 
-TAKE = Code(CACHE, "PagedCache._take", ("word ^= lsb", "return self._evict_lru()"))
+TAKE = Code(ALLOC, "PageAllocator._take", ("word ^= lsb",))
 
 
 @kind("alloc", (1.0, 1.4, 0.3), TAKE)
@@ -241,12 +244,12 @@ def alloc(r: Replay, spec: BeatSpec) -> None:
     r.say(beat, f"alloc -> page {ev['page']} for {ev['task']}[{ev['logical']}]",
           _alloc_words(r, ev, prev))
     _alloc_line(r, ev, prev)
-    r.show_code(spec, "PagedCache._take", spec.main, where=("returned",))
+    r.show_code(spec, "PageAllocator._take", spec.main, where=("returned",))
     r.box(beat, ev["page"], W_POOL)
     r.play(beat, *r.timing(spec))
 
 
-GROW = Code(SCHED, "Scheduler._grow", ("got = self.cache.alloc_n(1, out=task.page_table)",))
+GROW = Code(SCHED, "Scheduler._grow", ("got = self.cache.alloc_n(1, owner=task)",))
 
 
 @kind("grow", (1.1, 1.8, 0.6), GROW)
@@ -276,7 +279,7 @@ def grow(r: Replay, spec: BeatSpec) -> None:
     r.play(beat, *r.timing(spec))
 
 
-SHARE = Code(CACHE, "PagedCache.inc_ref", ("del self._lru[idx]", "self._refs[idx] += 1"))
+SHARE = Code(CACHE, "PagedCache.inc_ref", ("self.prefix.revive(idx)", "self._refs[idx] += 1"))
 
 
 @kind("share", (1.0, 1.5, 0.35), SHARE)
@@ -303,7 +306,7 @@ def share(r: Replay, spec: BeatSpec) -> None:
     r.play(beat, *r.timing(spec))
 
 
-EVICT = Code(CACHE, "PagedCache._evict_lru", ("idx, _ = self._lru.popitem(last=False)",))
+EVICT = Code(PREFIX, "PrefixIndex.evict_lru", ("idx, _ = self._lru.popitem(last=False)",))
 
 
 @kind("evict", (1.1, 1.7, 0.5), EVICT)
@@ -316,14 +319,14 @@ def evict(r: Replay, spec: BeatSpec) -> None:
           f"cached pages, least recently used first: {lru}; the first one goes")
     r.speak(f"No page is free, so the cached page used longest ago, page {ev['page']}, "
             "is given up.")
-    at = spec.events[-1] if find(taken, "PagedCache._evict_lru", ("returned",)) else spec.main
-    r.show_code(spec, "PagedCache._evict_lru", at, where=("returned",))
+    at = spec.events[-1] if find(taken, "PrefixIndex.evict_lru", ("returned",)) else spec.main
+    r.show_code(spec, "PrefixIndex.evict_lru", at, where=("returned",))
     r.box(beat, ev["page"], W_POOL, theme.CACHED)
     r.play(beat, *r.timing(spec))
 
 
 FREE = Code(CACHE, "PagedCache.free",
-            ("self._set_free(idx)", "self._lru[idx] = None", "self._refs[idx] = refs"))
+            ("self.allocator.release(idx)", "self.prefix.park(idx)", "self._refs[idx] = refs"))
 
 
 @kind("free", (0.8, 1.3, 0.2), FREE)
@@ -368,7 +371,7 @@ def cache(r: Replay, spec: BeatSpec) -> None:
 
 
 @kind("record", (0.7, 1.3, 0.35),
-      Code(CACHE, "PagedCache.record_prefix", ("self._entries[page] = entry",)))
+      Code(PREFIX, "PrefixIndex.record_prefix", ("self._entries[page] = entry",)))
 def record(r: Replay, spec: BeatSpec) -> None:
     beat, ev, _ = _applied(r, spec)
     r.say(beat, f"record_prefix: {ev['task']}'s full prompt pages {ev['pages']} recorded",
@@ -376,7 +379,7 @@ def record(r: Replay, spec: BeatSpec) -> None:
     if r.first("record"):
         r.speak(f"{ev['task']}'s full prompt pages are recorded, each under a key chained to "
                 "the page before it, so a later prompt can find them.")
-    r.show_code(spec, "PagedCache.record_prefix", spec.main)
+    r.show_code(spec, "PrefixIndex.record_prefix", spec.main)
     n = max(len(ev["pages"]), 1)
     for k, p in enumerate(ev["pages"]):
         r.box(beat, p, (0.2 + 0.5 * k / n, 0.7 + 0.3 * k / n), theme.CACHED)
@@ -384,7 +387,7 @@ def record(r: Replay, spec: BeatSpec) -> None:
 
 
 @kind("write", (1.2, 1.5, 0.35),
-      Code(CACHE, "CacheView.__init__", ("self.page_table = page_table",)), WRITE)
+      Code(KV, "CacheView.__init__", ("self.page_table = page_table",)), WRITE)
 def write(r: Replay, spec: BeatSpec) -> None:
     ev = r.events[spec.main]
     if spec.first:
@@ -424,7 +427,7 @@ def write(r: Replay, spec: BeatSpec) -> None:
 
 
 @kind("gather", (1.2, 1.5, 0.25),
-      Code(CACHE, "PagedCache.gather_pages",
+      Code(KV, "KVStore.gather_pages",
            ("torch.index_select(self._k_pages[layer_id], 0, index, out=k_out)",)))
 def gather(r: Replay, spec: BeatSpec) -> None:
     beat, ev, _ = _applied(r, spec)
@@ -434,7 +437,7 @@ def gather(r: Replay, spec: BeatSpec) -> None:
     r.say(beat, f"gather(total_len={total}): {order}",
           f"whole pages in logical order (page-table order), cut to {total}: "
           f"K, V = {ev['shape']}")
-    r.show_code(spec, "PagedCache.gather_pages", spec.main)
+    r.show_code(spec, "KVStore.gather_pages", spec.main)
     longest = max((len(row["pages"]) for row in rows), default=1)
     for row in rows:
         for k, p in enumerate(row["pages"]):
@@ -517,7 +520,7 @@ def montage(r: Replay, spec: BeatSpec) -> None:
         fn, at, where = "PagedCache.inc_ref", spec.main, ("code",)
     elif main["kind"] == "evict":
         caption = f"no free page: cached page {main['page']} is evicted for {task}"
-        fn, at, where = "PagedCache._evict_lru", spec.events[-1], ("returned",)
+        fn, at, where = "PrefixIndex.evict_lru", spec.events[-1], ("returned",)
         if find(r.events[at], fn, where) is None:
             at = spec.main
     elif main["phase"] == "decode" and grow_ev is not None:
@@ -529,7 +532,7 @@ def montage(r: Replay, spec: BeatSpec) -> None:
         caption = f"{came}{task} gets pages {_pages(evs, 'alloc')}, " + (
             f"cached page {evicted} evicted when none was free" if evicted else
             "lowest free first")
-        fn, at, where = "PagedCache._take", spec.main, ("returned",)
+        fn, at, where = "PageAllocator._take", spec.main, ("returned",)
     a, b = spec.steps
     steps = f"steps {a}-{b}" if b > a else f"step {a}"
     folded = sorted(set(spec.skipped) - {"alloc", "free", "share"})

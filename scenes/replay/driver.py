@@ -339,11 +339,11 @@ class Replay:
         # the storage shape. (A trace recorded without line tracing has no such call.)
         if init is not None:
             try:
-                source_of("astrai/inference/cache.py", "PagedCache.__init__")
+                source_of("astrai/inference/kv.py", "KVStore.__init__")
             except TraceFormatError:
                 pass  # a trace from another tree: no panel rather than a wrong one
             else:
-                self.show_code("construct", "PagedCache.__init__", init, where=("returned",))
+                self.show_code("construct", "KVStore.__init__", init, where=("returned",))
         if not teaser:
             self.play(beat, *self.scaled(run_time, hold))
             self.intro = intro  # fades with the first beat after construction

@@ -1,0 +1,34 @@
+"""Stateful: a part of the cache that declares which of its fields a step changes.
+
+`STATE` names them; `snapshot()` copies each (containers one level deep: their items are ints,
+strings or immutable tuples) and `restore()` puts them back. `FIXED` names the fields set once
+at construction. Tests hold every field of an instance to STATE + FIXED, so a field added
+without saying which it is fails a test instead of silently escaping an undone step.
+"""
+
+from __future__ import annotations
+
+
+class Stateful:
+    STATE: tuple[str, ...] = ()
+    FIXED: tuple[str, ...] = ()
+
+    def snapshot(self) -> tuple:
+        return tuple(_copy(getattr(self, name)) for name in self.STATE)
+
+    def restore(self, saved: tuple) -> None:
+        """Put back what snapshot() took. Containers are refilled in place, so whoever holds
+        one (the cache keeps the refcount list at hand) sees the restored values."""
+        for name, value in zip(self.STATE, saved, strict=True):
+            current = getattr(self, name)
+            if isinstance(current, list):
+                current[:] = value
+            elif isinstance(current, (dict, set)):
+                current.clear()
+                current.update(value)
+            else:
+                setattr(self, name, value)
+
+
+def _copy(value):
+    return value.copy() if isinstance(value, (list, dict, set)) else value
