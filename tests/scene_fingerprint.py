@@ -11,8 +11,10 @@ marks still reads the same.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import json
+import re
 import sys
 import tempfile
 from pathlib import Path
@@ -52,6 +54,34 @@ def _plain(x, depth: int = 0):
 _DROP = object()
 
 
+@functools.cache
+def _source_lines() -> frozenset[str]:
+    """Every stripped line of the files a code panel may show."""
+    from astrai.trace.source import PANEL_FILES
+
+    return frozenset(line.strip() for path in PANEL_FILES.values()
+                     for line in path.read_text(encoding="utf-8").splitlines())
+
+
+_TITLE = re.compile(r"^\S+  astrai/\S+\.py:\d+-\d+")
+
+
+def _not_code(item) -> bool:
+    """False for a drawn text that is engine source or a code panel's title (file:lines): the
+    panels are compared by function and marked line, so moving code does not count as a change
+    of what the scene says."""
+    if not (isinstance(item, list) and len(item) == 3 and isinstance(item[1], str)):
+        return True
+    text = item[1].strip()
+    return not (text in _source_lines() or text == "▶" or _TITLE.match(text))
+
+
+def _snapshot(snap):
+    if isinstance(snap, dict) and isinstance(snap.get("texts"), list):
+        snap = {**snap, "texts": [t for t in snap["texts"] if _not_code(t)]}
+    return snap
+
+
 def _panel(p: dict) -> dict:
     current, rows, text = p.get("current"), p.get("rows", []), p.get("text", [])
     marked = text[rows.index(current)].strip() if current in rows else None
@@ -69,7 +99,7 @@ def fingerprint(module: str, name: str, cut: str, media_dir: str) -> dict:
     panels = scene.replay.panels if scene.replay is not None else scene._panels
     panels = getattr(scene, "panels", panels)
     return {
-        "snapshots": _plain(scene.snapshots),
+        "snapshots": [_snapshot(s) for s in _plain(scene.snapshots)],
         "panels": [_panel(p) for p in panels],
         "cues": [[round(s, 3), round(d, 3), t] for s, d, t in scene.cues],
     }
