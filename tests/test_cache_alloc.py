@@ -15,7 +15,8 @@ from astrai.errors import (
     PageNotAllocated,
     PageOutOfRange,
 )
-from astrai.inference.cache import CacheListener, PagedCache, pages_for
+from astrai.inference.cache import PagedCache, pages_for
+from astrai.inference.observer import Observer
 
 SIZES = [1, 2, 63, 64, 65, 127, 128, 129, 130, 4096]
 
@@ -236,14 +237,29 @@ def test_alloc_n_all_or_nothing_never_evicts(new_cache, unchanged):
     cache.check()
 
 
-def test_alloc_n_out_appends_to_the_given_list(new_cache, unchanged):
+class Owner:
+    def __init__(self, *pages):
+        self.page_table = list(pages)
+
+
+def test_alloc_n_appends_to_the_owners_table(new_cache, unchanged):
     cache = new_cache(5)
-    table = [99]
-    assert cache.alloc_n(3, out=table) == [0, 1, 2]
-    assert table == [99, 0, 1, 2]
+    owner = Owner(99)
+    assert cache.alloc_n(3, owner=owner) == [0, 1, 2]
+    assert owner.page_table == [99, 0, 1, 2]
     with unchanged(cache):
-        assert cache.alloc_n(3, out=table) == []
-    assert table == [99, 0, 1, 2]
+        assert cache.alloc_n(3, owner=owner) == []
+    assert owner.page_table == [99, 0, 1, 2]
+    cache.inc_ref(1, owner=owner)
+    assert owner.page_table == [99, 0, 1, 2, 1] and cache.refcount(1) == 2
+
+
+def test_an_owner_without_a_table_is_refused_before_anything_moves(new_cache, unchanged):
+    cache = new_cache(5)
+    with unchanged(cache), pytest.raises(TypeError, match="page_table"):
+        cache.alloc_n(2, owner="A")
+    with unchanged(cache), pytest.raises(TypeError, match="page_table"):
+        cache.inc_ref(0, owner=object())
 
 
 # ---- free / inc_ref --------------------------------------------------------------------------
@@ -410,25 +426,25 @@ def test_counts_add_up_through_a_mixed_history(new_cache):
 
 def _corruptions():
     def bit_on_used_page(c):
-        c._words[0] |= 1
+        c.allocator._words[0] |= 1
 
     def lost_bit(c):
-        c._words[1] &= ~(1 << 3)
+        c.allocator._words[1] &= ~(1 << 3)
 
     def negative_ref(c):
         c._refs[80] = -1
 
     def summary_drift(c):
-        c._summary &= ~(1 << 1)
+        c.allocator._summary &= ~(1 << 1)
 
     def summary_past_end(c):
-        c._summary |= 1 << 5
+        c.allocator._summary |= 1 << 5
 
     def count_drift(c):
-        c._n_free += 1
+        c.allocator.n_free += 1
 
     def cached_without_entry(c):
-        c._lru[2] = None
+        c.prefix._lru[2] = None
         c._refs[2] = 0
 
     return [
@@ -452,21 +468,18 @@ def test_check_detects_corruption(corrupt, new_cache):
         cache.check()
 
 
-# ---- listener (allocation side) --------------------------------------------------------------
+# ---- observer (allocation side) --------------------------------------------------------------
 
 
-class Recorder(CacheListener):
+class Recorder(Observer):
     def __init__(self):
         self.events = []
 
-    def on_alloc(self, page):
+    def on_alloc(self, page, owner=None):
         self.events.append(("alloc", page))
 
-    def on_free(self, page, refs):
+    def on_free(self, page, refs, owner=None):
         self.events.append(("free", page, refs))
-
-    def on_release(self, page):
-        self.events.append(("release", page))
 
     def on_cache(self, page):
         self.events.append(("cache", page))
@@ -474,16 +487,16 @@ class Recorder(CacheListener):
     def on_evict(self, page):
         self.events.append(("evict", page))
 
-    def on_share(self, page, revived):
+    def on_share(self, page, owner, revived):
         self.events.append(("share", page, revived))
 
-    def on_record(self, pages):
+    def on_record(self, pages, owner=None):
         self.events.append(("record", list(pages)))
 
 
-def test_listener_sees_alloc_free_share_release(new_cache):
+def test_observer_sees_alloc_free_share(new_cache):
     cache = new_cache(3)
-    rec = cache.listener = Recorder()
+    rec = cache.observer = Recorder()
     a = cache.alloc()
     b, c = cache.alloc_n(2)
     cache.alloc()  # -1: no event
@@ -503,16 +516,15 @@ def test_listener_sees_alloc_free_share_release(new_cache):
         ("share", 1, False),
         ("free", 1, 1),
         ("free", 1, 0),
-        ("release", 1),
         ("free", 0, 0),
-        ("release", 0),
     ]
+    assert cache.free_mask == 0b011  # refs 0 and recording no prefix: free again
     assert (a, b, c) == (0, 1, 2)
 
 
-def test_listener_is_optional_and_does_not_change_results(new_cache):
+def test_observer_is_optional_and_does_not_change_results(new_cache):
     plain, watched = new_cache(70), new_cache(70)
-    watched.listener = Recorder()
+    watched.observer = Recorder()
     for cache in (plain, watched):
         cache.alloc_n(66)
         for p in (65, 3, 64):

@@ -7,7 +7,8 @@ import random
 import pytest
 import torch
 
-from astrai.inference.cache import CacheListener, PagedCache
+from astrai.inference.cache import PagedCache
+from astrai.inference.observer import Observer
 
 DTYPES = [torch.float32, torch.bfloat16]
 H, D, LAYERS = 2, 3, 3
@@ -433,21 +434,21 @@ def test_any_device_spelling_accepts_tables_made_on_it(spelling):
 # ---- listener --------------------------------------------------------------------------------
 
 
-class Recorder(CacheListener):
+class Recorder(Observer):
     def __init__(self):
         self.events = []
 
-    def on_write(self, layer_id, page_table, start_pos, n_tokens, lengths):
+    def on_write(self, layer_id, page_table, start_pos, n_tokens, lengths, owners=None):
         self.events.append(("write", layer_id, page_table, start_pos, n_tokens, lengths))
 
-    def on_gather(self, layer_id, index, total_len):
+    def on_gather(self, layer_id, index, total_len, owners=None):
         self.events.append(("gather", layer_id, index.tolist(), total_len))
 
 
 def test_listener_sees_writes_and_gathers(device):
     cache = PagedCache(2, 6, 2, H, D, device=device)
     cache.alloc_n(6)
-    rec = cache.listener = Recorder()
+    rec = cache.observer = Recorder()
     table = torch.tensor([[4, -1], [1, 0]], device=device)
     lengths = torch.tensor([1, 3], device=device)
     k = torch.ones(2, 3, H, D, device=device)

@@ -38,6 +38,10 @@ tokens_st = st.one_of(
 )
 
 
+class Owner(NamedTuple):
+    page_table: list[int]
+
+
 class Entry(NamedTuple):
     prefix: tuple  # every token up to the end of this page
     uid: int
@@ -171,9 +175,9 @@ class CacheMachine(RuleBasedStateMachine):
     def alloc_n(self, k, use_out):
         expect = self.model.alloc_n(k)
         if use_out:
-            out = [-7]
-            assert self.cache.alloc_n(k, out=out) == expect
-            assert out == [-7] + expect
+            owner = Owner([-7])
+            assert self.cache.alloc_n(k, owner=owner) == expect
+            assert owner.page_table == [-7] + expect
         else:
             assert self.cache.alloc_n(k) == expect
 

@@ -12,7 +12,8 @@ import pytest
 
 from astrai.compare import sampling
 from astrai.errors import TraceFormatError
-from astrai.inference.cache import CacheListener, pages_for
+from astrai.inference.cache import pages_for
+from astrai.inference.observer import Observer
 from astrai.trace import Trace, load_trace, save_trace
 from astrai.trace import source as engine_source
 from astrai.trace.text import format_trace
@@ -154,11 +155,11 @@ def test_the_replay_planner_folds_fork_and_copy_into_registered_beats(comp):
 # ---- the second real run ------------------------------------------------------------------------
 
 
-class Counter(CacheListener):
+class Counter(Observer):
     def __init__(self, cache):
         self.cache, self.allocs, self.peak = cache, 0, 0
 
-    def on_alloc(self, page):
+    def on_alloc(self, page, owner=None):
         self.allocs += 1
         self.peak = max(self.peak, self.cache.n_used)
 
@@ -166,7 +167,7 @@ class Counter(CacheListener):
 def live(wl):
     cache, _, sched = build(wl)
     counter = Counter(cache)
-    cache.listener = counter
+    cache.observer = counter
     return run_workload(wl, sched), counter
 
 

@@ -13,8 +13,9 @@ from astrai.errors import (
     SharedPage,
     WorkloadError,
 )
-from astrai.inference.cache import CacheListener, PagedCache
-from astrai.inference.scheduler import Scheduler, SchedulerListener, Status, Task
+from astrai.inference.cache import PagedCache
+from astrai.inference.observer import Observer
+from astrai.inference.scheduler import Scheduler, Status, Task
 from astrai.model import ModelConfig, TinyModel
 from astrai.trace.recorder import Recorder
 from astrai.workload import parse_workload
@@ -39,14 +40,14 @@ def held_by_tables(sched: Scheduler) -> list[int]:
     return held
 
 
-class WriteGuard(CacheListener):
+class WriteGuard(Observer):
     """Fails the run if a K/V write (or a copy's destination) lands on a page with more than
     one holder: a shared page must never be written in place."""
 
     def __init__(self, cache: PagedCache):
         self.cache, self.writes, self.copies = cache, 0, []
 
-    def on_write(self, layer_id, page_table, start_pos, n_tokens, lengths):
+    def on_write(self, layer_id, page_table, start_pos, n_tokens, lengths, owners=None):
         ps = self.cache.page_size
         table = page_table.tolist()
         starts = start_pos.tolist()
@@ -57,7 +58,7 @@ class WriteGuard(CacheListener):
                 assert self.cache.refcount(page) == 1, f"page {page} written with refs > 1"
                 self.writes += layer_id == 0  # tokens written (each in every layer)
 
-    def on_copy(self, src, dst, n_slots):
+    def on_copy(self, src, dst, n_slots, owner=None):
         assert self.cache.refcount(dst) == 1
         self.copies.append((src, dst, n_slots))
 
@@ -84,7 +85,7 @@ def drive(sched: Scheduler, tasks: list[Task], arrivals: dict[str, int] | None =
 def test_prompt_is_prefilled_once_and_its_pages_are_shared_by_every_sample():
     sched = make(temperature=1.0, seed=1)
     guard = WriteGuard(sched.cache)
-    sched.cache.listener = guard
+    sched.cache.observer = guard
     sched.submit(Task("A", PROMPT, 5, n=3))
     assert [t.name for t in sched.waiting] == ["A", "A.1", "A.2"]
     sched.step()  # admit, prefill once, fork
@@ -99,7 +100,7 @@ def test_prompt_is_prefilled_once_and_its_pages_are_shared_by_every_sample():
 def test_first_write_into_the_shared_half_page_copies_it_and_the_last_holder_keeps_it():
     sched = make(temperature=1.0, seed=1)
     guard = WriteGuard(sched.cache)
-    sched.cache.listener = guard
+    sched.cache.observer = guard
     sched.submit(Task("A", PROMPT, 5, n=3))
     sched.step()
     k, v = sched.cache.k_cache, sched.cache.v_cache
@@ -122,7 +123,7 @@ def test_first_write_into_the_shared_half_page_copies_it_and_the_last_holder_kee
 def test_a_prompt_of_whole_pages_copies_nothing():
     sched = make(temperature=1.0, seed=1)
     guard = WriteGuard(sched.cache)
-    sched.cache.listener = guard
+    sched.cache.observer = guard
     drive(sched, [Task("A", PROMPT[:8], 4, n=3)])
     assert guard.copies == []  # position 8 starts a new page for each sample
 
@@ -134,7 +135,7 @@ def test_each_sample_equals_an_independent_request_of_its_name(temperature, pref
     other = [4, 9, 1, 33, 12, 5, 60]
     group = make(**kw)
     guard = WriteGuard(group.cache)
-    group.cache.listener = guard
+    group.cache.observer = guard
     out = drive(group, [Task("B", other, 6), Task("A", PROMPT, 7, n=3)])
     alone = drive(make(**kw), [Task("B", other, 6)] +
                   [Task(n, PROMPT, 7) for n in ("A", "A.1", "A.2")])
@@ -150,14 +151,14 @@ def test_each_sample_equals_an_independent_request_of_its_name(temperature, pref
 def test_a_group_sharing_a_cached_prefix_with_another_request():
     sched = make(temperature=1.0, seed=2)
     guard = WriteGuard(sched.cache)
-    sched.cache.listener = guard
+    sched.cache.observer = guard
     admits = []
 
-    class Admits(SchedulerListener):
+    class Admits(Observer):
         def on_admit(self, task, hits, needed, available):
             admits.append((task.name, list(hits), needed))
 
-    sched.listener = Admits()
+    sched.observer = Admits()
     out = drive(sched, [Task("P", PROMPT[:8] + [1], 3), Task("A", PROMPT, 5, n=2)],
                 {"A": 4})
     # sample 0 took P's two recorded pages and allocated only the half page; A.1 forked
@@ -179,7 +180,7 @@ def test_a_group_preempted_at_its_copy_is_readmitted_whole_and_loses_nothing(
     b_prompt = [(5 * i + 1) % 64 for i in range(16)]
     sched = make(n_pages=9, **kw)
     guard = WriteGuard(sched.cache)
-    sched.cache.listener = guard
+    sched.cache.observer = guard
     out = drive(sched, [Task("B", b_prompt, 5), Task("A", PROMPT, 3, n=3)])
     group = [sched.tasks[n] for n in ("A", "A.1", "A.2")]
     assert [t.preemptions for t in group] == [1, 1, 1] and sched.tasks["B"].preemptions == 0
@@ -196,11 +197,11 @@ def test_the_readmitted_group_shares_its_cached_prompt_pages():
 
     shared = []
 
-    class Hits(CacheListener):
-        def on_share(self, page, revived):
+    class Hits(Observer):
+        def on_share(self, page, owner, revived):
             shared.append((sched.step_count, page, revived))
 
-    sched.cache.listener = Hits()
+    sched.cache.observer = Hits()
     drive(sched, [Task("B", b_prompt, 5), Task("A", PROMPT, 3, n=3)])
     step0 = [(p, r) for s, p, r in shared if s == 0]
     later = [(p, r) for s, p, r in shared if s > 1]

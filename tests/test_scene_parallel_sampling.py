@@ -17,7 +17,7 @@ from scene_checks import (  # noqa: E402
 )
 
 from astrai.compare.sampling import independent  # noqa: E402
-from astrai.inference.cache import CacheListener  # noqa: E402
+from astrai.inference.observer import Observer  # noqa: E402
 from astrai.workload import build as build_run  # noqa: E402
 from astrai.workload import load_workload, run_workload  # noqa: E402
 from scenes.parallel_sampling import ParallelSamplingScene  # noqa: E402
@@ -82,11 +82,11 @@ def test_the_last_holder_keeps_the_page(trace, scene):
     assert f"{keeper} is the last holder of page {src}: refs 1, nothing to copy" in said
 
 
-class Counter(CacheListener):
+class Counter(Observer):
     def __init__(self, cache):
         self.cache, self.allocs, self.peak = cache, 0, 0
 
-    def on_alloc(self, page):
+    def on_alloc(self, page, owner=None):
         self.allocs += 1
         self.peak = max(self.peak, self.cache.n_used)
 
@@ -97,7 +97,7 @@ def test_end_card_equals_two_live_runs(trace, scene):
     for w in (wl, independent(wl)):
         cache, _, sched = build_run(w)
         counter = Counter(cache)
-        cache.listener = counter
+        cache.observer = counter
         runs.append((run_workload(w, sched), counter))
     (group, g), (alone, a) = runs
     rows = {label: (x, y) for label, x, y in scene.card_rows}

@@ -8,28 +8,26 @@ import pytest
 import torch
 
 from astrai.errors import RequestTooLarge, SchedulerError
-from astrai.inference.cache import CacheListener, PagedCache
-from astrai.inference.scheduler import Scheduler, SchedulerListener, Status, Task
+from astrai.inference.cache import PagedCache
+from astrai.inference.observer import Observer
+from astrai.inference.scheduler import Scheduler, Status, Task
 from astrai.model import ModelConfig, TinyModel
 
 SMALL = ModelConfig(vocab_size=64, d_model=32, n_layers=2, n_heads=4, n_kv_heads=2,
                     head_dim=8, d_ff=64, seed=3)
 
 
-class Spy(SchedulerListener):
-    """Wraps the model to keep each task's last-step logits (the scheduler's own rows, as its
-    on_forward hook names them)."""
+class Spy:
+    """Wraps the model to keep each task's last-step logits (the scheduler's own rows, as the
+    view it binds names them)."""
 
     def __init__(self, model: TinyModel):
-        self.model, self.config, self.rows = model, model.config, []
+        self.model, self.config = model, model.config
         self.last: dict[str, torch.Tensor] = {}
-
-    def on_forward(self, tasks):
-        self.rows = list(tasks)
 
     def __call__(self, tokens, start, view, lengths):
         logits = self.model(tokens, start, view, lengths)
-        for b, task in enumerate(self.rows):
+        for b, task in enumerate(view.owners):
             self.last[task.name] = logits[b, int(lengths[b]) - 1].clone()
         return logits
 
@@ -82,7 +80,6 @@ def test_paged_equals_dense_for_mixed_workloads(seed):
     requests = random_requests(rng, 10, 64, prefixes=prefixes)
     spy = Spy(TinyModel(SMALL))
     sched = make(n_pages=40, page_size=4, model=spy, max_batch=4)
-    sched.listener = spy
     arrivals = {name: rng.randint(0, 6) for name, _, _ in requests}
     outputs = run(sched, requests, arrivals)
     for name, prompt, max_new in requests:
@@ -124,11 +121,11 @@ def test_fully_cached_prompt_still_computes_its_last_token():
     out1 = run(sched, [("a", prompt, 4)])
     pages_a = []
 
-    class Allocs(CacheListener):
-        def on_alloc(self, page):
+    class Allocs(Observer):
+        def on_alloc(self, page, owner=None):
             pages_a.append(page)
 
-    sched.cache.listener = Allocs()
+    sched.cache.observer = Allocs()
     sched.submit(Task("b", prompt, 4))
     sched.step()
     # The first page is shared; the last token's page is computed fresh, never overwritten shared.
@@ -147,14 +144,14 @@ def test_nothing_lost_under_pressure():
     sched = make(n_pages=-(-most // 4), page_size=4, max_batch=8)
     waits, preempts = [], []
 
-    class Watch(SchedulerListener):
+    class Watch(Observer):
         def on_wait(self, task, needed, available):
             waits.append(task.name)
 
         def on_preempt(self, task, needed_by):
             preempts.append(task.name)
 
-    sched.listener = Watch()
+    sched.observer = Watch()
     small = run(sched, requests)
     assert small == big
     assert all(t.status is Status.DONE for t in sched.tasks.values())
@@ -166,12 +163,12 @@ def test_preempts_the_most_recently_admitted_and_requeues_it_at_the_head():
     sched = make(n_pages=6, page_size=4, max_batch=4)
     order = []
 
-    class Watch(SchedulerListener):
+    class Watch(Observer):
         def on_preempt(self, task, needed_by):
             order.append((task.name, [t.name for t in sched.running], list(sched.waiting),
                           needed_by.name, needed_by.length, len(needed_by.page_table)))
 
-    sched.listener = Watch()
+    sched.observer = Watch()
     for name in "abc":
         sched.submit(Task(name, [1, 2, 3, 4, 5, 6, 7], 9))  # 2 pages each, growing to 4
     sched.submit(Task("d", [1], 1))
@@ -215,25 +212,19 @@ def test_writes_only_touch_the_tasks_own_pages():
     """Every K/V slot written belongs to a page in that row's task table (none through -1)."""
     sched = make(n_pages=10, page_size=4, max_batch=4)
     bad = []
-    rows = []
 
-    class Rows(SchedulerListener):
-        def on_forward(self, tasks):
-            rows[:] = tasks
-
-    class Check(CacheListener):
-        def on_write(self, layer_id, page_table, start_pos, n_tokens, lengths):
+    class Check(Observer):
+        def on_write(self, layer_id, page_table, start_pos, n_tokens, lengths, owners=None):
             table = page_table.tolist()
             starts = start_pos.tolist()
             counts = lengths.tolist() if lengths is not None else [n_tokens] * len(table)
-            for task, row, start, count in zip(rows, table, starts, counts):
+            for task, row, start, count in zip(owners, table, starts, counts):
                 for pos in range(start, start + count):
                     page = row[pos // 4] if pos // 4 < len(row) else -1
                     if page < 0 or page not in task.page_table:
                         bad.append((task.name, pos))
 
-    sched.cache.listener = Check()
-    sched.listener = Rows()
+    sched.cache.observer = Check()
     rng = random.Random(3)
     run(sched, random_requests(rng, 12, 64, max_prompt=14, max_new=10))
     assert not bad
@@ -245,25 +236,19 @@ def test_prefix_hit_allocates_only_the_tail_and_matches_no_caching():
     reqs = [("a", system + [1, 2], 5), ("b", system + [3, 4, 5, 6, 7], 5)]
     with_cache = make(n_pages=20, page_size=4, model=model)
     allocated = {}
-    owner = []  # the task the scheduler's last hook named: the cache's allocs are for it
 
-    class Count(CacheListener):
-        def on_alloc(self, page):
-            name = owner[-1].name
-            allocated[name] = allocated.get(name, 0) + 1
+    class Count(Observer):
+        def on_alloc(self, page, owner=None):  # the scheduler names who the page is for
+            allocated[owner.name] = allocated.get(owner.name, 0) + 1
 
-    with_cache.cache.listener = Count()
+    with_cache.cache.observer = Count()
     cached_at_admission = {}
 
-    class Admit(SchedulerListener):
+    class Admit(Observer):
         def on_admit(self, task, hits, needed, available):
-            owner.append(task)
             cached_at_admission[task.name] = len(hits) * 4
 
-        def on_grow(self, task):
-            owner.append(task)
-
-    with_cache.listener = Admit()
+    with_cache.observer = Admit()
     out_on = run(with_cache, reqs, arrivals={"b": 1})
     out_off = run(make(n_pages=20, page_size=4, model=model, prefix_caching=False), reqs,
                   arrivals={"b": 1})

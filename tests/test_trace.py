@@ -95,15 +95,18 @@ def test_code_records_the_functions_that_ran():
     trace = record("seed")
     alloc = next(ev for ev in trace.events if ev["kind"] == "alloc")
     assert any(f["fn"] == "Scheduler._admit" for f in alloc["code"])
-    take = next(f for f in alloc["returned"] if f["fn"] == "PagedCache._take")
+    take = next(f for f in alloc["returned"] if f["fn"] == "PageAllocator._take")
+    assert take["file"] == "astrai/inference/allocator.py"
     import inspect
 
-    from astrai.inference.cache import PagedCache
+    from astrai.inference.allocator import PageAllocator
 
-    lines, start = inspect.getsourcelines(PagedCache._take)
+    lines, start = inspect.getsourcelines(PageAllocator._take)
     ran = [lines[n - start].strip() for n in take["ran"]]
     assert "lsb = word & -word  # its lowest set bit is the lowest free page" in ran
-    assert "return self._evict_lru()" not in ran  # a free page was there: no eviction
+    assert "return -1" not in ran  # a free page was there
+    # a free page was there: no eviction
+    assert not any(f["fn"] == "PrefixIndex.evict_lru" for f in alloc["returned"])
 
 
 def test_json_round_trip(tmp_path):
@@ -206,10 +209,13 @@ def test_trace_names_its_source_and_traces_the_constructor():
     root = Path(__file__).resolve().parents[1]
     assert trace.source == {
         f: hashlib.sha256((root / f).read_bytes()).hexdigest()
-        for f in ("astrai/inference/cache.py", "astrai/inference/scheduler.py")
+        for f in ("astrai/inference/cache.py", "astrai/inference/allocator.py",
+                  "astrai/inference/prefix.py", "astrai/inference/kv.py",
+                  "astrai/inference/scheduler.py")
     }
     first = trace.events[0]
-    assert {"PagedCache.__init__", "Scheduler.__init__"} <= {f["fn"] for f in first["returned"]}
+    assert {"PagedCache.__init__", "KVStore.__init__", "PageAllocator.__init__",
+            "Scheduler.__init__"} <= {f["fn"] for f in first["returned"]}
 
 
 @pytest.mark.parametrize("source", ["prefix", "preemption", TOY])
