@@ -8,7 +8,6 @@ from manim import DOWN, LEFT, Brace, Mobject, Rectangle, VGroup
 
 from astrai.errors import TraceFormatError
 from astrai.trace import Trace
-from astrai.trace.format import require_drawable
 from astrai.trace.text import mask_bits
 from scenes import theme
 from scenes.kit.anim import Beat
@@ -19,6 +18,7 @@ from scenes.kit.glyphs import Atlas
 from scenes.kit.layout import make_layout
 from scenes.kit.pool import PagePool
 from scenes.kit.tables import PageTables, plan_tables
+from scenes.limits import require_drawable
 from scenes.replay.beats import KINDS, W_BITS, W_POOL, W_TABLES, W_TEXT, find
 from scenes.replay.plan import BeatSpec, never, plan_beats, teaser
 
