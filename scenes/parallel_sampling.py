@@ -160,7 +160,7 @@ class ParallelSamplingScene(StoryScene):
                 f"{e['task']} forks: it shares pages {e['pages']}; page {share['page']} -> "
                 f"{e['task']}[{share['logical']}], refs {share['state']['refs'][share['page']]}",
                 events=spec.events, hold=self.pick(1.2, 1.6), name="fork",
-                code=(rp.line_of(st.shares[i][0], "Scheduler._fork", "self.cache.inc_ref"),
+                code=(rp.line_of(st.shares[i][0], "fork.share_pages"),
                       st.shares[i][0]),
                 line="The prompt is computed once. The other samples fork: they point at "
                      "the same pages.")
@@ -213,7 +213,7 @@ class ParallelSamplingScene(StoryScene):
                 "to write into a copy of its own." if first else
                 f"{f['task']} lets go of page {f['page']} too.")
         rp.tell(*words, events=spec.events, hold=self.pick(1.0, 1.2), name="take",
-                code=(rp.line_of(i, "Scheduler._copy_on_write", "cache.free(src"), i),
+                code=(rp.line_of(i, "cow.drop_shared"), i),
                 line=line)
 
     def _copy_beat(self, rp: StoryReplay, spec, line: str | None = None) -> None:
@@ -244,7 +244,7 @@ class ParallelSamplingScene(StoryScene):
                 f"{c['page']}", f"alloc: {c['task']}[{c['logical']}] = page {c['page']}; page "
                 f"{c['source']} keeps {c['refs']} holder(s)", build=build, events=spec.events,
                 run_time=1.4, hold=self.pick(1.4, 1.8), name="copy",
-                code=(rp.line_of(i, "KVStore.copy_page", "self._k_store[:, dst"), i),
+                code=(rp.line_of(i, "cow.copy_kv"), i),
                 line=line)
 
     def _slot_rows(self, rp: StoryReplay, board: Board, c: dict) -> list:

@@ -178,7 +178,7 @@ class PreemptionScene(StoryScene):
                 "each request takes one more page whenever its last one fills up",
                 hold=1.0, events=spec.events, build=lambda beat: rp.box(beat, e["page"],
                                                                         (0.3, 0.9)),
-                code=(rp.line_of(i, "Scheduler._grow", "alloc_n"), i),
+                code=(rp.line_of(i, "grow.alloc"), i),
                 line=f"{full}so it takes page {e['page']}: {rest}.")
 
     def _victim_beat(self, rp: StoryReplay, i: int, events: list[int] = (),
@@ -204,7 +204,7 @@ class PreemptionScene(StoryScene):
         board.line([("the newest has done the least work, so redoing it costs least; ", theme.DIM),
                     ("older requests keep their pages", theme.TEXT)])
         free = bin(prev["free_mask"]).count("1")
-        frame = rp.line_of(i, "Scheduler._grow", "victim = self.running[-1]")
+        frame = rp.line_of(i, "grow.pick_victim")
 
         def build(beat):
             rp.show_board(beat, board, "victim")
@@ -241,7 +241,7 @@ class PreemptionScene(StoryScene):
                 f"its K/V is gone; its {p['n_tokens']} tokens are kept and recomputed when "
                 "it is admitted again", build=build, hold=3.4,
                 events=spec.events,
-                code=(rp.line_of(st.preempt, "Scheduler._preempt", "appendleft"), st.preempt),
+                code=(rp.line_of(st.preempt, "preempt.requeue"), st.preempt),
                 line=f"{name}'s pages are back in the pool, and {name} waits at the head of "
                      f"the queue. It keeps its {p['n_tokens']} tokens, but not their keys and "
                      "values.")
@@ -287,7 +287,7 @@ class PreemptionScene(StoryScene):
         st = self.facts
         if st.prefill is None:
             return (None, None)
-        return (rp.line_of(st.prefill, "Scheduler._prefill", "chunks = "), st.prefill)
+        return (rp.line_of(st.prefill, "prefill.chunk"), st.prefill)
 
     def _continue_beat(self, rp: StoryReplay, i: int) -> None:
         st = self.facts

@@ -267,7 +267,7 @@ class PrefixCacheScene(StoryScene):
         rp.tell(f"record_prefix: {e['task']}'s full pages {pages} get chained keys",
                 f"keys {keys} (low 16 bits shown); a partly filled page is never recorded",
                 build=build, hold=3.2, events=spec.events,
-                code=(rp.line_of(i, "PrefixIndex.record_prefix", "_chunks"), i),
+                code=(rp.line_of(i, "record.chunk_keys"), i),
                 line=f"Once {e['task']}'s prompt is written, its {len(e['pages'])} full pages "
                      "are recorded, each under a key made from its tokens and every token "
                      "before them.")
@@ -312,8 +312,7 @@ class PrefixCacheScene(StoryScene):
                 f"{', '.join(map(str, hits))} are shared",
                 f"{e['task']} allocates {e['pages_needed'] - len(hits)} page(s) for its "
                 f"tail{computed}", build=build, hold=3.0, events=events,
-                code=(rp.line_of(i, "PrefixIndex.lookup_prefix", "_page_of_key.get",
-                                 ("returned",)), i), line=line)
+                code=(rp.line_of(i, "lookup.probe", ("returned",)), i), line=line)
 
     def _miss_beat(self, rp: StoryReplay, i: int) -> None:
         st = self.facts
@@ -334,7 +333,7 @@ class PrefixCacheScene(StoryScene):
                 f"the key chains {e['task']}'s own page 0 (other tokens): {e['task']} shares "
                 f"nothing, allocates {e['pages_needed']} pages",
                 build=build, hold=3.6,
-                code=(rp.line_of(i, "PrefixIndex.lookup_prefix", "break", ("returned",)), i),
+                code=(rp.line_of(i, "lookup.stop_on_miss", ("returned",)), i),
                 line=f"{e['task']} has the same tokens after a different first page, yet "
                      "shares nothing: a token's keys and values depend on every token before "
                      "it.")
@@ -359,7 +358,7 @@ class PrefixCacheScene(StoryScene):
         rp.tell(f"{e['task']}: a full hit, but the last prompt token is always computed",
                 f"lookup stops before the last token: {len(e['hits'])} pages hit, "
                 f"{computed} computed again", build=build, hold=3.6,
-                code=(rp.line_of(i, "Scheduler._fit", "tokens[:-1]", ("returned",)), i),
+                code=(rp.line_of(i, "fit.skip_last_token", ("returned",)), i),
                 line=f"{e['task']} is exactly the system prompt, all cached. Still, "
                      f"{again} are computed again: the model must run the last token to "
                      "choose the next one.")
@@ -376,7 +375,7 @@ class PrefixCacheScene(StoryScene):
         rp.tell(f"refs 0, but page {e['page']} holds a recorded prefix: cached, not free",
                 "cached pages wait in LRU order (the strip, right): a later prompt can revive "
                 "them", hold=2.6, events=spec.events, build=build,
-                code=(rp.line_of(free, "PagedCache.free", "self.prefix.park(idx)"), free),
+                code=(rp.line_of(free, "free.keep_cached"), free),
                 line=f"When {who} is done, its recorded pages are kept, not freed, in order "
                      "of last use, for a later prompt that starts the same way.")
 
@@ -401,8 +400,7 @@ class PrefixCacheScene(StoryScene):
 
         frame = None
         for j in spec.events:
-            frame = frame or rp.line_of(j, "PrefixIndex.evict_lru", "popitem(last=False)",
-                                        ("returned",))
+            frame = frame or rp.line_of(j, "evict.pop_lru", ("returned",))
         rp.tell(f"no free page left{who}: evict from the LRU end, page {e['page']}",
                 f"LRU order {before}: page {e['page']} is {when}", build=build,
                 hold=2.6, events=spec.events, code=(frame, i),

@@ -44,26 +44,24 @@ from astrai.errors import TraceFormatError, WorkloadError
 from astrai.trace import Trace, load_trace, record
 from astrai.trace.recorder import source_digests
 from scenes import theme
+from scenes.anchors import anchor, marked_line
 from scenes.kit.code import CodePanel, source_of
 from scenes.kit.glyphs import Atlas, Counter, GlyphText
 from scenes.kit.layout import make_layout
 from scenes.story import StoryScene
 
-KV_PY = "astrai/inference/kv.py"
-MODEL_PY = "astrai/model.py"
-
-# The line of each engine function that does what a beat shows (found by its text, so the panel
-# follows the source if it moves): never a listener call.
+# The engine line that does what each beat shows: an entry of scenes/anchors.py (found by its
+# text, so the panel follows the source if it moves), never a listener call.
 WORK = {
-    "store": (KV_PY, "KVStore.__init__", "shape = (n_layers, n_pages + 1"),
-    "slots": (KV_PY, "KVStore.slot_index", "return (page * ps"),
-    "null": (KV_PY, "KVStore.slot_index", "page = torch.where(valid"),
-    "write": (KV_PY, "KVStore.write_slots", "._k_slots[layer_id].index_copy_("),
-    "index": (KV_PY, "KVStore.gather_index", "return torch.where(cols < 0"),
-    "select": (KV_PY, "KVStore.gather_pages", "torch.index_select(self._k_pages"),
-    "cut": (KV_PY, "KVStore.gather_pages", "k = k_out.view("),
-    "grow": ("astrai/inference/scheduler.py", "Scheduler._grow", "got = self.cache.alloc_n(1"),
-    "attend": (MODEL_PY, "TinyModel.forward", "o = F.scaled_dot_product_attention("),
+    "store": anchor("store.shape"),
+    "slots": anchor("slots.flat_index"),
+    "null": anchor("slots.null_page"),
+    "write": anchor("write.index_copy"),
+    "index": anchor("gather.index"),
+    "select": anchor("gather.select"),
+    "cut": anchor("gather.cut"),
+    "grow": anchor("grow.alloc"),
+    "attend": anchor("model.attend"),
 }
 
 # What fits the slot-level view (every slot drawn, every token a cell).
@@ -72,12 +70,11 @@ MAX_ROWS, MAX_TOKENS, MAX_SLOTS, MAX_KEYS = 3, 10, 28, 12
 
 def work_line(key: str) -> int:
     """Absolute line number of the WORK line `key` in today's source."""
-    file, fn, needle = WORK[key]
-    lines, start = source_of(file, fn)
-    for i, text in enumerate(lines):
-        if needle in text:
-            return start + i
-    raise LookupError(f"{fn} no longer has a line with {needle!r}")
+    a = WORK[key]
+    line = marked_line(a, *source_of(a.file, a.fn))
+    if line is None:
+        raise LookupError(f"engine anchor {a.name}: {a.fn} no longer has its line")
+    return line
 
 
 # ---- the story, as data from the trace -------------------------------------------------------
@@ -480,8 +477,8 @@ class WriteGatherScene(StoryScene):
     def panel(self, key: str, beat: str, shapes: str, step: Step | None = None) -> None:
         """Show the function WORK[key] names with its work line marked, the lines it ran (from
         the trace) faint, and the real shapes of this call above it."""
-        file, fn, _ = WORK[key]
-        frame = {"file": file, "fn": fn, "line": work_line(key), "ran": self._ran(fn, step)}
+        a = WORK[key]
+        frame = {"file": a.file, "fn": a.fn, "line": work_line(key), "ran": self._ran(a.fn, step)}
         info = self.code.show(frame)
         self._line(self.shapes, shapes)
         self.panels.append({"beat": beat, **info, "shapes": shapes})

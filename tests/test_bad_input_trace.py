@@ -15,9 +15,10 @@ from hypothesis import strategies as st
 from astrai.errors import TraceFormatError
 from astrai.trace import Trace, load_trace, record, save_trace
 from astrai.trace import source as engine_source
-from astrai.trace.format import MAX_SCENE_PAGES, MAX_TRACE_PAGES, require_drawable
+from astrai.trace.format import MAX_TRACE_PAGES
 from astrai.trace.text import format_trace
 from astrai.workload import parse_workload
+from scenes.limits import MAX_SCENE_PAGES, require_drawable
 
 TOY = {
     "name": "toy",

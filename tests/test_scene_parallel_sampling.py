@@ -20,6 +20,7 @@ from astrai.compare.sampling import independent  # noqa: E402
 from astrai.inference.observer import Observer  # noqa: E402
 from astrai.workload import build as build_run  # noqa: E402
 from astrai.workload import load_workload, run_workload  # noqa: E402
+from scenes.anchors import anchor  # noqa: E402
 from scenes.parallel_sampling import ParallelSamplingScene  # noqa: E402
 
 trace, scene = story_fixtures(ParallelSamplingScene, "sampling")
@@ -38,9 +39,9 @@ def test_panels_show_the_real_source(trace, scene):
     check_panels(trace, scene)
     for i, _ in events(trace, "copy"):  # the copy beat marks the line that copies
         panel = next(p for p in scene.panels if p["event"] == i)
-        assert panel["fn"] == "PagedCache.copy_page"
-        assert "_k_store[:, dst, :n_slots].copy_(" in panel["text"][
-            panel["rows"].index(panel["current"])]
+        copy = anchor("cow.copy_kv")
+        assert panel["fn"] == copy.fn
+        assert copy.effect[0] in panel["text"][panel["rows"].index(panel["current"])]
 
 
 def test_boards_stay_inside_and_text_never_overlaps(scene):

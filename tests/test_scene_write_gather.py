@@ -25,6 +25,7 @@ from astrai.errors import TraceFormatError, WorkloadError  # noqa: E402
 from astrai.model import ModelConfig, TinyModel  # noqa: E402
 from astrai.trace import record  # noqa: E402
 from astrai.workload import parse_workload  # noqa: E402
+from scenes.anchors import anchor  # noqa: E402
 from scenes.write_gather import WriteGatherScene, plan  # noqa: E402
 
 
@@ -177,9 +178,9 @@ def resolve(file: str, qualname: str):
 def test_code_panels_show_real_source_and_mark_the_work(scene):
     fns = {p["fn"] for p in scene.panels}
     # The teaser opens on the decode step: it shows only the gather and the attention.
-    want = {"PagedCache.gather_pages", "TinyModel.forward"}
+    want = {anchor("gather.select").fn, anchor("model.attend").fn}
     if scene.cut == "full":
-        want |= {"PagedCache.slot_index", "PagedCache.write_slots"}
+        want |= {anchor("slots.flat_index").fn, anchor("write.index_copy").fn}
     assert want <= fns
     for p in scene.panels:
         lines, start = inspect.getsourcelines(resolve(p["file"], p["fn"]))

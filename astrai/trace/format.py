@@ -27,11 +27,8 @@ from astrai.trace.capture import CAPTURE_KINDS
 VERSION = 1
 
 # Size limits, checked before anything is built from a trace. A trace holds n_pages refs per
-# event, so the first bounds what loading costs; the second is the most page frames a scene
-# draws legibly: two rows of 32 (a third row pushes the page tables into the code panel, and
-# three-digit page ids overflow their frames).
+# event, so the first bounds what loading costs. (What a scene can draw is the scenes' limit.)
 MAX_TRACE_PAGES = 1 << 16
-MAX_SCENE_PAGES = 64
 MAX_TRACE_STEPS = 100_000  # the most steps a run takes (astrai.workload.MAX_STEPS)
 
 # kind -> the fields an event of that kind carries besides kind/step/phase/state/code
@@ -155,16 +152,6 @@ def load_trace(path: str | Path) -> Trace:
 
 def _no_constant(name: str):
     raise TraceFormatError(f"{name} is not a number a trace holds")
-
-
-def require_drawable(trace: Trace, source: str = "trace") -> None:
-    """TraceFormatError unless a scene can draw the trace's pool (MAX_SCENE_PAGES)."""
-    n_pages = trace.geometry.get("n_pages")
-    if not _int(n_pages) or not 0 < n_pages <= MAX_SCENE_PAGES:
-        raise TraceFormatError(
-            f"{source}: geometry.n_pages is {n_pages!r}; a scene draws at most "
-            f"{MAX_SCENE_PAGES} pages"
-        )
 
 
 def _int(x: Any) -> bool:

@@ -1,7 +1,7 @@
 """The code panel: the real source of the engine function that ran, lines that ran highlighted.
 
 Source comes from astrai.trace.source: the shipped engine file a trace frame's `file` names,
-read as text, and the span of the function its `fn` (a qualname such as "PagedCache._take")
+read as text, and the span of the function its `fn` (a qualname such as "PageAllocator._take")
 names, found with `ast` - never retyped, and nothing a trace names is ever imported or run. The
 trace gives absolute line numbers; the span gives the first line, so line L is row L - start of
 the listing. Each function's listing is composed once (from the glyph atlas) and reused; a

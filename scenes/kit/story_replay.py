@@ -19,9 +19,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from scenes.anchors import anchor, marked_line
 from scenes.kit.anim import Beat
 from scenes.replay import Replay
-from scenes.replay.beats import KINDS, find
+from scenes.replay.beats import KINDS, WRITE, find
 
 Hook = Callable[["StoryReplay", int], None]
 QUIET = {"phase", "gather", "tokens"}  # events that need no play of their own
@@ -215,7 +216,7 @@ class StoryReplay(Replay):
         self._own = False
         last_write = max((i for i in idx if self.events[i]["kind"] == "write"), default=None)
         if last_write is not None:
-            self.show_code("run", "CacheView.write", last_write)
+            self.show_code("run", WRITE, last_write)
         self._playing = ("fast", idx[0])
         self.play(beat, self.fast_time, self.fast_hold)
         return []
@@ -237,18 +238,16 @@ class StoryReplay(Replay):
         info = self.code.show(frame)
         self.panels.append({**info, "event": event, "frame": frame, "kind": "story"})
 
-    def line_of(self, event: int, fn: str, needle: str,
-                where=("code", "returned")) -> dict | None:
-        """The frame of `fn` in `event`, its marked line moved to the first line that ran and
-        contains `needle` (None without line tracing)."""
-        frame = find(self.events[event], fn, where)
+    def line_of(self, event: int, name: str, where=("code", "returned")) -> dict | None:
+        """The frame in `event` of the function of engine anchor `name` (scenes/anchors.py),
+        its marked line moved to the anchor's line if that ran (None without line tracing)."""
+        a = anchor(name)
+        frame = find(self.events[event], a.fn, where)
         if frame is None:
             return None
         lst = self.code.listing(frame["file"], frame["fn"])
-        for k, src in enumerate(lst.source):
-            if needle in src and lst.start + k in frame["ran"]:
-                return {**frame, "line": lst.start + k}
-        return frame
+        line = marked_line(a, lst.source, lst.start, frame["ran"])
+        return frame if line is None else {**frame, "line": line}
 
     def tell(self, caption: str, detail: str = "", run_time: float = 0.8, hold: float = 2.0,
              build: Callable[[Beat], None] | None = None, code: tuple | None = None,

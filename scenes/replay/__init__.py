@@ -9,8 +9,8 @@ Where things live
 -----------------
   load.py     which trace: `load(spec)` ($ASTRAI_WORKLOAD: a workload name, a .toml, a .json)
   plan.py     events -> beats (`plan_beats`), and the teaser's selection (`teaser`)
-  beats.py    the registry: one entry per beat kind (timing, the engine functions its panel
-              shows and the line it marks, the function that animates it)
+  beats.py    the registry: one entry per beat kind (timing, the engine anchors its panel
+              shows - scenes/anchors.py - and the function that animates it)
   driver.py   `Replay`: builds the kit (header, captions, pool, bits, tables, code panel) and
               plays beats
 
@@ -54,9 +54,9 @@ After a replay, `replay.snapshots`, `replay.panels`, `replay.beat_times` (start,
 event, subtitle) and `replay.captions_shown` say what was shown.
 """
 
-from scenes.replay.beats import KINDS, Code, Kind
+from scenes.replay.beats import KINDS, Kind
 from scenes.replay.driver import Replay
 from scenes.replay.load import load
 from scenes.replay.plan import BeatSpec, plan_beats, teaser
 
-__all__ = ["KINDS", "BeatSpec", "Code", "Kind", "Replay", "load", "plan_beats", "teaser"]
+__all__ = ["KINDS", "BeatSpec", "Kind", "Replay", "load", "plan_beats", "teaser"]

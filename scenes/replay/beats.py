@@ -1,9 +1,10 @@
-"""The beat kinds: one registry entry per kind - its timing, the engine function(s) its code
-panel shows (with the line that does what the beat shows), and the function that animates it.
+"""The beat kinds: one registry entry per kind - its timing, the engine anchors its code panel
+may show (scenes/anchors.py: a function, and the line that does what the beat shows), and the
+function that animates it.
 
 A new beat kind is one `@kind(...)` function here (and, if the planner should emit it, a rule
-in `plan.py`); tests check that every kind the planner emits has an entry and that every engine
-function and effect line named here exists in the engine source.
+in `plan.py`); tests check that every kind the planner emits has an entry, and every anchor
+against the engine source.
 
 Every number a caption shows is a field of an event or of a recorded state, never worked out
 here: the engine decided it, the trace says it.
@@ -17,6 +18,7 @@ from typing import TYPE_CHECKING
 
 from astrai.trace.text import mask_bits
 from scenes import theme
+from scenes.anchors import Anchor, anchor
 from scenes.kit.said import quoted
 
 if TYPE_CHECKING:
@@ -24,42 +26,27 @@ if TYPE_CHECKING:
     from scenes.replay.driver import Replay
     from scenes.replay.plan import BeatSpec
 
-CACHE = "astrai/inference/cache.py"
-ALLOC = "astrai/inference/allocator.py"
-PREFIX = "astrai/inference/prefix.py"
-KV = "astrai/inference/kv.py"
-SCHED = "astrai/inference/scheduler.py"
-
 # Stages inside a beat (fractions of its run time): words first, then the mask, then the frames,
 # then the tables - the order the code changes them in.
 W_TEXT, W_BITS, W_POOL, W_TABLES = (0.0, 0.35), (0.2, 0.6), (0.3, 0.75), (0.5, 1.0)
 
 
 @dataclass(frozen=True)
-class Code:
-    """An engine function a panel shows, and the line it marks: the first of `effect` (source
-    fragments, in order of preference) found on a line that ran."""
-
-    file: str
-    fn: str
-    effect: tuple[str, ...]
-
-
-@dataclass(frozen=True)
 class Kind:
     name: str
     timing: tuple[float, float, float]  # run_time, hold the first time, hold later
-    code: tuple[Code, ...]  # the panels it may show, by function name
+    code: tuple[Anchor, ...]  # the panels it may show
     animate: Callable[[Replay, BeatSpec], None]
 
-    def panel(self, fn: str) -> Code:
+    def panel(self, fn: str) -> Anchor:
+        """The anchor of the panel showing engine function `fn`."""
         return next(c for c in self.code if c.fn == fn)
 
 
 KINDS: dict[str, Kind] = {}
 
 
-def kind(name: str, timing: tuple[float, float, float], *code: Code):
+def kind(name: str, timing: tuple[float, float, float], *code: Anchor):
     """Register the decorated function as the animation of beat kind `name`."""
 
     def register(fn):
@@ -110,17 +97,32 @@ def _last(r: Replay, spec: BeatSpec, kind_: str) -> dict | None:
 
 # ---- the kinds -------------------------------------------------------------------------------
 
-WRITE = Code(KV, "CacheView.write", ("cache.write_slots(layer_id, self._slots, k, v)",))
+# The engine lines the panels mark, by their names in scenes/anchors.py.
+STORE = anchor("store.shape")
+CLEANUP = anchor("cleanup.find_finished")
+SUBMIT = anchor("submit.enqueue")
+FIT = anchor("fit.compare")
+PAGES_FOR = anchor("pages_for.ceil")
+TAKE = anchor("take.lowest_free")
+GROW = anchor("grow.alloc")
+SHARE = anchor("share.inc_ref")
+EVICT = anchor("evict.pop_lru")
+FREE = anchor("free.drop_ref")
+RECORD = anchor("record.store_entry")
+VIEW = anchor("view.init")
+WRITE = anchor("view.write")
+GATHER = anchor("gather.select")
+FINISH = anchor("forward.finish")
+RELEASE = anchor("cleanup.release")
+PREEMPT = anchor("preempt.requeue")
 
 
-@kind("construct", (1.0, 1.6, 1.6),
-      Code(KV, "KVStore.__init__", ("shape = (n_layers, n_pages + 1",)))
+@kind("construct", (1.0, 1.6, 1.6), STORE)
 def construct(r: Replay, spec: BeatSpec) -> None:
     r.construct_cache()  # the construction beats live with the kit they build (driver)
 
 
-@kind("cleanup-idle", (0.7, 1.4, 0.4),
-      Code(SCHED, "Scheduler._cleanup", ("for task in [t for t in self.running",)))
+@kind("cleanup-idle", (0.7, 1.4, 0.4), CLEANUP)
 def cleanup_idle(r: Replay, spec: BeatSpec) -> None:
     beat, ev, _ = _applied(r, spec)
     r.say(beat, f"step {ev['step']}, cleanup: free the pages of finished requests",
@@ -128,11 +130,11 @@ def cleanup_idle(r: Replay, spec: BeatSpec) -> None:
     # _cleanup has returned by the event after this beat's (the next phase).
     nxt = spec.events[-1] + 1
     if nxt < len(r.events):
-        r.show_code(spec, "Scheduler._cleanup", nxt, where=("returned",))
+        r.show_code(spec, CLEANUP, nxt, where=("returned",))
     r.play(beat, *r.timing(spec))
 
 
-@kind("arrive", (0.7, 1.2, 0.4), Code(SCHED, "Scheduler.submit", ("self.waiting.append(task)",)))
+@kind("arrive", (0.7, 1.2, 0.4), SUBMIT)
 def arrive(r: Replay, spec: BeatSpec) -> None:
     beat, ev, _ = _applied(r, spec)
     text = ev.get("prompt_text")
@@ -142,13 +144,11 @@ def arrive(r: Replay, spec: BeatSpec) -> None:
           f"submit() queues it: waiting = {ev['state']['queue']}")
     r.speak(f"Request {ev['task']} arrives, with a prompt of {ev['prompt_len']} tokens.",
             once="arrive")  # later arrivals are on screen; what they get is said
-    r.show_code(spec, "Scheduler.submit", spec.main)
+    r.show_code(spec, SUBMIT, spec.main)
     r.play(beat, *r.timing(spec))
 
 
-@kind("admit", (0.7, 1.3, 0.4),
-      Code(SCHED, "Scheduler._fit", ("if needed > available:",)),
-      Code(CACHE, "pages_for", ("return (n_tokens + page_size - 1) // page_size",)))
+@kind("admit", (0.7, 1.3, 0.4), FIT, PAGES_FOR)
 def admit(r: Replay, spec: BeatSpec) -> None:
     ev = r.events[spec.main]
     n, ps, total, hits = ev["n_tokens"], r.page_size, ev["pages_needed"], ev["hits"]
@@ -158,7 +158,7 @@ def admit(r: Replay, spec: BeatSpec) -> None:
         r.say(beat, f"refill: admit {ev['task']} if the pool can hold its prompt",
               f"_fit: {ev['needed']} page(s) to allocate, {ev['available']} available "
               "(free, plus cached ones it does not revive)")
-        r.show_code(spec, "Scheduler._fit", spec.main, where=("returned",))
+        r.show_code(spec, FIT, spec.main, where=("returned",))
         r.speak("First, the scheduler checks that its prompt fits in the pool.")
         r.play(beat, *r.scaled(0.7, 1.6))
         beat = r.new_beat()
@@ -170,18 +170,18 @@ def admit(r: Replay, spec: BeatSpec) -> None:
           f"to allocate: {ev['needed']} of {ev['available']} available")
     if spec.first or hits:
         r.speak(_admit_words(ev, ps))
-    r.show_code(spec, "pages_for", spec.main, where=("returned",))
+    r.show_code(spec, PAGES_FOR, spec.main, where=("returned",))
     r.play(beat, *r.timing(spec))
 
 
-@kind("wait", (0.8, 1.5, 0.6), Code(SCHED, "Scheduler._fit", ("if needed > available:",)))
+@kind("wait", (0.8, 1.5, 0.6), FIT)
 def wait(r: Replay, spec: BeatSpec) -> None:
     beat, ev, _ = _applied(r, spec)
     r.say(beat, f"{ev['task']} waits: needs {ev['needed']} pages, {ev['available']} available",
           "the head of the queue waits; nobody skips ahead of it")
     r.speak(f"{ev['task']} has to wait: it needs {_count(ev['needed'], 'page')}, and "
             f"only {ev['available']} {_are(ev['available'])} free.")
-    r.show_code(spec, "Scheduler._fit", spec.main)
+    r.show_code(spec, FIT, spec.main)
     r.play(beat, *r.timing(spec))
 
 
@@ -235,21 +235,15 @@ def _alloc_words(r: Replay, ev: dict, prev: dict | None) -> str:
     return f"page {page}; refs[{page}] = 1"
 
 
-TAKE = Code(ALLOC, "PageAllocator._take", ("word ^= lsb",))
-
-
 @kind("alloc", (1.0, 1.4, 0.3), TAKE)
 def alloc(r: Replay, spec: BeatSpec) -> None:
     beat, ev, prev = _applied(r, spec)
     r.say(beat, f"alloc -> page {ev['page']} for {ev['task']}[{ev['logical']}]",
           _alloc_words(r, ev, prev))
     _alloc_line(r, ev, prev)
-    r.show_code(spec, "PageAllocator._take", spec.main, where=("returned",))
+    r.show_code(spec, TAKE, spec.main, where=("returned",))
     r.box(beat, ev["page"], W_POOL)
     r.play(beat, *r.timing(spec))
-
-
-GROW = Code(SCHED, "Scheduler._grow", ("got = self.cache.alloc_n(1, owner=task)",))
 
 
 @kind("grow", (1.1, 1.8, 0.6), GROW)
@@ -274,12 +268,9 @@ def grow(r: Replay, spec: BeatSpec) -> None:
                     f"page {ev['page']}.")
         else:
             r.speak(f"{need['task']} is full again, and takes page {ev['page']}.")
-    r.show_code(spec, "Scheduler._grow", spec.main)
+    r.show_code(spec, GROW, spec.main)
     r.box(beat, ev["page"], W_POOL)
     r.play(beat, *r.timing(spec))
-
-
-SHARE = Code(CACHE, "PagedCache.inc_ref", ("self.prefix.revive(idx)", "self._refs[idx] += 1"))
 
 
 @kind("share", (1.0, 1.5, 0.35), SHARE)
@@ -301,12 +292,9 @@ def share(r: Replay, spec: BeatSpec) -> None:
                 f"{ev['page']}: {refs} requests now hold it, and nothing is computed twice.")
     else:
         r.speak(f"It shares page {ev['page']} too.")
-    r.show_code(spec, "PagedCache.inc_ref", spec.main)
+    r.show_code(spec, SHARE, spec.main)
     r.box(beat, ev["page"], W_POOL)
     r.play(beat, *r.timing(spec))
-
-
-EVICT = Code(PREFIX, "PrefixIndex.evict_lru", ("idx, _ = self._lru.popitem(last=False)",))
 
 
 @kind("evict", (1.1, 1.7, 0.5), EVICT)
@@ -319,14 +307,10 @@ def evict(r: Replay, spec: BeatSpec) -> None:
           f"cached pages, least recently used first: {lru}; the first one goes")
     r.speak(f"No page is free, so the cached page used longest ago, page {ev['page']}, "
             "is given up.")
-    at = spec.events[-1] if find(taken, "PrefixIndex.evict_lru", ("returned",)) else spec.main
-    r.show_code(spec, "PrefixIndex.evict_lru", at, where=("returned",))
+    at = spec.events[-1] if find(taken, EVICT.fn, ("returned",)) else spec.main
+    r.show_code(spec, EVICT, at, where=("returned",))
     r.box(beat, ev["page"], W_POOL, theme.CACHED)
     r.play(beat, *r.timing(spec))
-
-
-FREE = Code(CACHE, "PagedCache.free",
-            ("self.allocator.release(idx)", "self.prefix.park(idx)", "self._refs[idx] = refs"))
 
 
 @kind("free", (0.8, 1.3, 0.2), FREE)
@@ -353,7 +337,7 @@ def free(r: Replay, spec: BeatSpec) -> None:
                 "count drops to zero, and its bit says free again.")
     else:
         r.speak(f"{ev['task']} is done, and its pages go back too.", once=f"free {ev['task']}")
-    r.show_code(spec, "PagedCache.free", spec.main)
+    r.show_code(spec, FREE, spec.main)
     r.box(beat, page, W_POOL, theme.CACHED if cached else theme.ACCENT)
     r.play(beat, *r.timing(spec))
 
@@ -365,13 +349,12 @@ def cache(r: Replay, spec: BeatSpec) -> None:
           f"cached, least recently used first: {ev['state']['cached']}")
     r.speak(f"Page {ev['page']} stays in the cache, for a prompt that starts the same way.",
             once=f"cached {ev['page']}")
-    r.show_code(spec, "PagedCache.free", spec.main)
+    r.show_code(spec, FREE, spec.main)
     r.box(beat, ev["page"], W_POOL, theme.CACHED)
     r.play(beat, *r.timing(spec))
 
 
-@kind("record", (0.7, 1.3, 0.35),
-      Code(PREFIX, "PrefixIndex.record_prefix", ("self._entries[page] = entry",)))
+@kind("record", (0.7, 1.3, 0.35), RECORD)
 def record(r: Replay, spec: BeatSpec) -> None:
     beat, ev, _ = _applied(r, spec)
     r.say(beat, f"record_prefix: {ev['task']}'s full prompt pages {ev['pages']} recorded",
@@ -379,15 +362,14 @@ def record(r: Replay, spec: BeatSpec) -> None:
     if r.first("record"):
         r.speak(f"{ev['task']}'s full prompt pages are recorded, each under a key chained to "
                 "the page before it, so a later prompt can find them.")
-    r.show_code(spec, "PrefixIndex.record_prefix", spec.main)
+    r.show_code(spec, RECORD, spec.main)
     n = max(len(ev["pages"]), 1)
     for k, p in enumerate(ev["pages"]):
         r.box(beat, p, (0.2 + 0.5 * k / n, 0.7 + 0.3 * k / n), theme.CACHED)
     r.play(beat, *r.timing(spec))
 
 
-@kind("write", (1.2, 1.5, 0.35),
-      Code(KV, "CacheView.__init__", ("self.page_table = page_table",)), WRITE)
+@kind("write", (1.2, 1.5, 0.35), VIEW, WRITE)
 def write(r: Replay, spec: BeatSpec) -> None:
     ev = r.events[spec.main]
     if spec.first:
@@ -399,7 +381,7 @@ def write(r: Replay, spec: BeatSpec) -> None:
         total = f", total_len={gather['total_len']}" if gather else ""
         r.say(beat, f"CacheView(cache, page_table={ev['page_table']}{total})",
               "one view per forward: the batch's page tables and length, shared by every layer")
-        r.show_code(spec, "CacheView.__init__", spec.main, where=("returned",))
+        r.show_code(spec, VIEW, spec.main, where=("returned",))
         r.play(beat, *r.scaled(0.7, 1.8))
         rest = [i for i in spec.events if i >= spec.main]
     else:
@@ -422,13 +404,11 @@ def write(r: Replay, spec: BeatSpec) -> None:
         n = sum(row["n"] for row in rows)
         r.speak(f"Prefill writes the keys and values of all {n} prompt tokens into "
                 f"{names}'s pages, in order, filling the last one only part way.")
-    r.show_code(spec, "CacheView.write", spec.main)
+    r.show_code(spec, WRITE, spec.main)
     r.play(beat, *r.timing(spec))
 
 
-@kind("gather", (1.2, 1.5, 0.25),
-      Code(KV, "KVStore.gather_pages",
-           ("torch.index_select(self._k_pages[layer_id], 0, index, out=k_out)",)))
+@kind("gather", (1.2, 1.5, 0.25), GATHER)
 def gather(r: Replay, spec: BeatSpec) -> None:
     beat, ev, _ = _applied(r, spec)
     rows, total = ev["rows"], ev["total_len"]
@@ -437,7 +417,7 @@ def gather(r: Replay, spec: BeatSpec) -> None:
     r.say(beat, f"gather(total_len={total}): {order}",
           f"whole pages in logical order (page-table order), cut to {total}: "
           f"K, V = {ev['shape']}")
-    r.show_code(spec, "KVStore.gather_pages", spec.main)
+    r.show_code(spec, GATHER, spec.main)
     longest = max((len(row["pages"]) for row in rows), default=1)
     for row in rows:
         for k, p in enumerate(row["pages"]):
@@ -455,7 +435,7 @@ def forward(r: Replay, spec: BeatSpec) -> None:
           f"write {parts}" + (f"; gather len {gathered['total_len']}" if gathered else ""))
     r.speak("Now each step writes one new token a request, into the next slot of its last "
             "page.", once="decode")
-    r.show_code(spec, "CacheView.write", spec.main)
+    r.show_code(spec, WRITE, spec.main)
     r.play(beat, *r.timing(spec))
 
 
@@ -483,7 +463,7 @@ def run(r: Replay, spec: BeatSpec) -> None:
           f"lengths {grew}; no page allocated or freed{still}")
     last = max((i for i in spec.events if r.events[i]["kind"] == "write"), default=None)
     if last is not None:
-        r.show_code(spec, "CacheView.write", last)
+        r.show_code(spec, WRITE, last)
     r.play(beat, *r.timing(spec))
 
 
@@ -511,34 +491,34 @@ def montage(r: Replay, spec: BeatSpec) -> None:
         why = ("is preempted" if any(e["kind"] == "preempt" for e in evs) else
                "is done" if any(e["kind"] == "retire" for e in evs) else "lets go")
         caption = f"{task} {why}: {'; '.join(parts)}"
-        fn, at, where = "PagedCache.free", spec.main, ("code",)
+        code, at, where = FREE, spec.main, ("code",)
     elif main["kind"] == "share":
         shared = _pages(evs, "share")
         caption = f"{came}{task} shares prefix pages {shared}"
         if _pages(evs, "alloc"):
             caption += f", allocates {_pages(evs, 'alloc')}"
-        fn, at, where = "PagedCache.inc_ref", spec.main, ("code",)
+        code, at, where = SHARE, spec.main, ("code",)
     elif main["kind"] == "evict":
         caption = f"no free page: cached page {main['page']} is evicted for {task}"
-        fn, at, where = "PrefixIndex.evict_lru", spec.events[-1], ("returned",)
-        if find(r.events[at], fn, where) is None:
+        code, at, where = EVICT, spec.events[-1], ("returned",)
+        if find(r.events[at], code.fn, where) is None:
             at = spec.main
     elif main["phase"] == "decode" and grow_ev is not None:
         caption = (f"{task} is full ({grow_ev['n_tokens']} tokens need "
                    f"{grow_ev['pages_needed']} pages): alloc page {_pages(evs, 'alloc')}")
-        fn, at, where = "Scheduler._grow", spec.main, ("code",)
+        code, at, where = GROW, spec.main, ("code",)
     else:
         evicted = _pages(evs, "evict")
         caption = f"{came}{task} gets pages {_pages(evs, 'alloc')}, " + (
             f"cached page {evicted} evicted when none was free" if evicted else
             "lowest free first")
-        fn, at, where = "PageAllocator._take", spec.main, ("returned",)
+        code, at, where = TAKE, spec.main, ("returned",)
     a, b = spec.steps
     steps = f"steps {a}-{b}" if b > a else f"step {a}"
     folded = sorted(set(spec.skipped) - {"alloc", "free", "share"})
     r.say(beat, caption, f"{steps} compressed into one beat"
           + (f" ({', '.join(folded)})" if folded else ""))
-    r.show_code("montage", fn, at, where=where)
+    r.show_code("montage", code, at, where=where)
     moved = [e["page"] for e in evs if e["kind"] in ("alloc", "share", "free", "evict")]
     for k, p in enumerate(dict.fromkeys(moved)):
         t0 = W_POOL[0] + 0.5 * k / max(len(moved), 1)
@@ -546,34 +526,32 @@ def montage(r: Replay, spec: BeatSpec) -> None:
     r.play(beat, *r.timing(spec))
 
 
-@kind("finish", (0.6, 1.0, 0.35),
-      Code(SCHED, "Scheduler._forward", ("task.status = Status.FINISHED",)))
+@kind("finish", (0.6, 1.0, 0.35), FINISH)
 def finish(r: Replay, spec: BeatSpec) -> None:
     beat, ev, _ = _applied(r, spec)
     r.say(beat, f"{ev['task']} finished: {ev['n_output']} tokens generated",
           "its pages are freed by the next step's cleanup")
-    r.show_code(spec, "Scheduler._forward", spec.main)
+    r.show_code(spec, FINISH, spec.main)
     r.play(beat, *r.timing(spec))
 
 
-@kind("retire", (0.8, 1.0, 0.35), Code(SCHED, "Scheduler._cleanup", ("self._release(task)",)))
+@kind("retire", (0.8, 1.0, 0.35), RELEASE)
 def retire(r: Replay, spec: BeatSpec) -> None:
     beat, ev, _ = _applied(r, spec)
     r.say(beat, f"{ev['task']} retired: its page table is gone",
           f"{ev['n_free']} of {r.n_pages} pages free now")
-    r.show_code(spec, "Scheduler._cleanup", spec.main)
+    r.show_code(spec, RELEASE, spec.main)
     r.play(beat, *r.timing(spec))
 
 
-@kind("preempt", (1.1, 2.0, 0.8),
-      Code(SCHED, "Scheduler._preempt", ("self.waiting.appendleft(task)",)))
+@kind("preempt", (1.1, 2.0, 0.8), PREEMPT)
 def preempt(r: Replay, spec: BeatSpec) -> None:
     beat, ev, _ = _applied(r, spec)
     r.say(beat, f"pool dry: preempt {ev['task']} (the newest): pages freed, requeued",
           f"waiting = {ev['state']['queue']}; its tokens are recomputed on readmission")
     r.speak(f"The pool has run dry, so the newest request, {ev['task']}, is stopped: its "
             "pages go back, and it waits at the front of the queue.")
-    r.show_code(spec, "Scheduler._preempt", spec.main)
+    r.show_code(spec, PREEMPT, spec.main)
     r.play(beat, *r.timing(spec))
 
 

@@ -8,9 +8,9 @@ from manim import DOWN, LEFT, Brace, Mobject, Rectangle, VGroup
 
 from astrai.errors import TraceFormatError
 from astrai.trace import Trace
-from astrai.trace.format import require_drawable
 from astrai.trace.text import mask_bits
 from scenes import theme
+from scenes.anchors import Anchor, marked_line
 from scenes.kit.anim import Beat
 from scenes.kit.bitmask import BitRows
 from scenes.kit.captions import PHASES, Captions, Header
@@ -19,7 +19,8 @@ from scenes.kit.glyphs import Atlas
 from scenes.kit.layout import make_layout
 from scenes.kit.pool import PagePool
 from scenes.kit.tables import PageTables, plan_tables
-from scenes.replay.beats import KINDS, W_BITS, W_POOL, W_TABLES, W_TEXT, find
+from scenes.limits import require_drawable
+from scenes.replay.beats import KINDS, STORE, W_BITS, W_POOL, W_TABLES, W_TEXT, find
 from scenes.replay.plan import BeatSpec, never, plan_beats, teaser
 
 # The teaser's pacing: animations a bit quicker, holds much shorter (first-time holds too).
@@ -206,29 +207,26 @@ class Replay:
         self.told.add(key)
         return True
 
-    def show_code(self, spec: BeatSpec | str, fn: str, event: int,
+    def show_code(self, spec: BeatSpec | str, code: Anchor, event: int,
                   where=("code", "returned")) -> None:
-        """Show engine function `fn` as it ran by `event`, marking the effect line its beat
-        kind's registry entry names (the first of its fragments on a line that ran)."""
+        """Show the engine function of anchor `code` (one its beat kind's registry entry
+        lists) as it ran by `event`, marking the anchor's line (the first of its fragments on
+        a line that ran)."""
         name = spec if isinstance(spec, str) else spec.kind
-        frame = find(self.events[event], fn, where)
+        if code not in KINDS[name].code:
+            raise ValueError(f"beat kind {name!r} does not list anchor {code.name!r}")
+        frame = find(self.events[event], code.fn, where)
         if frame is None:
             return  # a trace recorded without line tracing: no panel rather than a wrong one
-        code = KINDS[name].panel(fn)
-        line = self.effect_line(frame, code.effect)
+        line = self.effect_line(frame, code)
         frame = {**frame, "line": line if line is not None else frame["line"]}
         info = self.code.show(frame)
         self.panels.append({**info, "event": event, "frame": frame, "kind": name})
 
-    def effect_line(self, frame: dict, effect: Iterable[str]) -> int | None:
-        """The absolute line of the first effect fragment found on a line that ran."""
+    def effect_line(self, frame: dict, code: Anchor) -> int | None:
+        """The absolute line of the anchor's first effect fragment found on a line that ran."""
         lst = self.code.listing(frame["file"], frame["fn"])
-        ran = set(frame["ran"]) | {frame["line"]}
-        for fragment in effect:
-            for k, src in enumerate(lst.source):
-                if fragment in src and lst.start + k in ran:
-                    return lst.start + k
-        return None
+        return marked_line(code, lst.source, lst.start, set(frame["ran"]) | {frame["line"]})
 
     def box(self, beat: Beat, page: int, window, color=theme.ACCENT) -> None:
         f = self.pool.frames[page]
@@ -334,16 +332,16 @@ class Replay:
                        "layer. That is the KV cache.")
         beat.window = (0.2, 0.8)
         beat.appear(self.base, intro)
-        # The recorder traces the constructor: the first event lists PagedCache.__init__ among
-        # the calls that finished, with the lines it ran. The panel marks the line that builds
-        # the storage shape. (A trace recorded without line tracing has no such call.)
+        # The recorder traces the constructor: the first event lists the function that builds
+        # the storage shape (anchor store.shape) among the calls that finished, with the lines
+        # it ran. (A trace recorded without line tracing has no such call.)
         if init is not None:
             try:
-                source_of("astrai/inference/kv.py", "KVStore.__init__")
+                source_of(STORE.file, STORE.fn)
             except TraceFormatError:
                 pass  # a trace from another tree: no panel rather than a wrong one
             else:
-                self.show_code("construct", "KVStore.__init__", init, where=("returned",))
+                self.show_code("construct", STORE, init, where=("returned",))
         if not teaser:
             self.play(beat, *self.scaled(run_time, hold))
             self.intro = intro  # fades with the first beat after construction
