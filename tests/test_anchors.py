@@ -49,11 +49,11 @@ def test_renaming_an_anchored_line_fails_with_the_entry_named(name):
 
 def test_a_function_moved_away_fails_with_the_entry_named():
     def moved(file: str, fn: str) -> list[str] | None:
-        return None if fn == "PagedCache._take" else engine_lines(file, fn)
+        return None if fn == "PageAllocator._take" else engine_lines(file, fn)
 
     assert problems(lines_of=moved) == [
-        "take.lowest_free: PagedCache._take is not a function defined in "
-        "astrai/inference/cache.py"]
+        "take.lowest_free: PageAllocator._take is not a function defined in "
+        "astrai/inference/allocator.py"]
     # A file no panel may show is no engine source either.
     assert problems([Anchor("x.y", "setup.py", "main", ("x",))]) == [
         "x.y: main is not a function defined in setup.py"]

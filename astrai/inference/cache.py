@@ -69,6 +69,7 @@ from astrai.inference.checks import (
 from astrai.inference.kv import CacheView, KVStore
 from astrai.inference.observer import NO_OBSERVER, Observer
 from astrai.inference.prefix import PrefixIndex
+from astrai.inference.state import Stateful
 from astrai.memory import available_bytes
 
 __all__ = ["CacheView", "Observer", "PagedCache", "pages_for", "store_bytes"]
@@ -100,13 +101,14 @@ class Snapshot:
         self.kept: dict[int, tuple] = {}
 
 
-class PagedCache:
+class PagedCache(Stateful):
     # Fields fixed at construction, and the ones a step changes (restore() puts the parts'
     # STATE back, bumps _releases so checked tables are checked again, and forgets _checked).
     # A test holds every field of an instance to these lists, so none escapes restore().
     FIXED = ("n_layers", "n_pages", "page_size", "n_kv_heads", "head_dim", "device", "dtype",
              "kv", "k_cache", "v_cache", "_k_store", "_v_store", "allocator", "prefix", "_refs",
              "observer")
+    STATE = ()  # its parts' STATE is what a step changes
     VOLATILE = ("_releases", "_checked", "_snapshot")
 
     def __init__(

@@ -32,3 +32,9 @@ class Stateful:
 
 def _copy(value):
     return value.copy() if isinstance(value, (list, dict, set)) else value
+
+
+def undeclared(obj) -> list[str]:
+    """Fields of obj named in none of its STATE, FIXED or VOLATILE lists (sorted)."""
+    declared = set(obj.STATE) | set(obj.FIXED) | set(getattr(obj, "VOLATILE", ()))
+    return sorted(set(vars(obj)) - declared)
