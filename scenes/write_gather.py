@@ -51,7 +51,7 @@ from scenes.kit.layout import make_layout
 from scenes.story import StoryScene
 
 # The engine line that does what each beat shows: an entry of scenes/anchors.py (found by its
-# text, so the panel follows the source if it moves), never a listener call.
+# text, so the panel follows the source if it moves), never an observer call.
 WORK = {
     "store": anchor("store.shape"),
     "slots": anchor("slots.flat_index"),

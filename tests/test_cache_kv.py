@@ -431,7 +431,7 @@ def test_any_device_spelling_accepts_tables_made_on_it(spelling):
     assert cache.k_cache.device == table.device
 
 
-# ---- listener --------------------------------------------------------------------------------
+# ---- observer --------------------------------------------------------------------------------
 
 
 class Recorder(Observer):
@@ -445,7 +445,7 @@ class Recorder(Observer):
         self.events.append(("gather", layer_id, index.tolist(), total_len))
 
 
-def test_listener_sees_writes_and_gathers(device):
+def test_observer_sees_writes_and_gathers(device):
     cache = PagedCache(2, 6, 2, H, D, device=device)
     cache.alloc_n(6)
     rec = cache.observer = Recorder()

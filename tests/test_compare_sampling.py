@@ -1,6 +1,6 @@
 """Parallel sampling in the trace and against independent requests: the fork and copy events say
 what the engine did (checked against the recorded state and a live run), and the second real
-run's figures equal counts taken here from other fields and live listeners."""
+run's figures equal counts taken here from other fields and live observers."""
 
 from __future__ import annotations
 

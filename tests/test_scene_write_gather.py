@@ -188,7 +188,7 @@ def test_code_panels_show_real_source_and_mark_the_work(scene):
         assert [t.rstrip() for t in p["text"]] == [source[r - start].rstrip()
                                                    for r in p["rows"]]
         current = source[p["current"] - start]
-        assert "listener" not in current and "probe" not in current, p
+        assert "observer" not in current and "probe" not in current, p
         assert p["shapes"]
 
 

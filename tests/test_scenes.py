@@ -283,7 +283,7 @@ def test_panels_mark_the_line_that_did_the_work(built, name):
     for panel in scene.panels:
         src, start = source_lines(panel["file"], panel["fn"])
         marked = src[panel["current"] - start]
-        assert "listener" not in marked, (panel["kind"], panel["fn"], marked)
+        assert "observer" not in marked, (panel["kind"], panel["fn"], marked)
         effect = KINDS[panel["kind"]].panel(panel["fn"]).effect
         assert any(f in marked for f in effect), (panel["kind"], panel["fn"], marked)
         assert panel["current"] in panel["frame"]["ran"], "the marked line did not run"

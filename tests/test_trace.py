@@ -42,7 +42,7 @@ class LiveCheck(Recorder):
         assert state["page_tables"] == live
         assert state["lengths"] == {n: sched.tasks[n].length for n in live}
         assert state["queue"] == [t.name for t in sched.waiting]
-        cache.check()  # listeners only ever see a whole, consistent cache
+        cache.check()  # observers only ever see a whole, consistent cache
         self.checked += 1
 
 
