@@ -1,10 +1,11 @@
 """Recorder: listens to a PagedCache and its Scheduler and writes every step down as events.
 
-Each event is a dict with its kind, the step and phase it happened in, its own fields, the full
-state after it (mask, refs, cached pages, page tables, lengths, filled slots) and the code that
-ran: `code`, the stack of engine frames running, innermost first, each with the lines it had
-executed so far, and `returned`, the engine calls that finished since the previous event.
-Scenes replay these events; they never look at a live cache.
+Each event is one of the typed events of astrai.trace.events (Alloc, Free, ...): the step and
+phase it happened in, its own fields, the full state after it (mask, refs, cached pages, page
+tables, lengths, filled slots) and the code that ran: `code`, the stack of engine frames
+running, innermost first, each with the lines it had executed so far, and `returned`, the
+engine calls that finished since the previous event. Scenes replay these events; they never
+look at a live cache.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from astrai.inference import scheduler as scheduler_module
 from astrai.inference.cache import CacheListener, PagedCache
 from astrai.inference.scheduler import Scheduler, SchedulerListener, Status, Task
 from astrai.text import TextLog
+from astrai.trace.events import EVENTS, Event
 
 _ROOT = Path(cache_module.__file__).resolve().parents[2]
 _WATCHED = {
@@ -114,7 +116,7 @@ class Recorder(CacheListener, SchedulerListener):
                  tracer: LineTracer | None = None, text: TextLog | None = None):
         self.cache, self.scheduler = cache, scheduler
         self.text = text
-        self.events: list[dict] = []
+        self.events: list[Event] = []
         self.step, self.phase = 0, "init"
         self.tracer = tracer or (LineTracer() if lines else None)
         self._written = [0] * cache.n_pages  # per page: bitmask of slots holding K/V
@@ -145,19 +147,22 @@ class Recorder(CacheListener, SchedulerListener):
     def state(self) -> dict:
         return self._shared.state(self.cache, self.scheduler, self._written, self.text)
 
-    def _emit(self, kind: str, **fields) -> None:
+    def _emit(self, kind: str | type[Event], **fields) -> None:
+        """Append an event of `kind` (its class, or its name in the file) with `fields`, the
+        state now and the code that ran."""
+        cls = EVENTS[kind] if isinstance(kind, str) else kind
         tracer = self.tracer
-        event = {"kind": kind, "step": self.step, "phase": self.phase, **fields}
         if tracer is None:
-            event["state"], event["code"], event["returned"] = self.state(), [], []
+            state, code, returned = self.state(), [], []
         else:
             tracer.busy = True
-            event["state"] = self.state()
-            event["code"] = tracer.stack(sys._getframe(2))  # past _emit and the hook
+            state = self.state()
+            code = tracer.stack(sys._getframe(2))  # past _emit and the hook
             # Calls that ran to completion since the last event (e.g. _take inside alloc_n).
-            event["returned"] = tracer.take_returned()
+            returned = tracer.take_returned()
             tracer.busy = False
-        self.events.append(event)
+        self.events.append(cls(step=self.step, phase=self.phase, state=state, code=code,
+                               returned=returned, **fields))
 
     def _task(self) -> str | None:
         return self._owner.name if self._owner is not None else None
