@@ -371,7 +371,7 @@ class MemoryWasteScene(Captioned, StoryScene):
         m, b = self.comparison, self.plan.budget
         last: dict[int, dict] = {}
         for ev in m.budget_trace.events:
-            last[ev["step"]] = ev["state"]
+            last[ev.step] = ev.state
         self.budget_states = [last[s] for s in sorted(last)]
         self.budget_scale = b["dense"].width / m.budget_slots
         self.budget_steps = max(len(m.dense_budget), len(m.paged_budget))

@@ -21,6 +21,7 @@ from __future__ import annotations
 from manim import Rectangle
 
 from astrai.compare import sampling as sampling_compare
+from astrai.trace.events import Admit, Alloc, Arrive, Copy, Fork, Free, Tokens, Write
 from scenes import theme
 from scenes.kit.board import Board
 from scenes.kit.endcard import figure_rows, token_rows
@@ -36,20 +37,20 @@ class SamplingStory:
         ev = self.events = trace.events
         self.ps = trace.geometry["page_size"]
         self.arrive = next((i for i, e in enumerate(ev)
-                            if e["kind"] == "arrive" and e.get("samples")), None)
-        self.samples = ev[self.arrive]["samples"] if self.arrive is not None else []
-        self.forks = [i for i, e in enumerate(ev) if e["kind"] == "fork"]
-        self.copies = [i for i, e in enumerate(ev) if e["kind"] == "copy"]
+                            if isinstance(e, Arrive) and e.samples), None)
+        self.samples = ev[self.arrive].samples if self.arrive is not None else []
+        self.forks = [i for i, e in enumerate(ev) if isinstance(e, Fork)]
+        self.copies = [i for i, e in enumerate(ev) if isinstance(e, Copy)]
         # the share events of each fork: the len(pages) events right after it
-        self.shares = {i: list(range(i + 1, i + 1 + len(ev[i]["pages"]))) for i in self.forks}
+        self.shares = {i: list(range(i + 1, i + 1 + len(ev[i].pages))) for i in self.forks}
         self.prefill = next((i for i, e in enumerate(ev)
-                             if e["kind"] == "write" and e["phase"] == "prefill"), None)
+                             if isinstance(e, Write) and e.phase == "prefill"), None)
         self.first_tokens = next((i for i in range(self.forks[-1] if self.forks else 0, len(ev))
-                                  if ev[i]["kind"] == "tokens"), None)
+                                  if isinstance(ev[i], Tokens)), None)
         self.first_decode = next((i for i, e in enumerate(ev)
-                                  if e["kind"] == "write" and e["phase"] == "decode"), None)
+                                  if isinstance(e, Write) and e.phase == "decode"), None)
         self.decode_tokens = next((i for i in range(self.first_decode or len(ev), len(ev))
-                                   if ev[i]["kind"] == "tokens"), None)
+                                   if isinstance(ev[i], Tokens)), None)
 
     def free_of(self, copy: int) -> int:
         """The free of the shared page that starts a copy (before the alloc of its page)."""
@@ -60,15 +61,15 @@ class SamplingStory:
         write lands on the copies' source page."""
         if not self.copies or self.first_decode is None:
             return None
-        src = self.events[self.copies[0]]["source"]
-        for row in self.events[self.first_decode]["rows"]:
+        src = self.events[self.copies[0]].source
+        for row in self.events[self.first_decode].rows:
             if any(p == src for p, _, _ in row["runs"]):
                 return row["task"], src
         return None
 
     def tokens_at(self, i: int) -> dict[str, list[int]]:
         """Each sample's tokens as of event i (its recorded output count)."""
-        outs = self.events[i]["state"]["outputs"]
+        outs = self.events[i].state["outputs"]
         return {n: self.trace.outputs[n][: outs.get(n, 0)] for n in self.samples}
 
 
@@ -132,9 +133,9 @@ class ParallelSamplingScene(StoryScene):
         """Main events of the beats the full cut plays; the rest are fast-forwarded."""
         keep = set()
         for i, e in enumerate(st.events):
-            if e["kind"] in ("arrive", "admit") or i == st.prefill:
+            if isinstance(e, (Arrive, Admit)) or i == st.prefill:
                 keep.add(i)
-            elif e["kind"] == "alloc" and e["phase"] == "refill" and e.get("logical") == 0:
+            elif isinstance(e, Alloc) and e.phase == "refill" and e.logical == 0:
                 keep.add(i)
         return keep
 
@@ -145,20 +146,20 @@ class ParallelSamplingScene(StoryScene):
         if st.arrive is None:
             return "No request of this workload asks for more than one sample."
         a = st.events[st.arrive]
-        full, rest = divmod(a["prompt_len"], st.ps)
+        full, rest = divmod(a.prompt_len, st.ps)
         return (f"One request asks for {len(st.samples)} samples of the same "
-                f"{a['prompt_len']}-token prompt: {full} full pages of {st.ps}, and {rest} "
+                f"{a.prompt_len}-token prompt: {full} full pages of {st.ps}, and {rest} "
                 "tokens in one more. Do the samples need a copy of it each?")
 
     def _fork_beat(self, rp: StoryReplay, spec) -> None:
         st = self.facts
         i = st.forks[0]
         e, share = st.events[i], st.events[st.shares[i][0]]
-        row = next(r for r in st.events[st.prefill]["rows"]) if st.prefill is not None else None
+        row = next(r for r in st.events[st.prefill].rows) if st.prefill is not None else None
         once = f": {row['n']} tokens computed once, in one row" if row else ""
-        rp.tell(f"prefill ran once, for {e['parent']}{once}",
-                f"{e['task']} forks: it shares pages {e['pages']}; page {share['page']} -> "
-                f"{e['task']}[{share['logical']}], refs {share['state']['refs'][share['page']]}",
+        rp.tell(f"prefill ran once, for {e.parent}{once}",
+                f"{e.task} forks: it shares pages {e.pages}; page {share.page} -> "
+                f"{e.task}[{share.logical}], refs {share.state['refs'][share.page]}",
                 events=spec.events, hold=self.pick(1.2, 1.6), name="fork",
                 code=(rp.line_of(st.shares[i][0], "fork.share_pages"),
                       st.shares[i][0]),
@@ -168,7 +169,7 @@ class ParallelSamplingScene(StoryScene):
     def _shared_beat(self, rp: StoryReplay, spec) -> None:
         st = self.facts
         i = st.shares[st.forks[-1]][-1]
-        state = st.events[i]["state"]
+        state = st.events[i].state
         tables = {n: state["page_tables"][n] for n in st.samples if n in state["page_tables"]}
         pages = sorted({p for t in tables.values() for p in t})
         refs = ", ".join(f"refs[{p}] = {state['refs'][p]}" for p in pages)
@@ -190,7 +191,7 @@ class ParallelSamplingScene(StoryScene):
 
     def _first_tokens_beat(self, rp: StoryReplay, i: int) -> None:
         st = self.facts
-        toks = st.events[i]["tokens"]
+        toks = st.events[i].tokens
         said = ", ".join(f"{n}: {toks[n]}" for n in st.samples if n in toks)
         rp.tell(f"first tokens, one logits row, a generator per sample: {said}",
                 "each sample's generator is seeded by its name, as an independent request's is",
@@ -200,31 +201,31 @@ class ParallelSamplingScene(StoryScene):
 
     def _take_beat(self, rp: StoryReplay, spec) -> None:
         st = self.facts
-        i = next(k for k in spec.events if st.events[k]["kind"] == "free")
+        i = next(k for k in spec.events if isinstance(st.events[k], Free))
         f = st.events[i]
         c = st.events[i + 2]
-        was = st.events[i - 1]["state"]["refs"][f["page"]]
+        was = st.events[i - 1].state["refs"][f.page]
         first = i + 2 == st.copies[0]
-        words = (f"{f['task']}'s next token goes to page {f['page']} slot {c['slots']}: "
-                 f"refs {was}, shared", f"so it lets go of page {f['page']} (refs {was} -> "
-                 f"{f['refs']}) to write into a copy of its own")
-        line = (f"The next token lands in page {f['page']}, and {was} samples share it. "
-                f"Writing there would change it for the others. So {f['task']} lets go of it, "
+        words = (f"{f.task}'s next token goes to page {f.page} slot {c.slots}: "
+                 f"refs {was}, shared", f"so it lets go of page {f.page} (refs {was} -> "
+                 f"{f.refs}) to write into a copy of its own")
+        line = (f"The next token lands in page {f.page}, and {was} samples share it. "
+                f"Writing there would change it for the others. So {f.task} lets go of it, "
                 "to write into a copy of its own." if first else
-                f"{f['task']} lets go of page {f['page']} too.")
+                f"{f.task} lets go of page {f.page} too.")
         rp.tell(*words, events=spec.events, hold=self.pick(1.0, 1.2), name="take",
                 code=(rp.line_of(i, "cow.drop_shared"), i),
                 line=line)
 
     def _copy_beat(self, rp: StoryReplay, spec, line: str | None = None) -> None:
         st = self.facts
-        i = next(k for k in spec.events if st.events[k]["kind"] == "copy")
+        i = next(k for k in spec.events if isinstance(st.events[k], Copy))
         c = st.events[i]
-        board = Board(rp.layout, f"copy_page({c['source']}, {c['page']}, {c['slots']}): "
+        board = Board(rp.layout, f"copy_page({c.source}, {c.page}, {c.slots}): "
                                  "K and V, every layer")
         board.skip(0.1)
         cells = self._slot_rows(rp, board, c)
-        self.slot_copies.append((c["source"], c["page"], board, cells))
+        self.slot_copies.append((c.source, c.page, board, cells))
 
         def build(beat):
             rp.show_board(beat, board, "copy")
@@ -237,24 +238,24 @@ class ParallelSamplingScene(StoryScene):
 
         first = i == st.copies[0]
         line = line or (
-            f"It takes page {c['page']}, and copies the {c['slots']} filled slots of page "
-            f"{c['source']} into it: keys and values, in every layer." if first else
-            f"{c['task']} takes page {c['page']}, and copies the same {c['slots']} slots.")
-        rp.tell(f"{c['task']}: slots 0-{c['slots'] - 1} of page {c['source']} copied to page "
-                f"{c['page']}", f"alloc: {c['task']}[{c['logical']}] = page {c['page']}; page "
-                f"{c['source']} keeps {c['refs']} holder(s)", build=build, events=spec.events,
+            f"It takes page {c.page}, and copies the {c.slots} filled slots of page "
+            f"{c.source} into it: keys and values, in every layer." if first else
+            f"{c.task} takes page {c.page}, and copies the same {c.slots} slots.")
+        rp.tell(f"{c.task}: slots 0-{c.slots - 1} of page {c.source} copied to page "
+                f"{c.page}", f"alloc: {c.task}[{c.logical}] = page {c.page}; page "
+                f"{c.source} keeps {c.refs} holder(s)", build=build, events=spec.events,
                 run_time=1.4, hold=self.pick(1.4, 1.8), name="copy",
                 code=(rp.line_of(i, "cow.copy_kv"), i),
                 line=line)
 
-    def _slot_rows(self, rp: StoryReplay, board: Board, c: dict) -> list:
+    def _slot_rows(self, rp: StoryReplay, board: Board, c: Copy) -> list:
         """Two rows of slot cells, source and destination page; returns the destination's
         filled cells (to appear one by one). Every number is a field of the copy event."""
-        ps, n = self.facts.ps, c["slots"]
+        ps, n = self.facts.ps, c.slots
         w = min(0.34, (board.width - 2.2) / ps)
         cells = []
-        for label, page, color, fill in (("page", c["source"], theme.TEXT, True),
-                                         ("page", c["page"], rp.palette.color(c["task"]), False)):
+        for label, page, color, fill in (("page", c.source, theme.TEXT, True),
+                                         ("page", c.page, rp.palette.color(c.task), False)):
             row = board.line([(f"{label} {page:>2}", color)], theme.FS_CAPTION, gap=0.04)
             y = row.get_center()[1]
             x0 = board.left + 1.5
@@ -265,7 +266,7 @@ class ParallelSamplingScene(StoryScene):
                 board.add(box)
                 if k < n:
                     cell = Rectangle(width=w * 0.86, height=0.22, stroke_width=0,
-                                     fill_color=color if fill else rp.palette.color(c["task"]),
+                                     fill_color=color if fill else rp.palette.color(c.task),
                                      fill_opacity=0.8)
                     cell.move_to(box)
                     if fill:
@@ -280,7 +281,7 @@ class ParallelSamplingScene(StoryScene):
     def _keep_beat(self, rp: StoryReplay, i: int) -> None:
         st = self.facts
         name, page = st.keeper()
-        state = st.events[i - 1]["state"]
+        state = st.events[i - 1].state
         rp.tell(f"{name} is the last holder of page {page}: refs {state['refs'][page]}, "
                 "nothing to copy", f"it writes its token into page {page} in place",
                 hold=self.pick(1.4, 1.6),

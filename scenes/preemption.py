@@ -20,6 +20,7 @@ The teaser cut (`teaser_story`) is one shot: the pool runs dry and the newest re
 from __future__ import annotations
 
 from astrai.compare import preemption as preemption_compare
+from astrai.trace.events import Admit, Alloc, Cache, Free, Grow, Preempt, Retire, Tokens, Write
 from scenes import theme
 from scenes.kit.board import Board
 from scenes.kit.endcard import figure_rows, token_rows
@@ -34,29 +35,31 @@ class PreemptionStory:
         self.trace = trace
         ev = self.events = trace.events
         self.ps = trace.geometry["page_size"]
-        self.preempt = next((i for i, e in enumerate(ev) if e["kind"] == "preempt"), None)
+        self.preempt = next((i for i, e in enumerate(ev) if isinstance(e, Preempt)), None)
         self.frees: list[int] = []  # the victim's pages going back, in order
         self.readmit = self.prefill = self.next_tokens = self.last_grow = None
         if self.preempt is None:
             return
         p = ev[self.preempt]
-        victim = p["task"]
+        victim = p.task
         j = self.preempt - 1
-        while j >= 0 and ev[j]["kind"] in ("free", "cache", "release") \
-                and ev[j].get("task", victim) == victim:
+        # The victim's pages going back: its frees (refs reaching 0 sets the page free again)
+        # and the caching of those that hold a recorded prefix (a cache event names no task).
+        while j >= 0 and (isinstance(ev[j], Cache)
+                          or isinstance(ev[j], Free) and ev[j].task == victim):
             j -= 1
-        self.frees = [k for k in range(j + 1, self.preempt) if ev[k]["kind"] == "free"]
+        self.frees = [k for k in range(j + 1, self.preempt) if isinstance(ev[k], Free)]
         # the last page a growing request took before the pool ran dry
-        self.last_grow = next((k for k in range(j, -1, -1) if ev[k]["kind"] == "alloc"
-                               and ev[k]["phase"] == "decode"), None)
+        self.last_grow = next((k for k in range(j, -1, -1) if isinstance(ev[k], Alloc)
+                               and ev[k].phase == "decode"), None)
         self.readmit = next((k for k in range(self.preempt + 1, len(ev))
-                             if ev[k]["kind"] == "admit" and ev[k]["task"] == victim), None)
+                             if isinstance(ev[k], Admit) and ev[k].task == victim), None)
         if self.readmit is not None:
             self.prefill = next((k for k in range(self.readmit, len(ev))
-                                 if ev[k]["kind"] == "write" and ev[k]["phase"] == "prefill"
-                                 and any(r["task"] == victim for r in ev[k]["rows"])), None)
+                                 if isinstance(ev[k], Write) and ev[k].phase == "prefill"
+                                 and any(r["task"] == victim for r in ev[k].rows)), None)
             self.next_tokens = next((k for k in range(self.readmit, len(ev))
-                                     if ev[k]["kind"] == "tokens" and victim in ev[k]["tokens"]),
+                                     if isinstance(ev[k], Tokens) and victim in ev[k].tokens),
                                     None)
 
     def running_before(self) -> list[tuple[str, int]]:
@@ -65,24 +68,24 @@ class PreemptionStory:
         running: dict[str, int] = {}
         first = self.frees[0] if self.frees else self.preempt
         for e in self.events[:first]:
-            if e["kind"] == "admit":
-                running[e["task"]] = e["step"]
-            elif e["kind"] in ("retire", "preempt"):
-                running.pop(e["task"], None)
+            if isinstance(e, Admit):
+                running[e.task] = e.step
+            elif isinstance(e, (Retire, Preempt)):
+                running.pop(e.task, None)
         return list(running.items())
 
     def freed_room(self) -> str | None:
         """The request whose retirement last freed pages before the readmission."""
         if self.readmit is None:
             return None
-        return next((e["task"] for e in reversed(self.events[self.preempt:self.readmit])
-                     if e["kind"] == "retire"), None)
+        return next((e.task for e in reversed(self.events[self.preempt:self.readmit])
+                     if isinstance(e, Retire)), None)
 
     def victim_row(self) -> dict | None:
         if self.prefill is None:
             return None
-        victim = self.events[self.preempt]["task"]
-        return next(r for r in self.events[self.prefill]["rows"] if r["task"] == victim)
+        victim = self.events[self.preempt].task
+        return next(r for r in self.events[self.prefill].rows if r["task"] == victim)
 
 
 class PreemptionScene(StoryScene):
@@ -135,8 +138,8 @@ class PreemptionScene(StoryScene):
     def teaser_line(self) -> str:
         st, c = self.facts, self.comparison
         p = st.events[st.preempt]
-        victim = p["task"]
-        n = st.victim_row()["n"] if st.victim_row() else p["n_tokens"]
+        victim = p.task
+        n = st.victim_row()["n"] if st.victim_row() else p.n_tokens
         same = "the same output" if c.outputs_equal else "another output"
         return (f"Out of pages, the newest request, {victim}, steps aside. Later it "
                 f"recomputes its {n} tokens, with {same}.")
@@ -149,7 +152,7 @@ class PreemptionScene(StoryScene):
             return set()
         ev = st.events
         keep = set(st.frees) | ({st.last_grow} if st.last_grow is not None else set())
-        after = next((i for i in range(st.preempt, len(ev)) if ev[i]["kind"] == "alloc"), None)
+        after = next((i for i in range(st.preempt, len(ev)) if isinstance(ev[i], Alloc)), None)
         keep |= {after} if after is not None else set()
         if st.prefill is not None:
             keep.add(st.prefill)
@@ -167,34 +170,34 @@ class PreemptionScene(StoryScene):
         st = self.facts
         i = st.last_grow
         e = st.events[i]
-        grow = next((g for g in reversed(st.events[:i]) if g["kind"] == "grow"
-                     and g["task"] == e["task"]), None)
-        left = bin(e["state"]["free_mask"]).count("1")
+        grow = next((g for g in reversed(st.events[:i]) if isinstance(g, Grow)
+                     and g.task == e.task), None)
+        left = bin(e.state["free_mask"]).count("1")
         rest = "the last free one" if left == 0 else f"{left} left"
-        full = (f"At token {grow['n_tokens']}, {e['task']}'s {grow['held']} pages are full, "
-                if grow else f"{e['task']} is full, ")
-        rp.tell(f"{e['task']} takes page {e['page']}, " + (
+        full = (f"At token {grow.n_tokens}, {e.task}'s {grow.held} pages are full, "
+                if grow else f"{e.task} is full, ")
+        rp.tell(f"{e.task} takes page {e.page}, " + (
                     "the last free page" if left == 0 else f"{left} free page(s) left"),
                 "each request takes one more page whenever its last one fills up",
-                hold=1.0, events=spec.events, build=lambda beat: rp.box(beat, e["page"],
+                hold=1.0, events=spec.events, build=lambda beat: rp.box(beat, e.page,
                                                                         (0.3, 0.9)),
                 code=(rp.line_of(i, "grow.alloc"), i),
-                line=f"{full}so it takes page {e['page']}: {rest}.")
+                line=f"{full}so it takes page {e.page}: {rest}.")
 
     def _victim_beat(self, rp: StoryReplay, i: int, events: list[int] = (),
                      line: str | None = None) -> None:
         st = self.facts
         p = st.events[st.preempt]
-        prev = st.events[i - 1]["state"]
+        prev = st.events[i - 1].state
         running = st.running_before()
-        victim, needer = p["task"], p["needed_by"]
+        victim, needer = p.task, p.needed_by
         # The board holds the state the choice was made on (before any page goes back), so say so.
         board = Board(rp.layout, "when the pool ran dry: running requests, oldest first")
         board.skip(0.1)
         for name, step in running:
             pages = len(prev["page_tables"].get(name, []))
             tag = "  <- newest: preempted" if name == victim else (
-                f"  <- needs a page for position {p['position']}" if name == needer else "")
+                f"  <- needs a page for position {p.position}" if name == needer else "")
             board.line([(f"{name}", rp.palette.color(name)),
                         (f"  admitted at step {step}, holds {pages} pages,"
                          f" {prev['lengths'].get(name, 0)} tokens", theme.TEXT),
@@ -214,7 +217,7 @@ class PreemptionScene(StoryScene):
             line = (f"{needer} needs a new page, but all {rp.n_pages} are taken. So the "
                     f"scheduler stops the newest request, {victim}: it has done the least "
                     "work, so it costs the least to redo.")
-        rp.tell(f"{needer}'s next token (position {p['position']}) needs a new page: "
+        rp.tell(f"{needer}'s next token (position {p.position}) needs a new page: "
                 f"{free} free, {len(prev['cached'])} cached", f"the pool is dry: the "
                 f"scheduler preempts the newest running request, {who}", build=build,
                 hold=3.8, events=events, code=(frame, i), line=line)
@@ -222,36 +225,36 @@ class PreemptionScene(StoryScene):
     def _requeue_beat(self, rp: StoryReplay, spec) -> None:
         st = self.facts
         p = st.events[st.preempt]
-        board = Board(rp.layout, f"{p['task']} waits at the head of the queue")
+        board = Board(rp.layout, f"{p.task} waits at the head of the queue")
         board.skip(0.1)
-        board.line([("waiting: ", theme.DIM), (" ".join(p["state"]["queue"]), theme.TEXT),
+        board.line([("waiting: ", theme.DIM), (" ".join(p.state["queue"]), theme.TEXT),
                     ("   (head first)", theme.DIM)], theme.FS_CAPTION, gap=0.14)
-        prompt = p["n_tokens"] - p["generated"]
-        board.line([(f"{p['task']} keeps its tokens: ", theme.DIM),
-                    (f"{prompt} prompt + {p['generated']} generated = {p['n_tokens']}",
+        prompt = p.n_tokens - p.generated
+        board.line([(f"{p.task} keeps its tokens: ", theme.DIM),
+                    (f"{prompt} prompt + {p.generated} generated = {p.n_tokens}",
                      theme.TEXT), ("  (ids, not K/V)", theme.DIM)], theme.FS_CAPTION, gap=0.14)
-        board.line([("still running: ", theme.DIM), (", ".join(p["running"]), theme.TEXT),
+        board.line([("still running: ", theme.DIM), (", ".join(p.running), theme.TEXT),
                     ("  - they keep decoding", theme.DIM)], theme.FS_CAPTION)
 
         def build(beat):
             rp.show_board(beat, board, "requeue")
 
-        name = p["task"]
+        name = p.task
         rp.tell(f"{name} is preempted: its pages went back, it is requeued at the head",
-                f"its K/V is gone; its {p['n_tokens']} tokens are kept and recomputed when "
+                f"its K/V is gone; its {p.n_tokens} tokens are kept and recomputed when "
                 "it is admitted again", build=build, hold=3.4,
                 events=spec.events,
                 code=(rp.line_of(st.preempt, "preempt.requeue"), st.preempt),
                 line=f"{name}'s pages are back in the pool, and {name} waits at the head of "
-                     f"the queue. It keeps its {p['n_tokens']} tokens, but not their keys and "
+                     f"the queue. It keeps its {p.n_tokens} tokens, but not their keys and "
                      "values.")
 
     def _recompute_beat(self, rp: StoryReplay, i: int, events: list[int] = ()) -> None:
         st = self.facts
         a = st.events[i]
         row = st.victim_row()
-        name = a["task"]
-        prompt_len, generated = a["prompt_len"], a["generated"]
+        name = a.task
+        prompt_len, generated = a.prompt_len, a.generated
         outs = st.trace.outputs.get(name, [])[:generated]
         board = Board(rp.layout, f"{name} is admitted again: one prefill recomputes all it had")
         board.skip(0.1)
@@ -269,13 +272,13 @@ class PreemptionScene(StoryScene):
         def build(beat):
             rp.show_board(beat, board, "recompute")
 
-        n = row["n"] if row else a["n_tokens"]
+        n = row["n"] if row else a.n_tokens
         freer = st.freed_room()
         when = f"When {freer}'s finished, {name} gets back in. " if freer else \
             f"{name} gets back in. "
         rp.tell(f"readmission: {name}'s prefill is {n} tokens long: {prompt_len} prompt + "
-                f"{generated} generated", f"pages_for({a['n_tokens']}) = "
-                f"{a['pages_needed']} pages; the K/V it lost is computed again from its "
+                f"{generated} generated", f"pages_for({a.n_tokens}) = "
+                f"{a.pages_needed} pages; the K/V it lost is computed again from its "
                 "tokens", build=build, hold=3.4, events=events,
                 code=self._prefill_code(rp),
                 line=f"{when}Its {prompt_len} prompt tokens and the {generated} it had made "
@@ -292,9 +295,9 @@ class PreemptionScene(StoryScene):
     def _continue_beat(self, rp: StoryReplay, i: int) -> None:
         st = self.facts
         e = st.events[i]
-        name = st.events[st.preempt]["task"]
-        count = e["state"]["outputs"][name]
-        rp.tell(f"{name} continues where it stopped: token {count} is {e['tokens'][name]}",
+        name = st.events[st.preempt].task
+        count = e.state["outputs"][name]
+        rp.tell(f"{name} continues where it stopped: token {count} is {e.tokens[name]}",
                 "the same token it would have made had it never been paused (end card)",
                 hold=2.0, line=f"Then {name} goes on to its token number {count}, as if it "
                                "had never stopped.")

@@ -22,6 +22,7 @@ The teaser cut (`teaser_story`) is one shot: B sharing A's pages, over that mome
 from __future__ import annotations
 
 from astrai.compare import prefix as prefix_compare
+from astrai.trace.events import Admit, Alloc, Cache, Evict, Free, Record, Share, Write
 from scenes import theme
 from scenes.kit.board import Board
 from scenes.kit.endcard import figure_rows
@@ -40,33 +41,33 @@ class PrefixStory:
         self.ps = trace.geometry["page_size"]
         self.prompts = {r["name"]: list(r["prompt"]) for r in trace.workload["request"]}
         ev = self.events
-        self.records = [i for i, e in enumerate(ev) if e["kind"] == "record"]
-        self.admits = [i for i, e in enumerate(ev) if e["kind"] == "admit"]
+        self.records = [i for i, e in enumerate(ev) if isinstance(e, Record)]
+        self.admits = [i for i, e in enumerate(ev) if isinstance(e, Admit)]
         recorded_by: dict[int, tuple[str, int]] = {}  # key -> (task, logical page)
         self.known_at: dict[int, dict] = {}  # admit event -> the keys recorded by then
         self.first_record = self.records[0] if self.records else None
         self.hit_admit = self.miss_admit = self.full_admit = None
         for i in sorted(self.records + self.admits):
             e = ev[i]
-            if e["kind"] == "record":
-                table = e["state"]["page_tables"].get(e["task"], [])
-                for page, key in zip(e["pages"], e["keys"]):
-                    recorded_by.setdefault(key, (e["task"], table.index(page)))
+            if isinstance(e, Record):
+                table = e.state["page_tables"].get(e.task, [])
+                for page, key in zip(e.pages, e.keys):
+                    recorded_by.setdefault(key, (e.task, table.index(page)))
                 continue
-            keys, hits = e["keys"], e["hits"]
+            keys, hits = e.keys, e.hits
             self.known_at[i] = dict(recorded_by)
             if hits and len(hits) == len(keys) and self.hit_admit is None:
                 self.hit_admit = i
             elif not hits and keys and self.miss_admit is None and self._same_tokens(e):
                 self.miss_admit = i
-            elif (hits and len(hits) == len(keys) - 1 and e["n_tokens"] % self.ps == 0
+            elif (hits and len(hits) == len(keys) - 1 and e.n_tokens % self.ps == 0
                   and keys[-1] in recorded_by and self.full_admit is None):
                 self.full_admit = i
         self.recorded_by = recorded_by
-        self.first_cache = next((i for i, e in enumerate(ev) if e["kind"] == "cache"), None)
-        self.first_evict = next((i for i, e in enumerate(ev) if e["kind"] == "evict"), None)
+        self.first_cache = next((i for i, e in enumerate(ev) if isinstance(e, Cache)), None)
+        self.first_evict = next((i for i, e in enumerate(ev) if isinstance(e, Evict)), None)
         self.first_revive = next((i for i, e in enumerate(ev)
-                                  if e["kind"] == "share" and e["revived"]), None)
+                                  if isinstance(e, Share) and e.revived), None)
 
     def shared_prompt(self) -> tuple[int, int, int]:
         """(requests that open with the most common system prompt, requests, its tokens)."""
@@ -80,29 +81,29 @@ class PrefixStory:
     def last_share(self, admit: int) -> int:
         """The last page the admitted request shares in that admission (else the admission)."""
         e = self.events[admit]
-        return max((j for j in range(admit, len(self.events)) if self.events[j]["kind"] == "share"
-                    and self.events[j]["task"] == e["task"]
-                    and self.events[j]["step"] == e["step"]), default=admit)
+        return max((j for j in range(admit, len(self.events)) if isinstance(self.events[j], Share)
+                    and self.events[j].task == e.task
+                    and self.events[j].step == e.step), default=admit)
 
-    def admit_of(self, task: str, before: int) -> dict | None:
+    def admit_of(self, task: str, before: int) -> Admit | None:
         """The last admission of `task` before event `before`."""
         return next((e for e in reversed(self.events[:before])
-                     if e["kind"] == "admit" and e["task"] == task), None)
+                     if isinstance(e, Admit) and e.task == task), None)
 
-    def _same_tokens(self, admit: dict) -> list[tuple[int, str]]:
+    def _same_tokens(self, admit: Admit) -> list[tuple[int, str]]:
         """(logical page, first recorder) for full pages of this prompt whose tokens equal a
         recorded page's at the same position, recorded by an earlier request."""
         out = []
-        mine = self.prompts.get(admit["task"], [])
-        for k in range(len(admit["keys"])):
+        mine = self.prompts.get(admit.task, [])
+        for k in range(len(admit.keys)):
             chunk = mine[k * self.ps:(k + 1) * self.ps]
             for r in self.records:
                 e = self.events[r]
-                if e["step"] > admit["step"] or e["task"] == admit["task"]:
+                if e.step > admit.step or e.task == admit.task:
                     continue
-                theirs = self.prompts.get(e["task"], [])
-                if theirs[k * self.ps:(k + 1) * self.ps] == chunk and k < len(e["pages"]):
-                    out.append((k, e["task"]))
+                theirs = self.prompts.get(e.task, [])
+                if theirs[k * self.ps:(k + 1) * self.ps] == chunk and k < len(e.pages):
+                    out.append((k, e.task))
                     break
         return out
 
@@ -111,24 +112,24 @@ class PrefixStory:
 
     def record_links(self, i: int) -> list[Link]:
         e = self.events[i]
-        table = e["state"]["page_tables"][e["task"]]
+        table = e.state["page_tables"][e.task]
         return [Link(self.tokens(table.index(p)), key, f"page {p}")
-                for p, key in zip(e["pages"], e["keys"])]
+                for p, key in zip(e.pages, e.keys)]
 
     def lookup_links(self, i: int) -> list[Link]:
         """Each full page of the admitted prompt: hit (on page p), miss, or not looked up."""
         e = self.events[i]
-        hits = e["hits"]
+        hits = e.hits
         same = dict(self._same_tokens(e))
         known = self.known_at[i]
         links = []
-        for k, key in enumerate(e["keys"]):
+        for k, key in enumerate(e.keys):
             if k < len(hits):
                 links.append(Link(self.tokens(k), key, f"hit: page {hits[k]}", "hit"))
             elif k == len(hits) and key not in known:
                 note = "same tokens" if k in same else "miss"
                 links.append(Link(self.tokens(k), key, note, "miss"))
-            elif key in known and k == len(e["keys"]) - 1 and hits:
+            elif key in known and k == len(e.keys) - 1 and hits:
                 links.append(Link(self.tokens(k), key, "cached too", "skip"))
             else:
                 note = "same tokens" if k in same else "not looked up"
@@ -137,16 +138,16 @@ class PrefixStory:
 
     def prefill_row(self, task: str, after: int) -> dict | None:
         for e in self.events[after:]:
-            if e["kind"] == "write" and e["phase"] == "prefill":
-                for row in e["rows"]:
+            if isinstance(e, Write) and e.phase == "prefill":
+                for row in e.rows:
                     if row["task"] == task:
                         return row
         return None
 
-    def released_by(self, page: int, before: int) -> dict | None:
+    def released_by(self, page: int, before: int) -> Free | None:
         """The free event that last dropped `page` to refs 0 before event `before`."""
         for e in reversed(self.events[:before]):
-            if e["kind"] == "free" and e["page"] == page and e["refs"] == 0:
+            if isinstance(e, Free) and e.page == page and e.refs == 0:
                 return e
         return None
 
@@ -207,12 +208,12 @@ class PrefixCacheScene(StoryScene):
     def teaser_line(self) -> str:
         st = self.facts
         e = st.events[st.hit_admit]
-        first = st.events[st.first_record]["task"]
-        row = st.prefill_row(e["task"], st.hit_admit)
-        computed = row["n"] if row else e["n_tokens"] - len(e["hits"]) * st.ps
-        return (f"{e['task']}'s prompt opens like {first}'s, so {e['task']} shares "
-                f"{first}'s {len(e['hits'])} pages, and computes only {computed} of its "
-                f"{e['n_tokens']} tokens.")
+        first = st.events[st.first_record].task
+        row = st.prefill_row(e.task, st.hit_admit)
+        computed = row["n"] if row else e.n_tokens - len(e.hits) * st.ps
+        return (f"{e.task}'s prompt opens like {first}'s, so {e.task} shares "
+                f"{first}'s {len(e.hits)} pages, and computes only {computed} of its "
+                f"{e.n_tokens} tokens.")
 
     # ---- which trace beats play in full ---------------------------------------------------
 
@@ -220,12 +221,12 @@ class PrefixCacheScene(StoryScene):
         """Main events of the beats the full cut plays besides those the scene's own beats
         hook: pages shared or revived, and pages evicted (what the cache does). Arrivals,
         allocations and prefills (scene 1's story) are fast-forwarded."""
-        return {i for i, e in enumerate(st.events) if e["kind"] in ("share", "evict")}
+        return {i for i, e in enumerate(st.events) if isinstance(e, (Share, Evict))}
 
     # ---- the strip ------------------------------------------------------------------------
 
     def _sync_strip(self, i: int, beat) -> None:
-        cached = self.facts.events[i]["state"]["cached"]
+        cached = self.facts.events[i].state["cached"]
         rp = self.replay
         if cached and not self.strip_on:
             beat.appear(rp.notes, self.strip.static)
@@ -247,14 +248,14 @@ class PrefixCacheScene(StoryScene):
         i = st.first_record
         e = st.events[i]
         links = st.record_links(i)
-        board = Board(rp.layout, f"{e['task']}'s full prompt pages, recorded under chained keys")
+        board = Board(rp.layout, f"{e.task}'s full prompt pages, recorded under chained keys")
         y = board.free_top - 0.36
-        row = ChainRow(e["task"], rp.palette.color(e["task"]), links, board.left + 0.3, y)
+        row = ChainRow(e.task, rp.palette.color(e.task), links, board.left + 0.3, y)
         board.add(row)
         board.free_top = row.get_bottom()[1] - 0.12
         board.line([("key = hash((previous key, the page's tokens)): ", theme.DIM),
                     ("a page matches only after the same pages before it", theme.TEXT)])
-        self.chain_rows = {e["task"]: row}
+        self.chain_rows = {e.task: row}
 
         def build(beat):
             rp.show_board(beat, board, "chain")
@@ -262,13 +263,13 @@ class PrefixCacheScene(StoryScene):
                 beat.window = (0.2 + 0.6 * k / len(row.boxes), 0.5 + 0.5 * (k + 1) / len(row.boxes))
                 beat.pulse(mark(g, theme.CACHED))
 
-        pages = ", ".join(str(p) for p in e["pages"])
-        keys = " -> ".join(short_key(k) for k in e["keys"])
-        rp.tell(f"record_prefix: {e['task']}'s full pages {pages} get chained keys",
+        pages = ", ".join(str(p) for p in e.pages)
+        keys = " -> ".join(short_key(k) for k in e.keys)
+        rp.tell(f"record_prefix: {e.task}'s full pages {pages} get chained keys",
                 f"keys {keys} (low 16 bits shown); a partly filled page is never recorded",
                 build=build, hold=3.2, events=spec.events,
                 code=(rp.line_of(i, "record.chunk_keys"), i),
-                line=f"Once {e['task']}'s prompt is written, its {len(e['pages'])} full pages "
+                line=f"Once {e.task}'s prompt is written, its {len(e.pages)} full pages "
                      "are recorded, each under a key made from its tokens and every token "
                      "before them.")
 
@@ -278,12 +279,12 @@ class PrefixCacheScene(StoryScene):
         board = Board(rp.layout, title)
         y = board.free_top - 0.36
         first = st.events[st.first_record]
-        ref = ChainRow(first["task"], rp.palette.color(first["task"]), st.record_links(
+        ref = ChainRow(first.task, rp.palette.color(first.task), st.record_links(
             st.first_record), board.left + 0.3, y)
-        mine = ChainRow(e["task"], rp.palette.color(e["task"]), st.lookup_links(i),
+        mine = ChainRow(e.task, rp.palette.color(e.task), st.lookup_links(i),
                         board.left + 0.3, y - 0.86)
-        if row_width(e["task"], len(mine.links)) > board.width:
-            mine = ChainRow(e["task"], rp.palette.color(e["task"]), st.lookup_links(i)[:6],
+        if row_width(e.task, len(mine.links)) > board.width:
+            mine = ChainRow(e.task, rp.palette.color(e.task), st.lookup_links(i)[:6],
                             board.left + 0.3, y - 0.86)
         board.add(ref, mine)
         board.free_top = mine.get_bottom()[1] - 0.1
@@ -293,24 +294,24 @@ class PrefixCacheScene(StoryScene):
                      line: str | None = None) -> None:
         st = self.facts
         e = st.events[i]
-        board, mine = self._lookup_board(rp, i, f"lookup_prefix: {e['task']}'s keys, page by "
+        board, mine = self._lookup_board(rp, i, f"lookup_prefix: {e.task}'s keys, page by "
                                                 "page, against the recorded ones")
         board.line([("hits are shared: ", theme.DIM),
                     ("refs 2, both page tables point at one frame; only the tail is new",
                      theme.TEXT)])
 
         build = _marked_in_turn(rp, board, "lookup", mine, theme.GOOD)
-        hits = e["hits"]
-        row = st.prefill_row(e["task"], i)
+        hits = e.hits
+        row = st.prefill_row(e.task, i)
         computed = f"; its prefill computes {row['n']} tokens, from position {row['start']}" \
             if row else ""
         if line is None:
-            n = row["n"] if row else e["n_tokens"] - len(hits) * st.ps
-            line = (f"{e['task']} looks up its own keys: the first {len(hits)} match, so it "
+            n = row["n"] if row else e.n_tokens - len(hits) * st.ps
+            line = (f"{e.task} looks up its own keys: the first {len(hits)} match, so it "
                     f"shares those pages and computes only its last {n} tokens.")
-        rp.tell(f"{e['task']}: {len(hits)} of its prompt pages hit: pages "
+        rp.tell(f"{e.task}: {len(hits)} of its prompt pages hit: pages "
                 f"{', '.join(map(str, hits))} are shared",
-                f"{e['task']} allocates {e['pages_needed'] - len(hits)} page(s) for its "
+                f"{e.task} allocates {e.pages_needed - len(hits)} page(s) for its "
                 f"tail{computed}", build=build, hold=3.0, events=events,
                 code=(rp.line_of(i, "lookup.probe", ("returned",)), i), line=line)
 
@@ -319,7 +320,7 @@ class PrefixCacheScene(StoryScene):
         e = st.events[i]
         same = st._same_tokens(e)
         who = same[0][1]
-        board, mine = self._lookup_board(rp, i, f"{e['task']}'s tokens {st.tokens(same[0][0])[4:]}"
+        board, mine = self._lookup_board(rp, i, f"{e.task}'s tokens {st.tokens(same[0][0])[4:]}"
                                                 f" onwards equal {who}'s, after another first "
                                                 "page")
         board.line([("a token's K/V depends on every token before it: ", theme.DIM),
@@ -328,22 +329,22 @@ class PrefixCacheScene(StoryScene):
         build = _marked_in_turn(rp, board, "miss", mine, theme.BAD)
         k = same[0][0]
         ref_key = next(key for key, (t, lp) in st.recorded_by.items() if t == who and lp == k)
-        rp.tell(f"{e['task']} misses: its page {k} has {who}'s tokens, but key "
-                f"{short_key(e['keys'][k])}, not {short_key(ref_key)}",
-                f"the key chains {e['task']}'s own page 0 (other tokens): {e['task']} shares "
-                f"nothing, allocates {e['pages_needed']} pages",
+        rp.tell(f"{e.task} misses: its page {k} has {who}'s tokens, but key "
+                f"{short_key(e.keys[k])}, not {short_key(ref_key)}",
+                f"the key chains {e.task}'s own page 0 (other tokens): {e.task} shares "
+                f"nothing, allocates {e.pages_needed} pages",
                 build=build, hold=3.6,
                 code=(rp.line_of(i, "lookup.stop_on_miss", ("returned",)), i),
-                line=f"{e['task']} has the same tokens after a different first page, yet "
+                line=f"{e.task} has the same tokens after a different first page, yet "
                      "shares nothing: a token's keys and values depend on every token before "
                      "it.")
 
     def _full_hit_beat(self, rp: StoryReplay, i: int) -> None:
         st = self.facts
         e = st.events[i]
-        board, mine = self._lookup_board(rp, i, f"{e['task']}'s prompt is exactly "
-                                                f"{len(e['keys'])} full pages, all of them cached")
-        row = st.prefill_row(e["task"], i)
+        board, mine = self._lookup_board(rp, i, f"{e.task}'s prompt is exactly "
+                                                f"{len(e.keys)} full pages, all of them cached")
+        row = st.prefill_row(e.task, i)
         board.line([("the last prompt token is always computed: ", theme.DIM),
                      ("its logits pick the first new token", theme.TEXT)])
 
@@ -355,24 +356,24 @@ class PrefixCacheScene(StoryScene):
         computed = (f"positions {row['start']}-{row['start'] + row['n'] - 1} ({row['n']} tokens)"
                     if row else "its last page")
         again = f"its last {row['n']} tokens" if row else "its last page"
-        rp.tell(f"{e['task']}: a full hit, but the last prompt token is always computed",
-                f"lookup stops before the last token: {len(e['hits'])} pages hit, "
+        rp.tell(f"{e.task}: a full hit, but the last prompt token is always computed",
+                f"lookup stops before the last token: {len(e.hits)} pages hit, "
                 f"{computed} computed again", build=build, hold=3.6,
                 code=(rp.line_of(i, "fit.skip_last_token", ("returned",)), i),
-                line=f"{e['task']} is exactly the system prompt, all cached. Still, "
+                line=f"{e.task} is exactly the system prompt, all cached. Still, "
                      f"{again} are computed again: the model must run the last token to "
                      "choose the next one.")
 
     def _cached_beat(self, rp: StoryReplay, spec) -> None:
         i = self.facts.first_cache
         e = self.facts.events[i]
-        free = next((j for j in spec.events if self.facts.events[j]["kind"] == "free"), i)
+        free = next((j for j in spec.events if isinstance(self.facts.events[j], Free)), i)
 
         def build(beat):
-            rp.box(beat, e["page"], (0.3, 0.9), theme.CACHED)
+            rp.box(beat, e.page, (0.3, 0.9), theme.CACHED)
 
-        who = self.facts.events[free]["task"]
-        rp.tell(f"refs 0, but page {e['page']} holds a recorded prefix: cached, not free",
+        who = self.facts.events[free].task
+        rp.tell(f"refs 0, but page {e.page} holds a recorded prefix: cached, not free",
                 "cached pages wait in LRU order (the strip, right): a later prompt can revive "
                 "them", hold=2.6, events=spec.events, build=build,
                 code=(rp.line_of(free, "free.keep_cached"), free),
@@ -383,29 +384,29 @@ class PrefixCacheScene(StoryScene):
         st = self.facts
         i = st.first_evict
         e = st.events[i]
-        before = st.events[i - 1]["state"]["cached"]
-        freed = st.released_by(e["page"], i)
-        when = (f"cached since step {freed['step']} ({freed['task']}'s release), unused since"
+        before = st.events[i - 1].state["cached"]
+        freed = st.released_by(e.page, i)
+        when = (f"cached since step {freed.step} ({freed.task}'s release), unused since"
                 if freed else "unused the longest")
-        owner = next((ev for ev in st.events[i + 1:i + 2] if ev["kind"] == "alloc"), None)
-        who = f" for {owner['task']}" if owner else ""
-        admit = st.admit_of(owner["task"], i) if owner else None
-        need = (f"{owner['task']}'s long prompt needs {admit['pages_needed']} pages. "
+        owner = next((ev for ev in st.events[i + 1:i + 2] if isinstance(ev, Alloc)), None)
+        who = f" for {owner.task}" if owner else ""
+        admit = st.admit_of(owner.task, i) if owner else None
+        need = (f"{owner.task}'s long prompt needs {admit.pages_needed} pages. "
                 if admit else "")
 
         def build(beat):
-            cell = self.strip.cells[e["page"]]
+            cell = self.strip.cells[e.page]
             beat.window = (0.1, 0.9)
             beat.pulse(mark(cell, theme.BAD))
 
         frame = None
         for j in spec.events:
             frame = frame or rp.line_of(j, "evict.pop_lru", ("returned",))
-        rp.tell(f"no free page left{who}: evict from the LRU end, page {e['page']}",
-                f"LRU order {before}: page {e['page']} is {when}", build=build,
+        rp.tell(f"no free page left{who}: evict from the LRU end, page {e.page}",
+                f"LRU order {before}: page {e.page} is {when}", build=build,
                 hold=2.6, events=spec.events, code=(frame, i),
                 line=f"{need}When no page is free, the cached page unused the longest "
-                     f"gives way: page {e['page']}.")
+                     f"gives way: page {e.page}.")
 
     def _end_card(self, rp: StoryReplay) -> None:
         c = self.comparison

@@ -42,6 +42,7 @@ from manim import (
 
 from astrai.errors import TraceFormatError, WorkloadError
 from astrai.trace import Trace, load_trace, record
+from astrai.trace.events import Alloc, Arrive, Event, Free, Gather, Retire, Write
 from astrai.trace.recorder import source_digests
 from scenes import theme
 from scenes.anchors import anchor, marked_line
@@ -101,7 +102,7 @@ class Plan:
     names: list[str]  # requests in order of arrival (their colours)
     prefill: Step
     decode: Step
-    between: list[dict] = field(default_factory=list)  # page events between the two
+    between: list[Event] = field(default_factory=list)  # page events between the two
     row: int = 0  # the decode row whose attention is shown
     head: int = 0
 
@@ -117,16 +118,17 @@ class Plan:
 def _steps(trace: Trace) -> list[Step]:
     by_key: dict[tuple, dict] = {}
     for rec in trace.captures:
-        by_key.setdefault((rec["step"], rec["phase"]), {}).setdefault(rec["kind"], rec)
+        # capture records (astrai.trace.capture) are plain dicts, named by their own kinds
+        by_key.setdefault((rec["step"], rec["phase"]), {}).setdefault(rec.get("kind"), rec)
     steps = []
     for i, ev in enumerate(trace.events):
-        if ev["kind"] != "write":
+        if not isinstance(ev, Write):
             continue
-        got = by_key.get((ev["step"], ev["phase"]), {})
-        gathers = [j for j, e in enumerate(trace.events) if e["kind"] == "gather"
-                   and (e["step"], e["phase"]) == (ev["step"], ev["phase"])]
+        got = by_key.get((ev.step, ev.phase), {})
+        gathers = [j for j, e in enumerate(trace.events) if isinstance(e, Gather)
+                   and (e.step, e.phase) == (ev.step, ev.phase)]
         if {"slots", "write", "gather"} <= set(got) and gathers:
-            steps.append(Step(ev["step"], ev["phase"], [r["task"] for r in ev["rows"]],
+            steps.append(Step(ev.step, ev.phase, [r["task"] for r in ev.rows],
                               got["slots"], got["write"], got["gather"], i, gathers[0],
                               got.get("attention")))
     return steps
@@ -160,8 +162,8 @@ def plan(trace: Trace, head: int = 0) -> Plan:
     scattered = [(s, b) for s in decodes for b in range(len(s.rows)) if _scattered(s, ps, b)]
     decode, row = scattered[0] if scattered else (decodes[0], 0)
     between = [ev for ev in trace.events[prefill.gather_event + 1:decode.write_event]
-               if ev["kind"] in ("free", "alloc", "retire")]
-    names = [ev["task"] for ev in trace.events if ev["kind"] == "arrive"]
+               if isinstance(ev, (Free, Alloc, Retire))]
+    names = [ev.task for ev in trace.events if isinstance(ev, Arrive)]
     p = Plan(trace.geometry, names, prefill, decode, between, row, head)
     _check_fits(p)
     return p
@@ -486,9 +488,9 @@ class WriteGatherScene(StoryScene):
     def _ran(self, fn: str, step: Step | None) -> list[int]:
         """Lines `fn` ran in this step (any step if None), from the trace's code frames."""
         for ev in self.trace_used.events:
-            if step is not None and (ev["step"], ev["phase"]) != (step.step, step.phase):
+            if step is not None and (ev.step, ev.phase) != (step.step, step.phase):
                 continue
-            for fr in ev.get("returned", []) + ev.get("code", []):
+            for fr in ev.returned + ev.code:
                 if fr["fn"] == fn:
                     return fr["ran"]
         return []
@@ -623,7 +625,7 @@ class WriteGatherScene(StoryScene):
         its tokens as cells (padding grey), the slot under each, its page table."""
         s = self.plan.prefill
         n = s.slots["n_tokens"]
-        for frame, color in self._owners(self.trace_used.events[s.write_event]["state"]):
+        for frame, color in self._owners(self.trace_used.events[s.write_event].state):
             frame.set_stroke(color)
         names, cells, flat, lengths = self._grid(s)
         return SimpleNamespace(
@@ -794,30 +796,30 @@ class WriteGatherScene(StoryScene):
         """The page events between the two steps: frames recoloured for their new owners
         (labels set at once), and the cells of freed pages, which go stale."""
         p = self.plan
-        state = self.trace_used.events[p.decode.write_event]["state"]
-        frees = [ev for ev in p.between if ev["kind"] == "free" and ev["refs"] == 0]
+        state = self.trace_used.events[p.decode.write_event].state
+        frees = [ev for ev in p.between if isinstance(ev, Free) and ev.refs == 0]
         return SimpleNamespace(
             state=state, frees=frees,
-            allocs=[ev for ev in p.between if ev["kind"] == "alloc"],
+            allocs=[ev for ev in p.between if isinstance(ev, Alloc)],
             frames=self._owners(state),
             stale=[c for ev in frees for i in range(p.page_size)
-                   for c in self.held.get(ev["page"] * p.page_size + i, [])])
+                   for c in self.held.get(ev.page * p.page_size + i, [])])
 
     def step_between(self) -> None:
         """A freed page keeps its K/V (stale); an allocated page joins a table."""
         p, bt = self.plan, self._between()
         anims = [frame.animate.set_stroke(color) for frame, color in bt.frames]
         anims += [c.animate.go_stale() for c in bt.stale]
-        parts = [f"{ev['task']} is done and frees page {ev['page']}" for ev in bt.frees]
-        parts += [f"{ev['task']} needs a new page and gets page {ev['page']}"
+        parts = [f"{ev.task} is done and frees page {ev.page}" for ev in bt.frees]
+        parts += [f"{ev.task} needs a new page and gets page {ev.page}"
                   for ev in bt.allocs]
         name = p.decode.rows[p.row]
         if bt.allocs:
             ev = bt.allocs[-1]
-            st = ev["state"]
-            self.panel("grow", "between/grow", f"{ev['task']} holds {st['lengths'][ev['task']]} "
-                       f"tokens; alloc_n(1) → page {ev['page']}; its table is now "
-                       f"{st['page_tables'][ev['task']]}", p.decode)
+            st = ev.state
+            self.panel("grow", "between/grow", f"{ev.task} holds {st['lengths'][ev.task]} "
+                       f"tokens; alloc_n(1) → page {ev.page}; its table is now "
+                       f"{st['page_tables'][ev.task]}", p.decode)
         said = []
         if bt.frees:
             said.append(spoken_list(parts[:len(bt.frees)])

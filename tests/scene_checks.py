@@ -113,8 +113,8 @@ def check_screen_equals_trace(trace, scene) -> None:
     n, ps = geo["n_pages"], geo["page_size"]
     assert [s["event"] for s in scene.snapshots] == list(range(len(events)))
     for ev, snap in zip(events, scene.snapshots):
-        st = ev["state"]
-        where = f"event {snap['event']} ({ev['kind']})"
+        st = ev.state
+        where = f"event {snap['event']} ({ev.kind})"
         assert snap["frames"] == [expected_label(st, p) for p in range(n)], where
         assert snap["filled"] == st["filled"], where
         assert snap["bits"] == "".join("1" if st["free_mask"] >> p & 1 else "0"
@@ -126,8 +126,8 @@ def check_screen_equals_trace(trace, scene) -> None:
         assert {t: int(s.split()[-1]) for t, s in snap["lengths"].items()} == st["lengths"], where
         assert {t: int(s.split()[1]) for t, s in snap["caps"].items()} == {
             t: len(pages) * ps for t, pages in st["page_tables"].items()}, where
-        phase = ev["phase"] if ev["phase"] in FS_KINDS else None
-        assert (snap["step"], snap["phase"]) == (ev["step"], phase), where
+        phase = ev.phase if ev.phase in FS_KINDS else None
+        assert (snap["step"], snap["phase"]) == (ev.step, phase), where
 
 
 def source_lines(file: str, fn: str) -> tuple[list[str], int]:
@@ -151,7 +151,7 @@ def check_panels(trace, scene) -> None:
         frame = panel["frame"]
         ev = trace.events[panel["event"]]
         assert any((f["file"], f["fn"], f["ran"]) == (frame["file"], frame["fn"], frame["ran"])
-                   for f in ev["code"] + ev["returned"]), "a panel for a function that did not run"
+                   for f in ev.code + ev.returned), "a panel for a function that did not run"
         assert panel["current"] == frame["line"] and frame["line"] in panel["rows"]
 
 

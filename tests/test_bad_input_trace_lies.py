@@ -255,7 +255,7 @@ def test_a_trace_naming_a_checkpoint_is_never_read_for_a_comparison(prefix_trace
 def test_a_comparison_runs_no_more_steps_than_the_trace_holds(prefix_trace, compare,
                                                               monkeypatch):
     short = copy.deepcopy(prefix_trace)
-    short.events = [ev for ev in short.events if ev["step"] == 0]  # the trace holds 1 step
+    short.events = [ev for ev in short.events if ev.step == 0]  # the trace holds 1 step
     limit = max(1, len(short.events) // 4)
     steps = []
     real = Scheduler.step

@@ -16,6 +16,7 @@ from astrai.errors import TraceFormatError
 from astrai.model import TinyModel
 from astrai.trace import Trace, record
 from astrai.trace.capture import Capture
+from astrai.trace.events import Event, Gather, Write
 from astrai.trace.recorder import Recorder
 from astrai.workload import build, load_workload, parse_workload, run_workload
 
@@ -45,9 +46,9 @@ def of(trace: Trace, kind: str) -> list[dict]:
     return [c for c in trace.captures if c["kind"] == kind]
 
 
-def event(trace: Trace, kind: str, step: int, phase: str) -> dict:
-    (ev,) = [e for e in trace.events
-             if e["kind"] == kind and e["step"] == step and e["phase"] == phase]
+def event(trace: Trace, kind: type[Event], step: int, phase: str) -> Event:
+    (ev,) = [e for e in trace.events if isinstance(e, kind) and e.step == step
+             and e.phase == phase]
     return ev
 
 
@@ -85,9 +86,9 @@ def test_slots_follow_the_page_table_and_padding_goes_to_the_null_page(traced):
                 expect.append((page if real else null) * ps + pos % ps)
         assert slots == expect
         # the table the slots came from is the one the scheduler's write used
-        ev = event(trace, "write", rec["step"], rec["phase"])
-        assert [r["start"] for r in ev["rows"]] == rec["start_pos"]
-        assert [r["n"] for r in ev["rows"]] == lengths
+        ev = event(trace, Write, rec["step"], rec["phase"])
+        assert [r["start"] for r in ev.rows] == rec["start_pos"]
+        assert [r["n"] for r in ev.rows] == lengths
 
 
 def test_padding_is_captured_on_the_write_gather_workload():
@@ -114,8 +115,8 @@ def test_slots_are_where_the_model_s_k_landed():
     written = {}  # slot -> (request, position), last writer wins
     names = {r["step"]: [] for r in cap.records}
     for ev in rec.events:
-        if ev["kind"] == "write":
-            names[ev["step"]] = [r["task"] for r in ev["rows"]]
+        if isinstance(ev, Write):
+            names[ev.step] = [r["task"] for r in ev.rows]
     for r in (r for r in cap.records if r["kind"] == "slots"):
         lengths = r["lengths"]
         for b, name in enumerate(names[r["step"]]):
@@ -140,13 +141,13 @@ def test_gather_reads_the_table_in_order_with_the_null_page_for_minus_one(traced
     records = of(trace, "gather")
     assert records
     for rec in records:
-        ev = event(trace, "gather", rec["step"], rec["phase"])
-        write = event(trace, "write", rec["step"], rec["phase"])
+        ev = event(trace, Gather, rec["step"], rec["phase"])
+        write = event(trace, Write, rec["step"], rec["phase"])
         cols = -(-rec["total_len"] // ps)
-        tables = [ev["state"]["page_tables"][r["task"]] for r in write["rows"]]
+        tables = [ev.state["page_tables"][r["task"]] for r in write.rows]
         expect = [t[c] if c < len(t) else null for t in tables for c in range(cols)]
         assert rec["index"] == expect
-        assert rec["total_len"] == ev["total_len"]
+        assert rec["total_len"] == ev.total_len
         assert rec["k_shape"] == [len(tables), rec["total_len"], geo["n_kv_heads"],
                                   geo["head_dim"]]
         assert rec["pages_shape"][:2] == [len(expect), ps]
@@ -160,8 +161,8 @@ def test_attention_is_the_model_s_own(traced, dense_attention):
     reqs = {r.name: list(r.prompt) for r in wl.requests}
     for rec in records:
         assert rec["max_err"] < 1e-5  # softmax(scores) @ V is what SDPA returned
-        write = event(trace, "write", rec["step"], rec["phase"])
-        for b, row in enumerate(write["rows"]):
+        write = event(trace, Write, rec["step"], rec["phase"])
+        for b, row in enumerate(write.rows):
             pos = row["start"]  # the decoding token's position: its K/V were just written
             tokens = (reqs[row["task"]] + trace.outputs[row["task"]])[: pos + 1]
             scores, weights = dense_attention(model, tokens)

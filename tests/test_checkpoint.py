@@ -31,6 +31,7 @@ from astrai.errors import (  # noqa: E402
 )
 from astrai.model import ModelConfig, TinyModel  # noqa: E402
 from astrai.trace import record  # noqa: E402
+from astrai.trace.events import Arrive, Tokens  # noqa: E402
 from astrai.workload import build, load_workload, parse_workload, run_workload  # noqa: E402
 
 VOCAB = 128
@@ -184,12 +185,12 @@ def test_prompt_text_uses_the_checkpoint_tokenizer_and_trace_carries_text(ckpt):
     assert wl.requests[0].prompt == tuple(ids) and ids[0] == tok.token_to_id("<s>")
     trace = record(wl, lines=False)
     assert trace.outputs["A"] == _generate(hf, ids, 9)
-    arrive = {ev["task"]: ev for ev in trace.events if ev["kind"] == "arrive"}
-    assert arrive["A"]["prompt_text"] == "the cat sat on the mat"
-    assert arrive["B"]["prompt_text"] is None
-    final = trace.events[-1]["state"]["output_text"]
+    arrive = {ev.task: ev for ev in trace.events if isinstance(ev, Arrive)}
+    assert arrive["A"].prompt_text == "the cat sat on the mat"
+    assert arrive["B"].prompt_text is None
+    final = trace.events[-1].state["output_text"]
     assert final == {"A": tok.decode(trace.outputs["A"], skip_special_tokens=True)}
-    assert all(set(ev["text"]) <= {"A"} for ev in trace.events if ev["kind"] == "tokens")
+    assert all(set(ev.text) <= {"A"} for ev in trace.events if isinstance(ev, Tokens))
 
 
 def test_workload_round_trip_and_relative_path(ckpt, tmp_path):

@@ -15,6 +15,7 @@ from astrai.compare import batching
 from astrai.errors import RequestTooLarge, SchedulerError
 from astrai.inference.scheduler import Status, Task
 from astrai.inference.static import GEN, IDLE, PROMPT, DenseBatcher
+from astrai.trace.events import Admit, Tokens, Write
 from astrai.workload import build, load_workload, parse_workload, run_workload
 
 SMALL = {
@@ -58,7 +59,7 @@ def test_both_runs_are_real_and_agree(name, traffic, small):
     assert c.outputs_equal and c.static_outputs == c.continuous_outputs
     assert c.continuous_outputs == c.trace.outputs
     assert c.static_steps == len(c.static_records) == len(c.static_grid)
-    assert c.continuous_steps == 1 + c.trace.events[-1]["step"] == len(c.continuous_grid)
+    assert c.continuous_steps == 1 + c.trace.events[-1].step == len(c.continuous_grid)
     assert c.continuous_tokens == c.static_tokens == sum(
         r["max_new_tokens"] for r in c.trace.workload["request"])
     assert c.continuous_tokens_per_step == c.continuous_tokens / c.continuous_steps
@@ -91,10 +92,10 @@ def _writes(trace):
     """step -> {task: (kind, n)} from the write events, recomputed here."""
     out: dict[int, dict[str, tuple[str, int]]] = {}
     for ev in trace.events:
-        if ev["kind"] == "write":
-            kind = PROMPT if ev["phase"] == "prefill" else GEN
-            for row in ev["rows"]:
-                out.setdefault(ev["step"], {})[row["task"]] = (kind, row["n"])
+        if isinstance(ev, Write):
+            kind = PROMPT if ev.phase == "prefill" else GEN
+            for row in ev.rows:
+                out.setdefault(ev.step, {})[row["task"]] = (kind, row["n"])
     return out
 
 
@@ -122,7 +123,7 @@ def test_continuous_grid_is_the_traces_writes(name, traffic, small):
 
 def _admits(trace, task, step):
     return sum(1 for ev in trace.events
-               if ev["kind"] == "admit" and ev["task"] == task and ev["step"] <= step)
+               if isinstance(ev, Admit) and ev.task == task and ev.step <= step)
 
 
 @pytest.mark.parametrize("name", ["traffic", "small"])
@@ -130,14 +131,14 @@ def test_tokens_and_pool_per_step_come_from_the_trace(name, traffic, small):
     c = traffic if name == "traffic" else small
     tokens = Counter()
     for ev in c.trace.events:
-        if ev["kind"] == "tokens":
-            tokens[ev["step"]] += len(ev["tokens"])
+        if isinstance(ev, Tokens):
+            tokens[ev.step] += len(ev.tokens)
     cont, static = c.tokens_generated
     assert cont == [tokens[s] for s in range(c.continuous_steps)]
     assert static == [sum(1 for r in rec.rows if r.kind != IDLE) for rec in c.static_records]
     n_pages = c.trace.geometry["n_pages"]
     for step, (used, cached, free) in enumerate(c.continuous_pool):
-        st = [ev["state"] for ev in c.trace.events if ev["step"] == step][-1]
+        st = [ev.state for ev in c.trace.events if ev.step == step][-1]
         held = {p for t in st["page_tables"].values() for p in t}
         assert used == len(held)
         assert cached == len(st["cached"])

@@ -22,7 +22,7 @@ def m():
 def _states(trace):
     last = {}
     for ev in trace.events:
-        last[ev["step"]] = ev["state"]
+        last[ev.step] = ev.state
     return [last[s] for s in sorted(last)]
 
 

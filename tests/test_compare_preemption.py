@@ -8,6 +8,7 @@ import dataclasses
 import pytest
 
 from astrai.compare import preemption
+from astrai.trace.events import Admit
 from astrai.workload import build, load_workload, run_workload
 
 
@@ -41,17 +42,17 @@ def test_recompute_is_the_readmitted_prompt_and_generated_tokens(comp):
     admitted: set[str] = set()
     again = []
     for ev in events:
-        if ev["kind"] == "admit":
-            if ev["task"] in admitted:
+        if isinstance(ev, Admit):
+            if ev.task in admitted:
                 again.append(ev)
-            admitted.add(ev["task"])
+            admitted.add(ev.task)
     ps = comp.trace.geometry["page_size"]
-    assert [ev["task"] for ev in again] == [r.task for r in comp.readmissions]
+    assert [ev.task for ev in again] == [r.task for r in comp.readmissions]
     for ev, r in zip(again, comp.readmissions):
-        assert ev["n_tokens"] == ev["prompt_len"] + ev["generated"] == r.n_tokens
-        assert r.recomputed == ev["n_tokens"] - len(ev["hits"]) * ps
-        assert r.generated == ev["generated"] > 0
-    assert comp.recomputed_tokens == sum(ev["n_tokens"] - len(ev["hits"]) * ps for ev in again)
+        assert ev.n_tokens == ev.prompt_len + ev.generated == r.n_tokens
+        assert r.recomputed == ev.n_tokens - len(ev.hits) * ps
+        assert r.generated == ev.generated > 0
+    assert comp.recomputed_tokens == sum(ev.n_tokens - len(ev.hits) * ps for ev in again)
 
 
 def test_finish_steps_come_from_the_runs(comp):

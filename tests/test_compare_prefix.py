@@ -10,6 +10,7 @@ import pytest
 from astrai.compare import prefix
 from astrai.errors import WorkloadError
 from astrai.inference.cache import pages_for
+from astrai.trace.events import Admit, Record, Share
 from astrai.workload import build, load_workload, run_workload
 
 
@@ -20,11 +21,11 @@ def comp():
 
 def test_figures_equal_counts_from_the_admissions(comp):
     ps = comp.trace.geometry["page_size"]
-    admits = [ev for ev in comp.trace.events if ev["kind"] == "admit"]
-    assert comp.prompt_tokens_cached == sum(len(ev["hits"]) * ps for ev in admits) > 0
-    assert comp.prompt_tokens_computed == sum(ev["n_tokens"] - len(ev["hits"]) * ps
+    admits = [ev for ev in comp.trace.events if isinstance(ev, Admit)]
+    assert comp.prompt_tokens_cached == sum(len(ev.hits) * ps for ev in admits) > 0
+    assert comp.prompt_tokens_computed == sum(ev.n_tokens - len(ev.hits) * ps
                                               for ev in admits)
-    assert comp.pages_shared == sum(len(ev["hits"]) for ev in admits) > 0
+    assert comp.pages_shared == sum(len(ev.hits) for ev in admits) > 0
     assert comp.pages_revived > 0 and comp.pages_evicted > 0  # the story has both
 
 
@@ -37,7 +38,7 @@ def test_the_run_without_the_cache_computes_every_prompt_and_shares_nothing(comp
     assert comp.pages_allocated == sum(most) - comp.pages_shared
     assert comp.pages_saved == comp.pages_shared
     assert comp.prefill_tokens_saved == comp.prompt_tokens_cached
-    assert not any(ev["kind"] in ("share", "record") for ev in comp.off_trace.events)
+    assert not any(isinstance(ev, (Share, Record)) for ev in comp.off_trace.events)
     assert comp.off_prompt_tokens_cached == comp.off_pages_shared == 0
 
 

@@ -16,6 +16,7 @@ from astrai.inference.cache import pages_for
 from astrai.inference.observer import Observer
 from astrai.trace import Trace, load_trace, save_trace
 from astrai.trace import source as engine_source
+from astrai.trace.events import Alloc, Copy, Finish, Fork, Free, Share, Write
 from astrai.trace.text import format_trace
 from astrai.workload import build, load_workload, run_workload
 
@@ -26,7 +27,7 @@ def comp():
 
 
 def events(trace, kind):
-    return [ev for ev in trace.events if ev["kind"] == kind]
+    return [ev for ev in trace.events if isinstance(ev, kind)]
 
 
 # ---- the workload's story ---------------------------------------------------------------------
@@ -41,64 +42,64 @@ def test_the_workload_has_a_half_filled_last_prompt_page():
 
 def test_fork_shares_every_prompt_page_and_refs_reach_n(comp):
     trace = comp.trace
-    forks = events(trace, "fork")
-    assert [(e["task"], e["parent"], e["sample"]) for e in forks] == [
+    forks = events(trace, Fork)
+    assert [(e.task, e.parent, e.sample) for e in forks] == [
         ("A.1", "A", 1), ("A.2", "A", 2)]
     for e in forks:
         i = trace.events.index(e)
-        shares = trace.events[i + 1 : i + 1 + len(e["pages"])]
-        assert [(s["kind"], s["task"], s["page"], s["logical"]) for s in shares] == [
-            ("share", e["task"], p, col) for col, p in enumerate(e["pages"])]
-        after = trace.events[i + 1 + len(e["pages"])]["state"]  # its length is set once shared
-        assert e["n_tokens"] == 40 and after["lengths"][e["task"]] == 40
-    after = trace.events[trace.events.index(forks[-1]) + 3]["state"]
-    assert [after["refs"][p] for p in forks[0]["pages"]] == [3, 3, 3]
+        shares = trace.events[i + 1 : i + 1 + len(e.pages)]
+        assert [(type(s), s.task, s.page, s.logical) for s in shares] == [
+            (Share, e.task, p, col) for col, p in enumerate(e.pages)]
+        after = trace.events[i + 1 + len(e.pages)].state  # its length is set once shared
+        assert e.n_tokens == 40 and after["lengths"][e.task] == 40
+    after = trace.events[trace.events.index(forks[-1]) + 3].state
+    assert [after["refs"][p] for p in forks[0].pages] == [3, 3, 3]
     # the prompt was computed once: one prefill row of 40 tokens
-    rows = [r for ev in events(trace, "write") if ev["phase"] == "prefill" for r in ev["rows"]]
+    rows = [r for ev in events(trace, Write) if ev.phase == "prefill" for r in ev.rows]
     assert [(r["task"], r["start"], r["n"]) for r in rows] == [("A", 0, 40)]
 
 
 def test_copy_events_agree_with_the_state_around_them(comp):
     trace = comp.trace
-    copies = events(trace, "copy")
-    assert [(e["task"], e["sample"], e["source"], e["slots"], e["refs"]) for e in copies] == [
+    copies = events(trace, Copy)
+    assert [(e.task, e.sample, e.source, e.slots, e.refs) for e in copies] == [
         ("A", 0, 2, 8, 2), ("A.1", 1, 2, 8, 1)]
     for e in copies:
         i = trace.events.index(e)
         before, free, alloc = trace.events[i - 3 : i]
-        st = e["state"]
+        st = e.state
         # its reference to the shared page dropped first (others still hold it), then its page
-        assert (free["kind"], free["page"], free["task"], free["refs"]) == (
-            "free", e["source"], e["task"], e["refs"])
-        assert before["state"]["refs"][e["source"]] == e["refs"] + 1
-        assert before["state"]["page_tables"][e["task"]][e["logical"]] == e["source"]
-        assert (alloc["kind"], alloc["page"], alloc["task"], alloc["logical"]) == (
-            "alloc", e["page"], e["task"], e["logical"])
-        assert st["page_tables"][e["task"]][e["logical"]] == e["page"]
-        assert st["filled"][e["page"]] == e["slots"] == st["filled"][e["source"]]
-        assert st["refs"][e["source"]] == e["refs"] >= 1 and st["refs"][e["page"]] == 1
+        assert (type(free), free.page, free.task, free.refs) == (
+            Free, e.source, e.task, e.refs)
+        assert before.state["refs"][e.source] == e.refs + 1
+        assert before.state["page_tables"][e.task][e.logical] == e.source
+        assert (type(alloc), alloc.page, alloc.task, alloc.logical) == (
+            Alloc, e.page, e.task, e.logical)
+        assert st["page_tables"][e.task][e.logical] == e.page
+        assert st["filled"][e.page] == e.slots == st["filled"][e.source]
+        assert st["refs"][e.source] == e.refs >= 1 and st["refs"][e.page] == 1
     # the third sample, the last holder, keeps the page and writes into it in place
-    first_decode = next(ev for ev in events(trace, "write") if ev["phase"] == "decode")
-    runs = {r["task"]: r["runs"] for r in first_decode["rows"]}
-    assert runs == {"A": [[copies[0]["page"], 8, 1]], "A.1": [[copies[1]["page"], 8, 1]],
+    first_decode = next(ev for ev in events(trace, Write) if ev.phase == "decode")
+    runs = {r["task"]: r["runs"] for r in first_decode.rows}
+    assert runs == {"A": [[copies[0].page, 8, 1]], "A.1": [[copies[1].page, 8, 1]],
                     "A.2": [[2, 8, 1]]}
-    assert first_decode["state"]["refs"][2] == 1
+    assert first_decode.state["refs"][2] == 1
 
 
 def test_no_page_is_written_while_shared_and_full_pages_stay_shared(comp):
     trace = comp.trace
-    for ev in events(trace, "write"):
-        for row in ev["rows"]:
-            assert all(ev["state"]["refs"][p] == 1 for p, _, _ in row["runs"]), ev["step"]
-    shared = trace.events.index(events(trace, "fork")[-1]) + 3  # the last fork's last share
-    done = trace.events.index(events(trace, "finish")[-1])  # the last sample's last token
-    assert all(ev["state"]["refs"][:2] == [3, 3] for ev in trace.events[shared : done + 1])
-    assert trace.events[-1]["state"]["refs"] == [0] * trace.geometry["n_pages"]
+    for ev in events(trace, Write):
+        for row in ev.rows:
+            assert all(ev.state["refs"][p] == 1 for p, _, _ in row["runs"]), ev.step
+    shared = trace.events.index(events(trace, Fork)[-1]) + 3  # the last fork's last share
+    done = trace.events.index(events(trace, Finish)[-1])  # the last sample's last token
+    assert all(ev.state["refs"][:2] == [3, 3] for ev in trace.events[shared : done + 1])
+    assert trace.events[-1].state["refs"] == [0] * trace.geometry["n_pages"]
 
 
 def test_copy_and_fork_show_the_lines_that_did_them(comp):
-    copy_ev = events(comp.trace, "copy")[0]
-    inner, caller = copy_ev["code"][0], copy_ev["code"][1]
+    copy_ev = events(comp.trace, Copy)[0]
+    inner, caller = copy_ev.code[0], copy_ev.code[1]
     assert inner["fn"] == "PagedCache.copy_page"
     src, first = engine_source.source_of(inner["file"], inner["fn"])
     ran = [src[n - first] for n in inner["ran"]]
@@ -107,15 +108,17 @@ def test_copy_and_fork_show_the_lines_that_did_them(comp):
     assert caller["fn"] == "Scheduler._copy_on_write"
     src, first = engine_source.source_of(caller["file"], caller["fn"])
     assert "cache.copy_page(src, dst" in src[caller["line"] - first]
-    fork = events(comp.trace, "fork")[0]
-    assert fork["code"][0]["fn"] == "Scheduler._fork"
+    fork = events(comp.trace, Fork)[0]
+    assert fork.code[0]["fn"] == "Scheduler._fork"
 
 
 def test_the_trace_round_trips_and_the_text_says_what_happened(comp, tmp_path):
     path = tmp_path / "s.json"
     save_trace(comp.trace, path)
     again = load_trace(path)
-    assert again.events == json.loads(json.dumps(comp.trace.to_json()))["events"]
+    assert [ev.to_json() for ev in again.events] == json.loads(
+        json.dumps(comp.trace.to_json()))["events"]
+    assert again.events == comp.trace.events
     text = "\n".join(format_trace(comp.trace))
     assert "A: prompt 40 tokens, up to 8 new, samples A, A.1, A.2" in text
     assert "A.1 (sample 1) forks from A: shares pages [0, 1, 2] (40 tokens)" in text
@@ -149,7 +152,7 @@ def test_the_replay_planner_folds_fork_and_copy_into_registered_beats(comp):
     beats = plan_beats(comp.trace.events)
     assert {b.kind for b in beats} <= set(KINDS)
     order = [i for b in beats for i in b.events]
-    assert order == [i for i, ev in enumerate(comp.trace.events) if ev["phase"] != "init"]
+    assert order == [i for i, ev in enumerate(comp.trace.events) if ev.phase != "init"]
 
 
 # ---- the second real run ------------------------------------------------------------------------
@@ -195,8 +198,8 @@ def test_every_sample_equals_its_independent_request_and_they_diverge(comp):
     assert comp.sample_equal == {"A": True, "A.1": True, "A.2": True} and comp.outputs_equal
     assert comp.outputs == comp.independent_outputs
     assert len({tuple(comp.outputs[s]) for s in comp.samples}) == 3
-    assert not events(comp.independent_trace, "fork") and not events(comp.independent_trace,
-                                                                       "copy")
+    assert not events(comp.independent_trace, Fork) and not events(comp.independent_trace,
+                                                                      Copy)
 
 
 def test_the_independent_workload_names_requests_as_the_samples():

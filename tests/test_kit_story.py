@@ -9,6 +9,7 @@ pytest.importorskip("manim")
 
 from manim import Square, VGroup  # noqa: E402
 
+from astrai.trace.events import Alloc, Free, Write  # noqa: E402
 from scenes.kit.anim import Beat  # noqa: E402
 from scenes.kit.hashchain import ChainRow, Link, short_key  # noqa: E402
 from scenes.kit.lru import LruStrip  # noqa: E402
@@ -28,13 +29,14 @@ def test_what_came_and_went_in_a_beat_is_not_animated():
 
 
 def _ev(kind, step, **kw):
-    return {"kind": kind, "step": step, "phase": kw.pop("phase", "decode"), **kw}
+    return kind(step=step, phase=kw.pop("phase", "decode"), state={}, **kw)
 
 
 def test_summaries_say_compressed_and_fit():
-    events = [_ev("alloc", 3, page=p, task="A", phase="refill") for p in range(12)]
-    events += [_ev("write", s, rows=[{"task": "A"}, {"task": "B"}]) for s in range(3, 9)]
-    events += [_ev("free", 9, page=p, task=t, refs=0, phase="cleanup")
+    events = [_ev(Alloc, 3, page=p, task="A", logical=p, phase="refill") for p in range(12)]
+    events += [_ev(Write, s, rows=[{"task": "A"}, {"task": "B"}], page_table=[])
+               for s in range(3, 9)]
+    events += [_ev(Free, 9, page=p, task=t, refs=0, phase="cleanup")
                for t in "BCDEFGHIJK" for p in range(3)]
     caption, detail = summarize(events)
     assert caption.startswith("steps 3-9 compressed: A allocates page(s) 0, 1, 2")

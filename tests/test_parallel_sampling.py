@@ -17,6 +17,7 @@ from astrai.inference.cache import PagedCache
 from astrai.inference.observer import Observer
 from astrai.inference.scheduler import Scheduler, Status, Task
 from astrai.model import ModelConfig, TinyModel
+from astrai.trace.events import Fork
 from astrai.trace.recorder import Recorder
 from astrai.workload import parse_workload
 
@@ -362,6 +363,6 @@ def test_recorder_sees_a_consistent_group():
     with Recorder(sched.cache, sched, lines=False) as rec:
         sched.submit(Task("A", PROMPT, 3, n=3))
         sched.run()
-    forks = [e for e in rec.events if e["kind"] == "fork"]
-    assert [(e["task"], e["parent"], e["sample"], e["pages"], e["n_tokens"]) for e in forks] == [
+    forks = [e for e in rec.events if isinstance(e, Fork)]
+    assert [(e.task, e.parent, e.sample, e.pages, e.n_tokens) for e in forks] == [
         ("A.1", "A", 1, [0, 1, 2], 10), ("A.2", "A", 2, [0, 1, 2], 10)]

@@ -64,7 +64,7 @@ def test_every_shared_state_reads_as_the_full_state(source):
         run_workload(wl, scheduler)
     assert len(rec.events) == len(rec.full) > 50
     for ev, full in zip(rec.events, rec.full):
-        state = ev["state"]
+        state = ev.state
         assert as_plain(state) == as_plain(full)
         assert state == full  # the mappings compare equal to plain dicts too
         for key in ("status", "outputs"):
@@ -77,7 +77,7 @@ def test_states_survive_a_json_round_trip():
     trace = record(parse_workload(many(12)), lines=False)
     data = json.loads(json.dumps(trace.to_json()))
     back = Trace.from_json(data)
-    assert [ev["state"] for ev in back.events] == [ev["state"] for ev in trace.events]
+    assert [ev.state for ev in back.events] == [ev.state for ev in trace.events]
     assert back.to_json() == trace.to_json()
 
 
@@ -85,7 +85,7 @@ def _stored(trace) -> int:
     """Values the states hold, counting each shared object once."""
     seen, total = set(), 0
     for ev in trace.events:
-        for value in ev["state"].values():
+        for value in ev.state.values():
             for obj in (value, getattr(value, "_live", None)):
                 if obj is not None and not isinstance(obj, int) and id(obj) not in seen:
                     seen.add(id(obj))

@@ -16,6 +16,7 @@ from scene_checks import TEASER_SCENE_MAX, render  # noqa: E402
 
 from astrai.compare import batching  # noqa: E402
 from astrai.compare.batching import GEN, IDLE, PROMPT  # noqa: E402
+from astrai.trace.events import Tokens, Write  # noqa: E402
 from astrai.workload import parse_workload  # noqa: E402
 from scenes.batching import BatchingScene, plan  # noqa: E402
 from scenes.cues import Timed, problems  # noqa: E402
@@ -41,10 +42,10 @@ def expected_continuous(trace):
     """step -> sorted (kind, letter) of the slots that did something, from write events."""
     out: dict[int, list] = {}
     for ev in trace.events:
-        if ev["kind"] == "write":
-            kind = PROMPT if ev["phase"] == "prefill" else GEN
-            for row in ev["rows"]:
-                out.setdefault(ev["step"], []).append(
+        if isinstance(ev, Write):
+            kind = PROMPT if ev.phase == "prefill" else GEN
+            for row in ev.rows:
+                out.setdefault(ev.step, []).append(
                     (kind, row["task"][:1] if kind == PROMPT else ""))
     return {s: sorted(v) for s, v in out.items()}
 
@@ -80,15 +81,15 @@ def test_charts_are_the_runs(scenes, comparison):
     snap = scenes["full"].snapshots[-1]
     tokens = Counter()
     for ev in c.trace.events:
-        if ev["kind"] == "tokens":
-            tokens[ev["step"]] += len(ev["tokens"])
+        if isinstance(ev, Tokens):
+            tokens[ev.step] += len(ev.tokens)
     assert snap["tokens"]["continuous"] == {s: tokens[s] for s in range(c.continuous_steps)}
     assert snap["tokens"]["static"] == {
         rec.step: sum(1 for r in rec.rows if r.kind != IDLE) for rec in c.static_records}
     n_pages = c.trace.geometry["n_pages"]
     last = {}
     for ev in c.trace.events:
-        last[ev["step"]] = ev["state"]
+        last[ev.step] = ev.state
     in_use = {s: len({p for t in st["page_tables"].values() for p in t}) for s, st in last.items()}
     assert snap["pool"]["in use"] == in_use
     assert snap["pool"]["cached"] == {s: len(st["cached"]) for s, st in last.items()}
@@ -122,7 +123,7 @@ def spoken(scene) -> list[str]:
 def run_numbers(c):
     """The figures the narrator should say, from the runs' own records (the continuous run's
     trace, the static run's step records), not from the comparison's summary fields."""
-    steps = max(ev["step"] for ev in c.trace.events) + 1
+    steps = max(ev.step for ev in c.trace.events) + 1
     return {
         "requests": len(c.trace.workload["request"]),
         "batch": c.trace.workload["scheduler"]["max_batch"],

@@ -53,7 +53,7 @@ def scenes(comparison, tmp_path_factory):
 def states(trace):
     last = {}
     for ev in trace.events:
-        last[ev["step"]] = ev["state"]
+        last[ev.step] = ev.state
     return last
 
 

@@ -18,6 +18,7 @@ from scene_checks import (  # noqa: E402
 
 from astrai.compare.sampling import independent  # noqa: E402
 from astrai.inference.observer import Observer  # noqa: E402
+from astrai.trace.events import Copy, Share, Write  # noqa: E402
 from astrai.workload import build as build_run  # noqa: E402
 from astrai.workload import load_workload, run_workload  # noqa: E402
 from scenes.anchors import anchor  # noqa: E402
@@ -27,7 +28,7 @@ trace, scene = story_fixtures(ParallelSamplingScene, "sampling")
 
 
 def events(trace, kind):
-    return [(i, ev) for i, ev in enumerate(trace.events) if ev["kind"] == kind]
+    return [(i, ev) for i, ev in enumerate(trace.events) if isinstance(ev, kind)]
 
 
 def test_screen_equals_the_trace_after_every_event(trace, scene):
@@ -37,7 +38,7 @@ def test_screen_equals_the_trace_after_every_event(trace, scene):
 
 def test_panels_show_the_real_source(trace, scene):
     check_panels(trace, scene)
-    for i, _ in events(trace, "copy"):  # the copy beat marks the line that copies
+    for i, _ in events(trace, Copy):  # the copy beat marks the line that copies
         panel = next(p for p in scene.panels if p["event"] == i)
         copy = anchor("cow.copy_kv")
         assert panel["fn"] == copy.fn
@@ -50,8 +51,8 @@ def test_boards_stay_inside_and_text_never_overlaps(scene):
 
 
 def test_the_shared_board_is_the_state_after_the_forks(trace, scene):
-    last_share = max(i for i, ev in events(trace, "share"))
-    st = trace.events[last_share]["state"]
+    last_share = max(i for i, ev in events(trace, Share))
+    st = trace.events[last_share].state
     texts = board(scene, "shared")
     for name in ("A", "A.1", "A.2"):
         assert f"{name.ljust(5)} -> pages {st['page_tables'][name]}" in texts
@@ -61,24 +62,24 @@ def test_the_shared_board_is_the_state_after_the_forks(trace, scene):
 
 
 def test_each_copy_is_drawn_slot_by_slot_from_its_event(trace, scene):
-    copies = [ev for _, ev in events(trace, "copy")]
+    copies = [ev for _, ev in events(trace, Copy)]
     assert [(s, p) for s, p, _, _ in scene.slot_copies] == [
-        (c["source"], c["page"]) for c in copies]
+        (c.source, c.page) for c in copies]
     for (_, _, bd, cells), c in zip(scene.slot_copies, copies):
-        assert len(cells) == c["slots"]  # one cell per filled slot copied
+        assert len(cells) == c.slots  # one cell per filled slot copied
         xs = [cell.get_center()[0] for cell in cells]
         assert xs == sorted(xs)  # in slot order
         x0, x1 = bd.bg.get_corner([-1, -1, 0])[0], bd.bg.get_corner([1, 1, 0])[0]
         assert all(x0 <= x <= x1 for x in xs)
-        assert f"copy_page({c['source']}, {c['page']}, {c['slots']}): K and V, every layer" \
+        assert f"copy_page({c.source}, {c.page}, {c.slots}): K and V, every layer" \
             in bd.texts()
 
 
 def test_the_last_holder_keeps_the_page(trace, scene):
-    src = events(trace, "copy")[0][1]["source"]
-    first = next(ev for ev in trace.events if ev["kind"] == "write" and ev["phase"] == "decode")
-    keeper = next(r["task"] for r in first["rows"] if r["runs"][0][0] == src)
-    assert keeper not in {ev["task"] for _, ev in events(trace, "copy")}
+    src = events(trace, Copy)[0][1].source
+    first = next(ev for ev in trace.events if isinstance(ev, Write) and ev.phase == "decode")
+    keeper = next(r["task"] for r in first.rows if r["runs"][0][0] == src)
+    assert keeper not in {ev.task for _, ev in events(trace, Copy)}
     said = scene.replay.captions_shown
     assert f"{keeper} is the last holder of page {src}: refs 1, nothing to copy" in said
 

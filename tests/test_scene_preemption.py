@@ -21,6 +21,7 @@ from scene_checks import (  # noqa: E402
 )
 
 from astrai.inference.cache import pages_for  # noqa: E402
+from astrai.trace.events import Admit, Alloc, Grow, Preempt, Retire, Write  # noqa: E402
 from astrai.workload import build as build_run  # noqa: E402
 from astrai.workload import load_workload, run_workload  # noqa: E402
 from scenes.preemption import PreemptionScene  # noqa: E402
@@ -43,37 +44,37 @@ def test_boards_stay_inside_and_text_never_overlaps(scene):
 
 
 def test_the_victim_is_the_newest_running_request(trace, scene):
-    pre = next(ev for ev in trace.events if ev["kind"] == "preempt")
+    pre = next(ev for ev in trace.events if isinstance(ev, Preempt))
     admitted = {}  # the last admission of each running request, in order
     for ev in trace.events[: trace.events.index(pre)]:
-        if ev["kind"] == "admit":
-            admitted[ev["task"]] = ev["step"]
-        elif ev["kind"] in ("retire", "preempt"):
-            admitted.pop(ev["task"], None)
+        if isinstance(ev, Admit):
+            admitted[ev.task] = ev.step
+        elif isinstance(ev, (Retire, Preempt)):
+            admitted.pop(ev.task, None)
     # the victim still held pages when it was chosen; the event's state is after the release
-    assert pre["task"] not in pre["state"]["page_tables"]
+    assert pre.task not in pre.state["page_tables"]
     newest = max(admitted, key=lambda n: (admitted[n], list(admitted).index(n)))
-    assert pre["task"] == newest and pre["needed_by"] != pre["task"]
+    assert pre.task == newest and pre.needed_by != pre.task
     texts = board(scene, "victim")
-    line = next(t for t in texts if t.startswith(pre["task"]))
+    line = next(t for t in texts if t.startswith(pre.task))
     assert "newest: preempted" in line
-    assert f"position {pre['position']}" in next(t for t in texts if t.startswith(pre["needed_by"]))
-    assert pre["state"]["queue"][0] == pre["task"]
-    assert f"waiting: {pre['task']}" in " ".join(board(scene, "requeue"))
+    assert f"position {pre.position}" in next(t for t in texts if t.startswith(pre.needed_by))
+    assert pre.state["queue"][0] == pre.task
+    assert f"waiting: {pre.task}" in " ".join(board(scene, "requeue"))
 
 
 def test_readmission_recomputes_prompt_and_generated_tokens(trace, scene):
-    pre = next(ev for ev in trace.events if ev["kind"] == "preempt")
-    name = pre["task"]
+    pre = next(ev for ev in trace.events if isinstance(ev, Preempt))
+    name = pre.task
     prompt = next(len(r["prompt"]) for r in trace.workload["request"] if r["name"] == name)
     k = trace.events.index(pre)
-    admit = next(ev for ev in trace.events[k:] if ev["kind"] == "admit" and ev["task"] == name)
-    write = next(ev for ev in trace.events[k:] if ev["kind"] == "write"
-                 and ev["phase"] == "prefill" and any(r["task"] == name for r in ev["rows"]))
-    row = next(r for r in write["rows"] if r["task"] == name)
-    generated = pre["state"]["outputs"][name]
+    admit = next(ev for ev in trace.events[k:] if isinstance(ev, Admit) and ev.task == name)
+    write = next(ev for ev in trace.events[k:] if isinstance(ev, Write)
+                 and ev.phase == "prefill" and any(r["task"] == name for r in ev.rows))
+    row = next(r for r in write.rows if r["task"] == name)
+    generated = pre.state["outputs"][name]
     assert (row["start"], row["n"]) == (0, prompt + generated)
-    assert admit["n_tokens"] == prompt + generated
+    assert admit.n_tokens == prompt + generated
     texts = board(scene, "recompute")
     assert f"positions 0-{prompt + generated - 1}: {prompt + generated} tokens computed again" \
         in " ".join(texts)
@@ -87,7 +88,7 @@ def test_end_card_equals_a_live_run_on_a_big_pool(trace, scene):
     _, _, sched = build_run(dataclasses.replace(wl, n_pages=big_pages))
     big = run_workload(wl, sched)
     assert not any(t.preemptions for t in sched.tasks.values())
-    name = next(ev["task"] for ev in trace.events if ev["kind"] == "preempt")
+    name = next(ev.task for ev in trace.events if isinstance(ev, Preempt))
     assert trace.outputs[name] == big[name]
     texts = board(scene, "end card")
     ids = " ".join(t for t in texts if t.startswith(f"{wl.n_pages} pages"))
@@ -95,11 +96,11 @@ def test_end_card_equals_a_live_run_on_a_big_pool(trace, scene):
     ids = " ".join(t for t in texts if t.startswith(f"{big_pages} pages"))
     assert [int(x) for x in ids.split()[2:]] == big[name]
     rows = {label: (a, b) for label, a, b in scene.card_rows}
-    recomputed = sum(r["n"] for ev in trace.events if ev["kind"] == "write"
-                     and ev["phase"] == "prefill" for r in ev["rows"]) - sum(
+    recomputed = sum(r["n"] for ev in trace.events if isinstance(ev, Write)
+                     and ev.phase == "prefill" for r in ev.rows) - sum(
         len(r.prompt) for r in wl.requests)
     assert rows["tokens recomputed"] == (str(recomputed), "0")
-    steps = trace.events[-1]["step"] + 1
+    steps = trace.events[-1].step + 1
     assert rows["steps to finish everything"] == (str(steps), str(sched.step_count))
     assert rows["requests preempted"] == (name, "none")
 
@@ -121,25 +122,25 @@ def test_spoken_lines_carry_the_runs_numbers(trace, scene):
     """Every number the narrator says, worked out here from the trace and a live run on a
     pool big enough never to preempt."""
     wl = load_workload("preemption")
-    k = next(i for i, ev in enumerate(trace.events) if ev["kind"] == "preempt")
+    k = next(i for i, ev in enumerate(trace.events) if isinstance(ev, Preempt))
     pre = trace.events[k]
-    name = pre["task"]
+    name = pre.task
     spoken_with(scene, f"{len(wl.requests)} requests share a pool of only {wl.n_pages} pages")
-    took = [ev for ev in trace.events[:k] if ev["kind"] == "alloc" and ev["phase"] == "decode"][-1]
-    assert took["state"]["free_mask"] == 0  # it took the last free page
-    grow = next(ev for ev in reversed(trace.events[:k]) if ev["kind"] == "grow"
-                and ev["task"] == took["task"])
-    assert grow["n_tokens"] == grow["capacity"] + 1 == grow["held"] * wl.page_size + 1
-    spoken_with(scene, f"At token {grow['n_tokens']}, {took['task']}'s {grow['held']} pages",
-                f"takes page {took['page']}: the last free one")
-    spoken_with(scene, f"{pre['needed_by']} needs a new page, but all {wl.n_pages} are taken",
+    took = [ev for ev in trace.events[:k] if isinstance(ev, Alloc) and ev.phase == "decode"][-1]
+    assert took.state["free_mask"] == 0  # it took the last free page
+    grow = next(ev for ev in reversed(trace.events[:k]) if isinstance(ev, Grow)
+                and ev.task == took.task)
+    assert grow.n_tokens == grow.capacity + 1 == grow.held * wl.page_size + 1
+    spoken_with(scene, f"At token {grow.n_tokens}, {took.task}'s {grow.held} pages",
+                f"takes page {took.page}: the last free one")
+    spoken_with(scene, f"{pre.needed_by} needs a new page, but all {wl.n_pages} are taken",
                 f"newest request, {name}")
     prompt = next(len(r.prompt) for r in wl.requests if r.name == name)
-    generated = pre["state"]["outputs"][name]
+    generated = pre.state["outputs"][name]
     spoken_with(scene, f"It keeps its {prompt + generated} tokens")
-    readmit = next(i for i in range(k, len(trace.events)) if trace.events[i]["kind"] == "admit"
-                   and trace.events[i]["task"] == name)
-    freer = next(ev["task"] for ev in reversed(trace.events[k:readmit]) if ev["kind"] == "retire")
+    readmit = next(i for i in range(k, len(trace.events)) if isinstance(trace.events[i], Admit)
+                   and trace.events[i].task == name)
+    freer = next(ev.task for ev in reversed(trace.events[k:readmit]) if isinstance(ev, Retire))
     spoken_with(scene, f"When {freer}'s finished, {name} gets back in",
                 f"Its {prompt} prompt tokens and the {generated} it had made",
                 f"one prefill of {prompt + generated}")
@@ -149,7 +150,7 @@ def test_spoken_lines_carry_the_runs_numbers(trace, scene):
     _, _, sched = build_run(dataclasses.replace(wl, n_pages=big_pages))
     big = run_workload(wl, sched)
     assert trace.outputs[name] == big[name]
-    steps = trace.events[-1]["step"] + 1
+    steps = trace.events[-1].step + 1
     spoken_with(scene, f"On a pool of {big_pages} pages", f"{name}'s output is the same",
                 f"{prompt + generated} tokens computed twice",
                 f"{steps - sched.step_count} more steps")
@@ -163,7 +164,7 @@ def test_teaser_is_one_spoken_shot(trace, tmp_path_factory):
     assert teaser.clock <= 12.5
     assert 1 <= len(teaser.lines) <= 2 and 5.0 <= speech(teaser) <= 10.0
     check_spoken(teaser, 10.0)
-    pre = next(ev for ev in trace.events if ev["kind"] == "preempt")
-    spoken_with(teaser, f"the newest request, {pre['task']}",
-                f"recomputes its {pre['n_tokens']} tokens", "with the same output")
+    pre = next(ev for ev in trace.events if isinstance(ev, Preempt))
+    spoken_with(teaser, f"the newest request, {pre.task}",
+                f"recomputes its {pre.n_tokens} tokens", "with the same output")
     assert [b["name"] for b in teaser.replay.boards] == ["victim"]  # one idea, one board

@@ -23,6 +23,7 @@ from scene_checks import (  # noqa: E402
 
 from astrai.inference.cache import PagedCache  # noqa: E402
 from astrai.trace import record  # noqa: E402
+from astrai.trace.events import Admit, Alloc, Evict, Record, Share, Write  # noqa: E402
 from astrai.workload import load_workload  # noqa: E402
 from scenes.prefix_cache import PrefixCacheScene  # noqa: E402
 
@@ -46,7 +47,7 @@ def test_screen_equals_the_trace_after_every_event(trace, scene):
 
 def test_lru_strip_shows_the_cached_pages_in_the_traces_order(trace, scene):
     shown = [s["lru"] for s in scene.snapshots]
-    assert shown == [ev["state"]["cached"] for ev in trace.events]
+    assert shown == [ev.state["cached"] for ev in trace.events]
     assert any(len(s) > 2 for s in shown)
     left = scene.strip.span[0]
     for snap in scene.snapshots:
@@ -67,19 +68,19 @@ def test_chain_board_shows_the_real_keys(trace, scene):
     ps = wl.page_size
     a = wl.requests[0]
     texts = board(scene, "chain")
-    recorded = next(ev for ev in trace.events if ev["kind"] == "record")
-    keys = _keys(a.prompt, ps)[: len(recorded["pages"])]
+    recorded = next(ev for ev in trace.events if isinstance(ev, Record))
+    keys = _keys(a.prompt, ps)[: len(recorded.pages)]
     shown = [t for t in texts if t.startswith("#")]
     assert shown == [_short(k) for k in keys]
-    assert [t for t in texts if t.startswith("page ")] == [f"page {p}" for p in recorded["pages"]]
+    assert [t for t in texts if t.startswith("page ")] == [f"page {p}" for p in recorded.pages]
 
 
 def test_lookup_board_lights_up_the_hits(trace, scene):
     texts = board(scene, "lookup")
-    admit = next(ev for ev in trace.events if ev["kind"] == "admit" and ev["hits"])
-    assert [t for t in texts if t.startswith("hit: ")] == [f"hit: page {p}" for p in admit["hits"]]
-    shares = [ev for ev in trace.events if ev["kind"] == "share" and ev["task"] == admit["task"]]
-    assert [ev["state"]["refs"][ev["page"]] for ev in shares] == [2] * len(admit["hits"])
+    admit = next(ev for ev in trace.events if isinstance(ev, Admit) and ev.hits)
+    assert [t for t in texts if t.startswith("hit: ")] == [f"hit: page {p}" for p in admit.hits]
+    shares = [ev for ev in trace.events if isinstance(ev, Share) and ev.task == admit.task]
+    assert [ev.state["refs"][ev.page] for ev in shares] == [2] * len(admit.hits)
 
 
 def test_the_miss_is_real_and_the_board_says_why(trace, scene):
@@ -87,10 +88,10 @@ def test_the_miss_is_real_and_the_board_says_why(trace, scene):
     ps = wl.page_size
     by_name = {r.name: r for r in wl.requests}
     texts = board(scene, "miss")
-    admit = next(ev for ev in trace.events if ev["kind"] == "admit" and not ev["hits"]
-                 and ev["task"] != wl.requests[0].name and ev["keys"])
-    mine, theirs = by_name[admit["task"]].prompt, wl.requests[0].prompt
-    same = [k for k in range(len(admit["keys"]))
+    admit = next(ev for ev in trace.events if isinstance(ev, Admit) and not ev.hits
+                 and ev.task != wl.requests[0].name and ev.keys)
+    mine, theirs = by_name[admit.task].prompt, wl.requests[0].prompt
+    same = [k for k in range(len(admit.keys))
             if mine[k * ps:(k + 1) * ps] == theirs[k * ps:(k + 1) * ps]]
     assert same and 0 not in same  # equal tokens, after another first page
     ours, first = _keys(mine, ps), _keys(theirs, ps)
@@ -103,12 +104,12 @@ def test_the_miss_is_real_and_the_board_says_why(trace, scene):
 def test_full_hit_board(trace, scene):
     ps = trace.geometry["page_size"]
     texts = board(scene, "full hit")
-    admit = next(ev for ev in trace.events if ev["kind"] == "admit"
-                 and ev["n_tokens"] % ps == 0 and len(ev["hits"]) == len(ev["keys"]) - 1 > 0)
+    admit = next(ev for ev in trace.events if isinstance(ev, Admit)
+                 and ev.n_tokens % ps == 0 and len(ev.hits) == len(ev.keys) - 1 > 0)
     assert "cached too" in texts
-    write = next(ev for ev in trace.events if ev["kind"] == "write" and ev["phase"] == "prefill"
-                 and ev["step"] == admit["step"])
-    row = next(r for r in write["rows"] if r["task"] == admit["task"])
+    write = next(ev for ev in trace.events if isinstance(ev, Write) and ev.phase == "prefill"
+                 and ev.step == admit.step)
+    row = next(r for r in write.rows if r["task"] == admit.task)
     assert row["n"] == ps  # the last page is computed again, whole
 
 
@@ -116,12 +117,12 @@ def test_end_card_equals_counts_from_both_runs(trace, scene):
     wl = load_workload("prefix")
     ps = wl.page_size
     off = record(dataclasses.replace(wl, prefix_caching=False), lines=False)
-    admits = [ev for ev in trace.events if ev["kind"] == "admit"]
-    computed = sum(ev["n_tokens"] - len(ev["hits"]) * ps for ev in admits)
-    cached = sum(len(ev["hits"]) * ps for ev in admits)
-    allocs = sum(ev["kind"] == "alloc" for ev in trace.events)
-    off_allocs = sum(ev["kind"] == "alloc" for ev in off.events)
-    shared = sum(len(ev["hits"]) for ev in admits)
+    admits = [ev for ev in trace.events if isinstance(ev, Admit)]
+    computed = sum(ev.n_tokens - len(ev.hits) * ps for ev in admits)
+    cached = sum(len(ev.hits) * ps for ev in admits)
+    allocs = sum(isinstance(ev, Alloc) for ev in trace.events)
+    off_allocs = sum(isinstance(ev, Alloc) for ev in off.events)
+    shared = sum(len(ev.hits) for ev in admits)
     rows = {label: (a, b) for label, a, b in scene.card_rows}
     assert rows["prompt tokens computed (prefill)"] == (str(computed),
                                                          str(sum(len(r.prompt)
@@ -163,32 +164,32 @@ def test_spoken_lines_carry_the_runs_numbers(trace, scene):
     n = sum(wl.prefixes[p] for p in common)
     spoken_with(scene, f"{heads.count(common)} of these {len(wl.requests)} requests",
                 f"{n}-token system prompt")
-    record_ev = next(ev for ev in trace.events if ev["kind"] == "record")
-    spoken_with(scene, f"{record_ev['task']}'s prompt", f"{len(record_ev['pages'])} full pages")
-    hit = next(ev for ev in trace.events if ev["kind"] == "admit" and ev["hits"])
-    b_row = next(r for ev in trace.events if ev["kind"] == "write" and ev["phase"] == "prefill"
-                 and ev["step"] == hit["step"] for r in ev["rows"] if r["task"] == hit["task"])
-    assert b_row["n"] == hit["n_tokens"] - len(hit["hits"]) * ps
-    spoken_with(scene, f"{hit['task']} looks up", f"first {len(hit['hits'])} match",
+    record_ev = next(ev for ev in trace.events if isinstance(ev, Record))
+    spoken_with(scene, f"{record_ev.task}'s prompt", f"{len(record_ev.pages)} full pages")
+    hit = next(ev for ev in trace.events if isinstance(ev, Admit) and ev.hits)
+    b_row = next(r for ev in trace.events if isinstance(ev, Write) and ev.phase == "prefill"
+                 and ev.step == hit.step for r in ev.rows if r["task"] == hit.task)
+    assert b_row["n"] == hit.n_tokens - len(hit.hits) * ps
+    spoken_with(scene, f"{hit.task} looks up", f"first {len(hit.hits)} match",
                 f"last {b_row['n']} tokens")
-    full = next(ev for ev in trace.events if ev["kind"] == "admit" and ev["n_tokens"] % ps == 0
-                and len(ev["hits"]) == len(ev["keys"]) - 1 > 0)
-    d_row = next(r for ev in trace.events if ev["kind"] == "write" and ev["phase"] == "prefill"
-                 and ev["step"] == full["step"] for r in ev["rows"] if r["task"] == full["task"])
-    spoken_with(scene, f"{full['task']} is exactly the system prompt",
+    full = next(ev for ev in trace.events if isinstance(ev, Admit) and ev.n_tokens % ps == 0
+                and len(ev.hits) == len(ev.keys) - 1 > 0)
+    d_row = next(r for ev in trace.events if isinstance(ev, Write) and ev.phase == "prefill"
+                 and ev.step == full.step for r in ev.rows if r["task"] == full.task)
+    spoken_with(scene, f"{full.task} is exactly the system prompt",
                 f"last {d_row['n']} tokens are computed again")
-    k = next(i for i, ev in enumerate(trace.events) if ev["kind"] == "evict")
-    owner = trace.events[k + 1]["task"]
-    need = next(ev["pages_needed"] for ev in reversed(trace.events[:k])
-                if ev["kind"] == "admit" and ev["task"] == owner)
+    k = next(i for i, ev in enumerate(trace.events) if isinstance(ev, Evict))
+    owner = trace.events[k + 1].task
+    need = next(ev.pages_needed for ev in reversed(trace.events[:k])
+                if isinstance(ev, Admit) and ev.task == owner)
     spoken_with(scene, f"{owner}'s long prompt needs {need} pages",
-                f"page {trace.events[k]['page']}.")
+                f"page {trace.events[k].page}.")
     off = record(dataclasses.replace(wl, prefix_caching=False), lines=False)
-    computed = sum(ev["n_tokens"] - len(ev["hits"]) * ps for ev in trace.events
-                   if ev["kind"] == "admit")
-    off_computed = sum(ev["n_tokens"] for ev in off.events if ev["kind"] == "admit")
-    pages = sum(ev["kind"] == "alloc" for ev in trace.events)
-    off_pages = sum(ev["kind"] == "alloc" for ev in off.events)
+    computed = sum(ev.n_tokens - len(ev.hits) * ps for ev in trace.events
+                   if isinstance(ev, Admit))
+    off_computed = sum(ev.n_tokens for ev in off.events if isinstance(ev, Admit))
+    pages = sum(isinstance(ev, Alloc) for ev in trace.events)
+    off_pages = sum(isinstance(ev, Alloc) for ev in off.events)
     assert trace.outputs == off.outputs
     spoken_with(scene, f"compute {off_computed - computed} more prompt tokens",
                 f"take {off_pages - pages} more pages", "the same, token for token")
@@ -202,9 +203,9 @@ def test_teaser_is_one_spoken_shot(trace, tmp_path_factory):
     assert teaser.clock <= 12.5
     assert 1 <= len(teaser.lines) <= 2 and 5.0 <= speech(teaser) <= 10.0
     check_spoken(teaser, 10.0)
-    hit = next(ev for ev in trace.events if ev["kind"] == "admit" and ev["hits"])
-    first = next(ev["task"] for ev in trace.events if ev["kind"] == "record")
-    computed = hit["n_tokens"] - len(hit["hits"]) * trace.geometry["page_size"]
-    spoken_with(teaser, f"shares {first}'s {len(hit['hits'])} pages",
-                f"only {computed} of its {hit['n_tokens']} tokens")
+    hit = next(ev for ev in trace.events if isinstance(ev, Admit) and ev.hits)
+    first = next(ev.task for ev in trace.events if isinstance(ev, Record))
+    computed = hit.n_tokens - len(hit.hits) * trace.geometry["page_size"]
+    spoken_with(teaser, f"shares {first}'s {len(hit.hits)} pages",
+                f"only {computed} of its {hit.n_tokens} tokens")
     assert [b["name"] for b in teaser.replay.boards] == ["lookup"]  # one idea, one board

@@ -24,6 +24,7 @@ from scene_checks import TEASER_SCENE_MAX, render  # noqa: E402
 from astrai.errors import TraceFormatError, WorkloadError  # noqa: E402
 from astrai.model import ModelConfig, TinyModel  # noqa: E402
 from astrai.trace import record  # noqa: E402
+from astrai.trace.events import Alloc, Free, Gather, Write  # noqa: E402
 from astrai.workload import parse_workload  # noqa: E402
 from scenes.anchors import anchor  # noqa: E402
 from scenes.write_gather import WriteGatherScene, plan  # noqa: E402
@@ -53,7 +54,7 @@ def scene(request, scenes):
 
 
 def events(trace, kind, phase):
-    return [e for e in trace.events if e["kind"] == kind and e["phase"] == phase]
+    return [e for e in trace.events if isinstance(e, kind) and e.phase == phase]
 
 
 def expected_slots(trace, write_event, width):
@@ -61,8 +62,8 @@ def expected_slots(trace, write_event, width):
     for a real token, the null page (page n_pages) for padding."""
     ps, null = trace.geometry["page_size"], trace.geometry["n_pages"]
     out = {}
-    for row in write_event["rows"]:
-        table = write_event["state"]["page_tables"][row["task"]]
+    for row in write_event.rows:
+        table = write_event.state["page_tables"][row["task"]]
         slots = []
         for t in range(width):
             pos = row["start"] + t
@@ -73,19 +74,19 @@ def expected_slots(trace, write_event, width):
 
 
 def test_prefill_slots_follow_the_page_tables(scene, trace):
-    (write,) = events(trace, "write", "prefill")
-    width = max(r["n"] for r in write["rows"])
+    (write,) = events(trace, Write, "prefill")
+    width = max(r["n"] for r in write.rows)
     shown = scene.shown["slots"]
     assert shown["slots"] == expected_slots(trace, write, width)
     assert shown["pad"] == {r["task"]: [t >= r["n"] for t in range(width)]
-                            for r in write["rows"]}
+                            for r in write.rows}
     assert any(any(p) for p in shown["pad"].values())  # the story has a padded row
 
 
 def test_padding_lands_in_the_null_page_and_never_on_a_live_one(scene, trace):
-    (write,) = events(trace, "write", "prefill")
+    (write,) = events(trace, Write, "prefill")
     ps, null = trace.geometry["page_size"], trace.geometry["n_pages"]
-    width = max(r["n"] for r in write["rows"])
+    width = max(r["n"] for r in write.rows)
     slots = expected_slots(trace, write, width)
     landed = scene.shown["write"]["landed"]
     assert len(landed) == sum(len(s) for s in slots.values())
@@ -94,11 +95,11 @@ def test_padding_lands_in_the_null_page_and_never_on_a_live_one(scene, trace):
         assert cell["slot"] == slots[cell["row"]][t]
         assert cell["null"] == cell["pad"] == (cell["slot"] // ps == null)
         if not cell["pad"]:
-            assert cell["slot"] // ps in write["state"]["page_tables"][cell["row"]]
+            assert cell["slot"] // ps in write.state["page_tables"][cell["row"]]
 
 
 def test_decode_token_lands_in_its_new_page(scene, trace):
-    (write,) = events(trace, "write", "decode")
+    (write,) = events(trace, Write, "decode")
     shown = scene.shown["decode_write"]
     assert shown["slots"] == expected_slots(trace, write, 1)
     for cell in shown["landed"]:
@@ -107,23 +108,23 @@ def test_decode_token_lands_in_its_new_page(scene, trace):
 
 def test_gather_reassembles_the_logical_order_and_cuts_to_total_len(scene, trace):
     ps = trace.geometry["page_size"]
-    (gather,) = events(trace, "gather", "decode")
+    (gather,) = events(trace, Gather, "decode")
     shown = scene.shown["gather"]
-    table = gather["state"]["page_tables"][shown["row"]]
+    table = gather.state["page_tables"][shown["row"]]
     assert table != sorted(table)  # the story's point: physical order is not logical order
     assert shown["pages"] == [f"page {p}" for p in table]
     assert shown["sources"] == [p * ps + i for p in table for i in range(ps)]
     assert shown["positions"] == list(range(len(table) * ps))
-    assert shown["kept"] == gather["total_len"]
-    assert shown["cut"] == shown["sources"][gather["total_len"]:]
+    assert shown["kept"] == gather.total_len
+    assert shown["cut"] == shown["sources"][gather.total_len:]
 
 
 def test_prefill_gather_reads_the_null_page_for_a_missing_page(scenes, trace):
     ps, null = trace.geometry["page_size"], trace.geometry["n_pages"]
-    (gather,) = events(trace, "gather", "prefill")
-    cols = -(-gather["total_len"] // ps)
+    (gather,) = events(trace, Gather, "prefill")
+    cols = -(-gather.total_len // ps)
     shown = scenes["full"].shown["gather_prefill"]
-    tables = gather["state"]["page_tables"]
+    tables = gather.state["page_tables"]
     want = [t[c] if c < len(t) else None for t in (tables[r] for r in shown["rows"])
             for c in range(cols)]
     assert shown["pages"] == [f"page {p}" if p is not None else "null" for p in want]
@@ -149,8 +150,8 @@ def test_attention_shows_the_model_s_scores_and_weights(scene, trace, dense_atte
     top = max(shown["bars"])
     w = weights[head].tolist()
     assert all(abs(h / top - x / max(w)) < 0.01 for h, x in zip(shown["bars"], w))
-    (gather,) = events(trace, "gather", "decode")
-    table = gather["state"]["page_tables"][row]
+    (gather,) = events(trace, Gather, "decode")
+    table = gather.state["page_tables"][row]
     assert shown["blocks"] == [f"page {p}" for p in table]
 
 
@@ -208,29 +209,29 @@ def said(scene, *phrases: str) -> bool:
 def story_numbers(trace) -> dict:
     """What the narration must say, read from the trace's events and captures."""
     ps, null = trace.geometry["page_size"], trace.geometry["n_pages"]
-    (write,) = events(trace, "write", "prefill")
-    width = max(r["n"] for r in write["rows"])
-    padded = [r for r in write["rows"] if r["n"] < width]
+    (write,) = events(trace, Write, "prefill")
+    width = max(r["n"] for r in write.rows)
+    padded = [r for r in write.rows if r["n"] < width]
     pad_slots = sorted({null * ps + (r["start"] + t) % ps for r in padded
                         for t in range(r["n"], width)})
-    (dwrite,) = events(trace, "write", "decode")
-    (gather,) = events(trace, "gather", "decode")
-    tables = gather["state"]["page_tables"]
-    row = next(r for r in dwrite["rows"] if tables[r["task"]] != sorted(tables[r["task"]]))
+    (dwrite,) = events(trace, Write, "decode")
+    (gather,) = events(trace, Gather, "decode")
+    tables = gather.state["page_tables"]
+    row = next(r for r in dwrite.rows if tables[r["task"]] != sorted(tables[r["task"]]))
     name, pos = row["task"], row["start"]
     table = tables[name]
     between = [e for e in trace.events[trace.events.index(write):trace.events.index(dwrite)]
-               if e["kind"] == "alloc" or e["kind"] == "free" and e["refs"] == 0]
+               if isinstance(e, Alloc) or isinstance(e, Free) and e.refs == 0]
     att = next(c for c in trace.captures if c["kind"] == "attention" and c["phase"] == "decode")
-    b = [r["task"] for r in dwrite["rows"]].index(name)
-    weights = att["weights"][b][0][0][: gather["total_len"]]
+    b = [r["task"] for r in dwrite.rows].index(name)
+    weights = att["weights"][b][0][0][: gather.total_len]
     top = max(range(len(weights)), key=weights.__getitem__)
     return {
-        "ps": ps, "rows": [(r["task"], r["n"]) for r in write["rows"]], "width": width,
+        "ps": ps, "rows": [(r["task"], r["n"]) for r in write.rows], "width": width,
         "padded": [r["task"] for r in padded], "pad_slots": pad_slots,
-        "pages": [(e["kind"], e["task"], e["page"]) for e in between],
+        "pages": [(type(e), e.task, e.page) for e in between],
         "row": name, "pos": pos, "slot": table[pos // ps] * ps + pos % ps, "table": table,
-        "total": gather["total_len"], "cut": len(table) * ps - gather["total_len"],
+        "total": gather.total_len, "cut": len(table) * ps - gather.total_len,
         "top": top, "weight": f"{weights[top]:.2f}",
     }
 
@@ -246,8 +247,8 @@ def test_the_explainer_speaks_the_run_s_numbers(scenes, trace):
     assert said(full, f"slots {n['pad_slots'][0]} to {n['pad_slots'][-1]}")
     assert n["pages"]
     for kind, task, page in n["pages"]:
-        verb = "frees" if kind == "free" else "gets"
-        assert said(full, f"{task} is done and {verb} page {page}" if kind == "free"
+        verb = "frees" if kind is Free else "gets"
+        assert said(full, f"{task} is done and {verb} page {page}" if kind is Free
                     else f"{task} needs a new page and {verb} page {page}")
     assert said(full, f"token {n['pos']} gets slot {n['slot']}")
     pages = [str(p) for p in n["table"]]

@@ -33,11 +33,22 @@ from scene_checks import (  # noqa: E402
 
 from astrai.errors import TraceFormatError  # noqa: E402
 from astrai.trace import record, save_trace  # noqa: E402
+from astrai.trace.events import (  # noqa: E402
+    Admit,
+    Alloc,
+    Cache,
+    Evict,
+    Free,
+    Preempt,
+    Retire,
+    Share,
+    Wait,
+)
 from scenes import theme  # noqa: E402
 from scenes.kit.glyphs import Atlas  # noqa: E402
 from scenes.paged_cache import PagedCacheScene  # noqa: E402
 from scenes.replay import KINDS, load, plan_beats  # noqa: E402
-from scenes.replay.plan import teaser  # noqa: E402
+from scenes.replay.plan import MONTAGE, RUN, TAIL, teaser  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -77,7 +88,7 @@ after = "A"
 
 # The smallest story for a real render: one request, two pages.
 
-PAGE_KINDS = {"alloc", "share", "free", "cache", "evict", "preempt", "retire"}
+PAGE_KINDS = (Alloc, Share, Free, Cache, Evict, Preempt, Retire)
 
 
 def build(trace, media_dir, **kw) -> PagedCacheScene:
@@ -127,8 +138,8 @@ def test_screen_matches_state_after_every_event(built, name):
     n = trace.geometry["n_pages"]
     rows = scene.replay.plan.rows_per_block
     for ev, snap in zip(trace.events, scene.snapshots):  # and what only scene 1's kit shows
-        st = ev["state"]
-        where = f"{name} event {snap['event']} ({ev['kind']})"
+        st = ev.state
+        where = f"{name} event {snap['event']} ({ev.kind})"
         labels = [expected_label(st, p) for p in range(n)]
         assert all(w in ("", lab) for w, lab in zip(snap["frame_words"], labels)), where
         assert {t: bool(d) for t, d in snap["done"].items()} == {
@@ -167,22 +178,22 @@ def test_every_event_is_replayed_once_and_page_events_get_a_beat(built, name):
     trace, scene = built(name)
     beats = scene.replay.beats
     order = [i for b in beats for i in b.events]
-    assert order == [i for i, ev in enumerate(trace.events) if ev["phase"] != "init"]
+    assert order == [i for i, ev in enumerate(trace.events) if ev.phase != "init"]
     for b in beats:
-        kinds = [trace.events[i]["kind"] for i in b.events]
-        if b.kind == "run":
-            assert not PAGE_KINDS & set(kinds), b
+        kinds = [type(trace.events[i]) for i in b.events]
+        if b.kind == RUN:
+            assert not set(PAGE_KINDS) & set(kinds), b
         else:
             page = [k for k in kinds if k in PAGE_KINDS]
             # one page event per beat, or a free with its cache, or an evict with its alloc
-            assert len(page) <= 1 or page in (["free", "cache"], ["evict", "alloc"]), b
+            assert len(page) <= 1 or page in ([Free, Cache], [Evict, Alloc]), b
             if page:
-                assert trace.events[b.main]["kind"] == page[0], b
+                assert type(trace.events[b.main]) is page[0], b
 
 
 def test_compressed_runs_say_so(built):
     trace, scene = built("seed")
-    runs = [b for b in scene.replay.beats if b.kind == "run" and b.steps[1] > b.steps[0]]
+    runs = [b for b in scene.replay.beats if b.kind == RUN and b.steps[1] > b.steps[0]]
     assert runs
     said = scene.replay.captions_shown
     for b in runs:
@@ -297,19 +308,19 @@ def test_a_wait_shows_where_the_scheduler_decided(built):
     assert waits and all(p["fn"] == "Scheduler._fit" for p in waits)
     for p in waits:
         ev = trace.events[p["event"]]
-        assert ev["kind"] == "wait"
+        assert isinstance(ev, Wait)
 
 
 def test_admit_captions_say_what_the_scheduler_decided_with(built):
     trace, scene = built("prefix")
-    admits = [ev for ev in trace.events if ev["kind"] == "admit"]
+    admits = [ev for ev in trace.events if isinstance(ev, Admit)]
     said = " | ".join(scene.replay.captions_shown)
     for ev in admits:
         # needed/available are the numbers _fit compared; the caption reads them back.
-        assert ev["needed"] == ev["pages_needed"] - len(ev["hits"])
-        assert f"{ev['task']}: pages_for({ev['n_tokens']})" in said
-    revived = [ev for ev in admits if ev["available"] < bin(ev["state"]["free_mask"]).count("1")
-               + len(ev["state"]["cached"])]
+        assert ev.needed == ev.pages_needed - len(ev.hits)
+        assert f"{ev.task}: pages_for({ev.n_tokens})" in said
+    revived = [ev for ev in admits if ev.available < bin(ev.state["free_mask"]).count("1")
+               + len(ev.state["cached"])]
     assert revived, "the prefix workload should admit a request that revives cached pages"
 
 
@@ -323,13 +334,13 @@ def test_the_teaser_applies_every_event_and_ends_where_the_trace_ends(built, nam
     assert [s["event"] for s in scene.snapshots] == list(range(len(trace.events)))
     last = {k: v for k, v in scene.snapshots[-1].items() if k != "table_spans"}
     assert last == {k: v for k, v in full.snapshots[-1].items() if k != "table_spans"}
-    st = trace.events[-1]["state"]
+    st = trace.events[-1].state
     assert last["refs"] == st["refs"] and last["tables"] == {
         t: [[k, p] for k, p in enumerate(pages)] for t, pages in st["page_tables"].items()}
     assert scene.clock < full.clock / 3
     # Every beat is a montage (or the tail), and each montage says what it compressed.
-    assert {spec.kind for spec in scene.replay.beats} <= {"montage", "tail"}
-    montages = [spec for spec in scene.replay.beats if spec.kind == "montage"]
+    assert {spec.kind for spec in scene.replay.beats} <= {MONTAGE, TAIL}
+    montages = [spec for spec in scene.replay.beats if spec.kind == MONTAGE]
     details = scene.replay.details_shown[-len(scene.replay.beats):]
     for spec, detail in zip(montages, details):
         a, b = spec.steps
@@ -340,7 +351,7 @@ def test_the_seed_teaser_is_short(built):
     _, scene = built("seed", "teaser")
     assert 8 <= scene.clock <= TEASER_SCENE_MAX  # the promo's budget a scene
     kinds = [trace_kind for _, trace_kind, _, _ in scene.replay.beat_times]
-    assert kinds.count("montage") >= 6  # still a story: arrivals, growth, frees, reuse
+    assert kinds.count(MONTAGE) >= 6  # still a story: arrivals, growth, frees, reuse
 
 
 def test_teaser_panels_mark_the_work(built):
@@ -444,13 +455,13 @@ def test_a_scene_puts_its_own_beats_between_the_traces(built, tmp_path):
             said = []
 
             def interlude(spec, replay):
-                if spec.kind == "share" and spec.first:
+                if spec.kind == Share.kind and spec.first:
                     replay.narrate("a prefix hit: pages are shared", show=[card],
                                    line="A prefix hit: the pages are shared.",
                                    code=(share.file, share.fn,
                                          replay.code.listing(share.file, share.fn).start))
                     said.append(spec)
-                elif said and spec.kind == "free" and card in replay.notes:
+                elif said and spec.kind == Free.kind and card in replay.notes:
                     replay.narrate("the card goes", hide=[card])
 
             self.replay.run(interlude=interlude)

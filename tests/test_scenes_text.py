@@ -10,6 +10,7 @@ manim = pytest.importorskip("manim")
 from scene_checks import render  # noqa: E402
 
 from astrai.trace import record  # noqa: E402
+from astrai.trace.events import Arrive  # noqa: E402
 from scenes.kit.glyphs import CHARS  # noqa: E402
 from scenes.paged_cache import PagedCacheScene  # noqa: E402
 
@@ -28,10 +29,10 @@ def _drawn(text: str) -> str:
 
 def test_tables_quote_the_prompt_then_the_growing_output(text_scene):
     trace, scene = text_scene
-    prompts = {ev["task"]: ev["prompt_text"] for ev in trace.events if ev["kind"] == "arrive"}
+    prompts = {ev.task: ev.prompt_text for ev in trace.events if isinstance(ev, Arrive)}
     seen_output = set()
     for snap in scene.replay.snapshots:
-        state = trace.events[snap["event"]]["state"]
+        state = trace.events[snap["event"]].state
         for name, line in snap["said"].items():
             out = state["output_text"].get(name, "")
             line = line.rstrip()
@@ -51,7 +52,7 @@ def test_tables_quote_the_prompt_then_the_growing_output(text_scene):
 def test_arrive_caption_quotes_the_prompt(text_scene):
     trace, scene = text_scene
     for ev in trace.events:
-        if ev["kind"] == "arrive":
-            said = [c for c in scene.replay.captions_shown if c.startswith(f"{ev['task']} arr")]
-            assert said and f'"{ev["prompt_text"]}"' in said[0]
-            assert f"{ev['prompt_len']} tokens" in said[0]
+        if isinstance(ev, Arrive):
+            said = [c for c in scene.replay.captions_shown if c.startswith(f"{ev.task} arr")]
+            assert said and f'"{ev.prompt_text}"' in said[0]
+            assert f"{ev.prompt_len} tokens" in said[0]

@@ -32,7 +32,8 @@ REWRITTEN = {
     ("_fork", "self.cache.inc_ref(page)"): ("_fork", "self.cache.inc_ref(page, owner=sample)"),
     ("_copy_on_write", "cache.free(src)"): ("_copy_on_write", "cache.free(src, owner=task)"),
     # the cache composes an allocator (free bits) and a prefix index (LRU of cached pages)
-    ("free", "self._set_free(idx)"): ("free", "self.allocator.release(idx)  # its bit is set: free again"),
+    ("free", "self._set_free(idx)"):
+        ("free", "self.allocator.release(idx)  # its bit is set: free again"),
     ("free", "self._lru[idx] = None  # most recently used end"):
         ("free", "cached = self.prefix.park(idx)  # recorded: kept, most recently used"),
     ("inc_ref", "del self._lru[idx]"): ("inc_ref", "self.prefix.revive(idx)"),

@@ -9,6 +9,7 @@ from astrai.errors import WorkloadError
 from astrai.model import ModelConfig, TinyModel
 from astrai.text import ByteTokenizer, TextLog, shorten
 from astrai.trace import Trace, record
+from astrai.trace.events import Arrive, Tokens
 from astrai.trace.text import format_trace
 from astrai.workload import load_workload, parse_workload
 
@@ -42,18 +43,18 @@ def test_shipped_text_workload_carries_prompt_and_output_text():
     assert all(prompts.values())
     assert all(r.prompt == tuple(r.text.encode()) for r in wl.requests)
     trace = record(wl, lines=False)
-    arrive = {ev["task"]: ev["prompt_text"] for ev in trace.events if ev["kind"] == "arrive"}
+    arrive = {ev.task: ev.prompt_text for ev in trace.events if isinstance(ev, Arrive)}
     assert arrive == prompts
     pieces = {name: "" for name in prompts}
     for ev in trace.events:
-        if ev["kind"] == "tokens":
-            assert set(ev["text"]) == set(ev["tokens"])
-            for name, piece in ev["text"].items():
+        if isinstance(ev, Tokens):
+            assert set(ev.text) == set(ev.tokens)
+            for name, piece in ev.text.items():
                 pieces[name] += piece
                 # the state's text is what the pieces so far add up to
-                assert ev["state"]["output_text"][name] == pieces[name]
+                assert ev.state["output_text"][name] == pieces[name]
     final = {n: ByteTokenizer().decode(ids) for n, ids in trace.outputs.items()}
-    assert pieces == final == trace.events[-1]["state"]["output_text"]
+    assert pieces == final == trace.events[-1].state["output_text"]
     Trace.from_json(trace.to_json())  # validates with the new fields
     lines = "\n".join(format_trace(trace))
     assert repr(prompts["A"]) in lines and f"output A as text: {final['A']!r}" in lines
@@ -65,9 +66,9 @@ def test_token_workloads_carry_no_text():
         "request": [{"name": "A", "prompt_len": 9, "max_new_tokens": 5},
                     {"name": "B", "prompt": [1, 2, 3], "max_new_tokens": 4}],
     }), lines=False)
-    assert all(ev["prompt_text"] is None for ev in trace.events if ev["kind"] == "arrive")
-    assert all(ev["text"] == {} for ev in trace.events if ev["kind"] == "tokens")
-    assert all(ev["state"]["output_text"] == {} for ev in trace.events)
+    assert all(ev.prompt_text is None for ev in trace.events if isinstance(ev, Arrive))
+    assert all(ev.text == {} for ev in trace.events if isinstance(ev, Tokens))
+    assert all(ev.state["output_text"] == {} for ev in trace.events)
 
 
 def test_prompt_text_needs_a_byte_vocabulary():

@@ -10,7 +10,8 @@ import sys
 import pytest
 
 from astrai.errors import TraceFormatError
-from astrai.trace import EVENT_KINDS, Trace, load_trace, record, save_trace
+from astrai.trace import EVENTS, Trace, load_trace, record, save_trace
+from astrai.trace.events import Admit, Alloc, Arrive, Free, Gather, Phase, Retire, Share, Write
 from astrai.trace.recorder import Recorder
 from astrai.trace.text import format_trace, mask_bits
 from astrai.workload import build, load_workload, parse_workload, run_workload
@@ -34,7 +35,7 @@ class LiveCheck(Recorder):
 
     def _emit(self, kind, **fields):
         super()._emit(kind, **fields)
-        state, cache, sched = self.events[-1]["state"], self.cache, self.scheduler
+        state, cache, sched = self.events[-1].state, self.cache, self.scheduler
         assert state["free_mask"] == cache.free_mask
         assert state["refs"] == list(cache.refs)
         assert state["cached"] == list(cache.cached_pages)
@@ -54,15 +55,15 @@ def test_every_event_state_equals_live_state(source):
         rec.checked = 0
         run_workload(wl, scheduler)
     assert rec.checked == len(rec.events) > 50
-    kinds = {ev["kind"] for ev in rec.events}
-    assert {"arrive", "phase", "admit", "alloc", "write", "gather", "free", "retire"} <= kinds
+    kinds = {type(ev) for ev in rec.events}
+    assert {Arrive, Phase, Admit, Alloc, Write, Gather, Free, Retire} <= kinds
 
 
 def test_filled_slots_follow_writes():
     trace = record(parse_workload(TOY))
     ps = trace.geometry["page_size"]
     for ev in trace.events:
-        state = ev["state"]
+        state = ev.state
         for name, table in state["page_tables"].items():
             n = state["lengths"][name]
             for logical, page in enumerate(table):
@@ -75,27 +76,27 @@ def test_filled_slots_follow_writes():
 
 def test_seed_reproduces_the_seed_story():
     trace = record("seed")
-    allocs = [(ev["task"], ev["logical"], ev["page"]) for ev in trace.events
-              if ev["kind"] == "alloc"]
+    allocs = [(ev.task, ev.logical, ev.page) for ev in trace.events
+              if isinstance(ev, Alloc)]
     assert allocs[:5] == [("A", 0, 0), ("A", 1, 1), ("B", 0, 2), ("B", 1, 3), ("A", 2, 4)]
     # A grows on demand while decoding, when its length crosses 2 pages of 64
-    grow = next(ev for ev in trace.events if ev["kind"] == "alloc" and ev["page"] == 4)
-    assert grow["phase"] == "decode" and grow["state"]["lengths"]["A"] == 128
+    grow = next(ev for ev in trace.events if isinstance(ev, Alloc) and ev.page == 4)
+    assert grow.phase == "decode" and grow.state["lengths"]["A"] == 128
     # C arrives when A is done and takes the lowest free pages, scattered among B's
     c_pages = [p for t, _, p in allocs if t == "C"]
-    b_table = next(ev["state"]["page_tables"]["B"] for ev in trace.events
-                   if ev["kind"] == "alloc" and ev["task"] == "C")
+    b_table = next(ev.state["page_tables"]["B"] for ev in trace.events
+                   if isinstance(ev, Alloc) and ev.task == "C")
     assert c_pages == sorted(c_pages) and set(c_pages) == {0, 1, 4}
     assert min(b_table) < max(c_pages) and max(b_table) > min(c_pages)
     assert len(trace.outputs["A"]) == 60 and 120 + 60 == 180
-    assert trace.events[-1]["state"]["refs"] == [0] * 8
+    assert trace.events[-1].state["refs"] == [0] * 8
 
 
 def test_code_records_the_functions_that_ran():
     trace = record("seed")
-    alloc = next(ev for ev in trace.events if ev["kind"] == "alloc")
-    assert any(f["fn"] == "Scheduler._admit" for f in alloc["code"])
-    take = next(f for f in alloc["returned"] if f["fn"] == "PageAllocator._take")
+    alloc = next(ev for ev in trace.events if isinstance(ev, Alloc))
+    assert any(f["fn"] == "Scheduler._admit" for f in alloc.code)
+    take = next(f for f in alloc.returned if f["fn"] == "PageAllocator._take")
     assert take["file"] == "astrai/inference/allocator.py"
     import inspect
 
@@ -106,7 +107,7 @@ def test_code_records_the_functions_that_ran():
     assert "lsb = word & -word  # its lowest set bit is the lowest free page" in ran
     assert "return -1" not in ran  # a free page was there
     # a free page was there: no eviction
-    assert not any(f["fn"] == "PrefixIndex.evict_lru" for f in alloc["returned"])
+    assert not any(f["fn"] == "PrefixIndex.evict_lru" for f in alloc.returned)
 
 
 def test_json_round_trip(tmp_path):
@@ -147,8 +148,8 @@ def test_text_lists_every_event_with_page_state():
     trace = record(parse_workload(TOY))
     lines = list(format_trace(trace))
     assert len(lines) == 2 + len(trace.events) + len(trace.outputs)
-    first_alloc = next(ev for ev in trace.events if ev["kind"] == "alloc")
-    bits = mask_bits(first_alloc["state"]["free_mask"], 6)
+    first_alloc = next(ev for ev in trace.events if isinstance(ev, Alloc))
+    bits = mask_bits(first_alloc.state["free_mask"], 6)
     assert bits == "011111"
     assert any(f"free={bits}" in line and " alloc " in line for line in lines)
 
@@ -187,7 +188,8 @@ def test_malformed_traces_are_named(good, change, message):
 
 def test_every_kind_has_its_fields(good):
     for ev in good["events"]:
-        assert set(EVENT_KINDS[ev["kind"]]) <= set(ev)
+        cls = EVENTS[ev["kind"]]
+        assert {name for name, _, optional in cls.own_fields if not optional} <= set(ev)
     broken = _mutate(good, lambda d: next(e for e in d["events"] if e["kind"] == "alloc")
                      .pop("page"))
     with pytest.raises(TraceFormatError, match=r"\(alloc\) is missing page"):
@@ -215,7 +217,7 @@ def test_trace_names_its_source_and_traces_the_constructor():
     }
     first = trace.events[0]
     assert {"PagedCache.__init__", "KVStore.__init__", "PageAllocator.__init__",
-            "Scheduler.__init__"} <= {f["fn"] for f in first["returned"]}
+            "Scheduler.__init__"} <= {f["fn"] for f in first.returned}
 
 
 @pytest.mark.parametrize("source", ["prefix", "preemption", TOY])
@@ -225,16 +227,16 @@ def test_cache_events_name_the_task_the_scheduler_said(source):
     trace = record(source if isinstance(source, str) else parse_workload(TOY))
     before = None
     for ev in trace.events:
-        st = ev["state"]
-        if ev["kind"] in ("alloc", "share"):
-            table = st["page_tables"][ev["task"]]
-            assert table[ev["logical"]] == ev["page"]
-        elif ev["kind"] == "free":
-            held = before["page_tables"][ev["task"]]
-            assert held[-1] == ev["page"]  # released last page first
-            assert st["page_tables"].get(ev["task"], []) == held[:-1]
-        elif ev["kind"] == "write":
-            for row in ev["rows"]:
+        st = ev.state
+        if isinstance(ev, (Alloc, Share)):
+            table = st["page_tables"][ev.task]
+            assert table[ev.logical] == ev.page
+        elif isinstance(ev, Free):
+            held = before["page_tables"][ev.task]
+            assert held[-1] == ev.page  # released last page first
+            assert st["page_tables"].get(ev.task, []) == held[:-1]
+        elif isinstance(ev, Write):
+            for row in ev.rows:
                 assert row["task"] in st["page_tables"]
                 assert {p for p, _, _ in row["runs"]} <= set(st["page_tables"][row["task"]])
         before = st

@@ -25,6 +25,7 @@ import torch
 
 from astrai.inference.static import GEN, IDLE, PROMPT, DenseBatcher, StepRecord
 from astrai.trace import Trace, record
+from astrai.trace.events import Admit, Preempt, Retire, Write
 from astrai.workload import Workload, build, load_workload, run_workload
 
 __all__ = ["Cell", "BatchingComparison", "compare", "slot_grid", "pool_use", "GEN", "IDLE",
@@ -98,20 +99,19 @@ def slot_grid(trace: Trace, n_slots: int) -> list[list[Cell]]:
     where the grid draws it. What a slot did comes from the step's write events: a prefill row
     wrote the prompt, a decode row one token.
     """
-    steps = 1 + max(ev["step"] for ev in trace.events)
+    steps = 1 + max(ev.step for ev in trace.events)
     grid = [[Cell(None, IDLE, 0) for _ in range(n_slots)] for _ in range(steps)]
     slot_of: dict[str, int] = {}
     for ev in trace.events:
-        kind = ev["kind"]
-        if kind == "admit":
+        if isinstance(ev, Admit):
             taken = set(slot_of.values())
-            slot_of[ev["task"]] = min(s for s in range(n_slots) if s not in taken)
-        elif kind in ("retire", "preempt"):
-            slot_of.pop(ev["task"], None)
-        elif kind == "write":
-            what = PROMPT if ev["phase"] == "prefill" else GEN
-            for row in ev["rows"]:
-                grid[ev["step"]][slot_of[row["task"]]] = Cell(row["task"], what, row["n"])
+            slot_of[ev.task] = min(s for s in range(n_slots) if s not in taken)
+        elif isinstance(ev, (Retire, Preempt)):
+            slot_of.pop(ev.task, None)
+        elif isinstance(ev, Write):
+            what = PROMPT if ev.phase == "prefill" else GEN
+            for row in ev.rows:
+                grid[ev.step][slot_of[row["task"]]] = Cell(row["task"], what, row["n"])
     # A slot held by a request that wrote nothing this step (none in a plain run) shows idle
     # but keeps its holder.
     return grid
@@ -122,7 +122,7 @@ def pool_use(trace: Trace) -> list[tuple[int, int, int]]:
     n_pages = trace.geometry["n_pages"]
     last: dict[int, dict] = {}
     for ev in trace.events:
-        last[ev["step"]] = ev["state"]
+        last[ev.step] = ev.state
     out = []
     for step in range(1 + max(last)):
         st = last[step]
@@ -193,7 +193,7 @@ def _compare(wl: Workload, repeats: int) -> BatchingComparison:
         raise AssertionError("an unrecorded run gave other outputs than the recorded one")
 
     static_grid = [[Cell(u.task, u.kind, u.n) for u in rec.rows] for rec in static.records]
-    steps = 1 + max(ev["step"] for ev in trace.events)
+    steps = 1 + max(ev.step for ev in trace.events)
     tokens = sum(len(o) for o in trace.outputs.values())
     static_tokens = sum(len(o) for o in static_out.values())
     return BatchingComparison(

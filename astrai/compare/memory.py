@@ -141,7 +141,7 @@ def burst(wl: Workload) -> Workload:
 def _step_states(trace: Trace) -> list[dict]:
     last: dict[int, dict] = {}
     for ev in trace.events:
-        last[ev["step"]] = ev["state"]
+        last[ev.step] = ev.state
     return [last[s] for s in range(1 + max(last))]
 
 

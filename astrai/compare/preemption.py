@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from astrai.errors import AstraiError
 from astrai.inference.cache import pages_for
 from astrai.trace import Trace, record
+from astrai.trace.events import Admit, Finish, Preempt, Wait, Write
 from astrai.trace.record import rerun, run_limit, workload_of
 from astrai.workload import MAX_STEPS, Workload, load_workload
 
@@ -55,26 +56,26 @@ def readmissions(trace: Trace) -> list[Readmission]:
     out = []
     events = trace.events
     for i, ev in enumerate(events):
-        if ev["kind"] != "preempt":
+        if not isinstance(ev, Preempt):
             continue
-        name = ev["task"]
+        name = ev.task
         admit = next(j for j in range(i + 1, len(events))
-                     if events[j]["kind"] == "admit" and events[j]["task"] == name)
+                     if isinstance(events[j], Admit) and events[j].task == name)
         write = next(events[j] for j in range(admit + 1, len(events))
-                     if events[j]["kind"] == "write" and events[j]["phase"] == "prefill"
-                     and any(r["task"] == name for r in events[j]["rows"]))
-        row = next(r for r in write["rows"] if r["task"] == name)
-        out.append(Readmission(name, ev["step"], ev["needed_by"], ev["generated"],
-                               ev["n_tokens"], events[admit]["step"], row["n"], row["start"]))
+                     if isinstance(events[j], Write) and events[j].phase == "prefill"
+                     and any(r["task"] == name for r in events[j].rows))
+        row = next(r for r in write.rows if r["task"] == name)
+        out.append(Readmission(name, ev.step, ev.needed_by, ev.generated,
+                               ev.n_tokens, events[admit].step, row["n"], row["start"]))
     return out
 
 
 def _steps(trace: Trace) -> int:
-    return trace.events[-1]["step"] + 1 if trace.events else 0
+    return trace.events[-1].step + 1 if trace.events else 0
 
 
 def _finished(trace: Trace) -> dict[str, int]:
-    return {ev["task"]: ev["step"] for ev in trace.events if ev["kind"] == "finish"}
+    return {ev.task: ev.step for ev in trace.events if isinstance(ev, Finish)}
 
 
 class PoolTooSmall(AstraiError):
@@ -140,7 +141,7 @@ def compare(workload: Workload | str = "preemption",
     big = sum(pages_for(len(r.prompt) + r.max_new_tokens - 1, wl.page_size)
               for r in wl.requests)
     big_trace = rerun(dataclasses.replace(wl, n_pages=max(big, wl.n_pages)), limit)
-    if any(ev["kind"] in ("preempt", "wait") for ev in big_trace.events):
+    if any(isinstance(ev, (Preempt, Wait)) for ev in big_trace.events):
         raise PoolTooSmall(f"{wl.name}: a pool of {big} pages still made a request wait")
     readmits = readmissions(trace)
     preempted = list(dict.fromkeys(r.task for r in readmits))

@@ -17,6 +17,7 @@ import dataclasses
 from dataclasses import dataclass, field
 
 from astrai.trace import Trace, record
+from astrai.trace.events import Alloc, Evict, Share, Write
 from astrai.trace.record import rerun, run_limit, workload_of
 from astrai.workload import MAX_STEPS, Workload, load_workload
 
@@ -50,18 +51,17 @@ def figures(trace: Trace) -> RunFigures:
     """Count a run's figures from its events (see RunFigures)."""
     cached = computed = shared = revived = allocated = evicted = 0
     for ev in trace.events:
-        kind = ev["kind"]
-        if kind == "write" and ev["phase"] == "prefill":
-            cached += sum(row["start"] for row in ev["rows"])
-            computed += sum(row["n"] for row in ev["rows"])
-        elif kind == "share":
+        if isinstance(ev, Write) and ev.phase == "prefill":
+            cached += sum(row["start"] for row in ev.rows)
+            computed += sum(row["n"] for row in ev.rows)
+        elif isinstance(ev, Share):
             shared += 1
-            revived += bool(ev["revived"])
-        elif kind == "alloc":
+            revived += bool(ev.revived)
+        elif isinstance(ev, Alloc):
             allocated += 1
-        elif kind == "evict":
+        elif isinstance(ev, Evict):
             evicted += 1
-    steps = trace.events[-1]["step"] + 1 if trace.events else 0
+    steps = trace.events[-1].step + 1 if trace.events else 0
     return RunFigures(cached, computed, shared, revived, allocated, evicted, steps)
 
 

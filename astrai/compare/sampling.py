@@ -22,6 +22,7 @@ import dataclasses
 from dataclasses import dataclass, field
 
 from astrai.trace import Trace, record
+from astrai.trace.events import Alloc, Copy, Fork, Share, Write
 from astrai.workload import Workload, load_workload, parse_workload
 
 __all__ = ["RunFigures", "SamplingComparison", "compare", "figures", "independent"]
@@ -55,20 +56,19 @@ def figures(trace: Trace) -> RunFigures:
     """Count a run's figures from its events (see RunFigures)."""
     allocated = computed = peak = forks = shared = copies = slots = 0
     for ev in trace.events:
-        kind = ev["kind"]
-        if kind == "alloc":
+        if isinstance(ev, Alloc):
             allocated += 1
-        elif kind == "write" and ev["phase"] == "prefill":
-            computed += sum(row["n"] for row in ev["rows"])
-        elif kind == "fork":
+        elif isinstance(ev, Write) and ev.phase == "prefill":
+            computed += sum(row["n"] for row in ev.rows)
+        elif isinstance(ev, Fork):
             forks += 1
-        elif kind == "share":
+        elif isinstance(ev, Share):
             shared += 1
-        elif kind == "copy":
+        elif isinstance(ev, Copy):
             copies += 1
-            slots += ev["slots"]
-        peak = max(peak, sum(1 for r in ev["state"]["refs"] if r > 0))
-    steps = trace.events[-1]["step"] + 1 if trace.events else 0
+            slots += ev.slots
+        peak = max(peak, sum(1 for r in ev.state["refs"] if r > 0))
+    steps = trace.events[-1].step + 1 if trace.events else 0
     return RunFigures(allocated, computed, peak, forks, shared, copies, slots, steps)
 
 

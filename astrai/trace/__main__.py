@@ -1,5 +1,6 @@
 """python -m astrai.trace WORKLOAD [-o FILE]: run a workload and print it step by step.
 python -m astrai.trace verify FILE: run a saved trace's workload again and compare.
+python -m astrai.trace schema: print the trace file's JSON Schema (astrai.trace.events).
 
 Every refusal is one line `error: ...` and exit 2; Ctrl-C is one line and exit 130, and leaves
 no partial or temporary file.
@@ -14,6 +15,7 @@ import time
 
 from astrai.errors import AstraiError, OutputError
 from astrai.files import Output
+from astrai.trace.events import json_schema
 from astrai.trace.format import dumps, load_trace
 from astrai.trace.record import record, steps_of, workload_of
 from astrai.trace.text import format_trace
@@ -25,6 +27,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if argv[:1] == ["verify"]:
             return _verify(argv[1:])
+        if argv[:1] == ["schema"]:
+            return _schema(argv[1:])
         return _run(argv)
     except KeyboardInterrupt:
         _progress_done()
@@ -37,7 +41,7 @@ def _run(argv: list[str]) -> int:
         prog="python -m astrai.trace",
         description="Run a workload through the real scheduler and cache; print every event. "
                     "(python -m astrai.trace verify FILE: check a saved trace against the "
-                    "engine.)",
+                    "engine; python -m astrai.trace schema: the trace file's JSON Schema.)",
     )
     parser.add_argument("workload", help=f"a name ({', '.join(workload_names())}) or a .toml path")
     parser.add_argument("-o", "--output", help="also save the trace as JSON here")
@@ -80,7 +84,7 @@ def _verify(argv: list[str]) -> int:
     try:
         trace = load_trace(args.trace)
         wl = workload_of(trace, "verify")
-        lines = any(ev.get("code") or ev.get("returned") for ev in trace.events)
+        lines = any(ev.code or ev.returned for ev in trace.events)
         try:
             again = record(wl, lines=lines, capture=bool(trace.captures),
                            max_steps=steps_of(trace), progress=_Progress())
@@ -100,6 +104,15 @@ def _verify(argv: list[str]) -> int:
         return 1
     print(f"{_safe(args.trace)}: the same {len(trace.events)} events, outputs and captures as "
           "the engine gives today")
+    return 0
+
+
+def _schema(argv: list[str]) -> int:
+    argparse.ArgumentParser(
+        prog="python -m astrai.trace schema",
+        description="Print the JSON Schema of a trace file, derived from the event classes.",
+    ).parse_args(argv)
+    print(json.dumps(json_schema(), indent=1))
     return 0
 
 

@@ -1,5 +1,8 @@
 """The trace file: JSON with a version, the workload, the cache geometry and the events.
 
+Events are typed (astrai.trace.events: one dataclass per kind, with each field's check); this
+module loads, checks and writes the file they live in.
+
     {"version": 1, "workload": {...}, "geometry": {...}, "outputs": {"A": [..]},
      "source": {"astrai/inference/cache.py": "<sha256>", ...},
      "captures": [{"kind": "slots", "step": 0, "phase": "prefill", ...}, ...],  # optional
@@ -23,6 +26,8 @@ from astrai.errors import TraceFormatError
 from astrai.files import read_text
 from astrai.trace import source as engine_source
 from astrai.trace.capture import CAPTURE_KINDS
+from astrai.trace.checks import name_ok as _name
+from astrai.trace.events import EVENTS, Event, Tokens, Write
 
 VERSION = 1
 
@@ -30,47 +35,6 @@ VERSION = 1
 # event, so the first bounds what loading costs. (What a scene can draw is the scenes' limit.)
 MAX_TRACE_PAGES = 1 << 16
 MAX_TRACE_STEPS = 100_000  # the most steps a run takes (astrai.workload.MAX_STEPS)
-
-# kind -> the fields an event of that kind carries besides kind/step/phase/state/code
-EVENT_KINDS: dict[str, tuple[str, ...]] = {
-    "phase": (),
-    # prompt_text: the prompt as given (str) when the request was text, else None
-    "arrive": ("task", "prompt_len", "max_new_tokens", "prompt_text"),
-    # pages_needed = pages_for(n_tokens); needed (to allocate) and available: what _fit compared;
-    # prompt_len + generated = n_tokens (generated > 0 on readmission after a preemption); keys:
-    # the chained prefix key of each full page of those tokens ([] with the prefix cache off)
-    "admit": ("task", "n_tokens", "hits", "pages_needed", "needed", "available", "prompt_len",
-              "generated", "keys"),
-    "wait": ("task", "needed", "available"),
-    # a decode step needs a page for its task: n_tokens with the new position, pages held now
-    "grow": ("task", "n_tokens", "pages_needed", "held", "capacity"),
-    "alloc": ("page", "task", "logical"),
-    "share": ("page", "task", "logical", "revived"),
-    "write": ("rows", "page_table"),  # page_table: the padded [B, max_pages] table written through
-    "gather": ("rows", "total_len", "shape"),  # shape: of the gathered K (and V)
-    "record": ("task", "pages", "keys"),  # keys: each newly recorded page's prefix key
-    # text: {task: the new piece of decoded output}, for text requests only
-    "tokens": ("tokens", "text"),
-    "free": ("page", "task", "refs"),
-    "cache": ("page",),
-    "evict": ("page",),
-    # needed_by: whose next position (`position`) found the pool dry; running: who keeps their
-    # pages; generated and n_tokens (prompt + generated): what the victim keeps to recompute
-    "preempt": ("task", "needed_by", "position", "running", "generated", "n_tokens"),
-    "finish": ("task", "n_output"),
-    "retire": ("task", "n_free"),  # n_free: free pages once its pages are back
-    # parallel sampling: a sample (task, its index `sample` in the group) is about to share
-    # every page of its parent's (sample 0's) table, `pages`, holding n_tokens tokens of K/V
-    "fork": ("task", "parent", "sample", "pages", "n_tokens"),
-    # copy-on-write: before writing into shared page `source`, the task dropped its reference
-    # (a free, leaving `refs` holders), took page `page` in column `logical` of its table (an
-    # alloc), and copied the filled slots 0..slots-1 (K and V, every layer) into it
-    "copy": ("task", "sample", "source", "page", "slots", "logical", "refs"),
-}
-
-# Fields an event of a kind may carry, checked when present: arrive.samples lists the tasks of
-# a parallel-sampling request (n > 1), sample 0 first.
-OPTIONAL_FIELDS: dict[str, tuple[str, ...]] = {"arrive": ("samples",)}
 
 _STATE = {
     "free_mask": int,
@@ -92,7 +56,7 @@ class Trace:
     version: int
     workload: dict[str, Any]
     geometry: dict[str, Any]
-    events: list[dict[str, Any]]
+    events: list[Event]
     outputs: dict[str, list[int]]
     # sha256 of each engine file at recording time: code lines in events refer to that source
     source: dict[str, str] = field(default_factory=dict)
@@ -106,10 +70,7 @@ class Trace:
             "geometry": self.geometry,
             "outputs": self.outputs,
             "source": self.source,
-            # A recorded state shares per-task values between events (recorder.PerTask);
-            # the file holds each state in full.
-            "events": [{**ev, "state": _plain(ev["state"])} if "state" in ev else ev
-                       for ev in self.events],
+            "events": [ev.to_json() for ev in self.events],
         }
         if self.captures:  # only traces recorded with capture=True carry the key
             data["captures"] = self.captures
@@ -117,16 +78,9 @@ class Trace:
 
     @classmethod
     def from_json(cls, data: Any, source: str = "trace") -> Trace:
-        validate(data, source)
-        return cls(data["version"], data["workload"], data["geometry"], data["events"],
+        events = _checked(data, source)
+        return cls(data["version"], data["workload"], data["geometry"], events,
                    data["outputs"], data.get("source", {}), data.get("captures", []))
-
-
-def _plain(state: Any) -> Any:
-    if not isinstance(state, dict):
-        return state
-    return {k: v if isinstance(v, (dict, list, int, str)) or v is None else dict(v)
-            for k, v in state.items()}
 
 
 def dumps(trace: Trace) -> str:
@@ -160,6 +114,12 @@ def _int(x: Any) -> bool:
 
 def validate(data: Any, source: str = "trace") -> None:
     """Raise TraceFormatError naming the first thing wrong with a loaded trace."""
+    _checked(data, source)
+
+
+def _checked(data: Any, source: str) -> list[Event]:
+    """The trace's events, typed, once everything in `data` is checked (TraceFormatError
+    names the first thing wrong)."""
 
     def fail(what: str) -> TraceFormatError:
         # Values quoted from the file may hold newlines or control characters: one line, always.
@@ -197,27 +157,27 @@ def validate(data: Any, source: str = "trace") -> None:
     _check_source(data.get("source", {}), data["events"], fail)
     _check_outputs(data["outputs"], fail)
     last_step = 0
+    events: list[Event] = []
     for i, ev in enumerate(data["events"]):
         where = f"events[{i}]"
         if not isinstance(ev, dict):
             raise fail(f"{where} must be an object")
         kind = ev.get("kind")
-        if not isinstance(kind, str) or kind not in EVENT_KINDS:
-            raise fail(f"{where}.kind {str(kind)[:40]!r} is not one of {', '.join(EVENT_KINDS)}")
+        if not isinstance(kind, str) or kind not in EVENTS:
+            raise fail(f"{where}.kind {str(kind)[:40]!r} is not one of {', '.join(EVENTS)}")
+        cls = EVENTS[kind]
         if not _int(ev.get("step")) or not isinstance(ev.get("phase"), str):
             raise fail(f"{where} needs an int step and a str phase")
         if not last_step <= ev["step"] <= MAX_TRACE_STEPS:
             raise fail(f"{where}.step {ev['step']} goes back from step {last_step} (steps "
                        f"never go back, and stay within {MAX_TRACE_STEPS})")
         last_step = ev["step"]
-        for key in EVENT_KINDS[kind]:
+        for key, check, optional in cls.own_fields:
             if key not in ev:
+                if optional:
+                    continue
                 raise fail(f"{where} ({kind}) is missing {key}")
-            problem = _field_problem(key, ev[key], kind, geo)
-            if problem:
-                raise fail(f"{where}.{key} {problem}")
-        for key in OPTIONAL_FIELDS.get(kind, ()):
-            problem = _field_problem(key, ev[key], kind, geo) if key in ev else None
+            problem = check.problem(ev[key], geo)
             if problem:
                 raise fail(f"{where}.{key} {problem}")
         state = ev.get("state")
@@ -242,7 +202,8 @@ def validate(data: Any, source: str = "trace") -> None:
         problem = _state_problem(state, geo)
         if problem:
             raise fail(f"{where}.state.{problem}")
-        problem = _agreement_problem(ev, state, n_pages)
+        typed = cls.from_json(ev)
+        problem = _agreement_problem(typed, state, n_pages)
         if problem:
             raise fail(f"{where}: {problem}")
         for key in ("code", "returned"):
@@ -253,114 +214,15 @@ def validate(data: Any, source: str = "trace") -> None:
                 problem = engine_source.frame_problem(frame)
                 if problem:
                     raise fail(f"{where}.{key}[{j}] {problem}")
-    if data["events"]:
-        _check_tokens(data["events"], data["outputs"], fail)
-    _check_captures(captures, data["events"], geo, fail)
-
-
-def _name(x: Any) -> bool:
-    """A task name: printable, so it can never forge a line of the text trace."""
-    return isinstance(x, str) and 0 < len(x) <= 200 and x.isprintable()
+        events.append(typed)
+    if events:
+        _check_tokens(events, data["outputs"], fail)
+    _check_captures(captures, events, geo, fail)
+    return events
 
 
 def _count(x: Any) -> bool:
     return _int(x) and x >= 0
-
-
-def _page(x: Any, geo: dict) -> bool:
-    return _int(x) and 0 <= x < geo["n_pages"]
-
-
-def _field_problem(key: str, value: Any, kind: str, geo: dict) -> str | None:
-    """What is wrong with an event's own field (None if fine): every field a scene indexes
-    or prints is checked here, so a bad file fails at load, never while rendering."""
-    if key == "task":
-        optional = kind in ("alloc", "share", "free", "record", "copy")
-        if not (_name(value) or (optional and value is None)):
-            return "must be a printable task name"
-    elif key == "page":
-        if not _page(value, geo):
-            return f"must be a page id in 0..{geo['n_pages'] - 1}"
-    elif key == "source" and kind == "copy":
-        if not _page(value, geo):
-            return f"must be a page id in 0..{geo['n_pages'] - 1}"
-    elif key == "slots":
-        if not _int(value) or not 0 <= value <= geo["page_size"]:
-            return f"must count 0..{geo['page_size']} slots"
-    elif key == "parent":
-        if not _name(value):
-            return "must be a printable task name"
-    elif key == "samples":
-        if not isinstance(value, list) or not all(_name(n) for n in value):
-            return "must list task names"
-    elif key in ("hits", "pages"):
-        if not isinstance(value, list) or not all(_page(p, geo) for p in value):
-            return f"must be a list of page ids in 0..{geo['n_pages'] - 1}"
-    elif key == "logical":
-        if value is not None and not _count(value):
-            return "must be a non-negative int or null"
-    elif key == "revived":
-        if not isinstance(value, bool):
-            return "must be true or false"
-    elif key == "tokens":
-        if not isinstance(value, dict) or not all(
-            _name(n) and _count(t) for n, t in value.items()
-        ):
-            return "must map task names to token ids"
-    elif key == "rows":
-        return _rows_problem(value, kind, geo)
-    elif key == "keys":
-        if not isinstance(value, list) or not all(_int(k) or k is None for k in value):
-            return "must be a list of int prefix keys"
-    elif key == "needed_by":
-        if value is not None and not _name(value):
-            return "must be a printable task name or null"
-    elif key == "running":
-        if not isinstance(value, list) or not all(_name(n) for n in value):
-            return "must list task names"
-    elif key == "prompt_text":
-        if value is not None and not isinstance(value, str):
-            return "must be a string or null"
-    elif key == "text":
-        if not isinstance(value, dict) or not all(
-            _name(n) and isinstance(t, str) for n, t in value.items()
-        ):
-            return "must map task names to strings"
-    elif key == "page_table":
-        if not isinstance(value, list) or not all(
-            isinstance(row, list) and all(_int(p) and -1 <= p < geo["n_pages"] for p in row)
-            for row in value
-        ):
-            return f"must be rows of page ids in -1..{geo['n_pages'] - 1}"
-    elif key == "shape":
-        if not isinstance(value, list) or not all(_count(d) for d in value):
-            return "must be a list of sizes"
-    elif not _count(value):
-        return "must be a non-negative int"
-    return None
-
-
-def _rows_problem(rows: Any, kind: str, geo: dict) -> str | None:
-    if not isinstance(rows, list):
-        return "must be a list"
-    ps = geo["page_size"]
-    for b, row in enumerate(rows):
-        if not isinstance(row, dict) or not _name(row.get("task")):
-            return f"[{b}] must be an object with a printable task name"
-        if kind == "gather":
-            pages = row.get("pages")
-            if not isinstance(pages, list) or not all(_page(p, geo) for p in pages):
-                return f"[{b}].pages must be page ids in 0..{geo['n_pages'] - 1}"
-            continue
-        if not _count(row.get("start")) or not _count(row.get("n")):
-            return f"[{b}] needs non-negative int start and n"
-        runs = row.get("runs")
-        if not isinstance(runs, list) or not all(
-            isinstance(r, list) and len(r) == 3 and _page(r[0], geo) and _count(r[1])
-            and _int(r[2]) and r[2] >= 1 and r[1] + r[2] <= ps for r in runs
-        ):
-            return f"[{b}].runs must be [page, first slot, n] inside a page of {ps} slots"
-    return None
 
 
 def _state_problem(state: dict, geo: dict) -> str | None:
@@ -383,7 +245,7 @@ def _state_problem(state: dict, geo: dict) -> str | None:
     return None
 
 
-def _agreement_problem(ev: dict, state: dict, n_pages: int) -> str | None:
+def _agreement_problem(ev: Event, state: dict, n_pages: int) -> str | None:
     """Whether the state's free bits, refs, cached pages and page tables agree with each other
     and with the event they follow (None if they do). A recorder writes each state once the
     change is complete, so every page is exactly one of free, cached or held, and held as often
@@ -407,33 +269,15 @@ def _agreement_problem(ev: dict, state: dict, n_pages: int) -> str | None:
             return f"state.free_mask says page {p} is taken, but nothing holds or caches it"
         if p in cached_set and refs[p]:
             return f"state.cached lists page {p}, which is held (refs {refs[p]})"
-    kind = ev["kind"]
-    page = ev.get("page")
-    if kind in ("alloc", "share") and (not refs[page] or page in cached_set):
-        return f"{kind} of page {page}, but its own state shows the page not held"
-    if kind in ("alloc", "share") and ev["task"] is not None:
-        table = state["page_tables"].get(ev["task"], [])
-        logical = ev["logical"]
-        if logical is None or logical >= len(table) or table[logical] != page:
-            return (f"{kind} of page {page} to {ev['task']}[{logical}], but its own state "
-                    f"shows {ev['task']}'s table as {table}")
-    if kind == "free" and refs[page] != ev["refs"]:
-        return f"free of page {page} leaves refs {ev['refs']}, but its state shows {refs[page]}"
-    if kind == "cache" and page not in cached_set:
-        return f"cache of page {page}, but its state does not list it as cached"
-    if kind == "evict" and page in cached_set:
-        return f"evict of page {page}, but its state still lists it as cached"
-    if kind == "retire" and ev["n_free"] != bin(mask).count("1"):
-        return f"retire says {ev['n_free']} pages are free, its state {bin(mask).count('1')}"
-    return None
+    return ev.disagreement(state, cached_set)
 
 
 def _check_tokens(events: list, outputs: dict, fail) -> None:
     """The outputs are the tokens the events produced, in order, for every request."""
     said: dict[str, list[int]] = {}
     for ev in events:
-        if ev["kind"] == "tokens":
-            for name, token in ev["tokens"].items():
+        if isinstance(ev, Tokens):
+            for name, token in ev.tokens.items():
                 said.setdefault(name, []).append(token)
     for name in sorted(set(said) | set(outputs)):
         if said.get(name, []) != outputs.get(name, []):
@@ -465,7 +309,7 @@ def _capture_problem(rec: dict, geo: dict, rows: int | None) -> str | None:
     """What is wrong with one capture record (None if fine): every field write_gather reads,
     with the sizes it indexes by, so a bad record fails at load, not inside the scene."""
     n_pages, ps, layers = geo["n_pages"], geo["page_size"], geo["n_layers"]
-    kind = rec["kind"]
+    kind = rec.get("kind")  # a capture record (checked by _check_captures), not an event
     if kind != "slots" and not (_int(rec.get("layer")) and 0 <= rec["layer"] < layers):
         return f"layer must be an int in 0..{layers - 1}"
     if kind == "slots":
@@ -534,7 +378,7 @@ def _capture_problem(rec: dict, geo: dict, rows: int | None) -> str | None:
 
 
 def _check_captures(captures: list, events: list, geo: dict, fail) -> None:
-    rows = {(ev["step"], ev["phase"]): len(ev["rows"]) for ev in events if ev["kind"] == "write"}
+    rows = {(ev.step, ev.phase): len(ev.rows) for ev in events if isinstance(ev, Write)}
     for i, rec in enumerate(captures):
         if not isinstance(rec, dict) or rec.get("kind") not in CAPTURE_KINDS:
             raise fail(f"captures[{i}] must be an object with a kind in {', '.join(CAPTURE_KINDS)}")
@@ -542,7 +386,7 @@ def _check_captures(captures: list, events: list, geo: dict, fail) -> None:
             raise fail(f"captures[{i}] needs an int step and a str phase")
         problem = _capture_problem(rec, geo, rows.get((rec["step"], rec["phase"])))
         if problem:
-            raise fail(f"captures[{i}] ({rec['kind']}) {problem}")
+            raise fail(f"captures[{i}] ({rec.get('kind')}) {problem}")
 
 
 def _check_source(source: Any, events: list, fail) -> None:

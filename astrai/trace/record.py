@@ -52,7 +52,7 @@ def record(workload: Workload | str, device: str | None = None, lines: bool = Tr
 
 def steps_of(trace: Trace) -> int:
     """How many scheduler steps the trace holds (its last event's step + 1)."""
-    return trace.events[-1]["step"] + 1 if trace.events else 0
+    return trace.events[-1].step + 1 if trace.events else 0
 
 
 def run_limit(trace: Trace) -> int:

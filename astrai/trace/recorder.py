@@ -1,10 +1,11 @@
 """Recorder: listens to a PagedCache and its Scheduler and writes every step down as events.
 
-Each event is a dict with its kind, the step and phase it happened in, its own fields, the full
-state after it (mask, refs, cached pages, page tables, lengths, filled slots) and the code that
-ran: `code`, the stack of engine frames running, innermost first, each with the lines it had
-executed so far, and `returned`, the engine calls that finished since the previous event.
-Scenes replay these events; they never look at a live cache.
+Each event is one of the typed events of astrai.trace.events (Alloc, Free, ...): the step and
+phase it happened in, its own fields, the full state after it (mask, refs, cached pages, page
+tables, lengths, filled slots) and the code that ran: `code`, the stack of engine frames
+running, innermost first, each with the lines it had executed so far, and `returned`, the
+engine calls that finished since the previous event. Scenes replay these events; they never
+look at a live cache.
 """
 
 from __future__ import annotations
@@ -20,6 +21,29 @@ from astrai.inference.cache import PagedCache
 from astrai.inference.observer import NO_OBSERVER, Observer
 from astrai.inference.scheduler import Scheduler, Status, Task
 from astrai.text import TextLog
+from astrai.trace.events import (
+    EVENTS,
+    Admit,
+    Alloc,
+    Arrive,
+    Cache,
+    Copy,
+    Event,
+    Evict,
+    Finish,
+    Fork,
+    Free,
+    Gather,
+    Grow,
+    Phase,
+    Preempt,
+    Record,
+    Retire,
+    Share,
+    Tokens,
+    Wait,
+    Write,
+)
 from astrai.trace.source import ENGINE_FILES
 
 # The shipped path of each engine file -> its name in a trace (one registry: source.py's).
@@ -111,7 +135,7 @@ class Recorder(Observer):
                  tracer: LineTracer | None = None, text: TextLog | None = None):
         self.cache, self.scheduler = cache, scheduler
         self.text = text
-        self.events: list[dict] = []
+        self.events: list[Event] = []
         self.step, self.phase = 0, "init"
         self.tracer = tracer or (LineTracer() if lines else None)
         self._written = [0] * cache.n_pages  # per page: bitmask of slots holding K/V
@@ -136,19 +160,22 @@ class Recorder(Observer):
     def state(self) -> dict:
         return self._shared.state(self.cache, self.scheduler, self._written, self.text)
 
-    def _emit(self, kind: str, **fields) -> None:
+    def _emit(self, kind: str | type[Event], **fields) -> None:
+        """Append an event of `kind` (its class, or its name in the file) with `fields`, the
+        state now and the code that ran."""
+        cls = EVENTS[kind] if isinstance(kind, str) else kind
         tracer = self.tracer
-        event = {"kind": kind, "step": self.step, "phase": self.phase, **fields}
         if tracer is None:
-            event["state"], event["code"], event["returned"] = self.state(), [], []
+            state, code, returned = self.state(), [], []
         else:
             tracer.busy = True
-            event["state"] = self.state()
-            event["code"] = tracer.stack(sys._getframe(2))  # past _emit and the hook
+            state = self.state()
+            code = tracer.stack(sys._getframe(2))  # past _emit and the hook
             # Calls that ran to completion since the last event (e.g. _take inside alloc_n).
-            event["returned"] = tracer.take_returned()
+            returned = tracer.take_returned()
             tracer.busy = False
-        self.events.append(event)
+        self.events.append(cls(step=self.step, phase=self.phase, state=state, code=code,
+                               returned=returned, **fields))
 
     # ---- scheduler hooks -------------------------------------------------------------------
 
@@ -157,37 +184,37 @@ class Recorder(Observer):
         prompt_text = self.text.prompt(task.name) if self.text is not None else None
         # samples: the names of a parallel-sampling request's tasks (only when n > 1)
         extra = {"samples": [t.name for t in task.samples]} if task.samples else {}
-        self._emit("arrive", task=task.name, prompt_len=len(task.prompt),
+        self._emit(Arrive, task=task.name, prompt_len=len(task.prompt),
                    max_new_tokens=task.max_new_tokens, prompt_text=prompt_text, **extra)
 
     def on_phase(self, step: int, phase: str) -> None:
         self.step, self.phase = step, phase
-        self._emit("phase")
+        self._emit(Phase)
 
     def on_admit(self, task: Task, hits: list[int], needed: int, available: int) -> None:
         n_tokens = len(task.tokens)
         # keys: the chained prefix key of each full page of what is admitted (none when the
         # prefix cache is off), so a scene can show why a page hit or missed.
         keys = self.cache.prefix_keys(task.tokens) if self.scheduler.prefix_caching else []
-        self._emit("admit", task=task.name, n_tokens=n_tokens, hits=list(hits),
+        self._emit(Admit, task=task.name, n_tokens=n_tokens, hits=list(hits),
                    pages_needed=self.cache.pages_for(n_tokens), needed=needed,
                    available=available, prompt_len=len(task.prompt), generated=len(task.output),
                    keys=keys)
 
     def on_grow(self, task: Task) -> None:
         n_tokens = task.length + 1  # the position this decode step writes, counted from 1
-        self._emit("grow", task=task.name, n_tokens=n_tokens,
+        self._emit(Grow, task=task.name, n_tokens=n_tokens,
                    pages_needed=self.cache.pages_for(n_tokens), held=len(task.page_table),
                    capacity=len(task.page_table) * self.cache.page_size)
 
     def on_fork(self, task: Task, parent: Task) -> None:
         # pages: what the sample is about to share (its parent's table); n_tokens: the length
         # it starts at (the prompt, whose K/V those pages hold)
-        self._emit("fork", task=task.name, parent=parent.name, sample=task.sample,
+        self._emit(Fork, task=task.name, parent=parent.name, sample=task.sample,
                    pages=list(parent.page_table), n_tokens=parent.length)
 
     def on_wait(self, task: Task, needed: int, available: int) -> None:
-        self._emit("wait", task=task.name, needed=needed, available=available)
+        self._emit(Wait, task=task.name, needed=needed, available=available)
 
     def on_tokens(self, phase: str, tasks: list[Task]) -> None:
         text = {}
@@ -197,54 +224,54 @@ class Recorder(Observer):
                 piece = self.text.push(t.name, t.output, done)
                 if piece is not None:
                     text[t.name] = piece
-        self._emit("tokens", tokens={t.name: t.output[-1] for t in tasks}, text=text)
+        self._emit(Tokens, tokens={t.name: t.output[-1] for t in tasks}, text=text)
 
     def on_preempt(self, task: Task, needed_by: Task | None = None) -> None:
         # needed_by/position: whose next token found no page; running: who keeps decoding;
         # generated: tokens the victim keeps (its prompt and these are recomputed later).
-        self._emit("preempt", task=task.name,
+        self._emit(Preempt, task=task.name,
                    needed_by=needed_by.name if needed_by is not None else None,
                    position=needed_by.length if needed_by is not None else None,
                    running=[t.name for t in self.scheduler.running],
                    generated=len(task.output), n_tokens=len(task.tokens))
 
     def on_finish(self, task: Task) -> None:
-        self._emit("finish", task=task.name, n_output=len(task.output))
+        self._emit(Finish, task=task.name, n_output=len(task.output))
 
     def on_retire(self, task: Task) -> None:
-        self._emit("retire", task=task.name, n_free=self.cache.n_free)
+        self._emit(Retire, task=task.name, n_free=self.cache.n_free)
 
     # ---- cache hooks -----------------------------------------------------------------------
 
     def on_alloc(self, page: int, owner: Task | None) -> None:
         self._written[page] = 0  # a newly taken page holds nothing of its new owner yet
-        self._emit("alloc", page=page, task=_name(owner), logical=_column(owner, page))
+        self._emit(Alloc, page=page, task=_name(owner), logical=_column(owner, page))
 
     def on_copy(self, src: int, dst: int, n_slots: int, owner: Task | None) -> None:
         self._written[dst] = self._written[src] & ((1 << n_slots) - 1)
         # refs: holders of the source left once this task dropped its reference (the free
         # before the alloc of `page`); slots: the filled slots 0..slots-1 copied, every layer
-        self._emit("copy", task=_name(owner), sample=owner.sample if owner is not None else 0,
+        self._emit(Copy, task=_name(owner), sample=owner.sample if owner is not None else 0,
                    source=src, page=dst, slots=n_slots, logical=_column(owner, dst),
                    refs=self.cache.refcount(src))
 
     def on_free(self, page: int, refs: int, owner: Task | None) -> None:
         if refs == 0 and not self.cache.is_recorded(page):
             self._written[page] = 0
-        self._emit("free", page=page, task=_name(owner), refs=refs)
+        self._emit(Free, page=page, task=_name(owner), refs=refs)
 
     def on_cache(self, page: int) -> None:
-        self._emit("cache", page=page)
+        self._emit(Cache, page=page)
 
     def on_evict(self, page: int) -> None:
-        self._emit("evict", page=page)
+        self._emit(Evict, page=page)
 
     def on_share(self, page: int, owner: Task | None, revived: bool) -> None:
         logical = owner.page_table.index(page) if owner and page in owner.page_table else None
-        self._emit("share", page=page, task=_name(owner), logical=logical, revived=revived)
+        self._emit(Share, page=page, task=_name(owner), logical=logical, revived=revived)
 
     def on_record(self, pages: list[int], owner: Task | None) -> None:
-        self._emit("record", task=_name(owner), pages=list(pages),
+        self._emit(Record, task=_name(owner), pages=list(pages),
                    keys=[self.cache.prefix_key(p) for p in pages])
 
     def on_write(self, layer_id, page_table, start_pos, n_tokens, lengths, owners) -> None:
@@ -268,7 +295,7 @@ class Recorder(Observer):
                 else:
                     runs.append([page, pos % ps, 1])
             rows.append({"task": name, "start": start, "n": count, "runs": runs})
-        self._emit("write", rows=rows, page_table=table)
+        self._emit(Write, rows=rows, page_table=table)
 
     def on_gather(self, layer_id, index, total_len, owners) -> None:
         if layer_id != 0:
@@ -281,7 +308,7 @@ class Recorder(Observer):
             pages = [p for p in flat[b * cols : (b + 1) * cols] if p != null]
             rows.append({"task": name, "pages": pages})
         shape = [len(rows), total_len, self.cache.n_kv_heads, self.cache.head_dim]
-        self._emit("gather", rows=rows, total_len=total_len, shape=shape)
+        self._emit(Gather, rows=rows, total_len=total_len, shape=shape)
 
 
 def _name(owner: Task | None) -> str | None:

@@ -19,13 +19,33 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from astrai.trace.events import (
+    Admit,
+    Alloc,
+    Arrive,
+    Cache,
+    Event,
+    Evict,
+    Finish,
+    Free,
+    Gather,
+    Phase,
+    Preempt,
+    Record,
+    Retire,
+    Share,
+    Tokens,
+    Wait,
+    Write,
+)
 from scenes.anchors import anchor, marked_line
 from scenes.kit.anim import Beat
 from scenes.replay import Replay
 from scenes.replay.beats import KINDS, WRITE, find
+from scenes.replay.plan import RUN
 
 Hook = Callable[["StoryReplay", int], None]
-QUIET = {"phase", "gather", "tokens"}  # events that need no play of their own
+QUIET = (Phase, Gather, Tokens)  # events that need no play of their own
 CAPTION_CHARS, DETAIL_CHARS = 86, 96  # what the caption lines show before cutting
 
 
@@ -33,40 +53,43 @@ def _pages(pages: list[int]) -> str:
     return ", ".join(map(str, pages))
 
 
-def summarize(events: list[dict]) -> tuple[str, str]:
+# What a fast-forward says of each kind it names (by task, with the pages it moved); the first
+# five move pages, the others name their task.
+WORDS: dict[type[Event], str] = {
+    Alloc: "{t} allocates page(s) {p}", Share: "{t} shares page(s) {p}",
+    Free: "{t} frees page(s) {p}", Cache: "page(s) {p} kept cached",
+    Evict: "page(s) {p} evicted", Arrive: "{t} arrives", Finish: "{t} finishes",
+    Retire: "{t} retires", Preempt: "{t} preempted", Admit: "{t} admitted",
+    Record: "{t}'s prompt pages recorded", Wait: "{t} waits for pages",
+}
+_MOVES = (Alloc, Share, Free, Cache, Evict)
+
+
+def summarize(events: list[Event]) -> tuple[str, str]:
     """Caption and detail for a fast-forwarded run of events, from their own fields."""
-    steps = sorted({ev["step"] for ev in events if ev["phase"] != "arrive"})
+    steps = sorted({ev.step for ev in events if ev.phase != "arrive"})
     parts: list[str] = []
-    by: dict[tuple[str, str], list] = {}
-    order: list[tuple[str, str]] = []
+    by: dict[tuple[type[Event], str], list] = {}
+    order: list[tuple[type[Event], str]] = []
     for ev in events:
-        kind = ev["kind"]
-        if kind in ("alloc", "share", "free", "cache", "evict"):
-            key = (kind, ev.get("task") or "")
-        elif kind in ("arrive", "finish", "retire", "preempt", "admit", "record", "wait"):
-            key = (kind, ev["task"])
-        else:
+        if type(ev) not in WORDS:
             continue
+        moves = isinstance(ev, _MOVES)
+        key = (type(ev), (getattr(ev, "task", None) or "") if moves else ev.task)
         if key not in by:
             by[key] = []
             order.append(key)
-        if "page" in ev:
-            by[key].append(ev["page"])
-    words = {"alloc": "{t} allocates page(s) {p}", "share": "{t} shares page(s) {p}",
-             "free": "{t} frees page(s) {p}", "cache": "page(s) {p} kept cached",
-             "evict": "page(s) {p} evicted", "arrive": "{t} arrives", "finish": "{t} finishes",
-             "retire": "{t} retires", "preempt": "{t} preempted", "admit": "{t} admitted",
-             "record": "{t}'s prompt pages recorded", "wait": "{t} waits for pages"}
+        if moves:
+            by[key].append(ev.page)
     for kind, task in order:
-        parts.append(words[kind].format(t=task, p=_pages(by[(kind, task)])))
-    n_decode = len({ev["step"] for ev in events if ev["kind"] == "write"
-                    and ev["phase"] == "decode"})
+        parts.append(WORDS[kind].format(t=task, p=_pages(by[(kind, task)])))
+    decodes = [ev for ev in events if isinstance(ev, Write) and ev.phase == "decode"]
+    n_decode = len({ev.step for ev in decodes})
     if n_decode:
-        rows = list(dict.fromkeys(r["task"] for ev in events if ev["kind"] == "write"
-                                  and ev["phase"] == "decode" for r in ev["rows"]))
+        rows = list(dict.fromkeys(r["task"] for ev in decodes for r in ev.rows))
         parts.append(f"{n_decode} decode step{'s' if n_decode > 1 else ''} "
                      f"({', '.join(rows)})")
-    if any(ev["kind"] == "write" and ev["phase"] == "prefill" for ev in events):
+    if any(isinstance(ev, Write) and ev.phase == "prefill" for ev in events):
         parts.append("prefill")
     if not steps:
         head = "fast-forward"
@@ -201,9 +224,9 @@ class StoryReplay(Replay):
         if not specs:
             return []
         idx = [i for spec in specs for i in spec.events]
-        if all(self.events[i]["kind"] in QUIET for i in idx):
+        if all(isinstance(self.events[i], QUIET) for i in idx):
             return idx
-        steps = [self.events[i]["step"] for i in idx]
+        steps = [self.events[i].step for i in idx]
         name = f"steps {min(steps)}-{max(steps)}" if max(steps) > min(steps) else \
             f"step {steps[0]}"
         if name != self._section:
@@ -214,9 +237,9 @@ class StoryReplay(Replay):
         self._own = True
         self.say(beat, *summarize([self.events[i] for i in idx]))
         self._own = False
-        last_write = max((i for i in idx if self.events[i]["kind"] == "write"), default=None)
+        last_write = max((i for i in idx if isinstance(self.events[i], Write)), default=None)
         if last_write is not None:
-            self.show_code("run", WRITE, last_write)
+            self.show_code(RUN, WRITE, last_write)
         self._playing = ("fast", idx[0])
         self.play(beat, self.fast_time, self.fast_hold)
         return []

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 from manim import LEFT, RIGHT, UP, Line, Rectangle, Triangle, VGroup, VMobject
 
+from astrai.trace.events import Arrive, Event
 from scenes import theme
 from scenes.kit.glyphs import Atlas, Counter
 from scenes.kit.layout import Layout
@@ -58,17 +59,17 @@ class TablePlan:
         return self.x0 + slot * self.block_w
 
 
-def plan_tables(events: list[dict], layout: Layout) -> TablePlan:
+def plan_tables(events: list[Event], layout: Layout) -> TablePlan:
     band = layout.tables_top - layout.tables_bottom
-    prompts = {ev["task"]: ev["prompt_text"] for ev in events
-               if ev["kind"] == "arrive" and ev.get("prompt_text")}
+    prompts = {ev.task: ev.prompt_text for ev in events
+               if isinstance(ev, Arrive) and ev.prompt_text}
     if prompts:
         band -= FOOTER_H  # one more line under each table for its text
     rows_per_block = max(2, int((band - TITLE_H - HEADER_H - FOOTER_H) / ROW_H + 1e-6))
     segments: list[Segment] = []
     open_: dict[str, Segment] = {}
     for i, ev in enumerate(events):
-        tables = ev["state"]["page_tables"]
+        tables = ev.state["page_tables"]
         for name in list(open_):
             if name not in tables:
                 open_.pop(name)

@@ -31,7 +31,7 @@ Using it from a scene (a StoryScene)
 A scene adds narrative beats of its own between the trace's beats, either with a hook
 
     def interlude(spec, replay):                   # runs before each trace beat
-        if spec.kind == "share" and spec.first:
+        if spec.kind == Share.kind and spec.first:  # a beat named after its event's kind
             replay.narrate("a prefix hit shares pages", "no K/V recomputed",
                            show=[my_card])         # mobjects stay (replay.notes) until hidden
     replay.run(interlude=interlude)

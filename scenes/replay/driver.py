@@ -8,6 +8,7 @@ from manim import DOWN, LEFT, Brace, Mobject, Rectangle, VGroup
 
 from astrai.errors import TraceFormatError
 from astrai.trace import Trace
+from astrai.trace.events import Arrive
 from astrai.trace.text import mask_bits
 from scenes import theme
 from scenes.anchors import Anchor, marked_line
@@ -21,7 +22,7 @@ from scenes.kit.pool import PagePool
 from scenes.kit.tables import PageTables, plan_tables
 from scenes.limits import require_drawable
 from scenes.replay.beats import KINDS, STORE, W_BITS, W_POOL, W_TABLES, W_TEXT, find
-from scenes.replay.plan import BeatSpec, never, plan_beats, teaser
+from scenes.replay.plan import CONSTRUCT, MONTAGE, BeatSpec, never, plan_beats, teaser
 
 # The teaser's pacing: animations a bit quicker, holds much shorter (first-time holds too).
 TEASER_RUN, TEASER_HOLD = 0.7, 0.35
@@ -47,11 +48,11 @@ class Replay:
         self.geo = trace.geometry
         self.n_pages, self.page_size = self.geo["n_pages"], self.geo["page_size"]
         self.cut = cut or getattr(scene, "cut", "full")
-        names = [ev["task"] for ev in self.events if ev["kind"] == "arrive"]
+        names = [ev.task for ev in self.events if isinstance(ev, Arrive)]
         self.palette = theme.Palette(names)
-        most = max((len(t) for ev in self.events for t in ev["state"]["page_tables"].values()),
+        most = max((len(t) for ev in self.events for t in ev.state["page_tables"].values()),
                    default=1)
-        texts = any(ev.get("prompt_text") for ev in self.events if ev["kind"] == "arrive")
+        texts = any(ev.prompt_text for ev in self.events if isinstance(ev, Arrive))
         self.layout = make_layout(self.n_pages, table_rows=most + texts)  # + a line of text
         self.plan = plan_tables(self.events, self.layout)
         self.all_beats = plan_beats(self.events)
@@ -67,7 +68,7 @@ class Replay:
         # (start in seconds of video, kind, main event, caption) of every play, in order (a
         # beat that explains first plays twice)
         self.beat_times: list[tuple[float, str, int | None, str]] = []
-        self._playing: tuple[str, int | None] = ("construct", None)
+        self._playing: tuple[str, int | None] = (CONSTRUCT, None)
         self.n_plays = 0
         self.state_only = bool(getattr(scene, "skip_animations", False))
         self._line: str | None = None  # spoken over the beat being built, when it plays
@@ -88,7 +89,7 @@ class Replay:
         self.code = CodePanel(lay)
         self.grid = self.pool.grid()
         self.pool.remove(*self.pool.frames)  # they come in during construction
-        cached = any(ev["state"]["cached"] for ev in self.events)
+        cached = any(ev.state["cached"] for ev in self.events)
         self.base = VGroup(self.header.static(), self.code.bg, self.pool.legend(cached))
         self.overlay = VGroup()
         self.notes = VGroup()  # what narrative beats bring in (scenes' own mobjects)
@@ -106,10 +107,10 @@ class Replay:
 
     def apply(self, i: int, beat: Beat, staged: bool = True) -> None:
         ev = self.events[i]
-        st = ev["state"]
-        phase = ev["phase"] if ev["phase"] in PHASES else None
+        st = ev.state
+        phase = ev.phase if ev.phase in PHASES else None
         beat.window = W_TEXT if staged else (0.0, 1.0)
-        self.header.sync(ev["step"], phase, beat)
+        self.header.sync(ev.step, phase, beat)
         self.captions.sync(st, self.n_pages, beat)
         beat.window = W_BITS if staged else (0.0, 1.0)
         self.bits.sync(st, beat)
@@ -154,7 +155,7 @@ class Replay:
 
     def timing(self, spec: BeatSpec) -> tuple[float, float]:
         run_time, first, later = KINDS[spec.kind].timing
-        if spec.kind == "montage":  # made for the teaser: its timing is the teaser's already
+        if spec.kind == MONTAGE:  # made for the teaser: its timing is the teaser's already
             return run_time, first if spec.first else later
         return self.scaled(run_time, first if spec.first else later)
 
@@ -251,7 +252,7 @@ class Replay:
 
     def play_beat(self, spec: BeatSpec) -> None:
         """Play one planned beat (a Manim section starts where the step changes)."""
-        step = self.events[spec.events[0]]["step"]
+        step = self.events[spec.events[0]].step
         if spec.steps is not None and spec.steps[1] > spec.steps[0]:
             section = f"steps {spec.steps[0]}-{spec.steps[1]}"
         else:
@@ -297,8 +298,8 @@ class Replay:
         """The construction beats: the PagedCache call, its frames, its bits and refcounts."""
         self.section("construction")
         geo, lay = self.geo, self.layout
-        init = next((i for i, ev in enumerate(self.events) if ev["phase"] == "init"), None)
-        self._playing = ("construct", init)
+        init = next((i for i, ev in enumerate(self.events) if ev.phase == "init"), None)
+        self._playing = (CONSTRUCT, init)
         atlas = Atlas.get(theme.FS_BODY)
         args = (f"n_layers={geo['n_layers']}, n_pages={geo['n_pages']}, "
                 f"page_size={geo['page_size']}, n_kv_heads={geo['n_kv_heads']}, "
@@ -321,7 +322,7 @@ class Replay:
             line.move_to([lay.left + 0.1, lay.tables_top - 0.35 - k * 0.34, 0], aligned_edge=LEFT)
             intro.add(line)
         teaser = self.cut == "teaser"
-        run_time, hold, _ = KINDS["construct"].timing
+        run_time, hold, _ = KINDS[CONSTRUCT].timing
 
         beat = Beat(self.overlay)
         self.say(beat, "construction: one PagedCache holds the K/V of every request",
@@ -341,7 +342,7 @@ class Replay:
             except TraceFormatError:
                 pass  # a trace from another tree: no panel rather than a wrong one
             else:
-                self.show_code("construct", STORE, init, where=("returned",))
+                self.show_code(CONSTRUCT, STORE, init, where=("returned",))
         if not teaser:
             self.play(beat, *self.scaled(run_time, hold))
             self.intro = intro  # fades with the first beat after construction
@@ -379,7 +380,7 @@ class Replay:
             self.apply(init, beat, staged=False)
         detail = ""
         if init is not None:
-            st = self.events[init]["state"]
+            st = self.events[init].state
             mask, n = st["free_mask"], self.n_pages
             detail = (f"free_mask = {mask}: bits {mask_bits(mask, n)} (page 0 first); "
                       f"refs = {st['refs']}" if n <= 16 else f"free_mask = {mask}")

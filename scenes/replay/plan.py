@@ -19,6 +19,10 @@ one beat, in trace order, so replaying all beats applies the whole trace:
                         for the whole run, captioned as compressed
   tail                  whatever is left after the last beat
 
+Which kinds fold into a neighbouring beat and which are plain is said by each event class
+(astrai.trace.events: `folds`, `plain`); a beat is named after its main event's kind, or is one
+of the planner's own kinds (`OWN_KINDS`).
+
 `teaser(beats, events)` gives the promo's short cut: one "montage" beat per run of beats that
 move one task's pages one way (its allocs; its frees and retirement), every other beat folded
 into the montage after it and named there as compressed.
@@ -28,11 +32,54 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-PLAIN = {"phase", "write", "gather", "tokens"}
+from astrai.trace.events import (
+    EVENTS,
+    NEXT,
+    PREVIOUS,
+    Admit,
+    Alloc,
+    Cache,
+    Event,
+    Evict,
+    Free,
+    Gather,
+    Phase,
+    Preempt,
+    Retire,
+    Share,
+    Tokens,
+    Wait,
+    Write,
+)
+
+# Each event kind says how it is grouped (astrai.trace.events: `plain`, `folds`).
+PLAIN = tuple(c for c in EVENTS.values() if c.plain)
 # never a beat of their own: they lead into the next one (fork: into its first share, until a
 # scene gives it a beat of its own)
-FOLDED = {"phase", "grow", "fork"}
-AFTER = {"tokens", "copy"}  # folded into the beat before them (copy: its page's alloc)
+FOLDED = tuple(c for c in EVENTS.values() if c.folds == NEXT)
+AFTER = tuple(c for c in EVENTS.values() if c.folds == PREVIOUS)  # into the beat before them
+
+# The beat kinds the planner (and a scene's construction) makes of its own; every other beat is
+# named after the kind of its main event.
+GROW = "grow"  # an alloc in a decode step
+FORWARD = "forward"  # a decode step's write, gather and tokens
+RUN = "run"  # decode steps with nothing but phase/write/gather/tokens
+CLEANUP_IDLE = "cleanup-idle"  # the first cleanup, with nothing to free
+TAIL = "tail"  # whatever is left after the last beat
+MONTAGE = "montage"  # the teaser's beats
+CONSTRUCT = "construct"  # the cache's construction (Replay.construct_cache)
+OWN_KINDS = (GROW, FORWARD, RUN, CLEANUP_IDLE, TAIL, MONTAGE, CONSTRUCT)
+
+
+def beat_kind(kind: str | type[Event], where: str = "beat kinds") -> str:
+    """The beat kind named by an event class or a string; ValueError if a string is neither
+    an event kind nor one of OWN_KINDS (a registry checks its names with this at import)."""
+    if isinstance(kind, type) and issubclass(kind, Event):
+        return kind.kind
+    if kind not in EVENTS and kind not in OWN_KINDS:
+        raise ValueError(f"{where}: {kind!r} is neither an event kind ({', '.join(EVENTS)}) "
+                         f"nor a beat kind of the planner's ({', '.join(OWN_KINDS)})")
+    return kind
 
 
 @dataclass
@@ -45,42 +92,42 @@ class BeatSpec:
     skipped: list[str] = field(default_factory=list)  # teaser: the kinds of the beats folded in
 
 
-def _repeat_waits(events: list[dict]) -> set[int]:
+def _repeat_waits(events: list[Event]) -> set[int]:
     """Wait events that say the same as the wait before them (same task, same numbers)."""
     same, last = set(), None
     for i, ev in enumerate(events):
-        if ev["kind"] == "wait":
-            key = (ev["task"], ev["needed"], ev["available"])
+        if isinstance(ev, Wait):
+            key = (ev.task, ev.needed, ev.available)
             if key == last:
                 same.add(i)
             last = key
-        elif ev["kind"] in ("admit", "preempt"):
+        elif isinstance(ev, (Admit, Preempt)):
             last = None
     return same
 
 
-def _is_plain(events: list[dict], idx: list[int], repeats: set[int] = frozenset()) -> bool:
+def _is_plain(events: list[Event], idx: list[int], repeats: set[int] = frozenset()) -> bool:
     return all(
-        (events[i]["kind"] in PLAIN or i in repeats)
-        and (events[i]["kind"] not in ("write", "gather") or events[i]["phase"] == "decode")
+        (isinstance(events[i], PLAIN) or i in repeats)
+        and (not isinstance(events[i], (Write, Gather)) or events[i].phase == "decode")
         for i in idx
     )
 
 
-def _runnable(events: list[dict], idx: list[int], repeats: set[int]) -> bool:
-    return _is_plain(events, idx, repeats) and any(events[i]["kind"] == "write" for i in idx)
+def _runnable(events: list[Event], idx: list[int], repeats: set[int]) -> bool:
+    return _is_plain(events, idx, repeats) and any(isinstance(events[i], Write) for i in idx)
 
 
-def plan_beats(events: list[dict]) -> list[BeatSpec]:
+def plan_beats(events: list[Event]) -> list[BeatSpec]:
     """Group the trace's events (all but the init phase) into beats; see the module doc."""
     groups: list[tuple[int, list[int]]] = []
     for i, ev in enumerate(events):
-        if ev["phase"] == "init":
+        if ev.phase == "init":
             continue
-        if groups and groups[-1][0] == ev["step"]:
+        if groups and groups[-1][0] == ev.step:
             groups[-1][1].append(i)
         else:
-            groups.append((ev["step"], [i]))
+            groups.append((ev.step, [i]))
 
     beats: list[BeatSpec] = []
     pending: list[int] = []
@@ -96,25 +143,25 @@ def plan_beats(events: list[dict]) -> list[BeatSpec]:
                 run += groups[g][1]
                 last = groups[g][0]
                 g += 1
-            beats.append(BeatSpec("run", pending + run, None, (first, last)))
+            beats.append(BeatSpec(RUN, pending + run, None, (first, last)))
             pending = []
             continue
         j = 0
         while j < len(idx):
             i = idx[j]
             ev = events[i]
-            kind = ev["kind"]
+            kind = ev.kind
             nxt = events[idx[j + 1]] if j + 1 < len(idx) else None
-            if kind in FOLDED:
+            if isinstance(ev, FOLDED):
                 pending.append(i)
-                if kind == "phase" and ev["phase"] == "cleanup" and not cleanup_seen:
+                if isinstance(ev, Phase) and ev.phase == "cleanup" and not cleanup_seen:
                     cleanup_seen = True
-                    if nxt is not None and nxt["kind"] == "phase":
-                        beats.append(BeatSpec("cleanup-idle", pending, i))
+                    if isinstance(nxt, Phase):
+                        beats.append(BeatSpec(CLEANUP_IDLE, pending, i))
                         pending = []
                 j += 1
                 continue
-            if kind in AFTER:
+            if isinstance(ev, AFTER):
                 if beats and not pending:
                     beats[-1].events.append(i)
                 else:
@@ -122,27 +169,25 @@ def plan_beats(events: list[dict]) -> list[BeatSpec]:
                 j += 1
                 continue
             group = [i]
-            if kind == "write" and ev["phase"] == "decode":
-                kind = "forward"
-                while j + 1 < len(idx) and events[idx[j + 1]]["kind"] in ("gather", "tokens"):
+            if isinstance(ev, Write) and ev.phase == "decode":
+                kind = FORWARD
+                while j + 1 < len(idx) and isinstance(events[idx[j + 1]], (Gather, Tokens)):
                     j += 1
                     group.append(idx[j])
-            elif kind == "free" and nxt is not None and nxt["kind"] == "cache" \
-                    and nxt["page"] == ev["page"]:
+            elif isinstance(ev, Free) and isinstance(nxt, Cache) and nxt.page == ev.page:
                 j += 1
                 group.append(idx[j])
-            elif kind == "evict" and nxt is not None and nxt["kind"] == "alloc" \
-                    and nxt["page"] == ev["page"]:
+            elif isinstance(ev, Evict) and isinstance(nxt, Alloc) and nxt.page == ev.page:
                 j += 1
                 group.append(idx[j])
-            elif kind == "alloc" and ev["phase"] == "decode":
-                kind = "grow"
+            elif isinstance(ev, Alloc) and ev.phase == "decode":
+                kind = GROW
             beats.append(BeatSpec(kind, pending + group, i))
             pending = []
             j += 1
         g += 1
     if pending:
-        beats.append(BeatSpec("tail", pending, None))
+        beats.append(BeatSpec(TAIL, pending, None))
     _mark_first(beats)
     return beats
 
@@ -155,23 +200,25 @@ def _mark_first(beats: list[BeatSpec]) -> None:
 
 
 # Teaser chunks: beats that bring pages to a task, or take them away.
-FAMILY = {"alloc": "in", "grow": "in", "share": "in", "evict": "in",
-          "free": "out", "cache": "out", "retire": "out", "preempt": "out"}
+FAMILY = {beat_kind(k, "plan.FAMILY"): family for k, family in (
+    (Alloc, "in"), (GROW, "in"), (Share, "in"), (Evict, "in"),
+    (Free, "out"), (Cache, "out"), (Retire, "out"), (Preempt, "out"))}
 
 
-def task_of(spec: BeatSpec, events: list[dict]) -> str | None:
+def task_of(spec: BeatSpec, events: list[Event]) -> str | None:
     """The task a beat is about: the first event from its main one on that names a task."""
     if spec.main is None:
         return None
     at = spec.events.index(spec.main)
-    return next((events[i]["task"] for i in spec.events[at:] if events[i].get("task")), None)
+    return next((task for i in spec.events[at:] if (task := getattr(events[i], "task", None))),
+                None)
 
 
 def never(spec: BeatSpec) -> bool:
     return False
 
 
-def teaser(beats: list[BeatSpec], events: list[dict], keep=never) -> list[BeatSpec]:
+def teaser(beats: list[BeatSpec], events: list[Event], keep=never) -> list[BeatSpec]:
     """The teaser's beats, in trace order, applying every event the full cut applies.
 
     Consecutive beats that move pages for one task in one direction (A's allocs; A's frees and
@@ -192,7 +239,7 @@ def teaser(beats: list[BeatSpec], events: list[dict], keep=never) -> list[BeatSp
 
     for b in beats:
         family = FAMILY.get(b.kind)
-        if keep(b) or b.kind == "tail":
+        if keep(b) or b.kind == TAIL:
             spec = BeatSpec(b.kind, list(b.events), b.main, b.steps, b.first)
             flush_into(spec)
             out.append(spec)
@@ -208,14 +255,14 @@ def teaser(beats: list[BeatSpec], events: list[dict], keep=never) -> list[BeatSp
             out[-1].events += b.events
             out[-1].skipped.append(b.kind)
         else:
-            spec = BeatSpec("montage", list(b.events), b.main, skipped=[b.kind])
+            spec = BeatSpec(MONTAGE, list(b.events), b.main, skipped=[b.kind])
             flush_into(spec)
             out.append(spec)
             current = key
     if folded:
-        out.append(BeatSpec("tail", list(folded), None, skipped=list(folded_kinds)))
+        out.append(BeatSpec(TAIL, list(folded), None, skipped=list(folded_kinds)))
     for spec in out:
-        steps = [events[i]["step"] for i in spec.events]
+        steps = [events[i].step for i in spec.events]
         spec.steps = (min(steps), max(steps))
     _mark_first(out)
     return out
