@@ -99,8 +99,9 @@ def test_no_page_is_written_while_shared_and_full_pages_stay_shared(comp):
 
 def test_copy_and_fork_show_the_lines_that_did_them(comp):
     copy_ev = events(comp.trace, Copy)[0]
-    inner, caller = copy_ev.code[0], copy_ev.code[1]
-    assert inner["fn"] == "PagedCache.copy_page"
+    outer, caller = copy_ev.code[0], copy_ev.code[1]
+    assert outer["fn"] == "PagedCache.copy_page"  # checked, then handed to the K/V store
+    inner = next(f for f in copy_ev.returned if f["fn"] == "KVStore.copy_page")
     src, first = engine_source.source_of(inner["file"], inner["fn"])
     ran = [src[n - first] for n in inner["ran"]]
     assert any("_k_store[:, dst, :n_slots].copy_(" in line for line in ran)

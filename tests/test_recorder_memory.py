@@ -30,6 +30,10 @@ def full_state(rec: Recorder) -> dict:
 
 
 class Checking(Recorder):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.full = []
+
     def _emit(self, kind, **fields):
         super()._emit(kind, **fields)
         self.full.append(full_state(self))
@@ -60,7 +64,6 @@ def test_every_shared_state_reads_as_the_full_state(source):
     wl = load_workload(source) if isinstance(source, str) else parse_workload(source)
     cache, _, scheduler = build(wl)
     with Checking(cache, scheduler, lines=False) as rec:
-        rec.full = []
         run_workload(wl, scheduler)
     assert len(rec.events) == len(rec.full) > 50
     for ev, full in zip(rec.events, rec.full):

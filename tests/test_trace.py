@@ -33,6 +33,8 @@ TOY = {
 class LiveCheck(Recorder):
     """A recorder that compares each event's state with the live cache and scheduler."""
 
+    checked = 0
+
     def _emit(self, kind, **fields):
         super()._emit(kind, **fields)
         state, cache, sched = self.events[-1].state, self.cache, self.scheduler
@@ -52,7 +54,6 @@ def test_every_event_state_equals_live_state(source):
     wl = load_workload(source) if isinstance(source, str) else parse_workload(source)
     cache, _, scheduler = build(wl)
     with LiveCheck(cache, scheduler) as rec:
-        rec.checked = 0
         run_workload(wl, scheduler)
     assert rec.checked == len(rec.events) > 50
     kinds = {type(ev) for ev in rec.events}

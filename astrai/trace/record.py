@@ -33,7 +33,6 @@ def record(workload: Workload | str, device: str | None = None, lines: bool = Tr
     with tracer or contextlib.nullcontext():
         cache, model, scheduler = build(wl, device)  # traced too: the init event shows it
         with Recorder(cache, scheduler, lines=lines, tracer=tracer, text=text_log(wl)) as rec:
-            rec.on_phase(0, "init")
             with Capture(cache, model, rec) if capture else contextlib.nullcontext() as cap:
                 outputs = run_workload(wl, scheduler, max_steps, progress)
     geometry = {

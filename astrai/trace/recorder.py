@@ -144,10 +144,14 @@ class Recorder(Observer):
     # ---- attach ----------------------------------------------------------------------------
 
     def __enter__(self) -> Recorder:
+        """Attach, and write the first event: the "init" phase, whose `returned` holds the
+        engine calls made before attaching (the constructors, with a running tracer)."""
         self.cache.observer = self
         self.scheduler.observer = self
         if self.tracer is not None:
             self.tracer.__enter__()
+        self.step, self.phase = self.scheduler.step_count, "init"
+        self._emit(Phase)
         return self
 
     def __exit__(self, *exc) -> None:
