@@ -165,3 +165,23 @@ def test_restore_puts_back_every_declared_field_and_the_kv_of_pages_taken_from_o
     assert (cache.kv._k_store[:, a] == 5.0).all()  # the cached prefix's K/V is back
     assert cache.lookup_prefix([1, 2, 3]) == [a]
     cache.check()
+
+
+def test_every_field_of_the_scheduler_is_declared_and_a_new_task_field_is_saved():
+    from dataclasses import dataclass, field
+
+    from astrai.inference.scheduler import Scheduler, Task
+    from astrai.inference.undo import task_state
+    from astrai.model import ModelConfig, TinyModel
+
+    cfg = ModelConfig(vocab_size=32, d_model=16, n_layers=1, n_heads=2, n_kv_heads=1,
+                      head_dim=8, d_ff=16, seed=1)
+    assert undeclared(Scheduler(PagedCache(1, 8, 4, 1, 8), TinyModel(cfg))) == []
+
+    @dataclass(eq=False)
+    class Tagged(Task):
+        tags: list = field(default_factory=list)  # a field nobody listed anywhere
+
+    saved = task_state(Tagged("A", [1, 2, 3], 2))
+    assert "tags" in saved and not set(saved) & set(Task.FIXED)
+    assert {"status", "page_table", "output", "length", "cached_len", "preemptions"} <= set(saved)

@@ -26,12 +26,14 @@ import zlib
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import torch
 
 from astrai.errors import BadSetting, RequestTooLarge, SchedulerError
 from astrai.inference.cache import PagedCache
 from astrai.inference.observer import NO_OBSERVER, Observer
+from astrai.inference.state import Stateful
 from astrai.inference.undo import atomic
 from astrai.model import next_tokens
 
@@ -45,6 +47,10 @@ class Status(enum.StrEnum):
 
 @dataclass(eq=False)
 class Task:
+    # Fields a step never changes; every other field is what an undone step puts back
+    # (astrai.inference.undo saves them all, so a new field is covered by default).
+    FIXED: ClassVar[tuple[str, ...]] = ("name", "prompt", "max_new_tokens", "n", "samples")
+
     name: str
     prompt: list[int]
     max_new_tokens: int
@@ -72,8 +78,13 @@ class Task:
 PHASES = ("cleanup", "refill", "prefill", "decode")
 
 
-class Scheduler:
+class Scheduler(Stateful):
     PHASES = PHASES
+    # What a step changes (undo puts it back: the queues, the step count; each touched task's
+    # fields and sampling generator), and what it never does. Tests hold every field to these.
+    STATE = ("waiting", "running", "step_count")
+    FIXED = ("cache", "model", "max_batch", "prefix_caching", "temperature", "seed", "tasks",
+             "observer", "_generators")
 
     def __init__(
         self,

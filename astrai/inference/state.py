@@ -1,12 +1,14 @@
 """Stateful: a part of the cache that declares which of its fields a step changes.
 
 `STATE` names them; `snapshot()` copies each (containers one level deep: their items are ints,
-strings or immutable tuples) and `restore()` puts them back. `FIXED` names the fields set once
+strings, immutable tuples or objects saved on their own, like a scheduler's tasks) and `restore()` puts them back. `FIXED` names the fields set once
 at construction. Tests hold every field of an instance to STATE + FIXED, so a field added
 without saying which it is fails a test instead of silently escaping an undone step.
 """
 
 from __future__ import annotations
+
+from collections import deque
 
 
 class Stateful:
@@ -23,6 +25,9 @@ class Stateful:
             current = getattr(self, name)
             if isinstance(current, list):
                 current[:] = value
+            elif isinstance(current, deque):
+                current.clear()
+                current.extend(value)
             elif isinstance(current, (dict, set)):
                 current.clear()
                 current.update(value)
@@ -31,7 +36,7 @@ class Stateful:
 
 
 def _copy(value):
-    return value.copy() if isinstance(value, (list, dict, set)) else value
+    return value.copy() if isinstance(value, (list, deque, dict, set)) else value
 
 
 def undeclared(obj) -> list[str]:

@@ -1,57 +1,64 @@
 """A scheduler step that raises leaves the scheduler and its cache as they were before it.
 
 `atomic` wraps `Scheduler.step`: it runs the step inside the cache's own `atomic()` block (the
-cache snapshots what it declares as its state, and keeps the K/V of pages the step takes from
-someone: see `PagedCache.snapshot`), notes the scheduler state a step can change, and puts it
-back if anything escapes (the model raising in a forward, KeyboardInterrupt, ...), so calling
-run() again gives the outputs an undisturbed run gives.
+cache snapshots the state its parts declare, and keeps the K/V of pages the step takes from
+someone: see `PagedCache.snapshot`), snapshots the scheduler's declared STATE (its queues and
+step count) and every non-FIXED field of the tasks a step can touch, and puts them back if
+anything escapes (the model raising in a forward, KeyboardInterrupt, ...), so calling run()
+again gives the outputs an undisturbed run gives.
 
-What is noted on the scheduler's side, and why it is enough: its queues and counters, and the
-fields of the tasks a step can touch - the running ones and the head of the queue that refill
-may admit (at most max_batch) - with each touched task's sampling generator state. Outputs only
-grow during a step, so they are put back by length.
+The tasks a step can touch are the running ones and the head of the queue that refill may admit
+(at most max_batch); each keeps its sampling generator's state too. Fields are derived from the
+Task dataclass minus Task.FIXED, so a field added to Task is saved without anyone listing it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
-from collections import deque
 
 
 def atomic(step):
     @functools.wraps(step)
     def run_step(scheduler, *args, **kwargs):
-        saved = _save(scheduler)
+        saved = scheduler.snapshot(), _save_tasks(scheduler)
         try:
             with scheduler.cache.atomic():
                 return step(scheduler, *args, **kwargs)
         except BaseException:
-            _restore(scheduler, saved)
+            scheduler.restore(saved[0])
+            _restore_tasks(scheduler, saved[1])
             raise
 
     return run_step
 
 
-def _save(sched) -> tuple:
+def task_state(task) -> tuple[str, ...]:
+    """The fields of a task a step may change: every dataclass field not in its FIXED."""
+    return tuple(f.name for f in dataclasses.fields(task) if f.name not in task.FIXED)
+
+
+def _save_tasks(sched) -> list:
     touched = list(sched.running) + list(sched.waiting)[: sched.max_batch]
     gens = sched._generators
-    tasks = [
-        (t, t.status, list(t.page_table), len(t.output), t.length, t.cached_len, t.preemptions,
-         gens[t.name].get_state() if t.name in gens else None)
-        for t in touched
-    ]
-    return tasks, deque(sched.waiting), list(sched.running), sched.step_count
+    return [(t, {name: _copy(getattr(t, name)) for name in task_state(t)},
+             gens[t.name].get_state() if t.name in gens else None) for t in touched]
 
 
-def _restore(sched, saved: tuple) -> None:
-    tasks, waiting, running, step_count = saved
+def _restore_tasks(sched, saved: list) -> None:
     gens = sched._generators
-    for task, status, table, n_out, length, cached_len, preemptions, gen in tasks:
-        task.status, task.page_table = status, table
-        del task.output[n_out:]
-        task.length, task.cached_len, task.preemptions = length, cached_len, preemptions
+    for task, fields, gen in saved:
+        for name, value in fields.items():
+            current = getattr(task, name)
+            if isinstance(current, list):
+                current[:] = value  # in place: whoever holds the list sees it restored
+            else:
+                setattr(task, name, value)
         if gen is None:
             gens.pop(task.name, None)
         else:
             gens[task.name].set_state(gen)
-    sched.waiting, sched.running, sched.step_count = waiting, running, step_count
+
+
+def _copy(value):
+    return value.copy() if isinstance(value, list) else value
