@@ -1,9 +1,10 @@
-"""Stateful: a part of the cache that declares which of its fields a step changes.
+"""Stateful: an engine part that declares which of its fields a step changes.
 
 `STATE` names them; `snapshot()` copies each (containers one level deep: their items are ints,
-strings, immutable tuples or objects saved on their own, like a scheduler's tasks) and `restore()` puts them back. `FIXED` names the fields set once
-at construction. Tests hold every field of an instance to STATE + FIXED, so a field added
-without saying which it is fails a test instead of silently escaping an undone step.
+strings, immutable tuples or objects saved on their own, like a scheduler's tasks) and
+`restore()` puts them back. `FIXED` names the fields set once at construction. Tests hold every
+field of an instance to STATE + FIXED (+ VOLATILE), so a field added without saying which it is
+fails a test instead of silently escaping an undone step.
 """
 
 from __future__ import annotations
