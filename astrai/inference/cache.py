@@ -59,7 +59,7 @@ from astrai.errors import (
     PageOutOfRange,
     SharedPage,
 )
-from astrai.inference.allocator import PageAllocator
+from astrai.inference.allocator import PageAllocator, was_free
 from astrai.inference.checks import (
     check_positions,
     require_kv,
@@ -78,9 +78,9 @@ __all__ = ["CacheView", "Observer", "PagedCache", "pages_for", "store_bytes"]
 def store_bytes(n_layers: int, n_pages: int, page_size: int, n_kv_heads: int, head_dim: int,
                 dtype: torch.dtype) -> int:
     """Bytes a PagedCache allocates: K and V of every page plus the null page, and the
-    allocator's own lists (a refcount and a share of the bitmask per page)."""
+    allocator's own lists (per page a refcount, its word and bit, and a share of the bitmask)."""
     kv = 2 * n_layers * (n_pages + 1) * page_size * n_kv_heads * head_dim * dtype.itemsize
-    return kv + 16 * n_pages
+    return kv + 32 * n_pages
 
 
 def pages_for(n_tokens: int, page_size: int) -> int:
@@ -89,16 +89,18 @@ def pages_for(n_tokens: int, page_size: int) -> int:
 
 
 class Snapshot:
-    """What `PagedCache.snapshot` saved: each part's declared STATE, the free bits then, and
-    the K/V of pages taken since that were not free then (filled in as they are taken)."""
+    """What `PagedCache.snapshot` saved: each part's declared STATE (the free bits then among
+    it), and the K/V of pages taken since that were not free then (filled in as taken)."""
 
-    __slots__ = ("allocator", "prefix", "was_free", "kept")
+    __slots__ = ("allocator", "prefix", "kept")
 
     def __init__(self, cache: PagedCache):
         self.allocator = cache.allocator.snapshot()
         self.prefix = cache.prefix.snapshot()
-        self.was_free = cache.allocator.free_mask
         self.kept: dict[int, tuple] = {}
+
+    def was_free(self, idx: int) -> bool:
+        return was_free(self.allocator, idx)
 
 
 class PagedCache(Stateful):
@@ -196,8 +198,22 @@ class PagedCache(Stateful):
 
     def alloc(self, owner=None) -> int:
         """Take the lowest free page (refs = 1); evict the LRU cached page if none; else -1."""
-        pages = self.alloc_n(1, owner)
-        return pages[0] if pages else -1
+        # alloc_n(1, owner) without the count's checks and the list: the one-page hot path
+        table = None if owner is None else _table_of(owner)
+        idx = self.allocator.alloc()
+        evicted = idx < 0
+        if evicted:
+            if not self.prefix.n_cached:
+                return -1
+            idx = self._evict_lru()
+        if self._snapshot is not None:
+            self._keep(idx)
+        if table is not None:
+            table.append(idx)
+        if evicted:
+            self.observer.on_evict(idx)
+        self.observer.on_alloc(idx, owner)
+        return idx
 
     def alloc_n(self, n: int, owner=None) -> list[int]:
         """n pages or none: [] (with nothing allocated or evicted) when n cannot be had.
@@ -237,7 +253,8 @@ class PagedCache(Stateful):
     def free(self, idx: int, owner=None) -> None:
         """Drop one reference (owner: who lets go); at 0 the page's bit is set again, or it
         stays cached if it records a prefix."""
-        idx = self._page_id(idx)
+        if type(idx) is not int or not 0 <= idx < self.n_pages:  # an int in range: checked
+            idx = self._page_id(idx)
         refs = self._refs[idx]
         if refs <= 0:
             state = "cached" if self.prefix.is_cached(idx) else "free"
@@ -361,7 +378,7 @@ class PagedCache(Stateful):
 
     def _keep(self, idx: int) -> None:
         snap = self._snapshot
-        if idx not in snap.kept and not snap.was_free >> idx & 1:
+        if idx not in snap.kept and not snap.was_free(idx):
             snap.kept[idx] = self.kv.page(idx)
 
     def restore(self, snap: Snapshot) -> None:
