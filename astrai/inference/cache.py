@@ -23,9 +23,12 @@ to the device once, so the CUDA hot path gains no host sync. A table already on 
 to `bind`, `write` or `gather` costs one sync the first time it is seen; the cache remembers
 the last table it checked (by identity and in-place version) until a page is released, so a
 view's per-layer writes and reads re-check nothing. K and V are both checked (type, shape,
-dtype, device) before either is written. `write_slots`/`gather_pages` take indices made by
-`slot_index`/`gather_index`, which did the checking; they are the unchecked fast path (only
-the layer id is checked there: -1 would name the last layer).
+dtype, device) before either is written: a view checks them, the table and the positions at a
+step's first write, and at each later layer only that it is the same step (the same position
+objects, unchanged in place, and k and v of the checked shape, dtype and device).
+`write_slots`/`gather_pages` take indices made by `slot_index`/`gather_index`, which did the
+checking; they are the unchecked fast path (only the layer id is checked there: -1 would name
+the last layer).
 
 A row may not name one page twice (the second logical page would overwrite the first), and
 every real token of a write must land inside the table: a position below 0 or past the
@@ -409,9 +412,11 @@ class PagedCache(Stateful):
 
     # ---- K/V -------------------------------------------------------------------------------
 
-    def _check_table(self, page_table: torch.Tensor, device: torch.device | None = None) -> None:
+    def _check_table(self, page_table: torch.Tensor, device: torch.device | None = None,
+                     remember: bool = True) -> None:
         """BadPageTable for a table of the wrong kind; PageOutOfRange / PageNotAllocated for
-        an entry other than -1 and a page in use. See the module doc for what it costs."""
+        an entry other than -1 and a page in use. See the module doc for what it costs.
+        remember=False: the caller remembers what it keeps (bind: its own copy)."""
         if not isinstance(page_table, torch.Tensor):
             raise BadPageTable(f"page_table must be a tensor, got {type(page_table).__name__}")
         if page_table.dim() != 2:
@@ -443,7 +448,8 @@ class PagedCache(Stateful):
                     raise BadPageTable(f"page_table row {b} names page {twice} twice: one "
                                        "page would hold two positions' K/V")
         self.require_held(ids, "page_table")
-        self._remember(page_table)
+        if remember:
+            self._remember(page_table)
 
 
     def require_held(self, pages, what: str) -> None:
@@ -522,7 +528,9 @@ class PagedCache(Stateful):
 
     def write_slots(self, layer_id: int, slots: torch.Tensor, k: torch.Tensor, v: torch.Tensor):
         """Write with a precomputed slot_index(): one index_copy_ for K and one for V."""
-        self.kv.write_slots(self._layer(layer_id), slots, k, v)
+        if type(layer_id) is not int or not 0 <= layer_id < self.n_layers:  # an int in range
+            layer_id = self._layer(layer_id)  # passes; anything else is named or converted
+        self.kv.write(layer_id, slots, k, v)
 
     def copy_page(self, src: int, dst: int, n_slots: int, owner=None) -> None:
         """Copy the first n_slots slots of page src into page dst, K and V of every layer: the
@@ -587,10 +595,10 @@ class PagedCache(Stateful):
         uses, so editing the caller's table afterwards (even through numpy, which bumps no
         version) cannot redirect a write."""
         if isinstance(page_table, torch.Tensor) and page_table.device.type == "cpu":
-            self._check_table(page_table, page_table.device)
+            self._check_table(page_table, page_table.device, remember=False)
             frozen = page_table.to(self.device, copy=True)
         else:
-            self._check_table(page_table)
+            self._check_table(page_table, remember=False)
             frozen = page_table.clone()
         self._remember(frozen, owned=True)  # the copy holds what was checked
         return frozen
