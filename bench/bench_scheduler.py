@@ -17,13 +17,16 @@ import random
 import statistics
 import sys
 import time
+from pathlib import Path
 
 import torch
 
-from astrai.inference.cache import PagedCache
-from astrai.inference.dense import DenseKVCache
-from astrai.inference.scheduler import Scheduler, Task
-from astrai.model import ModelConfig, TinyModel, next_tokens
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's astrai
+
+from astrai.inference.cache import PagedCache  # noqa: E402
+from astrai.inference.dense import DenseKVCache  # noqa: E402
+from astrai.inference.scheduler import Scheduler, Task  # noqa: E402
+from astrai.model import ModelConfig, TinyModel, next_tokens  # noqa: E402
 
 
 class Timed:
