@@ -13,6 +13,11 @@ reads the shared zero page and would make copy_ look about twice as fast as it r
 
 Geometry: n_kv_heads=4, head_dim=128, page_size=64, float32, one layer. Page tables are random
 scattered permutations of the pool. "copy_" copies exactly the bytes the variant moves (K and V).
+
+The targets at the end (report_targets) are each a ratio of two variants of one table, so both
+sides of a ratio were timed in the same loop: the allocator against a deque free list, a view's
+per-layer write against the store's own slot write, the prefill write against the naive page
+loop and copy_, the decode gather against copy_.
 """
 
 from __future__ import annotations
