@@ -256,7 +256,7 @@ class PagedCache(Stateful):
     def free(self, idx: int, owner=None) -> None:
         """Drop one reference (owner: who lets go); at 0 the page's bit is set again, or it
         stays cached if it records a prefix."""
-        if type(idx) is not int or not 0 <= idx < self.n_pages:  # an int in range: checked
+        if type(idx) is not int or not 0 <= idx < self.n_pages:  # else an int in range: fine
             idx = self._page_id(idx)
         refs = self._refs[idx]
         if refs <= 0:
@@ -528,8 +528,9 @@ class PagedCache(Stateful):
 
     def write_slots(self, layer_id: int, slots: torch.Tensor, k: torch.Tensor, v: torch.Tensor):
         """Write with a precomputed slot_index(): one index_copy_ for K and one for V."""
-        if type(layer_id) is not int or not 0 <= layer_id < self.n_layers:  # an int in range
-            layer_id = self._layer(layer_id)  # passes; anything else is named or converted
+        # An int in range goes straight on; anything else is converted or named by _layer.
+        if type(layer_id) is not int or not 0 <= layer_id < self.n_layers:
+            layer_id = self._layer(layer_id)
         self.kv.write(layer_id, slots, k, v)
 
     def copy_page(self, src: int, dst: int, n_slots: int, owner=None) -> None:
