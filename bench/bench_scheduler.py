@@ -1,11 +1,13 @@
 """The tiny model under the scheduler: tokens per second, prefix caching on and off, and the share
 of step time spent outside the model, beside the same model on a dense preallocated KV cache.
 
-    python bench/bench_scheduler.py [--quick] [--device cuda]
+    python bench/bench_scheduler.py [--quick] [--device cuda] [--strict]
 
 The dense baseline runs the same requests in static batches of max_batch: one padded prefill,
 then decode until the batch's longest request is done. Everything runs in one process, one
-thread, so the ratios are comparable even on a noisy machine.
+thread, the variants interleaved, so the ratios are comparable even on a noisy machine: each
+"vs dense" is the median over repeats of that repeat's ratio. The target (a PASS/FAIL line,
+--strict exits 1 on a FAIL): each paged run makes >= 0.9x the dense baseline's tokens per second.
 """
 
 from __future__ import annotations
@@ -13,14 +15,18 @@ from __future__ import annotations
 import argparse
 import random
 import statistics
+import sys
 import time
+from pathlib import Path
 
 import torch
 
-from astrai.inference.cache import PagedCache
-from astrai.inference.dense import DenseKVCache
-from astrai.inference.scheduler import Scheduler, Task
-from astrai.model import ModelConfig, TinyModel, next_tokens
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's astrai
+
+from astrai.inference.cache import PagedCache  # noqa: E402
+from astrai.inference.dense import DenseKVCache  # noqa: E402
+from astrai.inference.scheduler import Scheduler, Task  # noqa: E402
+from astrai.model import ModelConfig, TinyModel, next_tokens  # noqa: E402
 
 
 class Timed:
@@ -103,14 +109,18 @@ def run_dense(model, reqs, device, max_batch):
     return tokens, wall, timed.seconds, outputs
 
 
-def main() -> None:
+TARGET = 0.9  # paged tok/s over dense tok/s
+
+
+def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="fewer requests and repeats")
     ap.add_argument("--device", default="cpu")
-    args = ap.parse_args()
+    ap.add_argument("--strict", action="store_true", help="exit 1 when the target fails")
+    args = ap.parse_args(argv)
     torch.set_num_threads(1)
     model = TinyModel(ModelConfig(), device=args.device)
-    n_req, repeats = (16, 1) if args.quick else (48, 3)
+    n_req, repeats = (16, 3) if args.quick else (48, 9)
     reqs = requests(n_req, model.config.vocab_size)
     max_batch, page_size = 16, 16
     runs = {
@@ -120,12 +130,14 @@ def main() -> None:
                                                      args.device, max_batch),
         "dense static batches": lambda: run_dense(model, reqs, args.device, max_batch),
     }
+    dense = "dense static batches"
     results = {name: [] for name in runs}
     outputs = {}
     for fn in runs.values():  # warm-up
         fn()
-    for _ in range(repeats):  # interleaved, so noise hits every variant alike
-        for name, fn in runs.items():
+    items = list(runs.items())
+    for r in range(repeats):  # interleaved, order rotating, so noise hits every variant alike
+        for name, fn in items[r % len(items):] + items[: r % len(items)]:
             tokens, wall, inside, out = fn()
             results[name].append((tokens, wall, inside))
             outputs[name] = out
@@ -134,21 +146,29 @@ def main() -> None:
           f"median of {repeats}")
     print(f"{'run':26s} {'tokens':>7s} {'wall s':>8s} {'tok/s':>8s} {'in model':>9s} "
           f"{'outside':>8s} {'vs dense':>9s}")
-    dense_tps = None
-    rows = []
+    ratios = {}
     for name, res in results.items():
         tokens = res[0][0]
         wall = statistics.median(r[1] for r in res)
         inside = statistics.median(r[2] / r[1] for r in res)
-        rows.append((name, tokens, wall, tokens / wall, inside))
-        if name.startswith("dense"):
-            dense_tps = tokens / wall
-    for name, tokens, wall, tps, inside in rows:
-        print(f"{name:26s} {tokens:7d} {wall:8.3f} {tps:8.0f} {inside:8.0%} {1 - inside:8.0%} "
-              f"{tps / dense_tps:8.2f}x")
-    on, off, dense = (outputs[name] for name in runs)
-    print(f"outputs identical: prefix cache on vs off {on == off}, paged vs dense {on == dense}")
+        # tok/s over dense's in the same repeat (tokens are equal: wall times compare)
+        ratios[name] = statistics.median(d[1] / r[1] for r, d in zip(res, results[dense]))
+        print(f"{name:26s} {tokens:7d} {wall:8.3f} {tokens / wall:8.0f} {inside:8.0%} "
+              f"{1 - inside:8.0%} {ratios[name]:8.2f}x")
+    on, off, dense_out = (outputs[name] for name in runs)
+    print(f"outputs identical: prefix cache on vs off {on == off}, paged vs dense "
+          f"{on == dense_out}")
+    print("\n== targets")
+    ok = True
+    for name, ratio in ratios.items():
+        if name == dense:
+            continue
+        passed = ratio >= TARGET
+        ok &= passed
+        print(f"{'PASS' if passed else 'FAIL'}  {name}: tok/s >= {TARGET}x dense "
+              f"(got {ratio:.2f}x)")
+    return 1 if args.strict and not ok else 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

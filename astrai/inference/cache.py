@@ -23,9 +23,12 @@ to the device once, so the CUDA hot path gains no host sync. A table already on 
 to `bind`, `write` or `gather` costs one sync the first time it is seen; the cache remembers
 the last table it checked (by identity and in-place version) until a page is released, so a
 view's per-layer writes and reads re-check nothing. K and V are both checked (type, shape,
-dtype, device) before either is written. `write_slots`/`gather_pages` take indices made by
-`slot_index`/`gather_index`, which did the checking; they are the unchecked fast path (only
-the layer id is checked there: -1 would name the last layer).
+dtype, device) before either is written: a view checks them, the table and the positions at a
+step's first write, and at each later layer only that it is the same step (the same position
+objects, unchanged in place, and k and v of the checked shape, dtype and device).
+`write_slots`/`gather_pages` take indices made by `slot_index`/`gather_index`, which did the
+checking; they are the unchecked fast path (only the layer id is checked there: -1 would name
+the last layer).
 
 A row may not name one page twice (the second logical page would overwrite the first), and
 every real token of a write must land inside the table: a position below 0 or past the
@@ -59,7 +62,7 @@ from astrai.errors import (
     PageOutOfRange,
     SharedPage,
 )
-from astrai.inference.allocator import PageAllocator
+from astrai.inference.allocator import PageAllocator, was_free
 from astrai.inference.checks import (
     check_positions,
     require_kv,
@@ -78,9 +81,9 @@ __all__ = ["CacheView", "Observer", "PagedCache", "pages_for", "store_bytes"]
 def store_bytes(n_layers: int, n_pages: int, page_size: int, n_kv_heads: int, head_dim: int,
                 dtype: torch.dtype) -> int:
     """Bytes a PagedCache allocates: K and V of every page plus the null page, and the
-    allocator's own lists (a refcount and a share of the bitmask per page)."""
+    allocator's own lists (per page a refcount, its word and bit, and a share of the bitmask)."""
     kv = 2 * n_layers * (n_pages + 1) * page_size * n_kv_heads * head_dim * dtype.itemsize
-    return kv + 16 * n_pages
+    return kv + 32 * n_pages
 
 
 def pages_for(n_tokens: int, page_size: int) -> int:
@@ -89,16 +92,18 @@ def pages_for(n_tokens: int, page_size: int) -> int:
 
 
 class Snapshot:
-    """What `PagedCache.snapshot` saved: each part's declared STATE, the free bits then, and
-    the K/V of pages taken since that were not free then (filled in as they are taken)."""
+    """What `PagedCache.snapshot` saved: each part's declared STATE (the free bits then among
+    it), and the K/V of pages taken since that were not free then (filled in as taken)."""
 
-    __slots__ = ("allocator", "prefix", "was_free", "kept")
+    __slots__ = ("allocator", "prefix", "kept")
 
     def __init__(self, cache: PagedCache):
         self.allocator = cache.allocator.snapshot()
         self.prefix = cache.prefix.snapshot()
-        self.was_free = cache.allocator.free_mask
         self.kept: dict[int, tuple] = {}
+
+    def was_free(self, idx: int) -> bool:
+        return was_free(self.allocator, idx)
 
 
 class PagedCache(Stateful):
@@ -196,8 +201,22 @@ class PagedCache(Stateful):
 
     def alloc(self, owner=None) -> int:
         """Take the lowest free page (refs = 1); evict the LRU cached page if none; else -1."""
-        pages = self.alloc_n(1, owner)
-        return pages[0] if pages else -1
+        # alloc_n(1, owner) without the count's checks and the list: the one-page hot path
+        table = None if owner is None else _table_of(owner)
+        idx = self.allocator.alloc()
+        evicted = idx < 0
+        if evicted:
+            if not self.prefix.n_cached:
+                return -1
+            idx = self._evict_lru()
+        if self._snapshot is not None:
+            self._keep(idx)
+        if table is not None:
+            table.append(idx)
+        if evicted:
+            self.observer.on_evict(idx)
+        self.observer.on_alloc(idx, owner)
+        return idx
 
     def alloc_n(self, n: int, owner=None) -> list[int]:
         """n pages or none: [] (with nothing allocated or evicted) when n cannot be had.
@@ -237,7 +256,8 @@ class PagedCache(Stateful):
     def free(self, idx: int, owner=None) -> None:
         """Drop one reference (owner: who lets go); at 0 the page's bit is set again, or it
         stays cached if it records a prefix."""
-        idx = self._page_id(idx)
+        if type(idx) is not int or not 0 <= idx < self.n_pages:  # else an int in range: fine
+            idx = self._page_id(idx)
         refs = self._refs[idx]
         if refs <= 0:
             state = "cached" if self.prefix.is_cached(idx) else "free"
@@ -361,7 +381,7 @@ class PagedCache(Stateful):
 
     def _keep(self, idx: int) -> None:
         snap = self._snapshot
-        if idx not in snap.kept and not snap.was_free >> idx & 1:
+        if idx not in snap.kept and not snap.was_free(idx):
             snap.kept[idx] = self.kv.page(idx)
 
     def restore(self, snap: Snapshot) -> None:
@@ -392,9 +412,11 @@ class PagedCache(Stateful):
 
     # ---- K/V -------------------------------------------------------------------------------
 
-    def _check_table(self, page_table: torch.Tensor, device: torch.device | None = None) -> None:
+    def _check_table(self, page_table: torch.Tensor, device: torch.device | None = None,
+                     remember: bool = True) -> None:
         """BadPageTable for a table of the wrong kind; PageOutOfRange / PageNotAllocated for
-        an entry other than -1 and a page in use. See the module doc for what it costs."""
+        an entry other than -1 and a page in use. See the module doc for what it costs.
+        remember=False: the caller remembers what it keeps (bind: its own copy)."""
         if not isinstance(page_table, torch.Tensor):
             raise BadPageTable(f"page_table must be a tensor, got {type(page_table).__name__}")
         if page_table.dim() != 2:
@@ -426,7 +448,8 @@ class PagedCache(Stateful):
                     raise BadPageTable(f"page_table row {b} names page {twice} twice: one "
                                        "page would hold two positions' K/V")
         self.require_held(ids, "page_table")
-        self._remember(page_table)
+        if remember:
+            self._remember(page_table)
 
 
     def require_held(self, pages, what: str) -> None:
@@ -505,7 +528,10 @@ class PagedCache(Stateful):
 
     def write_slots(self, layer_id: int, slots: torch.Tensor, k: torch.Tensor, v: torch.Tensor):
         """Write with a precomputed slot_index(): one index_copy_ for K and one for V."""
-        self.kv.write_slots(self._layer(layer_id), slots, k, v)
+        # An int in range goes straight on; anything else is converted or named by _layer.
+        if type(layer_id) is not int or not 0 <= layer_id < self.n_layers:
+            layer_id = self._layer(layer_id)
+        self.kv.write(layer_id, slots, k, v)
 
     def copy_page(self, src: int, dst: int, n_slots: int, owner=None) -> None:
         """Copy the first n_slots slots of page src into page dst, K and V of every layer: the
@@ -570,10 +596,10 @@ class PagedCache(Stateful):
         uses, so editing the caller's table afterwards (even through numpy, which bumps no
         version) cannot redirect a write."""
         if isinstance(page_table, torch.Tensor) and page_table.device.type == "cpu":
-            self._check_table(page_table, page_table.device)
+            self._check_table(page_table, page_table.device, remember=False)
             frozen = page_table.to(self.device, copy=True)
         else:
-            self._check_table(page_table)
+            self._check_table(page_table, remember=False)
             frozen = page_table.clone()
         self._remember(frozen, owned=True)  # the copy holds what was checked
         return frozen
