@@ -2,5 +2,6 @@
 
 from astrai.trace.format import EVENT_KINDS, VERSION, Trace, load_trace, save_trace
 from astrai.trace.record import record
+from astrai.trace.store import recorded
 
-__all__ = ["EVENT_KINDS", "VERSION", "Trace", "load_trace", "record", "save_trace"]
+__all__ = ["EVENT_KINDS", "VERSION", "Trace", "load_trace", "record", "recorded", "save_trace"]
