@@ -12,6 +12,7 @@ The server runs no torch ops and starts no threads before forking, so children s
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import select
@@ -83,6 +84,9 @@ def child(job: dict) -> None:
 
 def serve() -> None:
     preload()
+    # What the server holds is never freed: out of the collector's sight, a child's collections
+    # do not walk it (nor touch, and so copy, its pages)
+    gc.freeze()
     running: dict[int, tuple[str, float]] = {}
     stdin = sys.stdin.fileno()
     buf = b""
