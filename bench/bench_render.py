@@ -3,8 +3,9 @@
     python bench/bench_render.py [-q l|h] [--cut full|teaser] [--jobs N]
 
 Renders every part of the cut again (no up-to-date skipping), in parallel on the cores there
-are, each part under a stopwatch (promo/probe.py: CPU seconds drawing, converting RGBA -> YUV,
-encoding, and manim joining its partial movies), then joins the cut. Then, on the joined video's
+are, each part under a stopwatch (promo/probe.py and promo/stream.py: CPU seconds drawing,
+converting RGBA -> YUV, encoding (x264's own threads too), muxing the narration, and manim
+joining its partial movies; the rest is "other"), then joins the cut. Then, on the joined video's
 own frames, the floor: converting each frame to YUV and encoding it with x264 `veryfast` (the
 settings the renders use), one after the other, nothing drawn; decoding the frames is not
 counted. Ratios are measured side by side in one run because other work on the machine moves

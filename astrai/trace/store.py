@@ -30,6 +30,8 @@ import os
 import sys
 from pathlib import Path
 
+import torch
+
 import astrai
 from astrai.errors import TraceFormatError
 from astrai.trace import source
@@ -72,8 +74,6 @@ def code_digest() -> str:
 def key_of(wl: Workload, device: str | None, lines: bool, capture: bool,
            max_steps: int) -> str:
     """The digest that names one recording: equal keys, equal traces."""
-    import torch  # already loaded by the engine; only its version is read
-
     what = {
         "format": VERSION,
         "workload": wl.to_json(),
