@@ -127,8 +127,10 @@ def narration() -> str:
 def job_of(part: Part, build: Path, quality: str, shared: list[Path], one_stream: bool = True
            ) -> Job:
     media_dir = part_dir(build, quality, part).resolve()
-    argv = ["render", f"-q{quality}", "--media_dir", str(media_dir), "-o", part.name,
-            part.file, part.cls]
+    # no progress bar (only the log reads it) and no check for a newer manim (a request to the
+    # package index from every part)
+    argv = ["render", f"-q{quality}", "--media_dir", str(media_dir), "--progress_bar", "none",
+            "--silent", "-o", part.name, part.file, part.cls]
     # the narration setting changes the part (its sound, its pacing): part of its digest
     how = (["one stream"] if one_stream else []) + [f"narration {narration()}"]
     key = digest(part, [a if a != str(media_dir) else "MEDIA" for a in argv] + how, shared)

@@ -13,6 +13,7 @@ frames, their timing and the subtitle file are the ones manim would write; only 
 
 from __future__ import annotations
 
+import os
 import shutil
 import threading
 import time
@@ -21,7 +22,10 @@ from queue import Queue
 
 import av
 
-TOTALS: dict[str, float] = {"conversion": 0.0, "encoding": 0.0, "frames": 0.0}
+# CPU seconds (for the render benchmark): the writer's conversion and encoder calls, the
+# encoder's own threads (x264 starts them in its first call), and muxing the narration
+TOTALS: dict[str, float] = {"conversion": 0.0, "encoding": 0.0, "encoder_threads": 0.0,
+                            "frames": 0.0, "audio": 0.0}
 
 
 class OneStream:
@@ -39,6 +43,7 @@ class OneStream:
         self.time_base = Fraction(spec.frame_rate.denominator, spec.frame_rate.numerator)
         self.queue: Queue = Queue(maxsize=8)
         self.n = 0
+        self.encoder_threads: set[int] = set()
         self.error: BaseException | None = None
         self.thread = threading.Thread(target=self._run, name="promo-one-stream")
         self.thread.start()
@@ -72,11 +77,14 @@ class OneStream:
                 frame = av.VideoFrame.from_numpy_buffer(pixels, format="rgba").reformat(
                     format=self.stream.pix_fmt)
                 t1 = time.thread_time()
+                before = _threads() if self.n == 0 else None
                 for _ in range(repeat):
                     frame.pts, frame.time_base = self.n, self.time_base
                     self.n += 1
                     for packet in self.stream.encode(frame):
                         self.container.mux(packet)
+                if before is not None:
+                    self.encoder_threads = _threads() - before
                 TOTALS["conversion"] += t1 - t0
                 TOTALS["encoding"] += time.thread_time() - t1
                 TOTALS["frames"] += repeat
@@ -88,6 +96,7 @@ class OneStream:
                 for packet in self.stream.encode():
                     self.container.mux(packet)
                 TOTALS["encoding"] += time.thread_time() - t0
+                TOTALS["encoder_threads"] += sum(map(_thread_cpu, self.encoder_threads))
         finally:
             self.container.close()
 
@@ -98,6 +107,24 @@ class OneStream:
         self.thread.join()
         if self.error is not None:
             raise self.error
+
+
+def _threads() -> set[int]:
+    """This process's thread ids (none where there is no /proc)."""
+    try:
+        return {int(t) for t in os.listdir("/proc/self/task")}
+    except OSError:
+        return set()
+
+
+def _thread_cpu(tid: int) -> float:
+    """CPU seconds of one thread of this process so far (0 if it is gone)."""
+    try:
+        with open(f"/proc/self/task/{tid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
 
 
 def install() -> None:
@@ -126,7 +153,9 @@ def install() -> None:
         if getattr(self, "includes_sound", False):  # the narration, as long as the video
             from promo import audio
 
+            t0 = time.thread_time()
             audio.mux(target, audio.segment_samples(self.audio_segment))
+            TOTALS["audio"] += time.thread_time() - t0
         self.print_file_ready_message(str(target))
         if self.subcaptions:
             self.write_subcaption_file()

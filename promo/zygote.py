@@ -1,7 +1,8 @@
-"""A render server: imports manim, torch and the scene kit once, then forks one child per render,
-which runs manim's own command line. Every part thus starts warm instead of paying ~2 s of
-imports (measured: manim 0.6 s + torch 1.0 s of CPU, more wall on a busy machine); with a
-title, a closing and a chapter card per scene that is most of what a card costs.
+"""A render server: imports manim, torch and the scene kit once (and builds the glyph atlases),
+then forks one child per render, which runs manim's own command line. Every part thus starts
+warm instead of paying ~2 s of imports (measured: manim 0.6 s + torch 1.0 s of CPU, more wall
+on a busy machine); with a title, a closing and a chapter card per scene that is most of what
+a card costs.
 
 Protocol (one JSON object a line): the driver writes {"id", "argv", "env", "log", "profile",
 "one_stream"} (the last: write through promo/stream.py)
@@ -11,6 +12,7 @@ The server runs no torch ops and starts no threads before forking, so children s
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import select
@@ -29,6 +31,13 @@ def preload() -> None:
         import scenes.replay  # noqa: F401
     except ImportError:  # pragma: no cover - a checkout without the replay driver
         pass
+    # The glyph atlases every scene composes its text from (Pango renders each font size's
+    # characters once, ~0.2 s a size): made here once instead of in every part.
+    from scenes import theme
+    from scenes.kit.glyphs import Atlas
+
+    for size in sorted({theme.FS_MIN, theme.FS_BODY, theme.FS_CODE, theme.FS_CAPTION}):
+        Atlas.get(size)
 
 
 def child(job: dict) -> None:
@@ -75,6 +84,9 @@ def child(job: dict) -> None:
 
 def serve() -> None:
     preload()
+    # What the server holds is never freed: out of the collector's sight, a child's collections
+    # do not walk it (nor touch, and so copy, its pages)
+    gc.freeze()
     running: dict[int, tuple[str, float]] = {}
     stdin = sys.stdin.fileno()
     buf = b""

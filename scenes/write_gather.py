@@ -41,7 +41,7 @@ from manim import (
 )
 
 from astrai.errors import TraceFormatError, WorkloadError
-from astrai.trace import Trace, load_trace, record
+from astrai.trace import Trace, load_trace, recorded
 from astrai.trace.events import Alloc, Arrive, Event, Free, Gather, Retire, Write
 from astrai.trace.recorder import source_digests
 from scenes import theme
@@ -189,7 +189,8 @@ def _check_fits(p: Plan) -> None:
 
 
 def load_captured(spec: str) -> Trace:
-    """A workload recorded now with capture on, or a saved .json trace (refused if stale)."""
+    """A workload recorded with capture on (kept: astrai.trace.store), or a saved .json trace
+    (refused if stale)."""
     if spec.endswith(".json"):
         trace = load_trace(spec)
         stale = sorted(f for f, d in trace.source.items() if source_digests().get(f) != d)
@@ -197,7 +198,7 @@ def load_captured(spec: str) -> Trace:
             raise TraceFormatError(f"{spec} was recorded from another version of "
                                    f"{', '.join(stale)}; record it again")
         return trace
-    return record(spec, capture=True)
+    return recorded(spec, capture=True)
 
 
 def shape(x) -> str:

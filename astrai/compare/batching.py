@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 import torch
 
 from astrai.inference.static import GEN, IDLE, PROMPT, DenseBatcher, StepRecord
-from astrai.trace import Trace, record
+from astrai.trace import Trace, recorded
 from astrai.trace.events import Admit, Preempt, Retire, Write
 from astrai.workload import Workload, build, load_workload, run_workload
 
@@ -175,7 +175,7 @@ def compare(workload: Workload | str = "traffic", repeats: int = 3) -> BatchingC
 
 
 def _compare(wl: Workload, repeats: int) -> BatchingComparison:
-    trace = record(wl, lines=False)
+    trace = recorded(wl, lines=False)
 
     max_len = max_len_of(wl)
     _, model, _ = build(wl)

@@ -29,7 +29,7 @@ from astrai.compare.batching import max_len_of, one_thread
 from astrai.errors import RequestTooLarge
 from astrai.inference.cache import pages_for
 from astrai.inference.static import DenseBatcher, StepRecord
-from astrai.trace import Trace, record
+from astrai.trace import Trace, recorded
 from astrai.workload import Workload, build, load_workload, run_workload
 
 __all__ = ["Held", "Moment", "Budgeted", "MemoryComparison", "compare", "burst"]
@@ -157,7 +157,7 @@ def _compare(wl: Workload) -> MemoryComparison:
 
     # 1 and 2: the same moments. Admission bounded by max_batch alone in both runs.
     pool = max(wl.n_pages, wl.max_batch * pages_for(max_len, ps))
-    trace = record(dataclasses.replace(wl, n_pages=pool, prefix_caching=False), lines=False)
+    trace = recorded(dataclasses.replace(wl, n_pages=pool, prefix_caching=False), lines=False)
     _, model, _ = build(wl)
     dense = DenseBatcher(model, wl.max_batch, max_len, static=False,
                          temperature=wl.temperature, seed=wl.seed)
@@ -187,7 +187,7 @@ def _compare(wl: Workload) -> MemoryComparison:
             f"a budget of {budget_slots} slots holds no contiguous row of max_len={max_len}"
         )
     bwl = burst(wl)
-    budget_trace = record(bwl, lines=False)
+    budget_trace = recorded(bwl, lines=False)
     paged_budget = [
         Budgeted(s, tuple(st["page_tables"]), tuple(st["queue"]),
                  sum(len(t) for t in st["page_tables"].values()) * ps)

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 from astrai.errors import AstraiError
 from astrai.inference.cache import pages_for
-from astrai.trace import Trace, record
+from astrai.trace import Trace, recorded
 from astrai.trace.events import Admit, Finish, Preempt, Wait, Write
 from astrai.trace.record import rerun, run_limit, workload_of
 from astrai.workload import MAX_STEPS, Workload, load_workload
@@ -131,7 +131,7 @@ def compare(workload: Workload | str = "preemption",
     limit = MAX_STEPS
     if trace is None:
         wl = load_workload(workload) if isinstance(workload, str) else workload
-        trace = record(wl)
+        trace = recorded(wl)
     else:
         # A trace is data: its workload runs again only if it names no checkpoint (no path a
         # file chose is read), and for no more steps than the trace's size allows.

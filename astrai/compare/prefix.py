@@ -16,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
-from astrai.trace import Trace, record
+from astrai.trace import Trace, recorded
 from astrai.trace.events import Alloc, Evict, Share, Write
 from astrai.trace.record import rerun, run_limit, workload_of
 from astrai.workload import MAX_STEPS, Workload, load_workload
@@ -127,7 +127,7 @@ def compare(workload: Workload | str = "prefix", trace: Trace | None = None) -> 
     if trace is None:
         wl = load_workload(workload) if isinstance(workload, str) else workload
         wl = dataclasses.replace(wl, prefix_caching=True)
-        trace = record(wl)
+        trace = recorded(wl)
     else:
         # A trace is data: its workload runs again only if it names no checkpoint (no path a
         # file chose is read), and for no more steps than the trace's size allows.

@@ -21,7 +21,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
-from astrai.trace import Trace, record
+from astrai.trace import Trace, recorded
 from astrai.trace.events import Alloc, Copy, Fork, Share, Write
 from astrai.workload import Workload, load_workload, parse_workload
 
@@ -134,10 +134,10 @@ def compare(workload: Workload | str = "sampling",
     """
     if trace is None:
         wl = load_workload(workload) if isinstance(workload, str) else workload
-        trace = record(wl)
+        trace = recorded(wl)
     else:
         wl = parse_workload(trace.workload, f"trace of {trace.workload.get('name', '?')}")
-    other = record(independent(wl), lines=False)
+    other = recorded(independent(wl), lines=False)
     group, alone = figures(trace), figures(other)
     samples = [name for req in wl.requests if req.n > 1 for name in req.sample_names]
     equal = {name: trace.outputs.get(name) == other.outputs.get(name)

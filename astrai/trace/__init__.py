@@ -3,5 +3,7 @@
 from astrai.trace.events import EVENTS, Event
 from astrai.trace.format import VERSION, Trace, load_trace, save_trace
 from astrai.trace.record import record
+from astrai.trace.store import recorded
 
-__all__ = ["EVENTS", "VERSION", "Event", "Trace", "load_trace", "record", "save_trace"]
+__all__ = ["EVENTS", "VERSION", "Event", "Trace", "load_trace", "record", "recorded",
+           "save_trace"]

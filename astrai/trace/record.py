@@ -64,9 +64,11 @@ def run_limit(trace: Trace) -> int:
 
 def rerun(workload: Workload, limit: int) -> Trace:
     """A comparison run of `workload` (no line tracing), refused by name if it needs more than
-    `limit` steps (see `run_limit`)."""
+    `limit` steps (see `run_limit`); recorded once and shared (astrai.trace.store)."""
+    from astrai.trace.store import recorded  # the store records through this module
+
     try:
-        return record(workload, lines=False, max_steps=limit)
+        return recorded(workload, lines=False, max_steps=limit)
     except WorkloadError as e:
         if "not done after" not in str(e):
             raise

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
+import numpy as np
 from manim import DOWN, LEFT, Brace, Mobject, Rectangle, VGroup
 
 from astrai.errors import TraceFormatError
@@ -26,6 +27,24 @@ from scenes.replay.plan import CONSTRUCT, MONTAGE, BeatSpec, never, plan_beats, 
 
 # The teaser's pacing: animations a bit quicker, holds much shorter (first-time holds too).
 TEASER_RUN, TEASER_HOLD = 0.7, 0.35
+
+
+def x_span(mob: Mobject) -> tuple[float, float]:
+    """(mob.get_left()[0], mob.get_right()[0]), the same numbers, without Manim's copy of every
+    anchor into a tuple (taken after every event, that copy was most of a replay's time outside
+    drawing): the extremes of the x of every family member's anchors (a VMobject's boundary)."""
+    xs = []
+    for m in mob.get_family():
+        p = m.points
+        if len(p) == 1:
+            xs.append(p[:, 0])
+        elif len(p):
+            n = m.n_points_per_cubic_curve
+            xs += (p[::n, 0], p[n - 1::n, 0])
+    if not xs:
+        return 0.0, 0.0  # Manim's edge of a mobject without points: the origin
+    x = np.concatenate(xs)
+    return np.min(x), np.max(x)
 
 
 def _fit(s: str, n: int) -> str:
@@ -142,8 +161,7 @@ class Replay:
             "blocks": {n: t["blocks"] for n, t in tables.items()},
             "said": {n: t["said"] for n, t in tables.items()},
             "status": self.captions.status.text,
-            "table_spans": {n: (t.get_left()[0], t.get_right()[0])
-                            for n, t in self.tables.tables.items()},
+            "table_spans": {n: x_span(t) for n, t in self.tables.tables.items()},
         }
 
     # ---- playing --------------------------------------------------------------------------

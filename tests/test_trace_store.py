@@ -1,0 +1,226 @@
+"""The trace store: a run is recorded once and shared, and never served once anything that
+decides it changed (the engine, the package, the workload, an argument of the recording)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from astrai.compare import prefix
+from astrai.errors import TraceFormatError, WorkloadError
+from astrai.trace import record, save_trace, source, store
+from astrai.trace.record import rerun
+from astrai.workload import parse_workload
+
+TOY = parse_workload({
+    "name": "toy",
+    "cache": {"n_pages": 6, "page_size": 4},
+    "model": {"n_layers": 1, "d_model": 16, "n_heads": 2, "n_kv_heads": 1, "head_dim": 8,
+              "d_ff": 16},
+    "prefixes": {"sys": 8},
+    "request": [
+        {"name": "a", "prefix": "sys", "prompt_len": 10, "max_new_tokens": 6},
+        {"name": "b", "prefix": "sys", "prompt_len": 9, "max_new_tokens": 9, "arrival": 1},
+    ],
+})
+
+
+@pytest.fixture
+def kept(tmp_path, monkeypatch):
+    """A fresh store in tmp_path; `kept.runs` counts the recordings actually made."""
+    folder = tmp_path / "traces"
+    monkeypatch.setenv(store.ENV, str(folder))
+    store.forget()
+    runs = []
+
+    def counting(*args, **kw):
+        runs.append((args, kw))
+        return record(*args, **kw)
+
+    monkeypatch.setattr(store, "record", counting)
+    yield type("Kept", (), {"folder": folder, "runs": runs})
+    store.forget()
+
+
+def files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if not p.name.startswith("."))
+
+
+def test_a_run_is_recorded_once_then_read_from_the_memo(kept):
+    first = store.recorded(TOY)
+    assert first.to_json() == record(TOY).to_json()  # the same trace record() makes
+    assert store.recorded(TOY) is first
+    assert len(kept.runs) == 1
+    (path,) = files(kept.folder)
+    assert path.name.startswith("toy-") and path.suffix == ".json"
+    # written whole: no temporary file beside it
+    assert not [p for p in kept.folder.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_another_process_reads_the_file_through_the_checked_loader(kept, monkeypatch):
+    made = store.recorded(TOY, lines=False)
+    store.forget()  # as a new process: only the file is left
+    loads = []
+    real = store.load_trace
+    monkeypatch.setattr(store, "load_trace", lambda p: loads.append(p) or real(p))
+    again = store.recorded(TOY, lines=False)
+    assert len(kept.runs) == 1 and len(loads) == 1
+    assert again.to_json() == made.to_json()
+
+
+def test_a_second_process_reuses_the_file(kept):
+    store.recorded(TOY)
+    code = (
+        "import json, sys\n"
+        "from astrai.trace import store\n"
+        "from astrai.workload import parse_workload\n"
+        "def never(*a, **k):\n"
+        "    raise SystemExit('recorded again')\n"
+        "store.record = never\n"
+        f"t = store.recorded(parse_workload(json.loads({json.dumps(json.dumps(TOY.to_json()))})))\n"
+        "print(len(t.events))\n"
+    )
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root,
+                         env={**os.environ, "PYTHONPATH": str(root)}, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert int(out.stdout) == len(record(TOY).events)
+
+
+def test_a_changed_engine_is_recorded_again(kept, monkeypatch):
+    store.recorded(TOY)
+    real = source.digests()
+    changed = {**real, "astrai/inference/cache.py": "0" * 64}
+    monkeypatch.setattr(source, "digests", lambda: changed)
+    store.recorded(TOY)
+    assert len(kept.runs) == 2 and len(files(kept.folder)) == 2
+    store.forget()  # not from the file either: its key names the other digests
+    store.recorded(TOY)
+    assert len(kept.runs) == 3
+
+
+def test_a_changed_package_is_recorded_again(kept, monkeypatch):
+    store.recorded(TOY)
+    monkeypatch.setattr(store, "code_digest", lambda: "another model or recorder")
+    store.recorded(TOY)
+    assert len(kept.runs) == 2
+
+
+@pytest.mark.parametrize("change", [
+    lambda wl: dataclasses.replace(wl, seed=wl.seed + 1),
+    lambda wl: dataclasses.replace(wl, prefix_caching=False),
+    lambda wl: dataclasses.replace(wl, requests=(dataclasses.replace(
+        wl.requests[0], max_new_tokens=wl.requests[0].max_new_tokens + 1), *wl.requests[1:])),
+])
+def test_a_changed_workload_is_recorded_again(kept, change):
+    store.recorded(TOY)
+    other = store.recorded(change(TOY))
+    assert len(kept.runs) == 2
+    assert other.workload == change(TOY).to_json()
+
+
+@pytest.mark.parametrize("args", [
+    {"lines": False}, {"capture": True}, {"max_steps": 500}, {"device": "cpu"},
+])
+def test_every_argument_of_the_recording_is_in_the_key(kept, args):
+    base = store.recorded(TOY)
+    other = store.recorded(TOY, **args)
+    if args == {"device": "cpu"}:  # the workload's own device: the same recording
+        assert other is base and len(kept.runs) == 1
+        return
+    assert len(kept.runs) == 2
+    assert kept.runs[1][1] == {"device": None, "lines": True, "capture": False,
+                               "max_steps": store.MAX_STEPS, **args}
+    assert bool(other.captures) == args.get("capture", False)
+
+
+def test_a_damaged_or_foreign_file_is_never_served(kept):
+    good = store.recorded(TOY)
+    (path,) = files(kept.folder)
+    for bad in ("", path.read_text()[: len(path.read_text()) // 2]):
+        path.write_text(bad)
+        store.forget()
+        assert store.recorded(TOY).to_json() == good.to_json()
+        assert json.loads(path.read_text()) == good.to_json()  # replaced, whole
+    runs = len(kept.runs)
+    # a valid trace of another workload under this run's name
+    save_trace(record(dataclasses.replace(TOY, seed=7)), path)
+    store.forget()
+    assert store.recorded(TOY).workload == TOY.to_json()
+    assert len(kept.runs) == runs + 1
+
+
+def test_a_file_from_other_engine_files_is_never_served(kept):
+    store.recorded(TOY, lines=False)  # no code frames: the loader alone would not notice
+    (path,) = files(kept.folder)
+    data = json.loads(path.read_text())
+    data["source"] = {f: "f" * 64 for f in data["source"]}
+    path.write_text(json.dumps(data))
+    store.forget()
+    assert store.recorded(TOY, lines=False).source == source.digests()
+    assert len(kept.runs) == 2
+
+
+def test_a_refused_run_is_not_kept(kept):
+    for _ in range(2):
+        with pytest.raises(WorkloadError, match="not done after 3 steps"):
+            store.recorded(TOY, max_steps=3)
+    assert len(kept.runs) == 2 and files(kept.folder) == []
+    with pytest.raises(TraceFormatError, match="needs more than 3 steps"):
+        rerun(TOY, 3)
+
+
+def test_off_keeps_nothing_on_disk(kept, monkeypatch):
+    monkeypatch.setenv(store.ENV, "off")
+    assert store.directory() is None
+    store.recorded(TOY)
+    store.recorded(TOY)
+    assert len(kept.runs) == 1 and not kept.folder.exists()
+
+
+def test_a_checkpoint_workload_is_never_kept(kept, monkeypatch):
+    wl = dataclasses.replace(TOY, checkpoint="/weights/that/may/change")
+    monkeypatch.setattr(store, "record", lambda *a, **k: kept.runs.append(a) or "fresh")
+    assert store.recorded(wl) == "fresh" and store.recorded(wl) == "fresh"
+    assert len(kept.runs) == 2 and not kept.folder.exists()
+
+
+def test_comparisons_and_scenes_record_through_the_store(kept):
+    wl = dataclasses.replace(TOY, name="toy-prefix")
+    first = prefix.compare(workload=wl)
+    assert len(kept.runs) == 2  # prefix caching on (traced) and off (the comparison run)
+    store.forget()
+    again = prefix.compare(workload=wl)
+    assert len(kept.runs) == 2 and again.off_outputs == first.off_outputs
+    # a scene given the trace runs the same comparison again: only its step limit differs
+    prefix.compare(trace=first.trace)
+    prefix.compare(trace=first.trace)
+    assert len(kept.runs) == 3
+
+
+def test_the_default_folder_is_media_traces_of_the_checkout(monkeypatch):
+    monkeypatch.delenv(store.ENV, raising=False)
+    root = Path(store.__file__).resolve().parents[2]
+    assert store.directory() == root / "media" / "traces"
+
+
+def test_a_scene_loads_its_workload_through_the_store(kept, tmp_path):
+    pytest.importorskip("manim")
+    from scenes.replay import load
+    from scenes.write_gather import load_captured
+
+    toml = tmp_path / "mine.toml"
+    toml.write_text('name = "mine"\n[cache]\nn_pages = 4\npage_size = 4\n[model]\nn_layers = 1\n'
+                    '[[request]]\nname = "A"\nprompt_len = 5\nmax_new_tokens = 3\n')
+    assert load(str(toml)) is load(str(toml))
+    assert load_captured(str(toml)).captures
+    assert [kw["capture"] for _, kw in kept.runs] == [False, True]
+    toml.write_text(toml.read_text().replace("max_new_tokens = 3", "max_new_tokens = 4"))
+    assert len(load(str(toml)).outputs["A"]) == 4  # the file changed: recorded again
+    assert len(kept.runs) == 3
