@@ -203,20 +203,9 @@ class PagedCache(Stateful):
         """Take the lowest free page (refs = 1); evict the LRU cached page if none; else -1."""
         # alloc_n(1, owner) without the count's checks and the list: the one-page hot path
         table = None if owner is None else _table_of(owner)
-        idx = self.allocator.alloc()
-        evicted = idx < 0
-        if evicted:
-            if not self.prefix.n_cached:
-                return -1
-            idx = self._evict_lru()
-        if self._snapshot is not None:
-            self._keep(idx)
-        if table is not None:
-            table.append(idx)
-        if evicted:
-            self.observer.on_evict(idx)
-        self.observer.on_alloc(idx, owner)
-        return idx
+        if not self.allocator.n_free and not self.prefix.n_cached:
+            return -1
+        return self._give(owner, table)
 
     def alloc_n(self, n: int, owner=None) -> list[int]:
         """n pages or none: [] (with nothing allocated or evicted) when n cannot be had.
@@ -231,21 +220,26 @@ class PagedCache(Stateful):
         table = _table_of(owner)
         if n > self.allocator.n_free + self.prefix.n_cached:
             return []
-        pages = []
+        pages = []  # a loop, not a comprehension: its frame would show up in traces
         for _ in range(n):
-            idx = self.allocator.alloc()
-            evicted = idx < 0
-            if evicted:
-                idx = self._evict_lru()
-            if self._snapshot is not None:
-                self._keep(idx)
-            pages.append(idx)
-            if table is not None:
-                table.append(idx)
-            if evicted:
-                self.observer.on_evict(idx)
-            self.observer.on_alloc(idx, owner)
+            pages.append(self._give(owner, table))
         return pages
+
+    def _give(self, owner, table: list | None) -> int:
+        """One page to `owner` (its `table`): the lowest free one, else the LRU cached one
+        evicted. The caller made sure one of the two is there."""
+        idx = self.allocator.alloc()
+        evicted = idx < 0
+        if evicted:
+            idx = self._evict_lru()
+        if self._snapshot is not None:
+            self._keep(idx)
+        if table is not None:
+            table.append(idx)
+        if evicted:
+            self.observer.on_evict(idx)
+        self.observer.on_alloc(idx, owner)
+        return idx
 
     def _evict_lru(self) -> int:
         """No page is free: the least recently used cached page changes hands (refs 1)."""
