@@ -13,7 +13,7 @@ Why it is shaped so (alloc+free is a few hundred nanoseconds of interpreter work
 counts): words are 30 pages because CPython's ints below 2**30 are one digit, and `&`, `^`, `-`
 on those cost about half what they cost on a 64-bit word; `_low` keeps the lowest word with a
 free page, so the summary is only searched when that word runs out; each page's word and bit
-come from a table (a list index is cheaper than a divide); alloc is `_take` itself and free
+come from one table (a list index is cheaper than a divide); alloc is `_take` itself and free
 inlines release, since a call is a good part of the cost.
 """
 
@@ -31,7 +31,7 @@ class PageAllocator(Stateful):
     # What a step changes, copied by snapshot() and put back by restore(); everything else on
     # an instance is fixed at construction (tests check the two lists cover every field).
     STATE = ("_words", "_summary", "_low", "n_free", "refs")
-    FIXED = ("n_pages", "n_words", "_word_of", "_bit_of")
+    FIXED = ("n_pages", "n_words", "_where")
 
     def __init__(self, n_pages: int):
         self.n_pages = n_pages
@@ -44,11 +44,11 @@ class PageAllocator(Stateful):
         self._low = 0  # the lowest word with a free page (n_words: none)
         self.n_free = n_pages
         self.refs = [0] * n_pages
-        self._word_of = [i // _WORD for i in range(n_pages)]
-        self._bit_of = [_BIT[i % _WORD] for i in range(n_pages)]
+        self._where = [(i // _WORD, _BIT[i % _WORD]) for i in range(n_pages)]  # word, bit
 
-    def _take(self) -> int:
-        """Take the lowest free page with one holder; -1 if none is free."""
+    def _take(self, _pos=_POS) -> int:
+        """Take the lowest free page with one holder; -1 if none is free. (`_pos`, the bit ->
+        position table, is a default so the hot path reads it as a local.)"""
         w = self._low
         words = self._words
         word = words[w]
@@ -62,7 +62,7 @@ class PageAllocator(Stateful):
             self._summary = summary
             self._low = (summary & -summary).bit_length() - 1 if summary else self.n_words
         self.n_free -= 1
-        idx = w * _WORD + _POS[lsb]
+        idx = w * _WORD + _pos[lsb]
         self.refs[idx] = 1
         return idx
 
@@ -75,14 +75,14 @@ class PageAllocator(Stateful):
             return self._drop(idx)
         refs[idx] = 0
         # release(idx), inlined
-        w = self._word_of[idx]
+        w, bit = self._where[idx]
         words = self._words
         word = words[w]
         if not word:
             self._summary |= 1 << w
             if w < self._low:
                 self._low = w
-        words[w] = word + self._bit_of[idx]  # the bit is clear: + sets it (and is cheaper)
+        words[w] = word + bit  # the bit is clear: + sets it (and is cheaper)
         self.n_free += 1
         return 0
 
@@ -95,18 +95,19 @@ class PageAllocator(Stateful):
 
     def release(self, idx: int) -> None:
         """Set the page's bit again (and its word's summary bit): the page is free."""
-        w = self._word_of[idx]
+        w, bit = self._where[idx]
         words = self._words
         word = words[w]
         if not word:  # the word's first free page
             self._summary |= 1 << w
             if w < self._low:
                 self._low = w
-        words[w] = word | self._bit_of[idx]
+        words[w] = word | bit
         self.n_free += 1
 
     def is_free(self, idx: int) -> bool:
-        return bool(self._words[self._word_of[idx]] & self._bit_of[idx])
+        w, bit = self._where[idx]
+        return bool(self._words[w] & bit)
 
     @property
     def free_mask(self) -> int:
