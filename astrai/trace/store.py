@@ -34,6 +34,7 @@ import torch
 
 import astrai
 from astrai.errors import TraceFormatError
+from astrai.files import Output
 from astrai.trace import source
 from astrai.trace.format import VERSION, Trace, dumps, load_trace
 from astrai.trace.record import record
@@ -140,18 +141,13 @@ def _read(path: Path, wl: Workload) -> Trace | None:
 
 
 def _write(path: Path, trace: Trace) -> None:
-    """Whole or not at all: a temporary file beside it, renamed over it. A folder that cannot
-    be written only costs the next process a recording."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    """Whole or not at all (astrai.files.Output: a temporary file beside it, renamed over it).
+    A folder that cannot be written only costs the next process a recording."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_text(dumps(trace), encoding="utf-8")
-        tmp.replace(path)
+        Output(path, OSError).write(dumps(trace))
     except OSError:
         pass
-    finally:
-        with contextlib.suppress(OSError):
-            tmp.unlink(missing_ok=True)
 
 
 @contextlib.contextmanager
