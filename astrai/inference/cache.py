@@ -367,9 +367,10 @@ class PagedCache(Stateful):
 
     def snapshot(self) -> Snapshot:
         """Save what a step can change: the allocator's and the prefix index's declared STATE
-        (O(pages), not K/V). Until `restore` or `end_snapshot`, the K/V of every page taken
-        that was not free at the snapshot (a cached prefix page evicted, a page a preempted
-        request held) is copied as it is taken: pages free then hold nothing anyone reads."""
+        (O(pages), not K/V). Until `restore` or the end of `atomic()`, the K/V of every page
+        taken that was not free at the snapshot (a cached prefix page evicted, a page a
+        preempted request held) is copied as it is taken: pages free then hold nothing anyone
+        reads."""
         self._snapshot = Snapshot(self)
         return self._snapshot
 
@@ -386,9 +387,6 @@ class PagedCache(Stateful):
             self.kv.put_page(page, kv)
         self._releases += 1  # tables checked since are checked again
         self._checked = None
-        self._snapshot = None
-
-    def end_snapshot(self) -> None:
         self._snapshot = None
 
     @contextmanager
