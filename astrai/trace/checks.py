@@ -9,7 +9,8 @@ from dataclasses import dataclass
 from typing import Any
 
 
-def _int(x: Any) -> bool:
+def int_ok(x: Any) -> bool:
+    """An int that is not a bool (JSON's true would pass isinstance(x, int))."""
     return isinstance(x, int) and not isinstance(x, bool)
 
 
@@ -18,12 +19,12 @@ def name_ok(x: Any) -> bool:
     return isinstance(x, str) and 0 < len(x) <= 200 and x.isprintable()
 
 
-def _count(x: Any) -> bool:
-    return _int(x) and x >= 0
+def count_ok(x: Any) -> bool:
+    return int_ok(x) and x >= 0
 
 
 def _page(x: Any, geo: Mapping) -> bool:
-    return _int(x) and 0 <= x < geo["n_pages"]
+    return int_ok(x) and 0 <= x < geo["n_pages"]
 
 
 @dataclass(frozen=True)
@@ -71,16 +72,16 @@ PAGE = _rule(_page, lambda g: f"must be a page id in {_page_range(g)}", COUNT_SC
 PAGES = _rule(lambda v, g: isinstance(v, list) and all(_page(p, g) for p in v),
               lambda g: f"must be a list of page ids in {_page_range(g)}",
               {"type": "array", "items": COUNT_SCHEMA})
-COUNT = _rule(lambda v, g: _count(v), "must be a non-negative int", COUNT_SCHEMA)
-LOGICAL = _rule(lambda v, g: v is None or _count(v), "must be a non-negative int or null",
+COUNT = _rule(lambda v, g: count_ok(v), "must be a non-negative int", COUNT_SCHEMA)
+LOGICAL = _rule(lambda v, g: v is None or count_ok(v), "must be a non-negative int or null",
                 _nullable(COUNT_SCHEMA))
-SLOTS = _rule(lambda v, g: _int(v) and 0 <= v <= g["page_size"],
+SLOTS = _rule(lambda v, g: int_ok(v) and 0 <= v <= g["page_size"],
               lambda g: f"must count 0..{g['page_size']} slots", COUNT_SCHEMA)
 FLAG = _rule(lambda v, g: isinstance(v, bool), "must be true or false", {"type": "boolean"})
-KEYS = _rule(lambda v, g: isinstance(v, list) and all(_int(k) or k is None for k in v),
+KEYS = _rule(lambda v, g: isinstance(v, list) and all(int_ok(k) or k is None for k in v),
              "must be a list of int prefix keys",
              {"type": "array", "items": {"type": ["integer", "null"]}})
-TOKEN_IDS = _rule(lambda v, g: isinstance(v, dict) and all(name_ok(n) and _count(t)
+TOKEN_IDS = _rule(lambda v, g: isinstance(v, dict) and all(name_ok(n) and count_ok(t)
                                                            for n, t in v.items()),
                   "must map task names to token ids",
                   {"type": "object", "additionalProperties": COUNT_SCHEMA})
@@ -91,12 +92,12 @@ TEXTS = _rule(lambda v, g: isinstance(v, dict) and all(name_ok(n) and isinstance
               "must map task names to strings",
               {"type": "object", "additionalProperties": {"type": "string"}})
 PAGE_TABLE = _rule(lambda v, g: isinstance(v, list) and all(
-                       isinstance(row, list) and all(_int(p) and -1 <= p < g["n_pages"]
+                       isinstance(row, list) and all(int_ok(p) and -1 <= p < g["n_pages"]
                                                      for p in row) for row in v),
                    lambda g: f"must be rows of page ids in -1..{g['n_pages'] - 1}",
                    {"type": "array", "items": {"type": "array",
                                                "items": {"type": "integer", "minimum": -1}}})
-SHAPE = _rule(lambda v, g: isinstance(v, list) and all(_count(d) for d in v),
+SHAPE = _rule(lambda v, g: isinstance(v, list) and all(count_ok(d) for d in v),
               "must be a list of sizes", {"type": "array", "items": COUNT_SCHEMA})
 
 
@@ -107,12 +108,12 @@ def _write_rows_problem(rows: Any, geo: Mapping) -> str | None:
     for b, row in enumerate(rows):
         if not isinstance(row, dict) or not name_ok(row.get("task")):
             return f"[{b}] must be an object with a printable task name"
-        if not _count(row.get("start")) or not _count(row.get("n")):
+        if not count_ok(row.get("start")) or not count_ok(row.get("n")):
             return f"[{b}] needs non-negative int start and n"
         runs = row.get("runs")
         if not isinstance(runs, list) or not all(
-            isinstance(r, list) and len(r) == 3 and _page(r[0], geo) and _count(r[1])
-            and _int(r[2]) and r[2] >= 1 and r[1] + r[2] <= ps for r in runs
+            isinstance(r, list) and len(r) == 3 and _page(r[0], geo) and count_ok(r[1])
+            and int_ok(r[2]) and r[2] >= 1 and r[1] + r[2] <= ps for r in runs
         ):
             return f"[{b}].runs must be [page, first slot, n] inside a page of {ps} slots"
     return None

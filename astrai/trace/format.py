@@ -26,6 +26,8 @@ from astrai.errors import TraceFormatError
 from astrai.files import read_text
 from astrai.trace import source as engine_source
 from astrai.trace.capture import CAPTURE_KINDS
+from astrai.trace.checks import count_ok as _count
+from astrai.trace.checks import int_ok as _int
 from astrai.trace.checks import name_ok as _name
 from astrai.trace.events import EVENTS, Event, Tokens, Write
 
@@ -106,10 +108,6 @@ def load_trace(path: str | Path) -> Trace:
 
 def _no_constant(name: str):
     raise TraceFormatError(f"{name} is not a number a trace holds")
-
-
-def _int(x: Any) -> bool:
-    return isinstance(x, int) and not isinstance(x, bool)
 
 
 def validate(data: Any, source: str = "trace") -> None:
@@ -219,10 +217,6 @@ def _checked(data: Any, source: str) -> list[Event]:
         _check_tokens(events, data["outputs"], fail)
     _check_captures(captures, events, geo, fail)
     return events
-
-
-def _count(x: Any) -> bool:
-    return _int(x) and x >= 0
 
 
 def _state_problem(state: dict, geo: dict) -> str | None:
