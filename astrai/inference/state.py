@@ -17,23 +17,32 @@ class Stateful:
     FIXED: tuple[str, ...] = ()
 
     def snapshot(self) -> tuple:
-        return tuple(_copy(getattr(self, name)) for name in self.STATE)
+        return save(self, self.STATE)
 
     def restore(self, saved: tuple) -> None:
-        """Put back what snapshot() took. Containers are refilled in place, so whoever holds
-        one (the cache keeps the refcount list at hand) sees the restored values."""
-        for name, value in zip(self.STATE, saved, strict=True):
-            current = getattr(self, name)
-            if isinstance(current, list):
-                current[:] = value
-            elif isinstance(current, deque):
-                current.clear()
-                current.extend(value)
-            elif isinstance(current, (dict, set)):
-                current.clear()
-                current.update(value)
-            else:
-                setattr(self, name, value)
+        put_back(self, self.STATE, saved)
+
+
+def save(obj, names) -> tuple:
+    """Copies of obj's fields `names` (containers one level deep)."""
+    return tuple(_copy(getattr(obj, name)) for name in names)
+
+
+def put_back(obj, names, saved: tuple) -> None:
+    """Put back what save(obj, names) took. Containers are refilled in place, so whoever holds
+    one (the cache keeps the refcount list at hand) sees the restored values."""
+    for name, value in zip(names, saved, strict=True):
+        current = getattr(obj, name)
+        if isinstance(current, list):
+            current[:] = value
+        elif isinstance(current, deque):
+            current.clear()
+            current.extend(value)
+        elif isinstance(current, (dict, set)):
+            current.clear()
+            current.update(value)
+        else:
+            setattr(obj, name, value)
 
 
 def _copy(value):

@@ -17,6 +17,8 @@ from __future__ import annotations
 import dataclasses
 import functools
 
+from astrai.inference.state import put_back, save
+
 
 def atomic(step):
     @functools.wraps(step)
@@ -41,24 +43,15 @@ def task_state(task) -> tuple[str, ...]:
 def _save_tasks(sched) -> list:
     touched = list(sched.running) + list(sched.waiting)[: sched.max_batch]
     gens = sched._generators
-    return [(t, {name: _copy(getattr(t, name)) for name in task_state(t)},
+    return [(t, task_state(t), save(t, task_state(t)),
              gens[t.name].get_state() if t.name in gens else None) for t in touched]
 
 
 def _restore_tasks(sched, saved: list) -> None:
     gens = sched._generators
-    for task, fields, gen in saved:
-        for name, value in fields.items():
-            current = getattr(task, name)
-            if isinstance(current, list):
-                current[:] = value  # in place: whoever holds the list sees it restored
-            else:
-                setattr(task, name, value)
+    for task, names, values, gen in saved:
+        put_back(task, names, values)  # lists in place: whoever holds one sees it restored
         if gen is None:
             gens.pop(task.name, None)
         else:
             gens[task.name].set_state(gen)
-
-
-def _copy(value):
-    return value.copy() if isinstance(value, list) else value
