@@ -108,6 +108,12 @@ def load_trace(path: str | Path) -> Trace:
 def parse_trace(text: str, path: str = "trace") -> Trace:
     """The checked trace a file's text holds (`path` names it in errors): bounded before it is
     parsed, every object's keys unique, then every field checked (TraceFormatError)."""
+    return Trace.from_json(parse_json(text, path), path)
+
+
+def parse_json(text: str, path: str = "trace") -> Any:
+    """The JSON of a trace file's text, not yet checked as a trace: refused before parsing when
+    it holds more than a trace may, and refused when an object names a key twice."""
     if len(text) > MAX_TRACE_BYTES:
         raise TraceFormatError(f"{path}: more than the {MAX_TRACE_BYTES} bytes a trace holds")
     values = text.count(",") + text.count("[") + text.count("{") + 1
@@ -119,7 +125,7 @@ def parse_trace(text: str, path: str = "trace") -> Trace:
         raise TraceFormatError(f"{path}: up to {objects} JSON objects, more than the "
                                f"{MAX_TRACE_OBJECTS} a trace holds")
     try:
-        data = json.loads(text, parse_constant=_no_constant, object_pairs_hook=_unique)
+        return json.loads(text, parse_constant=_no_constant, object_pairs_hook=_unique)
     except json.JSONDecodeError as e:
         raise TraceFormatError(f"{path}: not JSON: {e}") from None
     except TraceFormatError as e:  # a key twice, or NaN: the message names the file
@@ -128,7 +134,6 @@ def parse_trace(text: str, path: str = "trace") -> Trace:
         raise TraceFormatError(f"{path}: nested too deeply to be a trace") from None
     except ValueError as e:  # an integer of thousands of digits
         raise TraceFormatError(f"{path}: not a trace: {e}") from None
-    return Trace.from_json(data, path)
 
 
 def _unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
