@@ -33,6 +33,31 @@ def test_a_word_longer_than_a_line_is_refused():
         cues.two_lines("x" * 43 + " and more")
 
 
+URL = "https://example.com/a/very/long/path/to/some/page/index.html?query=1&x=2"
+
+
+@pytest.mark.parametrize("text", [
+    f"See {URL} for more.",
+    "Request " + "supercalifragilistic" * 5 + " waits for a page.",
+    "a " + "x" * 42 + " b",
+    "y" * 200,
+    f"{URL}, {URL}. {URL}",
+])
+def test_a_word_longer_than_a_line_is_broken_across_lines(text):
+    parts = cues.split(text)
+    for c in parts:
+        lines = c.split("\n")
+        assert len(lines) <= 2 and all(0 < len(x) <= 42 for x in lines), c
+    # nothing lost or added but the breaks
+    assert "".join("".join(parts).split()) == "".join(text.split())
+    assert Narrator(on=False).line(text).cues  # and the narrator speaks it
+
+
+def test_a_long_url_breaks_after_a_slash_not_inside_a_name():
+    first = cues.split(f"See {URL} for more.")[0]
+    assert first.endswith("/") and max(len(x) for x in first.split("\n")) <= 42
+
+
 def test_reading_limits_flag_each_rule():
     ok = [cues.Timed(0.0, 3.0, "short and slow"), cues.Timed(3.2, 6.0, "another one")]
     assert cues.problems(ok, 1 / 15) == []
