@@ -12,6 +12,7 @@ The reading-speed limits (17 characters a second, 5/6 s to 7 s a cue) are checke
 from __future__ import annotations
 
 import re
+import unicodedata
 from dataclasses import dataclass
 
 LINE = 42  # characters a line
@@ -22,6 +23,20 @@ MIN_CUE, MAX_CUE = 5 / 6, 7.0  # seconds
 SOFT = ("and", "but", "so", "because", "which", "while", "then", "where", "when", "or")
 BREAK_AFTER = "/.-_?&=:#"  # where a word too long for a line is broken, the latest one first
 MIN_PIECE = 8  # characters before a break in a long word: no line of a lone "/"
+
+
+# A terminal's escape sequences (CSI, OSC), taken out whole; bidirectional overrides and
+# isolates reorder what is shown (and a terminal's line): neither is ever text.
+ESCAPES = re.compile(r"(?:\x1b\[|\x9b)[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?")
+BIDI = dict.fromkeys(map(ord, "\u200e\u200f\u202a\u202b\u202c\u202d\u202e"
+                                "\u2066\u2067\u2068\u2069"))
+
+
+def plain(text: str) -> str:
+    """`text` without control characters (each a space) or bidirectional overrides: a line
+    reaches the subtitles and a terminal, where either is a code, never a word."""
+    text = ESCAPES.sub(" ", text.translate(BIDI))  # a whole escape sequence, not just its ESC
+    return "".join(" " if unicodedata.category(c) == "Cc" else c for c in text)
 
 
 def _unbroken(word: str) -> list[str]:

@@ -28,7 +28,6 @@ import json
 import os
 import re
 import stat
-import unicodedata
 import wave
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,10 +52,6 @@ EST_CPS = 15.6  # NARRATION=off: characters a second the voice takes (measured a
 VOICE_KEY = f"{VOICE}|ls={LENGTH_SCALE}|cps={READ_CPS}|{LOUDNESS}|{PEAK}|{RATE}|v1"
 MAX_SPEECH = 60.0  # seconds: a cue (at most 84 characters) takes about 6; a longer wav is not one
 MAX_WAV_BYTES = 44 + 2 * int(MAX_SPEECH * RATE)
-# Bidirectional overrides and isolates reorder what is shown (and a terminal's line): never text.
-ESCAPES = re.compile(r"(?:\x1b\[|\x9b)[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?")
-BIDI = dict.fromkeys(map(ord, "\u200e\u200f\u202a\u202b\u202c\u202d\u202e"
-                                "\u2066\u2067\u2068\u2069"))
 
 
 class VoiceError(Exception):
@@ -159,7 +154,7 @@ class Narrator:
         self.synthesized = 0  # cues synthesized by this narrator (not read from the cache)
 
     def line(self, text: str) -> Line:
-        text = " ".join(plain(text).split())
+        text = " ".join(cue_split.plain(text).split())
         if not text:
             raise VoiceError("an empty line cannot be spoken")
         chunks = cue_split.split(text)
@@ -224,13 +219,6 @@ class Narrator:
         if self._voice is None:
             self._voice = load_voice()
         return self._voice
-
-
-def plain(text: str) -> str:
-    """`text` without control characters (each a space) or bidirectional overrides: a line
-    reaches the subtitles and a terminal, where either is a code, never a word."""
-    text = ESCAPES.sub(" ", text.translate(BIDI))  # a whole escape sequence, not just its ESC
-    return "".join(" " if unicodedata.category(c) == "Cc" else c for c in text)
 
 
 def stamp_of(say: str, samples: np.ndarray) -> dict:
