@@ -80,6 +80,11 @@ class TraceFormatError(AstraiError, ValueError):
     """A malformed trace file or an unknown trace version."""
 
 
+class TraceStoreBusy(AstraiError):
+    """A kept recording another process has held locked for longer than a recording takes
+    (a stopped or hung process): the message names its pid."""
+
+
 class CheckpointError(AstraiError, ValueError):
     """A checkpoint directory that cannot be loaded; the message names the file or tensor."""
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import srt
 
 from promo import PromoError
+from scenes.cues import plain
 
 
 class SubtitleError(PromoError):
@@ -63,8 +64,16 @@ def write_srt(cues: list[Cue], path: Path) -> None:
     def ms(t: float) -> timedelta:  # rounded, not truncated, to the file's milliseconds
         return timedelta(milliseconds=round(t * 1000))
 
-    subs = [srt.Subtitle(i, ms(c.start), ms(c.end), c.text) for i, c in enumerate(cues, 1)]
+    subs = [srt.Subtitle(i, ms(c.start), ms(c.end), shown(c.text))
+            for i, c in enumerate(cues, 1)]
     path.write_text(srt.compose(subs, reindex=False), encoding="utf-8")
+
+
+def shown(text: str) -> str:
+    """A cue's lines with no control character or escape sequence (a part's .srt may come from
+    elsewhere; a player or a terminal would act on them) and no blank line (it ends a cue)."""
+    lines = (" ".join(plain(x).split()) for x in text.split("\n"))
+    return "\n".join(x for x in lines if x)
 
 
 def vtt_time(t: float) -> str:

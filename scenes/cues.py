@@ -1,7 +1,9 @@
 """Spoken text cut into subtitle cues a person can read (Netflix's English template): at most
 two lines of at most 42 characters, cut at sentence ends first, then at clause breaks (, ; :
 and before "and", "but", "so", ...), then between words; the two lines of a cue as even as the
-words allow.
+words allow. A word longer than a line (a URL, a long name) is broken after a / . - _ ? & = :
+or # where one falls late enough in the line, else after 42 characters; its pieces never share
+a line, so each piece ends a line.
 
 The reading-speed limits (17 characters a second, 5/6 s to 7 s a cue) are checked by
 `check` once the cues are timed; the time of a cue is its own speech (scenes.voice).
@@ -10,6 +12,7 @@ The reading-speed limits (17 characters a second, 5/6 s to 7 s a cue) are checke
 from __future__ import annotations
 
 import re
+import unicodedata
 from dataclasses import dataclass
 
 LINE = 42  # characters a line
@@ -18,6 +21,34 @@ CUE = LINE * LINES
 CPS, CPS_MAX = 17.0, 20.0  # target for 90% of cues / never over
 MIN_CUE, MAX_CUE = 5 / 6, 7.0  # seconds
 SOFT = ("and", "but", "so", "because", "which", "while", "then", "where", "when", "or")
+BREAK_AFTER = "/.-_?&=:#"  # where a word too long for a line is broken, the latest one first
+MIN_PIECE = 8  # characters before a break in a long word: no line of a lone "/"
+
+
+# A terminal's escape sequences (CSI, OSC), taken out whole; bidirectional overrides and
+# isolates reorder what is shown (and a terminal's line): neither is ever text.
+ESCAPES = re.compile(r"(?:\x1b\[|\x9b)[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?")
+BIDI = dict.fromkeys(map(ord, "\u200e\u200f\u202a\u202b\u202c\u202d\u202e"
+                                "\u2066\u2067\u2068\u2069"))
+
+
+def plain(text: str) -> str:
+    """`text` without control characters (each a space) or bidirectional overrides: a line
+    reaches the subtitles and a terminal, where either is a code, never a word."""
+    text = ESCAPES.sub(" ", text.translate(BIDI))  # a whole escape sequence, not just its ESC
+    return "".join(" " if unicodedata.category(c) == "Cc" else c for c in text)
+
+
+def _unbroken(word: str) -> list[str]:
+    """`word` as pieces of at most LINE characters, each as long as a break point allows. Two
+    pieces never fit one line together (else the first would have ended at the second's end)."""
+    out = []
+    while len(word) > LINE:
+        cut = max((i + 1 for i in range(MIN_PIECE - 1, LINE) if word[i] in BREAK_AFTER),
+                  default=LINE)
+        out.append(word[:cut])
+        word = word[cut:]
+    return out + [word]
 
 
 def _sentences(text: str) -> list[str]:
@@ -61,7 +92,8 @@ def _words(text: str, limit: int) -> list[str]:
 def chunks(text: str, limit: int = CUE) -> list[str]:
     """The text as cue-sized runs, cut where a reader would pause."""
     out: list[str] = []
-    for s in _sentences(" ".join(text.split())):
+    text = " ".join(p for w in text.split() for p in _unbroken(w))
+    for s in _sentences(text):
         if len(s) <= limit:
             out.append(s)
             continue
@@ -90,13 +122,18 @@ def two_lines(text: str) -> str:
 
 def split(text: str) -> list[str]:
     """The cues' texts, each already broken into its lines (a chunk whose words cannot make
-    two lines of 42 becomes two cues)."""
+    two lines of 42 becomes two cues, or failing that one cue a line)."""
     out = []
     for c in chunks(text):
         try:
             out.append(two_lines(c))
+            continue
         except ValueError:
+            pass
+        try:
             out += [two_lines(h) for h in _words(c, -(-len(c) // 2) + 8)]
+        except ValueError:  # every word fits a line (chunks broke the longer ones)
+            out += _fill(c.split(), LINE)
     return out
 
 

@@ -7,7 +7,12 @@ when its speech does and lasts as long as it. The voice is Piper's en_US "joe" (
 
 Every cue's speech is cached under media/voice/ by a hash of its spoken text, the voice and the
 settings (`VOICE_KEY`), as a 48 kHz mono WAV already at the promo's loudness (-16 LUFS, peaks at
-most -1.5 dBFS, see `level`), with its duration beside it. A cached cue costs a file read.
+most -1.5 dBFS, see `level`), with a stamp beside it: the text, voice and settings it was made
+for and the wav's rate, length and sha256. A cached cue costs a file read, and is used only when
+the stamp matches the line asked for and the wav itself (another line's files copied under this
+key, a wav cut short or of another rate, a stamp whose duration is not the wav's: synthesized
+again). A cached file that is a folder, or a cache that cannot be written when a cue must be
+made, stops with a VoiceError naming the path: the narrator never deletes what it did not write.
 
 NARRATION=off builds silent: each cue lasts what the voice takes at its usual pace (an estimate),
 so a preview is paced like the real thing but nothing is synthesized or added to the video.
@@ -22,12 +27,14 @@ import hashlib
 import json
 import os
 import re
+import stat
 import wave
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from astrai.files import Output, read_text
 from scenes import cues as cue_split
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -43,6 +50,8 @@ PAUSE = 0.6  # seconds after a line before the next beat may speak
 READ_CPS = 16.0  # a cue spoken faster than this is spoken again, slower (reading limit 17)
 EST_CPS = 15.6  # NARRATION=off: characters a second the voice takes (measured at 1.06)
 VOICE_KEY = f"{VOICE}|ls={LENGTH_SCALE}|cps={READ_CPS}|{LOUDNESS}|{PEAK}|{RATE}|v1"
+MAX_SPEECH = 60.0  # seconds: a cue (at most 84 characters) takes about 6; a longer wav is not one
+MAX_WAV_BYTES = 44 + 2 * int(MAX_SPEECH * RATE)
 
 
 class VoiceError(Exception):
@@ -145,7 +154,7 @@ class Narrator:
         self.synthesized = 0  # cues synthesized by this narrator (not read from the cache)
 
     def line(self, text: str) -> Line:
-        text = " ".join(text.split())
+        text = " ".join(cue_split.plain(text).split())
         if not text:
             raise VoiceError("an empty line cannot be spoken")
         chunks = cue_split.split(text)
@@ -158,26 +167,39 @@ class Narrator:
         if not self.on:
             return Cue(text, max(len(say) / EST_CPS, 0.5), None)
         key = hashlib.sha256(f"{VOICE_KEY}|{say}".encode()).hexdigest()[:24]
+        if self.cache.exists() and not self.cache.is_dir():
+            raise VoiceError(f"{self.cache}: the voice cache is not a folder (set "
+                             "ASTRAI_VOICE_CACHE to another, or NARRATION=off)")
         wav = self.cache / f"{key}.wav"
         meta = wav.with_suffix(".json")
-        try:
-            duration = float(json.loads(meta.read_text())["duration"])
-            if wav.is_file() and duration > 0:
-                return Cue(text, duration, wav)
-        except (OSError, ValueError, KeyError, TypeError):
-            pass  # not cached, or a stamp that cannot be read: synthesize again
+        duration = cached(wav, meta, say)
+        if duration is not None:
+            return Cue(text, duration, wav)
+        stamp = self.writable(meta)  # before the synthesis, not after it
         samples = self.synthesize(say)
         chars = len(" ".join(text.split()))
         if chars / (len(samples) / RATE) > READ_CPS:  # too fast to read: say it slower
             slower = LENGTH_SCALE * chars / (len(samples) / RATE) / (READ_CPS - 0.5)
             samples = self.synthesize(say, slower)
-        duration = len(samples) / RATE
-        write_wav(wav, samples)
-        tmp = meta.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps({"text": say, "voice": VOICE_KEY, "duration": duration}))
-        tmp.replace(meta)  # the stamp last: a wav without one is synthesized again
+        try:
+            write_wav(wav, samples)
+        except OSError as e:
+            raise VoiceError(f"{wav}: cannot be written ({e.strerror or e})") from None
+        # the stamp last: a wav without one is synthesized again
+        stamp.write(json.dumps(stamp_of(say, samples)))
         self.synthesized += 1
-        return Cue(text, duration, wav)
+        return Cue(text, len(samples) / RATE, wav)
+
+    def writable(self, meta: Path) -> Output:
+        """The stamp's Output, once the cache folder and both files of a cue can be written
+        (VoiceError naming what cannot)."""
+        try:
+            self.cache.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise VoiceError(f"{self.cache}: the voice cache cannot be made "
+                             f"({e.strerror or e})") from None
+        Output(meta.with_suffix(".wav"), VoiceError)
+        return Output(meta, VoiceError)
 
     def synthesize(self, say: str, length_scale: float = LENGTH_SCALE) -> np.ndarray:
         """int16 samples at RATE of `say`, levelled (see `level`)."""
@@ -199,6 +221,55 @@ class Narrator:
         return self._voice
 
 
+def stamp_of(say: str, samples: np.ndarray) -> dict:
+    """What a cached wav was made for and what it holds, written beside it."""
+    return {"text": say, "voice": VOICE_KEY, "rate": RATE, "frames": len(samples),
+            "duration": len(samples) / RATE,
+            "sha256": hashlib.sha256(samples.astype("<i2").tobytes()).hexdigest()}
+
+
+def cached(wav: Path, meta: Path, say: str) -> float | None:
+    """The cached speech's duration if the stamp was made for `say` with this voice and these
+    settings and the wav is what the stamp says (rate, length, digest); None if anything is
+    missing or off (it is synthesized again). A folder or device in a file's place: VoiceError."""
+    missing = False
+    for path in (wav, meta):
+        try:
+            mode = os.stat(path).st_mode
+        except FileNotFoundError:
+            missing = True
+            continue
+        except OSError as e:
+            raise VoiceError(f"{path}: cannot be read ({e.strerror or e})") from None
+        if not stat.S_ISREG(mode):
+            what = "a folder" if stat.S_ISDIR(mode) else "not a regular file"
+            raise VoiceError(f"{path}: is {what}, not a cached cue; move it away (the narrator "
+                             "never deletes what it did not write)")
+    if missing:
+        return None
+    try:
+        st = json.loads(read_text(meta, VoiceError, 4096))
+        expected = {"text": say, "voice": VOICE_KEY, "rate": RATE}
+        if not isinstance(st, dict) or any(st.get(k) != v for k, v in expected.items()):
+            return None  # another line's stamp, or another voice or setting
+        frames = st.get("frames")
+        if type(frames) is not int or not 0 < frames <= MAX_SPEECH * RATE \
+                or st.get("duration") != frames / RATE:
+            return None
+        if os.stat(wav).st_size > MAX_WAV_BYTES:
+            return None
+        with wave.open(str(wav), "rb") as w:
+            if (w.getnchannels(), w.getsampwidth(), w.getframerate(), w.getnframes()) \
+                    != (1, 2, RATE, frames):
+                return None
+            data = w.readframes(frames)
+    except (VoiceError, OSError, ValueError, EOFError, wave.Error):
+        return None
+    if len(data) != 2 * frames or hashlib.sha256(data).hexdigest() != st.get("sha256"):
+        return None  # cut short, or not the samples the stamp was written for
+    return frames / RATE
+
+
 def load_voice():
     """Piper's voice, from the installed packages; VoiceError naming the fix when missing."""
     try:
@@ -213,7 +284,12 @@ def load_voice():
         if not f.is_file():
             raise VoiceError(f"the narration voice file {f.name} is missing: reinstall it with "
                              "scripts/setup.sh, or render silent with NARRATION=off")
-    return PiperVoice.load(str(model), config_path=str(config))
+    try:
+        return PiperVoice.load(str(model), config_path=str(config))
+    except Exception as e:  # onnxruntime's and json's own errors: a damaged install
+        why = " ".join(f"{type(e).__name__}: {e}".split())[:160]
+        raise VoiceError(f"the narration voice {model.name} cannot be loaded ({why}): reinstall "
+                         "it with scripts/setup.sh, or render silent with NARRATION=off") from None
 
 
 def trim(x: np.ndarray, rate: int, floor: float = 0.01) -> np.ndarray:

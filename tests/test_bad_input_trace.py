@@ -310,3 +310,72 @@ def test_refusals_quoting_a_value_stay_one_line(tmp_path, bad):
         load_trace(path)
     assert str(e.value).isprintable()
     assert "unknown trace version" in str(e.value)
+
+
+# ---- 7. bounded before parsing, one value per key -------------------------------------------
+
+
+def _never_parsed(monkeypatch):
+    from astrai.trace import format as fmt
+
+    def parse(*a, **k):
+        raise AssertionError("parsed a file over the caps")
+
+    monkeypatch.setattr(fmt.json, "loads", parse)
+
+
+def test_a_file_over_the_byte_cap_is_refused_unread(tmp_path, monkeypatch, capsys):
+    from astrai.trace.__main__ import main
+    from astrai.trace.format import MAX_TRACE_BYTES
+
+    path = tmp_path / "huge.json"
+    with open(path, "wb") as f:  # sparse: costs no disk
+        f.truncate(MAX_TRACE_BYTES + 1)
+    _never_parsed(monkeypatch)
+    with pytest.raises(TraceFormatError, match=f"more than the {MAX_TRACE_BYTES}"):
+        load_trace(path)
+    assert main(["verify", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("what,text", [
+    ("values", lambda n: "[" + "0," * n + "0]"),
+    ("objects", lambda n: "[" + "{}," * n + "{}]"),
+])
+def test_a_file_holding_more_values_than_a_trace_is_refused_before_parsing(
+        tmp_path, monkeypatch, what, text):
+    from astrai.trace import format as fmt
+
+    cap = {"values": fmt.MAX_TRACE_VALUES, "objects": fmt.MAX_TRACE_OBJECTS}[what]
+    path = tmp_path / "many.json"
+    path.write_text(text(cap))
+    assert path.stat().st_size <= fmt.MAX_TRACE_BYTES  # small enough to pass the byte cap
+    _never_parsed(monkeypatch)
+    with pytest.raises(TraceFormatError, match=f"JSON {what}, more than the {cap}"):
+        load_trace(path)
+
+
+def test_the_shipped_traces_are_far_inside_the_caps(good):
+    from astrai.trace import format as fmt
+
+    text = json.dumps(good)
+    assert text.count(",") + text.count("[") + text.count("{") < fmt.MAX_TRACE_VALUES // 100
+    assert text.count("{") < fmt.MAX_TRACE_OBJECTS // 100
+
+
+@pytest.mark.parametrize("where", ["top", "event", "state"])
+def test_a_key_twice_in_one_object_is_refused(good, tmp_path, where):
+    """json keeps a key's last value: a first one that lies would read as the real run."""
+    text = json.dumps(good, separators=(",", ":"))
+    lie = {"top": ('{"version":1,', '{"outputs":{"a":[1,2,3]},"version":1,'),
+           "event": ('{"kind":"alloc",', '{"kind":"free","kind":"alloc",'),
+           "state": ('"state":{"free_mask":', '"state":{"free_mask":0,"free_mask":')}[where]
+    assert lie[0] in text
+    path = tmp_path / "twice.json"
+    path.write_text(text.replace(lie[0], lie[1], 1))
+    with pytest.raises(TraceFormatError, match="appears twice in one object") as e:
+        load_trace(path)
+    assert str(e.value).startswith(f"{path}: ") and "\n" not in str(e.value)
+    path.write_text(text)  # the same text without the second key loads
+    assert load_trace(path).to_json() == Trace.from_json(good).to_json()

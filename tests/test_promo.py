@@ -348,3 +348,16 @@ def test_the_teaser_plan_fits_its_limit(tmp_path, monkeypatch):
     for cls in shots:
         assert 8 <= lengths[cls] <= TEASER_SCENE_MAX, (cls, lengths[cls])
     assert sum(lengths.values()) <= TEASER_MAX - 3, lengths  # a margin for frame rounding
+
+
+def test_a_cue_with_control_characters_reaches_the_srt_without_them(tmp_path):
+    from promo.subtitles import read_srt, write_srt
+
+    cues = [Cue(0.0, 1.0, "Page four\x1b[2J is\x07 free\u202e.\n\n\x1b]0;title\x07second line"),
+            Cue(1.5, 2.5, "plain\r\n\x00words")]
+    path = tmp_path / "cut.srt"
+    write_srt(cues, path)
+    text = path.read_text(encoding="utf-8")
+    assert all(ch.isprintable() or ch == "\n" for ch in text), repr(text)
+    assert [c.text for c in read_srt(path)] == ["Page four is free.\nsecond line",
+                                                "plain\nwords"]

@@ -67,8 +67,8 @@ def test_another_process_reads_the_file_through_the_checked_loader(kept, monkeyp
     made = store.recorded(TOY, lines=False)
     store.forget()  # as a new process: only the file is left
     loads = []
-    real = store.load_trace
-    monkeypatch.setattr(store, "load_trace", lambda p: loads.append(p) or real(p))
+    real = store.parse_json
+    monkeypatch.setattr(store, "parse_json", lambda *a: loads.append(a) or real(*a))
     again = store.recorded(TOY, lines=False)
     assert len(kept.runs) == 1 and len(loads) == 1
     assert again.to_json() == made.to_json()
@@ -147,7 +147,10 @@ def test_a_damaged_or_foreign_file_is_never_served(kept):
         path.write_text(bad)
         store.forget()
         assert store.recorded(TOY).to_json() == good.to_json()
-        assert json.loads(path.read_text()) == good.to_json()  # replaced, whole
+        kept_data = json.loads(path.read_text())  # replaced, whole, with the key's fields
+        assert kept_data.pop("recording") == store.fields_of(TOY, None, True, False,
+                                                             store.MAX_STEPS)
+        assert kept_data == good.to_json()
     runs = len(kept.runs)
     # a valid trace of another workload under this run's name
     save_trace(record(dataclasses.replace(TOY, seed=7)), path)
@@ -224,3 +227,132 @@ def test_a_scene_loads_its_workload_through_the_store(kept, tmp_path):
     toml.write_text(toml.read_text().replace("max_new_tokens = 3", "max_new_tokens = 4"))
     assert len(load(str(toml)).outputs["A"]) == 4  # the file changed: recorded again
     assert len(kept.runs) == 3
+
+
+# ---- a kept file proves it is its key's recording ---------------------------------------------
+
+
+def digest_of(path: Path) -> Path:
+    return path.with_name(f".{path.name}.sha256")
+
+
+def rewrite(path: Path, data: dict) -> None:
+    """The file changed and its digest written to match: a forger who knows the format."""
+    import hashlib
+
+    text = json.dumps(data, separators=(",", ":"))
+    path.write_text(text)
+    digest_of(path).write_text(hashlib.sha256(text.encode()).hexdigest())
+
+
+def test_the_file_carries_its_key_and_its_digest(kept):
+    import hashlib
+
+    store.recorded(TOY)
+    (path,) = files(kept.folder)
+    data = json.loads(path.read_text())
+    fields = data["recording"]
+    assert fields["lines"] is True and fields["capture"] is False
+    assert hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:32] in path.name
+    assert digest_of(path).read_text() == hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_a_recording_filed_under_another_key_is_never_served(kept):
+    """Without line tracing under the name of the run with it: recorded again, with lines."""
+    plain = store.recorded(TOY, lines=False)
+    assert not any(ev.code for ev in plain.events)
+    (plain_path,) = files(kept.folder)
+    traced_path = plain_path.with_name(
+        f"toy-{store.key_of(TOY, None, True, False, store.MAX_STEPS)[:32]}.json")
+    traced_path.write_bytes(plain_path.read_bytes())  # file and digest copied across
+    digest_of(traced_path).write_bytes(digest_of(plain_path).read_bytes())
+    store.forget()
+    assert any(ev.code for ev in store.recorded(TOY).events)
+    assert len(kept.runs) == 2
+    # its fields rewritten to the other key's too: its content still says no lines
+    data = json.loads(traced_path.read_text())
+    data["events"] = [{k: v for k, v in ev.items() if k not in ("code", "returned")}
+                      for ev in data["events"]]
+    rewrite(traced_path, data)
+    store.forget()
+    assert any(ev.code for ev in store.recorded(TOY).events)
+    assert len(kept.runs) == 3
+
+
+def test_a_recording_without_captures_is_never_served_for_one_with_them(kept):
+    store.recorded(TOY, capture=True)
+    (path,) = files(kept.folder)
+    data = json.loads(path.read_text())
+    del data["captures"]
+    rewrite(path, data)  # a valid trace, its key's fields and a matching digest
+    store.forget()
+    assert store.recorded(TOY, capture=True).captures
+    assert len(kept.runs) == 2
+
+
+def test_a_forged_self_consistent_file_is_never_served(kept):
+    """Outputs and the token events replaced together pass every check of the loader: the
+    digest its writer kept says the file is not the one written."""
+    real = store.recorded(TOY, lines=False)
+    (path,) = files(kept.folder)
+    data = json.loads(path.read_text())
+    for ev in data["events"]:
+        if ev["kind"] == "tokens":
+            ev["tokens"] = {name: 0 for name in ev["tokens"]}
+    data["outputs"] = {name: [0] * len(out) for name, out in data["outputs"].items()}
+    path.write_text(json.dumps(data, separators=(",", ":")))
+    assert store.parse_json(path.read_text())  # the loader alone takes it
+    from astrai.trace.format import load_trace
+
+    assert load_trace(path).outputs != real.outputs
+    store.forget()
+    assert store.recorded(TOY, lines=False).outputs == real.outputs
+    assert len(kept.runs) == 2
+
+
+@pytest.mark.parametrize("damage", ["missing", "wrong", "directory"])
+def test_a_file_without_its_writers_digest_is_recorded_again(kept, damage):
+    store.recorded(TOY, lines=False)
+    (path,) = files(kept.folder)
+    digest = digest_of(path)
+    digest.unlink()
+    if damage == "wrong":
+        digest.write_text("0" * 64)
+    elif damage == "directory":
+        digest.mkdir()
+    store.forget()
+    store.recorded(TOY, lines=False)
+    assert len(kept.runs) == 2
+
+
+def test_a_lock_held_by_a_stopped_process_is_named_not_waited_on_forever(kept, monkeypatch):
+    import signal
+    import time
+
+    from astrai.errors import TraceStoreBusy
+
+    store.recorded(TOY, lines=False)
+    (path,) = files(kept.folder)
+    root = Path(__file__).resolve().parents[1]
+    holder = subprocess.Popen(
+        [sys.executable, "-c",
+         "import os, signal, sys\nfrom pathlib import Path\nfrom astrai.trace import store\n"
+         "with store._locked(Path(sys.argv[1])):\n    os.kill(os.getpid(), signal.SIGSTOP)\n",
+         str(path)], cwd=root, env={**os.environ, "PYTHONPATH": str(root)})
+    try:
+        _, status = os.waitpid(holder.pid, os.WUNTRACED)  # returns once it has stopped
+        assert os.WIFSTOPPED(status)
+        monkeypatch.setattr(store, "LOCK_WAIT", 0.5)
+        store.forget()
+        start = time.monotonic()
+        with pytest.raises(TraceStoreBusy) as e:
+            store.recorded(TOY, lines=False)
+        assert time.monotonic() - start < 5
+        msg = str(e.value)
+        assert f"process {holder.pid} (stopped)" in msg and "\n" not in msg
+        assert len(kept.runs) == 1  # nothing recorded, nothing replaced
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    store.recorded(TOY, lines=False)  # its lock went with it
+    assert len(kept.runs) == 1

@@ -37,6 +37,14 @@ VERSION = 1
 # event, so the first bounds what loading costs. (What a scene can draw is the scenes' limit.)
 MAX_TRACE_PAGES = 1 << 16
 MAX_TRACE_STEPS = 100_000  # the most steps a run takes (astrai.workload.MAX_STEPS)
+# Checked on the text, before it is parsed: parsed JSON takes 8 to 30 times its text in memory
+# (an object about 200 bytes), so the file's size alone would not bound it. Every JSON value but
+# the first follows a comma or opens a container, so `,` + `[` + `{` + 1 counts at most the
+# values the text holds, and `{` at most its objects. The shipped workloads record at most about
+# 1 MB, 120,000 values and 10,000 objects; at these caps parsing takes at most about 200 MB.
+MAX_TRACE_BYTES = 32 * 1024 * 1024
+MAX_TRACE_VALUES = 4_000_000
+MAX_TRACE_OBJECTS = 500_000
 
 _STATE = {
     "free_mask": int,
@@ -94,16 +102,49 @@ def save_trace(trace: Trace, path: str | Path) -> None:
 
 
 def load_trace(path: str | Path) -> Trace:
-    text = read_text(path, TraceFormatError)
+    return parse_trace(read_text(path, TraceFormatError, MAX_TRACE_BYTES), str(path))
+
+
+def parse_trace(text: str, path: str = "trace") -> Trace:
+    """The checked trace a file's text holds (`path` names it in errors): bounded before it is
+    parsed, every object's keys unique, then every field checked (TraceFormatError)."""
+    return Trace.from_json(parse_json(text, path), path)
+
+
+def parse_json(text: str, path: str = "trace") -> Any:
+    """The JSON of a trace file's text, not yet checked as a trace: refused before parsing when
+    it holds more than a trace may, and refused when an object names a key twice."""
+    if len(text) > MAX_TRACE_BYTES:
+        raise TraceFormatError(f"{path}: more than the {MAX_TRACE_BYTES} bytes a trace holds")
+    values = text.count(",") + text.count("[") + text.count("{") + 1
+    if values > MAX_TRACE_VALUES:
+        raise TraceFormatError(f"{path}: up to {values} JSON values, more than the "
+                               f"{MAX_TRACE_VALUES} a trace holds")
+    objects = text.count("{")
+    if objects > MAX_TRACE_OBJECTS:
+        raise TraceFormatError(f"{path}: up to {objects} JSON objects, more than the "
+                               f"{MAX_TRACE_OBJECTS} a trace holds")
     try:
-        data = json.loads(text, parse_constant=_no_constant)
+        return json.loads(text, parse_constant=_no_constant, object_pairs_hook=_unique)
     except json.JSONDecodeError as e:
         raise TraceFormatError(f"{path}: not JSON: {e}") from None
+    except TraceFormatError as e:  # a key twice, or NaN: the message names the file
+        raise TraceFormatError(f"{path}: {e}") from None
     except RecursionError:
         raise TraceFormatError(f"{path}: nested too deeply to be a trace") from None
     except ValueError as e:  # an integer of thousands of digits
         raise TraceFormatError(f"{path}: not a trace: {e}") from None
-    return Trace.from_json(data, str(path))
+
+
+def _unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """An object whose keys are all different: with a key twice, json keeps the last value, so
+    the first could say one thing to a reader and the checks would see another."""
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        seen: set[str] = set()
+        twice = next(k for k, _ in pairs if k in seen or seen.add(k))
+        raise TraceFormatError(f"the key {twice[:40]!r} appears twice in one object")
+    return obj
 
 
 def _no_constant(name: str):

@@ -13,11 +13,17 @@ torch and Python versions. Any change there is another key, so a trace from anot
 workload is never served. A workload with a checkpoint is never kept: its weights are files the
 key does not read.
 
-A kept file is read back through the checked loader (`load_trace`) and must carry the
-workload and engine digests its key names; anything else (a damaged, foreign or stale file)
-is recorded again and replaced. Files are written whole to a temporary file and renamed; a
-lock per key makes a second process wait for the first one's recording instead of repeating
-it. Traces handed out are shared by every caller: read them, never change them.
+A kept file proves it is its key's recording: it carries the fields its key is the digest of
+(`recording`, beside the trace's own fields), and its writer keeps the sha256 of the whole file
+beside it (`.NAME.sha256`). On read the digest must match the file, the fields must equal the
+request's, the trace must pass the checked loader (`astrai.trace.format`), its workload and
+engine digests must be the key's, and it must hold code lines and captures exactly when the
+request asks for them; anything else (a damaged, edited, foreign or stale file, or one filed
+under another key) is recorded again and replaced, never served. Files are written whole to a
+temporary file and renamed, the digest last; a lock per key makes a second process wait for the
+first one's recording instead of repeating it, for at most LOCK_WAIT seconds (a holder stopped
+or hung is named by its pid in a TraceStoreBusy). Traces handed out are shared by every caller:
+read them, never change them.
 """
 
 from __future__ import annotations
@@ -28,15 +34,16 @@ import hashlib
 import json
 import os
 import sys
+import time
 from pathlib import Path
 
 import torch
 
 import astrai
-from astrai.errors import TraceFormatError
-from astrai.files import Output
+from astrai.errors import TraceFormatError, TraceStoreBusy
+from astrai.files import Output, read_text
 from astrai.trace import source
-from astrai.trace.format import VERSION, Trace, dumps, load_trace
+from astrai.trace.format import MAX_TRACE_BYTES, VERSION, Trace, parse_json
 from astrai.trace.record import record
 from astrai.workload import MAX_STEPS, Workload, load_workload
 
@@ -47,6 +54,9 @@ except ImportError:  # pragma: no cover - no advisory locks here: at worst a run
 
 _PACKAGE = Path(astrai.__file__).resolve().parent
 ENV = "ASTRAI_TRACE_CACHE"
+# A recording takes seconds (the largest shipped workload about 5 s, on a real model about a
+# minute): a lock held ten minutes belongs to a process that is stopped or hung.
+LOCK_WAIT = 600.0
 
 _memo: dict[str, Trace] = {}
 
@@ -75,6 +85,14 @@ def code_digest() -> str:
 def key_of(wl: Workload, device: str | None, lines: bool, capture: bool,
            max_steps: int) -> str:
     """The digest that names one recording: equal keys, equal traces."""
+    what = fields_of(wl, device, lines, capture, max_steps)
+    return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()
+
+
+def fields_of(wl: Workload, device: str | None, lines: bool, capture: bool,
+              max_steps: int) -> dict:
+    """Everything one recording depends on, as JSON holds it: its key is their digest, and its
+    file carries them (`recording`) to be compared on read."""
     what = {
         "format": VERSION,
         "workload": wl.to_json(),
@@ -87,7 +105,7 @@ def key_of(wl: Workload, device: str | None, lines: bool, capture: bool,
         "torch": torch.__version__,
         "python": list(sys.version_info[:2]),
     }
-    return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()
+    return json.loads(json.dumps(what))  # tuples as lists: equal to what a file gives back
 
 
 def recorded(workload: Workload | str, device: str | None = None, lines: bool = True,
@@ -97,6 +115,7 @@ def recorded(workload: Workload | str, device: str | None = None, lines: bool = 
     wl = load_workload(workload) if isinstance(workload, str) else workload
     if wl.checkpoint is not None:  # its weights are files the key does not read
         return record(wl, device=device, lines=lines, capture=capture, max_steps=max_steps)
+    fields = fields_of(wl, device, lines, capture, max_steps)
     key = key_of(wl, device, lines, capture, max_steps)
     trace = _memo.get(key)
     if trace is not None:
@@ -107,11 +126,11 @@ def recorded(workload: Workload | str, device: str | None = None, lines: bool = 
     else:
         path = folder / f"{_stem(wl.name)}-{key[:32]}.json"
         with _locked(path):  # another process recording this key: wait for its file
-            trace = _read(path, wl)
+            trace = _read(path, fields)
             if trace is None:
                 trace = record(wl, device=device, lines=lines, capture=capture,
                                max_steps=max_steps)
-                _write(path, trace)
+                _write(path, trace, fields)
     _memo[key] = trace
     return trace
 
@@ -126,44 +145,101 @@ def _stem(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_" else "_" for c in name)[:40] or "workload"
 
 
-def _read(path: Path, wl: Workload) -> Trace | None:
-    """The kept trace, checked like any trace file; None if missing, damaged or not this run's
-    (another workload, or recorded from other engine files)."""
+def _digest_path(path: Path) -> Path:
+    return path.with_name(f".{path.name}.sha256")
+
+
+def _read(path: Path, fields: dict) -> Trace | None:
+    """The kept trace if it proves to be this recording (see the module's doc); None if it is
+    missing, damaged, edited, or another recording's."""
     if not path.is_file():
         return None
     try:
-        trace = load_trace(path)
+        text = read_text(path, TraceFormatError, MAX_TRACE_BYTES)
+        kept = read_text(_digest_path(path), TraceFormatError, 200).strip()
+        if hashlib.sha256(text.encode()).hexdigest() != kept:
+            return None  # not the file its writer wrote
+        data = parse_json(text, str(path))
+        if not isinstance(data, dict) or data.get("recording") != fields:
+            return None  # filed under another key
+        trace = Trace.from_json(data, str(path))
     except TraceFormatError:
         return None
-    if trace.workload != wl.to_json() or trace.source != source.digests():
+    if trace.workload != fields["workload"] or trace.source != fields["engine"]:
         return None
+    if any(ev.code or ev.returned for ev in trace.events) != fields["lines"] \
+            or bool(trace.captures) != fields["capture"]:
+        return None  # its content is not what the key asks for
     return trace
 
 
-def _write(path: Path, trace: Trace) -> None:
-    """Whole or not at all (astrai.files.Output: a temporary file beside it, renamed over it).
-    A folder that cannot be written only costs the next process a recording."""
+def _write(path: Path, trace: Trace, fields: dict) -> None:
+    """Whole or not at all (astrai.files.Output: a temporary file beside it, renamed over it),
+    the trace with the fields of its key, then the file's digest: a file without its digest is
+    recorded again. A folder that cannot be written only costs the next process a recording."""
+    text = json.dumps({**trace.to_json(), "recording": fields}, separators=(",", ":"))
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        Output(path, OSError).write(dumps(trace))
+        Output(path, OSError).write(text)
+        Output(_digest_path(path), OSError).write(hashlib.sha256(text.encode()).hexdigest())
     except OSError:
         pass
 
 
 @contextlib.contextmanager
 def _locked(path: Path):
-    """Hold the key's lock file (a second process blocks here until the first is done)."""
+    """Hold the key's lock file (a second process waits here until the first is done, for at
+    most LOCK_WAIT seconds). The holder writes its pid in it, for whoever waits."""
     if fcntl is None:
         yield
         return
+    lock = path.with_name(f".{path.name}.lock")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path.with_name(f".{path.name}.lock"), os.O_RDWR | os.O_CREAT, 0o644)
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
     except OSError:  # a folder we cannot write: no lock, and _write will not keep it either
         yield
         return
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        _acquire(fd, path)
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        except OSError:  # only the name in a waiter's message is lost
+            pass
         yield
     finally:
         os.close(fd)  # closing releases the lock
+
+
+def _acquire(fd: int, path: Path) -> None:
+    """The lock on fd, waited for at most LOCK_WAIT seconds; then TraceStoreBusy naming the
+    holder."""
+    deadline = time.monotonic() + LOCK_WAIT
+    pause = 0.01
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            pass
+        if time.monotonic() >= deadline:
+            raise TraceStoreBusy(
+                f"{path}: {_holder(fd)} has held this recording's lock for more than "
+                f"{LOCK_WAIT:g} s; let it finish or end it, or set {ENV}=off")
+        time.sleep(pause)
+        pause = min(pause * 2, 0.5)
+
+
+def _holder(fd: int) -> str:
+    """The lock's holder as its pid file names it, and whether it is stopped."""
+    try:
+        pid = int(os.pread(fd, 24, 0).decode().strip())
+    except (OSError, ValueError):
+        return "another process"
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:  # the state follows the name in parentheses
+            state = f.read(4096).rpartition(b")")[2].split()[0]
+    except (OSError, IndexError):
+        state = b""
+    return f"process {pid}" + (" (stopped)" if state in (b"T", b"t") else "")
