@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from promo import PromoError
+from promo import PromoError, lock
 from promo.join import Probe, join, probe
 from promo.parts import ROOT, Part, plan
 from promo.render import QUALITIES, Rendered, render_all, start_server
@@ -173,11 +173,21 @@ def finish(result: Cut, webm: bool = True, gif: Path | None = None, log=print) -
 def build(cuts: tuple[str, ...] = ("full", "teaser"), quality: str = "l", out: Path = OUT,
           jobs: int | None = None, force: bool = False, webm: bool = True,
           teaser_max: float | None = TEASER_MAX, profile: bool = False,
-          plans: dict[str, list[Part]] | None = None, log=print, one_stream: bool = True
-          ) -> list[Cut]:
-    """Render every part of `cuts` at once (shared parts once), then join each cut."""
+          plans: dict[str, list[Part]] | None = None, log=print, one_stream: bool = True,
+          wait: float | None = None) -> list[Cut]:
+    """Render every part of `cuts` at once (shared parts once), then join each cut. One build
+    at a time in `out`: another one there is waited for (`wait` seconds at most, None: as
+    long as it takes; then lock.Busy)."""
+    with lock.held(out, log, wait) as fd:
+        return _build(cuts, quality, out, jobs, force, webm, teaser_max, profile, plans, log,
+                      one_stream, fd)
+
+
+def _build(cuts, quality, out, jobs, force, webm, teaser_max, profile, plans, log, one_stream,
+           fd: int) -> list[Cut]:
     t0 = time.perf_counter()
-    server = start_server()  # its imports overlap the planning (which imports the scenes)
+    # its imports overlap the planning (which imports the scenes); it holds the lock too
+    server = start_server(keep=(fd,))
     try:
         plans = plans or {c: plan(c, log) for c in cuts}
     except BaseException:
