@@ -106,7 +106,8 @@ class Track:
         self.pos = 0  # samples of the current part already fed
 
     def start(self, samples: np.ndarray) -> None:
-        """The next part's sound (exactly its picture's samples); the last one must be done."""
+        """The next part's sound (exactly its picture's samples), after what is left of the
+        part before."""
         self.finish_part()
         self.part, self.pos = np.asarray(samples, dtype=np.float32), 0
 
@@ -148,7 +149,7 @@ def part_sound(path: Path, n: int) -> np.ndarray:
     return fit_n(np.clip(x, -1, 1).astype(np.float32), n)
 
 
-def heard(path: Path) -> int:
+def heard_samples(path: Path) -> int:
     """How many samples of the first audio stream a player that plays decoded sound back to
     back hears: every decoded frame's, time stamps ignored (the decoder applies the
     container's priming skip, as players do)."""

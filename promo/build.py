@@ -96,7 +96,7 @@ def check_sound(result: Cut) -> None:
     """A narrated cut: audio as long as the picture, as its time stamps say and as a player
     that plays decoded sound back to back hears it (within one AAC frame), at the promo's
     level."""
-    from promo.audio import FRAME, RATE, audio_seconds, heard, level
+    from promo.audio import FRAME, RATE, audio_seconds, heard_samples, level
 
     sound = audio_seconds(result.mp4)
     if sound is None:
@@ -104,7 +104,8 @@ def check_sound(result: Cut) -> None:
     if abs(sound - result.duration) > len(result.parts) / float(result.probes[0].rate):
         raise Unreadable(f"{result.mp4.name}: {sound:.2f} s of sound for "
                          f"{result.duration:.2f} s of picture")
-    samples, want = heard(result.mp4), round(sum(p.duration for p in result.probes) * RATE)
+    samples = heard_samples(result.mp4)
+    want = round(sum(p.duration for p in result.probes) * RATE)
     if not 0 <= samples - want < FRAME:
         raise Unreadable(f"{result.mp4.name}: a player hears {samples} samples of sound for "
                          f"{want} samples ({result.duration:.3f} s) of picture")
