@@ -29,6 +29,7 @@ import av
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from promo import lock  # noqa: E402
 from promo.build import OUT, join_cut  # noqa: E402
 from promo.parts import plan  # noqa: E402
 from promo.render import QUALITIES, render_all, start_server  # noqa: E402
@@ -106,22 +107,23 @@ def main() -> None:
     t0 = time.perf_counter()  # from here: planning, the render server's start, renders, join
     # the server's own CPU: what its children (the parts) did not take, once it is reaped
     children0 = resource.getrusage(resource.RUSAGE_CHILDREN)
-    server = start_server()
-    parts = plan(args.cut, log=lambda m: print(m))
-    how = "manim's partial movies" if args.manim_segments else "one x264 stream per part"
-    print(f"render benchmark: {args.cut} cut at {q}, {len(parts)} parts, {jobs} at a time, "
-          f"{how}, "
-          f"{os.cpu_count()} cores; load average {os.getloadavg()[0]:.1f} at start")
-    # into the promo's own build directory: what the benchmark renders, `make promo` reuses
-    rendered = render_all(parts, OUT / "build", args.quality, jobs, force=True, profile=True,
-                          log=lambda *_: None, one_stream=not args.manim_segments,
-                          server=server)
-    render_wall = time.perf_counter() - t0
-    children = resource.getrusage(resource.RUSAGE_CHILDREN)
-    server_cpu = max(0.0, children.ru_utime + children.ru_stime - children0.ru_utime
-                     - children0.ru_stime - sum(r.cpu for r in rendered))
-    cut = join_cut(args.cut, args.quality, rendered, out, f"bench-{args.cut}-{q}", None,
-                   log=print)
+    with lock.held(OUT) as fd:  # the promo's build folder: one build at a time there
+        server = start_server(keep=(fd,))  # its renders hold the lock too
+        parts = plan(args.cut, log=lambda m: print(m))
+        how = "manim's partial movies" if args.manim_segments else "one x264 stream per part"
+        print(f"render benchmark: {args.cut} cut at {q}, {len(parts)} parts, {jobs} at a time, "
+              f"{how}, "
+              f"{os.cpu_count()} cores; load average {os.getloadavg()[0]:.1f} at start")
+        # into the promo's own build directory: what the benchmark renders, `make promo` reuses
+        rendered = render_all(parts, OUT / "build", args.quality, jobs, force=True, profile=True,
+                              log=lambda *_: None, one_stream=not args.manim_segments,
+                              server=server)
+        render_wall = time.perf_counter() - t0
+        children = resource.getrusage(resource.RUSAGE_CHILDREN)
+        server_cpu = max(0.0, children.ru_utime + children.ru_stime - children0.ru_utime
+                         - children0.ru_stime - sum(r.cpu for r in rendered))
+        cut = join_cut(args.cut, args.quality, rendered, out, f"bench-{args.cut}-{q}", None,
+                       log=print)
     join_wall = cut.seconds["join"]
     total_wall = render_wall + join_wall
     video = cut.duration

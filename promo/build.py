@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from promo import PromoError
+from promo import PromoError, lock
 from promo.join import Probe, join, probe
 from promo.parts import ROOT, Part, plan
 from promo.render import QUALITIES, Rendered, render_all, start_server
@@ -93,8 +93,10 @@ def check_reading(name: str, cues: list[Cue], fps: float) -> None:
 
 
 def check_sound(result: Cut) -> None:
-    """A narrated cut: audio as long as the picture (a frame per part) at the promo's level."""
-    from promo.audio import audio_seconds, level
+    """A narrated cut: audio as long as the picture, as its time stamps say and as a player
+    that plays decoded sound back to back hears it (within one AAC frame), at the promo's
+    level."""
+    from promo.audio import FRAME, RATE, audio_seconds, heard_samples, level
 
     sound = audio_seconds(result.mp4)
     if sound is None:
@@ -102,6 +104,11 @@ def check_sound(result: Cut) -> None:
     if abs(sound - result.duration) > len(result.parts) / float(result.probes[0].rate):
         raise Unreadable(f"{result.mp4.name}: {sound:.2f} s of sound for "
                          f"{result.duration:.2f} s of picture")
+    samples = heard_samples(result.mp4)
+    want = round(sum(p.duration for p in result.probes) * RATE)
+    if not 0 <= samples - want < FRAME:
+        raise Unreadable(f"{result.mp4.name}: a player hears {samples} samples of sound for "
+                         f"{want} samples ({result.duration:.3f} s) of picture")
     lv = level(result.mp4)
     if lv.problems():
         raise Unreadable(f"{result.mp4.name}: " + "; ".join(lv.problems()))
@@ -167,11 +174,21 @@ def finish(result: Cut, webm: bool = True, gif: Path | None = None, log=print) -
 def build(cuts: tuple[str, ...] = ("full", "teaser"), quality: str = "l", out: Path = OUT,
           jobs: int | None = None, force: bool = False, webm: bool = True,
           teaser_max: float | None = TEASER_MAX, profile: bool = False,
-          plans: dict[str, list[Part]] | None = None, log=print, one_stream: bool = True
-          ) -> list[Cut]:
-    """Render every part of `cuts` at once (shared parts once), then join each cut."""
+          plans: dict[str, list[Part]] | None = None, log=print, one_stream: bool = True,
+          wait: float | None = None) -> list[Cut]:
+    """Render every part of `cuts` at once (shared parts once), then join each cut. One build
+    at a time in `out`: another one there is waited for (`wait` seconds at most, None: as
+    long as it takes; then lock.Busy)."""
+    with lock.held(out, log, wait) as fd:
+        return _build(cuts, quality, out, jobs, force, webm, teaser_max, profile, plans, log,
+                      one_stream, fd)
+
+
+def _build(cuts, quality, out, jobs, force, webm, teaser_max, profile, plans, log, one_stream,
+           fd: int) -> list[Cut]:
     t0 = time.perf_counter()
-    server = start_server()  # its imports overlap the planning (which imports the scenes)
+    # its imports overlap the planning (which imports the scenes); it holds the lock too
+    server = start_server(keep=(fd,))
     try:
         plans = plans or {c: plan(c, log) for c in cuts}
     except BaseException:

@@ -1,8 +1,10 @@
 """Join rendered parts into one mp4 with PyAV: packets copied, not re-encoded, when every part
 shares codec parameters (codec, size, pixel format, frame rate, and the same SPS/PPS in the
 extradata); otherwise every frame is decoded and encoded again with x264, and the reason is
-returned so the build can say so. Chapters go into the container's chapter list (the mp4 muxer
-writes them as a QuickTime chapter track and a Nero `chpl` box; Matroska/WebM natively).
+returned so the build can say so. The sound is not copied: each part's is decoded, cut to its
+picture's samples and encoded once over the whole cut (promo/audio.py says why). Chapters go into
+the container's chapter list (the mp4 muxer writes them as a QuickTime chapter track and a Nero
+`chpl` box; Matroska/WebM natively).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from pathlib import Path
 
 import av
 
-from promo import PromoError
+from promo import PromoError, audio
 from promo.subtitles import Chapter
 
 
@@ -88,65 +90,50 @@ def _chapters(out, chapters: list[Chapter]) -> None:
 
 def join(probes: list[Probe], target: Path, chapters: list[Chapter], title: str = "",
          reencode: bool = False) -> str:
-    """Write the parts one after another into `target`. Returns how: 'copied packets' or
-    're-encoded: <why>'."""
+    """Write the parts one after another into `target`. Returns how the picture was joined:
+    'copied packets' or 're-encoded: <why>'. The sound (if any part has some) is encoded once
+    over the whole cut (promo.audio.Track), each part's exactly as long as its picture."""
     why = "asked to" if reencode else mismatch(probes)
+    sound = _sound_of(probes)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(target.stem + ".tmp" + target.suffix)
-    with av.open(str(tmp), "w", options={"movflags": "+faststart"}) as out:
-        if title:
-            out.metadata["title"] = title
-        _chapters(out, chapters)
-        if why:
-            _reencode(probes, out)
-        else:
-            _copy(probes, out)
-    tmp.replace(target)
+    try:
+        with av.open(str(tmp), "w", options={"movflags": "+faststart"}) as out:
+            if title:
+                out.metadata["title"] = title
+            _chapters(out, chapters)
+            video = _x264(out, probes[0]) if why else _template(out, probes[0])
+            track = audio.Track(out, audio.add_stream(out)) if sound else None
+            offset = Fraction(0)  # seconds where the current part starts
+            frames = 0  # frames encoded so far (re-encoding)
+            for pr in probes:
+                if track is not None:
+                    n = audio.span(offset, offset + pr.duration)
+                    track.start(audio.part_sound(pr.path, n))
+                if why:
+                    frames = _reencode(pr, out, video, probes[0].rate, frames, track)
+                else:
+                    _copy(pr, out, video, offset, track)
+                offset += pr.duration
+            if why:
+                out.mux(video.encode())
+            if track is not None:
+                track.close()
+        tmp.replace(target)
+    finally:
+        tmp.unlink(missing_ok=True)
     return f"re-encoded: {why}" if why else "copied packets"
 
 
-def _copy(probes: list[Probe], out) -> None:
-    """Video packets one part after another; each part's audio packets (if any part has
-    sound) placed at its part's start, so sound and picture meet at every chapter. A part's
-    last audio packet may reach past its end by less than one AAC frame: a packet that would
-    overlap the next part's first is dropped rather than muxed out of order."""
-    ostream = None
-    astream = None
-    with_sound = any(_has_audio(pr.path) for pr in probes)
-    offset = Fraction(0)  # seconds where the current part starts
-    last_audio = None  # dts (1/48000) of the last audio packet muxed
-    for pr in probes:
-        with av.open(str(pr.path)) as c:
-            s = c.streams.video[0]
-            a = c.streams.audio[0] if c.streams.audio else None
-            if with_sound and a is None:
-                raise JoinError(f"{pr.path.name}: no audio stream, but other parts have sound "
-                                "(render it again with narration on)")
-            if ostream is None:
-                ostream = out.add_stream_from_template(s)
-                if a is not None:
-                    astream = out.add_stream_from_template(a)
-            tb = s.time_base
-            shift = offset / tb
-            if shift.denominator != 1:
-                raise JoinError(f"{pr.path.name}: start {float(offset):.4f} s is not a whole "
-                                f"number of its time base {tb}")
-            first = None
-            sound = a is not None and astream is not None
-            # one pass over the file: demuxing the video alone would read it to its end
-            for p in (c.demux(s, a) if sound else c.demux(s)):
-                if p.dts is None:  # the flush packet demux ends with
-                    continue
-                if p.stream.type == "audio":
-                    last_audio = _copy_audio(p, a, astream, out, offset, last_audio)
-                    continue
-                if first is None:
-                    first = p.pts  # parts start at 0; keep any edit offset out of the join
-                p.pts = p.pts - first + int(shift)
-                p.dts = p.dts - first + int(shift)
-                p.stream = ostream
-                out.mux(p)
-        offset += pr.duration
+def _sound_of(probes: list[Probe]) -> bool:
+    """Whether the cut has sound: every part has, or none (a silent part among narrated ones
+    was rendered with narration off, and would be a hole in the sound)."""
+    has = [_has_audio(pr.path) for pr in probes]
+    if any(has) and not all(has):
+        name = probes[has.index(False)].path.name
+        raise JoinError(f"{name}: no audio stream, but other parts have sound "
+                        "(render it again with narration on)")
+    return all(has)
 
 
 def _has_audio(path: Path) -> bool:
@@ -154,37 +141,55 @@ def _has_audio(path: Path) -> bool:
         return bool(c.streams.audio)
 
 
-def _copy_audio(p, a, astream, out, offset: Fraction, last: int | None) -> int | None:
-    """Mux one audio packet of a part at the part's start (dropped if it would overlap the
-    packet before it); returns the last dts muxed."""
-    if a.time_base != Fraction(1, 48_000):
-        raise JoinError(f"audio time base {a.time_base}: parts' sound must be 48 kHz")
-    shift = offset * 48_000
-    if shift.denominator != 1:
-        raise JoinError(f"part start {float(offset):.5f} s is not a whole number of samples")
-    dts = p.dts + int(shift)
-    if last is not None and dts <= last:
-        return last
-    p.pts, p.dts = p.pts + int(shift), dts
-    p.stream = astream
-    out.mux(p)
-    return dts
+def _template(out, pr: Probe):
+    """A video stream in `out` with the first part's codec parameters (packets are copied)."""
+    with av.open(str(pr.path)) as c:
+        return out.add_stream_from_template(c.streams.video[0])
 
 
-def _reencode(probes: list[Probe], out) -> None:
-    base = probes[0]
-    rate = base.rate
-    stream = out.add_stream("libx264", rate=rate, options={"preset": "veryfast", "crf": "23"})
+def _x264(out, base: Probe):
+    stream = out.add_stream("libx264", rate=base.rate, options={"preset": "veryfast", "crf": "23"})
     stream.width, stream.height, stream.pix_fmt = base.width, base.height, "yuv420p"
-    n = 0
-    for pr in probes:
-        with av.open(str(pr.path)) as c:
-            for frame in c.decode(video=0):
-                frame = frame.reformat(width=base.width, height=base.height, format="yuv420p")
-                frame.pts, frame.time_base = n, 1 / rate
-                n += 1
-                out.mux(stream.encode(frame))
-    out.mux(stream.encode())
+    return stream
+
+
+def _copy(pr: Probe, out, ostream, offset: Fraction, track) -> None:
+    """One part's video packets at the part's start; its sound handed to `track` as the
+    picture reaches it."""
+    with av.open(str(pr.path)) as c:
+        s = c.streams.video[0]
+        tb = s.time_base
+        shift = offset / tb
+        if shift.denominator != 1:
+            raise JoinError(f"{pr.path.name}: start {float(offset):.4f} s is not a whole "
+                            f"number of its time base {tb}")
+        first = None
+        for p in c.demux(s):
+            if p.dts is None:  # the flush packet demux ends with
+                continue
+            if first is None:
+                first = p.pts  # parts start at 0; keep any edit offset out of the join
+            if track is not None:
+                track.until(float((p.pts - first) * tb))
+            p.pts = p.pts - first + int(shift)
+            p.dts = p.dts - first + int(shift)
+            p.stream = ostream
+            out.mux(p)
+
+
+def _reencode(pr: Probe, out, stream, rate: Fraction, n0: int, track) -> int:
+    """One part's frames encoded again at the first part's size and rate, after the `n0`
+    frames before it; returns the frames written so far."""
+    n = n0
+    with av.open(str(pr.path)) as c:
+        for frame in c.decode(video=0):
+            if track is not None:
+                track.until((n - n0) / float(rate))
+            frame = frame.reformat(width=stream.width, height=stream.height, format="yuv420p")
+            frame.pts, frame.time_base = n, 1 / rate
+            n += 1
+            out.mux(stream.encode(frame))
+    return n
 
 
 def read_chapters(path: Path) -> list[Chapter]:

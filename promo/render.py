@@ -154,14 +154,15 @@ def run_subprocess(job: Job, profile: bool, log) -> Rendered:
                     profile, log)
 
 
-def start_server() -> subprocess.Popen | None:
+def start_server(keep: tuple[int, ...] = ()) -> subprocess.Popen | None:
     """The render server (promo/zygote.py), started now so that its imports overlap whatever
-    the caller does next; None where there is no fork."""
+    the caller does next; None where there is no fork. `keep`: file descriptors it and its
+    renders hold open (the build lock, so renders outliving a killed build keep it)."""
     if not hasattr(os, "fork"):
         return None
     path = os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])
     return subprocess.Popen([sys.executable, "-m", "promo.zygote"], cwd=ROOT,
-                            env={**os.environ, "PYTHONPATH": path},
+                            env={**os.environ, "PYTHONPATH": path}, pass_fds=keep,
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
 
 
