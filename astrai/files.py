@@ -94,7 +94,10 @@ class Output:
             self.tmp = Path(tmp)
             os.fchmod(fd, _mode_for(self.path))
             os.close(fd)
-            self.tmp.write_bytes(data.encode("utf-8") if isinstance(data, str) else data)
+            if isinstance(data, str):
+                self.tmp.write_text(data, encoding="utf-8")
+            else:
+                self.tmp.write_bytes(data)
             os.replace(self.tmp, self.path)
             self.tmp = None
         except OSError as e:

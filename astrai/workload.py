@@ -56,6 +56,7 @@ MAX_SEED = 2**64 - 1  # torch's generators take 64 bits
 MAX_MEMORY_SHARE = 0.5  # of the memory available now, the most a workload may ask for
 # A shipped workload's name; anything else is a path (a name never walks into a folder).
 _SHIPPED_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
+_NAME_LIKE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")  # model.checkpoint that may be a name
 
 
 @dataclass(frozen=True)
@@ -512,9 +513,10 @@ def _resolve_checkpoint(data: dict, base: Path, source: str = "workload") -> Non
     """A relative model.checkpoint is relative to the workload file's directory."""
     table = data.get("model")
     if isinstance(table, dict) and isinstance(table.get("checkpoint"), str):
-        if is_name(table["checkpoint"]):  # a named model, not a folder
-            return
-        path = _checkpoint_path(source, table["checkpoint"])
+        text = table["checkpoint"]
+        if is_name(text) or (_NAME_LIKE.fullmatch(text) and not (base / text).exists()):
+            return  # a named model, or a name nobody knows (parse_workload says so)
+        path = _checkpoint_path(source, text)
         table["checkpoint"] = str(path if path.is_absolute() else (base / path).resolve())
 
 
@@ -541,7 +543,7 @@ def _checkpoint_of(source: str, table: Any) -> str | None:
                             "model.checkpoint (the geometry comes from its config.json)")
     if is_name(path):
         return path  # kept as the name: the folder is found (and checked) where it is used
-    if os.sep not in path and not os.path.lexists(path):
+    if _NAME_LIKE.fullmatch(path) and not os.path.lexists(path):
         raise WorkloadError(f"{source}: model.checkpoint: no model named {path!r} (known: "
                             f"{', '.join(MODELS)}) and no folder of that name")
     return str(_checkpoint_path(source, path).resolve())

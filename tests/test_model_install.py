@@ -27,7 +27,7 @@ from astrai.models import MODELS, ModelSource
 from astrai.models.install import install
 from astrai.models.install import main as install_main
 from astrai.models.store import STAMP, check, locate, model_dir, read_stamp
-from astrai.workload import parse_workload
+from astrai.workload import load_workload, parse_workload
 
 NAME = "smollm2-135m-instruct"
 SMALL = ("config.json", "tokenizer.json", "chat_template.jinja", STAMP)
@@ -172,3 +172,16 @@ def test_conversion_gives_the_same_bytes_and_rebuilds_a_damaged_copy(models):
     assert read_config(NAME).path == folder
     assert install(NAME) == (folder, False)  # intact: left as it is
     assert sorted(p.name for p in models.iterdir()) == [NAME]  # no temporary folder left
+
+
+def test_a_workload_file_names_the_model_or_a_folder_beside_it(tmp_path, models):
+    toml = '[cache]\nn_pages = 4\npage_size = 8\n[model]\ncheckpoint = "{}"\n' \
+           '[[request]]\nname = "A"\nprompt_len = 3\nmax_new_tokens = 2\n'
+    (tmp_path / "w.toml").write_text(toml.format("smolm2"))
+    with pytest.raises(WorkloadError, match="no model named 'smolm2'"):
+        load_workload(tmp_path / "w.toml")
+    save_checkpoint(TinyModel(ModelConfig()), tmp_path / "smolm2")  # a folder of that name
+    assert load_workload(tmp_path / "w.toml").checkpoint == str(tmp_path / "smolm2")
+    (tmp_path / "w.toml").write_text(toml.format(NAME))
+    with pytest.raises(WorkloadError, match="not converted yet"):  # the name, not a folder
+        load_workload(tmp_path / "w.toml")

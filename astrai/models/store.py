@@ -13,6 +13,7 @@ import hashlib
 import importlib.util
 import json
 import os
+import re
 from pathlib import Path
 
 from astrai.errors import ModelDamaged, ModelNotInstalled, UnknownModel
@@ -24,6 +25,7 @@ __all__ = ["STAMP", "check", "checkpoint_dir", "locate", "model_dir", "sha256", 
 
 STAMP = "astrai-model.json"
 FIX = "run `make setup` (or `python -m astrai.models.install`) to convert it"
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")  # what a model's name looks like
 _intact: dict[Path, tuple] = {}  # folder -> the files' (inode, size, mtime) when last checked
 
 
@@ -130,6 +132,6 @@ def checkpoint_dir(text: str | Path) -> Path:
     if text in MODELS:
         return locate(text)
     path = Path(text)
-    if os.sep not in text and not os.path.lexists(path) and text not in (".", ".."):
+    if _NAME.fullmatch(text) and not os.path.lexists(path):
         source(text)  # raises UnknownModel, naming the known ones
     return path
