@@ -15,6 +15,7 @@ import torch
 
 from astrai.chat import chat_prompt
 from astrai.checkpoint import load_checkpoint, read_config
+from astrai.checkpoint import main as checkpoint_main
 from astrai.inference.cache import PagedCache
 from astrai.inference.scheduler import Scheduler
 from astrai.inference.static import DenseBatcher
@@ -170,3 +171,15 @@ def test_chat_template_renders_as_transformers_does(prompts):
     assert prompts["C"].startswith("<|im_start|>system\n")
     assert prompts["C"].endswith(f"<|im_start|>user\n{QUESTION}<|im_end|>\n"
                                  "<|im_start|>assistant\n")
+
+
+def test_the_named_model_says_what_it_is_and_where_it_lives(capsys):
+    assert checkpoint_main([NAME]) == 0
+    out = capsys.readouterr().out
+    assert f"lives in {model_dir(NAME)}" in out and "Apache-2.0" in out
+    c = read_config(NAME).config
+    assert f"{c.n_layers} layers" in out and "context 8192 tokens" in out
+    wl = parse_workload({"cache": {"n_pages": 4, "page_size": 16}, "model": {"checkpoint": NAME},
+                         "request": [{"name": "A", "prompt_text": "Hi", "max_new_tokens": 2}]})
+    assert wl.checkpoint == NAME and wl.model == c  # kept as the name, wherever the cache is
+    assert parse_workload(wl.to_json()) == wl
