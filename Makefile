@@ -30,12 +30,13 @@ test: setup-test
 lint: setup
 	$(PY) -m ruff check astrai scenes promo tests bench scripts
 
-# Cache and scheduler benchmarks; each ends with its targets, PASS/FAIL, every one a ratio of
-# two things timed side by side (README: Hot paths). BENCH_ARGS=--strict: exit 1 if a target
-# fails (both still run); BENCH_ARGS=--quick: smaller sizes, fewer repeats.
+# Cache, scheduler and real-model benchmarks; each ends with its targets, PASS/FAIL, every one
+# a ratio of two things timed side by side (README: Hot paths). BENCH_ARGS=--strict: exit 1 if
+# a target fails (all still run); BENCH_ARGS=--quick: smaller sizes, fewer repeats.
 bench: setup
 	@$(PY) bench/bench_cache.py $(BENCH_ARGS); cache=$$?; \
-	  $(PY) bench/bench_scheduler.py $(BENCH_ARGS); exit $$((cache | $$?))
+	  $(PY) bench/bench_scheduler.py $(BENCH_ARGS); sched=$$?; \
+	  $(PY) bench/bench_model.py $(BENCH_ARGS); exit $$((cache | sched | $$?))
 
 # The promo, both cuts (explainer and <= 90 s teaser), into media/promo/: mp4, .srt, chapters
 # (.chapters.vtt and in the mp4), WebM, thumbnail PNG, and teaser.gif. Parts already up to date

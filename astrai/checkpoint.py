@@ -21,6 +21,7 @@ import json
 import math
 import os
 import re
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -62,6 +63,7 @@ class CheckpointInfo:
     config: ModelConfig
     dtype: str  # the dtype config.json declares ("float32" if it says none)
     files: dict[str, str]  # tensor name -> safetensors file name in the directory
+    context: int | None = None  # max_position_embeddings: prompt + output may not exceed it
 
 
 def _read_json(path: Path) -> dict:
@@ -244,15 +246,19 @@ def _file_keys(file: Path) -> list[str]:
 
 
 def read_config(path: str | Path) -> CheckpointInfo:
-    """The checkpoint's geometry and tensor map, checked; reads no tensor data."""
-    path = Path(path)
+    """The checkpoint's geometry and tensor map, checked; reads no tensor data. `path` may be a
+    named model (astrai.models): its converted folder, checked against its stamp."""
+    from astrai.models.store import checkpoint_dir
+
+    path = checkpoint_dir(path)
     try:
         is_dir = path.is_dir()
     except (OSError, ValueError):  # ValueError: a NUL byte in the path
         is_dir = False
     if not is_dir:
         raise CheckpointError(f"checkpoint {_shown(path)} is not a directory")
-    config, dtype = _config(path, _read_json(path / "config.json"))
+    cfg = _read_json(path / "config.json")
+    config, dtype = _config(path, cfg)
     files = _weight_files(path)
     expected = tensor_names(config)
     allowed_extra = {"lm_head.weight"} if config.tied_head else set()  # tied: unused copy
@@ -264,7 +270,18 @@ def read_config(path: str | Path) -> CheckpointInfo:
     missing = [n for n in expected if n not in files]
     if missing:
         raise CheckpointTensorError(f"{path}: tensor {missing[0]!r} is missing")
-    return CheckpointInfo(path, config, dtype, files)
+    return CheckpointInfo(path, config, dtype, files, _context(path, cfg))
+
+
+def _context(path: Path, cfg: dict) -> int | None:
+    """The longest sequence the model was trained for (max_position_embeddings), if given."""
+    value = cfg.get("max_position_embeddings")
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= 1 << 24:
+        raise CheckpointError(f"{path / 'config.json'}: max_position_embeddings must be a "
+                              f"positive int, got {value!r}")
+    return value
 
 
 def _shown(path) -> str:
@@ -382,14 +399,23 @@ def kv_bytes_per_token(config: ModelConfig, dtype: torch.dtype) -> int:
 
 def describe(path: str | Path) -> list[str]:
     """What a checkpoint is and what it needs, from config.json and the tensor table only."""
+    from astrai.models import MODELS
+
     info = read_config(path)
     c = info.config
     n = sum(math.prod(s) for s in tensor_names(c).values())
-    lines = [
+    lines = []
+    src = MODELS.get(str(path))
+    if src is not None:
+        lines += [f"{src.name}: {src.title}, {src.license}",
+                  f"  converted from {src.file} (package {src.package}, sha256 "
+                  f"{src.sha256[:16]}...), lives in {info.path}"]
+    lines += [
         f"{info.path}: Llama, {n / 1e6:.1f} M parameters, stored as {info.dtype}",
         f"  {c.n_layers} layers, d_model {c.d_model}, {c.n_heads} heads / {c.n_kv_heads} KV "
         f"heads x {c.head_dim}, d_ff {c.d_ff}, vocab {c.vocab_size}"
-        f"{', tied head' if c.tied_head else ''}",
+        f"{', tied head' if c.tied_head else ''}"
+        f"{f', context {info.context} tokens' if info.context else ''}",
     ]
     free = available_bytes(torch.device("cpu"))
     for name, dtype in (("float32 (CPU default)", torch.float32),
@@ -401,19 +427,29 @@ def describe(path: str | Path) -> list[str]:
     return lines
 
 
-if __name__ == "__main__":
-    import sys
+def main(argv=None) -> int:
+    import argparse
 
     from astrai.errors import AstraiError
+    from astrai.models import MODELS
 
-    if len(sys.argv) != 2:
-        print("usage: python -m astrai.checkpoint CHECKPOINT_DIR", file=sys.stderr)
-        sys.exit(2)
+    ap = argparse.ArgumentParser(
+        prog="python -m astrai.checkpoint",
+        description="What a Llama checkpoint is and what it needs: its geometry, size and "
+                    "K/V bytes per token, from config.json and the tensor table only.")
+    ap.add_argument("checkpoint", metavar="CHECKPOINT",
+                    help=f"a named model ({', '.join(MODELS)}) or a Hugging Face Llama folder")
+    args = ap.parse_args(argv)
     try:
-        print("\n".join(describe(sys.argv[1])))
+        print("\n".join(describe(args.checkpoint)))
     except AstraiError as e:
         print(f"error: {_shown(' '.join(str(e).split()))}", file=sys.stderr)
-        sys.exit(2)
+        return 2
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
-        sys.exit(130)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

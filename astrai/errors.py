@@ -101,6 +101,23 @@ class CheckpointTooLarge(CheckpointError):
     """A checkpoint whose weights would not fit in the memory of the device asked for."""
 
 
+class UnknownModel(CheckpointError):
+    """A checkpoint name that is neither a known model (astrai.models.MODELS) nor a folder."""
+
+
+class ModelNotInstalled(CheckpointError):
+    """A named model whose package or converted folder is missing (`make setup` installs it)."""
+
+
+class ModelDamaged(CheckpointError):
+    """A named model's converted folder that does not match its stamp (`make setup` rebuilds
+    it)."""
+
+
+class ContextTooLong(WorkloadError):
+    """A request whose prompt plus new tokens exceed the model's context length."""
+
+
 class TokenizerError(AstraiError, ValueError):
     """Text that cannot be turned into token ids, or a tokenizer file that cannot be read."""
 

@@ -60,9 +60,9 @@ def read_text(path: str | Path, error: type[Exception], max_bytes: int = MAX_FIL
 class Output:
     """A file to write at the end of a run, checked before the run starts.
 
-    The text goes to a temporary file beside the target, made only when the run is done, and
-    replaces the target once written whole, so a failed write (a full device) leaves no half
-    file behind, and a run killed outright (kill -9) leaves no temporary file. The file gets
+    The text (or bytes) goes to a temporary file beside the target, made only when the run is
+    done, and replaces the target once written whole, so a failed write (a full device) leaves
+    no half file behind, and a run killed outright (kill -9) leaves no temporary file. The file gets
     the usual mode: the target's own if it exists, else 0666 less the umask."""
 
     def __init__(self, path: str | Path, error: type[Exception]):
@@ -86,14 +86,18 @@ class Output:
         except OSError as e:
             raise error(f"{self.path}: cannot write there ({e.strerror or e})") from None
 
-    def write(self, text: str) -> None:
+    def write(self, data: str | bytes) -> None:
+        """Write text (as UTF-8) or bytes, whole or not at all."""
         try:
             fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.",
                                        suffix=".tmp")
             self.tmp = Path(tmp)
             os.fchmod(fd, _mode_for(self.path))
             os.close(fd)
-            self.tmp.write_text(text, encoding="utf-8")
+            if isinstance(data, str):
+                self.tmp.write_text(data, encoding="utf-8")
+            else:
+                self.tmp.write_bytes(data)
             os.replace(self.tmp, self.path)
             self.tmp = None
         except OSError as e:

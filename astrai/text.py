@@ -75,11 +75,14 @@ class FileTokenizer:
 
 
 def load_tokenizer(checkpoint: str | Path | None):
-    """The checkpoint's tokenizer.json, or the byte-level default when there is no checkpoint.
+    """The checkpoint's tokenizer.json (a folder or a named model), or the byte-level default
+    when there is no checkpoint.
     None when a checkpoint has no tokenizer.json (then prompts must be token ids)."""
     if checkpoint is None:
         return ByteTokenizer()
-    path = Path(checkpoint) / "tokenizer.json"
+    from astrai.models.store import checkpoint_dir  # a named model: its converted folder
+
+    path = checkpoint_dir(checkpoint) / "tokenizer.json"
     # Anything there (a FIFO, a directory) is read or refused by FileTokenizer, never skipped.
     return FileTokenizer(path) if os.path.lexists(path) else None
 

@@ -4,7 +4,8 @@
     [cache]      n_pages, page_size, dtype ("float32" | "bfloat16" | "float64"), device
     [model]      any ModelConfig field (n_layers, n_heads, n_kv_heads, head_dim, seed, ...),
                  or checkpoint = "dir": a Llama checkpoint (geometry from its config.json;
-                 a relative path is relative to the workload file)
+                 a relative path is relative to the workload file), or a named model
+                 (astrai.models: checkpoint = "smollm2-135m-instruct")
     [scheduler]  max_batch, prefix_caching, temperature, seed
     [prefixes]   name = length: shared token runs (e.g. a system prompt)
     [[request]]  name, prompt_len | prompt (token ids) | prompt_text, prefix, max_new_tokens,
@@ -33,12 +34,13 @@ from typing import Any
 
 import torch
 
-from astrai.errors import AstraiError, WorkloadError
+from astrai.errors import AstraiError, ContextTooLong, WorkloadError
 from astrai.files import read_text
 from astrai.inference.cache import PagedCache, pages_for
 from astrai.inference.scheduler import Scheduler, Status, Task
 from astrai.memory import available_bytes
 from astrai.model import ModelConfig, TinyModel
+from astrai.models import MODELS, is_name
 from astrai.text import TextLog, load_tokenizer
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float64": torch.float64,
@@ -54,6 +56,7 @@ MAX_SEED = 2**64 - 1  # torch's generators take 64 bits
 MAX_MEMORY_SHARE = 0.5  # of the memory available now, the most a workload may ask for
 # A shipped workload's name; anything else is a path (a name never walks into a folder).
 _SHIPPED_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
+_NAME_LIKE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")  # model.checkpoint that may be a name
 
 
 @dataclass(frozen=True)
@@ -231,8 +234,10 @@ def parse_workload(data: dict[str, Any], source: str = "workload") -> Workload:
         model = ModelConfig(**mtab.table)
     except ValueError as e:
         raise WorkloadError(f"{source}: model: {e}") from None
+    context = None  # the longest sequence the model takes (a checkpoint's context length)
     if checkpoint is not None:
-        model = _checkpoint_config(source, checkpoint)
+        info = _checkpoint_config(source, checkpoint)
+        model, context = info.config, info.context
         dtype = dtype if "dtype" in cache.table else "auto"
     elif dtype == "auto":
         raise cache.err("dtype", "may be 'auto' only with model.checkpoint")
@@ -316,6 +321,10 @@ def parse_workload(data: dict[str, Any], source: str = "workload") -> Workload:
             prompt = head + _tokens(seed, f"request:{rname}", prompt_len - len(head), model)
         if max_new > MAX_NEW_TOKENS:
             raise r.err("max_new_tokens", f"must be at most {MAX_NEW_TOKENS}")
+        if context is not None and len(prompt) + max_new - 1 > context:
+            raise ContextTooLong(
+                f"{source}: request[{i}] has {len(prompt)} prompt tokens; with max_new_tokens "
+                f"{max_new} it would pass the model's context of {context} tokens")
         if len(prompt) > MAX_PROMPT_TOKENS:
             field_ = next(k for k in ("prompt_text", "prompt", "prompt_len") if k in item)
             raise r.err(field_, f"gives {len(prompt)} prompt tokens; the most is "
@@ -504,7 +513,10 @@ def _resolve_checkpoint(data: dict, base: Path, source: str = "workload") -> Non
     """A relative model.checkpoint is relative to the workload file's directory."""
     table = data.get("model")
     if isinstance(table, dict) and isinstance(table.get("checkpoint"), str):
-        path = _checkpoint_path(source, table["checkpoint"])
+        text = table["checkpoint"]
+        if is_name(text) or (_NAME_LIKE.fullmatch(text) and not (base / text).exists()):
+            return  # a named model, or a name nobody knows (parse_workload says so)
+        path = _checkpoint_path(source, text)
         table["checkpoint"] = str(path if path.is_absolute() else (base / path).resolve())
 
 
@@ -529,6 +541,11 @@ def _checkpoint_of(source: str, table: Any) -> str | None:
     if others:
         raise WorkloadError(f"{source}: model.{others[0]} cannot be combined with "
                             "model.checkpoint (the geometry comes from its config.json)")
+    if is_name(path):
+        return path  # kept as the name: the folder is found (and checked) where it is used
+    if _NAME_LIKE.fullmatch(path) and not os.path.lexists(path):
+        raise WorkloadError(f"{source}: model.checkpoint: no model named {path!r} (known: "
+                            f"{', '.join(MODELS)}) and no folder of that name")
     return str(_checkpoint_path(source, path).resolve())
 
 
@@ -537,11 +554,11 @@ def _without_checkpoint(table: Any) -> Any:
         else table
 
 
-def _checkpoint_config(source: str, path: str) -> ModelConfig:
+def _checkpoint_config(source: str, path: str):
     from astrai.checkpoint import read_config  # reads config.json and the tensor map only
 
     try:
-        return read_config(path).config
+        return read_config(path)
     except AstraiError as e:
         raise WorkloadError(f"{source}: model.checkpoint: {e}") from e
 

