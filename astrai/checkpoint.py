@@ -401,19 +401,28 @@ def describe(path: str | Path) -> list[str]:
     return lines
 
 
-if __name__ == "__main__":
+def main(argv: list[str] | None = None) -> int:
+    """python -m astrai.checkpoint CHECKPOINT_DIR: describe() printed; a refusal is one line
+    and exit 2."""
     import sys
 
     from astrai.errors import AstraiError
 
-    if len(sys.argv) != 2:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if len(argv) != 1:
         print("usage: python -m astrai.checkpoint CHECKPOINT_DIR", file=sys.stderr)
-        sys.exit(2)
+        return 2
     try:
-        print("\n".join(describe(sys.argv[1])))
+        print("\n".join(describe(argv[0])))
     except AstraiError as e:
         print(f"error: {_shown(' '.join(str(e).split()))}", file=sys.stderr)
-        sys.exit(2)
-    except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
-        sys.exit(130)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    from astrai.cli import run
+
+    sys.exit(run(main))  # Ctrl-C and output that cannot be written: one line (astrai.cli)
