@@ -35,6 +35,13 @@ with open(os.environ["MAKE_RECORD"], "a", encoding="utf-8") as f:
 """
 
 
+# Run from `make test`, the outer make's flags and the variables it exports would reach the
+# make run here: each case starts from none of them.
+CLEAN_ENV = {k: v for k, v in os.environ.items()
+             if k not in {"MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES", "WORKLOAD", "CUT",
+                          "SCENE", "Q", "PROMO_ARGS", "BENCH_ARGS"}}
+
+
 def payloads(marker: Path) -> list[str]:
     """Values a shell (or make) would run as code if it ever read them as such."""
     m = shlex.quote(str(marker))
@@ -54,7 +61,7 @@ def make(tmp_path):
         argv = ["make", "-s", "-o", "setup", target, f"PY={stand_in}", f"MANIM={stand_in}",
                 *(f"{k}={v}" for k, v in variables.items())]
         out = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=60,
-                             env={**os.environ, **(env or {}), "MAKE_RECORD": str(record)})
+                             env={**CLEAN_ENV, **(env or {}), "MAKE_RECORD": str(record)})
         calls = ([json.loads(line) for line in record.read_text().splitlines()]
                  if record.exists() else [])
         return out.returncode, calls, out.stderr
