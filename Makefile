@@ -11,7 +11,15 @@ SCENE   ?= scenes/paged_cache.py:PagedCacheScene
 # WORKLOAD: replay another workload (the output name then says which); CUT=teaser: the short cut
 WORKLOAD ?=
 CUT     ?=
-RUN     = ASTRAI_WORKLOAD=$(WORKLOAD) ASTRAI_CUT=$(CUT) $(MANIM) render
+# The variables a user sets are data, never code: each is taken as typed ($(value): not even
+# make expands it), handed to the recipes in the environment, and read there as "$$NAME", one
+# argument; PROMO_ARGS and BENCH_ARGS are split into arguments by scripts/split_args.py, without
+# a shell. So WORKLOAD='x; rm -rf y' names a workload called that, which is refused.
+USER_VARS := WORKLOAD CUT SCENE Q PROMO_ARGS BENCH_ARGS
+$(foreach v,$(USER_VARS),$(eval override $(v) := $$(value $(v))))
+export $(USER_VARS)
+SPLIT   = $(PY) scripts/split_args.py
+RUN     = ASTRAI_WORKLOAD="$$WORKLOAD" ASTRAI_CUT="$$CUT" $(MANIM) render
 VIDEO   = media/videos/paged_cache/480p15/PagedCacheScene.mp4
 
 .PHONY: setup setup-test test lint bench bench-render bench-render-hq render render-hq promo \
@@ -34,27 +42,27 @@ lint: setup
 # a ratio of two things timed side by side (README: Hot paths). BENCH_ARGS=--strict: exit 1 if
 # a target fails (all still run); BENCH_ARGS=--quick: smaller sizes, fewer repeats.
 bench: setup
-	@$(PY) bench/bench_cache.py $(BENCH_ARGS); cache=$$?; \
-	  $(PY) bench/bench_scheduler.py $(BENCH_ARGS); sched=$$?; \
-	  $(PY) bench/bench_model.py $(BENCH_ARGS); exit $$((cache | sched | $$?))
+	@$(SPLIT) BENCH_ARGS $(PY) bench/bench_cache.py; cache=$$?; \
+	  $(SPLIT) BENCH_ARGS $(PY) bench/bench_scheduler.py; sched=$$?; \
+	  $(SPLIT) BENCH_ARGS $(PY) bench/bench_model.py; exit $$((cache | sched | $$?))
 
 # The promo, both cuts (explainer and <= 90 s teaser), into media/promo/: mp4, .srt, chapters
 # (.chapters.vtt and in the mp4), WebM, thumbnail PNG, and teaser.gif. Parts already up to date
 # are not rendered again; PROMO_ARGS passes more (e.g. --cut teaser, --no-webm, --force).
 # Then the promo page (media/site/), which needs both cuts and their WebMs.
 promo: setup
-	$(PY) -m promo -q l $(PROMO_ARGS)
+	$(SPLIT) PROMO_ARGS $(PY) -m promo -q l
 	$(PY) -m promo.site -q l
 
 promo-hq: setup
-	$(PY) -m promo -q h $(PROMO_ARGS)
+	$(SPLIT) PROMO_ARGS $(PY) -m promo -q h
 	$(PY) -m promo.site -q h
 
 # The promo page alone, from what `make promo` wrote: media/site/index.html with the cuts, scene
 # clips, stills and tracks beside it. A missing or stale cut, track or scene render stops it,
 # named. Q=h: from the 1080p60 promo.
 site: setup
-	$(PY) -m promo.site -q $(or $(Q),l)
+	$(PY) -m promo.site -q "$${Q:-l}"
 
 # Render speed of the explainer, part by part, against the encoder floor (480p15 / 1080p60)
 bench-render: setup
@@ -78,7 +86,7 @@ render-hq: setup
 
 # One scene at 480p15; with WORKLOAD=prefix it renders to <Scene>_prefix.mp4, next to the seed's
 preview: setup
-	$(RUN) -ql $(firstword $(subst :, ,$(SCENE))) $(lastword $(subst :, ,$(SCENE)))
+	$(RUN) -ql "$${SCENE%%:*}" "$${SCENE##*:}"
 
 # Last frame of every scene as PNG (media/images/<file>/<Scene>.png)
 stills: setup
@@ -96,7 +104,7 @@ sheet: setup
 
 # The text version of a run: make trace WORKLOAD=seed
 trace: setup
-	$(PY) -m astrai.trace $(or $(WORKLOAD),seed)
+	$(PY) -m astrai.trace "$${WORKLOAD:-seed}"
 
 clean:
 	rm -rf media/videos media/images media/texts media/Tex media/partial_movie_files media/promo/build \

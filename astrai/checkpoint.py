@@ -428,12 +428,13 @@ def describe(path: str | Path) -> list[str]:
 
 
 def main(argv=None) -> int:
-    import argparse
-
+    """python -m astrai.checkpoint CHECKPOINT: describe() printed; a refusal is one line and
+    exit 2 (usage errors too, through astrai.cli.Parser)."""
+    from astrai.cli import Parser
     from astrai.errors import AstraiError
     from astrai.models import MODELS
 
-    ap = argparse.ArgumentParser(
+    ap = Parser(
         prog="python -m astrai.checkpoint",
         description="What a Llama checkpoint is and what it needs: its geometry, size and "
                     "K/V bytes per token, from config.json and the tensor table only.")
@@ -445,11 +446,10 @@ def main(argv=None) -> int:
     except AstraiError as e:
         print(f"error: {_shown(' '.join(str(e).split()))}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
-        return 130
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from astrai.cli import run
+
+    sys.exit(run(main))  # Ctrl-C and output that cannot be written: one line (astrai.cli)

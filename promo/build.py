@@ -8,6 +8,7 @@ subtitle file and its chapters, then the WebM, thumbnail and GIF. Outputs under 
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,8 +16,24 @@ from pathlib import Path
 from promo import PromoError, lock
 from promo.join import Probe, join, probe
 from promo.parts import ROOT, Part, plan
-from promo.render import QUALITIES, Rendered, render_all, start_server
-from promo.subtitles import Chapter, Cue, check_cues, read_srt, shift, write_chapters_vtt, write_srt
+from promo.render import (
+    QUALITIES,
+    BadSetting,
+    Rendered,
+    check_jobs,
+    render_all,
+    start_server,
+)
+from promo.subtitles import (
+    Chapter,
+    Cue,
+    check_chapters,
+    check_cues,
+    read_srt,
+    shift,
+    write_chapters_vtt,
+    write_srt,
+)
 
 OUT = ROOT / "media" / "promo"
 TEASER_MAX = 90.0  # seconds
@@ -130,6 +147,7 @@ def join_cut(cut: str, quality: str, rendered: list[Rendered], out: Path, name: 
     check_cues(cues)
     check_reading(name, cues, float(probes[0].rate))
     chapters = chapters_of(parts, probes)
+    check_chapters(chapters)  # before the mp4 is written with them
     out.mkdir(parents=True, exist_ok=True)
     mp4 = out / f"{name}.mp4"
     how = join(probes, mp4, chapters, TITLES.get(cut, name))
@@ -178,7 +196,13 @@ def build(cuts: tuple[str, ...] = ("full", "teaser"), quality: str = "l", out: P
           wait: float | None = None) -> list[Cut]:
     """Render every part of `cuts` at once (shared parts once), then join each cut. One build
     at a time in `out`: another one there is waited for (`wait` seconds at most, None: as
-    long as it takes; then lock.Busy)."""
+    long as it takes; then lock.Busy). Settings are checked before anything waits or starts."""
+    check_jobs(jobs)
+    if teaser_max is not None and (isinstance(teaser_max, bool) or not isinstance(
+            teaser_max, (int, float)) or not math.isfinite(teaser_max) or teaser_max <= 0):
+        # nan would switch the length check off; None is the way to say "no limit"
+        raise BadSetting(f"teaser_max must be a positive number of seconds or None, "
+                         f"not {teaser_max!r}")
     with lock.held(out, log, wait) as fd:
         return _build(cuts, quality, out, jobs, force, webm, teaser_max, profile, plans, log,
                       one_stream, fd)

@@ -31,6 +31,17 @@ class RenderError(PromoError):
     """A part's manim render failed; the message ends with the tail of its log."""
 
 
+class BadSetting(PromoError, ValueError):
+    """A build setting out of its range (jobs, the teaser's limit)."""
+
+
+def check_jobs(jobs: int | None) -> None:
+    """None (as many as there are cores) or a whole number of at least 1: fewer renders at a
+    time would wait forever for one that never starts."""
+    if jobs is not None and (isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1):
+        raise BadSetting(f"jobs must be a whole number of at least 1, not {jobs!r}")
+
+
 @dataclass
 class Rendered:
     part: Part
@@ -225,6 +236,13 @@ def render_all(parts: list[Part], build: Path, quality: str = "l", jobs: int | N
     first, `jobs` at a time (default: the cores there are); results in the order of `parts`.
     `server`: a render server from start_server() (else one is started if needed); this call
     shuts it down."""
+    try:
+        check_jobs(jobs)
+    except BadSetting:
+        if server:
+            server.stdin.close()
+            server.wait()
+        raise
     n = jobs or os.cpu_count() or 1
     shared = shared_deps()
     unique = list({p.name: p for p in parts}.values())

@@ -29,6 +29,7 @@ from pathlib import Path
 import av
 from srt import SRTParseError
 
+from astrai.cli import Parser, run
 from promo import PromoError
 from promo.build import NAMES, OUT, TITLES
 from promo.parts import ROOT, Part
@@ -383,8 +384,8 @@ def build_site(quality: str = "l", promo: Path = OUT, out: Path = SITE) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m promo.site", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = Parser(prog="python -m promo.site", description=__doc__,
+                formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("-q", "--quality", choices=sorted(QUALITIES), default="l")
     ap.add_argument("--promo", type=Path, default=OUT, help="where `python -m promo` wrote")
     ap.add_argument("--out", type=Path, default=SITE)
@@ -400,4 +401,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run(main))

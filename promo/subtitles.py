@@ -7,6 +7,7 @@ never overlap as long as each part's own cues do not; `check_cues` says so or ra
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -31,9 +32,28 @@ class Cue:
 
 @dataclass(frozen=True)
 class Chapter:
+    """A chapter of a cut: finite times, 0 <= start < end (else SubtitleError: a nan would
+    pass every comparison a later check makes)."""
+
     start: float
     end: float
     title: str
+
+    def __post_init__(self):
+        times = (self.start, self.end)
+        if not all(isinstance(t, (int, float)) and not isinstance(t, bool) and math.isfinite(t)
+                   for t in times) or not 0 <= self.start < self.end:
+            raise SubtitleError(f"chapter {self.title[:40]!r} runs from {self.start!r} to "
+                                f"{self.end!r} s: not finite times with 0 <= start < end")
+
+
+def check_chapters(chapters: list[Chapter], eps: float = 1e-6) -> None:
+    """In order and never overlapping: each starts at or after the one before ends."""
+    for i, (a, b) in enumerate(zip(chapters, chapters[1:]), 2):
+        if b.start < a.end - eps:
+            raise SubtitleError(f"chapter {i} {b.title[:40]!r} starts at {b.start:.3f} s, before "
+                                f"chapter {i - 1} {a.title[:40]!r} ends at {a.end:.3f} s "
+                                "(chapters out of order or overlapping)")
 
 
 def read_srt(path: Path | None) -> list[Cue]:
@@ -86,6 +106,7 @@ def vtt_time(t: float) -> str:
 
 def write_chapters_vtt(chapters: list[Chapter], path: Path) -> None:
     """WebVTT chapters (<track kind="chapters">): one cue per chapter, numbered."""
+    check_chapters(chapters)  # before anything is written
     lines = ["WEBVTT", ""]
     for i, ch in enumerate(chapters, 1):
         lines += [f"chapter-{i}", f"{vtt_time(ch.start)} --> {vtt_time(ch.end)}", ch.title, ""]
@@ -93,7 +114,8 @@ def write_chapters_vtt(chapters: list[Chapter], path: Path) -> None:
 
 
 def read_chapters_vtt(path: Path) -> list[Chapter]:
-    """Back from write_chapters_vtt (for checks)."""
+    """Back from write_chapters_vtt (for checks); SubtitleError for times that are not finite,
+    or chapters out of order or overlapping."""
     def secs(t: str) -> float:
         h, m, s = t.split(":")
         return int(h) * 3600 + int(m) * 60 + float(s)
@@ -106,4 +128,5 @@ def read_chapters_vtt(path: Path) -> list[Chapter]:
         lines = block.splitlines()
         start, _, end = lines[1].partition(" --> ")
         out.append(Chapter(secs(start), secs(end), "\n".join(lines[2:])))
+    check_chapters(out)
     return out

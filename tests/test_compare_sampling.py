@@ -194,11 +194,12 @@ def test_figures_equal_live_counts_of_both_runs(comp):
     assert comp.peak_pages < comp.independent_peak_pages
 
 
-def test_every_sample_equals_its_independent_request_and_they_diverge(comp):
+def test_every_sample_equals_its_independent_request(comp):
+    # (Not that the samples differ from each other: that is what the draws give, and on some
+    # CPUs two samples draw the same token.)
     assert comp.samples == ["A", "A.1", "A.2"]
     assert comp.sample_equal == {"A": True, "A.1": True, "A.2": True} and comp.outputs_equal
     assert comp.outputs == comp.independent_outputs
-    assert len({tuple(comp.outputs[s]) for s in comp.samples}) == 3
     assert not events(comp.independent_trace, Fork) and not events(comp.independent_trace,
                                                                       Copy)
 
@@ -211,10 +212,14 @@ def test_the_independent_workload_names_requests_as_the_samples():
 
 
 def test_outputs_differ_when_they_should(comp):
-    """The equality is not vacuous: another seed gives other samples."""
-    wl = dataclasses.replace(load_workload("sampling"), seed=8)
-    other = sampling.compare(wl)
-    assert other.outputs_equal and other.outputs != comp.outputs
+    """The equality is not vacuous: a group run whose A.1 drew one other token is told apart
+    from its independent twin (the token is changed here, so it differs on every CPU)."""
+    outputs = {n: list(t) for n, t in comp.trace.outputs.items()}
+    last = outputs["A.1"][-1]
+    outputs["A.1"][-1] = last - 1 if last > 0 else last + 1  # another token of the vocabulary
+    other = sampling.compare(trace=dataclasses.replace(comp.trace, outputs=outputs))
+    assert other.sample_equal == {"A": True, "A.1": False, "A.2": True}
+    assert not other.outputs_equal
 
 
 def test_a_recorded_trace_is_reused(comp):

@@ -259,14 +259,13 @@ def test_next_tokens():
     a = next_tokens(logits, 1.0, torch.Generator().manual_seed(3))
     b = next_tokens(logits, 1.0, torch.Generator().manual_seed(3))
     assert torch.equal(a, b) and a.shape == (5,) and a.dtype == torch.int64
-    g = torch.Generator().manual_seed(4)
-    draws = torch.stack([next_tokens(logits, 5.0, g) for _ in range(20)])
-    assert len(set(draws[:, 0].tolist())) > 1  # really sampling
-    # The samples follow softmax(logits / T).
+    # The samples follow softmax(logits / T) (so T > 0 really samples: argmax would give
+    # [1, 0, 0, 0]). 20,000 draws: a frequency is within 0.0036 (one standard deviation) of
+    # its probability; 0.02 is over 5 of them, so no CPU's draws land outside by chance.
     small = torch.tensor([[2.0, 1.0, 0.0, -9.0]]).expand(20_000, 4)
     draws = next_tokens(small, 2.0, torch.Generator().manual_seed(5))
     freq = torch.bincount(draws, minlength=4).float() / draws.numel()
-    torch.testing.assert_close(freq, torch.softmax(small[0] / 2.0, -1), atol=0.015, rtol=0)
+    torch.testing.assert_close(freq, torch.softmax(small[0] / 2.0, -1), atol=0.02, rtol=0)
     with pytest.raises(ValueError):
         next_tokens(logits, -1.0)
     with pytest.raises(ValueError):

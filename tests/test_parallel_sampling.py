@@ -47,6 +47,7 @@ class WriteGuard(Observer):
 
     def __init__(self, cache: PagedCache):
         self.cache, self.writes, self.copies = cache, 0, []
+        self.slots: list[tuple[int, int]] = []  # (page, slot) of each token written, layer 0
 
     def on_write(self, layer_id, page_table, start_pos, n_tokens, lengths, owners=None):
         ps = self.cache.page_size
@@ -58,6 +59,8 @@ class WriteGuard(Observer):
                 page = row[pos // ps]
                 assert self.cache.refcount(page) == 1, f"page {page} written with refs > 1"
                 self.writes += layer_id == 0  # tokens written (each in every layer)
+                if layer_id == 0:
+                    self.slots.append((page, pos % ps))
 
     def on_copy(self, src, dst, n_slots, owner=None):
         assert self.cache.refcount(dst) == 1
@@ -106,6 +109,7 @@ def test_first_write_into_the_shared_half_page_copies_it_and_the_last_holder_kee
     sched.step()
     k, v = sched.cache.k_cache, sched.cache.v_cache
     half_k, half_v = k[:, 2, :2].clone(), v[:, 2, :2].clone()  # slots 0-1: tokens 8 and 9
+    guard.slots.clear()
     sched.step()  # first decode: position 10 lands in page 2, shared by all three
     a, a1, a2 = (sched.tasks[n] for n in ("A", "A.1", "A.2"))
     # A and A.1 copied (oldest first); A.2, the last holder, writes in place
@@ -114,8 +118,9 @@ def test_first_write_into_the_shared_half_page_copies_it_and_the_last_holder_kee
     assert sched.cache.refs[:5] == (3, 3, 1, 1, 1)  # full pages stay shared
     for page in (2, 3, 4):  # the filled slots, every layer, K and V: real copies
         assert torch.equal(k[:, page, :2], half_k) and torch.equal(v[:, page, :2], half_v)
-    # then each sample wrote its own token 10 at slot 2 of its own page
-    assert not torch.equal(k[:, 3, 2], k[:, 4, 2]) and not torch.equal(k[:, 3, 2], k[:, 2, 2])
+    # then each sample wrote its own token 10 at slot 2 of its own page, once. (Where it was
+    # written, not what: two samples may draw the same token, and on some CPUs they do.)
+    assert guard.slots == [(3, 2), (4, 2), (2, 2)]
     for _ in range(3):
         sched.step()
         assert sched.cache.refs[:2] == (3, 3)  # until the samples finish
@@ -138,15 +143,20 @@ def test_each_sample_equals_an_independent_request_of_its_name(temperature, pref
     guard = WriteGuard(group.cache)
     group.cache.observer = guard
     out = drive(group, [Task("B", other, 6), Task("A", PROMPT, 7, n=3)])
-    alone = drive(make(**kw), [Task("B", other, 6)] +
-                  [Task(n, PROMPT, 7) for n in ("A", "A.1", "A.2")])
+    twins = make(**kw)
+    alone = drive(twins, [Task("B", other, 6)] + [Task(n, PROMPT, 7) for n in ("A", "A.1", "A.2")])
     assert out == alone
     assert len(guard.copies) == 2
     samples = [tuple(out[n]) for n in ("A", "A.1", "A.2")]
     if temperature == 0:
         assert len(set(samples)) == 1  # greedy: every sample is the same
     else:
-        assert len(set(samples)) == 3  # sampled: they diverge, yet each equals its twin
+        # Sampled: each sample draws from a generator of its own, seeded by its name, the same
+        # as its twin's. Whether the draws then differ is the draw's business (on some CPUs two
+        # samples draw the same token), so that is not asserted; the streams are.
+        seeds = {n: group._generators[n].initial_seed() for n in ("A", "A.1", "A.2")}
+        assert len(set(seeds.values())) == 3
+        assert seeds == {n: twins._generators[n].initial_seed() for n in seeds}
 
 
 def test_a_group_sharing_a_cached_prefix_with_another_request():

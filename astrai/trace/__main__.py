@@ -2,17 +2,17 @@
 python -m astrai.trace verify FILE: run a saved trace's workload again and compare.
 python -m astrai.trace schema: print the trace file's JSON Schema (astrai.trace.events).
 
-Every refusal is one line `error: ...` and exit 2; Ctrl-C is one line and exit 130, and leaves
-no partial or temporary file.
+Every refusal is one line `error: ...` and exit 2 (standard output that cannot be written
+too: astrai.cli); Ctrl-C is one line and exit 130, and leaves no partial or temporary file.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
 
+from astrai.cli import Parser, run
 from astrai.errors import AstraiError, OutputError
 from astrai.files import Output
 from astrai.trace.events import json_schema
@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="python -m astrai.trace",
         description="Run a workload through the real scheduler and cache; print every event. "
                     "(python -m astrai.trace verify FILE: check a saved trace against the "
@@ -73,7 +73,7 @@ def _run(argv: list[str]) -> int:
 
 
 def _verify(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="python -m astrai.trace verify",
         description="Run a saved trace's workload again (at most as many steps as the trace "
                     "holds) and say whether its events are exactly what the engine does today. "
@@ -108,7 +108,7 @@ def _verify(argv: list[str]) -> int:
 
 
 def _schema(argv: list[str]) -> int:
-    argparse.ArgumentParser(
+    Parser(
         prog="python -m astrai.trace schema",
         description="Print the JSON Schema of a trace file, derived from the event classes.",
     ).parse_args(argv)
@@ -178,4 +178,4 @@ def _safe(text: str) -> str:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run(main))
