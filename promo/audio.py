@@ -15,7 +15,8 @@ from pathlib import Path
 import av
 import numpy as np
 
-from promo import PromoError
+from astrai.files import replacing
+from promo import PromoError, Refused
 
 RATE = 48_000
 AAC = {"b": "192k"}  # mono speech; at 96k-128k the native encoder overshoots peaks by 2-3 dB
@@ -58,8 +59,7 @@ def mux(video: Path, samples: np.ndarray) -> None:
 
     length = float(probe(video).duration)
     samples = fit(samples, length)
-    tmp = video.with_name(video.stem + ".audio.tmp" + video.suffix)
-    try:
+    with replacing(video, Refused, suffix=video.suffix) as tmp:
         with av.open(str(video)) as src, av.open(str(tmp), "w",
                                                  options={"movflags": "+faststart"}) as out:
             vin = src.streams.video[0]
@@ -72,9 +72,6 @@ def mux(video: Path, samples: np.ndarray) -> None:
                 p.stream = vout
                 out.mux(p)
             encode(aout, out, samples)
-        tmp.replace(video)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def decode(path: Path) -> tuple[np.ndarray, int]:

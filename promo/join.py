@@ -14,7 +14,8 @@ from pathlib import Path
 
 import av
 
-from promo import PromoError
+from astrai.files import replacing
+from promo import PromoError, Refused
 from promo.subtitles import Chapter
 
 
@@ -92,8 +93,8 @@ def join(probes: list[Probe], target: Path, chapters: list[Chapter], title: str 
     're-encoded: <why>'."""
     why = "asked to" if reencode else mismatch(probes)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(target.stem + ".tmp" + target.suffix)
-    with av.open(str(tmp), "w", options={"movflags": "+faststart"}) as out:
+    with replacing(target, Refused, suffix=target.suffix) as tmp, \
+            av.open(str(tmp), "w", options={"movflags": "+faststart"}) as out:
         if title:
             out.metadata["title"] = title
         _chapters(out, chapters)
@@ -101,7 +102,6 @@ def join(probes: list[Probe], target: Path, chapters: list[Chapter], title: str 
             _reencode(probes, out)
         else:
             _copy(probes, out)
-    tmp.replace(target)
     return f"re-encoded: {why}" if why else "copied packets"
 
 

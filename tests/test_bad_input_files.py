@@ -494,3 +494,48 @@ def test_removing_an_owned_folder_keeps_what_came_in_after_the_check(tmp_path, m
     with pytest.raises(Refused, match="kept"):
         remove_owned(out, Refused)
     assert [str(p.relative_to(out)) for p in out.rglob("*")] == ["scenes", "scenes/late"]
+
+
+def test_the_voice_cache_never_writes_through_a_link(tmp_path, monkeypatch):
+    np = pytest.importorskip("numpy")
+    from scenes import voice
+
+    private = tmp_path / "private.txt"
+    private.write_text("mine")
+    cache = tmp_path / "voice"
+    cache.mkdir()
+    with pytest.raises(voice.VoiceError, match="symbolic link"):
+        (cache / "w.wav").symlink_to(private)
+        voice.write_wav(cache / "w.wav", np.zeros(100, dtype=np.int16))
+    (cache / "w.wav").unlink()
+    narrator = voice.Narrator(on=True, cache=cache)
+    monkeypatch.setattr(narrator, "synthesize", lambda say, *a: np.full(voice.RATE, 1000,
+                                                                         dtype=np.int16))
+    cue = narrator.cue("Hello there.")  # written whole: the wav, then its stamp
+    stamp = cue.wav.with_suffix(".json")
+    assert cue.wav.is_file() and stamp.is_file()
+    stamp.unlink()
+    stamp.symlink_to(private)
+    with pytest.raises(voice.VoiceError, match="symbolic link"):
+        narrator.cue("Hello there.")
+    assert private.read_text() == "mine" and stamp.is_symlink()
+    assert not [p for p in cache.iterdir() if p.name.startswith(".")]  # no temporary
+
+
+def test_the_trace_store_never_writes_through_a_link(tmp_path, monkeypatch):
+    from astrai.trace import store
+
+    monkeypatch.setenv(store.ENV, str(tmp_path / "traces"))
+    store.forget()
+    wl = parse_workload(copy.deepcopy(BASE), "t.toml")
+    first = store.recorded(wl)
+    (kept,) = (tmp_path / "traces").glob("*.json")
+    private = tmp_path / "private.json"
+    private.write_text("mine")
+    kept.unlink()
+    kept.symlink_to(private)
+    store.forget()
+    again = store.recorded(wl)  # the link is not a trace: recorded again, and not kept there
+    store.forget()
+    assert again.to_json() == first.to_json()
+    assert private.read_text() == "mine" and kept.is_symlink()
