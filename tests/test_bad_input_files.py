@@ -539,3 +539,30 @@ def test_the_trace_store_never_writes_through_a_link(tmp_path, monkeypatch):
     store.forget()
     assert again.to_json() == first.to_json()
     assert private.read_text() == "mine" and kept.is_symlink()
+
+
+def test_saved_traces_and_checkpoints_never_write_through_a_link(tmp_path):
+    from astrai.checkpoint import load_checkpoint, save_checkpoint
+    from astrai.errors import CheckpointError, OutputError
+    from astrai.model import ModelConfig, TinyModel
+    from astrai.trace import load_trace, record, save_trace
+
+    private = tmp_path / "private.txt"
+    private.write_text("mine")
+    trace = record(parse_workload(copy.deepcopy(BASE), "t.toml"))
+    save_trace(trace, tmp_path / "t.json")
+    assert load_trace(tmp_path / "t.json").to_json() == trace.to_json()
+    (tmp_path / "link.json").symlink_to(private)
+    with pytest.raises(OutputError, match="link.json: is a symbolic link"):
+        save_trace(trace, tmp_path / "link.json")
+    model = TinyModel(ModelConfig(n_layers=1, d_model=16, n_heads=2, n_kv_heads=1, head_dim=8,
+                                  d_ff=16, vocab_size=32))
+    for name in ("config.json", "model.safetensors"):
+        folder = tmp_path / name.split(".")[0]
+        save_checkpoint(model, folder)
+        assert load_checkpoint(folder).config == model.config
+        (folder / name).unlink()
+        (folder / name).symlink_to(private)
+        with pytest.raises(CheckpointError, match=f"{name}: is a symbolic link"):
+            save_checkpoint(model, folder)
+    assert private.read_text() == "mine"
