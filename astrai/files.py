@@ -256,7 +256,12 @@ def remove_owned(folder: str | Path, error: type[Exception]) -> None:
     Anything else found there (put in since the check) stays, and `error` says where."""
     folder = Path(folder)
     check_owned(folder, error)
-    listed = _read_manifest(folder) or {"files": {}, "folders": []}
+    if not os.path.lexists(folder):
+        return
+    listed = _read_manifest(folder)
+    if listed is None:  # empty, but not made by this program either
+        raise error(f"{folder}: has no {MANIFEST}, so this program did not write it: "
+                    "not removing it")
     for rel in listed["files"]:
         path = folder / rel
         try:

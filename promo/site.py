@@ -1,6 +1,6 @@
 """The promo page: media/site/, one static page that plays both cuts.
 
-    python -m promo.site [-q l|h] [--promo DIR] [--out DIR]
+    python -m promo.site [-q l|h] [--promo DIR] [--out DIR] [--clean]
 
 Reads what `python -m promo` wrote (each cut's mp4, WebM, .srt, .chapters.vtt and thumbnail,
 and the explainer's scene renders under build/) and writes a folder that works from file:// and
@@ -8,6 +8,12 @@ from any static host, with nothing fetched from elsewhere: index.html, site.css,
 media hard-linked (or copied) beside them, each cut's subtitles as WebVTT, a still per scene.
 Every time, count and size on the page is read from those files. A missing or stale cut, track
 or scene clip is a SiteError naming the file; the page is then not written.
+
+The folder is this command's own (astrai.files.new_folder): built in a temporary folder beside
+it, then put in place, with a manifest of what it wrote. An existing --out is replaced (and
+`--clean` removes it) only when that manifest lists everything in it, unchanged; a folder
+holding anything else, a file or a symbolic link there is refused by name (exit 2). What the
+page publishes are regular files only, never a symbolic link (it may point at a private file).
 
 Tracks are embedded as data: URLs: Chromium refuses a <track> file next to a page opened from
 file:// (a file: URL is its own origin), and a data: URL loads everywhere. The .vtt files are
@@ -30,7 +36,7 @@ from pathlib import Path
 import av
 from srt import SRTParseError
 
-from astrai.files import MAX_FILE_BYTES, check_owned, new_folder, read_text
+from astrai.files import MAX_FILE_BYTES, check_owned, new_folder, read_text, remove_owned
 from promo import PromoError, Refused
 from promo.build import NAMES, OUT, TITLES
 from promo.parts import ROOT, Part
@@ -428,8 +434,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("-q", "--quality", choices=sorted(QUALITIES), default="l")
     ap.add_argument("--promo", type=Path, default=OUT, help="where `python -m promo` wrote")
     ap.add_argument("--out", type=Path, default=SITE)
+    ap.add_argument("--clean", action="store_true",
+                    help="remove --out instead: only a folder this command wrote")
     args = ap.parse_args(argv)
     try:
+        if args.clean:
+            remove_owned(args.out, SiteRefused)
+            return 0
         check_owned(args.out, SiteRefused)  # before any work: a folder not ours, at once
         index = build_site(args.quality, args.promo, args.out)
     except PromoError as err:

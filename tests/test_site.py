@@ -500,3 +500,19 @@ def test_screenshot_at_1280x800_with_chapters_beside_the_video(page, built):
 def test_no_console_errors(page):  # last: everything above ran in this page
     severe = [e for e in page.get_log("browser") if e["level"] == "SEVERE"]
     assert severe == []
+
+
+def test_clean_removes_only_a_page_folder_it_wrote(tmp_path, capsys):
+    from astrai.files import new_folder
+
+    out = tmp_path / "site"
+    with new_folder(out, S.SiteRefused) as tmp:
+        (tmp / "index.html").write_text("page")
+    assert run_site(capsys, "--clean", "--out", str(out)) == (0, "")
+    assert not out.exists()
+    assert run_site(capsys, "--clean", "--out", str(out)) == (0, "")  # nothing there: done
+    for make in (lambda p: p.mkdir(), lambda p: p.write_text("notes")):
+        make(out)
+        rc, err = run_site(capsys, "--clean", "--out", str(out))
+        assert rc == 2 and str(out) in err and err.count("\n") == 1 and out.exists()
+        shutil.rmtree(out) if out.is_dir() else out.unlink()
