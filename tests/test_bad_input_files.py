@@ -566,3 +566,12 @@ def test_saved_traces_and_checkpoints_never_write_through_a_link(tmp_path):
         with pytest.raises(CheckpointError, match=f"{name}: is a symbolic link"):
             save_checkpoint(model, folder)
     assert private.read_text() == "mine"
+
+
+def test_cli_refuses_an_output_that_is_a_symlink_before_running(tmp_path, capsys, no_run):
+    private = tmp_path / "private.txt"
+    private.write_text("mine")
+    (tmp_path / "t.json").symlink_to(private)
+    rc, stdout, err = run_cli(capsys, "seed", "-o", str(tmp_path / "t.json"), "-q")
+    assert rc == 2 and stdout == "" and err.count("\n") == 1
+    assert "t.json: is a symbolic link" in err and private.read_text() == "mine"
