@@ -161,3 +161,17 @@ def test_the_command_exits_2_when_an_output_is_refused(monkeypatch, capsys):
     assert cli.main([]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "teaser-480p15.srt: is a symbolic link" in err
+
+
+def test_the_frames_script_refuses_a_symlinked_output_before_decoding(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    private = _theirs(tmp_path)
+    (tmp_path / "sheet.png").symlink_to(private)
+    script = Path(__file__).resolve().parent.parent / "scripts" / "frames.py"
+    run = subprocess.run([sys.executable, str(script), str(tmp_path / "missing.mp4"), "--grid",
+                          str(tmp_path / "sheet.png")], capture_output=True, text=True)
+    assert run.returncode == 2 and run.stderr.count("\n") == 1
+    assert "sheet.png: is a symbolic link" in run.stderr and private.read_text() == "mine"
