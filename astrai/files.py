@@ -188,8 +188,17 @@ def _manifest(folder: Path) -> dict:
         if stat.S_ISDIR(st.st_mode):
             folders.append(rel)
         else:
-            files[rel] = [st.st_size, st.st_mtime_ns]
+            files[rel] = [st.st_size, st.st_mtime_ns, st.st_ino]
     return {"files": files, "folders": sorted(folders)}
+
+
+def _unchanged(listed, st: os.stat_result) -> bool:
+    """The file the manifest lists: the same inode, and as written, or hard-linked elsewhere
+    too (media linked from where the build found them: its content lives on under that other
+    name, so removing this one loses nothing, whatever touched it since)."""
+    if not (isinstance(listed, list) and len(listed) == 3 and listed[2] == st.st_ino):
+        return False
+    return listed[:2] == [st.st_size, st.st_mtime_ns] or st.st_nlink > 1
 
 
 def _read_manifest(folder: Path) -> dict | None:
@@ -236,7 +245,7 @@ def not_owned(folder: str | Path) -> str | None:
                     return f"holds {rel}/, which this program did not write"
             elif rel not in files or not stat.S_ISREG(st.st_mode):
                 return f"holds {rel}, which this program did not write"
-            elif files[rel] != [st.st_size, st.st_mtime_ns]:
+            elif not _unchanged(files[rel], st):
                 return f"holds {rel}, changed since this program wrote it"
     except OSError as e:
         return f"cannot be read ({e.strerror or e})"

@@ -575,3 +575,20 @@ def test_cli_refuses_an_output_that_is_a_symlink_before_running(tmp_path, capsys
     rc, stdout, err = run_cli(capsys, "seed", "-o", str(tmp_path / "t.json"), "-q")
     assert rc == 2 and stdout == "" and err.count("\n") == 1
     assert "t.json: is a symbolic link" in err and private.read_text() == "mine"
+
+
+def test_a_file_linked_from_elsewhere_may_change_there_and_a_swapped_file_is_refused(tmp_path):
+    """A hard-linked medium edited or touched under its other name is still the build's link
+    (nothing is lost by removing this name); a listed name now holding another file is not."""
+    media = tmp_path / "cut.mp4"
+    media.write_text("cut")
+    out = tmp_path / "site"
+    with new_folder(out, Refused) as tmp:
+        os.link(media, tmp / "cut.mp4")
+        (tmp / "index.html").write_text("page")
+    with open(media, "a") as f:  # edited in place where the build found it
+        f.write(" and more")
+    assert not_owned(out) is None
+    os.rename(out / "index.html", tmp_path / "kept.html")  # its inode stays in use elsewhere
+    (out / "index.html").write_text("page")  # same text, but a file someone else wrote
+    assert "index.html, changed" in not_owned(out)
