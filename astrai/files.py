@@ -116,8 +116,8 @@ def replacing(path: str | Path, error: type[Exception], suffix: str = ".tmp"
               ) -> Iterator[Path]:
     """A new temporary file beside `path` (its name unique, ending in `suffix`: a writer that
     picks its format by suffix needs `path`'s own) for the block to write; it replaces `path`
-    when the block ends, and is removed if the block raises. Only a missing or regular file is ever
-    replaced (`check_replaceable`, checked before and again just before the rename)."""
+    when the block ends, and is removed if the block raises. Only a missing or regular file
+    is ever replaced (`check_replaceable`, checked before and again just before the rename)."""
     path = Path(path)
     check_replaceable(path, error)
     try:
@@ -127,8 +127,10 @@ def replacing(path: str | Path, error: type[Exception], suffix: str = ".tmp"
         raise error(f"{path}: cannot write there ({e.strerror or e})") from None
     tmp = Path(name)
     try:
-        os.fchmod(fd, _mode_for(path))
-        os.close(fd)
+        try:
+            os.fchmod(fd, _mode_for(path))
+        finally:
+            os.close(fd)
         yield tmp
         check_replaceable(path, error)
         try:
