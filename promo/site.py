@@ -9,7 +9,7 @@ media hard-linked (or copied) beside them, each cut's subtitles as WebVTT, a sti
 Every time, count and size on the page is read from those files. A missing or stale cut, track
 or scene clip is a SiteError naming the file; the page is then not written.
 
-The folder is this command's own (astrai.files.new_folder): built in a temporary folder beside
+The folder is this command's own (astrai.folders.new_folder): built in a temporary folder beside
 it, then put in place, with a manifest of what it wrote. An existing --out is replaced (and
 `--clean` removes it) only when that manifest lists everything in it, unchanged; a folder
 holding anything else, a file or a symbolic link there is refused by name (exit 2). What the
@@ -36,7 +36,8 @@ from pathlib import Path
 import av
 from srt import SRTParseError
 
-from astrai.files import MAX_FILE_BYTES, check_owned, new_folder, read_text, remove_owned
+from astrai.files import MAX_FILE_BYTES, read_text
+from astrai.folders import check_owned, new_folder, remove_owned
 from promo import PromoError, Refused
 from promo.build import NAMES, OUT, TITLES
 from promo.parts import ROOT, Part
@@ -403,7 +404,7 @@ def license_html(root: Path, out: Path) -> str:
 
 def write_site(cuts: list[CutPage], cards: list[SceneCard], figures, out: Path = SITE,
                root: Path = ROOT) -> Path:
-    """Write the page and its media into `out`, replaced whole (astrai.files.new_folder):
+    """Write the page and its media into `out`, replaced whole (astrai.folders.new_folder):
     only a folder this command wrote, or an empty one, is replaced; returns index.html."""
     with new_folder(out, SiteRefused) as tmp:
         for f in ("site.css", "site.js"):

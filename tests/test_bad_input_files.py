@@ -311,15 +311,8 @@ def tomli_w(data: dict) -> str:
 
 # ---- never delete or overwrite what the program did not write ----------------------------------
 
-from astrai.files import (  # noqa: E402
-    MANIFEST,
-    Output,
-    new_folder,
-    not_owned,
-    remove_owned,
-    replacing,
-    write_text,
-)
+from astrai.files import Output, replacing, write_text  # noqa: E402
+from astrai.folders import MANIFEST, new_folder, not_owned, remove_owned  # noqa: E402
 
 
 class Refused(Exception):
@@ -484,12 +477,12 @@ def test_a_failed_build_leaves_the_old_folder_and_no_temporary(tmp_path):
 
 def test_removing_an_owned_folder_keeps_what_came_in_after_the_check(tmp_path, monkeypatch):
     """Only what the manifest lists is deleted, even if a file arrives after the check."""
-    from astrai import files
+    from astrai import folders
 
     out = tmp_path / "site"
     with new_folder(out, Refused) as tmp:
         _fill(tmp)
-    monkeypatch.setattr(files, "check_owned", lambda *a: (out / "scenes" / "late").write_text(
+    monkeypatch.setattr(folders, "check_owned", lambda *a: (out / "scenes" / "late").write_text(
         "mine"))
     with pytest.raises(Refused, match="kept"):
         remove_owned(out, Refused)

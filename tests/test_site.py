@@ -503,7 +503,7 @@ def test_no_console_errors(page):  # last: everything above ran in this page
 
 
 def test_clean_removes_only_a_page_folder_it_wrote(tmp_path, capsys):
-    from astrai.files import new_folder
+    from astrai.folders import new_folder
 
     out = tmp_path / "site"
     with new_folder(out, S.SiteRefused) as tmp:
