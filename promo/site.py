@@ -274,11 +274,12 @@ def place(src: Path, dst: Path, link: bool = True) -> None:
     page's copy too). Links are not followed: if `src` became one since it was checked,
     that is refused."""
     dst.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        if not link:
-            raise OSError
-        os.link(src, dst, follow_symlinks=False)
-    except OSError:
+    if link:
+        try:
+            os.link(src, dst, follow_symlinks=False)
+        except OSError:  # another file system
+            link = False
+    if not link:
         shutil.copy2(src, dst, follow_symlinks=False)
     if not stat.S_ISREG(os.lstat(dst).st_mode):
         raise SiteRefused(f"{shown(src)}: is not a regular file: not publishing it")
