@@ -108,4 +108,5 @@ trace: setup
 
 clean:
 	rm -rf media/videos media/images media/texts media/Tex media/partial_movie_files media/promo/build \
-	  media/promo/bench media/site media/site.new
+	  media/promo/bench
+	if [ -x $(PY) ]; then $(PY) -m promo.site --clean; fi  # the page: only what it wrote

@@ -33,7 +33,7 @@ from astrai.errors import (
     CheckpointTooLarge,
     UnsupportedCheckpoint,
 )
-from astrai.files import read_text, require_file
+from astrai.files import read_text, replacing, require_file, write_text
 from astrai.memory import available_bytes
 from astrai.model import ModelConfig, TinyModel
 
@@ -387,8 +387,10 @@ def save_checkpoint(model: TinyModel, path: str | Path, dtype: torch.dtype | Non
         "dtype": name,
     }
     tensors = {k: t.detach().to("cpu", dtype).contiguous() for k, t in _targets(model).items()}
-    save_file(tensors, str(path / "model.safetensors"), metadata={"format": "pt"})
-    (path / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    # each file whole or not at all, never written through a link (astrai.files.replacing)
+    with replacing(path / "model.safetensors", CheckpointError) as tmp:
+        save_file(tensors, str(tmp), metadata={"format": "pt"})
+    write_text(path / "config.json", json.dumps(config, indent=2) + "\n", CheckpointError)
 
 
 def kv_bytes_per_token(config: ModelConfig, dtype: torch.dtype) -> int:

@@ -6,9 +6,11 @@ file: each is refused before anything is read or allocated.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 MAX_FILE_BYTES = 256 * 1024 * 1024  # the largest workload or trace file read
@@ -61,23 +63,18 @@ class Output:
     """A file to write at the end of a run, checked before the run starts.
 
     The text (or bytes) goes to a temporary file beside the target, made only when the run is
-    done, and replaces the target once written whole, so a failed write (a full device) leaves
-    no half file behind, and a run killed outright (kill -9) leaves no temporary file. The file gets
-    the usual mode: the target's own if it exists, else 0666 less the umask."""
+    done, and replaces the target once written whole (`replacing`), so a failed write (a full
+    device) leaves no half file behind, and a run killed outright (kill -9) leaves no temporary
+    file. The file gets the usual mode: the target's own if it exists, else 0666 less the umask."""
 
     def __init__(self, path: str | Path, error: type[Exception]):
         self.path, self.error = Path(path), error
         if not str(path).strip():
             raise error("no output file named")
-        if self.path.is_dir():
-            raise error(f"{self.path}: is a directory; give a file name")
-        if self.path.exists() and not self.path.is_file():
-            # A device or FIFO is never replaced by a file, nor written to.
-            raise error(f"{self.path}: is not a regular file")
+        check_replaceable(self.path, error)
         parent = self.path.parent
         if not parent.is_dir():
             raise error(f"{self.path}: directory {parent} does not exist")
-        self.tmp: Path | None = None
         try:  # can a file be made there? made and removed at once: nothing waits on disk
             fd, probe = tempfile.mkstemp(dir=parent, prefix=f".{self.path.name}.",
                                          suffix=".tmp")
@@ -88,29 +85,71 @@ class Output:
 
     def write(self, data: str | bytes) -> None:
         """Write text (as UTF-8) or bytes, whole or not at all."""
-        try:
-            fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.",
-                                       suffix=".tmp")
-            self.tmp = Path(tmp)
-            os.fchmod(fd, _mode_for(self.path))
-            os.close(fd)
-            if isinstance(data, str):
-                self.tmp.write_text(data, encoding="utf-8")
-            else:
-                self.tmp.write_bytes(data)
-            os.replace(self.tmp, self.path)
-            self.tmp = None
-        except OSError as e:
-            self.discard()
-            raise self.error(f"{self.path}: writing failed ({e.strerror or e})") from None
-        except BaseException:  # Ctrl-C mid-write: no temporary file stays behind
-            self.discard()
-            raise
+        write_text(self.path, data, self.error)
 
     def discard(self) -> None:
-        if self.tmp is not None:
-            self.tmp.unlink(missing_ok=True)
-            self.tmp = None
+        """Nothing to remove: `write` leaves no temporary file, whatever stops it."""
+
+
+def check_replaceable(path: str | Path, error: type[Exception]) -> None:
+    """`error` unless `path` is missing or a regular file: a file written over a symbolic link
+    would land in whatever it points to (or drop the link someone made), and a directory,
+    FIFO or device is never replaced by a file."""
+    path = Path(path)
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    except (OSError, ValueError) as e:  # ValueError: a NUL byte in the path
+        raise error(f"{path}: cannot be checked ({getattr(e, 'strerror', None) or e})") from None
+    if stat.S_ISLNK(st.st_mode):
+        raise error(f"{path}: is a symbolic link: not replacing it")
+    if stat.S_ISDIR(st.st_mode):
+        raise error(f"{path}: is a directory; give a file name")
+    if not stat.S_ISREG(st.st_mode):
+        raise error(f"{path}: is not a regular file: not replacing it")
+
+
+@contextlib.contextmanager
+def replacing(path: str | Path, error: type[Exception], suffix: str = ".tmp"
+              ) -> Iterator[Path]:
+    """A new temporary file beside `path` (its name unique, ending in `suffix`: a writer that
+    picks its format by suffix needs `path`'s own) for the block to write; it replaces `path`
+    when the block ends, and is removed if the block raises. Only a missing or regular file
+    is ever replaced (`check_replaceable`, checked before and again just before the rename)."""
+    path = Path(path)
+    check_replaceable(path, error)
+    try:
+        fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.",
+                                    suffix=suffix)
+    except OSError as e:
+        raise error(f"{path}: cannot write there ({e.strerror or e})") from None
+    tmp = Path(name)
+    try:
+        try:
+            os.fchmod(fd, _mode_for(path))
+        finally:
+            os.close(fd)
+        yield tmp
+        check_replaceable(path, error)
+        try:
+            os.replace(tmp, path)
+        except OSError as e:
+            raise error(f"{path}: writing failed ({e.strerror or e})") from None
+    finally:
+        tmp.unlink(missing_ok=True)  # ours: made by mkstemp above, gone once renamed
+
+
+def write_text(path: str | Path, text: str | bytes, error: type[Exception]) -> None:
+    """`text` (UTF-8) or bytes as the whole of `path`, through `replacing`: whole or not at all."""
+    with replacing(path, error) as tmp:
+        try:
+            if isinstance(text, str):
+                tmp.write_text(text, encoding="utf-8")
+            else:
+                tmp.write_bytes(text)
+        except OSError as e:
+            raise error(f"{path}: writing failed ({e.strerror or e})") from None
 
 
 def _mode_for(path: Path) -> int:
@@ -119,6 +158,10 @@ def _mode_for(path: Path) -> int:
     try:
         return stat.S_IMODE(os.stat(path).st_mode)
     except OSError:
-        mask = os.umask(0)
-        os.umask(mask)
-        return 0o666 & ~mask
+        return 0o666 & ~current_umask()
+
+
+def current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

@@ -15,3 +15,8 @@ This package imports no manim itself (it runs the CLI); astrai/ never imports it
 
 class PromoError(RuntimeError):
     """A promo build failed: which part, and why."""
+
+
+class Refused(PromoError):
+    """A path this build may not read, publish or replace (a symbolic link, a folder it did not
+    write): nothing was changed. Exit 2 at the command line, as for any bad input."""

@@ -7,7 +7,7 @@ import math
 import sys
 
 from astrai.cli import Parser, run
-from promo import PromoError
+from promo import PromoError, Refused
 from promo.build import OUT, TEASER_MAX, build
 from promo.render import QUALITIES
 
@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
               args.teaser_max or None, one_stream=not args.manim_segments)
     except PromoError as e:
         print(f"promo: FAILED: {e}", file=sys.stderr)
-        return 1
+        return 2 if isinstance(e, Refused) else 1
     return 0
 
 

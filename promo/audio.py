@@ -19,7 +19,8 @@ from pathlib import Path
 import av
 import numpy as np
 
-from promo import PromoError
+from astrai.files import replacing
+from promo import PromoError, Refused
 
 RATE = 48_000
 FRAME = 1024  # samples in an AAC frame: a part's sound ends padded to a whole one
@@ -67,8 +68,7 @@ def mux(video: Path, samples: np.ndarray) -> None:
 
     length = float(probe(video).duration)
     samples = fit(samples, length)
-    tmp = video.with_name(video.stem + ".audio.tmp" + video.suffix)
-    try:
+    with replacing(video, Refused, suffix=video.suffix) as tmp:
         with av.open(str(video)) as src, av.open(str(tmp), "w",
                                                  options={"movflags": "+faststart"}) as out:
             vin = src.streams.video[0]
@@ -80,9 +80,6 @@ def mux(video: Path, samples: np.ndarray) -> None:
                 p.stream = vout
                 out.mux(p)
             encode(aout, out, samples)
-        tmp.replace(video)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def add_stream(out, codec: str = "aac", options: dict | None = None):

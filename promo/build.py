@@ -13,7 +13,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from promo import PromoError, lock
+from astrai.files import replacing
+from promo import PromoError, Refused, lock
 from promo.join import Probe, join, probe
 from promo.parts import ROOT, Part, plan
 from promo.render import (
@@ -178,7 +179,8 @@ def finish(result: Cut, webm: bool = True, gif: Path | None = None, log=print) -
     pr = result.probes[i]
     at, im = extras.busiest(pr.path, float(pr.duration))
     result.thumbnail = result.mp4.with_suffix(".png")
-    im.save(result.thumbnail)
+    with replacing(result.thumbnail, Refused, suffix=".png") as tmp:
+        im.save(tmp)
     if gif is not None:
         seconds = min(8.0, float(pr.duration))
         start = min(max(0.0, at - seconds / 2), float(pr.duration) - seconds)

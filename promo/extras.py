@@ -9,6 +9,8 @@ import av
 import numpy as np
 from PIL import Image
 
+from astrai.files import replacing
+from promo import Refused
 from promo.subtitles import Chapter
 from scenes import theme
 
@@ -22,8 +24,7 @@ def webm(mp4: Path, target: Path, chapters: list[Chapter], title: str = "") -> N
     as Opus at 48 kHz."""
     from promo.audio import RATE, decode, encode
 
-    tmp = target.with_name(target.stem + ".tmp" + target.suffix)
-    try:
+    with replacing(target, Refused, suffix=target.suffix) as tmp:
         with av.open(str(mp4)) as inp, av.open(str(tmp), "w", format="webm") as out:
             has_sound = bool(inp.streams.audio)
             s = inp.streams.video[0]
@@ -51,9 +52,6 @@ def webm(mp4: Path, target: Path, chapters: list[Chapter], title: str = "") -> N
                 x, _ = decode(mp4)
                 x = x[:round(n_frames / float(rate) * RATE)]  # as long as the picture
                 encode(opus, out, (np.clip(x, -1, 1) * 32767).round().astype(np.int16))
-        tmp.replace(target)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def frames(path: Path, times: list[float]):
@@ -99,5 +97,6 @@ def gif(path: Path, target: Path, start: float, seconds: float, fps: float = 6,
         mosaic.paste(im, (0, i * size[1]))
     palette = mosaic.quantize(colors, method=Image.Quantize.MEDIANCUT)
     out = [im.quantize(palette=palette, dither=Image.Dither.NONE) for im in ims]
-    out[0].save(target, save_all=True, append_images=out[1:], loop=0,
-                duration=round(1000 / fps), optimize=True)
+    with replacing(target, Refused, suffix=target.suffix) as tmp:
+        out[0].save(tmp, save_all=True, append_images=out[1:], loop=0,
+                    duration=round(1000 / fps), optimize=True)

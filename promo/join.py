@@ -16,7 +16,8 @@ from pathlib import Path
 
 import av
 
-from promo import PromoError, audio
+from astrai.files import replacing
+from promo import PromoError, Refused, audio
 from promo.subtitles import Chapter
 
 
@@ -96,32 +97,28 @@ def join(probes: list[Probe], target: Path, chapters: list[Chapter], title: str 
     why = "asked to" if reencode else mismatch(probes)
     sound = _sound_of(probes)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(target.stem + ".tmp" + target.suffix)
-    try:
-        with av.open(str(tmp), "w", options={"movflags": "+faststart"}) as out:
-            if title:
-                out.metadata["title"] = title
-            _chapters(out, chapters)
-            video = _x264(out, probes[0]) if why else _template(out, probes[0])
-            track = audio.Track(out, audio.add_stream(out)) if sound else None
-            offset = Fraction(0)  # seconds where the current part starts
-            frames = 0  # frames encoded so far (re-encoding)
-            for pr in probes:
-                if track is not None:
-                    n = audio.span(offset, offset + pr.duration)
-                    track.start(audio.part_sound(pr.path, n))
-                if why:
-                    frames = _reencode(pr, out, video, probes[0].rate, frames, track)
-                else:
-                    _copy(pr, out, video, offset, track)
-                offset += pr.duration
-            if why:
-                out.mux(video.encode())
+    with replacing(target, Refused, suffix=target.suffix) as tmp, \
+            av.open(str(tmp), "w", options={"movflags": "+faststart"}) as out:
+        if title:
+            out.metadata["title"] = title
+        _chapters(out, chapters)
+        video = _x264(out, probes[0]) if why else _template(out, probes[0])
+        track = audio.Track(out, audio.add_stream(out)) if sound else None
+        offset = Fraction(0)  # seconds where the current part starts
+        frames = 0  # frames encoded so far (re-encoding)
+        for pr in probes:
             if track is not None:
-                track.close()
-        tmp.replace(target)
-    finally:
-        tmp.unlink(missing_ok=True)
+                n = audio.span(offset, offset + pr.duration)
+                track.start(audio.part_sound(pr.path, n))
+            if why:
+                frames = _reencode(pr, out, video, probes[0].rate, frames, track)
+            else:
+                _copy(pr, out, video, offset, track)
+            offset += pr.duration
+        if why:
+            out.mux(video.encode())
+        if track is not None:
+            track.close()
     return f"re-encoded: {why}" if why else "copied packets"
 
 

@@ -19,16 +19,16 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from promo import PromoError
+from promo import Refused
 
 NAME = "promo.lock"
 
 
-class Busy(PromoError):
+class Busy(Refused):
     """Another build holds the folder, and this one was told not to wait (or not so long)."""
 
 
-class LockError(PromoError):
+class LockError(Refused):
     """The lock file cannot be opened (a directory, a link, no permission)."""
 
 

@@ -21,7 +21,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from promo import PromoError
+from astrai.files import check_replaceable, write_text
+from promo import PromoError, Refused
 from promo.parts import ROOT, Part, digest, shared_deps
 
 QUALITIES = {"l": "480p15", "m": "720p30", "h": "1080p60", "p": "1440p60", "k": "2160p60"}
@@ -106,7 +107,10 @@ class Job:
         return stamp.get("frames") == got.frames and stamp.get("duration") == str(got.duration)
 
     def start(self) -> None:
-        for old in (self.mp4, self.srt, self.stamp, self.profile):  # never keep a stale one
+        made = (self.mp4, self.srt, self.stamp, self.profile, self.log)
+        for path in made:  # only files are written here: a link or folder is someone else's
+            check_replaceable(path, Refused)
+        for old in made[:4]:  # never keep a stale one
             old.unlink(missing_ok=True)
         self.media_dir.mkdir(parents=True, exist_ok=True)
 
@@ -119,8 +123,9 @@ class Job:
         from promo.join import probe
 
         got = probe(self.mp4)  # what up_to_date checks the file against next time
-        self.stamp.write_text(json.dumps({"digest": self.key, "wall": wall, "frames": got.frames,
-                                          "duration": str(got.duration)}))
+        write_text(self.stamp, json.dumps({"digest": self.key, "wall": wall,
+                                           "frames": got.frames, "duration": str(got.duration)}),
+                   Refused)
         log(f"promo: rendered {self.part.name} in {wall:.1f} s")
         prof = json.loads(self.profile.read_text()) if profile and self.profile.exists() \
             else None

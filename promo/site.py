@@ -1,6 +1,6 @@
 """The promo page: media/site/, one static page that plays both cuts.
 
-    python -m promo.site [-q l|h] [--promo DIR] [--out DIR]
+    python -m promo.site [-q l|h] [--promo DIR] [--out DIR] [--clean]
 
 Reads what `python -m promo` wrote (each cut's mp4, WebM, .srt, .chapters.vtt and thumbnail,
 and the explainer's scene renders under build/) and writes a folder that works from file:// and
@@ -8,6 +8,12 @@ from any static host, with nothing fetched from elsewhere: index.html, site.css,
 media hard-linked (or copied) beside them, each cut's subtitles as WebVTT, a still per scene.
 Every time, count and size on the page is read from those files. A missing or stale cut, track
 or scene clip is a SiteError naming the file; the page is then not written.
+
+The folder is this command's own (astrai.folders.new_folder): built in a temporary folder beside
+it, then put in place, with a manifest of what it wrote. An existing --out is replaced (and
+`--clean` removes it) only when that manifest lists everything in it, unchanged; a folder
+holding anything else, a file or a symbolic link there is refused by name (exit 2). What the
+page publishes are regular files only, never a symbolic link (it may point at a private file).
 
 Tracks are embedded as data: URLs: Chromium refuses a <track> file next to a page opened from
 file:// (a file: URL is its own origin), and a data: URL loads everywhere. The .vtt files are
@@ -21,6 +27,7 @@ import base64
 import html
 import os
 import shutil
+import stat
 import string
 import sys
 from dataclasses import dataclass
@@ -30,7 +37,9 @@ import av
 from srt import SRTParseError
 
 from astrai.cli import Parser, run
-from promo import PromoError
+from astrai.files import MAX_FILE_BYTES, read_text
+from astrai.folders import check_owned, new_folder, remove_owned
+from promo import PromoError, Refused
 from promo.build import NAMES, OUT, TITLES
 from promo.parts import ROOT, Part
 from promo.render import QUALITIES, output_of
@@ -51,6 +60,11 @@ CUT_ORDER = ("teaser", "full")  # the short one first: what most visitors watch
 
 class SiteError(PromoError):
     """A file the page needs is missing, empty or does not match the others."""
+
+
+class SiteRefused(SiteError, Refused):
+    """--out is not a folder this command wrote, or a file the page would publish is not a
+    regular file of the project (a symbolic link can point at anything, private or not)."""
 
 
 @dataclass(frozen=True)
@@ -110,8 +124,37 @@ def shown(path: Path) -> str:
 
 
 def need(path: Path, what: str) -> Path:
-    if not path.is_file():
-        raise SiteError(f"{what}: {shown(path)} is missing ({REBUILD} writes it)")
+    """`path`, a regular file: missing is a SiteError, anything else (a symbolic link, a
+    folder, a FIFO) is refused, since the page publishes what it reads."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        raise SiteError(f"{what}: {shown(path)} is missing ({REBUILD} writes it)") from None
+    except OSError as err:
+        raise SiteError(f"{what}: {shown(path)} cannot be read ({err.strerror})") from None
+    if stat.S_ISLNK(st.st_mode):
+        raise SiteRefused(f"{what}: {shown(path)} is a symbolic link: the page publishes "
+                          "only regular files")
+    if not stat.S_ISREG(st.st_mode):
+        raise SiteRefused(f"{what}: {shown(path)} is not a regular file")
+    return path
+
+
+def poster_of(path: Path, video: Media, what: str) -> Path:
+    """`path`, a PNG the size of `video` (the thumbnail of that very build)."""
+    from PIL import Image  # only when the page is built
+
+    try:
+        with Image.open(need(path, what)) as im:
+            kind, size = im.format, im.size
+            im.verify()
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
+        raise SiteError(f"{what}: {shown(path)} is not an image") from None
+    if kind != "PNG":
+        raise SiteError(f"{what}: {shown(path)} is a {kind} image, not a PNG")
+    if size != (video.width, video.height):
+        raise SiteError(f"{what}: {shown(path)} is {size[0]}x{size[1]}, the video "
+                        f"{video.width}x{video.height}: stale files")
     return path
 
 
@@ -169,7 +212,7 @@ def cut_page(promo: Path, name: str, title: str) -> CutPage:
     if not chapters:
         raise SiteError(f"{what}: {vtt.name} has no chapters")
     check_times(what, mp4, cues, chapters)
-    poster = need(promo / f"{name}.png", f"{what}'s thumbnail")
+    poster = poster_of(promo / f"{name}.png", mp4, f"{what}'s thumbnail")
     return CutPage(name.rsplit("-", 1)[0], title, mp4, webm, poster, subs, cues, vtt, chapters)
 
 
@@ -193,7 +236,9 @@ def scene_card(part: Part, mp4: Path) -> SceneCard:
         raise SiteError(f"{part.cls} has no SUMMARY: the sentence its card shows")
     clip = probe_media(need(mp4, f"scene {part.cls}'s render"))
     subs = mp4.with_suffix(".srt")
-    return SceneCard(part.cls, part.chapter, summary, clip, subs if subs.is_file() else None)
+    has_subs = os.path.lexists(subs)
+    return SceneCard(part.cls, part.chapter, summary, clip,
+                     need(subs, f"scene {part.cls}'s subtitles") if has_subs else None)
 
 
 def storyboard_cards(promo: Path, quality: str) -> list[SceneCard]:
@@ -224,13 +269,21 @@ def data_url(text: str) -> str:
     return "data:text/vtt;charset=utf-8;base64," + base64.b64encode(text.encode()).decode()
 
 
-def place(src: Path, dst: Path) -> None:
-    """Hard-link `src` as `dst` (a copy where links cannot cross)."""
+def place(src: Path, dst: Path, link: bool = True) -> None:
+    """Hard-link `src` (a regular file, `need`) as `dst`, or copy it where links cannot cross
+    or `link` is False (a small text a person may edit in place, which would change the
+    page's copy too). Links are not followed: if `src` became one since it was checked,
+    that is refused."""
     dst.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        os.link(src, dst)
-    except OSError:
-        shutil.copy2(src, dst)
+    if link:
+        try:
+            os.link(src, dst, follow_symlinks=False)
+        except OSError:  # another file system
+            link = False
+    if not link:
+        shutil.copy2(src, dst, follow_symlinks=False)
+    if not stat.S_ISREG(os.lstat(dst).st_mode):
+        raise SiteRefused(f"{shown(src)}: is not a regular file: not publishing it")
 
 
 def clock(seconds: float) -> str:
@@ -270,8 +323,10 @@ def cut_html(cut: CutPage, out: Path) -> str:
     stem = cut.mp4.path.stem
     vtt = srt_to_vtt(cut.cues)
     (out / f"{stem}.vtt").write_text(vtt, encoding="utf-8")
-    for src in (cut.mp4.path, cut.webm.path, cut.poster, cut.srt, cut.chapters_vtt):
+    for src in (cut.mp4.path, cut.webm.path, cut.poster):
         place(src, out / src.name)
+    for src in (cut.srt, cut.chapters_vtt):
+        place(src, out / src.name, link=False)
     sources = [(cut.webm.path.name, cut.webm), (cut.mp4.path.name, cut.mp4)]
     tracks = [track("subtitles", "English", vtt, default=True),
               track("chapters", "Chapters", cut.chapters_vtt.read_text(encoding="utf-8"))]
@@ -336,26 +391,24 @@ def figures_html(figures) -> str:
 
 
 def license_html(root: Path, out: Path) -> str:
-    lic = next((p for p in sorted(root.glob("LICENSE*")) + sorted(root.glob("COPYING*"))
-                if p.is_file()), None)
+    """The repository's license, named and copied beside the page: a regular file of the
+    repository only (a symbolic link named LICENSE may point at a private file)."""
+    names = sorted(root.glob("LICENSE*")) + sorted(root.glob("COPYING*"))
+    lic = next((p for p in names if p.is_symlink() or not p.is_dir()), None)  # not LICENSES/
     if lic is None:
         return "<p>No license file in the repository yet: ask before reusing.</p>"
-    place(lic, out / "LICENSE.txt")
-    first = next((line.strip() for line in lic.read_text(encoding="utf-8").splitlines()
-                  if line.strip()), lic.name)
+    need(lic, "the license")
+    text = read_text(lic, SiteRefused, MAX_FILE_BYTES)
+    place(lic, out / "LICENSE.txt", link=False)
+    first = next((line.strip() for line in text.splitlines() if line.strip()), lic.name)
     return f'<p>{e(first)}: <a href="LICENSE.txt">the full text</a>.</p>'
 
 
 def write_site(cuts: list[CutPage], cards: list[SceneCard], figures, out: Path = SITE,
                root: Path = ROOT) -> Path:
-    """Write the page and its media into `out` (replaced whole); returns index.html."""
-    if out.exists() and not (out / "index.html").is_file() and any(out.iterdir()):
-        # replaced whole: never a folder this command did not write (a mistyped --out)
-        raise SiteError(f"{shown(out)} holds files but no index.html: not replacing it")
-    tmp = out.with_name(out.name + ".new")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
+    """Write the page and its media into `out`, replaced whole (astrai.folders.new_folder):
+    only a folder this command wrote, or an empty one, is replaced; returns index.html."""
+    with new_folder(out, SiteRefused) as tmp:
         for f in ("site.css", "site.js"):
             shutil.copyfile(HERE / f, tmp / f)
         page = string.Template((HERE / "site.html").read_text(encoding="utf-8")).substitute(
@@ -366,11 +419,6 @@ def write_site(cuts: list[CutPage], cards: list[SceneCard], figures, out: Path =
             license=license_html(root, tmp),
             rebuild=e(REBUILD))
         (tmp / "index.html").write_text(page, encoding="utf-8")
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    shutil.rmtree(out, ignore_errors=True)
-    tmp.rename(out)
     return out / "index.html"
 
 
@@ -389,12 +437,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("-q", "--quality", choices=sorted(QUALITIES), default="l")
     ap.add_argument("--promo", type=Path, default=OUT, help="where `python -m promo` wrote")
     ap.add_argument("--out", type=Path, default=SITE)
+    ap.add_argument("--clean", action="store_true",
+                    help="remove --out instead: only a folder this command wrote")
     args = ap.parse_args(argv)
     try:
+        if args.clean:
+            remove_owned(args.out, SiteRefused)
+            return 0
+        check_owned(args.out, SiteRefused)  # before any work: a folder not ours, at once
         index = build_site(args.quality, args.promo, args.out)
     except PromoError as err:
         print(f"site: FAILED: {' '.join(str(err).split())}", file=sys.stderr)
-        return 1
+        return 2 if isinstance(err, Refused) else 1
     size = sum(p.stat().st_size for p in index.parent.rglob("*") if p.is_file())
     print(f"site: {index} ({size / (1 << 20):.1f} MiB with its media)")
     return 0

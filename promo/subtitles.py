@@ -14,7 +14,8 @@ from pathlib import Path
 
 import srt
 
-from promo import PromoError
+from astrai.files import write_text
+from promo import PromoError, Refused
 from scenes.cues import plain
 
 
@@ -86,7 +87,7 @@ def write_srt(cues: list[Cue], path: Path) -> None:
 
     subs = [srt.Subtitle(i, ms(c.start), ms(c.end), shown(c.text))
             for i, c in enumerate(cues, 1)]
-    path.write_text(srt.compose(subs, reindex=False), encoding="utf-8")
+    write_text(path, srt.compose(subs, reindex=False), Refused)
 
 
 def shown(text: str) -> str:
@@ -110,7 +111,7 @@ def write_chapters_vtt(chapters: list[Chapter], path: Path) -> None:
     lines = ["WEBVTT", ""]
     for i, ch in enumerate(chapters, 1):
         lines += [f"chapter-{i}", f"{vtt_time(ch.start)} --> {vtt_time(ch.end)}", ch.title, ""]
-    path.write_text("\n".join(lines), encoding="utf-8")
+    write_text(path, "\n".join(lines), Refused)
 
 
 def read_chapters_vtt(path: Path) -> list[Chapter]:

@@ -34,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from astrai.files import Output, read_text
+from astrai.files import Output, read_text, replacing
 from scenes import cues as cue_split
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -336,16 +336,11 @@ def level(x: np.ndarray, rate: int, loudness: float = LOUDNESS, peak: float = PE
 def write_wav(path: Path, samples: np.ndarray, rate: int = RATE) -> None:
     """Write atomically: a crash never leaves a half-written wav under its final name."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".{os.getpid()}.tmp")
-    try:
-        with wave.open(str(tmp), "wb") as w:
-            w.setnchannels(1)
-            w.setsampwidth(2)
-            w.setframerate(rate)
-            w.writeframes(samples.astype("<i2").tobytes())
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with replacing(path, VoiceError) as tmp, wave.open(str(tmp), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes(samples.astype("<i2").tobytes())
 
 
 def read_wav(path: Path) -> tuple[np.ndarray, int]:

@@ -7,9 +7,16 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 import av
 from PIL import Image
+
+from astrai.files import check_replaceable, replacing
+
+
+class FramesError(Exception):
+    """An output that is not a file this script may replace (a symbolic link, a folder)."""
 
 
 def frames_at(path: str, times: list[float]) -> list[Image.Image]:
@@ -42,6 +49,15 @@ def main() -> None:
     ap.add_argument("--fps", type=float, default=5.0)
     ap.add_argument("--width", type=int, default=640)
     args = ap.parse_args()
+    try:
+        for out in filter(None, (args.grid, args.gif)):  # before any decoding
+            check_replaceable(out, FramesError)
+        write(args)
+    except FramesError as e:
+        ap.exit(2, f"frames: error: {e}\n")
+
+
+def write(args) -> None:
     total = duration(args.video)
     if args.grid:
         ims = frames_at(args.video, [total * (i + 0.5) / args.n for i in range(args.n)])
@@ -49,7 +65,8 @@ def main() -> None:
         sheet = Image.new("RGB", (2 * w, h * ((len(ims) + 1) // 2)))
         for i, im in enumerate(ims):
             sheet.paste(im, ((i % 2) * w, (i // 2) * h))
-        sheet.save(args.grid)
+        with replacing(args.grid, FramesError, suffix=Path(args.grid).suffix) as tmp:
+            sheet.save(tmp)
     if args.gif:
         end = min(args.end or total, total)
         n = max(1, int((end - args.start) * args.fps))
@@ -57,8 +74,9 @@ def main() -> None:
         size = (args.width, round(ims[0].height * args.width / ims[0].width))
         ims = [im.resize(size, Image.LANCZOS).convert("P", palette=Image.ADAPTIVE, colors=64)
                for im in ims]
-        ims[0].save(args.gif, save_all=True, append_images=ims[1:], loop=0,
-                    duration=round(1000 / args.fps), optimize=True)
+        with replacing(args.gif, FramesError, suffix=Path(args.gif).suffix) as tmp:
+            ims[0].save(tmp, save_all=True, append_images=ims[1:], loop=0,
+                        duration=round(1000 / args.fps), optimize=True)
 
 
 if __name__ == "__main__":

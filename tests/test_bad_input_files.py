@@ -307,3 +307,281 @@ def tomli_w(data: dict) -> str:
     for item in data["request"]:
         lines += ["[[request]]"] + [f"{a} = {value(b)}" for a, b in item.items()]
     return "\n".join(lines) + "\n"
+
+
+# ---- never delete or overwrite what the program did not write ----------------------------------
+
+from astrai.files import Output, replacing, write_text  # noqa: E402
+from astrai.folders import MANIFEST, new_folder, not_owned, remove_owned  # noqa: E402
+
+
+class Refused(Exception):
+    pass
+
+
+def test_a_symlinked_output_is_refused_and_its_target_untouched(tmp_path):
+    private = tmp_path / "private.txt"
+    private.write_text("secret")
+    link = tmp_path / "t.json"
+    link.symlink_to(private)
+    with pytest.raises(Refused, match="t.json: is a symbolic link"):
+        Output(link, Refused)
+    with pytest.raises(Refused, match="symbolic link"):
+        write_text(link, "new", Refused)
+    assert link.is_symlink() and private.read_text() == "secret"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["private.txt", "t.json"]
+
+
+def test_an_output_turned_into_a_symlink_while_writing_is_not_replaced(tmp_path):
+    target, private = tmp_path / "out.mp4", tmp_path / "private"
+    private.write_text("secret")
+    with pytest.raises(Refused, match="symbolic link"):
+        with replacing(target, Refused, suffix=".mp4") as tmp:
+            assert tmp.suffix == ".mp4" and tmp.parent == tmp_path and tmp.exists()
+            tmp.write_text("new")
+            target.symlink_to(private)  # swapped in while the writer ran
+    assert target.is_symlink() and private.read_text() == "secret"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.mp4", "private"]
+
+
+def test_replacing_writes_whole_or_leaves_the_old_file(tmp_path):
+    target = tmp_path / "a.txt"
+    target.write_text("old")
+    with pytest.raises(RuntimeError):
+        with replacing(target, Refused) as tmp:
+            tmp.write_text("half")
+            raise RuntimeError("the writer failed")
+    assert target.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["a.txt"]
+    with replacing(target, Refused) as tmp:
+        tmp.write_text("new")
+    assert target.read_text() == "new" and [p.name for p in tmp_path.iterdir()] == ["a.txt"]
+
+
+def test_the_temporary_file_never_takes_an_existing_name(tmp_path):
+    """Each write makes a fresh name: files already beside the target are not touched."""
+    target = tmp_path / "a.txt"
+    theirs = {tmp_path / n: n for n in ("a.tmp.txt", "a.txt.tmp", ".a.txt.tmp", "a.txt.new")}
+    for p, text in theirs.items():
+        p.write_text(text)
+    for _ in range(3):
+        write_text(target, "x", Refused)
+    assert all(p.read_text() == text for p, text in theirs.items())
+    assert len(list(tmp_path.iterdir())) == len(theirs) + 1
+
+
+def _fill(folder: Path, text: str = "page") -> None:
+    (folder / "index.html").write_text(text)
+    (folder / "scenes").mkdir()
+    (folder / "scenes" / "a.mp4").write_text("clip")
+
+
+def test_a_new_folder_is_marked_as_ours_and_replaced_whole(tmp_path):
+    out = tmp_path / "site"
+    with new_folder(out, Refused) as tmp:
+        assert tmp.parent == tmp_path and tmp != out and tmp.name.startswith(".site.")
+        _fill(tmp, "one")
+    assert (out / MANIFEST).is_file() and not_owned(out) is None
+    assert oct(out.stat().st_mode & 0o777) == oct(0o777 & ~_umask())  # not mkdtemp's 0700
+    with new_folder(out, Refused) as tmp:
+        (tmp / "index.html").write_text("two")
+    assert sorted(p.name for p in out.iterdir()) == [MANIFEST, "index.html"]
+    assert (out / "index.html").read_text() == "two"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["site"]  # no temporary folder left
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+@pytest.mark.parametrize("change,words", [
+    (lambda out: (out / "notes.txt").write_text("mine"), "holds notes.txt, which this"),
+    (lambda out: (out / "scenes" / "mine").mkdir(), "holds scenes/mine/"),
+    (lambda out: (out / "index.html").write_text("edited by hand"), "index.html, changed"),
+    (lambda out: (out / MANIFEST).write_text("{"), f"no {MANIFEST}"),
+    (lambda out: (out / MANIFEST).unlink(), f"no {MANIFEST}"),
+    (lambda out: (out / "scenes" / "a.mp4").unlink() or (out / "scenes" / "a.mp4").symlink_to(
+        "/etc/hostname"), "holds scenes/a.mp4, which"),
+])
+def test_a_folder_holding_anything_else_is_refused_by_name_and_kept(tmp_path, change, words):
+    out = tmp_path / "site"
+    with new_folder(out, Refused) as tmp:
+        _fill(tmp)
+    change(out)
+    before = sorted((str(p.relative_to(out)), p.is_symlink() or p.is_dir() or p.read_bytes())
+                    for p in out.rglob("*"))
+    for attempt in (lambda: new_folder(out, Refused).__enter__(),
+                    lambda: remove_owned(out, Refused)):
+        with pytest.raises(Refused, match=words) as info:
+            attempt()
+        assert str(out) in str(info.value) and "\n" not in str(info.value)
+    after = sorted((str(p.relative_to(out)), p.is_symlink() or p.is_dir() or p.read_bytes())
+                   for p in out.rglob("*"))
+    assert after == before and sorted(p.name for p in tmp_path.iterdir()) == ["site"]
+
+
+def test_a_user_folder_and_a_sibling_named_like_a_temporary_are_never_touched(tmp_path):
+    """The old page build deleted DIR (it held an index.html) and DIR.new with everything."""
+    out, sibling = tmp_path / "site", tmp_path / "site.new"
+    for d in (out, sibling):
+        d.mkdir()
+        (d / "index.html").write_text("my own page")
+        (d / "notes.txt").write_text("mine")
+    with pytest.raises(Refused, match="did not write"):
+        with new_folder(out, Refused):
+            raise AssertionError("the block ran")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with new_folder(empty, Refused) as tmp:  # an empty folder holds nothing to lose
+        (tmp / "index.html").write_text("page")
+    for d in (out, sibling):
+        assert sorted(p.name for p in d.iterdir()) == ["index.html", "notes.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty", "site", "site.new"]
+
+
+@pytest.mark.parametrize("make,words", [
+    (lambda p: p.write_text("a file"), "is a file, not a folder"),
+    (lambda p: p.symlink_to(p.parent / "real", target_is_directory=True),
+     "is a symbolic link"),
+])
+def test_a_file_or_symlink_where_the_folder_goes_is_refused_and_nothing_is_left(tmp_path, make,
+                                                                               words):
+    (tmp_path / "real").mkdir()
+    out = tmp_path / "site"
+    make(out)
+    before = sorted(p.name for p in tmp_path.iterdir())
+    with pytest.raises(Refused, match=words):
+        with new_folder(out, Refused):
+            raise AssertionError("the block ran")
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+    assert list((tmp_path / "real").iterdir()) == []
+
+
+def test_a_failed_build_leaves_the_old_folder_and_no_temporary(tmp_path):
+    out = tmp_path / "deep" / "er" / "site"
+    with pytest.raises(RuntimeError):
+        with new_folder(out, Refused) as tmp:
+            _fill(tmp)
+            raise RuntimeError("a file the page needs is missing")
+    assert list(tmp_path.iterdir()) == []  # the parents it made went too
+    with new_folder(out, Refused) as tmp:
+        _fill(tmp, "old")
+    with pytest.raises(KeyboardInterrupt):
+        with new_folder(out, Refused) as tmp:
+            _fill(tmp, "new")
+            raise KeyboardInterrupt
+    assert (out / "index.html").read_text() == "old"
+    assert sorted(p.name for p in out.parent.iterdir()) == ["site"]
+
+
+def test_removing_an_owned_folder_keeps_what_came_in_after_the_check(tmp_path, monkeypatch):
+    """Only what the manifest lists is deleted, even if a file arrives after the check."""
+    from astrai import folders
+
+    out = tmp_path / "site"
+    with new_folder(out, Refused) as tmp:
+        _fill(tmp)
+    monkeypatch.setattr(folders, "check_owned", lambda *a: (out / "scenes" / "late").write_text(
+        "mine"))
+    with pytest.raises(Refused, match="kept"):
+        remove_owned(out, Refused)
+    assert [str(p.relative_to(out)) for p in out.rglob("*")] == ["scenes", "scenes/late"]
+
+
+def test_the_voice_cache_never_writes_through_a_link(tmp_path, monkeypatch):
+    np = pytest.importorskip("numpy")
+    from scenes import voice
+
+    private = tmp_path / "private.txt"
+    private.write_text("mine")
+    cache = tmp_path / "voice"
+    cache.mkdir()
+    with pytest.raises(voice.VoiceError, match="symbolic link"):
+        (cache / "w.wav").symlink_to(private)
+        voice.write_wav(cache / "w.wav", np.zeros(100, dtype=np.int16))
+    (cache / "w.wav").unlink()
+    narrator = voice.Narrator(on=True, cache=cache)
+    monkeypatch.setattr(narrator, "synthesize", lambda say, *a: np.full(voice.RATE, 1000,
+                                                                         dtype=np.int16))
+    cue = narrator.cue("Hello there.")  # written whole: the wav, then its stamp
+    stamp = cue.wav.with_suffix(".json")
+    assert cue.wav.is_file() and stamp.is_file()
+    stamp.unlink()
+    stamp.symlink_to(private)
+    with pytest.raises(voice.VoiceError, match="symbolic link"):
+        narrator.cue("Hello there.")
+    assert private.read_text() == "mine" and stamp.is_symlink()
+    assert not [p for p in cache.iterdir() if p.name.startswith(".")]  # no temporary
+
+
+def test_the_trace_store_never_writes_through_a_link(tmp_path, monkeypatch):
+    from astrai.trace import store
+
+    monkeypatch.setenv(store.ENV, str(tmp_path / "traces"))
+    store.forget()
+    wl = parse_workload(copy.deepcopy(BASE), "t.toml")
+    first = store.recorded(wl)
+    (kept,) = (tmp_path / "traces").glob("*.json")
+    private = tmp_path / "private.json"
+    private.write_text("mine")
+    kept.unlink()
+    kept.symlink_to(private)
+    store.forget()
+    again = store.recorded(wl)  # the link is not a trace: recorded again, and not kept there
+    store.forget()
+    assert again.to_json() == first.to_json()
+    assert private.read_text() == "mine" and kept.is_symlink()
+
+
+def test_saved_traces_and_checkpoints_never_write_through_a_link(tmp_path):
+    from astrai.checkpoint import load_checkpoint, save_checkpoint
+    from astrai.errors import CheckpointError, OutputError
+    from astrai.model import ModelConfig, TinyModel
+    from astrai.trace import load_trace, record, save_trace
+
+    private = tmp_path / "private.txt"
+    private.write_text("mine")
+    trace = record(parse_workload(copy.deepcopy(BASE), "t.toml"))
+    save_trace(trace, tmp_path / "t.json")
+    assert load_trace(tmp_path / "t.json").to_json() == trace.to_json()
+    (tmp_path / "link.json").symlink_to(private)
+    with pytest.raises(OutputError, match="link.json: is a symbolic link"):
+        save_trace(trace, tmp_path / "link.json")
+    model = TinyModel(ModelConfig(n_layers=1, d_model=16, n_heads=2, n_kv_heads=1, head_dim=8,
+                                  d_ff=16, vocab_size=32))
+    for name in ("config.json", "model.safetensors"):
+        folder = tmp_path / name.split(".")[0]
+        save_checkpoint(model, folder)
+        assert load_checkpoint(folder).config == model.config
+        (folder / name).unlink()
+        (folder / name).symlink_to(private)
+        with pytest.raises(CheckpointError, match=f"{name}: is a symbolic link"):
+            save_checkpoint(model, folder)
+    assert private.read_text() == "mine"
+
+
+def test_cli_refuses_an_output_that_is_a_symlink_before_running(tmp_path, capsys, no_run):
+    private = tmp_path / "private.txt"
+    private.write_text("mine")
+    (tmp_path / "t.json").symlink_to(private)
+    rc, stdout, err = run_cli(capsys, "seed", "-o", str(tmp_path / "t.json"), "-q")
+    assert rc == 2 and stdout == "" and err.count("\n") == 1
+    assert "t.json: is a symbolic link" in err and private.read_text() == "mine"
+
+
+def test_a_file_linked_from_elsewhere_may_change_there_and_a_swapped_file_is_refused(tmp_path):
+    """A hard-linked medium edited or touched under its other name is still the build's link
+    (nothing is lost by removing this name); a listed name now holding another file is not."""
+    media = tmp_path / "cut.mp4"
+    media.write_text("cut")
+    out = tmp_path / "site"
+    with new_folder(out, Refused) as tmp:
+        os.link(media, tmp / "cut.mp4")
+        (tmp / "index.html").write_text("page")
+    with open(media, "a") as f:  # edited in place where the build found it
+        f.write(" and more")
+    assert not_owned(out) is None
+    os.rename(out / "index.html", tmp_path / "kept.html")  # its inode stays in use elsewhere
+    (out / "index.html").write_text("page")  # same text, but a file someone else wrote
+    assert "index.html, changed" in not_owned(out)

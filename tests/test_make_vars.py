@@ -126,7 +126,8 @@ def test_bench_args_are_split_without_a_shell(make, tmp_path):
     rc, calls, err = make("bench", BENCH_ARGS=value)
     assert rc == 0, err
     assert [c["argv"] for c in calls] == [["bench/bench_cache.py", *shlex.split(value)],
-                                          ["bench/bench_scheduler.py", *shlex.split(value)]]
+                                          ["bench/bench_scheduler.py", *shlex.split(value)],
+                                          ["bench/bench_model.py", *shlex.split(value)]]
     assert not marker.exists()
 
 

@@ -8,6 +8,7 @@ cut and its title card joined alone), so two players and two chapter lists share
 
 from __future__ import annotations
 
+import os
 import shutil
 import struct
 from html import escape
@@ -243,17 +244,134 @@ def test_the_command_reads_both_cuts_and_every_storyboard_scene(built, smoke_pro
 def test_a_folder_the_page_did_not_write_is_never_replaced(built, tmp_path):
     _, _, cuts, cards, figures = built
     (tmp_path / "notes.txt").write_text("mine")
-    with pytest.raises(S.SiteError, match="no index.html"):
+    with pytest.raises(S.SiteRefused, match="did not write"):
         S.write_site(cuts, cards, figures, tmp_path)
     assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"]
 
 
-def test_the_license_is_linked_when_the_repository_has_one(tmp_path):
+def test_a_page_it_wrote_is_rebuilt_and_a_note_put_in_it_stops_the_next_build(built, tmp_path):
+    _, _, cuts, cards, figures = built
+    out = tmp_path / "site"
+    S.write_site(cuts, cards, figures, out)
+    first = sorted(p.relative_to(out) for p in out.rglob("*"))
+    S.write_site(cuts, cards, figures, out)  # its own folder: replaced whole
+    assert sorted(p.relative_to(out) for p in out.rglob("*")) == first
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(S.SiteRefused, match="holds notes.txt, which this program did not"):
+        S.write_site(cuts, cards, figures, out)
+    assert (out / "notes.txt").read_text() == "mine"
+    assert sorted(p.relative_to(out) for p in out.rglob("*")) == sorted(
+        first + [Path("notes.txt")])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["site"]
+
+
+# ---- what --out may be, and what the page may publish (no promo needed) ------------------------
+
+
+def run_site(capsys, *argv) -> tuple[int, str]:
+    rc = S.main(list(argv))
+    return rc, capsys.readouterr().err
+
+
+def test_an_out_that_holds_a_page_and_user_files_is_refused_with_exit_2(tmp_path, capsys):
+    """The old build deleted such a folder whole, and a sibling DIR.new with it."""
+    out, sibling = tmp_path / "site", tmp_path / "site.new"
+    for d in (out, sibling):
+        d.mkdir()
+        (d / "index.html").write_text("an old page")
+        (d / "notes.txt").write_text("mine")
+    rc, err = run_site(capsys, "--promo", str(tmp_path / "nothing"), "--out", str(out))
+    assert rc == 2 and err.count("\n") == 1 and err.startswith("site: FAILED: ")
+    assert str(out) in err and "did not write" in err
+    for d in (out, sibling):
+        assert sorted(p.name for p in d.iterdir()) == ["index.html", "notes.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["site", "site.new"]
+
+
+@pytest.mark.parametrize("make,words", [
+    (lambda p: p.write_text("my notes"), "is a file, not a folder"),
+    (lambda p: p.symlink_to(p.parent / "elsewhere", target_is_directory=True),
+     "is a symbolic link"),
+    (lambda p: p.symlink_to(p.parent / "elsewhere" / "f"), "is a symbolic link"),
+])
+def test_an_out_that_is_a_file_or_symlink_is_refused_and_nothing_is_left(tmp_path, capsys, make,
+                                                                         words):
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / "f").write_text("theirs")
+    out = tmp_path / "site"
+    make(out)
+    before = sorted(str(p) for p in tmp_path.rglob("*"))
+    rc, err = run_site(capsys, "--promo", str(tmp_path / "nothing"), "--out", str(out))
+    assert rc == 2 and err.count("\n") == 1 and words in err and str(out) in err
+    assert sorted(str(p) for p in tmp_path.rglob("*")) == before
+    assert (tmp_path / "elsewhere" / "f").read_text() == "theirs"
+
+
+def test_the_license_is_copied_when_the_repository_has_one(tmp_path):
     (tmp_path / "LICENSE").write_text("\nMIT License\n\nCopyright ...\n")
     out = tmp_path / "out"
     out.mkdir()
     assert "MIT License" in S.license_html(tmp_path, out)
     assert (out / "LICENSE.txt").read_text().startswith("\nMIT License")
+    assert not (out / "LICENSE.txt").samefile(tmp_path / "LICENSE")  # its own copy
+
+
+@pytest.mark.parametrize("make,words", [
+    (lambda p, private: p.symlink_to(private), "is a symbolic link"),
+    (lambda p, private: os.mkfifo(p), "not a regular file"),
+    (lambda p, private: p.write_bytes(b"\x89PNG\0\0"), "binary"),
+])
+def test_a_license_that_is_not_a_regular_text_file_of_the_repository_is_refused(tmp_path, make,
+                                                                                 words):
+    """A LICENSE linking to a private file outside was hard-linked beside the page and its
+    first line shown."""
+    repo, out = tmp_path / "repo", tmp_path / "out"
+    repo.mkdir()
+    out.mkdir()
+    private = tmp_path / "private.txt"
+    private.write_text("my password\n")
+    private.chmod(0o600)
+    make(repo / "LICENSE", private)
+    with pytest.raises(S.SiteRefused, match=words) as info:
+        S.license_html(repo, out)
+    assert "LICENSE" in str(info.value) and "\n" not in str(info.value)
+    assert "password" not in str(info.value) and list(out.iterdir()) == []
+
+
+def media(width: int = 64, height: int = 48) -> S.Media:
+    return S.Media(Path("v.mp4"), 1.0, 15.0, width, height, "video/mp4")
+
+
+def test_a_poster_that_is_not_a_png_of_the_video_size_is_a_named_error(tmp_path):
+    from PIL import Image
+
+    poster = tmp_path / "cut.png"
+    Image.new("RGB", (64, 48)).save(poster)
+    assert S.poster_of(poster, media(), "the cut") == poster
+    cases = [(lambda p: p.write_text("not an image at all"), "is not an image"),
+             (lambda p: p.write_bytes(poster.read_bytes()[:40]), "is not an image"),
+             (lambda p: Image.new("RGB", (64, 48)).save(p, format="JPEG"), "JPEG image, not"),
+             (lambda p: Image.new("RGB", (32, 48)).save(p, format="PNG"), "32x48, the video"),
+             (lambda p: p.mkdir(), "not a regular file"),
+             (lambda p: p.symlink_to(poster), "symbolic link")]
+    for i, (make, words) in enumerate(cases):
+        bad = tmp_path / f"bad{i}.png"
+        make(bad)
+        with pytest.raises(S.SiteError, match=words) as info:
+            S.poster_of(bad, media(), "the cut's thumbnail")
+        assert "\n" not in str(info.value) and bad.name in str(info.value)
+
+
+def test_every_file_the_page_publishes_must_be_a_regular_file(tmp_path):
+    private = tmp_path / "private.mp4"
+    private.write_text("mine")
+    private.chmod(0o600)
+    link = tmp_path / "cut.webm"
+    link.symlink_to(private)
+    with pytest.raises(S.SiteRefused, match="cut.webm is a symbolic link"):
+        S.need(link, "the cut")
+    with pytest.raises(S.SiteError, match="missing"):
+        S.need(tmp_path / "gone.mp4", "the cut")
 
 
 # ---- in the browser ---------------------------------------------------------------------------
@@ -382,3 +500,19 @@ def test_screenshot_at_1280x800_with_chapters_beside_the_video(page, built):
 def test_no_console_errors(page):  # last: everything above ran in this page
     severe = [e for e in page.get_log("browser") if e["level"] == "SEVERE"]
     assert severe == []
+
+
+def test_clean_removes_only_a_page_folder_it_wrote(tmp_path, capsys):
+    from astrai.folders import new_folder
+
+    out = tmp_path / "site"
+    with new_folder(out, S.SiteRefused) as tmp:
+        (tmp / "index.html").write_text("page")
+    assert run_site(capsys, "--clean", "--out", str(out)) == (0, "")
+    assert not out.exists()
+    assert run_site(capsys, "--clean", "--out", str(out)) == (0, "")  # nothing there: done
+    for make in (lambda p: p.mkdir(), lambda p: p.write_text("notes")):
+        make(out)
+        rc, err = run_site(capsys, "--clean", "--out", str(out))
+        assert rc == 2 and str(out) in err and err.count("\n") == 1 and out.exists()
+        shutil.rmtree(out) if out.is_dir() else out.unlink()

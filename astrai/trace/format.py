@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from astrai.errors import TraceFormatError
-from astrai.files import read_text
+from astrai.errors import OutputError, TraceFormatError
+from astrai.files import read_text, write_text
 from astrai.trace import source as engine_source
 from astrai.trace.capture import CAPTURE_KINDS
 from astrai.trace.checks import count_ok as _count
@@ -98,7 +98,7 @@ def dumps(trace: Trace) -> str:
 
 
 def save_trace(trace: Trace, path: str | Path) -> None:
-    Path(path).write_text(dumps(trace))
+    write_text(path, dumps(trace), OutputError)  # whole or not at all, never through a link
 
 
 def load_trace(path: str | Path) -> Trace:
