@@ -1,9 +1,9 @@
 """The promo's sound: a part's narration muxed as AAC beside its video, exactly as long as it; the
 joined cut's audio measured (loudness, peaks, length); Opus for the WebM.
 
-Each part's speech is already at the promo's level (scenes/voice.py levels every cue to -16 LUFS
-with peaks at most -1.5 dBFS), so a cut needs no second pass: the join copies audio packets as
-it copies video, each part's audio placed at its part's start.
+Each part's speech is already at the promo's level (scenes/framework/voice.py levels every cue to
+-16 LUFS with peaks at most -1.5 dBFS), so a cut needs no second pass: the join copies audio
+packets as it copies video, each part's audio placed at its part's start.
 """
 
 from __future__ import annotations

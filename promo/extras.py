@@ -10,7 +10,7 @@ import numpy as np
 from PIL import Image
 
 from promo.subtitles import Chapter
-from scenes import theme
+from scenes.framework import theme
 
 # Realtime VP9: flat colours and text compress well even at the fastest setting, and the
 # slower modes cost minutes per cut at 1080p60 for little gain here.

@@ -1,4 +1,4 @@
-"""Scene 4 of the storyboard: the memory a contiguous K/V cache wastes, from real runs.
+"""A storyboard scene: the memory a contiguous K/V cache wastes, from real runs.
 
     manim -ql scenes/memory_waste.py MemoryWasteScene            # the traffic workload
     ASTRAI_CUT=teaser manim -ql scenes/memory_waste.py MemoryWasteScene
@@ -29,11 +29,11 @@ from dataclasses import dataclass
 from manim import LEFT, RIGHT, UP, FadeIn, FadeOut, Rectangle, VGroup
 
 from astrai.compare import memory
-from scenes import theme
-from scenes.kit.charts import CaptionBar, Captioned, StepChart, legend
-from scenes.kit.glyphs import Atlas, Counter
-from scenes.kit.regions import Region
-from scenes.story import StoryScene
+from scenes.framework import theme
+from scenes.framework.kit.charts import CaptionBar, Captioned, StepChart, legend
+from scenes.framework.kit.glyphs import Atlas, Counter
+from scenes.framework.kit.regions import Region
+from scenes.framework.story import StoryScene
 
 ROWS = 4  # batch slots part 1 has room for; more rows get thinner
 BAR_W = 4.9  # the longest bar of part 1 (a contiguous row, or the most pages one request holds)
@@ -136,7 +136,7 @@ def teaser_script(m: memory.MemoryComparison) -> list[str]:
 class MemoryWasteScene(Captioned, StoryScene):
     WORKLOAD = "traffic"
     TITLE = "Why pages: the memory a contiguous cache wastes"
-    CHAPTER = "5. Why pages"
+    CHAPTER = "Why pages"  # shorter than its title
     # what it shows, in one sentence (its card on the promo page)
     SUMMARY = ("A contiguous cache reserves every request's longest length up front while the "
                "paged one holds only the pages in use, so the same memory admits more requests.")

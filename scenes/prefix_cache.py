@@ -1,4 +1,4 @@
-"""Scene 2 of the storyboard: the prefix cache, told from its own real runs.
+"""A storyboard scene: the prefix cache, told from its own real runs.
 
     manim -ql scenes/prefix_cache.py PrefixCacheScene               # the `prefix` workload
     ASTRAI_CUT=teaser manim -ql scenes/prefix_cache.py PrefixCacheScene
@@ -15,7 +15,8 @@ that make the point, with beats of its own drawn from the trace's fields:
 Scenes never allocate: every page, key, count and figure is read from the runs.
 
 The narrator tells that story in the scene's own beats, one idea a line, with the run's numbers;
-the replay's beat kinds pass silently (`StoryReplay.steered`: scene 1 has said what they do).
+the replay's beat kinds pass silently (`StoryReplay.steered`: the paged-cache scene has said what
+they do).
 The teaser cut (`teaser_story`) is one shot: B sharing A's pages, over that moment of the replay.
 """
 
@@ -23,13 +24,13 @@ from __future__ import annotations
 
 from astrai.compare import prefix as prefix_compare
 from astrai.trace.events import Admit, Alloc, Cache, Evict, Free, Record, Share, Write
-from scenes import theme
-from scenes.kit.board import Board
-from scenes.kit.endcard import figure_rows
-from scenes.kit.hashchain import ChainRow, Link, mark, row_width, short_key
-from scenes.kit.lru import LruStrip
-from scenes.kit.story_replay import StoryReplay
-from scenes.story import StoryScene
+from scenes.framework import theme
+from scenes.framework.kit.board import Board
+from scenes.framework.kit.endcard import figure_rows
+from scenes.framework.kit.hashchain import ChainRow, Link, mark, row_width, short_key
+from scenes.framework.kit.lru import LruStrip
+from scenes.framework.replay.steered import StoryReplay
+from scenes.framework.story import StoryScene
 
 
 class PrefixStory:
@@ -155,7 +156,6 @@ class PrefixStory:
 class PrefixCacheScene(StoryScene):
     WORKLOAD = "prefix"
     TITLE = "Prefix cache"
-    CHAPTER = "2. Prefix cache"
     # what it shows, in one sentence (its card on the promo page)
     SUMMARY = ("Prompts that begin alike share their first pages through chained page keys until "
                "a different page misses, and freed cached pages wait in an LRU to be revived or "
@@ -220,7 +220,7 @@ class PrefixCacheScene(StoryScene):
     def _key_beats(self, st: PrefixStory) -> set:
         """Main events of the beats the full cut plays besides those the scene's own beats
         hook: pages shared or revived, and pages evicted (what the cache does). Arrivals,
-        allocations and prefills (scene 1's story) are fast-forwarded."""
+        allocations and prefills (the paged-cache scene's story) are fast-forwarded."""
         return {i for i, e in enumerate(st.events) if isinstance(e, (Share, Evict))}
 
     # ---- the strip ------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Scene 6 of the storyboard: inside write and gather, slot by slot, and the attention they feed.
+"""A storyboard scene: inside write and gather, slot by slot, and the attention they feed.
 
     manim -ql scenes/write_gather.py WriteGatherScene            # the write_gather workload
     ASTRAI_CUT=teaser manim -ql scenes/write_gather.py WriteGatherScene
@@ -44,15 +44,15 @@ from astrai.errors import TraceFormatError, WorkloadError
 from astrai.trace import Trace, load_trace, recorded
 from astrai.trace.events import Alloc, Arrive, Event, Free, Gather, Retire, Write
 from astrai.trace.recorder import source_digests
-from scenes import theme
-from scenes.anchors import anchor, marked_line
-from scenes.kit.code import CodePanel, source_of
-from scenes.kit.glyphs import Atlas, Counter, GlyphText
-from scenes.kit.layout import make_layout
-from scenes.story import StoryScene
+from scenes.framework import theme
+from scenes.framework.anchors import anchor, marked_line
+from scenes.framework.kit.code import CodePanel, source_of
+from scenes.framework.kit.glyphs import Atlas, Counter, GlyphText
+from scenes.framework.kit.layout import make_layout
+from scenes.framework.story import StoryScene
 
-# The engine line that does what each beat shows: an entry of scenes/anchors.py (found by its
-# text, so the panel follows the source if it moves), never an observer call.
+# The engine line that does what each beat shows: an entry of scenes/framework/anchors.py (found by
+# its text, so the panel follows the source if it moves), never an observer call.
 WORK = {
     "store": anchor("store.shape"),
     "slots": anchor("slots.flat_index"),
@@ -314,7 +314,6 @@ class WriteGatherScene(StoryScene):
 
     WORKLOAD = "write_gather"
     TITLE = "Inside write and gather"
-    CHAPTER = "7. Inside write and gather"
     # The teaser holds one idea a shot and stays under 90 s: this slot-level close-up is the
     # explainer's (its own teaser cut still renders with ASTRAI_CUT=teaser).
     IN_TEASER = False

@@ -1,4 +1,4 @@
-"""The engine anchors (scenes/anchors.py) against the engine source, read as text.
+"""The engine anchors (scenes/framework/anchors.py) against the engine source, read as text.
 
 Every line a scene's code panel marks is one entry of that table; `problems()` checks them all
 here, so a renamed, moved or duplicated line fails this test with the entry's name, not a scene
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from scenes.anchors import ANCHORS, Anchor, anchor, engine_lines, marked_line, problems
+from scenes.framework.anchors import ANCHORS, Anchor, anchor, engine_lines, marked_line, problems
 
 SCENES = Path(__file__).resolve().parents[1] / "scenes"
 

@@ -10,10 +10,10 @@ pytest.importorskip("manim")
 from manim import Square, VGroup  # noqa: E402
 
 from astrai.trace.events import Alloc, Free, Write  # noqa: E402
-from scenes.kit.anim import Beat  # noqa: E402
-from scenes.kit.hashchain import ChainRow, Link, short_key  # noqa: E402
-from scenes.kit.lru import LruStrip  # noqa: E402
-from scenes.kit.story_replay import CAPTION_CHARS, DETAIL_CHARS, summarize  # noqa: E402
+from scenes.framework.kit.anim import Beat  # noqa: E402
+from scenes.framework.kit.hashchain import ChainRow, Link, short_key  # noqa: E402
+from scenes.framework.kit.lru import LruStrip  # noqa: E402
+from scenes.framework.replay.steered import CAPTION_CHARS, DETAIL_CHARS, summarize  # noqa: E402
 
 
 def test_what_came_and_went_in_a_beat_is_not_animated():

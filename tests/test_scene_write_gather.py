@@ -1,4 +1,4 @@
-"""Scene 6 (write and gather, slot by slot): what it shows equals what the engine and model did.
+"""The write/gather scene (slot by slot): what it shows equals what the engine and model did.
 
 The scene is built without video and reports what each beat showed, read back from its
 mobjects (slot labels, where each K/V cell sits, gathered page tags, scores and weights). The
@@ -26,7 +26,7 @@ from astrai.model import ModelConfig, TinyModel  # noqa: E402
 from astrai.trace import record  # noqa: E402
 from astrai.trace.events import Alloc, Free, Gather, Write  # noqa: E402
 from astrai.workload import parse_workload  # noqa: E402
-from scenes.anchors import anchor  # noqa: E402
+from scenes.framework.anchors import anchor  # noqa: E402
 from scenes.write_gather import WriteGatherScene, plan  # noqa: E402
 
 
@@ -290,7 +290,7 @@ def test_no_code_or_field_names_are_spoken(scene):
 
 
 def test_cuts_pace_and_subtitles(scenes):
-    from scenes.cues import Timed, problems
+    from scenes.framework.cues import Timed, problems
 
     full, teaser = scenes["full"], scenes["teaser"]
     assert 60 <= full.clock <= 125

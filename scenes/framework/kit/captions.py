@@ -1,8 +1,8 @@
 """Header (title, step number, phase pills), the two caption lines and the status line.
 
-Captions are composed from the event's own fields (see scenes.replay.beats); this module only
-draws them. The status line carries the free mask as a number, the cached pages in LRU order and
-the waiting queue, all from the state.
+Captions are composed from the event's own fields (see scenes.framework.replay.beats); this
+module only draws them. The status line carries the free mask as a number, the cached pages in
+LRU order and the waiting queue, all from the state.
 """
 
 from __future__ import annotations
@@ -10,9 +10,9 @@ from __future__ import annotations
 from manim import LEFT, RIGHT, RoundedRectangle, VGroup
 
 from astrai.inference.scheduler import PHASES as STEP_PHASES
-from scenes import theme
-from scenes.kit.glyphs import Atlas, Counter
-from scenes.kit.layout import Layout
+from scenes.framework import theme
+from scenes.framework.kit.glyphs import Atlas, Counter
+from scenes.framework.kit.layout import Layout
 
 # The pills: "arrive" (the recorder's phase for submissions between steps), then a step's.
 PHASES = ("arrive", *STEP_PHASES)

@@ -1,7 +1,7 @@
 """A replay a story scene steers: its own beats around the trace's, and fast-forwards.
 
-`StoryReplay` drives `scenes.replay.Replay`'s planned beats itself (the driving the replay's
-package doc describes), with what scenes 2 and 5 need on top:
+`StoryReplay` drives `Replay`'s planned beats itself (the driving the replay's package doc
+describes), with what the prefix-cache and preemption scenes need on top:
 - hooks: a scene's own beats run before or after the beat that applies an event the scene
   names, or instead of it (`hook_instead`: the scene's beat then applies that beat's events);
 - `keep(spec)`: trace beats the scene does not keep are fast-forwarded: consecutive ones are
@@ -38,11 +38,11 @@ from astrai.trace.events import (
     Wait,
     Write,
 )
-from scenes.anchors import anchor, marked_line
-from scenes.kit.anim import Beat
-from scenes.replay import Replay
-from scenes.replay.beats import KINDS, WRITE, find
-from scenes.replay.plan import RUN
+from scenes.framework.anchors import anchor, marked_line
+from scenes.framework.kit.anim import Beat
+from scenes.framework.replay.beats import KINDS, WRITE, find
+from scenes.framework.replay.driver import Replay
+from scenes.framework.replay.plan import RUN
 
 Hook = Callable[["StoryReplay", int], None]
 QUIET = (Phase, Gather, Tokens)  # events that need no play of their own
@@ -262,8 +262,9 @@ class StoryReplay(Replay):
         self.panels.append({**info, "event": event, "frame": frame, "kind": "story"})
 
     def line_of(self, event: int, name: str, where=("code", "returned")) -> dict | None:
-        """The frame in `event` of the function of engine anchor `name` (scenes/anchors.py),
-        its marked line moved to the anchor's line if that ran (None without line tracing)."""
+        """The frame in `event` of the function of engine anchor `name`
+        (scenes/framework/anchors.py), its marked line moved to the anchor's line if that ran
+        (None without line tracing)."""
         a = anchor(name)
         frame = find(self.events[event], a.fn, where)
         if frame is None:

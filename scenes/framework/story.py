@@ -1,14 +1,14 @@
 """StoryScene: what every storyboard scene shares.
 
 A storyboard scene is one `StoryScene` subclass in its own file under `scenes/`. It names the
-workload its story is told from (`WORKLOAD`), its title and its chapter name in the promo, and
+workload its story is told from (`WORKLOAD`), its title (and a shorter chapter name, `CHAPTER`,
+if the title is long: the chapter's number is its place in scenes/storyboard.py), and
 implements `story()`. Everything it shows comes from traces of real runs (`self.trace_of(...)`),
 never from numbers typed in.
 
     class PrefixCacheScene(StoryScene):
         WORKLOAD = "prefix"
         TITLE = "Prefix cache"
-        CHAPTER = "2. Prefix cache"
 
         def story(self):
             trace = self.trace_of()          # $ASTRAI_WORKLOAD, else WORKLOAD
@@ -18,7 +18,7 @@ What the base gives every scene:
 - `cut`: "full" (the explainer) or "teaser" (the short cut of the promo: key beats only, tighter
   holds). Set by `cut=` or $ASTRAI_CUT. `self.pick(full, teaser)` chooses a value by cut.
 - `beat(animations, run_time, hold, line=...)`: the one timeline every scene and card plays
-  through. `line` is spoken (scenes/voice.py) from the beat's start, its cues become the
+  through. `line` is spoken (scenes/framework/voice.py) from the beat's start, its cues become the
   subtitles (Manim subcaptions, so every render writes an .srt), the animations run under it
   and the beat lasts at least as long as the speech. `speak(text)` starts a line without
   waiting; `with voiced(text) as said:` plays a scene's own animations under it. `self.lines`
@@ -32,7 +32,7 @@ What the base gives every scene:
 - `workload`: the workload this render shows, and `output_name()`, the file name it renders to
   (the class name, plus the workload when $ASTRAI_WORKLOAD overrides the scene's own).
 - `snapshots` / `panels`: what the screen showed after each event / every code panel, for tests
-  (a scene that replays through `scenes.replay.Replay` sets `self.replay` and they are the
+  (a scene that replays through `scenes.framework.replay.Replay` sets `self.replay` and they are the
   replay's; see its package doc for narrative beats between the trace's beats).
 - Output: the render is named `output_name()` (Manim's -o wins), so stills are
   `media/images/<file>/<name>.png` and another workload or the teaser never overwrites the
@@ -55,10 +55,10 @@ from manim import Scene, config
 from manim.animation.animation import prepare_animation
 
 from astrai.trace import Trace
-from scenes import theme
-from scenes.cues import MAX_CUE, MIN_CUE
-from scenes.kit.camera import ReplayCamera
-from scenes.voice import PAUSE, RATE, Line, Narrator
+from scenes.framework import theme
+from scenes.framework.cues import MAX_CUE, MIN_CUE
+from scenes.framework.kit.camera import ReplayCamera
+from scenes.framework.voice import PAUSE, RATE, Line, Narrator
 
 LINGER = 0.5  # seconds a cue stays after its speech, to finish reading it
 
@@ -73,7 +73,7 @@ def env_workload() -> str:
 class StoryScene(Scene):
     WORKLOAD: ClassVar[str] = "seed"
     TITLE: ClassVar[str] = ""
-    CHAPTER: ClassVar[str] = ""
+    CHAPTER: ClassVar[str] = ""  # the chapter's name, if not TITLE (numbered by the storyboard)
     IN_TEASER: ClassVar[bool] = True  # the promo's teaser plays this scene's shot
 
     def __init__(self, *args, trace: Trace | None = None, cut: str | None = None, **kwargs):
@@ -125,7 +125,7 @@ class StoryScene(Scene):
         recorded now, or loaded if it names a saved .json (refused if stale)."""
         if spec is None and self.trace is not None:
             return self.trace
-        from scenes.replay import load  # the replay driver owns loading and its checks
+        from scenes.framework.replay import load  # the replay driver owns loading and its checks
 
         return load(spec or self.workload)
 

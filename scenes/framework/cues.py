@@ -4,7 +4,7 @@ and before "and", "but", "so", ...), then between words; the two lines of a cue 
 words allow.
 
 The reading-speed limits (17 characters a second, 5/6 s to 7 s a cue) are checked by
-`check` once the cues are timed; the time of a cue is its own speech (scenes.voice).
+`check` once the cues are timed; the time of a cue is its own speech (scenes.framework.voice).
 """
 
 from __future__ import annotations

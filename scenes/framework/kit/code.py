@@ -17,9 +17,9 @@ from manim import LEFT, Rectangle, RoundedRectangle, VGroup
 
 from astrai.errors import TraceFormatError
 from astrai.trace import source as engine_source
-from scenes import theme
-from scenes.kit.glyphs import Atlas, GlyphText
-from scenes.kit.layout import Layout
+from scenes.framework import theme
+from scenes.framework.kit.glyphs import Atlas, GlyphText
+from scenes.framework.kit.layout import Layout
 
 
 def source_of(file: str, qualname: str) -> tuple[list[str], int]:

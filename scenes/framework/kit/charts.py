@@ -16,8 +16,8 @@ from contextlib import contextmanager
 import numpy as np
 from manim import DOWN, LEFT, RIGHT, UP, Axes, FadeIn, FadeOut, Square, VGroup, VMobject
 
-from scenes import theme
-from scenes.kit.glyphs import Atlas
+from scenes.framework import theme
+from scenes.framework.kit.glyphs import Atlas
 
 
 class CaptionBar:

@@ -101,7 +101,7 @@ def make_layout(n_pages: int, code_lines: int | None = None, table_rows: int = 5
 
     frame_h = 0.66 if n_rows == 1 else 0.5
     lay = build(frame_h)
-    # The tables band needs title, header, rows and footer (see scenes.kit.tables).
+    # The tables band needs title, header, rows and footer (see scenes.framework.kit.tables).
     need = 0.32 + 0.27 + 0.27 * max(table_rows, 1) + 0.27 + 0.05
     spare = (lay.tables_top - lay.tables_bottom) - need
     if n_rows == 1 and spare > 0:

@@ -11,19 +11,19 @@ from astrai.errors import TraceFormatError
 from astrai.trace import Trace
 from astrai.trace.events import Arrive
 from astrai.trace.text import mask_bits
-from scenes import theme
-from scenes.anchors import Anchor, marked_line
-from scenes.kit.anim import Beat
-from scenes.kit.bitmask import BitRows
-from scenes.kit.captions import PHASES, Captions, Header
-from scenes.kit.code import CodePanel, source_of
-from scenes.kit.glyphs import Atlas
-from scenes.kit.layout import make_layout
-from scenes.kit.pool import PagePool
-from scenes.kit.tables import PageTables, plan_tables
-from scenes.limits import require_drawable
-from scenes.replay.beats import KINDS, STORE, W_BITS, W_POOL, W_TABLES, W_TEXT, find
-from scenes.replay.plan import CONSTRUCT, MONTAGE, BeatSpec, never, plan_beats, teaser
+from scenes.framework import theme
+from scenes.framework.anchors import Anchor, marked_line
+from scenes.framework.kit.anim import Beat
+from scenes.framework.kit.bitmask import BitRows
+from scenes.framework.kit.captions import PHASES, Captions, Header
+from scenes.framework.kit.code import CodePanel, source_of
+from scenes.framework.kit.glyphs import Atlas
+from scenes.framework.kit.layout import make_layout
+from scenes.framework.kit.pool import PagePool
+from scenes.framework.kit.tables import PageTables, plan_tables
+from scenes.framework.limits import require_drawable
+from scenes.framework.replay.beats import KINDS, STORE, W_BITS, W_POOL, W_TABLES, W_TEXT, find
+from scenes.framework.replay.plan import CONSTRUCT, MONTAGE, BeatSpec, never, plan_beats, teaser
 
 # The teaser's pacing: animations a bit quicker, holds much shorter (first-time holds too).
 TEASER_RUN, TEASER_HOLD = 0.7, 0.35

@@ -1,6 +1,6 @@
 """The beat kinds: one registry entry per kind - its timing, the engine anchors its code panel
-may show (scenes/anchors.py: a function, and the line that does what the beat shows), and the
-function that animates it.
+may show (scenes/framework/anchors.py: a function, and the line that does what the beat
+shows), and the function that animates it.
 
 A new beat kind is one `@kind(...)` function here (and, if the planner should emit it, a rule
 in `plan.py`); its name must be an event kind or one of `plan.OWN_KINDS` (else ValueError at
@@ -33,15 +33,15 @@ from astrai.trace.events import (
     Write,
 )
 from astrai.trace.text import mask_bits
-from scenes import theme
-from scenes.anchors import Anchor, anchor
-from scenes.kit.said import quoted
-from scenes.replay.plan import MONTAGE, beat_kind
+from scenes.framework import theme
+from scenes.framework.anchors import Anchor, anchor
+from scenes.framework.kit.said import quoted
+from scenes.framework.replay.plan import MONTAGE, beat_kind
 
 if TYPE_CHECKING:
-    from scenes.kit.anim import Beat
-    from scenes.replay.driver import Replay
-    from scenes.replay.plan import BeatSpec
+    from scenes.framework.kit.anim import Beat
+    from scenes.framework.replay.driver import Replay
+    from scenes.framework.replay.plan import BeatSpec
 
 # Stages inside a beat (fractions of its run time): words first, then the mask, then the frames,
 # then the tables - the order the code changes them in.
@@ -66,7 +66,7 @@ KINDS: dict[str, Kind] = {}
 def kind(name: str | type[Event], timing: tuple[float, float, float], *code: Anchor):
     """Register the decorated function as the animation of beat kind `name` (an event kind or
     one of the planner's own: a misspelled name raises ValueError here, at import)."""
-    name = beat_kind(name, "scenes.replay.beats")
+    name = beat_kind(name, "scenes.framework.replay.beats")
 
     def register(fn):
         KINDS[name] = Kind(name, timing, tuple(code), fn)
@@ -116,7 +116,7 @@ def _last(r: Replay, spec: BeatSpec, kind_: type[Event]) -> Event | None:
 
 # ---- the kinds -------------------------------------------------------------------------------
 
-# The engine lines the panels mark, by their names in scenes/anchors.py.
+# The engine lines the panels mark, by their names in scenes/framework/anchors.py.
 STORE = anchor("store.shape")
 CLEANUP = anchor("cleanup.find_finished")
 SUBMIT = anchor("submit.enqueue")

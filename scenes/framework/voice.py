@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from scenes import cues as cue_split
+from scenes.framework import cues as cue_split
 
 ROOT = Path(__file__).resolve().parents[1]
 RATE = 48_000  # the promo's audio rate
