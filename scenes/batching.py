@@ -31,7 +31,7 @@ from manim import LEFT, RIGHT, UP, FadeIn, Rectangle, VGroup
 from astrai.compare import batching
 from astrai.compare.batching import GEN, IDLE, PROMPT
 from scenes.framework import theme
-from scenes.framework.kit.charts import CaptionBar, Captioned, StepChart, legend
+from scenes.framework.kit.charts import CaptionBar, Captioned, StepChart, legend, spans
 from scenes.framework.kit.glyphs import Atlas, Counter
 from scenes.framework.kit.regions import Region
 from scenes.framework.story import StoryScene
@@ -69,11 +69,6 @@ FIRST, CHUNK, TAIL_CHUNK = 12, 3, 5
 # The teaser's one shot: each half of the grids in at most this many plays.
 TEASER_PLAYS = 8
 END_HOLD = 0.8  # the last picture stays this long after the last line
-
-
-def spans(a: int, b: int, size: int) -> list[tuple[int, int]]:
-    """Steps a..b (inclusive) in runs of `size` steps."""
-    return [(s, min(s + size - 1, b)) for s in range(a, b + 1, max(1, size))]
 
 
 def times(x: float) -> str:

@@ -93,7 +93,8 @@ def test_an_unknown_name_is_refused_with_the_name():
 
 
 def _names_used() -> dict[str, list[str]]:
-    """Anchor name -> where scenes use it: `anchor("...")` and `line_of(event, "...")` calls."""
+    """Anchor name -> where scenes use it: `anchor("...")`, `line_of(event, "...")` and a
+    close-up's `panel("...", ...)` calls."""
     used: dict[str, list[str]] = {}
     for path in sorted(SCENES.rglob("*.py")):
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
@@ -102,7 +103,7 @@ def _names_used() -> dict[str, list[str]]:
             f = node.func
             name = f.id if isinstance(f, ast.Name) else f.attr if isinstance(f, ast.Attribute) \
                 else None
-            at = {"anchor": 0, "line_of": 1}.get(name)
+            at = {"anchor": 0, "line_of": 1, "panel": 0}.get(name)
             if at is None or path.name == "anchors.py" or len(node.args) <= at:
                 continue
             arg = node.args[at]

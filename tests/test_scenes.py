@@ -435,40 +435,38 @@ def test_make_render_lists_every_storyboard_scene(tmp_path):
 
 
 def test_a_scene_puts_its_own_beats_between_the_traces(built, tmp_path):
-    """A StoryScene driving a Replay with an interlude: its beats land between trace beats, in
+    """A StoryScene steering a replay with beats of its own: they land between trace beats, in
     the subtitles and the clock, and the trace is still shown event for event."""
     from manim import Square
 
-    from scenes.framework.anchors import anchor
-    from scenes.framework.replay import Replay
+    from scenes.framework.kit.board import Board
+    from scenes.framework.replay import StoryReplay
     from scenes.framework.story import StoryScene
 
     trace, full = built("tiny")
-    share = anchor("share.inc_ref")
+    shares = [i for i, e in enumerate(trace.events) if isinstance(e, Share)]
+    frees = [i for i, e in enumerate(trace.events) if isinstance(e, Free) and i > shares[0]]
 
     class Explained(StoryScene):
         WORKLOAD = "tiny"
 
         def story(self):
-            self.replay = Replay(self, trace, title="Explained")
-            card = Square(0.5)
-            said = []
+            rp = self.replay = StoryReplay(self, trace, title="Explained")
+            card = Board(rp.layout, "a card")
+            card.add(Square(0.5))
 
-            def interlude(spec, replay):
-                if spec.kind == Share.kind and spec.first:
-                    replay.narrate("a prefix hit: pages are shared", show=[card],
-                                   line="A prefix hit: the pages are shared.",
-                                   code=(share.file, share.fn,
-                                         replay.code.listing(share.file, share.fn).start))
-                    said.append(spec)
-                elif said and spec.kind == Free.kind and card in replay.notes:
-                    replay.narrate("the card goes", hide=[card])
+            def explain(rp, i):
+                rp.tell("a prefix hit: pages are shared", build=lambda beat: rp.show_board(
+                    beat, card, "card", stay=True), line="A prefix hit: the pages are shared.",
+                    code=(rp.line_of(i, "share.inc_ref"), i), name="narrative")
 
-            self.replay.run(interlude=interlude)
+            def card_goes(rp, i):
+                rp.tell("the card goes", build=lambda beat: beat.vanish(rp.notes, card),
+                        name="narrative")
 
-        @property
-        def snapshots(self):
-            return self.replay.snapshots
+            rp.hook_before(shares[0], explain)
+            rp.hook_before(frees[0], card_goes)
+            rp.run()
 
     with tempconfig(state_only(tmp_path, frame_rate=15)):
         scene = Explained(skip_animations=True)
@@ -486,8 +484,7 @@ def test_a_scene_puts_its_own_beats_between_the_traces(built, tmp_path):
     nxt = next(c for c in scene.cues if c[0] > cue[0])
     assert cue[0] + cue[1] <= nxt[0] - 2 / 15 + 1e-3
     assert scene.clock > full.clock
-    assert any(p["kind"] == "narrative" and p["fn"] == share.fn
-               for p in scene.replay.panels)
+    assert any(p["kind"] == "story" and p["fn"].endswith("inc_ref") for p in scene.replay.panels)
 
 
 def test_a_mobject_that_comes_and_goes_in_one_beat_leaves_no_animation_behind():

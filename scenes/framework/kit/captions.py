@@ -1,4 +1,5 @@
-"""Header (title, step number, phase pills), the two caption lines and the status line.
+"""Header (title, step number, phase pills), the caption lines (the one caption widget every
+scene uses) and a replay's status line.
 
 Captions are composed from the event's own fields (see scenes.framework.replay.beats); this
 module only draws them. The status line carries the free mask as a number, the cached pages in
@@ -18,23 +19,46 @@ from scenes.framework.kit.layout import Layout
 PHASES = ("arrive", *STEP_PHASES)
 
 
+class Pills(VGroup):
+    """Named pills in a row ending at `right`, the first name rightmost; `light(name)` fills
+    one (None: none). `pill[name]` is its (box, text); `left` is where the row ends, a gap
+    left of its last pill."""
+
+    def __init__(self, names, right: float, y: float, gap: float):
+        super().__init__()
+        x = right
+        self.pill: dict[str, VGroup] = {}
+        for name in names:
+            t = theme.text(name, theme.FS_BODY, theme.DIM)
+            box = RoundedRectangle(corner_radius=0.1, width=t.width + 0.24, height=0.34,
+                                   stroke_width=1.5, stroke_color=theme.FAINT,
+                                   fill_color=theme.ACCENT, fill_opacity=0.0)
+            box.move_to([x - box.width / 2, y, 0])
+            t.move_to(box)
+            self.pill[name] = VGroup(box, t)
+            self.add(self.pill[name])
+            x -= box.width + gap
+        self.left = x
+
+    def light(self, name: str | None, beat=None) -> None:
+        for n, (box, t) in self.pill.items():
+            if beat is not None:
+                beat.touch(box)
+                beat.touch(t)
+            box.set_fill(theme.ACCENT, opacity=0.9 if n == name else 0.0)
+            box.set_stroke(theme.ACCENT if n == name else theme.FAINT)
+            t.set_color(theme.BG if n == name else theme.DIM)
+
+
 class Header(VGroup):
     def __init__(self, layout: Layout, title: str):
         super().__init__()
         self.layout = layout
         self.title = theme.text(title, theme.FS_TITLE, theme.TEXT, bold=True)
         self.title.move_to([layout.left, layout.header_y, 0], aligned_edge=LEFT)
-        x = layout.right
-        self.pills: dict[str, VGroup] = {}
-        for name in reversed(PHASES):
-            t = theme.text(name, theme.FS_BODY, theme.DIM)
-            box = RoundedRectangle(corner_radius=0.1, width=t.width + 0.24, height=0.34,
-                                   stroke_width=1.5, stroke_color=theme.FAINT,
-                                   fill_color=theme.ACCENT, fill_opacity=0.0)
-            box.move_to([x - box.width / 2, layout.header_y, 0])
-            t.move_to(box)
-            self.pills[name] = VGroup(box, t)
-            x -= box.width + 0.08
+        row = Pills(reversed(PHASES), layout.right, layout.header_y, gap=0.08)
+        self.pills: dict[str, VGroup] = row.pill
+        x = row.left
         atlas = Atlas.get(theme.FS_CAPTION)
         self.step_label = theme.text("step", theme.FS_CAPTION, theme.DIM)
         x_num = x - 0.15 - atlas.width(4)
@@ -68,23 +92,66 @@ class Header(VGroup):
                 "phase": lit[0] if lit else None}
 
 
+MARGIN = 2  # characters a caption line keeps clear of the right edge
+
+
+def caption_room(left: float, right: float) -> tuple[int, int]:
+    """How many characters the caption line and the detail line hold between left and right."""
+    width = right - left
+    return (int(width / Atlas.get(theme.FS_CAPTION).advance) - MARGIN,
+            int(width / Atlas.get(theme.FS_BODY).advance) - MARGIN)
+
+
+def fit(s: str, n: int) -> str:
+    """s cut to n characters, its last one '…' when cut."""
+    return s if len(s) <= n else s[: n - 1] + "…"
+
+
+class CaptionLines(VGroup):
+    """The caption (what happens) and the detail under it (the numbers behind it), from `left`;
+    what each line holds (`room`) comes from the width it is given. They are dense annotation
+    for whoever pauses: on screen, never spoken."""
+
+    def __init__(self, left: float, right: float, caption_y: float, detail_y: float):
+        super().__init__()
+        self.caption = Counter(Atlas.get(theme.FS_CAPTION), "", theme.TEXT).place(
+            [left, caption_y, 0], LEFT)
+        self.detail = Counter(Atlas.get(theme.FS_BODY), "", theme.DIM).place(
+            [left, detail_y, 0], LEFT)
+        self.room = caption_room(left, right)
+        self.add(self.caption, self.detail)
+
+    def too_long(self, caption: str, detail: str = "") -> bool:
+        return len(caption) > self.room[0] or len(detail) > self.room[1]
+
+    def check(self, caption: str, detail: str = "") -> None:
+        """Refuse words that would run off screen (a scene's own words: fix the words)."""
+        if self.too_long(caption, detail):
+            raise ValueError(f"caption runs off screen (at most {self.room} characters): "
+                             f"{caption!r} / {detail!r}")
+
+    def say(self, caption: str, detail: str = "", beat=None) -> None:
+        """Show both lines, each cut with '…' if longer than its room."""
+        self.caption.set(fit(caption, self.room[0]), theme.TEXT, beat)
+        self.detail.set(fit(detail, self.room[1]), theme.DIM, beat)
+
+
 class Captions(VGroup):
-    """Caption (what happened), detail (the numbers behind it), status (mask, LRU, queue)."""
+    """Caption lines (what happened, the numbers behind it) and the status line (mask, LRU,
+    queue), placed by the layout."""
 
     def __init__(self, layout: Layout):
         super().__init__()
         self.layout = layout
-        self.caption = Counter(Atlas.get(theme.FS_CAPTION), "", theme.TEXT).place(
-            [layout.left, layout.caption_y, 0], LEFT)
-        self.detail = Counter(Atlas.get(theme.FS_BODY), "", theme.DIM).place(
-            [layout.left, layout.detail_y, 0], LEFT)
+        self.lines = CaptionLines(layout.left, layout.right, layout.caption_y, layout.detail_y)
+        self.caption, self.detail, self.room = self.lines.caption, self.lines.detail, \
+            self.lines.room
         self.status = Counter(Atlas.get(theme.FS_BODY), "", theme.DIM).place(
             [layout.left, layout.status_y, 0], LEFT)
         self.add(self.caption, self.detail, self.status)
 
     def say(self, caption, detail="", beat=None) -> None:
-        self.caption.set(caption, theme.TEXT, beat)
-        self.detail.set(detail, theme.DIM, beat)
+        self.lines.say(caption, detail, beat)
 
     def sync(self, state: dict, n_pages: int, beat=None) -> None:
         parts = []

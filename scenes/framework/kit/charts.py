@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import textwrap
 from collections.abc import Callable
-from contextlib import contextmanager
+from contextlib import nullcontext
 
 import numpy as np
 from manim import DOWN, LEFT, RIGHT, UP, Axes, FadeIn, FadeOut, Square, VGroup, VMobject
@@ -41,8 +41,8 @@ class CaptionBar:
 class Captioned:
     """Mixin for a StoryScene: a caption bar at the bottom, on screen only (dense annotation for
     those who pause: it is not spoken and not a subtitle), and the narrator's lines through the
-    scene's one timeline (StoryScene.voiced): `paced(line, items, draw)` speaks a line and
-    spreads the plays of `items` over its speech."""
+    scene's one timeline (StoryScene.voiced): `paced(line, items, draw)` speaks a line (None:
+    silent) and spreads the plays of `items` over its speech."""
 
     caption_bar: CaptionBar
     caption_mob = None
@@ -56,16 +56,6 @@ class Captioned:
         self.caption_mob = new
         return anims
 
-    @contextmanager
-    def told(self, line: str | None):
-        """The narrator says `line` from now (None: nothing is said); yields its duration in
-        seconds (0 when silent), and leaving waits the speech and its pause out."""
-        if not line:
-            yield 0.0
-            return
-        with self.voiced(line) as said:
-            yield said.duration
-
     def paced(self, line: str | None, items, draw: Callable[[object, float, list], None],
               extra: list | None = None, each: float = 1.0, least: float = 0.45,
               play: float = 0.9) -> None:
@@ -75,7 +65,8 @@ class Captioned:
         animations) plays with the first item."""
         items = list(items)
         extra = list(extra or [])
-        with self.told(line) as said:
+        with self.voiced(line) if line else nullcontext() as spoken:
+            said = spoken.duration if spoken else 0.0
             per = max(said / len(items), least) if said and items else each
             for item in items:
                 run_time = min(per * 0.8, play)
@@ -84,6 +75,11 @@ class Captioned:
                 self.hold(per - run_time)
             if extra:  # nothing to draw: the caption still changes
                 self.show(extra, 0.3)
+
+
+def spans(a: int, b: int, size: int) -> list[tuple[int, int]]:
+    """Steps a..b (inclusive) in runs of `size` steps (what one paced play draws)."""
+    return [(s, min(s + size - 1, b)) for s in range(a, b + 1, max(1, size))]
 
 
 class StepChart(VGroup):

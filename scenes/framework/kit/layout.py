@@ -61,13 +61,18 @@ class Layout:
         raise KeyError(page)
 
 
+def edges() -> tuple[float, float]:
+    """The left and right edges every layout's text and pictures keep inside."""
+    half_w = config.frame_width / 2
+    return -half_w + 0.12, half_w - 0.12
+
+
 def make_layout(n_pages: int, code_lines: int | None = None, table_rows: int = 5) -> Layout:
     """table_rows: the most rows any page table will need (the frames get what is left).
 
     Up to 32 pages sit in one row; bigger pools wrap into rows of up to 32, and the code panel
     gives up two lines to make room."""
-    half_w = config.frame_width / 2
-    left, right = -half_w + 0.12, half_w - 0.12
+    left, right = edges()
     label_w = 1.3
     per_row = n_pages if n_pages <= 32 else math.ceil(n_pages / math.ceil(n_pages / 32))
     n_rows = math.ceil(n_pages / per_row)

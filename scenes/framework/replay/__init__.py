@@ -17,7 +17,7 @@ Where things live
 Each event is applied to the kit at once and a snapshot of what the kit then shows is kept in
 `Replay.snapshots` (one per event, in order), so tests compare the screen with the trace after
 every event. Every caption (with the detail line under it) stays on screen for whoever pauses;
-what the narrator says over a beat (`Replay.speak` queues it for the next beat played, which
+what the narrator says over a beat (`Replay.queue_line` queues it for the next beat played, which
 hands it to `StoryScene.beat`) is the subtitle track. Each step starts a Manim section
 ("construction", "step 3", "steps 5-40" for a compressed run), so `--save_sections` cuts one
 clip per scheduler step: the unit the scheduler works in, long enough to watch on its own.
