@@ -17,16 +17,20 @@ import numpy as np
 from manim import DOWN, LEFT, RIGHT, UP, Axes, FadeIn, FadeOut, Square, VGroup, VMobject
 
 from scenes.framework import theme
+from scenes.framework.kit.captions import MARGIN
 from scenes.framework.kit.glyphs import Atlas
+from scenes.framework.kit.layout import edges
 
 
 class CaptionBar:
     """Makes the caption at the bottom of the screen: up to two lines, centred, wrapped to the
     frame, from the glyph atlas (a caption changes often; a Text each time is slow)."""
 
-    def __init__(self, y: float = -3.55, width_chars: int = 84):
-        self.y, self.width_chars = y, width_chars
+    def __init__(self, y: float = -3.55):
         self.atlas = Atlas.get(theme.FS_CAPTION)
+        left, right = edges()
+        # centred: a margin on both sides, where left-aligned caption lines keep one
+        self.y, self.width_chars = y, int((right - left) / self.atlas.advance) - 2 * MARGIN
 
     def make(self, s: str) -> VGroup:
         lines = textwrap.wrap(s, self.width_chars) or [""]
