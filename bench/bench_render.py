@@ -188,7 +188,7 @@ def synthesis(n: int = 6) -> None:
     """Seconds of CPU per minute of speech, synthesizing the first lines of the title card's
     script into an empty cache (cold), then again from that cache (cached)."""
     from scenes import cards
-    from scenes.voice import Narrator, VoiceError
+    from scenes.framework.voice import Narrator, VoiceError
 
     lines = [cards.WHY, cards.HOW, cards.SAID_CLAIM, cards.OUTRO][:n]
     with tempfile.TemporaryDirectory() as tmp:

@@ -101,8 +101,8 @@ class Unreadable(PromoError):
 
 
 def check_reading(name: str, cues: list[Cue], fps: float) -> None:
-    """The joined subtitles within the reading limits (scenes.cues.problems)."""
-    from scenes.cues import Timed, problems
+    """The joined subtitles within the reading limits (scenes.framework.cues.problems)."""
+    from scenes.framework.cues import Timed, problems
 
     found = problems([Timed(c.start, c.end, c.text) for c in cues], 1 / fps)
     if found:

@@ -12,7 +12,7 @@ from PIL import Image
 from astrai.files import replacing
 from promo import Refused
 from promo.subtitles import Chapter
-from scenes import theme
+from scenes.framework import theme
 
 # Realtime VP9: flat colours and text compress well even at the fastest setting, and the
 # slower modes cost minutes per cut at 1080p60 for little gain here.

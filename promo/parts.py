@@ -96,7 +96,8 @@ def closing_part(cut: str) -> Part:
 
 
 def chapter_name(module: str, cls: str, index: int) -> str:
-    """The scene's chapter as its chapter card shows it (scenes.cards.chapter_of: its CHAPTER,
+    """The scene's chapter as its chapter card shows it (scenes.cards.chapter_of: its number in
+    the storyboard and its CHAPTER,
     else '<index>. <title>'), so the video's chapter list and the card always agree."""
     from scenes.cards import chapter_of, scene_class  # imports manim: only when planning
 

@@ -134,8 +134,8 @@ class Job:
 
 
 def narration() -> str:
-    """'on' or 'off', as the scenes read NARRATION (scenes.voice.enabled)."""
-    from scenes.voice import enabled
+    """'on' or 'off', as the scenes read NARRATION (scenes.framework.voice.enabled)."""
+    from scenes.framework.voice import enabled
 
     return "on" if enabled() else "off"
 

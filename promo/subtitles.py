@@ -16,7 +16,7 @@ import srt
 
 from astrai.files import write_text
 from promo import PromoError, Refused
-from scenes.cues import plain
+from scenes.framework.cues import plain
 
 
 class SubtitleError(PromoError):

@@ -25,16 +25,16 @@ def preload() -> None:
     import manim.__main__  # noqa: F401
     import torch  # noqa: F401
 
-    import scenes.story  # noqa: F401  (the scene kit, theme and the trace package)
+    import scenes.framework.story  # noqa: F401  (the scene kit, theme and the trace package)
 
     try:
-        import scenes.replay  # noqa: F401
+        import scenes.framework.replay  # noqa: F401
     except ImportError:  # pragma: no cover - a checkout without the replay driver
         pass
     # The glyph atlases every scene composes its text from (Pango renders each font size's
     # characters once, ~0.2 s a size): made here once instead of in every part.
-    from scenes import theme
-    from scenes.kit.glyphs import Atlas
+    from scenes.framework import theme
+    from scenes.framework.kit.glyphs import Atlas
 
     for size in sorted({theme.FS_MIN, theme.FS_BODY, theme.FS_CODE, theme.FS_CAPTION}):
         Atlas.get(size)

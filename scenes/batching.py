@@ -1,4 +1,4 @@
-"""Scene 3 of the storyboard: continuous vs static batching, from two real runs.
+"""A storyboard scene: continuous vs static batching, from two real runs.
 
     manim -ql scenes/batching.py BatchingScene                 # the traffic workload
     ASTRAI_WORKLOAD=batching manim -ql scenes/batching.py BatchingScene
@@ -30,11 +30,11 @@ from manim import LEFT, RIGHT, UP, FadeIn, Rectangle, VGroup
 
 from astrai.compare import batching
 from astrai.compare.batching import GEN, IDLE, PROMPT
-from scenes import theme
-from scenes.kit.charts import CaptionBar, Captioned, StepChart, legend
-from scenes.kit.glyphs import Atlas, Counter
-from scenes.kit.regions import Region
-from scenes.story import StoryScene
+from scenes.framework import theme
+from scenes.framework.kit.charts import CaptionBar, Captioned, StepChart, legend, spans
+from scenes.framework.kit.glyphs import Atlas, Counter
+from scenes.framework.kit.regions import Region
+from scenes.framework.story import StoryScene
 
 KIND_COLOR = {PROMPT: theme.ACCENT, GEN: theme.RAN}
 RUN_COLOR = {"continuous": theme.GOOD, "static": theme.REQUEST_COLORS[1]}
@@ -69,11 +69,6 @@ FIRST, CHUNK, TAIL_CHUNK = 12, 3, 5
 # The teaser's one shot: each half of the grids in at most this many plays.
 TEASER_PLAYS = 8
 END_HOLD = 0.8  # the last picture stays this long after the last line
-
-
-def spans(a: int, b: int, size: int) -> list[tuple[int, int]]:
-    """Steps a..b (inclusive) in runs of `size` steps."""
-    return [(s, min(s + size - 1, b)) for s in range(a, b + 1, max(1, size))]
 
 
 def times(x: float) -> str:
@@ -113,7 +108,6 @@ def teaser_script(c: batching.BatchingComparison, n_req: int) -> list[str]:
 class BatchingScene(Captioned, StoryScene):
     WORKLOAD = "traffic"
     TITLE = "Continuous batching"
-    CHAPTER = "4. Continuous batching"
     # what it shows, in one sentence (its card on the promo page)
     SUMMARY = ("The paged scheduler refills free batch slots every step while static batching of "
                "the same requests waits for its slowest one: fewer steps, more tokens per step.")

@@ -24,8 +24,8 @@ from dataclasses import dataclass
 from manim import DOWN, LEFT, RIGHT, UP, FadeIn, FadeOut, GrowFromEdge, Line, Rectangle, VGroup
 
 from astrai.workload import load_workload
-from scenes import theme
-from scenes.story import StoryScene
+from scenes.framework import theme
+from scenes.framework.story import StoryScene
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +72,8 @@ HOW = ("That memory grows with every token, and it decides how many requests fit
 
 class TitleCard(Card):
     """The explainer's opening: the title, why the memory matters, what a paged cache does,
-    and the claim the video keeps. (The teaser opens on a real run instead: scene 1's shot.)"""
+    and the claim the video keeps. (The teaser opens on a real run instead: the paged-cache
+    scene's shot.)"""
 
     TITLE = "astrai: a paged KV cache, replayed"
     CHAPTER = "Opening"
@@ -101,12 +102,11 @@ def scene_class(spec: str):
 
 
 def chapter_of(cls, index: int | None = None) -> str:
-    """The chapter name a scene gives (CHAPTER), else its number and title or class name."""
-    chapter = getattr(cls, "CHAPTER", "")
-    if chapter:
-        return chapter
-    title = getattr(cls, "TITLE", "") or cls.__name__.removesuffix("Scene")
-    return f"{index}. {title}" if index else title
+    """'<index>. <name>': the scene's place in the storyboard (never typed in a scene) and its
+    chapter name (CHAPTER, else TITLE, else the class name); a card has no index."""
+    name = (getattr(cls, "CHAPTER", "") or getattr(cls, "TITLE", "")
+            or cls.__name__.removesuffix("Scene"))
+    return f"{index}. {name}" if index else name
 
 
 def workload_line(name: str) -> str:

@@ -1,4 +1,4 @@
-"""Scene 4 of the storyboard: the memory a contiguous K/V cache wastes, from real runs.
+"""A storyboard scene: the memory a contiguous K/V cache wastes, from real runs.
 
     manim -ql scenes/memory_waste.py MemoryWasteScene            # the traffic workload
     ASTRAI_CUT=teaser manim -ql scenes/memory_waste.py MemoryWasteScene
@@ -29,16 +29,17 @@ from dataclasses import dataclass
 from manim import LEFT, RIGHT, UP, FadeIn, FadeOut, Rectangle, VGroup
 
 from astrai.compare import memory
-from scenes import theme
-from scenes.kit.charts import CaptionBar, Captioned, StepChart, legend
-from scenes.kit.glyphs import Atlas, Counter
-from scenes.kit.regions import Region
-from scenes.story import StoryScene
+from scenes.framework import theme
+from scenes.framework.kit.charts import CaptionBar, Captioned, StepChart, legend, spans
+from scenes.framework.kit.glyphs import Atlas, Counter
+from scenes.framework.kit.regions import Region
+from scenes.framework.kit.reserve import UNUSED, ReserveBars
+from scenes.framework.story import StoryScene
+from scenes.framework.words import kib, spoken_kib
 
 ROWS = 4  # batch slots part 1 has room for; more rows get thinner
 BAR_W = 4.9  # the longest bar of part 1 (a contiguous row, or the most pages one request holds)
 BAR_H = 0.36  # of a bar, in a row of the room's pitch
-UNUSED = theme.FAINT
 RUN_COLOR = {"dense": theme.REQUEST_COLORS[1], "paged": theme.GOOD}
 USAGE = (("contiguous reserved", RUN_COLOR["dense"], "dense_reserved"),
          ("paged reserved", RUN_COLOR["paged"], "paged_reserved"),
@@ -46,15 +47,6 @@ USAGE = (("contiguous reserved", RUN_COLOR["dense"], "dense_reserved"),
 STOP_EVERY, BUDGET_CHUNK = 3, 3  # part 1 shows every 3rd step; part 2 plays 3 steps at a time
 TEASER_STEPS = 2  # the teaser shows the budget run up to (at most) 2 steps of its peak
 END_HOLD = 0.8  # the last picture stays this long after the last line
-
-
-def kib(n_bytes: int) -> str:
-    return f"{n_bytes / 1024:.1f} KiB"
-
-
-def spoken_kib(n_bytes: int) -> str:
-    """A size as said: "192 KiB", "1.5 KiB"."""
-    return f"{n_bytes / 1024:g} KiB"
 
 
 @dataclass(frozen=True)
@@ -136,7 +128,7 @@ def teaser_script(m: memory.MemoryComparison) -> list[str]:
 class MemoryWasteScene(Captioned, StoryScene):
     WORKLOAD = "traffic"
     TITLE = "Why pages: the memory a contiguous cache wastes"
-    CHAPTER = "5. Why pages"
+    CHAPTER = "Why pages"  # shorter than its title
     # what it shows, in one sentence (its card on the promo page)
     SUMMARY = ("A contiguous cache reserves every request's longest length up front while the "
                "paged one holds only the pages in use, so the same memory admits more requests.")
@@ -158,6 +150,7 @@ class MemoryWasteScene(Captioned, StoryScene):
         m = self.comparison = self.comparison or memory.compare(workload=self.workload)
         self.palette = theme.Palette([r["name"] for r in m.trace.workload["request"]])
         self.atlas = Atlas.get(theme.FS_MIN)
+        self.draw = ReserveBars(m, self.palette, self.atlas)
         self.caption_bar, self.caption_mob = CaptionBar(y=self.plan.caption.cy), None
         self.rows_mob = self.budget_mob = None
         self.usage_upto = -1
@@ -176,57 +169,11 @@ class MemoryWasteScene(Captioned, StoryScene):
 
     # ---- part 1: same moments --------------------------------------------------------------
 
-    def moment_rows(self, mo: memory.Moment) -> VGroup:
-        """Bars of every request held at this moment, one row per batch slot."""
-        m, sc, p = self.comparison, self.scale, self.plan
-        rows = VGroup()
-        self.shown_rows = []
-        for i, h in enumerate(mo.held):
-            y = p.rows.top - p.row_pitch / 2 - i * self.row_dy
-            color = self.color(h.task)
-            name = self.atlas.line(h.task, color).move_to(p.dense.left_at(y, dx=-0.3))
-            # contiguous: the whole row reserved, the tokens held filled
-            res = Rectangle(width=h.dense_reserved * sc, height=self.bar_h, stroke_color=UNUSED,
-                            stroke_width=1.2, fill_color=theme.PANEL, fill_opacity=1.0)
-            res.move_to(p.dense.left_at(y), aligned_edge=LEFT)
-            used = Rectangle(width=max(h.used * sc, 1e-3), height=self.bar_h, stroke_width=0,
-                             fill_color=color, fill_opacity=1.0)
-            used.move_to(p.dense.left_at(y), aligned_edge=LEFT)
-            d_txt = self.atlas.line(f"{h.used}/{h.dense_reserved}", theme.DIM)
-            d_txt.next_to(res, RIGHT, buff=0.1)
-            # paged: one box per page it holds, the tokens held filled
-            pages = VGroup()
-            page_w = m.page_size * sc
-            for k, page in enumerate(h.pages):
-                at = p.paged.left_at(y, dx=k * page_w)
-                box = Rectangle(width=page_w - 0.04, height=self.bar_h, stroke_color=UNUSED,
-                                stroke_width=1.2, fill_color=theme.PANEL, fill_opacity=1.0)
-                box.move_to(at, aligned_edge=LEFT)
-                filled = min(max(h.used - k * m.page_size, 0), m.page_size)
-                fill = Rectangle(width=max(filled * sc - 0.04 * filled / m.page_size, 1e-3),
-                                 height=self.bar_h, stroke_width=0, fill_color=color,
-                                 fill_opacity=1.0)
-                fill.move_to(at, aligned_edge=LEFT)
-                label = self.atlas.line(f"p{page}", theme.BG if filled > m.page_size // 2
-                                        else theme.DIM).move_to(box)
-                pages.add(VGroup(box, fill, label))
-            p_txt = self.atlas.line(f"{h.used}/{h.paged_reserved}", theme.DIM)
-            p_txt.move_to(p.paged.left_at(y, dx=h.paged_reserved * sc + 0.1), aligned_edge=LEFT)
-            rows.add(name, res, used, d_txt, pages, p_txt)
-            self.shown_rows.append({
-                "task": name.shown(),
-                "dense_reserved": round(res.width / sc),
-                "used": round(used.width / sc) if h.used else 0,
-                "pages": [int(g[2].shown()[1:]) for g in pages],
-                "paged_used": sum(round((g[1].width + 0.04 * (g[1].width / sc) / m.page_size)
-                                        / sc) if g[1].width > 1e-2 else 0 for g in pages),
-            })
-        return rows
-
     def set_moment(self, step: int, run_time: float, extra=()) -> None:
         m = self.comparison
         mo = m.moments[step]
-        new = self.moment_rows(mo)
+        new, self.shown_rows = self.draw.moment(mo, self.plan, self.scale, self.row_dy,
+                                                self.bar_h)
         self.counters["step"].set(f"step {mo.step}")
         lines = []
         since = self.usage_upto + 1
@@ -291,64 +238,14 @@ class MemoryWasteScene(Captioned, StoryScene):
 
     # ---- part 2: one budget ----------------------------------------------------------------
 
-    def budget_view(self, s: int) -> VGroup:
-        m, b = self.comparison, self.plan.budget
-        group = VGroup()
-        dense = m.dense_budget[min(s, len(m.dense_budget) - 1)]
-        rec = m.dense_budget_records[min(s, len(m.dense_budget_records) - 1)]
-        paged = m.paged_budget[min(s, len(m.paged_budget) - 1)]
-        st = self.budget_states[min(s, len(self.budget_states) - 1)]
-        sc = self.budget_scale
-        # contiguous: rows of max_len inside the budget, then what is left (too small for a row)
-        band = b["dense"]
-        rows_shown = []
-        for r, row in enumerate(rec.rows):
-            at = band.left_at(band.cy, dx=r * m.max_len * sc)
-            box = Rectangle(width=m.max_len * sc - 0.05, height=band.height,
-                            stroke_color=UNUSED, stroke_width=1.2, fill_color=theme.PANEL,
-                            fill_opacity=1.0)
-            box.move_to(at, aligned_edge=LEFT)
-            group.add(box)
-            if row.task is not None:
-                fill = Rectangle(width=max(row.length * sc, 1e-3), height=band.height,
-                                 stroke_width=0, fill_color=self.color(row.task),
-                                 fill_opacity=1.0)
-                fill.move_to(at, aligned_edge=LEFT)
-                group.add(fill, self.atlas.line(row.task, theme.TEXT).next_to(box, UP, buff=0.06))
-            rows_shown.append(row.task)
-        left = m.budget_slots - len(rec.rows) * m.max_len
-        if left:
-            rest = Rectangle(width=left * sc, height=band.height, stroke_color=theme.BAD,
-                             stroke_width=1.0, fill_opacity=0.0)
-            rest.move_to(band.left_at(band.cy, dx=len(rec.rows) * m.max_len * sc),
-                         aligned_edge=LEFT)
-            group.add(rest)
-        # paged: every page of the pool, coloured by the request holding it
-        band = b["paged"]
-        page_w = m.page_size * sc
-        owners = {p: t for t, table in st["page_tables"].items() for p in table}
-        pages_shown = []
-        for p in range(m.budget_trace.geometry["n_pages"]):
-            owner = owners.get(p)
-            cached = p in st["cached"]
-            color = self.color(owner) if owner else theme.CACHED if cached else theme.FREE
-            box = Rectangle(width=page_w - 0.05, height=band.height, stroke_width=0,
-                            fill_color=color, fill_opacity=1.0 if owner else 0.5)
-            box.move_to(band.left_at(band.cy, dx=p * page_w), aligned_edge=LEFT)
-            box.owner = owner
-            group.add(box)
-            if owner:
-                group.add(self.atlas.line(owner, theme.BG).move_to(box))
-            pages_shown.append(owner or ("cached" if cached else "free"))
-        self.counters["dq"].set(f"holding {len(dense.held)}   queue: {' '.join(dense.queue)}")
-        self.counters["pq"].set(f"holding {len(paged.held)}   queue: {' '.join(paged.queue)}")
-        self.budget_shown = {"dense_rows": rows_shown, "pages": pages_shown}
-        return group
-
     def set_budget(self, span: tuple[int, int], run_time: float, extra=()) -> None:
         a, b = span
         m = self.comparison
-        new = self.budget_view(b)
+        new, self.budget_shown = self.draw.budget(b, self.plan.budget, self.budget_states,
+                                                  self.budget_scale)
+        for run, seq in (("dq", m.dense_budget), ("pq", m.paged_budget)):
+            st = seq[min(b, len(seq) - 1)]
+            self.counters[run].set(f"holding {len(st.held)}   queue: {' '.join(st.queue)}")
         lines = []
         for run, seq in (("dense", m.dense_budget), ("paged", m.paged_budget)):
             if self.chart is None:
@@ -474,27 +371,11 @@ class MemoryWasteScene(Captioned, StoryScene):
         self.hold(END_HOLD)
 
     def held_bar(self, run: str, step: int) -> list:
-        """In the chart's place, a bar of the requests `run` holds at `step`: a block per
-        request, in its colour, with its letter, and how many. Returns the animations that
-        bring it in (the snapshots list it from then on)."""
-        m, area = self.comparison, self.plan.budget["chart"]
-        block = area.width * 0.75 / self.n_req
-        held = (m.dense_budget if run == "dense" else m.paged_budget)[step].held
-        y = area.top - 0.45 - (0.85 if run == "paged" else 0.0)
-        bar = VGroup()
-        for k, task in enumerate(held):
-            box = Rectangle(width=block - 0.05, height=0.5, stroke_width=0,
-                            fill_color=self.color(task), fill_opacity=1.0)
-            box.move_to(area.left_at(y, dx=k * block), aligned_edge=LEFT)
-            cell = VGroup(box, self.atlas.line(task, theme.BG).move_to(box))
-            cell.task = task
-            bar.add(cell)
-        words = "contiguous rows" if run == "dense" else "pages"
-        label = theme.text(f"{words}: {len(held)} requests at once", theme.FS_CAPTION,
-                           RUN_COLOR[run])
-        label.move_to(area.left_at(y, dx=len(held) * block + 0.2), aligned_edge=LEFT)
-        self.bars[run] = bar
-        return [*(FadeIn(cell, shift=0.2 * RIGHT) for cell in bar), FadeIn(label)]
+        """A bar of the requests `run` holds at `step`, in the chart's place (the snapshots
+        list it from then on); the animations that bring it in."""
+        self.bars[run], anims = self.draw.held(run, step, self.plan.budget["chart"], self.n_req,
+                                               RUN_COLOR[run])
+        return anims
 
     def end_card(self, m: memory.MemoryComparison, line: str) -> None:
         mo = m.moments[m.moment]
@@ -532,8 +413,3 @@ def peak_steps(m: memory.MemoryComparison, most: int = TEASER_STEPS) -> tuple[in
     cache holds the most requests (what the teaser shows while it says so)."""
     peak = [s for s, b in enumerate(m.paged_budget) if len(b.held) == m.paged_fit][:most]
     return peak[0], peak[-1]
-
-
-def spans(a: int, b: int, size: int) -> list[tuple[int, int]]:
-    """Steps a..b (inclusive) in runs of `size` steps."""
-    return [(s, min(s + size - 1, b)) for s in range(a, b + 1, max(1, size))]

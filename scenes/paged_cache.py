@@ -1,4 +1,4 @@
-"""Scene 1 of the storyboard: the paged KV cache, replayed from a recorded run.
+"""A storyboard scene: the paged KV cache, replayed from a recorded run.
 
     manim -ql scenes/paged_cache.py PagedCacheScene                  # the seed workload
     ASTRAI_WORKLOAD=batching manim -ql scenes/paged_cache.py PagedCacheScene
@@ -10,7 +10,7 @@ ASTRAI_WORKLOAD is a shipped workload name (see `python -m astrai.trace --help`)
 .toml path, or a trace .json saved with `python -m astrai.trace NAME -o trace.json`; unset, the
 scene replays `seed`. The render is named after the scene, plus the workload when it is not the
 scene's own (PagedCacheScene_prefix.mp4). Everything on screen comes from that trace (see
-scenes/replay for how each event becomes animation); the scene allocates nothing itself.
+scenes/framework/replay for how each event becomes animation); the scene allocates nothing itself.
 
 Tests build it without video: under tempconfig({"format": "none", ...}),
 `PagedCacheScene(trace=trace, skip_animations=True).render()`, then read `scene.snapshots` (what
@@ -19,8 +19,8 @@ the pool, bits, refs and tables showed after every event) and `scene.panels` (ev
 
 from __future__ import annotations
 
-from scenes.replay import Replay
-from scenes.story import StoryScene
+from scenes.framework.replay import Replay
+from scenes.framework.story import StoryScene
 
 HOOK = ("Every token a model reads leaves a key and a value in memory, and that memory decides "
         "how many requests fit. Here a real cache hands it out in pages.")
@@ -28,11 +28,10 @@ PROJECT = "astrai: a paged KV cache, replayed"
 
 
 class PagedCacheScene(StoryScene):
-    """Beats 0-7 of scene 1 on the seed workload, or on any trace (ASTRAI_WORKLOAD / trace=)."""
+    """The paged-cache replay on the seed workload, or on any trace (ASTRAI_WORKLOAD / trace=)."""
 
     WORKLOAD = "seed"
     TITLE = "Paged KV cache"
-    CHAPTER = "1. Paged KV cache"
     # what it shows, in one sentence (its card on the promo page)
     SUMMARY = ("Requests take the lowest free pages of one shared pool, write and gather their "
                "keys and values through page tables, grow by a page while decoding, and leave "

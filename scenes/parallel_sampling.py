@@ -1,4 +1,4 @@
-"""Scene 7 of the storyboard: parallel sampling with copy-on-write, told from its own real runs.
+"""A storyboard scene: parallel sampling with copy-on-write, told from its own real runs.
 
     manim -ql scenes/parallel_sampling.py ParallelSamplingScene         # the `sampling` workload
     ASTRAI_CUT=teaser manim -ql scenes/parallel_sampling.py ParallelSamplingScene
@@ -22,11 +22,11 @@ from manim import Rectangle
 
 from astrai.compare import sampling as sampling_compare
 from astrai.trace.events import Admit, Alloc, Arrive, Copy, Fork, Free, Tokens, Write
-from scenes import theme
-from scenes.kit.board import Board
-from scenes.kit.endcard import figure_rows, token_rows
-from scenes.kit.story_replay import StoryReplay
-from scenes.story import StoryScene
+from scenes.framework import theme
+from scenes.framework.kit.board import Board
+from scenes.framework.kit.endcard import figure_rows, token_rows
+from scenes.framework.replay.steered import StoryReplay
+from scenes.framework.story import StoryScene
 
 
 class SamplingStory:
@@ -76,7 +76,6 @@ class SamplingStory:
 class ParallelSamplingScene(StoryScene):
     WORKLOAD = "sampling"
     TITLE = "Parallel sampling"
-    CHAPTER = "3. Parallel sampling"
     SUMMARY = ("Three samples of one prompt share its pages after a single prefill; a sample "
                "copies the shared half-filled page only when it writes into it, and each ends "
                "token for token like an independent request.")

@@ -1,4 +1,4 @@
-"""Scene 5 of the storyboard: preemption, told from its own real runs.
+"""A storyboard scene: preemption, told from its own real runs.
 
     manim -ql scenes/preemption.py PreemptionScene                  # the `preemption` workload
     ASTRAI_CUT=teaser manim -ql scenes/preemption.py PreemptionScene
@@ -13,7 +13,8 @@ with beats of its own drawn from the trace's fields:
   (a second real run), token for token, and the cost in recomputed tokens and steps.
 
 The narrator tells that story in the scene's own beats, one idea a line, with the run's numbers;
-the replay's beat kinds pass silently (`StoryReplay.steered`: scene 1 has said what they do).
+the replay's beat kinds pass silently (`StoryReplay.steered`: the paged-cache scene has said what
+they do).
 The teaser cut (`teaser_story`) is one shot: the pool runs dry and the newest request steps aside.
 """
 
@@ -21,11 +22,11 @@ from __future__ import annotations
 
 from astrai.compare import preemption as preemption_compare
 from astrai.trace.events import Admit, Alloc, Cache, Free, Grow, Preempt, Retire, Tokens, Write
-from scenes import theme
-from scenes.kit.board import Board
-from scenes.kit.endcard import figure_rows, token_rows
-from scenes.kit.story_replay import StoryReplay
-from scenes.story import StoryScene
+from scenes.framework import theme
+from scenes.framework.kit.board import Board
+from scenes.framework.kit.endcard import figure_rows, token_rows
+from scenes.framework.replay.steered import StoryReplay
+from scenes.framework.story import StoryScene
 
 
 class PreemptionStory:
@@ -91,7 +92,6 @@ class PreemptionStory:
 class PreemptionScene(StoryScene):
     WORKLOAD = "preemption"
     TITLE = "Preemption"
-    CHAPTER = "6. Preemption"
     # what it shows, in one sentence (its card on the promo page)
     SUMMARY = ("When the pool runs dry mid-decode the newest request is preempted and requeued, "
                "recomputes its prompt and generated tokens, and still ends token for token like "

@@ -1,4 +1,4 @@
-"""Scene 2 of the storyboard: the prefix cache, told from its own real runs.
+"""A storyboard scene: the prefix cache, told from its own real runs.
 
     manim -ql scenes/prefix_cache.py PrefixCacheScene               # the `prefix` workload
     ASTRAI_CUT=teaser manim -ql scenes/prefix_cache.py PrefixCacheScene
@@ -15,21 +15,23 @@ that make the point, with beats of its own drawn from the trace's fields:
 Scenes never allocate: every page, key, count and figure is read from the runs.
 
 The narrator tells that story in the scene's own beats, one idea a line, with the run's numbers;
-the replay's beat kinds pass silently (`StoryReplay.steered`: scene 1 has said what they do).
+the replay's beat kinds pass silently (`StoryReplay.steered`: the paged-cache scene has said what
+they do).
 The teaser cut (`teaser_story`) is one shot: B sharing A's pages, over that moment of the replay.
 """
 
 from __future__ import annotations
 
 from astrai.compare import prefix as prefix_compare
-from astrai.trace.events import Admit, Alloc, Cache, Evict, Free, Record, Share, Write
-from scenes import theme
-from scenes.kit.board import Board
-from scenes.kit.endcard import figure_rows
-from scenes.kit.hashchain import ChainRow, Link, mark, row_width, short_key
-from scenes.kit.lru import LruStrip
-from scenes.kit.story_replay import StoryReplay
-from scenes.story import StoryScene
+from astrai.trace.events import Admit, Alloc, Cache, Evict, Free, Record, Share
+from scenes.framework import theme
+from scenes.framework.kit.board import Board
+from scenes.framework.kit.endcard import figure_rows
+from scenes.framework.kit.hashchain import ChainRow, Link, mark, row_width, short_key
+from scenes.framework.kit.lru import LruStrip
+from scenes.framework.replay.queries import admit_of, prefill_row, released_by
+from scenes.framework.replay.steered import StoryReplay
+from scenes.framework.story import StoryScene
 
 
 class PrefixStory:
@@ -85,11 +87,6 @@ class PrefixStory:
                     and self.events[j].task == e.task
                     and self.events[j].step == e.step), default=admit)
 
-    def admit_of(self, task: str, before: int) -> Admit | None:
-        """The last admission of `task` before event `before`."""
-        return next((e for e in reversed(self.events[:before])
-                     if isinstance(e, Admit) and e.task == task), None)
-
     def _same_tokens(self, admit: Admit) -> list[tuple[int, str]]:
         """(logical page, first recorder) for full pages of this prompt whose tokens equal a
         recorded page's at the same position, recorded by an earlier request."""
@@ -136,26 +133,10 @@ class PrefixStory:
                 links.append(Link(self.tokens(k), key, note, "miss" if k in same else "skip"))
         return links
 
-    def prefill_row(self, task: str, after: int) -> dict | None:
-        for e in self.events[after:]:
-            if isinstance(e, Write) and e.phase == "prefill":
-                for row in e.rows:
-                    if row["task"] == task:
-                        return row
-        return None
-
-    def released_by(self, page: int, before: int) -> Free | None:
-        """The free event that last dropped `page` to refs 0 before event `before`."""
-        for e in reversed(self.events[:before]):
-            if isinstance(e, Free) and e.page == page and e.refs == 0:
-                return e
-        return None
-
 
 class PrefixCacheScene(StoryScene):
     WORKLOAD = "prefix"
     TITLE = "Prefix cache"
-    CHAPTER = "2. Prefix cache"
     # what it shows, in one sentence (its card on the promo page)
     SUMMARY = ("Prompts that begin alike share their first pages through chained page keys until "
                "a different page misses, and freed cached pages wait in an LRU to be revived or "
@@ -209,7 +190,7 @@ class PrefixCacheScene(StoryScene):
         st = self.facts
         e = st.events[st.hit_admit]
         first = st.events[st.first_record].task
-        row = st.prefill_row(e.task, st.hit_admit)
+        row = prefill_row(st.events, e.task, st.hit_admit)
         computed = row["n"] if row else e.n_tokens - len(e.hits) * st.ps
         return (f"{e.task}'s prompt opens like {first}'s, so {e.task} shares "
                 f"{first}'s {len(e.hits)} pages, and computes only {computed} of its "
@@ -220,7 +201,7 @@ class PrefixCacheScene(StoryScene):
     def _key_beats(self, st: PrefixStory) -> set:
         """Main events of the beats the full cut plays besides those the scene's own beats
         hook: pages shared or revived, and pages evicted (what the cache does). Arrivals,
-        allocations and prefills (scene 1's story) are fast-forwarded."""
+        allocations and prefills (the paged-cache scene's story) are fast-forwarded."""
         return {i for i, e in enumerate(st.events) if isinstance(e, (Share, Evict))}
 
     # ---- the strip ------------------------------------------------------------------------
@@ -302,7 +283,7 @@ class PrefixCacheScene(StoryScene):
 
         build = _marked_in_turn(rp, board, "lookup", mine, theme.GOOD)
         hits = e.hits
-        row = st.prefill_row(e.task, i)
+        row = prefill_row(st.events, e.task, i)
         computed = f"; its prefill computes {row['n']} tokens, from position {row['start']}" \
             if row else ""
         if line is None:
@@ -344,7 +325,7 @@ class PrefixCacheScene(StoryScene):
         e = st.events[i]
         board, mine = self._lookup_board(rp, i, f"{e.task}'s prompt is exactly "
                                                 f"{len(e.keys)} full pages, all of them cached")
-        row = st.prefill_row(e.task, i)
+        row = prefill_row(st.events, e.task, i)
         board.line([("the last prompt token is always computed: ", theme.DIM),
                      ("its logits pick the first new token", theme.TEXT)])
 
@@ -385,12 +366,12 @@ class PrefixCacheScene(StoryScene):
         i = st.first_evict
         e = st.events[i]
         before = st.events[i - 1].state["cached"]
-        freed = st.released_by(e.page, i)
+        freed = released_by(st.events, e.page, i)
         when = (f"cached since step {freed.step} ({freed.task}'s release), unused since"
                 if freed else "unused the longest")
         owner = next((ev for ev in st.events[i + 1:i + 2] if isinstance(ev, Alloc)), None)
         who = f" for {owner.task}" if owner else ""
-        admit = st.admit_of(owner.task, i) if owner else None
+        admit = admit_of(st.events, owner.task, i) if owner else None
         need = (f"{owner.task}'s long prompt needs {admit.pages_needed} pages. "
                 if admit else "")
 

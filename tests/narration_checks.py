@@ -7,8 +7,8 @@ import re
 
 from manim import config
 
-from scenes.cues import Timed, problems
-from scenes.replay.beats import KINDS
+from scenes.framework.cues import Timed, problems
+from scenes.framework.replay.beats import KINDS
 
 # What a listener must never hear: identifiers, code, log-line shapes.
 CODE = re.compile(r"\w_\w|\w\[|\]|\(\)|->|==|\bpages_for\b|\bfree_mask\b|\brefs\b|\bK/V\b")

@@ -164,7 +164,7 @@ def board(scene, name: str) -> list[str]:
 def check_boards_inside(scene) -> None:
     """Everything drawn on a board lies inside it (so inside the frame), and text lines do not
     overlap one another."""
-    from scenes.kit.glyphs import GlyphText
+    from scenes.framework.kit.glyphs import GlyphText
 
     for b in scene.replay.boards:
         bd = b["board"]

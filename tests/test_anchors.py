@@ -1,4 +1,4 @@
-"""The engine anchors (scenes/anchors.py) against the engine source, read as text.
+"""The engine anchors (scenes/framework/anchors.py) against the engine source, read as text.
 
 Every line a scene's code panel marks is one entry of that table; `problems()` checks them all
 here, so a renamed, moved or duplicated line fails this test with the entry's name, not a scene
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from scenes.anchors import ANCHORS, Anchor, anchor, engine_lines, marked_line, problems
+from scenes.framework.anchors import ANCHORS, Anchor, anchor, engine_lines, marked_line, problems
 
 SCENES = Path(__file__).resolve().parents[1] / "scenes"
 
@@ -93,7 +93,8 @@ def test_an_unknown_name_is_refused_with_the_name():
 
 
 def _names_used() -> dict[str, list[str]]:
-    """Anchor name -> where scenes use it: `anchor("...")` and `line_of(event, "...")` calls."""
+    """Anchor name -> where scenes use it: `anchor("...")`, `line_of(event, "...")` and a
+    close-up's `panel("...", ...)` calls."""
     used: dict[str, list[str]] = {}
     for path in sorted(SCENES.rglob("*.py")):
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
@@ -102,7 +103,7 @@ def _names_used() -> dict[str, list[str]]:
             f = node.func
             name = f.id if isinstance(f, ast.Name) else f.attr if isinstance(f, ast.Attribute) \
                 else None
-            at = {"anchor": 0, "line_of": 1}.get(name)
+            at = {"anchor": 0, "line_of": 1, "panel": 0}.get(name)
             if at is None or path.name == "anchors.py" or len(node.args) <= at:
                 continue
             arg = node.args[at]

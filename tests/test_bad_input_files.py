@@ -491,7 +491,7 @@ def test_removing_an_owned_folder_keeps_what_came_in_after_the_check(tmp_path, m
 
 def test_the_voice_cache_never_writes_through_a_link(tmp_path, monkeypatch):
     np = pytest.importorskip("numpy")
-    from scenes import voice
+    from scenes.framework import voice
 
     private = tmp_path / "private.txt"
     private.write_text("mine")

@@ -18,7 +18,7 @@ from astrai.trace import source as engine_source
 from astrai.trace.format import MAX_TRACE_PAGES
 from astrai.trace.text import format_trace
 from astrai.workload import parse_workload
-from scenes.limits import MAX_SCENE_PAGES, require_drawable
+from scenes.framework.limits import MAX_SCENE_PAGES, require_drawable
 
 TOY = {
     "name": "toy",
@@ -55,7 +55,8 @@ def refused(data: dict, *words: str) -> str:
 # ---- 1. code frames name only engine code ------------------------------------------------------
 
 MODULES = ["this.py", "antigravity.py", "subprocess.py", "pip/__main__.py", "os.py",
-           "../../../etc/passwd", "/etc/passwd", "astrai/workload.py", "scenes/kit/code.py"]
+           "../../../etc/passwd", "/etc/passwd", "astrai/workload.py",
+           "scenes/framework/kit/code.py"]
 
 
 @pytest.mark.parametrize("file", MODULES)
@@ -93,7 +94,7 @@ def test_loading_and_replaying_a_hostile_trace_imports_nothing(good, tmp_path):
         "import sys\n"
         "from astrai.errors import TraceFormatError\n"
         "from astrai.trace import load_trace\n"
-        "from scenes.kit.code import source_of\n"
+        "from scenes.framework.kit.code import source_of\n"
         f"try:\n    load_trace({str(path)!r})\nexcept TraceFormatError as e:\n    print(e)\n"
         "for f in ('this.py', 'antigravity.py', 'subprocess.py'):\n"
         "    try:\n        source_of(f, 'main')\n    except TraceFormatError:\n        pass\n"
@@ -152,7 +153,7 @@ def test_huge_pool_claims_are_refused_before_anything_is_built(good):
 
 
 def test_scenes_refuse_more_pages_than_they_can_draw(good):
-    from scenes.replay import Replay
+    from scenes.framework.replay import Replay
 
     data = copy.deepcopy(good)
     data["geometry"]["n_pages"] = MAX_SCENE_PAGES + 1

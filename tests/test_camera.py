@@ -24,8 +24,8 @@ from manim import (  # noqa: E402
     tempconfig,
 )
 
-from scenes.kit.camera import ReplayCamera  # noqa: E402
-from scenes.replay.driver import x_span  # noqa: E402
+from scenes.framework.kit.camera import ReplayCamera  # noqa: E402
+from scenes.framework.replay.driver import x_span  # noqa: E402
 
 
 def shapes() -> list:

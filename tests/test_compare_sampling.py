@@ -148,7 +148,7 @@ def test_bad_fork_copy_and_arrive_fields_are_refused(comp, kind, key, value):
 
 def test_the_replay_planner_folds_fork_and_copy_into_registered_beats(comp):
     pytest.importorskip("manim")
-    from scenes.replay import KINDS, plan_beats
+    from scenes.framework.replay import KINDS, plan_beats
 
     beats = plan_beats(comp.trace.events)
     assert {b.kind for b in beats} <= set(KINDS)

@@ -212,8 +212,8 @@ def test_the_recorder_emits_by_class_or_by_name():
 
 
 def test_a_misspelled_kind_in_a_beat_registry_fails_at_registration():
-    pytest.importorskip("manim")  # the scenes.replay package builds on it
-    from scenes.replay.plan import FAMILY, OWN_KINDS, beat_kind
+    pytest.importorskip("manim")  # the scenes.framework.replay package builds on it
+    from scenes.framework.replay.plan import FAMILY, OWN_KINDS, beat_kind
 
 
     assert beat_kind(Share) == "share" and beat_kind("share") == "share"
@@ -227,10 +227,10 @@ def test_a_misspelled_beat_kind_fails_when_its_module_is_imported(tmp_path, monk
     pytest.importorskip("manim")
     import importlib
 
-    from scenes.replay.beats import KINDS
+    from scenes.framework.replay.beats import KINDS
 
     (tmp_path / "misspelled_beats.py").write_text(
-        "from scenes.replay.beats import kind\n\n\n"
+        "from scenes.framework.replay.beats import kind\n\n\n"
         "@kind('alocc', (1.0, 1.0, 1.0))\n"
         "def alocc(r, spec):\n    pass\n")
     monkeypatch.syspath_prepend(str(tmp_path))

@@ -10,10 +10,12 @@ pytest.importorskip("manim")
 from manim import Square, VGroup  # noqa: E402
 
 from astrai.trace.events import Alloc, Free, Write  # noqa: E402
-from scenes.kit.anim import Beat  # noqa: E402
-from scenes.kit.hashchain import ChainRow, Link, short_key  # noqa: E402
-from scenes.kit.lru import LruStrip  # noqa: E402
-from scenes.kit.story_replay import CAPTION_CHARS, DETAIL_CHARS, summarize  # noqa: E402
+from scenes.framework.kit.anim import Beat  # noqa: E402
+from scenes.framework.kit.captions import caption_room  # noqa: E402
+from scenes.framework.kit.hashchain import ChainRow, Link, short_key  # noqa: E402
+from scenes.framework.kit.layout import edges  # noqa: E402
+from scenes.framework.kit.lru import LruStrip  # noqa: E402
+from scenes.framework.replay.steered import summarize  # noqa: E402
 
 
 def test_what_came_and_went_in_a_beat_is_not_animated():
@@ -40,7 +42,8 @@ def test_summaries_say_compressed_and_fit():
                for t in "BCDEFGHIJK" for p in range(3)]
     caption, detail = summarize(events)
     assert caption.startswith("steps 3-9 compressed: A allocates page(s) 0, 1, 2")
-    assert len(caption) <= CAPTION_CHARS and len(detail) <= DETAIL_CHARS
+    caption_chars, detail_chars = caption_room(*edges())
+    assert len(caption) <= caption_chars and len(detail) <= detail_chars
     assert detail.endswith("…")  # more happened than fits: it says so
     caption, detail = summarize(events[12:18])
     assert caption == "steps 3-8 compressed: 6 decode steps (A, B)" and detail == ""

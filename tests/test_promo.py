@@ -363,7 +363,7 @@ def test_the_webm_carries_opus_at_48k(smoke, tmp_path):
 
 
 def test_the_smoke_subtitles_keep_the_reading_limits(smoke):
-    from scenes.cues import Timed, problems
+    from scenes.framework.cues import Timed, problems
 
     timed = [Timed(a, b, t) for a, b, t in cues_of(smoke.cut.srt)]
     assert timed and problems(timed, 1 / FPS) == []

@@ -19,7 +19,7 @@ from astrai.compare.batching import GEN, IDLE, PROMPT  # noqa: E402
 from astrai.trace.events import Tokens, Write  # noqa: E402
 from astrai.workload import parse_workload  # noqa: E402
 from scenes.batching import BatchingScene, plan  # noqa: E402
-from scenes.cues import Timed, problems  # noqa: E402
+from scenes.framework.cues import Timed, problems  # noqa: E402
 from tests.test_compare_batching import SMALL  # noqa: E402
 
 

@@ -14,8 +14,9 @@ from scene_checks import TEASER_SCENE_MAX, render  # noqa: E402
 
 from astrai.compare import memory  # noqa: E402
 from astrai.workload import parse_workload  # noqa: E402
-from scenes.cues import Timed, problems  # noqa: E402
-from scenes.memory_waste import MemoryWasteScene, kib, plan  # noqa: E402
+from scenes.framework.cues import Timed, problems  # noqa: E402
+from scenes.framework.words import kib  # noqa: E402
+from scenes.memory_waste import MemoryWasteScene, plan  # noqa: E402
 
 # 8 pages of 4 slots; the longest request holds 12 slots, so the budget holds 2 dense rows.
 SMALL = {

@@ -21,7 +21,7 @@ from astrai.inference.observer import Observer  # noqa: E402
 from astrai.trace.events import Copy, Share, Write  # noqa: E402
 from astrai.workload import build as build_run  # noqa: E402
 from astrai.workload import load_workload, run_workload  # noqa: E402
-from scenes.anchors import anchor  # noqa: E402
+from scenes.framework.anchors import anchor  # noqa: E402
 from scenes.parallel_sampling import ParallelSamplingScene  # noqa: E402
 
 trace, scene = story_fixtures(ParallelSamplingScene, "sampling")

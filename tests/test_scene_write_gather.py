@@ -1,4 +1,4 @@
-"""Scene 6 (write and gather, slot by slot): what it shows equals what the engine and model did.
+"""The write/gather scene (slot by slot): what it shows equals what the engine and model did.
 
 The scene is built without video and reports what each beat showed, read back from its
 mobjects (slot labels, where each K/V cell sits, gathered page tags, scores and weights). The
@@ -26,8 +26,9 @@ from astrai.model import ModelConfig, TinyModel  # noqa: E402
 from astrai.trace import record  # noqa: E402
 from astrai.trace.events import Alloc, Free, Gather, Write  # noqa: E402
 from astrai.workload import parse_workload  # noqa: E402
-from scenes.anchors import anchor  # noqa: E402
-from scenes.write_gather import WriteGatherScene, plan  # noqa: E402
+from scenes.framework.anchors import anchor  # noqa: E402
+from scenes.framework.capture import plan_capture  # noqa: E402
+from scenes.write_gather import WriteGatherScene  # noqa: E402
 
 
 def build(trace, cut, media_dir) -> WriteGatherScene:
@@ -290,7 +291,7 @@ def test_no_code_or_field_names_are_spoken(scene):
 
 
 def test_cuts_pace_and_subtitles(scenes):
-    from scenes.cues import Timed, problems
+    from scenes.framework.cues import Timed, problems
 
     full, teaser = scenes["full"], scenes["teaser"]
     assert 60 <= full.clock <= 125
@@ -306,7 +307,7 @@ def test_cuts_pace_and_subtitles(scenes):
         assert problems(timed, 1 / config.frame_rate) == []
         assert sc.cues[-1][0] + sc.cues[-1][1] <= sc.clock + 1e-6
         # the captions on screen are annotation, never read out
-        assert sc.captions and not {c for _, c in sc.captions} & {
+        assert sc.captions_shown and not {c for _, c in sc.captions_shown} & {
             line.text for _, line in sc.lines}
 
 
@@ -327,7 +328,7 @@ def test_text_stays_on_screen_and_never_overlaps(scene):
 
 def test_a_trace_without_captures_or_too_big_is_refused():
     with pytest.raises(TraceFormatError, match="capture=True"):
-        plan(record("write_gather", lines=False))
+        plan_capture(record("write_gather", lines=False))
     big = parse_workload({
         "name": "big", "cache": {"n_pages": 4, "page_size": 16},
         "model": {"n_layers": 1, "d_model": 16, "n_heads": 2, "n_kv_heads": 1, "head_dim": 8,
@@ -336,12 +337,12 @@ def test_a_trace_without_captures_or_too_big_is_refused():
                     {"name": "b", "prompt_len": 5, "max_new_tokens": 2}],
     })
     with pytest.raises(WorkloadError, match="too big to show slot by slot"):
-        plan(record(big, lines=False, capture=True))
+        plan_capture(record(big, lines=False, capture=True))
 
 
 def test_a_saved_captured_trace_loads_and_a_stale_one_is_refused(trace, tmp_path):
     from astrai.trace import save_trace
-    from scenes.write_gather import load_captured
+    from scenes.framework.capture import load_captured
 
     path = tmp_path / "wg.json"
     save_trace(trace, path)

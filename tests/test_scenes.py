@@ -44,11 +44,11 @@ from astrai.trace.events import (  # noqa: E402
     Share,
     Wait,
 )
-from scenes import theme  # noqa: E402
-from scenes.kit.glyphs import Atlas  # noqa: E402
+from scenes.framework import theme  # noqa: E402
+from scenes.framework.kit.glyphs import Atlas  # noqa: E402
+from scenes.framework.replay import KINDS, load, plan_beats  # noqa: E402
+from scenes.framework.replay.plan import MONTAGE, RUN, TAIL, teaser  # noqa: E402
 from scenes.paged_cache import PagedCacheScene  # noqa: E402
-from scenes.replay import KINDS, load, plan_beats  # noqa: E402
-from scenes.replay.plan import MONTAGE, RUN, TAIL, teaser  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -137,7 +137,7 @@ def test_screen_matches_state_after_every_event(built, name):
     check_screen_equals_trace(trace, scene)  # frames, fill, bits, refs, tables, arrows, ...
     n = trace.geometry["n_pages"]
     rows = scene.replay.plan.rows_per_block
-    for ev, snap in zip(trace.events, scene.snapshots):  # and what only scene 1's kit shows
+    for ev, snap in zip(trace.events, scene.snapshots):  # and what only the paged-cache kit shows
         st = ev.state
         where = f"{name} event {snap['event']} ({ev.kind})"
         labels = [expected_label(st, p) for p in range(n)]
@@ -204,7 +204,7 @@ def test_compressed_runs_say_so(built):
 def test_code_panels_show_the_real_source_and_the_lines_that_ran(built, name):
     trace, scene = built(name)
     check_panels(trace, scene)  # real source, a call that ran, the running line shown
-    for panel in scene.panels:  # and what scene 1's code panel adds: whole listings, shading
+    for panel in scene.panels:  # and what the paged-cache panel adds: whole listings, shading
         src, _ = source_lines(panel["file"], panel["fn"])
         listing = scene.replay.code.listings[(panel["file"], panel["fn"])]
         assert listing.text() == "\n".join(s.rstrip() for s in src)
@@ -367,7 +367,7 @@ def test_teaser_panels_mark_the_work(built):
 
 
 def test_each_render_is_named_for_its_scene_workload_and_cut(monkeypatch, tmp_path):
-    from scenes.story import StoryScene
+    from scenes.framework.story import StoryScene
 
     class Probe(StoryScene):
         WORKLOAD = "seed"
@@ -435,40 +435,38 @@ def test_make_render_lists_every_storyboard_scene(tmp_path):
 
 
 def test_a_scene_puts_its_own_beats_between_the_traces(built, tmp_path):
-    """A StoryScene driving a Replay with an interlude: its beats land between trace beats, in
+    """A StoryScene steering a replay with beats of its own: they land between trace beats, in
     the subtitles and the clock, and the trace is still shown event for event."""
     from manim import Square
 
-    from scenes.anchors import anchor
-    from scenes.replay import Replay
-    from scenes.story import StoryScene
+    from scenes.framework.kit.board import Board
+    from scenes.framework.replay import StoryReplay
+    from scenes.framework.story import StoryScene
 
     trace, full = built("tiny")
-    share = anchor("share.inc_ref")
+    shares = [i for i, e in enumerate(trace.events) if isinstance(e, Share)]
+    frees = [i for i, e in enumerate(trace.events) if isinstance(e, Free) and i > shares[0]]
 
     class Explained(StoryScene):
         WORKLOAD = "tiny"
 
         def story(self):
-            self.replay = Replay(self, trace, title="Explained")
-            card = Square(0.5)
-            said = []
+            rp = self.replay = StoryReplay(self, trace, title="Explained")
+            card = Board(rp.layout, "a card")
+            card.add(Square(0.5))
 
-            def interlude(spec, replay):
-                if spec.kind == Share.kind and spec.first:
-                    replay.narrate("a prefix hit: pages are shared", show=[card],
-                                   line="A prefix hit: the pages are shared.",
-                                   code=(share.file, share.fn,
-                                         replay.code.listing(share.file, share.fn).start))
-                    said.append(spec)
-                elif said and spec.kind == Free.kind and card in replay.notes:
-                    replay.narrate("the card goes", hide=[card])
+            def explain(rp, i):
+                rp.tell("a prefix hit: pages are shared", build=lambda beat: rp.show_board(
+                    beat, card, "card", stay=True), line="A prefix hit: the pages are shared.",
+                    code=(rp.line_of(i, "share.inc_ref"), i), name="narrative")
 
-            self.replay.run(interlude=interlude)
+            def card_goes(rp, i):
+                rp.tell("the card goes", build=lambda beat: beat.vanish(rp.notes, card),
+                        name="narrative")
 
-        @property
-        def snapshots(self):
-            return self.replay.snapshots
+            rp.hook_before(shares[0], explain)
+            rp.hook_before(frees[0], card_goes)
+            rp.run()
 
     with tempconfig(state_only(tmp_path, frame_rate=15)):
         scene = Explained(skip_animations=True)
@@ -486,8 +484,7 @@ def test_a_scene_puts_its_own_beats_between_the_traces(built, tmp_path):
     nxt = next(c for c in scene.cues if c[0] > cue[0])
     assert cue[0] + cue[1] <= nxt[0] - 2 / 15 + 1e-3
     assert scene.clock > full.clock
-    assert any(p["kind"] == "narrative" and p["fn"] == share.fn
-               for p in scene.replay.panels)
+    assert any(p["kind"] == "story" and p["fn"].endswith("inc_ref") for p in scene.replay.panels)
 
 
 def test_a_mobject_that_comes_and_goes_in_one_beat_leaves_no_animation_behind():
@@ -495,7 +492,7 @@ def test_a_mobject_that_comes_and_goes_in_one_beat_leaves_no_animation_behind():
     animated (Manim would add the detached member to the scene, a ghost on top)."""
     from manim import Square, VGroup
 
-    from scenes.kit.anim import Beat
+    from scenes.framework.kit.anim import Beat
 
     layer, inner = VGroup(), Square()
     table = VGroup(inner)

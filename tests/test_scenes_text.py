@@ -11,7 +11,7 @@ from scene_checks import render  # noqa: E402
 
 from astrai.trace import record  # noqa: E402
 from astrai.trace.events import Arrive  # noqa: E402
-from scenes.kit.glyphs import CHARS  # noqa: E402
+from scenes.framework.kit.glyphs import CHARS  # noqa: E402
 from scenes.paged_cache import PagedCacheScene  # noqa: E402
 
 

@@ -11,9 +11,9 @@ from manim import Square  # noqa: E402
 from manim import config as manim_config  # noqa: E402
 from scene_checks import render  # noqa: E402
 
-from scenes import cues as cue_rules  # noqa: E402
-from scenes.story import StoryScene  # noqa: E402
-from scenes.voice import PAUSE  # noqa: E402
+from scenes.framework import cues as cue_rules  # noqa: E402
+from scenes.framework.story import StoryScene  # noqa: E402
+from scenes.framework.voice import PAUSE  # noqa: E402
 
 LONG = ("A paged cache hands memory out in small pages, as each request grows, so nothing is "
         "reserved for tokens that never come.")

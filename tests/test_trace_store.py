@@ -215,8 +215,8 @@ def test_the_default_folder_is_media_traces_of_the_checkout(monkeypatch):
 
 def test_a_scene_loads_its_workload_through_the_store(kept, tmp_path):
     pytest.importorskip("manim")
-    from scenes.replay import load
-    from scenes.write_gather import load_captured
+    from scenes.framework.capture import load_captured
+    from scenes.framework.replay import load
 
     toml = tmp_path / "mine.toml"
     toml.write_text('name = "mine"\n[cache]\nn_pages = 4\npage_size = 4\n[model]\nn_layers = 1\n'

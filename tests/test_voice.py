@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from scenes import cues, voice
-from scenes.voice import Narrator, VoiceError, read_wav
+from scenes.framework import cues, voice
+from scenes.framework.voice import Narrator, VoiceError, read_wav
 
 LONG = ("Every token a model reads leaves a key and a value behind, in every layer. That is "
         "the KV cache, and here it lives in one pool of eight pages, each with room for the "

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 
 import numpy as np
 from manim import DOWN, LEFT, Brace, Mobject, Rectangle, VGroup
@@ -11,19 +11,19 @@ from astrai.errors import TraceFormatError
 from astrai.trace import Trace
 from astrai.trace.events import Arrive
 from astrai.trace.text import mask_bits
-from scenes import theme
-from scenes.anchors import Anchor, marked_line
-from scenes.kit.anim import Beat
-from scenes.kit.bitmask import BitRows
-from scenes.kit.captions import PHASES, Captions, Header
-from scenes.kit.code import CodePanel, source_of
-from scenes.kit.glyphs import Atlas
-from scenes.kit.layout import make_layout
-from scenes.kit.pool import PagePool
-from scenes.kit.tables import PageTables, plan_tables
-from scenes.limits import require_drawable
-from scenes.replay.beats import KINDS, STORE, W_BITS, W_POOL, W_TABLES, W_TEXT, find
-from scenes.replay.plan import CONSTRUCT, MONTAGE, BeatSpec, never, plan_beats, teaser
+from scenes.framework import theme
+from scenes.framework.anchors import Anchor, marked_line
+from scenes.framework.kit.anim import Beat
+from scenes.framework.kit.bitmask import BitRows
+from scenes.framework.kit.captions import PHASES, Captions, Header
+from scenes.framework.kit.code import CodePanel, source_of
+from scenes.framework.kit.glyphs import Atlas
+from scenes.framework.kit.layout import make_layout
+from scenes.framework.kit.pool import PagePool
+from scenes.framework.kit.tables import PageTables, plan_tables
+from scenes.framework.limits import require_drawable
+from scenes.framework.replay.beats import KINDS, STORE, W_BITS, W_POOL, W_TABLES, W_TEXT, find
+from scenes.framework.replay.plan import CONSTRUCT, MONTAGE, BeatSpec, never, plan_beats, teaser
 
 # The teaser's pacing: animations a bit quicker, holds much shorter (first-time holds too).
 TEASER_RUN, TEASER_HOLD = 0.7, 0.35
@@ -45,10 +45,6 @@ def x_span(mob: Mobject) -> tuple[float, float]:
         return 0.0, 0.0  # Manim's edge of a mobject without points: the origin
     x = np.concatenate(xs)
     return np.min(x), np.max(x)
-
-
-def _fit(s: str, n: int) -> str:
-    return s if len(s) <= n else s[: n - 1] + "…"
 
 
 class Replay:
@@ -200,13 +196,13 @@ class Replay:
 
     def say(self, beat: Beat, caption: str, detail: str = "") -> None:
         """The caption lines on screen (the dense account: fields, pages, numbers); they are
-        for reading when paused, not spoken (see `speak`)."""
+        for reading when paused, not spoken (see `queue_line`)."""
         beat.window = W_TEXT
-        self.captions.say(_fit(caption, 86), _fit(detail, 96), beat)
+        self.captions.say(caption, detail, beat)  # each line cut to its room
         self.captions_shown.append(caption)
         self.details_shown.append(detail)
 
-    def speak(self, text: str, once: str | None = None) -> bool:
+    def queue_line(self, text: str, once: str | None = None) -> bool:
         """What the narrator says over the next beat played (one line a beat: a second
         call joins the first). With `once`, only the first time that key is spoken. Beat kinds
         in `quiet` say nothing (a scene that tells its own story around them)."""
@@ -257,15 +253,12 @@ class Replay:
 
     # ---- the API scenes drive -------------------------------------------------------------
 
-    def run(self, interlude: Callable[[BeatSpec, Replay], None] | None = None,
-            construct: bool = True) -> None:
-        """Construction, then every beat; `interlude(spec, replay)` runs before each beat
-        (a scene's own narrative beats go there)."""
+    def run(self, construct: bool = True) -> None:
+        """Construction, then every beat (a scene with beats of its own steers a StoryReplay:
+        replay/steered.py)."""
         if construct:
             self.construct_cache()
         for spec in self.beats:
-            if interlude is not None:
-                interlude(spec, self)
             self.play_beat(spec)
 
     def play_beat(self, spec: BeatSpec) -> None:
@@ -279,27 +272,6 @@ class Replay:
             self.section(section)
         self._playing = (spec.kind, spec.main)
         KINDS[spec.kind].animate(self, spec)
-
-    def narrate(self, caption: str, detail: str = "", run_time: float = 0.8,
-                hold: float = 1.5, show: Iterable[Mobject] = (), hide: Iterable[Mobject] = (),
-                code: tuple[str, str, int] | None = None, line: str | None = None) -> None:
-        """A narrative beat of the scene's own between trace beats: a caption (and subtitle),
-        mobjects to bring in (kept in `self.notes` until hidden) or take out, and optionally
-        a code panel (file, qualname, first line to mark) of real source. Applies no event."""
-        beat = self.new_beat()
-        self._playing = ("narrative", None)  # before speaking: `quiet` is asked of this beat
-        self.say(beat, caption, detail)
-        if line:
-            self.speak(line)
-        for mob in show:
-            beat.appear(self.notes, mob)
-        for mob in hide:
-            beat.vanish(self.notes, mob)
-        if code is not None:
-            file, fn, line = code
-            info = self.code.show({"file": file, "fn": fn, "line": line, "ran": [line]})
-            self.panels.append({**info, "event": None, "frame": None, "kind": "narrative"})
-        self.play(beat, *self.scaled(run_time, hold))
 
     def section(self, name: str) -> None:
         """Start a Manim section (a chapter of the scene: --save_sections cuts clips here)."""
@@ -347,7 +319,7 @@ class Replay:
                  f"{geo['n_pages']} pages x {geo['page_size']} slots, shared by all requests; "
                  "pages are handed out one at a time")
         if not teaser:
-            self.speak("Every token a model reads leaves a key and a value behind, in every "
+            self.queue_line("Every token a model reads leaves a key and a value behind, in every "
                        "layer. That is the KV cache.")
         beat.window = (0.2, 0.8)
         beat.appear(self.base, intro)
@@ -385,7 +357,7 @@ class Replay:
             beat.appear(self.overlay, brace_group)
             self.say(beat, f"{geo['n_pages']} page frames, numbered 0..{geo['n_pages'] - 1}",
                      "a page is the unit of allocation; a request's K/V live in whole pages")
-            self.speak(f"Here it lives in one pool: {geo['n_pages']} pages of "
+            self.queue_line(f"Here it lives in one pool: {geo['n_pages']} pages of "
                        f"{geo['page_size']} token slots each.")
             self.play(beat, *self.scaled(1.2, 1.6))
             beat = Beat(self.overlay)
@@ -407,7 +379,7 @@ class Replay:
                            "slots, a free bit and a refcount each", detail)
         else:
             self.say(beat, "free bitmask (bit i under page i, 1 = free) and refcounts", detail)
-            self.speak("Under each page, a bit says if it is free, and a count says how many "
+            self.queue_line("Under each page, a bit says if it is free, and a count says how many "
                        "requests hold it.")
         self.play(beat, *self.scaled(1.0, 1.8))
 

@@ -61,13 +61,18 @@ class Layout:
         raise KeyError(page)
 
 
+def edges() -> tuple[float, float]:
+    """The left and right edges every layout's text and pictures keep inside."""
+    half_w = config.frame_width / 2
+    return -half_w + 0.12, half_w - 0.12
+
+
 def make_layout(n_pages: int, code_lines: int | None = None, table_rows: int = 5) -> Layout:
     """table_rows: the most rows any page table will need (the frames get what is left).
 
     Up to 32 pages sit in one row; bigger pools wrap into rows of up to 32, and the code panel
     gives up two lines to make room."""
-    half_w = config.frame_width / 2
-    left, right = -half_w + 0.12, half_w - 0.12
+    left, right = edges()
     label_w = 1.3
     per_row = n_pages if n_pages <= 32 else math.ceil(n_pages / math.ceil(n_pages / 32))
     n_rows = math.ceil(n_pages / per_row)
@@ -101,7 +106,7 @@ def make_layout(n_pages: int, code_lines: int | None = None, table_rows: int = 5
 
     frame_h = 0.66 if n_rows == 1 else 0.5
     lay = build(frame_h)
-    # The tables band needs title, header, rows and footer (see scenes.kit.tables).
+    # The tables band needs title, header, rows and footer (see scenes.framework.kit.tables).
     need = 0.32 + 0.27 + 0.27 * max(table_rows, 1) + 0.27 + 0.05
     spare = (lay.tables_top - lay.tables_bottom) - need
     if n_rows == 1 and spare > 0:

@@ -11,22 +11,26 @@ from __future__ import annotations
 
 import textwrap
 from collections.abc import Callable
-from contextlib import contextmanager
+from contextlib import nullcontext
 
 import numpy as np
 from manim import DOWN, LEFT, RIGHT, UP, Axes, FadeIn, FadeOut, Square, VGroup, VMobject
 
-from scenes import theme
-from scenes.kit.glyphs import Atlas
+from scenes.framework import theme
+from scenes.framework.kit.captions import MARGIN
+from scenes.framework.kit.glyphs import Atlas
+from scenes.framework.kit.layout import edges
 
 
 class CaptionBar:
     """Makes the caption at the bottom of the screen: up to two lines, centred, wrapped to the
     frame, from the glyph atlas (a caption changes often; a Text each time is slow)."""
 
-    def __init__(self, y: float = -3.55, width_chars: int = 84):
-        self.y, self.width_chars = y, width_chars
+    def __init__(self, y: float = -3.55):
         self.atlas = Atlas.get(theme.FS_CAPTION)
+        left, right = edges()
+        # centred: a margin on both sides, where left-aligned caption lines keep one
+        self.y, self.width_chars = y, int((right - left) / self.atlas.advance) - 2 * MARGIN
 
     def make(self, s: str) -> VGroup:
         lines = textwrap.wrap(s, self.width_chars) or [""]
@@ -41,8 +45,8 @@ class CaptionBar:
 class Captioned:
     """Mixin for a StoryScene: a caption bar at the bottom, on screen only (dense annotation for
     those who pause: it is not spoken and not a subtitle), and the narrator's lines through the
-    scene's one timeline (StoryScene.voiced): `paced(line, items, draw)` speaks a line and
-    spreads the plays of `items` over its speech."""
+    scene's one timeline (StoryScene.voiced): `paced(line, items, draw)` speaks a line (None:
+    silent) and spreads the plays of `items` over its speech."""
 
     caption_bar: CaptionBar
     caption_mob = None
@@ -56,16 +60,6 @@ class Captioned:
         self.caption_mob = new
         return anims
 
-    @contextmanager
-    def told(self, line: str | None):
-        """The narrator says `line` from now (None: nothing is said); yields its duration in
-        seconds (0 when silent), and leaving waits the speech and its pause out."""
-        if not line:
-            yield 0.0
-            return
-        with self.voiced(line) as said:
-            yield said.duration
-
     def paced(self, line: str | None, items, draw: Callable[[object, float, list], None],
               extra: list | None = None, each: float = 1.0, least: float = 0.45,
               play: float = 0.9) -> None:
@@ -75,7 +69,8 @@ class Captioned:
         animations) plays with the first item."""
         items = list(items)
         extra = list(extra or [])
-        with self.told(line) as said:
+        with self.voiced(line) if line else nullcontext() as spoken:
+            said = spoken.duration if spoken else 0.0
             per = max(said / len(items), least) if said and items else each
             for item in items:
                 run_time = min(per * 0.8, play)
@@ -84,6 +79,11 @@ class Captioned:
                 self.hold(per - run_time)
             if extra:  # nothing to draw: the caption still changes
                 self.show(extra, 0.3)
+
+
+def spans(a: int, b: int, size: int) -> list[tuple[int, int]]:
+    """Steps a..b (inclusive) in runs of `size` steps (what one paced play draws)."""
+    return [(s, min(s + size - 1, b)) for s in range(a, b + 1, max(1, size))]
 
 
 class StepChart(VGroup):

@@ -10,9 +10,9 @@ from __future__ import annotations
 from manim import LEFT, ORIGIN, RoundedRectangle, VGroup
 
 from astrai.trace.text import mask_bits
-from scenes import theme
-from scenes.kit.glyphs import Atlas, Counter
-from scenes.kit.layout import Layout
+from scenes.framework import theme
+from scenes.framework.kit.glyphs import Atlas, Counter
+from scenes.framework.kit.layout import Layout
 
 
 class BitRows(VGroup):

@@ -6,7 +6,7 @@ scene reads back equals what this returns.
 
 from __future__ import annotations
 
-from scenes.kit.glyphs import CHARS
+from scenes.framework.kit.glyphs import CHARS
 
 _DRAWN = set(CHARS) | {" "}
 

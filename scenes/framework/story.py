@@ -1,14 +1,14 @@
 """StoryScene: what every storyboard scene shares.
 
 A storyboard scene is one `StoryScene` subclass in its own file under `scenes/`. It names the
-workload its story is told from (`WORKLOAD`), its title and its chapter name in the promo, and
+workload its story is told from (`WORKLOAD`), its title (and a shorter chapter name, `CHAPTER`,
+if the title is long: the chapter's number is its place in scenes/storyboard.py), and
 implements `story()`. Everything it shows comes from traces of real runs (`self.trace_of(...)`),
 never from numbers typed in.
 
     class PrefixCacheScene(StoryScene):
         WORKLOAD = "prefix"
         TITLE = "Prefix cache"
-        CHAPTER = "2. Prefix cache"
 
         def story(self):
             trace = self.trace_of()          # $ASTRAI_WORKLOAD, else WORKLOAD
@@ -18,10 +18,11 @@ What the base gives every scene:
 - `cut`: "full" (the explainer) or "teaser" (the short cut of the promo: key beats only, tighter
   holds). Set by `cut=` or $ASTRAI_CUT. `self.pick(full, teaser)` chooses a value by cut.
 - `beat(animations, run_time, hold, line=...)`: the one timeline every scene and card plays
-  through. `line` is spoken (scenes/voice.py) from the beat's start, its cues become the
+  through. `line` is spoken (scenes/framework/voice.py) from the beat's start, its cues become the
   subtitles (Manim subcaptions, so every render writes an .srt), the animations run under it
   and the beat lasts at least as long as the speech. `speak(text)` starts a line without
-  waiting; `with voiced(text) as said:` plays a scene's own animations under it. `self.lines`
+  waiting; `with voiced(text) as said:` plays a scene's own animations under it;
+  `shot(caption, detail, duration, *plays, line=...)` is a beat with its caption lines. `self.lines`
   keeps every spoken (start, Line), `self.cues` every cue (start, seconds shown, text).
 - `teaser_story()`: the teaser cut's shot, next to `story()` (default: the story itself).
 - `chapter(name)`: a Manim section (`--save_sections` gives per-section clips and an index).
@@ -32,7 +33,7 @@ What the base gives every scene:
 - `workload`: the workload this render shows, and `output_name()`, the file name it renders to
   (the class name, plus the workload when $ASTRAI_WORKLOAD overrides the scene's own).
 - `snapshots` / `panels`: what the screen showed after each event / every code panel, for tests
-  (a scene that replays through `scenes.replay.Replay` sets `self.replay` and they are the
+  (a scene that replays through `scenes.framework.replay.Replay` sets `self.replay` and they are the
   replay's; see its package doc for narrative beats between the trace's beats).
 - Output: the render is named `output_name()` (Manim's -o wins), so stills are
   `media/images/<file>/<name>.png` and another workload or the teaser never overwrites the
@@ -46,7 +47,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from datetime import timedelta
 from typing import ClassVar
 
@@ -55,10 +56,11 @@ from manim import Scene, config
 from manim.animation.animation import prepare_animation
 
 from astrai.trace import Trace
-from scenes import theme
-from scenes.cues import MAX_CUE, MIN_CUE
-from scenes.kit.camera import ReplayCamera
-from scenes.voice import PAUSE, RATE, Line, Narrator
+from scenes.framework import theme
+from scenes.framework.cues import MAX_CUE, MIN_CUE
+from scenes.framework.kit.camera import ReplayCamera
+from scenes.framework.kit.slots import drawn_texts
+from scenes.framework.voice import PAUSE, RATE, Line, Narrator
 
 LINGER = 0.5  # seconds a cue stays after its speech, to finish reading it
 
@@ -73,7 +75,7 @@ def env_workload() -> str:
 class StoryScene(Scene):
     WORKLOAD: ClassVar[str] = "seed"
     TITLE: ClassVar[str] = ""
-    CHAPTER: ClassVar[str] = ""
+    CHAPTER: ClassVar[str] = ""  # the chapter's name, if not TITLE (numbered by the storyboard)
     IN_TEASER: ClassVar[bool] = True  # the promo's teaser plays this scene's shot
 
     def __init__(self, *args, trace: Trace | None = None, cut: str | None = None, **kwargs):
@@ -89,8 +91,11 @@ class StoryScene(Scene):
         self.chapters: list[tuple[float, str]] = []
         self._skipped = 0.0  # seconds `show`/`hold` stood for without going through Manim
         self._snapshots: list[dict] = []
+        self.shown: dict[str, dict] = {}  # beat -> what `snap` read back then
         self._panels: list[dict] = []
         self.replay = None  # the Replay a scene drives, if it drives one: the contract reads it
+        self.caption_lines = None  # the kit CaptionLines a scene's shots write to
+        self.captions_shown: list[tuple[float, str]] = []  # (start, caption) of every shot
         # Manim fixes a scene's output paths when it is constructed: name them after
         # output_name() unless the user chose a name (-o).
         chosen = config.output_file
@@ -125,7 +130,7 @@ class StoryScene(Scene):
         recorded now, or loaded if it names a saved .json (refused if stale)."""
         if spec is None and self.trace is not None:
             return self.trace
-        from scenes.replay import load  # the replay driver owns loading and its checks
+        from scenes.framework.replay import load  # the replay driver owns loading and its checks
 
         return load(spec or self.workload)
 
@@ -225,6 +230,25 @@ class StoryScene(Scene):
         yield spoken
         self.hold(end - self.clock)
 
+    def shot(self, caption: str, detail: str, duration: float, *plays,
+             line: str | None = None) -> None:
+        """One shot of the story: `caption` and `detail` on screen in the scene's caption lines
+        (`self.caption_lines`, a kit CaptionLines; refused if they do not fit), these plays,
+        each an (animations, run_time) pair, one after another, for at least `duration` s.
+        With `line`, the narrator says it from the start of the shot and the shot lasts until
+        the speech is over; without, the shot passes silently."""
+        self.caption_lines.check(caption, detail)
+        self.caption_lines.say(caption, detail)
+        self.captions_shown.append((round(self.clock, 4), caption))
+        with self.voiced(line) if line else nullcontext():
+            used = 0.0
+            for anims, run_time in plays:
+                if anims:
+                    self.show(anims, run_time)
+                    used += run_time
+            if duration - used > 1e-6:
+                self.hold(duration - used)
+
     def speak(self, text: str) -> Line:
         """Start a spoken line now: each of its cues becomes a subtitle placed at its own
         speech, and the speech goes into the video (Scene.add_sound). Does not wait."""
@@ -262,6 +286,13 @@ class StoryScene(Scene):
         self.next_section(name)
 
     # ---- contract the tests read -----------------------------------------------------------
+
+    def snap(self, beat: str, **what) -> None:
+        """A snapshot of what the scene shows now, for a scene that is not a replay (a replay
+        keeps its own, one per event): `what` (read back from the mobjects) under `beat`
+        in `shown`, and every text drawn, in `snapshots`."""
+        self.shown[beat] = what
+        self._snapshots.append({"beat": beat, **what, "texts": drawn_texts(self.mobjects)})
 
     @property
     def snapshots(self) -> list[dict]:

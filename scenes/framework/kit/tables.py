@@ -4,7 +4,7 @@ A table appears when its task first holds a page, grows a row per page (rows wra
 column block when the band is full), shows the task's length and its capacity (pages x
 page_size), and fades out when the task no longer holds pages (retired or preempted). When the
 trace carries text, a line under the table quotes the request's prompt, then its output as it
-grows (scenes.kit.said).
+grows (scenes.framework.kit.said).
 Horizontal slots are planned from the whole trace up front (`plan_tables`) so tables never
 overlap, whatever the workload.
 """
@@ -19,10 +19,10 @@ import numpy as np
 from manim import LEFT, RIGHT, UP, Line, Rectangle, Triangle, VGroup, VMobject
 
 from astrai.trace.events import Arrive, Event
-from scenes import theme
-from scenes.kit.glyphs import Atlas, Counter
-from scenes.kit.layout import Layout
-from scenes.kit.said import said
+from scenes.framework import theme
+from scenes.framework.kit.glyphs import Atlas, Counter
+from scenes.framework.kit.layout import Layout
+from scenes.framework.kit.said import said
 
 TITLE_H = 0.32
 HEADER_H = 0.27

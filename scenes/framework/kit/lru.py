@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from manim import LEFT, RIGHT, Rectangle, VGroup
 
-from scenes import theme
-from scenes.kit.glyphs import Atlas
+from scenes.framework import theme
+from scenes.framework.kit.glyphs import Atlas
 
 
 class LruStrip(VGroup):

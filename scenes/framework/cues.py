@@ -6,7 +6,7 @@ or # where one falls late enough in the line, else after 42 characters; its piec
 a line, so each piece ends a line.
 
 The reading-speed limits (17 characters a second, 5/6 s to 7 s a cue) are checked by
-`check` once the cues are timed; the time of a cue is its own speech (scenes.voice).
+`check` once the cues are timed; the time of a cue is its own speech (scenes.framework.voice).
 """
 
 from __future__ import annotations

@@ -35,9 +35,9 @@ from pathlib import Path
 import numpy as np
 
 from astrai.files import Output, read_text, replacing
-from scenes import cues as cue_split
+from scenes.framework import cues as cue_split
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]  # the repository
 RATE = 48_000  # the promo's audio rate
 VOICE = "en_US-joe-medium"
 # length_scale > 1 slows Piper down: at 1.0 it speaks about 16.7 characters a second, at the edge

@@ -17,9 +17,10 @@ from manim import LEFT, Rectangle, RoundedRectangle, VGroup
 
 from astrai.errors import TraceFormatError
 from astrai.trace import source as engine_source
-from scenes import theme
-from scenes.kit.glyphs import Atlas, GlyphText
-from scenes.kit.layout import Layout
+from scenes.framework import theme
+from scenes.framework.anchors import Anchor, marked_line
+from scenes.framework.kit.glyphs import Atlas, GlyphText
+from scenes.framework.kit.layout import Layout
 
 
 def source_of(file: str, qualname: str) -> tuple[list[str], int]:
@@ -46,6 +47,14 @@ class Listing:
     def text(self) -> str:
         """The listing as drawn, read back from its glyphs."""
         return "\n".join(line.shown().rstrip() for line in self.lines)
+
+
+def anchor_line(a: Anchor) -> int:
+    """The absolute line anchor `a` marks in today's source (LookupError if it is gone)."""
+    line = marked_line(a, *source_of(a.file, a.fn))
+    if line is None:
+        raise LookupError(f"engine anchor {a.name}: {a.fn} no longer has its line")
+    return line
 
 
 def choose_window(n: int, ran: list[int], current: int, size: int) -> int:

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 from manim import LEFT, Arrow, Rectangle, RoundedRectangle, VGroup
 
-from scenes import theme
-from scenes.kit.glyphs import Atlas
+from scenes.framework import theme
+from scenes.framework.kit.glyphs import Atlas
 
 
 def short_key(key: int) -> str:

@@ -1,7 +1,7 @@
 """A replay a story scene steers: its own beats around the trace's, and fast-forwards.
 
-`StoryReplay` drives `scenes.replay.Replay`'s planned beats itself (the driving the replay's
-package doc describes), with what scenes 2 and 5 need on top:
+`StoryReplay` drives `Replay`'s planned beats itself (the driving the replay's package doc
+describes), with what the prefix-cache and preemption scenes need on top:
 - hooks: a scene's own beats run before or after the beat that applies an event the scene
   names, or instead of it (`hook_instead`: the scene's beat then applies that beat's events);
 - `keep(spec)`: trace beats the scene does not keep are fast-forwarded: consecutive ones are
@@ -38,15 +38,16 @@ from astrai.trace.events import (
     Wait,
     Write,
 )
-from scenes.anchors import anchor, marked_line
-from scenes.kit.anim import Beat
-from scenes.replay import Replay
-from scenes.replay.beats import KINDS, WRITE, find
-from scenes.replay.plan import RUN
+from scenes.framework.anchors import anchor, marked_line
+from scenes.framework.kit.anim import Beat
+from scenes.framework.kit.captions import caption_room
+from scenes.framework.kit.layout import edges
+from scenes.framework.replay.beats import KINDS, WRITE, find
+from scenes.framework.replay.driver import Replay
+from scenes.framework.replay.plan import RUN
 
 Hook = Callable[["StoryReplay", int], None]
 QUIET = (Phase, Gather, Tokens)  # events that need no play of their own
-CAPTION_CHARS, DETAIL_CHARS = 86, 96  # what the caption lines show before cutting
 
 
 def _pages(pages: list[int]) -> str:
@@ -65,8 +66,10 @@ WORDS: dict[type[Event], str] = {
 _MOVES = (Alloc, Share, Free, Cache, Evict)
 
 
-def summarize(events: list[Event]) -> tuple[str, str]:
-    """Caption and detail for a fast-forwarded run of events, from their own fields."""
+def summarize(events: list[Event], room: tuple[int, int] | None = None) -> tuple[str, str]:
+    """Caption and detail for a fast-forwarded run of events, from their own fields, within
+    `room` characters a line (default: what caption lines across the frame hold)."""
+    caption_chars, detail_chars = room or caption_room(*edges())
     steps = sorted({ev.step for ev in events if ev.phase != "arrive"})
     parts: list[str] = []
     by: dict[tuple[type[Event], str], list] = {}
@@ -99,10 +102,10 @@ def summarize(events: list[Event]) -> tuple[str, str]:
         head = f"steps {steps[0]}-{steps[-1]} compressed"
     caption = f"{head}: "
     parts = parts or ["nothing new"]
-    while parts and len(caption) + len(parts[0]) <= CAPTION_CHARS - 1:
+    while parts and len(caption) + len(parts[0]) <= caption_chars - 1:
         caption += parts.pop(0) + ("; " if parts else "")
     detail = ""
-    while parts and len(detail) + len(parts[0]) + 2 <= DETAIL_CHARS - 3:
+    while parts and len(detail) + len(parts[0]) + 2 <= detail_chars - 3:
         detail += ("; " if detail else "") + parts.pop(0)
     if parts:  # the rest stays unsaid: the run is named compressed above
         detail += "; …"
@@ -157,7 +160,7 @@ class StoryReplay(Replay):
     # ---- words and time -------------------------------------------------------------------
 
     def say(self, beat: Beat, caption: str, detail: str = "") -> None:
-        if self._own and (len(caption) > CAPTION_CHARS or len(detail) > DETAIL_CHARS):
+        if self._own and self.captions.lines.too_long(caption, detail):
             self.cut_short.append((caption, detail))  # a scene's words cut short: tests flag it
         super().say(beat, caption, detail)
 
@@ -182,7 +185,7 @@ class StoryReplay(Replay):
 
     # ---- the run --------------------------------------------------------------------------
 
-    def run(self, construct: bool = True) -> None:  # type: ignore[override]
+    def run(self, construct: bool = True) -> None:
         if construct:
             self.construct_cache()
         fast: list = []
@@ -235,7 +238,7 @@ class StoryReplay(Replay):
         for i in idx:
             self.apply(i, beat, staged=False)
         self._own = True
-        self.say(beat, *summarize([self.events[i] for i in idx]))
+        self.say(beat, *summarize([self.events[i] for i in idx], self.captions.room))
         self._own = False
         last_write = max((i for i in idx if isinstance(self.events[i], Write)), default=None)
         if last_write is not None:
@@ -262,8 +265,9 @@ class StoryReplay(Replay):
         self.panels.append({**info, "event": event, "frame": frame, "kind": "story"})
 
     def line_of(self, event: int, name: str, where=("code", "returned")) -> dict | None:
-        """The frame in `event` of the function of engine anchor `name` (scenes/anchors.py),
-        its marked line moved to the anchor's line if that ran (None without line tracing)."""
+        """The frame in `event` of the function of engine anchor `name`
+        (scenes/framework/anchors.py), its marked line moved to the anchor's line if that ran
+        (None without line tracing)."""
         a = anchor(name)
         frame = find(self.events[event], a.fn, where)
         if frame is None:
@@ -289,7 +293,7 @@ class StoryReplay(Replay):
         self.say(beat, caption, detail)
         self._own = False
         if line:
-            self.speak(line)
+            self.queue_line(line)
         if code is not None:
             self.show_frame(*code)
         self._playing = (name, events[0] if events else None)

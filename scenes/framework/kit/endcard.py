@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from manim import Line
 
-from scenes import theme
-from scenes.kit.board import Board
-from scenes.kit.glyphs import Atlas
+from scenes.framework import theme
+from scenes.framework.kit.board import Board
+from scenes.framework.kit.glyphs import Atlas
 
 
 def figure_rows(board: Board, header: tuple[str, str, str], rows: list[tuple[str, str, str]],

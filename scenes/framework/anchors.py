@@ -4,7 +4,7 @@ An anchor is (name, file, fn, effect): `fn` is a function's qualname in an engin
 `effect` the source fragments (in order of preference) naming the line that does what the beat
 shows; the panel marks the first of them found on a line that ran. A fragment with a newline
 spans consecutive lines (each part on its line) and names the last, for a line too plain to be
-told apart on its own (a `break`). Scenes, the beat registry and scene 6 refer to anchors by
+told apart on its own (a `break`). Scenes and the beat registry refer to anchors by
 name and never spell engine source themselves, so when the engine changes, this table is the
 one place to update, and `problems()` (run by the tests) names every entry it no longer fits.
 
@@ -97,7 +97,7 @@ ANCHORS: dict[str, Anchor] = _table(
     Anchor("forward.finish", SCHED, "Scheduler._forward", ("task.status = Status.FINISHED",)),
     Anchor("fork.share_pages", SCHED, "Scheduler._fork", ("self.cache.inc_ref",)),
     Anchor("cow.drop_shared", SCHED, "Scheduler._copy_on_write", ("cache.free(src,",)),
-    # The model (scene 6's attention).
+    # The model (the write/gather scene's attention).
     Anchor("model.attend", MODEL, "TinyModel.forward", ("o = F.scaled_dot_product_attention(",)),
 )
 

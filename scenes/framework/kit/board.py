@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from manim import LEFT, Rectangle, VGroup
 
-from scenes import theme
-from scenes.kit.glyphs import Atlas
-from scenes.kit.layout import Layout
+from scenes.framework import theme
+from scenes.framework.kit.glyphs import Atlas
+from scenes.framework.kit.layout import Layout
 
 
 class Board(VGroup):
@@ -57,6 +57,6 @@ class Board(VGroup):
 
     def texts(self) -> list[str]:
         """Every line of text on the board, as drawn (for tests)."""
-        from scenes.kit.glyphs import GlyphText
+        from scenes.framework.kit.glyphs import GlyphText
 
         return [m.shown() for m in self.get_family() if isinstance(m, GlyphText)]

@@ -1,6 +1,6 @@
 """The beat kinds: one registry entry per kind - its timing, the engine anchors its code panel
-may show (scenes/anchors.py: a function, and the line that does what the beat shows), and the
-function that animates it.
+may show (scenes/framework/anchors.py: a function, and the line that does what the beat
+shows), and the function that animates it.
 
 A new beat kind is one `@kind(...)` function here (and, if the planner should emit it, a rule
 in `plan.py`); its name must be an event kind or one of `plan.OWN_KINDS` (else ValueError at
@@ -33,15 +33,15 @@ from astrai.trace.events import (
     Write,
 )
 from astrai.trace.text import mask_bits
-from scenes import theme
-from scenes.anchors import Anchor, anchor
-from scenes.kit.said import quoted
-from scenes.replay.plan import MONTAGE, beat_kind
+from scenes.framework import theme
+from scenes.framework.anchors import Anchor, anchor
+from scenes.framework.kit.said import quoted
+from scenes.framework.replay.plan import MONTAGE, beat_kind
 
 if TYPE_CHECKING:
-    from scenes.kit.anim import Beat
-    from scenes.replay.driver import Replay
-    from scenes.replay.plan import BeatSpec
+    from scenes.framework.kit.anim import Beat
+    from scenes.framework.replay.driver import Replay
+    from scenes.framework.replay.plan import BeatSpec
 
 # Stages inside a beat (fractions of its run time): words first, then the mask, then the frames,
 # then the tables - the order the code changes them in.
@@ -66,7 +66,7 @@ KINDS: dict[str, Kind] = {}
 def kind(name: str | type[Event], timing: tuple[float, float, float], *code: Anchor):
     """Register the decorated function as the animation of beat kind `name` (an event kind or
     one of the planner's own: a misspelled name raises ValueError here, at import)."""
-    name = beat_kind(name, "scenes.replay.beats")
+    name = beat_kind(name, "scenes.framework.replay.beats")
 
     def register(fn):
         KINDS[name] = Kind(name, timing, tuple(code), fn)
@@ -116,7 +116,7 @@ def _last(r: Replay, spec: BeatSpec, kind_: type[Event]) -> Event | None:
 
 # ---- the kinds -------------------------------------------------------------------------------
 
-# The engine lines the panels mark, by their names in scenes/anchors.py.
+# The engine lines the panels mark, by their names in scenes/framework/anchors.py.
 STORE = anchor("store.shape")
 CLEANUP = anchor("cleanup.find_finished")
 SUBMIT = anchor("submit.enqueue")
@@ -161,7 +161,7 @@ def arrive(r: Replay, spec: BeatSpec) -> None:
               else f"prompt of {ev.prompt_len} tokens")
     r.say(beat, f"{ev.task} arrives: {prompt}, up to {ev.max_new_tokens} new",
           f"submit() queues it: waiting = {ev.state['queue']}")
-    r.speak(f"Request {ev.task} arrives, with a prompt of {ev.prompt_len} tokens.",
+    r.queue_line(f"Request {ev.task} arrives, with a prompt of {ev.prompt_len} tokens.",
             once="arrive")  # later arrivals are on screen; what they get is said
     r.show_code(spec, SUBMIT, spec.main)
     r.play(beat, *r.timing(spec))
@@ -178,7 +178,7 @@ def admit(r: Replay, spec: BeatSpec) -> None:
               f"_fit: {ev.needed} page(s) to allocate, {ev.available} available "
               "(free, plus cached ones it does not revive)")
         r.show_code(spec, FIT, spec.main, where=("returned",))
-        r.speak("First, the scheduler checks that its prompt fits in the pool.")
+        r.queue_line("First, the scheduler checks that its prompt fits in the pool.")
         r.play(beat, *r.scaled(0.7, 1.6))
         beat = r.new_beat()
     else:
@@ -188,7 +188,7 @@ def admit(r: Replay, spec: BeatSpec) -> None:
     r.say(beat, f"{ev.task}: pages_for({n}) = ceil({n} / {ps}) = {total} pages{hit_words}",
           f"to allocate: {ev.needed} of {ev.available} available")
     if spec.first or hits:
-        r.speak(_admit_words(ev, ps))
+        r.queue_line(_admit_words(ev, ps))
     r.show_code(spec, PAGES_FOR, spec.main, where=("returned",))
     r.play(beat, *r.timing(spec))
 
@@ -198,7 +198,7 @@ def wait(r: Replay, spec: BeatSpec) -> None:
     beat, ev, _ = _applied(r, spec)
     r.say(beat, f"{ev.task} waits: needs {ev.needed} pages, {ev.available} available",
           "the head of the queue waits; nobody skips ahead of it")
-    r.speak(f"{ev.task} has to wait: it needs {_count(ev.needed, 'page')}, and "
+    r.queue_line(f"{ev.task} has to wait: it needs {_count(ev.needed, 'page')}, and "
             f"only {ev.available} {_are(ev.available)} free.")
     r.show_code(spec, FIT, spec.main)
     r.play(beat, *r.timing(spec))
@@ -229,15 +229,15 @@ def _alloc_line(r: Replay, ev: Event, prev: dict | None) -> None:
     before = table[ev.logical - 1] if 0 < ev.logical <= len(table) else None
     low = prev is not None and prev["free_mask"] and _lowest(prev["free_mask"]) == page
     if low and r.first("lowest"):
-        r.speak(f"The allocator takes the lowest free page: page {page}. Its bit is cleared, "
+        r.queue_line(f"The allocator takes the lowest free page: page {page}. Its bit is cleared, "
                 "and its count is set to one.")
     elif before is not None and abs(before - page) != 1 and r.first("scattered"):
-        r.speak(f"{task} gets page {page}, far from page {before}. Pages need not sit side by "
+        r.queue_line(f"{task} gets page {page}, far from page {before}. Pages need not sit side by "
                 "side: the page table keeps their order.")
     elif not low and prev is not None and not prev["free_mask"]:
-        r.speak(f"No page is free, so a cached one is given up: page {page}.")
+        r.queue_line(f"No page is free, so a cached one is given up: page {page}.")
     else:
-        r.speak(f"{task} gets page {page}.", once=f"alloc {task} {ev.step}")
+        r.queue_line(f"{task} gets page {page}.", once=f"alloc {task} {ev.step}")
 
 
 def _alloc_words(r: Replay, ev: Event, prev: dict | None) -> str:
@@ -281,12 +281,12 @@ def grow(r: Replay, spec: BeatSpec) -> None:
               + (f"page {ev.page} is the lowest free bit" if low else
                  _alloc_words(r, ev, prev)))
         if r.first("grow"):
-            r.speak(f"At token {need.n_tokens}, "
+            r.queue_line(f"At token {need.n_tokens}, "
                     f"{need.task}'s {_count(need.held, 'page')} of {need.capacity} "
                     f"slots {_are(need.held, 'is', 'are')} full, so it takes one more: "
                     f"page {ev.page}.")
         else:
-            r.speak(f"{need.task} is full again, and takes page {ev.page}.")
+            r.queue_line(f"{need.task} is full again, and takes page {ev.page}.")
     r.show_code(spec, GROW, spec.main)
     r.box(beat, ev.page, W_POOL)
     r.play(beat, *r.timing(spec))
@@ -304,13 +304,13 @@ def share(r: Replay, spec: BeatSpec) -> None:
                  f"a prefix hit: inc_ref, refs[{ev.page}] = {refs}; no K/V recomputed")
     r.say(beat, *words)
     if ev.revived:
-        r.speak(f"Page {ev.page} was still cached, so {ev.task} brings it back "
+        r.queue_line(f"Page {ev.page} was still cached, so {ev.task} brings it back "
                 "instead of computing it again.")
     elif r.first("share"):
-        r.speak(f"{ev.task}'s prompt starts with the same tokens, so it shares page "
+        r.queue_line(f"{ev.task}'s prompt starts with the same tokens, so it shares page "
                 f"{ev.page}: {refs} requests now hold it, and nothing is computed twice.")
     else:
-        r.speak(f"It shares page {ev.page} too.")
+        r.queue_line(f"It shares page {ev.page} too.")
     r.show_code(spec, SHARE, spec.main)
     r.box(beat, ev.page, W_POOL)
     r.play(beat, *r.timing(spec))
@@ -324,7 +324,7 @@ def evict(r: Replay, spec: BeatSpec) -> None:
     to = f" -> {taken.task}[{taken.logical}]" if isinstance(taken, Alloc) else ""
     r.say(beat, f"no free page: evict cached page {ev.page}{to}",
           f"cached pages, least recently used first: {lru}; the first one goes")
-    r.speak(f"No page is free, so the cached page used longest ago, page {ev.page}, "
+    r.queue_line(f"No page is free, so the cached page used longest ago, page {ev.page}, "
             "is given up.")
     at = spec.events[-1] if find(taken, EVICT.fn, ("returned",)) else spec.main
     r.show_code(spec, EVICT, at, where=("returned",))
@@ -347,15 +347,15 @@ def free(r: Replay, spec: BeatSpec) -> None:
     r.say(beat, f"free page {page} of {ev.task}: {end}",
           f"_release drops {ev.task}'s pages last first; free() decrements refs[{page}]")
     if refs > 0:
-        r.speak(f"{ev.task} lets go of page {page}, but another request still holds it.")
+        r.queue_line(f"{ev.task} lets go of page {page}, but another request still holds it.")
     elif cached:
-        r.speak(f"Page {page} is let go, but kept: another prompt may start the same way.",
+        r.queue_line(f"Page {page} is let go, but kept: another prompt may start the same way.",
                 once=f"cached {page}")
     elif r.first("free") and r.first(f"free {ev.task}"):
-        r.speak(f"{ev.task} is done, so its pages go back to the pool. Page {page}'s "
+        r.queue_line(f"{ev.task} is done, so its pages go back to the pool. Page {page}'s "
                 "count drops to zero, and its bit says free again.")
     else:
-        r.speak(f"{ev.task} is done, and its pages go back too.", once=f"free {ev.task}")
+        r.queue_line(f"{ev.task} is done, and its pages go back too.", once=f"free {ev.task}")
     r.show_code(spec, FREE, spec.main)
     r.box(beat, page, W_POOL, theme.CACHED if cached else theme.ACCENT)
     r.play(beat, *r.timing(spec))
@@ -366,7 +366,7 @@ def cache(r: Replay, spec: BeatSpec) -> None:
     beat, ev, _ = _applied(r, spec)
     r.say(beat, f"page {ev.page} stays cached (refs 0, recorded prefix)",
           f"cached, least recently used first: {ev.state['cached']}")
-    r.speak(f"Page {ev.page} stays in the cache, for a prompt that starts the same way.",
+    r.queue_line(f"Page {ev.page} stays in the cache, for a prompt that starts the same way.",
             once=f"cached {ev.page}")
     r.show_code(spec, FREE, spec.main)
     r.box(beat, ev.page, W_POOL, theme.CACHED)
@@ -379,7 +379,7 @@ def record(r: Replay, spec: BeatSpec) -> None:
     r.say(beat, f"record_prefix: {ev.task}'s full prompt pages {ev.pages} recorded",
           "each page's key chains the previous page's: a later prompt can share them")
     if r.first("record"):
-        r.speak(f"{ev.task}'s full prompt pages are recorded, each under a key chained to "
+        r.queue_line(f"{ev.task}'s full prompt pages are recorded, each under a key chained to "
                 "the page before it, so a later prompt can find them.")
     r.show_code(spec, RECORD, spec.main)
     n = max(len(ev.pages), 1)
@@ -421,7 +421,7 @@ def write(r: Replay, spec: BeatSpec) -> None:
     names = " and ".join(row["task"] for row in rows)
     if r.first("write"):
         n = sum(row["n"] for row in rows)
-        r.speak(f"Prefill writes the keys and values of all {n} prompt tokens into "
+        r.queue_line(f"Prefill writes the keys and values of all {n} prompt tokens into "
                 f"{names}'s pages, in order, filling the last one only part way.")
     r.show_code(spec, WRITE, spec.main)
     r.play(beat, *r.timing(spec))
@@ -452,7 +452,7 @@ def forward(r: Replay, spec: BeatSpec) -> None:
     parts = "; ".join(f"{row['task']} pos {row['start']} -> {_runs(row)}" for row in ev.rows)
     r.say(beat, f"decode step {ev.step}: one token per running request",
           f"write {parts}" + (f"; gather len {gathered.total_len}" if gathered else ""))
-    r.speak("Now each step writes one new token a request, into the next slot of its last "
+    r.queue_line("Now each step writes one new token a request, into the next slot of its last "
             "page.", once="decode")
     r.show_code(spec, WRITE, spec.main)
     r.play(beat, *r.timing(spec))
@@ -569,7 +569,7 @@ def preempt(r: Replay, spec: BeatSpec) -> None:
     beat, ev, _ = _applied(r, spec)
     r.say(beat, f"pool dry: preempt {ev.task} (the newest): pages freed, requeued",
           f"waiting = {ev.state['queue']}; its tokens are recomputed on readmission")
-    r.speak(f"The pool has run dry, so the newest request, {ev.task}, is stopped: its "
+    r.queue_line(f"The pool has run dry, so the newest request, {ev.task}, is stopped: its "
             "pages go back, and it waits at the front of the queue.")
     r.show_code(spec, PREEMPT, spec.main)
     r.play(beat, *r.timing(spec))
@@ -586,6 +586,6 @@ def tail(r: Replay, spec: BeatSpec) -> None:
     free_words = f"{retired[0].n_free} of {r.n_pages} pages free" if retired else "done"
     kept = f", {len(st['cached'])} cached" if st["cached"] else ""
     r.say(beat, f"all requests done: {free_words}{kept}", f"tokens generated - {outs}")
-    r.speak("Every request is done." + (f" {retired[0].n_free} of the {r.n_pages} pages "
+    r.queue_line("Every request is done." + (f" {retired[0].n_free} of the {r.n_pages} pages "
                                         "are free again." if retired else ""))
     r.play(beat, *r.timing(spec))

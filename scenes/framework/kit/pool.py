@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from manim import DOWN, LEFT, RIGHT, UL, UR, Line, Rectangle, Square, VGroup
 
-from scenes import theme
-from scenes.kit.glyphs import Atlas, Counter
-from scenes.kit.layout import Layout
+from scenes.framework import theme
+from scenes.framework.kit.glyphs import Atlas, Counter
+from scenes.framework.kit.layout import Layout
 
 
 def frame_label(state: dict, page: int) -> str:

@@ -14,7 +14,7 @@ import string
 import numpy as np
 from manim import LEFT, NORMAL, ORIGIN, Rectangle, Text, VGroup, VMobject
 
-from scenes import theme
+from scenes.framework import theme
 
 EXTRA = "→←↑↓·…×−≥≤▶✓⌈⌉│─"
 CHARS = "".join(c for c in string.printable if c.isprintable() and not c.isspace()) + EXTRA
@@ -99,7 +99,7 @@ class GlyphText(VGroup):
         box = Rectangle(width=atlas.width(n), height=atlas.height, stroke_width=0,
                         fill_opacity=0)
         box.move_to(ORIGIN, aligned_edge=LEFT)
-        box.ghost = True  # layout only: scenes.kit.camera.ReplayCamera does not draw it
+        box.ghost = True  # layout only: scenes.framework.kit.camera.ReplayCamera does not draw it
         self.box = box
         self.add(box)
         self.runs: list[VMobject] = []
@@ -133,7 +133,7 @@ class Counter(VGroup):
     """A slot for a GlyphText that changes (a number, a short label) at a fixed anchor.
 
     `set(text)` swaps the glyphs at once and returns True if the text changed; a replay Beat
-    then cross-fades from what the slot showed when the beat began (see scenes.kit.anim).
+    then cross-fades from what the slot showed when the beat began (see scenes.framework.kit.anim).
     """
 
     def __init__(self, atlas: Atlas, text: str = "", color=theme.TEXT, align=LEFT):

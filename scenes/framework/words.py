@@ -1,0 +1,41 @@
+"""How numbers and lists read on screen and in the narration: shapes, floats, sizes, spoken
+lists."""
+
+from __future__ import annotations
+
+
+def shape(x) -> str:
+    """'[2, 8]' for a nested list / shape list."""
+    dims = []
+    while isinstance(x, list):
+        dims.append(len(x))
+        x = x[0] if x else None
+    return "[" + ", ".join(map(str, dims)) + "]"
+
+
+def dims(s: list[int]) -> str:
+    return "[" + ", ".join(map(str, s)) + "]"
+
+
+def fmt(x: float) -> str:
+    return f"{x:.2f}"
+
+
+
+def spoken_list(items, last: str = "and") -> str:
+    """'1, 2 and 0' (or '1, 2, then 0' with last='then'): a list as the narrator says it."""
+    items = [str(x) for x in items]
+    if len(items) < 2:
+        return "".join(items)
+    sep = ", then " if last == "then" else f" {last} "
+    return ", ".join(items[:-1]) + sep + items[-1]
+
+
+def kib(n_bytes: int) -> str:
+    """A size as shown: "192.0 KiB"."""
+    return f"{n_bytes / 1024:.1f} KiB"
+
+
+def spoken_kib(n_bytes: int) -> str:
+    """A size as said: "192 KiB", "1.5 KiB"."""
+    return f"{n_bytes / 1024:g} KiB"

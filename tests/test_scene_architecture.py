@@ -1,0 +1,74 @@
+"""The scene layer's shape, read from its source: the storyboard's scenes sit in scenes/, what
+they are written with in scenes/framework/; the kit never imports the replay; chapter numbers
+come from the storyboard's order; only the timeline plays on a Manim scene; no scene file grows
+past what one reads in a sitting."""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import re
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+FRAMEWORK = ROOT / "scenes" / "framework"
+MAX_SCENE_LINES = 450
+
+from scenes.storyboard import STORYBOARD  # noqa: E402
+
+
+def _imports(path: Path) -> set[str]:
+    out = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            out.add(node.module)
+        elif isinstance(node, ast.Import):
+            out.update(a.name for a in node.names)
+    return out
+
+
+def _scene_files() -> list[Path]:
+    return [ROOT / Path(*module.split(".")).with_suffix(".py") for module, _ in STORYBOARD]
+
+
+def test_the_kit_never_imports_the_replay():
+    bad = {p.name: sorted(m for m in _imports(p) if m.startswith("scenes.framework.replay"))
+           for p in (FRAMEWORK / "kit").glob("*.py")}
+    assert not {k: v for k, v in bad.items() if v}, bad
+
+
+def test_the_framework_never_imports_a_scene():
+    scenes = {module for module, _ in STORYBOARD} | {"scenes.cards"}
+    bad = {str(p.relative_to(ROOT)): sorted(_imports(p) & scenes) for p in FRAMEWORK.rglob("*.py")}
+    assert not {k: v for k, v in bad.items() if v}, bad
+
+
+def test_storyboard_scenes_sit_in_scenes_and_stay_short():
+    for path in _scene_files():
+        assert path.parent == ROOT / "scenes", path
+        n = len(path.read_text(encoding="utf-8").splitlines())
+        assert n <= MAX_SCENE_LINES, f"{path.name}: {n} lines (at most {MAX_SCENE_LINES})"
+
+
+def test_only_the_timeline_plays_on_a_scene():
+    """A scene file plays through the timeline (beat, shot, show, hold; a replay's tell):
+    a direct Scene.play would run outside the clock the subtitles and chapters are placed by."""
+    for path in [*_scene_files(), ROOT / "scenes" / "cards.py"]:
+        calls = [node.lineno for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+                 if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                 and node.func.attr in ("play", "wait")
+                 and isinstance(node.func.value, ast.Name) and node.func.value.id == "self"]
+        assert calls == [], f"{path.name} calls self.play/wait at lines {calls}"
+
+
+def test_chapter_numbers_come_from_the_storyboard():
+    pytest.importorskip("manim")
+    from scenes.cards import chapter_of
+
+    for index, (module, name) in enumerate(STORYBOARD, start=1):
+        cls = getattr(importlib.import_module(module), name)
+        assert not re.match(r"\d", getattr(cls, "CHAPTER", "")), f"{name} types its number"
+        chapter = chapter_of(cls, index)
+        assert chapter == f"{index}. {cls.CHAPTER or cls.TITLE}"
