@@ -5,9 +5,9 @@ peaks, length, samples as a player hears them); Opus for the WebM.
 Each part's speech is already at the promo's level (scenes/framework/voice.py levels every cue
 to -16 LUFS with peaks at most -1.5 dBFS), so a cut needs no level pass. It does need one
 encode: a part's AAC ends on a whole codec frame (1024 samples), so copying each part's packets
-puts up to a frame of padding between parts, which a player that plays decoded sound back to back (most do) hears
-as a lag growing at every part. The join decodes each part's sound, cuts it to its picture's
-samples, and encodes the concatenation once (Track).
+puts up to a frame of padding between parts, which a player that plays decoded sound back to
+back (most do) hears as a lag growing at every part. The join decodes each part's sound, cuts
+it to its picture's samples, and encodes the concatenation once (Track).
 """
 
 from __future__ import annotations
