@@ -48,7 +48,7 @@ class WriteGuard(Observer):
     def __init__(self, cache: PagedCache):
         self.cache, self.writes, self.copies = cache, 0, []
 
-    def on_write(self, layer_id, page_table, start_pos, n_tokens, lengths, owners=None):
+    def on_write(self, layer_id, page_table, start_pos, n_tokens, lengths, owners, *moved):
         ps = self.cache.page_size
         table = page_table.tolist()
         starts = start_pos.tolist()
