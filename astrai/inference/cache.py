@@ -1,11 +1,12 @@
 """PagedCache: K/V storage in fixed-size pages, handed out from a free bitmask.
 
-Its parts, each a short class of its own, composed here behind one API:
+It holds the page policy; its parts, each a short class of its own, do the rest:
 - `PageAllocator` (allocator.py): the free bitmask and a refcount per page, lowest free first;
-- `PrefixIndex` (prefix.py): chained keys of recorded full prompt pages, and the LRU of cached
-  ones;
+- `PrefixIndex` (prefix.py): chained keys of recorded full prompt pages, the LRU of cached ones;
 - `KVStore` (kv.py): the K/V tensors, slot and gather indices, and `CacheView`, a batch's view;
-- `CheckedKV` (checked.py): the K/V API, checking what callers hand in before the store acts.
+- `CheckedKV` (checked.py): the K/V API (write, gather, bind a batch's view), which checks every
+  table, position and tensor handed in before the store moves anything. The cache holds one
+  (`checked`), tells it when a page is released, and offers its calls as its own.
 
 Every page is exactly one of three kinds: free (its bit is set in the mask), in use (refs > 0),
 and cached (refs == 0, but it still holds a recorded prompt prefix and can be revived by a lookup
@@ -16,12 +17,8 @@ to `owner.page_table` as it is taken (nano-vllm's block manager fills `seq.block
 way), `free(page, owner=task)` is told who lets go. The cache reads nothing else of an owner; it
 passes it to its observer (astrai.inference.observer), which hears every change once it is whole.
 
-The K/V API (write, gather, bind a batch's view) is `CheckedKV` (checked.py): every table,
-position and tensor handed in is checked there before the store moves anything. The cache
-holds one (`checked`), tells it when a page is released, and offers its calls as its own.
-
-`atomic()` runs a block (a scheduler step) that either completes or leaves the cache as it was:
-see `snapshot`.
+`atomic()` runs a block (a scheduler step) that either completes or leaves the cache as it was;
+blocks nest (astrai.inference.snapshot).
 """
 
 from __future__ import annotations
@@ -34,21 +31,20 @@ import torch
 
 from astrai.errors import (
     BadCount,
-    CacheTooLarge,
     DoubleFree,
     IntegrityError,
     PageNotAllocated,
     PageOutOfRange,
     SharedPage,
 )
-from astrai.inference.allocator import PageAllocator, was_free
+from astrai.inference.allocator import PageAllocator
 from astrai.inference.checked import CheckedKV
-from astrai.inference.checks import require_sizes
+from astrai.inference.checks import require_room, require_sizes
 from astrai.inference.kv import CacheView, KVStore
 from astrai.inference.observer import NO_OBSERVER, Observer
 from astrai.inference.prefix import PrefixIndex
+from astrai.inference.snapshot import Snapshot, Snapshots
 from astrai.inference.state import Stateful
-from astrai.memory import available_bytes
 
 __all__ = ["CacheView", "Observer", "PagedCache", "pages_for", "store_bytes"]
 
@@ -66,21 +62,6 @@ def pages_for(n_tokens: int, page_size: int) -> int:
     return (n_tokens + page_size - 1) // page_size
 
 
-class Snapshot:
-    """What `PagedCache.snapshot` saved: each part's declared STATE (the free bits then among
-    it), and the K/V of pages taken since that were not free then (filled in as taken)."""
-
-    __slots__ = ("allocator", "prefix", "kept")
-
-    def __init__(self, cache: PagedCache):
-        self.allocator = cache.allocator.snapshot()
-        self.prefix = cache.prefix.snapshot()
-        self.kept: dict[int, tuple] = {}
-
-    def was_free(self, idx: int) -> bool:
-        return was_free(self.allocator, idx)
-
-
 class PagedCache(Stateful):
     # Fields fixed at construction, and the ones a step changes (restore() puts the parts'
     # STATE back and has `checked` check every table again). A test holds every field of an
@@ -89,7 +70,7 @@ class PagedCache(Stateful):
              "kv", "k_cache", "v_cache", "_k_store", "_v_store", "allocator", "prefix", "_refs",
              "checked", "observer")
     STATE = ()  # its parts' STATE is what a step changes
-    VOLATILE = ("_snapshot",)
+    VOLATILE = ("_snapshots",)
 
     def __init__(
         self,
@@ -107,13 +88,8 @@ class PagedCache(Stateful):
         self.n_kv_heads, self.head_dim = n_kv_heads, head_dim
         self.device, self.dtype = torch.device(device), dtype
         # Sized before any tensor or list exists: n_pages=2**40 is refused, not attempted.
-        need = store_bytes(n_layers, n_pages, page_size, n_kv_heads, head_dim, dtype)
-        have = _available(self.device)
-        if have is not None and need > have:
-            raise CacheTooLarge(
-                f"PagedCache(n_pages={n_pages}, page_size={page_size}, ...) needs "
-                f"{need / 2**20:.0f} MiB; {self.device} has {have / 2**20:.0f} MiB available"
-            )
+        require_room(store_bytes(n_layers, n_pages, page_size, n_kv_heads, head_dim, dtype),
+                     self.device, f"PagedCache(n_pages={n_pages}, page_size={page_size}, ...)")
         self.kv = KVStore(n_layers, n_pages, page_size, n_kv_heads, head_dim, self.device, dtype)
         self.device = self.kv.device  # "cuda" -> "cuda:0", as the tensors report it
         self.k_cache, self.v_cache = self.kv.k_cache, self.kv.v_cache  # the null page hidden
@@ -122,15 +98,13 @@ class PagedCache(Stateful):
         self.prefix = PrefixIndex(page_size)
         self._refs = self.allocator.refs  # the same list (restore refills it in place)
         self.checked = CheckedKV(self)
-        self._snapshot: Snapshot | None = None  # open while an atomic() block runs
+        self._snapshots = Snapshots()  # open while their atomic() blocks run
         self.observer: Observer = NO_OBSERVER
 
     def __repr__(self) -> str:
-        return (
-            f"PagedCache(n_layers={self.n_layers}, n_pages={self.n_pages}, "
-            f"page_size={self.page_size}, n_kv_heads={self.n_kv_heads}, "
-            f"head_dim={self.head_dim}, device={self.device}, dtype={self.dtype})"
-        )
+        return (f"PagedCache(n_layers={self.n_layers}, n_pages={self.n_pages}, "
+                f"page_size={self.page_size}, n_kv_heads={self.n_kv_heads}, "
+                f"head_dim={self.head_dim}, device={self.device}, dtype={self.dtype})")
 
     # ---- read-only views -------------------------------------------------------------------
 
@@ -206,8 +180,8 @@ class PagedCache(Stateful):
         evicted = idx < 0
         if evicted:
             idx = self._evict_lru()
-        if self._snapshot is not None:
-            self._keep(idx)
+        if self._snapshots.open:
+            self._snapshots.keep(idx, self.kv)
         if table is not None:
             table.append(idx)
         if evicted:
@@ -340,27 +314,21 @@ class PagedCache(Stateful):
     # ---- atomic steps ----------------------------------------------------------------------
 
     def snapshot(self) -> Snapshot:
-        """Save what a step can change: the allocator's and the prefix index's declared STATE
-        (O(pages), not K/V). Until `restore` or the end of `atomic()`, the K/V of every page
-        taken that was not free at the snapshot (a cached prefix page evicted, a page a
-        preempted request held) is copied as it is taken: pages free then hold nothing anyone
-        reads."""
-        self._snapshot = Snapshot(self)
-        return self._snapshot
-
-    def _keep(self, idx: int) -> None:
-        snap = self._snapshot
-        if idx not in snap.kept and not snap.was_free(idx):
-            snap.kept[idx] = self.kv.page(idx)
+        """Save what a step can change, and keep the K/V of pages taken from someone until the
+        snapshot is restored or its block ends (astrai.inference.snapshot: blocks nest)."""
+        return self._snapshots.take(self)
 
     def restore(self, snap: Snapshot) -> None:
-        """Put the cache back as `snapshot` found it, K/V of the pages taken since included."""
+        """Put the cache back as `snapshot` found it, K/V of the pages taken since included.
+        BadSnapshot, changing nothing, for a snapshot of another cache or one no longer open;
+        snapshots opened after this one close with it."""
+        self._snapshots.opened(snap, self)
         self.allocator.restore(snap.allocator)
         self.prefix.restore(snap.prefix)
         for page, kv in snap.kept.items():
             self.kv.put_page(page, kv)
         self.checked.forget()  # tables checked since are checked again
-        self._snapshot = None
+        self._snapshots.close(snap)
 
     @contextmanager
     def atomic(self):
@@ -370,10 +338,11 @@ class PagedCache(Stateful):
         try:
             yield snap
         except BaseException:
-            self.restore(snap)
+            if self._snapshots.is_open(snap):  # else the block restored it (or an outer one)
+                self.restore(snap)
             raise
         finally:
-            self._snapshot = None
+            self._snapshots.close(snap)
 
     # ---- K/V: the checked API of `checked` (astrai.inference.checked), offered here ---------
 
@@ -412,8 +381,9 @@ class PagedCache(Stateful):
         """Copy the first n_slots slots of page src into page dst, K and V of every layer: the
         copy half of copy-on-write (the scheduler then points its table at dst and drops src).
 
-        Both pages must be in use and dst held by one owner only (refs 1): copying into a page
-        someone else reads would be a write into a shared page. Checked before anything moves.
+        Both pages must be in use and dst held by one owner only (refs 1) and recording no
+        prefix: copying into a page someone else reads, now or at a later prefix hit, would be
+        a write into a shared page. Checked before anything moves.
         """
         src, dst = self._page_id(src), self._page_id(dst)
         self.checked.require_held((src, dst), "copy_page")
@@ -422,6 +392,9 @@ class PagedCache(Stateful):
         if self._refs[dst] != 1:
             raise SharedPage(f"copy_page: destination page {dst} has {self._refs[dst]} holders; "
                              "a copy may only go to a page held by one")
+        if dst in self.prefix:  # a later prefix hit would read the copy as its tokens' K/V
+            raise SharedPage(f"copy_page: destination page {dst} records a prefix; a copy may "
+                             "only go to a page no prefix hit reads")
         if isinstance(n_slots, bool) or not isinstance(n_slots, int) \
                 or not 0 <= n_slots <= self.page_size:
             raise BadCount(f"copy_page: n_slots must be an int in 0..{self.page_size}, "
@@ -438,13 +411,4 @@ def _table_of(owner) -> list | None:
     if not isinstance(table, list):
         raise TypeError(f"an owner of pages needs a page_table list, got {type(owner).__name__}")
     return table
-
-
-def _available(device: torch.device) -> int | None:
-    if device.type == "cuda" and not torch.cuda.is_available():
-        return None  # torch itself refuses the device
-    try:
-        return available_bytes(device)
-    except (RuntimeError, ValueError):
-        return None
 
