@@ -2,7 +2,7 @@
 
 - continuous: the paged `Scheduler` on the workload as written, recorded (`astrai.trace.record`);
   what each batch slot did per step is read from the trace's write events.
-- static: `DenseBatcher(static=True)` (astrai/inference/static.py) with max_batch rows: a batch
+- static: `DenseBatcher(static=True)` (astrai/compare/static.py) with max_batch rows: a batch
   is admitted only when the previous one has completely finished.
 
     from astrai.compare import batching
