@@ -57,7 +57,12 @@ class IntegrityError(CacheError):
 
 
 class SharedPage(CacheError, ValueError):
-    """A copy aimed at a page other owners hold (or at its own source)."""
+    """A copy aimed at a page other owners hold, a page a prefix hit would read, or its own
+    source."""
+
+
+class BadSnapshot(CacheError, ValueError):
+    """restore() handed a snapshot of another cache, or one already restored or closed."""
 
 
 class SchedulerError(AstraiError):

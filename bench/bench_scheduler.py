@@ -23,8 +23,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's astrai
 
+from astrai.compare.dense import DenseKVCache  # noqa: E402
 from astrai.inference.cache import PagedCache  # noqa: E402
-from astrai.inference.dense import DenseKVCache  # noqa: E402
 from astrai.inference.scheduler import Scheduler, Task  # noqa: E402
 from astrai.model import ModelConfig, TinyModel, next_tokens  # noqa: E402
 

@@ -267,7 +267,7 @@ def test_the_scheduler_hands_host_tables_and_each_forward_checks_once(monkeypatc
     cache = PagedCache(cfg.n_layers, 8, 4, 1, 8, device=device)
     sched = Scheduler(cache, TinyModel(cfg, device=device))
     checks, binds, forwards = [], [], []
-    real_held, real_bind = cache.require_held, cache.bind
+    real_held, real_bind = cache.checked.require_held, cache.bind
 
     def held(pages, what):
         checks.append(what)
@@ -278,7 +278,7 @@ def test_the_scheduler_hands_host_tables_and_each_forward_checks_once(monkeypatc
         forwards.append(len(checks))
         return real_bind(table, *a, **k)
 
-    monkeypatch.setattr(cache, "require_held", held)
+    monkeypatch.setattr(cache.checked, "require_held", held)
     monkeypatch.setattr(cache, "bind", bind)
     sched.submit(Task("a", [1, 2, 3, 4, 5], 4))
     sched.submit(Task("b", [6, 7], 3))

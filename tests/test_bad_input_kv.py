@@ -20,7 +20,7 @@ from astrai.errors import (
     PageNotAllocated,
     StaleView,
 )
-from astrai.inference import cache as cache_module
+from astrai.inference import checks as checks_module
 from astrai.inference.cache import PagedCache
 from astrai.inference.scheduler import Scheduler, Task
 from astrai.model import ModelConfig, TinyModel, next_tokens
@@ -238,7 +238,7 @@ def test_a_pool_bigger_than_memory_is_refused_before_allocating():
 
 
 def test_the_cache_size_is_checked_against_available_memory(monkeypatch):
-    monkeypatch.setattr(cache_module, "available_bytes", lambda device: 1000)
+    monkeypatch.setattr(checks_module, "available_bytes", lambda device: 1000)
     with pytest.raises(CacheTooLarge, match="MiB"):
         PagedCache(1, 8, 4, 1, 8)
 

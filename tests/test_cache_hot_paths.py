@@ -287,13 +287,13 @@ def test_after_a_checked_step_no_layer_checks_again(monkeypatch):
     view = bound(cache)
     start, lengths = torch.tensor([1, 0]), torch.tensor([3, 2])
     calls = []
-    for name in ("_check_kv", "_check_table", "slot_index"):
-        real = getattr(cache, name)
-        monkeypatch.setattr(cache, name, lambda *a, _r=real, _n=name, **kw: (calls.append(_n),
-                                                                           _r(*a, **kw))[1])
+    for name in ("check_kv", "check_table", "slot_index"):
+        real = getattr(cache.checked, name)
+        monkeypatch.setattr(cache.checked, name,
+                            lambda *a, _r=real, _n=name, **kw: (calls.append(_n), _r(*a, **kw))[1])
     for layer in range(4):
         view.write(layer, start, *(torch.randn(2, 3, H, D) for _ in "kv"), lengths)
-    assert sorted(calls) == ["_check_kv", "_check_table", "slot_index"]
+    assert sorted(calls) == ["check_kv", "check_table", "slot_index"]
 
 
 @pytest.mark.parametrize("bad", ["v float64", "k int", "v on meta", "v list", "k shape",
@@ -321,8 +321,8 @@ def test_an_equal_int_position_is_the_same_step():
     cache = wide_cache(n_pages=200)
     view = cache.bind(torch.arange(200).view(2, 100), 100 * PS)
     calls = []
-    real = cache.slot_index
-    cache.slot_index = lambda *a: (calls.append(a), real(*a))[1]
+    real = cache.checked.slot_index
+    cache.checked.slot_index = lambda *a: (calls.append(a), real(*a))[1]
     k = torch.ones(2, 1, H, D)
     for layer in range(2):
         view.write(layer, int("300"), k * layer, k)  # equal, not the same int object

@@ -279,13 +279,13 @@ def test_view_write_and_gather_every_layer(seed, dtype, device):
 def test_view_computes_the_slot_index_once_per_step(monkeypatch, device):
     c = Case(3, device, torch.float32)
     calls = []
-    real = c.cache.slot_index
+    real = c.cache.checked.slot_index
 
     def counting(*args, **kw):
         calls.append(args)
         return real(*args, **kw)
 
-    monkeypatch.setattr(c.cache, "slot_index", counting)
+    monkeypatch.setattr(c.cache.checked, "slot_index", counting)
     view = c.cache.bind(c.table, c.total_len)
     start, lengths = c.start_t(), c.lengths_t()
     k, v = c.kv()
@@ -438,10 +438,10 @@ class Recorder(Observer):
     def __init__(self):
         self.events = []
 
-    def on_write(self, layer_id, page_table, start_pos, n_tokens, lengths, owners=None):
+    def on_write(self, layer_id, page_table, start_pos, n_tokens, lengths, owners, *moved):
         self.events.append(("write", layer_id, page_table, start_pos, n_tokens, lengths))
 
-    def on_gather(self, layer_id, index, total_len, owners=None):
+    def on_gather(self, layer_id, index, total_len, owners, *moved):
         self.events.append(("gather", layer_id, index.tolist(), total_len))
 
 

@@ -133,7 +133,7 @@ def test_kv_store_writes_slots_gathers_pages_and_copies_a_page():
 
 def test_every_field_of_every_part_is_declared():
     cache = PagedCache(1, 8, 4, 1, 2)
-    for part in (cache, cache.allocator, cache.prefix):
+    for part in (cache, cache.allocator, cache.prefix, cache.checked):
         assert undeclared(part) == [], type(part).__name__
 
 

@@ -1,4 +1,6 @@
-"""Random operation sequences on a PagedCache, checked step by step against a plain model.
+"""Random operation sequences on a PagedCache, checked step by step against a plain model
+(CacheMachine), and the engine API interleaved at random, atomic blocks nested, against the
+invariants (EngineMachine, below).
 
 The model keeps refs, the free set, the LRU list of cached pages and the recorded prefixes keyed
 by their full token prefix (no hashing), with the uid of the page before each one, so that a
@@ -7,10 +9,12 @@ prefix whose earlier page was evicted and recorded again no longer links to the 
 
 from __future__ import annotations
 
+import zlib
 from typing import NamedTuple
 
 import numpy as np
 import pytest
+import torch
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
@@ -21,7 +25,14 @@ from hypothesis.stateful import (
     rule,
 )
 
-from astrai.errors import DoubleFree, PageNotAllocated, PageOutOfRange, PrefixConflict
+from astrai.errors import (
+    BadSnapshot,
+    DoubleFree,
+    PageNotAllocated,
+    PageOutOfRange,
+    PrefixConflict,
+    SharedPage,
+)
 from astrai.inference.cache import PagedCache
 
 PAGE_SIZE = 2
@@ -330,6 +341,229 @@ CacheMachine.TestCase.settings = settings(
     max_examples=100,
     stateful_step_count=50,
     deadline=None,
+    derandomize=True,  # the same cases on every machine and run
+    database=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
 )
 TestCacheMachine = CacheMachine.TestCase
+
+
+# ---- the engine API in random interleavings, atomic blocks nested inside -----------------------
+#
+# Requests admitted as the scheduler admits them (prefix hits shared, the rest allocated, K/V
+# written, the prompt recorded), forked, extended (copy-on-write of a shared last page) and
+# finished, in any order, some of it inside atomic() blocks, nested, that fail or complete. The
+# K/V of token position i of a sequence is a function of the sequence up to i (as a model's are),
+# so after every step each request's pages must still hold its own tokens' K/V, and each recorded
+# prefix page the K/V of the tokens it was recorded for.
+
+
+def kv_of(tokens) -> float:
+    """The K (V is its negative) a model would compute at the last of `tokens`: exact in fp32."""
+    return float(zlib.crc32(bytes(tokens)) % 4096 + 1)
+
+
+class Request:
+    def __init__(self, tokens):
+        self.tokens = list(tokens)
+        self.page_table: list[int] = []
+
+
+class Boom(Exception):
+    """What a failing atomic block raises."""
+
+
+class EngineMachine(RuleBasedStateMachine):
+    @initialize(n=st.sampled_from([3, 5, 8]))
+    def setup(self, n):
+        self.cache = PagedCache(1, n, PAGE_SIZE, 1, 1)
+        self.requests: list[Request] = []
+        self.recorded: dict[int, tuple] = {}  # page -> the tokens up to its end, when recorded
+
+    # -- the operations, each also usable inside a block
+
+    def _write(self, req: Request, start: int) -> None:
+        n = len(req.tokens) - start
+        if n <= 0:
+            return
+        k = torch.tensor([kv_of(req.tokens[: i + 1]) for i in range(start, len(req.tokens))])
+        k = k.view(1, n, 1, 1)
+        self.cache.write(0, torch.tensor([req.page_table]), start, k, -k)
+
+    def _admit(self, data) -> None:
+        tokens = data.draw(tokens_st)
+        cache = self.cache
+        if not tokens:
+            return
+        hits = cache.lookup_prefix(tokens)
+        need = cache.pages_for(len(tokens)) - len(hits)
+        revived = sum(1 for p in hits if cache.refcount(p) == 0)
+        if need > cache.n_available - revived:
+            return
+        req = Request(tokens)
+        for p in hits:
+            cache.inc_ref(p, owner=req)
+        cache.alloc_n(need, owner=req)
+        self.requests.append(req)
+        self._write(req, len(hits) * PAGE_SIZE)
+        for page in cache.record_prefix(req.page_table, tokens, owner=req):
+            end = (req.page_table.index(page) + 1) * PAGE_SIZE
+            self.recorded[page] = tuple(tokens[:end])
+
+    def _finish(self, data) -> None:
+        if self.requests:
+            req = self.requests.pop(data.draw(st.integers(0, len(self.requests) - 1)))
+            for page in reversed(req.page_table):
+                self.cache.free(page, owner=req)
+
+    def _fork(self, data) -> None:
+        if self.requests:
+            parent = data.draw(st.sampled_from(self.requests))
+            sample = Request(parent.tokens)
+            for page in parent.page_table:
+                self.cache.inc_ref(page, owner=sample)
+            self.requests.append(sample)
+
+    def _extend(self, data) -> None:
+        """One more token: a new page at a page boundary, else copy-on-write of a shared one."""
+        if not self.requests:
+            return
+        req, cache = data.draw(st.sampled_from(self.requests)), self.cache
+        pos = len(req.tokens)
+        col = pos // PAGE_SIZE
+        if col == len(req.page_table):
+            if not cache.n_available:
+                return
+            cache.alloc_n(1, owner=req)
+        elif cache.refcount(req.page_table[col]) > 1:
+            if not cache.n_available:
+                return
+            src = req.page_table[col]
+            (dst,) = cache.alloc_n(1)
+            cache.copy_page(src, dst, pos % PAGE_SIZE, owner=req)
+            req.page_table[col] = dst
+            cache.free(src, owner=req)
+        req.tokens.append(data.draw(st.integers(0, 2)))
+        self._write(req, pos)
+
+    def _block(self, data, depth: int = 0) -> None:
+        """Some operations inside atomic(), blocks nested among them; a failing block leaves
+        the cache (and the requests: a scheduler's part) as they were."""
+        saved = ([(r, list(r.tokens), list(r.page_table)) for r in self.requests],
+                 list(self.requests), dict(self.recorded))
+        ops = OPS if depth < 2 else OPS[:-1]
+        try:
+            with self.cache.atomic():
+                for _ in range(data.draw(st.integers(0, 4))):
+                    op = data.draw(st.sampled_from(ops))
+                    if op == "_block":
+                        self._block(data, depth + 1)
+                    else:
+                        getattr(self, op)(data)
+                if data.draw(st.booleans()):
+                    raise Boom
+        except Boom:
+            for req, tokens, table in saved[0]:
+                req.tokens[:], req.page_table[:] = tokens, table
+            self.requests[:] = saved[1]
+            self.recorded = saved[2]
+
+    # -- rules
+
+    @rule(data=st.data())
+    def admit(self, data):
+        self._admit(data)
+
+    @rule(data=st.data())
+    def finish(self, data):
+        self._finish(data)
+
+    @rule(data=st.data())
+    def fork(self, data):
+        self._fork(data)
+
+    @rule(data=st.data())
+    def extend(self, data):
+        self._extend(data)
+
+    @rule(data=st.data())
+    def block(self, data):
+        self._block(data)
+
+    @rule(n=st.sampled_from([2, 3, 5, 8]))
+    def restore_a_snapshot_of_another_cache(self, n):
+        snap = PagedCache(1, n, PAGE_SIZE, 1, 1).snapshot()
+        before = self._state()
+        with pytest.raises(BadSnapshot):
+            self.cache.restore(snap)
+        assert self._equal(self._state(), before)
+
+    @precondition(lambda self: any(self.cache.refcount(p) == 1 for p in self.recorded
+                                   if self.cache.is_recorded(p)))
+    @rule(data=st.data())
+    def copy_onto_a_recorded_page(self, data):
+        cache = self.cache
+        dst = data.draw(st.sampled_from([p for p in sorted(self.recorded)
+                                         if cache.is_recorded(p) and cache.refcount(p) == 1]))
+        held = [p for p in range(cache.n_pages) if cache.refcount(p) and p != dst]
+        src = data.draw(st.sampled_from(held)) if held else dst
+        before = self._state()
+        with pytest.raises(SharedPage):
+            cache.copy_page(src, dst, PAGE_SIZE)
+        assert self._equal(self._state(), before)
+
+    def _state(self):
+        c = self.cache
+        return (c.free_mask, c.refs, c.cached_pages, c.k_cache.clone(), c.v_cache.clone())
+
+    @staticmethod
+    def _equal(a, b) -> bool:
+        return a[:3] == b[:3] and torch.equal(a[3], b[3]) and torch.equal(a[4], b[4])
+
+    # -- the invariants
+
+    @invariant()
+    def refs_are_the_tables_naming_a_page(self):
+        c = self.cache
+        c.check()
+        named = [0] * c.n_pages
+        for req in self.requests:
+            for page in req.page_table:
+                named[page] += 1
+        assert list(c.refs) == named
+
+    @invariant()
+    def free_iff_no_refs_and_not_cached(self):
+        c = self.cache
+        cached = set(c.cached_pages)
+        for p in range(c.n_pages):
+            assert bool(c.free_mask >> p & 1) == (c.refcount(p) == 0 and p not in cached)
+
+    @invariant()
+    def every_page_holds_what_its_tokens_computed(self):
+        c = self.cache
+        k = c.k_cache[0, :, :, 0, 0].tolist()  # [pages, slots]
+        v = c.v_cache[0, :, :, 0, 0].tolist()
+        for req in self.requests:
+            for pos in range(len(req.tokens)):
+                page = req.page_table[pos // PAGE_SIZE]
+                want = kv_of(req.tokens[: pos + 1])
+                assert (k[page][pos % PAGE_SIZE], v[page][pos % PAGE_SIZE]) == (want, -want)
+        for page in range(c.n_pages):
+            if c.is_recorded(page):
+                tokens = self.recorded[page]
+                start = len(tokens) - PAGE_SIZE
+                assert k[page] == [kv_of(tokens[: start + s + 1]) for s in range(PAGE_SIZE)]
+
+
+OPS = ["_admit", "_finish", "_fork", "_extend", "_block"]
+
+EngineMachine.TestCase.settings = settings(
+    max_examples=60,
+    stateful_step_count=30,
+    deadline=None,
+    derandomize=True,  # the same cases on every machine and run
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+)
+TestEngineMachine = EngineMachine.TestCase

@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from astrai.errors import TraceFormatError
+from astrai.inference.observer import NO_OBSERVER
 from astrai.model import TinyModel
 from astrai.trace import Trace, record
 from astrai.trace.capture import Capture
@@ -57,10 +58,13 @@ def test_off_by_default_and_the_cache_is_left_as_it_was():
     plain = record(wl, lines=False)
     assert plain.captures == [] and "captures" not in plain.to_json()
     cache, model, scheduler = build(wl)
+    fields = {part: set(vars(part)) for part in (cache, cache.checked, cache.kv)}
     with Recorder(cache, scheduler, lines=False) as rec, Capture(cache, model, rec) as cap:
+        # it listens through the observer hooks: no method is swapped on an instance
+        assert {part: set(vars(part)) for part in fields} == fields
         run_workload(wl, scheduler)
     assert cap.records
-    assert not {"slot_index", "write_slots", "gather_pages"} & set(vars(cache))
+    assert cache.observer is NO_OBSERVER
     assert model.attn_probe is None
     # The capture changes nothing the run does or the trace says: same events (code lines
     # included: the wrappers are not engine frames), same outputs.

@@ -12,9 +12,9 @@ from collections import Counter
 import pytest
 
 from astrai.compare import batching
+from astrai.compare.static import GEN, IDLE, PROMPT, DenseBatcher
 from astrai.errors import RequestTooLarge, SchedulerError
 from astrai.inference.scheduler import Status, Task
-from astrai.inference.static import GEN, IDLE, PROMPT, DenseBatcher
 from astrai.trace.events import Admit, Tokens, Write
 from astrai.workload import build, load_workload, parse_workload, run_workload
 

@@ -7,8 +7,8 @@ import random
 import pytest
 import torch
 
+from astrai.compare.dense import DenseKVCache
 from astrai.inference.cache import PagedCache, pages_for
-from astrai.inference.dense import DenseKVCache
 from astrai.model import ModelConfig, TinyModel, next_tokens
 
 ATOL = 1e-4

@@ -49,7 +49,7 @@ class WriteGuard(Observer):
         self.cache, self.writes, self.copies = cache, 0, []
         self.slots: list[tuple[int, int]] = []  # (page, slot) of each token written, layer 0
 
-    def on_write(self, layer_id, page_table, start_pos, n_tokens, lengths, owners=None):
+    def on_write(self, layer_id, page_table, start_pos, n_tokens, lengths, owners, *moved):
         ps = self.cache.page_size
         table = page_table.tolist()
         starts = start_pos.tolist()

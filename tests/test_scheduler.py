@@ -214,7 +214,7 @@ def test_writes_only_touch_the_tasks_own_pages():
     bad = []
 
     class Check(Observer):
-        def on_write(self, layer_id, page_table, start_pos, n_tokens, lengths, owners=None):
+        def on_write(self, layer_id, page_table, start_pos, n_tokens, lengths, owners, *moved):
             table = page_table.tolist()
             starts = start_pos.tolist()
             counts = lengths.tolist() if lengths is not None else [n_tokens] * len(table)

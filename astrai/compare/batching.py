@@ -2,7 +2,7 @@
 
 - continuous: the paged `Scheduler` on the workload as written, recorded (`astrai.trace.record`);
   what each batch slot did per step is read from the trace's write events.
-- static: `DenseBatcher(static=True)` (astrai/inference/static.py) with max_batch rows: a batch
+- static: `DenseBatcher(static=True)` (astrai/compare/static.py) with max_batch rows: a batch
   is admitted only when the previous one has completely finished.
 
     from astrai.compare import batching
@@ -23,7 +23,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from astrai.inference.static import GEN, IDLE, PROMPT, DenseBatcher, StepRecord
+from astrai.compare.static import GEN, IDLE, PROMPT, DenseBatcher, StepRecord
+from astrai.inference.phases import StepPhase
 from astrai.trace import Trace, recorded
 from astrai.trace.events import Admit, Preempt, Retire, Write
 from astrai.workload import Workload, build, load_workload, run_workload
@@ -109,7 +110,7 @@ def slot_grid(trace: Trace, n_slots: int) -> list[list[Cell]]:
         elif isinstance(ev, (Retire, Preempt)):
             slot_of.pop(ev.task, None)
         elif isinstance(ev, Write):
-            what = PROMPT if ev.phase == "prefill" else GEN
+            what = PROMPT if ev.phase == StepPhase.PREFILL else GEN
             for row in ev.rows:
                 grid[ev.step][slot_of[row["task"]]] = Cell(row["task"], what, row["n"])
     # A slot held by a request that wrote nothing this step (none in a plain run) shows idle

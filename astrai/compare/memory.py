@@ -26,9 +26,9 @@ import dataclasses
 from dataclasses import dataclass, field
 
 from astrai.compare.batching import max_len_of, one_thread
+from astrai.compare.static import DenseBatcher, StepRecord
 from astrai.errors import RequestTooLarge
 from astrai.inference.cache import pages_for
-from astrai.inference.static import DenseBatcher, StepRecord
 from astrai.trace import Trace, recorded
 from astrai.workload import Workload, build, load_workload, run_workload
 

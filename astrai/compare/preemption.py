@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 from astrai.errors import AstraiError
 from astrai.inference.cache import pages_for
+from astrai.inference.phases import StepPhase
 from astrai.trace import Trace, recorded
 from astrai.trace.events import Admit, Finish, Preempt, Wait, Write
 from astrai.trace.record import rerun, run_limit, workload_of
@@ -62,7 +63,7 @@ def readmissions(trace: Trace) -> list[Readmission]:
         admit = next(j for j in range(i + 1, len(events))
                      if isinstance(events[j], Admit) and events[j].task == name)
         write = next(events[j] for j in range(admit + 1, len(events))
-                     if isinstance(events[j], Write) and events[j].phase == "prefill"
+                     if isinstance(events[j], Write) and events[j].phase == StepPhase.PREFILL
                      and any(r["task"] == name for r in events[j].rows))
         row = next(r for r in write.rows if r["task"] == name)
         out.append(Readmission(name, ev.step, ev.needed_by, ev.generated,

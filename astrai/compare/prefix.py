@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
+from astrai.inference.phases import StepPhase
 from astrai.trace import Trace, recorded
 from astrai.trace.events import Alloc, Evict, Share, Write
 from astrai.trace.record import rerun, run_limit, workload_of
@@ -51,7 +52,7 @@ def figures(trace: Trace) -> RunFigures:
     """Count a run's figures from its events (see RunFigures)."""
     cached = computed = shared = revived = allocated = evicted = 0
     for ev in trace.events:
-        if isinstance(ev, Write) and ev.phase == "prefill":
+        if isinstance(ev, Write) and ev.phase == StepPhase.PREFILL:
             cached += sum(row["start"] for row in ev.rows)
             computed += sum(row["n"] for row in ev.rows)
         elif isinstance(ev, Share):

@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
+from astrai.inference.phases import StepPhase
 from astrai.trace import Trace, recorded
 from astrai.trace.events import Alloc, Copy, Fork, Share, Write
 from astrai.workload import Workload, load_workload, parse_workload
@@ -58,7 +59,7 @@ def figures(trace: Trace) -> RunFigures:
     for ev in trace.events:
         if isinstance(ev, Alloc):
             allocated += 1
-        elif isinstance(ev, Write) and ev.phase == "prefill":
+        elif isinstance(ev, Write) and ev.phase == StepPhase.PREFILL:
             computed += sum(row["n"] for row in ev.rows)
         elif isinstance(ev, Fork):
             forks += 1

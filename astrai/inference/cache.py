@@ -1,10 +1,12 @@
 """PagedCache: K/V storage in fixed-size pages, handed out from a free bitmask.
 
-Three parts, each a short class of its own, composed here behind one API:
+It holds the page policy; its parts, each a short class of its own, do the rest:
 - `PageAllocator` (allocator.py): the free bitmask and a refcount per page, lowest free first;
-- `PrefixIndex` (prefix.py): chained keys of recorded full prompt pages, and the LRU of cached
-  ones;
-- `KVStore` (kv.py): the K/V tensors, slot and gather indices, and `CacheView`, a batch's view.
+- `PrefixIndex` (prefix.py): chained keys of recorded full prompt pages, the LRU of cached ones;
+- `KVStore` (kv.py): the K/V tensors, slot and gather indices, and `CacheView`, a batch's view;
+- `CheckedKV` (checked.py): the K/V API (write, gather, bind a batch's view), which checks every
+  table, position and tensor handed in before the store moves anything. The cache holds one
+  (`checked`), tells it when a page is released, and offers its calls as its own.
 
 Every page is exactly one of three kinds: free (its bit is set in the mask), in use (refs > 0),
 and cached (refs == 0, but it still holds a recorded prompt prefix and can be revived by a lookup
@@ -15,32 +17,8 @@ to `owner.page_table` as it is taken (nano-vllm's block manager fills `seq.block
 way), `free(page, owner=task)` is told who lets go. The cache reads nothing else of an owner; it
 passes it to its observer (astrai.inference.observer), which hears every change once it is whole.
 
-Page tables are checked before anything is written: every entry must be -1 or a page some
-owner holds (0..n_pages-1 with refs > 0), so a write never lands on a free page, on a cached
-prefix page (refs 0) or outside the pool. The check reads the table's ids on the host. Tables
-the scheduler builds are host tensors handed to `bind`, which checks them there and copies them
-to the device once, so the CUDA hot path gains no host sync. A table already on the GPU handed
-to `bind`, `write` or `gather` costs one sync the first time it is seen; the cache remembers
-the last table it checked (by identity and in-place version) until a page is released, so a
-view's per-layer writes and reads re-check nothing. K and V are both checked (type, shape,
-dtype, device) before either is written: a view checks them, the table and the positions at a
-step's first write, and at each later layer only that it is the same step (the same position
-objects, unchanged in place, and k and v of the checked shape, dtype and device).
-`write_slots`/`gather_pages` take indices made by `slot_index`/`gather_index`, which did the
-checking; they are the unchecked fast path (only the layer id is checked there: -1 would name
-the last layer).
-
-A row may not name one page twice (the second logical page would overwrite the first), and
-every real token of a write must land inside the table: a position below 0 or past the
-table's last slot is refused, whether given as an int or a tensor (a tensor's values are read
-on the host: free for a host tensor, which is what the scheduler hands in, one sync on CUDA).
-`bind` checks a table once and keeps its own copy, so editing the caller's tensor afterwards
-(even through a numpy view, which bumps no version) cannot redirect a write; a view refuses to
-read or write once any page was released after it was bound, since a released page may belong
-to another request by then (`StaleView`).
-
-`atomic()` runs a block (a scheduler step) that either completes or leaves the cache as it was:
-see `snapshot`.
+`atomic()` runs a block (a scheduler step) that either completes or leaves the cache as it was;
+blocks nest (astrai.inference.snapshot).
 """
 
 from __future__ import annotations
@@ -53,27 +31,20 @@ import torch
 
 from astrai.errors import (
     BadCount,
-    BadPageTable,
-    CacheTooLarge,
     DoubleFree,
     IntegrityError,
-    LayerOutOfRange,
     PageNotAllocated,
     PageOutOfRange,
     SharedPage,
 )
-from astrai.inference.allocator import PageAllocator, was_free
-from astrai.inference.checks import (
-    check_positions,
-    require_kv,
-    require_sizes,
-    version,
-)
+from astrai.inference.allocator import PageAllocator
+from astrai.inference.checked import CheckedKV
+from astrai.inference.checks import require_room, require_sizes
 from astrai.inference.kv import CacheView, KVStore
 from astrai.inference.observer import NO_OBSERVER, Observer
 from astrai.inference.prefix import PrefixIndex
+from astrai.inference.snapshot import Snapshot, Snapshots
 from astrai.inference.state import Stateful
-from astrai.memory import available_bytes
 
 __all__ = ["CacheView", "Observer", "PagedCache", "pages_for", "store_bytes"]
 
@@ -91,30 +62,15 @@ def pages_for(n_tokens: int, page_size: int) -> int:
     return (n_tokens + page_size - 1) // page_size
 
 
-class Snapshot:
-    """What `PagedCache.snapshot` saved: each part's declared STATE (the free bits then among
-    it), and the K/V of pages taken since that were not free then (filled in as taken)."""
-
-    __slots__ = ("allocator", "prefix", "kept")
-
-    def __init__(self, cache: PagedCache):
-        self.allocator = cache.allocator.snapshot()
-        self.prefix = cache.prefix.snapshot()
-        self.kept: dict[int, tuple] = {}
-
-    def was_free(self, idx: int) -> bool:
-        return was_free(self.allocator, idx)
-
-
 class PagedCache(Stateful):
     # Fields fixed at construction, and the ones a step changes (restore() puts the parts'
-    # STATE back, bumps _releases so checked tables are checked again, and forgets _checked).
-    # A test holds every field of an instance to these lists, so none escapes restore().
+    # STATE back and has `checked` check every table again). A test holds every field of an
+    # instance to these lists, so none escapes restore().
     FIXED = ("n_layers", "n_pages", "page_size", "n_kv_heads", "head_dim", "device", "dtype",
              "kv", "k_cache", "v_cache", "_k_store", "_v_store", "allocator", "prefix", "_refs",
-             "observer")
+             "checked", "observer")
     STATE = ()  # its parts' STATE is what a step changes
-    VOLATILE = ("_releases", "_checked", "_snapshot")
+    VOLATILE = ("_snapshots",)
 
     def __init__(
         self,
@@ -132,13 +88,8 @@ class PagedCache(Stateful):
         self.n_kv_heads, self.head_dim = n_kv_heads, head_dim
         self.device, self.dtype = torch.device(device), dtype
         # Sized before any tensor or list exists: n_pages=2**40 is refused, not attempted.
-        need = store_bytes(n_layers, n_pages, page_size, n_kv_heads, head_dim, dtype)
-        have = _available(self.device)
-        if have is not None and need > have:
-            raise CacheTooLarge(
-                f"PagedCache(n_pages={n_pages}, page_size={page_size}, ...) needs "
-                f"{need / 2**20:.0f} MiB; {self.device} has {have / 2**20:.0f} MiB available"
-            )
+        require_room(store_bytes(n_layers, n_pages, page_size, n_kv_heads, head_dim, dtype),
+                     self.device, f"PagedCache(n_pages={n_pages}, page_size={page_size}, ...)")
         self.kv = KVStore(n_layers, n_pages, page_size, n_kv_heads, head_dim, self.device, dtype)
         self.device = self.kv.device  # "cuda" -> "cuda:0", as the tensors report it
         self.k_cache, self.v_cache = self.kv.k_cache, self.kv.v_cache  # the null page hidden
@@ -146,17 +97,14 @@ class PagedCache(Stateful):
         self.allocator = PageAllocator(n_pages)
         self.prefix = PrefixIndex(page_size)
         self._refs = self.allocator.refs  # the same list (restore refills it in place)
-        self._releases = 0  # pages whose refs fell to 0: a checked table may name one now
-        self._checked: tuple | None = None  # (table, its version, _releases, copy) last checked
-        self._snapshot: Snapshot | None = None  # open while an atomic() block runs
+        self.checked = CheckedKV(self)
+        self._snapshots = Snapshots()  # open while their atomic() blocks run
         self.observer: Observer = NO_OBSERVER
 
     def __repr__(self) -> str:
-        return (
-            f"PagedCache(n_layers={self.n_layers}, n_pages={self.n_pages}, "
-            f"page_size={self.page_size}, n_kv_heads={self.n_kv_heads}, "
-            f"head_dim={self.head_dim}, device={self.device}, dtype={self.dtype})"
-        )
+        return (f"PagedCache(n_layers={self.n_layers}, n_pages={self.n_pages}, "
+                f"page_size={self.page_size}, n_kv_heads={self.n_kv_heads}, "
+                f"head_dim={self.head_dim}, device={self.device}, dtype={self.dtype})")
 
     # ---- read-only views -------------------------------------------------------------------
 
@@ -232,8 +180,8 @@ class PagedCache(Stateful):
         evicted = idx < 0
         if evicted:
             idx = self._evict_lru()
-        if self._snapshot is not None:
-            self._keep(idx)
+        if self._snapshots.open:
+            self._snapshots.keep(idx, self.kv)
         if table is not None:
             table.append(idx)
         if evicted:
@@ -260,7 +208,7 @@ class PagedCache(Stateful):
         self._refs[idx] = refs
         cached = False
         if refs == 0:
-            self._releases += 1
+            self.checked.releases += 1  # a table checked before may name this page
             cached = self.prefix.park(idx)  # recorded: kept, most recently used
             if not cached:
                 self.allocator.release(idx)  # its bit is set: free again
@@ -366,28 +314,21 @@ class PagedCache(Stateful):
     # ---- atomic steps ----------------------------------------------------------------------
 
     def snapshot(self) -> Snapshot:
-        """Save what a step can change: the allocator's and the prefix index's declared STATE
-        (O(pages), not K/V). Until `restore` or the end of `atomic()`, the K/V of every page
-        taken that was not free at the snapshot (a cached prefix page evicted, a page a
-        preempted request held) is copied as it is taken: pages free then hold nothing anyone
-        reads."""
-        self._snapshot = Snapshot(self)
-        return self._snapshot
-
-    def _keep(self, idx: int) -> None:
-        snap = self._snapshot
-        if idx not in snap.kept and not snap.was_free(idx):
-            snap.kept[idx] = self.kv.page(idx)
+        """Save what a step can change, and keep the K/V of pages taken from someone until the
+        snapshot is restored or its block ends (astrai.inference.snapshot: blocks nest)."""
+        return self._snapshots.take(self)
 
     def restore(self, snap: Snapshot) -> None:
-        """Put the cache back as `snapshot` found it, K/V of the pages taken since included."""
+        """Put the cache back as `snapshot` found it, K/V of the pages taken since included.
+        BadSnapshot, changing nothing, for a snapshot of another cache or one no longer open;
+        snapshots opened after this one close with it."""
+        self._snapshots.opened(snap, self)
         self.allocator.restore(snap.allocator)
         self.prefix.restore(snap.prefix)
         for page, kv in snap.kept.items():
             self.kv.put_page(page, kv)
-        self._releases += 1  # tables checked since are checked again
-        self._checked = None
-        self._snapshot = None
+        self.checked.forget()  # tables checked since are checked again
+        self._snapshots.close(snap)
 
     @contextmanager
     def atomic(self):
@@ -397,204 +338,69 @@ class PagedCache(Stateful):
         try:
             yield snap
         except BaseException:
-            self.restore(snap)
+            if self._snapshots.is_open(snap):  # else the block restored it (or an outer one)
+                self.restore(snap)
             raise
         finally:
-            self._snapshot = None
+            self._snapshots.close(snap)
 
-    # ---- K/V -------------------------------------------------------------------------------
+    # ---- K/V: the checked API of `checked` (astrai.inference.checked), offered here ---------
 
-    def _check_table(self, page_table: torch.Tensor, device: torch.device | None = None,
-                     remember: bool = True) -> None:
-        """BadPageTable for a table of the wrong kind; PageOutOfRange / PageNotAllocated for
-        an entry other than -1 and a page in use. See the module doc for what it costs.
-        remember=False: the caller remembers what it keeps (bind: its own copy)."""
-        if not isinstance(page_table, torch.Tensor):
-            raise BadPageTable(f"page_table must be a tensor, got {type(page_table).__name__}")
-        if page_table.dim() != 2:
-            raise BadPageTable(
-                f"page_table must be [B, max_pages], got {tuple(page_table.shape)}"
-            )
-        if page_table.device != (device or self.device):
-            raise BadPageTable(
-                f"page_table is on {page_table.device}, the cache on {self.device}"
-            )
-        if page_table.dtype not in (torch.int64, torch.int32):
-            raise BadPageTable(f"page_table must be int32 or int64, got {page_table.dtype}")
-        if page_table.numel() == 0:
-            raise BadPageTable(f"page_table is empty: {tuple(page_table.shape)}")
-        seen = self._checked
-        if seen is not None and seen[0] is page_table and seen[1:3] == (
-            version(page_table), self._releases
-        ) and (seen[3] is None or torch.equal(seen[3], page_table)):
-            return  # a host table is compared too: an edit through numpy bumps no version
-        rows = page_table.tolist()  # the one host read (a sync on CUDA)
-        flat = [p for row in rows for p in row]
-        ids = set(flat)
-        ids.discard(-1)
-        if len(ids) != len(flat) - flat.count(-1):  # a page named twice: shared, or a bug
-            for b, row in enumerate(rows):
-                held = [p for p in row if p != -1]
-                if len(set(held)) != len(held):
-                    twice = next(p for p in held if held.count(p) > 1)
-                    raise BadPageTable(f"page_table row {b} names page {twice} twice: one "
-                                       "page would hold two positions' K/V")
-        self.require_held(ids, "page_table")
-        if remember:
-            self._remember(page_table)
+    def slot_index(self, page_table: torch.Tensor, start_pos: int | torch.Tensor, n_tokens: int,
+                   lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """Flat storage slot of each token: see `CheckedKV.slot_index`."""
+        return self.checked.slot_index(page_table, start_pos, n_tokens, lengths)
 
-
-    def require_held(self, pages, what: str) -> None:
-        """PageOutOfRange / PageNotAllocated unless every page is in use (refs > 0)."""
-        refs, n = self._refs, self.n_pages
-        bad = [p for p in pages if not 0 <= p < n or refs[p] <= 0]
-        for p in sorted(bad)[:1]:  # name the lowest
-            if not 0 <= p < n:
-                raise PageOutOfRange(f"{what} names page {p}: entries must be -1 or 0..{n - 1}")
-            if refs[p] <= 0:
-                state = "cached" if self.prefix.is_cached(p) else "free"
-                raise PageNotAllocated(
-                    f"{what} names page {p}, which is {state} (refs 0): K/V go only to pages "
-                    "in use"
-                )
-
-
-    def _remember(self, page_table: torch.Tensor, owned: bool = False) -> None:
-        """Note a checked table. A caller's host table keeps a copy to compare with, since
-        numpy can edit it in place unseen; a table the cache owns (a view's) needs none."""
-        copy = None if owned or page_table.device.type != "cpu" else page_table.clone()
-        self._checked = (page_table, version(page_table), self._releases, copy)
-
-
-    def _layer(self, layer_id) -> int:
-        if type(layer_id) is not int:
-            if isinstance(layer_id, bool) or not hasattr(type(layer_id), "__index__"):
-                raise LayerOutOfRange(f"layer_id must be an int, got {layer_id!r}")
-            layer_id = operator.index(layer_id)
-        if not 0 <= layer_id < self.n_layers:
-            raise LayerOutOfRange(f"layer_id {layer_id} is outside 0..{self.n_layers - 1}")
-        return layer_id
-
-
-    def _check_kv(self, k: torch.Tensor, v: torch.Tensor, batch: int) -> None:
-        require_kv(k, v, batch, self.n_kv_heads, self.head_dim, self.dtype, self.device)
-
-    def slot_index(
-        self,
-        page_table: torch.Tensor,
-        start_pos: int | torch.Tensor,
-        n_tokens: int,
-        lengths: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """Flat storage slot of token t of row b: page * page_size + offset, shape [B * n_tokens].
-
-        Token t sits at position start_pos[b] + t. Tokens with t >= lengths[b] (padding, which
-        may run past the table) or at a -1 entry go to the null page; a real token past the
-        table is refused. Computed once per step and shared by all layers.
-        """
-        self._check_table(page_table)
-        check_positions(start_pos, lengths, page_table.shape[0], self.page_size, n_tokens,
-                        page_table.shape[1])
-        return self.kv.slot_index(page_table, start_pos, n_tokens, lengths)
-
-    def write(
-        self,
-        layer_id: int,
-        page_table: torch.Tensor,
-        start_pos: int | torch.Tensor,
-        k: torch.Tensor,
-        v: torch.Tensor,
-        lengths: torch.Tensor | None = None,
-    ) -> None:
-        """Write k, v [B, S, H, D]: token t of row b to the slot of position start_pos[b] + t.
-
-        lengths[b] (optional) is how many of row b's S tokens are real; the rest are padding and
-        are never written to a live page.
-        """
-        self._check_table(page_table)
-        self._layer(layer_id)
-        self._check_kv(k, v, page_table.shape[0])
-        slots = self.slot_index(page_table, start_pos, k.shape[1], lengths)
-        self.write_slots(layer_id, slots, k, v)
-        self.observer.on_write(layer_id, page_table, start_pos, k.shape[1], lengths, None)
+    def write(self, layer_id: int, page_table: torch.Tensor, start_pos: int | torch.Tensor,
+              k: torch.Tensor, v: torch.Tensor, lengths: torch.Tensor | None = None) -> None:
+        """Write k, v [B, S, H, D] through a table: see `CheckedKV.write`."""
+        self.checked.write(layer_id, page_table, start_pos, k, v, lengths)
 
     def write_slots(self, layer_id: int, slots: torch.Tensor, k: torch.Tensor, v: torch.Tensor):
-        """Write with a precomputed slot_index(): one index_copy_ for K and one for V."""
-        # An int in range goes straight on; anything else is converted or named by _layer.
-        if type(layer_id) is not int or not 0 <= layer_id < self.n_layers:
-            layer_id = self._layer(layer_id)
-        self.kv.write(layer_id, slots, k, v)
+        """Write with a precomputed slot_index(): see `CheckedKV.write_slots`."""
+        self.checked.write_slots(layer_id, slots, k, v)
+
+    def gather_index(self, page_table: torch.Tensor, total_len: int) -> torch.Tensor:
+        """The page ids to gather for total_len tokens: see `CheckedKV.gather_index`."""
+        return self.checked.gather_index(page_table, total_len)
+
+    def gather(self, layer_id: int, page_table: torch.Tensor, total_len: int):
+        """K and V [B, total_len, H, D] in logical order: see `CheckedKV.gather`."""
+        return self.checked.gather(layer_id, page_table, total_len)
+
+    def gather_pages(self, layer_id: int, index: torch.Tensor, total_len: int, owners=None):
+        """gather() with a precomputed gather_index(): see `CheckedKV.gather_pages`."""
+        return self.checked.gather_pages(layer_id, index, total_len, owners)
+
+    def bind(self, page_table: torch.Tensor, total_len: int, lengths: torch.Tensor | None = None,
+             owners: Sequence | None = None) -> CacheView:
+        """A view of one batch, what an attention layer sees: see `CheckedKV.bind`."""
+        return self.checked.bind(page_table, total_len, lengths, owners)
 
     def copy_page(self, src: int, dst: int, n_slots: int, owner=None) -> None:
         """Copy the first n_slots slots of page src into page dst, K and V of every layer: the
         copy half of copy-on-write (the scheduler then points its table at dst and drops src).
 
-        Both pages must be in use and dst held by one owner only (refs 1): copying into a page
-        someone else reads would be a write into a shared page. Checked before anything moves.
+        Both pages must be in use and dst held by one owner only (refs 1) and recording no
+        prefix: copying into a page someone else reads, now or at a later prefix hit, would be
+        a write into a shared page. Checked before anything moves.
         """
         src, dst = self._page_id(src), self._page_id(dst)
-        self.require_held((src, dst), "copy_page")
+        self.checked.require_held((src, dst), "copy_page")
         if src == dst:
             raise SharedPage(f"copy_page: source and destination are both page {src}")
         if self._refs[dst] != 1:
             raise SharedPage(f"copy_page: destination page {dst} has {self._refs[dst]} holders; "
                              "a copy may only go to a page held by one")
+        if dst in self.prefix:  # a later prefix hit would read the copy as its tokens' K/V
+            raise SharedPage(f"copy_page: destination page {dst} records a prefix; a copy may "
+                             "only go to a page no prefix hit reads")
         if isinstance(n_slots, bool) or not isinstance(n_slots, int) \
                 or not 0 <= n_slots <= self.page_size:
             raise BadCount(f"copy_page: n_slots must be an int in 0..{self.page_size}, "
                            f"got {n_slots!r}")
         self.kv.copy_page(src, dst, n_slots)
         self.observer.on_copy(src, dst, n_slots, owner)
-
-    def gather_index(self, page_table: torch.Tensor, total_len: int) -> torch.Tensor:
-        """The page ids to gather for total_len tokens, -1 replaced by the null page, flat."""
-        self._check_table(page_table)
-        if isinstance(total_len, bool) or not isinstance(total_len, int):
-            raise ValueError(f"total_len must be an int, got {type(total_len).__name__}")
-        n_cols = self.pages_for(total_len)
-        if total_len <= 0 or n_cols > page_table.shape[1]:
-            raise ValueError(
-                f"total_len {total_len} needs {n_cols} pages; page_table has {page_table.shape[1]}"
-            )
-        return self.kv.gather_index(page_table, n_cols)
-
-    def gather(self, layer_id: int, page_table: torch.Tensor, total_len: int):
-        """K and V [B, total_len, H, D] in logical order.
-
-        The results are views of buffers this cache reuses: they hold until the next gather.
-        """
-        return self.gather_pages(layer_id, self.gather_index(page_table, total_len), total_len)
-
-    def gather_pages(self, layer_id: int, index: torch.Tensor, total_len: int, owners=None):
-        """gather() with a precomputed gather_index()."""
-        k, v = self.kv.gather_pages(self._layer(layer_id), index, total_len)
-        self.observer.on_gather(layer_id, index, total_len, owners)
-        return k, v
-
-    def bind(
-        self,
-        page_table: torch.Tensor,
-        total_len: int,
-        lengths: torch.Tensor | None = None,
-        owners: Sequence | None = None,
-    ) -> CacheView:
-        """A view of this batch (owners: who each row of the table belongs to, for observers).
-        A host (CPU) table is checked on the host and copied to the cache's device here, so
-        binding costs no host-device sync (see the module doc)."""
-        return CacheView(self, self.device_table(page_table), total_len, lengths, owners)
-
-    def device_table(self, page_table: torch.Tensor) -> torch.Tensor:
-        """The table checked, then copied (to the cache's device): the copy is what a view
-        uses, so editing the caller's table afterwards (even through numpy, which bumps no
-        version) cannot redirect a write."""
-        if isinstance(page_table, torch.Tensor) and page_table.device.type == "cpu":
-            self._check_table(page_table, page_table.device, remember=False)
-            frozen = page_table.to(self.device, copy=True)
-        else:
-            self._check_table(page_table, remember=False)
-            frozen = page_table.clone()
-        self._remember(frozen, owned=True)  # the copy holds what was checked
-        return frozen
 
 
 def _table_of(owner) -> list | None:
@@ -605,13 +411,4 @@ def _table_of(owner) -> list | None:
     if not isinstance(table, list):
         raise TypeError(f"an owner of pages needs a page_table list, got {type(owner).__name__}")
     return table
-
-
-def _available(device: torch.device) -> int | None:
-    if device.type == "cuda" and not torch.cuda.is_available():
-        return None  # torch itself refuses the device
-    try:
-        return available_bytes(device)
-    except (RuntimeError, ValueError):
-        return None
 

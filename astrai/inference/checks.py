@@ -1,14 +1,16 @@
 """Checks on what callers hand the cache, and the keys its views cache indices by.
 
-Pure functions: each raises a named error (a ValueError subclass) naming what is wrong, before
-anything is written. `PagedCache` calls them where a table, a position or a tensor comes in.
+Functions: each raises a named error (a ValueError subclass) naming what is wrong, before
+anything is written or allocated. `PagedCache` and `CheckedKV` call them where a size, a table,
+a position or a tensor comes in.
 """
 
 from __future__ import annotations
 
 import torch
 
-from astrai.errors import BadCount, BadTensor
+from astrai.errors import BadCount, BadTensor, CacheTooLarge
+from astrai.memory import available_bytes
 
 
 def require_sizes(dtype: torch.dtype, **sizes: int) -> None:
@@ -18,6 +20,20 @@ def require_sizes(dtype: torch.dtype, **sizes: int) -> None:
             raise ValueError(f"{name} must be a positive int, got {value!r}")
     if not dtype.is_floating_point:
         raise ValueError(f"dtype must be a floating type, got {dtype}")
+
+
+def require_room(need: int, device: torch.device, what: str) -> None:
+    """CacheTooLarge unless `need` bytes fit in what the device has available now (when it can
+    say: a CUDA device torch cannot use is left for torch itself to refuse)."""
+    if device.type == "cuda" and not torch.cuda.is_available():
+        return
+    try:
+        have = available_bytes(device)
+    except (RuntimeError, ValueError):
+        return
+    if have is not None and need > have:
+        raise CacheTooLarge(f"{what} needs {need / 2**20:.0f} MiB; {device} has "
+                            f"{have / 2**20:.0f} MiB available")
 
 
 def require_kv(k: torch.Tensor, v: torch.Tensor, batch: int, n_kv_heads: int, head_dim: int,

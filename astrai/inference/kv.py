@@ -6,9 +6,9 @@ has one extra "null" page behind the live ones; every -1 table entry (and every 
 is routed there, so padding never reads or writes a live page and no host-device sync is
 needed to find it.
 
-The store checks nothing about who holds a page: `PagedCache` checks tables, positions and
-tensors before it calls in (once per table and step, see its module doc). Indices made by
-`slot_index`/`gather_index` are what `write_slots`/`gather_pages` take.
+The store checks nothing about who holds a page: `CheckedKV` (checked.py) checks tables,
+positions and tensors before it calls in (once per table and step, see its module doc).
+Indices made by `slot_index`/`gather_index` are what `write_slots`/`gather_pages` take.
 
 `write` is `write_slots` through the widest element it can use. On the CPU, index_copy_ moves
 one element per step of a scalar loop, so a float32 write runs at a fifth of copy_'s speed
@@ -29,7 +29,7 @@ from astrai.errors import StaleView
 from astrai.inference.checks import same_key, slot_key
 
 if TYPE_CHECKING:
-    from astrai.inference.cache import PagedCache
+    from astrai.inference.checked import CheckedKV
 
 
 class KVStore:
@@ -49,6 +49,7 @@ class KVStore:
         flat = (n_layers, (n_pages + 1) * page_size, n_kv_heads, head_dim)
         self._k_slots = self._k_store.view(flat).unbind(0)
         self._v_slots = self._v_store.view(flat).unbind(0)
+        self.slot_shape = flat[1:]  # one layer's rows a flat slot index points into
         self._null_page = n_pages
         self._gather_k = torch.empty(0, device=self.device, dtype=dtype)
         self._gather_v = torch.empty(0, device=self.device, dtype=dtype)
@@ -169,7 +170,8 @@ class CacheView:
 
     total_len is the longest row's length after this step's write (a Python int: it sizes the
     gathered K/V); lengths, optional [B], is each row's own, for the attention mask; owners,
-    optional, who each row belongs to (handed to the cache's observer).
+    optional, who each row belongs to (handed to the cache's observer). `cache` is the cache's
+    checked K/V API (`PagedCache.checked`), which the view writes and gathers through.
 
     A step writes every layer with the same positions and K/V of one shape. The first write
     checks everything (k and v, the table, the positions) and computes the slot index; each
@@ -180,7 +182,7 @@ class CacheView:
 
     def __init__(
         self,
-        cache: PagedCache,
+        cache: CheckedKV,
         page_table: torch.Tensor,
         total_len: int,
         lengths: torch.Tensor | None = None,
@@ -202,13 +204,13 @@ class CacheView:
         self._dtype, self._device = cache.dtype, cache.device
         # A page released since binding may belong to someone else now (refs > 0 again, so
         # the table check alone would pass): the view refuses to touch K/V from then on.
-        self._bound = cache._releases
+        self._bound = cache.releases
 
     def _stale(self) -> None:
         cache = self.cache
-        cache._check_table(self.page_table)  # names a page nobody holds, if there is one
+        cache.check_table(self.page_table)  # names a page nobody holds, if there is one
         raise StaleView(
-            f"this CacheView was bound before {cache._releases - self._bound} page "
+            f"this CacheView was bound before {cache.releases - self._bound} page "
             "release(s); its pages may belong to another owner now: bind the table again"
         )
 
@@ -221,7 +223,7 @@ class CacheView:
         lengths: torch.Tensor | None = None,
     ) -> None:
         cache = self.cache
-        if cache._releases != self._bound:
+        if cache.releases != self._bound:
             self._stale()
         start, shape, dtype, device = self._start, self._shape, self._dtype, self._device
         if not (
@@ -238,13 +240,13 @@ class CacheView:
             self._check_step(start_pos, k, v, lengths)  # not this step's: checked in full
         cache.write_slots(layer_id, self._slots, k, v)
         cache.observer.on_write(layer_id, self.page_table, start_pos, self._n_tokens, lengths,
-                                self.owners)
+                                self.owners, self._slots, k, v)
 
     def _check_step(self, start_pos, k, v, lengths) -> None:
         """A write that is not the checked step's: check k and v, and (new positions) compute
         the slot index, which checks the table and positions; then remember the step."""
         cache = self.cache
-        cache._check_kv(k, v, self.page_table.shape[0])
+        cache.check_kv(k, v, self.page_table.shape[0])
         n_tokens = k.shape[1]
         # The slot index depends only on positions, so compute it once per step, not per layer.
         key = slot_key(start_pos, n_tokens, lengths)
@@ -262,7 +264,7 @@ class CacheView:
         self._shape, self._n_tokens = k.shape, n_tokens
 
     def gather(self, layer_id: int):
-        if self.cache._releases != self._bound:
+        if self.cache.releases != self._bound:
             self._stale()
         return self.cache.gather_pages(layer_id, self._index, self.total_len, self.owners)
 

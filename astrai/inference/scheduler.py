@@ -33,6 +33,7 @@ import torch
 from astrai.errors import BadSetting, RequestTooLarge, SchedulerError
 from astrai.inference.cache import PagedCache
 from astrai.inference.observer import NO_OBSERVER, Observer
+from astrai.inference.phases import STEP_PHASES, StepPhase
 from astrai.inference.state import Stateful
 from astrai.inference.undo import atomic
 from astrai.model import next_tokens
@@ -74,8 +75,8 @@ class Task:
         return self.prompt + self.output
 
 
-# The phases of one step, in order (the one place they are named).
-PHASES = ("cleanup", "refill", "prefill", "decode")
+# The names of a step's phases, in order, as plain strings (labels; what a trace holds).
+PHASES = tuple(str(phase) for phase in STEP_PHASES)
 
 
 class Scheduler(Stateful):
@@ -181,20 +182,20 @@ class Scheduler(Stateful):
 
     @atomic  # a step that raises changes nothing (astrai.inference.undo)
     def step(self) -> None:
-        self._phase("cleanup")
+        self._phase(StepPhase.CLEANUP)
         self._cleanup()
-        self._phase("refill")
+        self._phase(StepPhase.REFILL)
         admitted = self._refill()
-        self._phase("prefill")
+        self._phase(StepPhase.PREFILL)
         if admitted:
             self._prefill(admitted)
-        self._phase("decode")
+        self._phase(StepPhase.DECODE)
         decoding = [t for t in self.running if t.status is Status.RUNNING and t not in admitted]
         if decoding:
             self._decode(decoding)
         self.step_count += 1
 
-    def _phase(self, phase: str) -> None:
+    def _phase(self, phase: StepPhase) -> None:
         self.observer.on_phase(self.step_count, phase)
 
     def _cleanup(self) -> None:
@@ -316,7 +317,7 @@ class Scheduler(Stateful):
         if self.prefix_caching:
             for task in rows:
                 self.cache.record_prefix(task.page_table, task.tokens[: task.length], owner=task)
-        self._emit_tokens("prefill", sampled)
+        self._emit_tokens(StepPhase.PREFILL, sampled)
 
     def _decode(self, tasks: list[Task]) -> None:
         """Every task advances one token at its own position; a page is added on demand."""
@@ -327,7 +328,7 @@ class Scheduler(Stateful):
         batch = [t for t in batch if t.status is Status.RUNNING]  # drop later-preempted ones
         if batch:
             self._forward(batch, [t.length for t in batch], [[t.output[-1]] for t in batch])
-            self._emit_tokens("decode", batch)
+            self._emit_tokens(StepPhase.DECODE, batch)
 
     def _grow(self, task: Task) -> bool:
         """Make room for the K/V of position task.length: a new page past the table's end, or
@@ -451,7 +452,7 @@ class Scheduler(Stateful):
                 rows.append(row)
         return out, rows
 
-    def _emit_tokens(self, phase: str, tasks: list[Task]) -> None:
+    def _emit_tokens(self, phase: StepPhase, tasks: list[Task]) -> None:
         self.observer.on_tokens(phase, tasks)
 
 

@@ -1,14 +1,14 @@
 """Capture: the tensors a slot-level scene shows, taken from the real calls while a run records.
 
 Off unless asked for (`record(workload, capture=True)`), so ordinary traces stay small. While
-active it wraps three methods of one cache *instance* (the class and its source are untouched,
-so code panels still show the engine as it is) and sets the model's `attn_probe`:
+active it listens to the cache beside the recorder (observer hooks: astrai.inference.observer)
+and sets the model's `attn_probe`:
 
 - "slots":  each `slot_index` call: its page_table, start_pos, n_tokens, lengths and the flat
             slots it returned ([B * n_tokens]: page * page_size + offset, padding in the null
             page).
-- "write":  each `write_slots` of one layer: the shapes of slots, k and the slot store it wrote.
-- "gather": each `gather_pages` of that layer: the page index it read (null page included),
+- "write":  each write of one layer: the shapes of slots, k and the slot store it wrote.
+- "gather": each gather of that layer: the page index it read (null page included),
             total_len, and the shapes of the page buffer, of its [B, pages * page_size] view
             and of the K it returned (the view cut to total_len).
 - "attention": that layer's attention on decode steps (by default): per row and query head,
@@ -26,6 +26,9 @@ import math
 
 import torch
 
+from astrai.inference.observer import Observer, Observers
+from astrai.inference.phases import StepPhase
+
 CAPTURE_KINDS = ("slots", "write", "gather", "attention")
 
 
@@ -33,58 +36,51 @@ def _ints(x) -> list:
     return x.tolist() if isinstance(x, torch.Tensor) else x
 
 
-class Capture:
+class Capture(Observer):
     """`with Capture(cache, model, recorder):` around a recorded run; records in .records."""
 
     def __init__(self, cache, model, recorder, layer: int = 0,
-                 attention_phases: tuple[str, ...] = ("decode",)):
+                 attention_phases: tuple[str, ...] = (StepPhase.DECODE,)):
         if not 0 <= layer < cache.n_layers:
             raise ValueError(f"layer must be in 0..{cache.n_layers - 1}, got {layer}")
         self.cache, self.model, self.recorder = cache, model, recorder
         self.layer = layer
         self.attention_phases = tuple(attention_phases)
         self.records: list[dict] = []
-        self._wrapped = ("slot_index", "write_slots", "gather_pages")
+        self._outer = None
 
     def __enter__(self) -> Capture:
-        cache = self.cache
-        self._orig = {name: getattr(cache, name) for name in self._wrapped}
-        cache.slot_index = self._slot_index
-        cache.write_slots = self._write_slots
-        cache.gather_pages = self._gather_pages
+        self._outer = self.cache.observer  # the recorder: it keeps hearing everything first
+        self.cache.observer = Observers(self._outer, self)
         self.model.attn_probe = self._attend
         return self
 
     def __exit__(self, *exc) -> None:
-        for name in self._wrapped:
-            self.cache.__dict__.pop(name, None)  # the class's methods show through again
+        self.cache.observer = self._outer
         self.model.attn_probe = None
 
     def _add(self, kind: str, **fields) -> None:
         rec = self.recorder
         self.records.append({"kind": kind, "step": rec.step, "phase": rec.phase, **fields})
 
-    # ---- the wrapped calls -----------------------------------------------------------------
+    # ---- the cache's hooks -----------------------------------------------------------------
 
-    def _slot_index(self, page_table, start_pos, n_tokens, lengths=None):
-        slots = self._orig["slot_index"](page_table, start_pos, n_tokens, lengths)
+    def on_slots(self, page_table, start_pos, n_tokens, lengths, slots) -> None:
         self._add("slots", page_table=page_table.tolist(), n_tokens=n_tokens,
                   start_pos=_ints(start_pos),
                   lengths=None if lengths is None else lengths.tolist(),
                   slots=slots.tolist(), null_page=self.cache.n_pages)
-        return slots
 
-    def _write_slots(self, layer_id, slots, k, v):
-        self._orig["write_slots"](layer_id, slots, k, v)
+    def on_write(self, layer_id, page_table, start_pos, n_tokens, lengths, owners,
+                 slots, k, v) -> None:
         if layer_id == self.layer:
             cache = self.cache
             n = slots.shape[0]
             self._add("write", layer=layer_id, slots_shape=list(slots.shape),
                       k_shape=list(k.shape), rows_shape=[n, cache.n_kv_heads, cache.head_dim],
-                      store_shape=list(cache.kv._k_slots[layer_id].shape))
+                      store_shape=list(cache.kv.slot_shape))
 
-    def _gather_pages(self, layer_id, index, total_len, owners=None):
-        k, v = self._orig["gather_pages"](layer_id, index, total_len, owners)
+    def on_gather(self, layer_id, index, total_len, owners, k, v) -> None:
         if layer_id == self.layer:
             cache = self.cache
             n, ps, h, d = index.shape[0], cache.page_size, cache.n_kv_heads, cache.head_dim
@@ -92,7 +88,6 @@ class Capture:
             self._add("gather", layer=layer_id, index=index.tolist(), total_len=total_len,
                       null_page=cache.n_pages, pages_shape=[n, ps, h, d],
                       view_shape=[batch, n // batch * ps, h, d], k_shape=list(k.shape))
-        return k, v
 
     def _attend(self, layer_id, q, k, v, mask, out) -> None:
         """q [B, Hkv, n_rep * S, D] (query heads folded per KV head), k/v [B, Hkv, T, D],

@@ -19,10 +19,10 @@ from pathlib import Path
 
 from astrai.inference.cache import PagedCache
 from astrai.inference.observer import NO_OBSERVER, Observer
+from astrai.inference.phases import StepPhase
 from astrai.inference.scheduler import Scheduler, Status, Task
 from astrai.text import TextLog
 from astrai.trace.events import (
-    EVENTS,
     Admit,
     Alloc,
     Arrive,
@@ -53,8 +53,9 @@ _WATCHED = {str(path.resolve()): name for name, path in ENGINE_FILES.items()}
 class LineTracer:
     """While active, notes the lines each engine frame runs and the engine calls that finish.
 
-    Only engine frames (cache.py, scheduler.py) are traced line by line; everything else runs
-    untraced, and so does the engine while `busy` (the recorder reading state). Re-entrant.
+    Only frames of the engine files (astrai.trace.source.ENGINE_FILES) are traced line by
+    line; everything else runs untraced (the argument checks and observer hooks included), and
+    so does the engine while `busy` (the recorder reading state). Re-entrant.
     """
 
     def __init__(self):
@@ -136,7 +137,7 @@ class Recorder(Observer):
         self.cache, self.scheduler = cache, scheduler
         self.text = text
         self.events: list[Event] = []
-        self.step, self.phase = 0, "init"
+        self.step, self.phase = 0, str(StepPhase.INIT)
         self.tracer = tracer or (LineTracer() if lines else None)
         self._written = [0] * cache.n_pages  # per page: bitmask of slots holding K/V
         self._shared = _SharedState()
@@ -150,7 +151,7 @@ class Recorder(Observer):
         self.scheduler.observer = self
         if self.tracer is not None:
             self.tracer.__enter__()
-        self.step, self.phase = self.scheduler.step_count, "init"
+        self.step, self.phase = self.scheduler.step_count, str(StepPhase.INIT)
         self._emit(Phase)
         return self
 
@@ -164,10 +165,8 @@ class Recorder(Observer):
     def state(self) -> dict:
         return self._shared.state(self.cache, self.scheduler, self._written, self.text)
 
-    def _emit(self, kind: str | type[Event], **fields) -> None:
-        """Append an event of `kind` (its class, or its name in the file) with `fields`, the
-        state now and the code that ran."""
-        cls = EVENTS[kind] if isinstance(kind, str) else kind
+    def _emit(self, cls: type[Event], **fields) -> None:
+        """Append an event of class `cls` with `fields`, the state now and the code that ran."""
         tracer = self.tracer
         if tracer is None:
             state, code, returned = self.state(), [], []
@@ -184,15 +183,15 @@ class Recorder(Observer):
     # ---- scheduler hooks -------------------------------------------------------------------
 
     def on_submit(self, task: Task) -> None:
-        self.step, self.phase = self.scheduler.step_count, "arrive"  # between steps
+        self.step, self.phase = self.scheduler.step_count, str(StepPhase.ARRIVE)  # between steps
         prompt_text = self.text.prompt(task.name) if self.text is not None else None
         # samples: the names of a parallel-sampling request's tasks (only when n > 1)
         extra = {"samples": [t.name for t in task.samples]} if task.samples else {}
         self._emit(Arrive, task=task.name, prompt_len=len(task.prompt),
                    max_new_tokens=task.max_new_tokens, prompt_text=prompt_text, **extra)
 
-    def on_phase(self, step: int, phase: str) -> None:
-        self.step, self.phase = step, phase
+    def on_phase(self, step: int, phase: StepPhase) -> None:
+        self.step, self.phase = step, str(phase)  # the plain name, as a trace file holds it
         self._emit(Phase)
 
     def on_admit(self, task: Task, hits: list[int], needed: int, available: int) -> None:
@@ -220,7 +219,7 @@ class Recorder(Observer):
     def on_wait(self, task: Task, needed: int, available: int) -> None:
         self._emit(Wait, task=task.name, needed=needed, available=available)
 
-    def on_tokens(self, phase: str, tasks: list[Task]) -> None:
+    def on_tokens(self, phase: StepPhase, tasks: list[Task]) -> None:
         text = {}
         if self.text is not None:
             for t in tasks:
@@ -278,7 +277,8 @@ class Recorder(Observer):
         self._emit(Record, task=_name(owner), pages=list(pages),
                    keys=[self.cache.prefix_key(p) for p in pages])
 
-    def on_write(self, layer_id, page_table, start_pos, n_tokens, lengths, owners) -> None:
+    def on_write(self, layer_id, page_table, start_pos, n_tokens, lengths, owners,
+                 slots, k, v) -> None:
         if layer_id != 0:  # every layer writes the same slots; one event per step
             return
         table = page_table.tolist()
@@ -301,7 +301,7 @@ class Recorder(Observer):
             rows.append({"task": name, "start": start, "n": count, "runs": runs})
         self._emit(Write, rows=rows, page_table=table)
 
-    def on_gather(self, layer_id, index, total_len, owners) -> None:
+    def on_gather(self, layer_id, index, total_len, owners, k, v) -> None:
         if layer_id != 0:
             return
         flat = index.tolist()

@@ -19,8 +19,8 @@ _PACKAGE = Path(astrai.__file__).resolve().parent
 
 # The one registry of engine files: trace name -> the shipped file. The recorder traces these
 # line by line, a trace's code frames may name only these, and their digests stamp a trace.
-# (checks.py and observer.py are left out on purpose: argument checks and no-op hooks are
-# not what a scene shows.)
+# (checks.py, checked.py and observer.py are left out on purpose: argument checks and no-op
+# hooks are not what a scene shows.)
 ENGINE_FILES: dict[str, Path] = {
     f"astrai/inference/{name}.py": _PACKAGE / "inference" / f"{name}.py"
     for name in ("cache", "allocator", "prefix", "kv", "scheduler")
@@ -50,7 +50,7 @@ def digests() -> dict[str, str]:
 def functions(file: str) -> dict[str, tuple[int, int]]:
     """qualname -> (first line, last line) of every function defined in an engine file.
 
-    Qualnames are Python's (`PagedCache._take`, `f.<locals>.g`); the first line is the first
+    Qualnames are Python's (`PageAllocator._take`, `f.<locals>.g`); the first line is the first
     decorator's, as `inspect.getsourcelines` gives it."""
     spans: dict[str, tuple[int, int]] = {}
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+from astrai.inference.phases import StepPhase
 from astrai.trace.events import Event, Phase
 from astrai.trace.format import Trace
 
@@ -51,7 +52,7 @@ def _lines(trace: Trace) -> Iterator[str]:
     yield "free bits are printed page 0 first (1 = free); tables are name=[pages]/length"
     for ev in trace.events:
         line = f"{ev.step:5d} {ev.phase:8s} {ev.kind:8s} {describe(ev)}"
-        if ev.moves_pages or (isinstance(ev, Phase) and ev.phase == "init"):
+        if ev.moves_pages or (isinstance(ev, Phase) and ev.phase == StepPhase.INIT):
             line = f"{line:<60s} {state_line(ev.state, n_pages)}"
         yield line.rstrip()
     said = trace.events[-1].state.get("output_text", {}) if trace.events else {}

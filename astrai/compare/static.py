@@ -21,8 +21,8 @@ from dataclasses import dataclass
 
 import torch
 
+from astrai.compare.dense import DenseKVCache
 from astrai.errors import RequestTooLarge, SchedulerError
-from astrai.inference.dense import DenseKVCache
 from astrai.inference.scheduler import Status, Task, sample_tokens
 
 PROMPT, GEN, IDLE = "prompt", "gen", "idle"
