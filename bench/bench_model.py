@@ -26,7 +26,7 @@ from astrai.chat import chat_prompt  # noqa: E402
 from astrai.checkpoint import load_checkpoint  # noqa: E402
 from astrai.inference.cache import PagedCache, pages_for  # noqa: E402
 from astrai.inference.scheduler import Scheduler, Task  # noqa: E402
-from astrai.inference.static import DenseBatcher  # noqa: E402
+from astrai.compare.static import DenseBatcher  # noqa: E402
 from astrai.models.store import check  # noqa: E402
 from astrai.text import load_tokenizer  # noqa: E402
 
