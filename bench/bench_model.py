@@ -24,9 +24,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's 
 
 from astrai.chat import chat_prompt  # noqa: E402
 from astrai.checkpoint import load_checkpoint  # noqa: E402
+from astrai.compare.static import DenseBatcher  # noqa: E402
 from astrai.inference.cache import PagedCache, pages_for  # noqa: E402
 from astrai.inference.scheduler import Scheduler, Task  # noqa: E402
-from astrai.compare.static import DenseBatcher  # noqa: E402
 from astrai.models.store import check  # noqa: E402
 from astrai.text import load_tokenizer  # noqa: E402
 

@@ -16,9 +16,9 @@ import torch
 from astrai.chat import chat_prompt
 from astrai.checkpoint import load_checkpoint, read_config
 from astrai.checkpoint import main as checkpoint_main
+from astrai.compare.static import DenseBatcher
 from astrai.inference.cache import PagedCache
 from astrai.inference.scheduler import Scheduler
-from astrai.compare.static import DenseBatcher
 from astrai.models.store import check, model_dir
 from astrai.text import load_tokenizer
 from astrai.workload import parse_workload, run_workload
