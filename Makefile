@@ -39,7 +39,7 @@ lint: setup
 	$(PY) -m ruff check astrai scenes promo tests bench scripts
 
 # Cache, scheduler and real-model benchmarks; each ends with its targets, PASS/FAIL, every one
-# a ratio of two things timed side by side (README: Hot paths). BENCH_ARGS=--strict: exit 1 if
+# a ratio of two things timed side by side (docs/engine.md: Hot paths). BENCH_ARGS=--strict: exit 1 if
 # a target fails (all still run); BENCH_ARGS=--quick: smaller sizes, fewer repeats.
 bench: setup
 	@$(SPLIT) BENCH_ARGS $(PY) bench/bench_cache.py; cache=$$?; \

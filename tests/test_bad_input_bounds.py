@@ -212,8 +212,8 @@ def test_documented_limits_are_refused_with_their_field(change, field, limit):
     bad(big_pool, field, str(limit))
 
 
-def test_the_limits_are_in_the_readme():
-    readme = (Path(__file__).parents[1] / "README.md").read_text()
+def test_the_limits_are_in_the_workload_docs():
+    readme = (Path(__file__).parents[1] / "docs" / "workloads.md").read_text()
     for limit in (MAX_NEW_TOKENS, MAX_PROMPT_TOKENS, MAX_REQUESTS, workload_module.MAX_STEPS):
         assert f"{limit:,}" in readme or str(limit) in readme
 
