@@ -456,13 +456,15 @@ def test_a_scene_puts_its_own_beats_between_the_traces(built, tmp_path):
             card.add(Square(0.5))
 
             def explain(rp, i):
-                rp.tell("a prefix hit: pages are shared", build=lambda beat: rp.show_board(
-                    beat, card, "card", stay=True), line="A prefix hit: the pages are shared.",
-                    code=(rp.line_of(i, "share.inc_ref"), i), name="narrative")
+                self.shot("a prefix hit: pages are shared", "",
+                          rp.beat(build=lambda beat: rp.show_board(beat, card, "card", stay=True),
+                                  code=(rp.line_of(i, "share.inc_ref"), i), name="narrative"),
+                          line="A prefix hit: the pages are shared.")
 
             def card_goes(rp, i):
-                rp.tell("the card goes", build=lambda beat: beat.vanish(rp.notes, card),
-                        name="narrative")
+                self.shot("the card goes", "",
+                          rp.beat(build=lambda beat: beat.vanish(rp.notes, card),
+                                  name="narrative"))
 
             rp.hook_before(shares[0], explain)
             rp.hook_before(frees[0], card_goes)
