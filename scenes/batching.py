@@ -241,13 +241,10 @@ class BatchingScene(StoryScene):
                      _fill_kind(g[0])) for g in row]
                 for s, row in rows.items()
             }
-        self._snapshots.append({
-            "steps": steps,
-            "grids": grids,
-            "tokens": {run: self.charts["tokens"].values_of(run) for run in RUN_COLOR},
-            "pool": {name: self.charts["pool"].values_of(name) for name, _ in POOL_SERIES},
-            "counters": {run: ctr.text for run, ctr in self.counters.items()},
-        })
+        self.snap("steps", steps=steps, grids=grids,
+                  tokens={run: self.charts["tokens"].values_of(run) for run in RUN_COLOR},
+                  pool={name: self.charts["pool"].values_of(name) for name, _ in POOL_SERIES},
+                  counters={run: ctr.text for run, ctr in self.counters.items()})
 
     # ---- story -----------------------------------------------------------------------------
 

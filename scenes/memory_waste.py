@@ -308,7 +308,7 @@ class MemoryWasteScene(StoryScene):
             if self.chart is not None:
                 snap["held"] = {run: self.chart.values_of(run) for run in RUN_COLOR}
             snap["held_bars"] = {run: [g.task for g in bar] for run, bar in self.bars.items()}
-        self._snapshots.append(snap)
+        self.snap(snap["part"], **snap)
 
     # ---- story -----------------------------------------------------------------------------
 

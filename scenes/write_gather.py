@@ -58,6 +58,7 @@ class WriteGatherScene(StoryScene):
                "padded rows go to, and the gather that reads them back in page-table order for "
                "the decoding token's attention.")
     HEAD = 0  # layer 0's query head whose attention is shown (named on screen)
+    SNAP_TEXTS = True  # tests check that no two texts overlap
 
     # ---- the two cuts ----------------------------------------------------------------------
 

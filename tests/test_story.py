@@ -48,8 +48,9 @@ def test_a_shot_lasts_its_speech_or_its_own_time_whichever_is_longer(scene):
     assert scene.after_first == pytest.approx(scene.first.duration + PAUSE, abs=frame)
     second = scene.after_second - scene.after_first
     d = scene.second.duration
-    assert d + PAUSE < 5.0  # the short line ends first: the shot keeps its own 5 s
-    assert second == pytest.approx(max(5.0, d + PAUSE), abs=2 * frame)
+    assert d < 1.0 and d + PAUSE < 4.0  # the short line ends first: the shot keeps its own time
+    # its animation runs under the speech (never longer), then the rest of its own time holds
+    assert second == pytest.approx(max(min(1.0, d) + 4.0, d + PAUSE), abs=2 * frame)
 
 
 def test_subtitles_are_exactly_the_spoken_words(scene):

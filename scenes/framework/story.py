@@ -35,10 +35,11 @@ What the base gives every scene:
   finish their animations at once.
 - `workload`: the workload this render shows, and `output_name()`, the file name it renders to
   (the class name, plus the workload when $ASTRAI_WORKLOAD overrides the scene's own).
-- `snapshots` / `panels`: what the screen showed after each event or beat / every code panel,
-  for tests. A scene that replays a recorded run uses a `scenes.framework.replay.Replay` (set
-  as `self.replay`): its snapshots and panels are the replay's, and `replay.beat(...)` is a
-  play for a shot (see its package doc).
+- `snap(beat, **what)`: the one snapshot producer; `snapshots` lists them all, one schema for
+  every scene ({"beat", "at", **what}), and `panels` every code panel, for tests. A scene
+  that replays a recorded run uses a `scenes.framework.replay.Replay` (set as `self.replay`):
+  it snaps after every event it applies, its panels are the scene's, and `replay.beat(...)`
+  is a play for a shot (see its package doc).
 - Output: the render is named `output_name()` (Manim's -o wins), so stills are
   `media/images/<file>/<name>.png` and another workload or the teaser never overwrites the
   scene's own video.
@@ -77,8 +78,9 @@ def env_workload() -> str:
 
 
 class Shot:
-    """What a shot's callable plays run through: the speech's `duration` (0 when silent) and
-    `line`; `show(animations, run_time)` plays (the caption's cross-fade joins the first),
+    """What a shot's plays run through: the speech's `duration` (0 when silent) and `line`;
+    `show(animations, run_time)` plays, never longer than the speech (the caption's cross-fade
+    joins the first),
     `hold(seconds)` holds, `also(animations)` adds animations to the next play."""
 
     def __init__(self, scene: StoryScene, spoken: Line | None, fade: Beat | None):
@@ -91,6 +93,9 @@ class Shot:
         self.pending += list(animations)
 
     def show(self, animations, run_time: float) -> None:
+        """Play these animations (never longer than the speech: they run under the line)."""
+        if self.duration and animations:
+            run_time = max(min(run_time, self.duration), 1 / config.frame_rate)
         anims, self.pending = [*self.pending, *animations], []
         self.scene._show(anims, run_time)
         self.settle()
@@ -116,6 +121,7 @@ class StoryScene(Scene):
     TITLE: ClassVar[str] = ""
     CHAPTER: ClassVar[str] = ""  # the chapter's name, if not TITLE (numbered by the storyboard)
     IN_TEASER: ClassVar[bool] = True  # the promo's teaser plays this scene's shot
+    SNAP_TEXTS: ClassVar[bool] = False  # its snapshots list every text drawn (and where)
 
     def __init__(self, *args, trace: Trace | None = None, cut: str | None = None, **kwargs):
         kwargs.setdefault("camera_class", ReplayCamera)
@@ -247,9 +253,9 @@ class StoryScene(Scene):
         """One shot of the story, the only way a scene or card plays: the narrator says `line`
         (if any) from the shot's start; `caption` and `detail` replace the caption lines (None:
         they stay), cross-fading with the first play; the plays run one after another, each an
-        (animations, run_time) pair or a callable given the `Shot`; the shot lasts at least
-        `least` seconds and until the speech is over and a short pause passed. Returns the
-        spoken Line."""
+        (animations, run_time) pair or a callable given the `Shot`, each play cut to the
+        speech's length; the pairs' run times are held out to `least` seconds, and the shot
+        lasts until the speech is over and a short pause passed. Returns the spoken Line."""
         fade = None
         if caption is not None:
             self.caption_lines.check(caption, detail)
@@ -321,16 +327,22 @@ class StoryScene(Scene):
 
     # ---- contract the tests read -----------------------------------------------------------
 
-    def snap(self, beat: str, **what) -> None:
-        """A snapshot of what the scene shows now, for a scene that is not a replay (a replay
-        keeps its own, one per event): `what` (read back from the mobjects) under `beat`
-        in `shown`, and every text drawn, in `snapshots`."""
+    def snap(self, beat: str, **what) -> dict:
+        """The one snapshot producer, for every scene (a replay snaps through it after each
+        event it applies): {"beat": what is playing, "at": seconds of video, **what} (`what`
+        read back from the mobjects), plus "texts" (every text drawn: kind, text, box) where
+        the scene sets SNAP_TEXTS. `shown[beat]` keeps the last `what` of each beat."""
+        snap = {"beat": beat, "at": round(self.clock, 4), **what}
+        if self.SNAP_TEXTS:
+            snap["texts"] = drawn_texts(self.mobjects)
         self.shown[beat] = what
-        self._snapshots.append({"beat": beat, **what, "texts": drawn_texts(self.mobjects)})
+        self._snapshots.append(snap)
+        return snap
 
     @property
     def snapshots(self) -> list[dict]:
-        return self.replay.snapshots if self.replay is not None else self._snapshots
+        """Every snapshot taken, in order (what tests and the fingerprint compare)."""
+        return self._snapshots
 
     @property
     def panels(self) -> list[dict]:

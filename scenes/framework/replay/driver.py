@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import numpy as np
-from manim import DOWN, LEFT, Brace, Mobject, Rectangle, VGroup, config
+from manim import DOWN, LEFT, Brace, Mobject, Rectangle, VGroup
 
 from astrai.errors import TraceFormatError
 from astrai.trace import Trace
@@ -74,7 +74,6 @@ class Replay:
         self.beats = (teaser(self.all_beats, self.events, keep or never)
                       if self.cut == "teaser" else self.all_beats)
         self.title = title or f"Paged KV cache · workload {trace.workload.get('name', '?')}"
-        self.snapshots: list[dict] = []
         self.panels: list[dict] = []  # every code panel shown: which frame, which rows
         self.prev_state: dict | None = None
         self.intro: VGroup | None = None
@@ -132,7 +131,7 @@ class Replay:
         self.pool.sync(st, beat)
         beat.window = W_TABLES if staged else (0.0, 1.0)
         self.tables.sync(st, beat)
-        self.snapshots.append(self.snapshot(i))
+        self.scene.snap(self._playing[0], **self.snapshot(i))
         self.prev_state = st
 
     def apply_all(self, spec: BeatSpec, beat: Beat, staged: bool = True, upto=None) -> None:
@@ -203,9 +202,7 @@ class Replay:
 
     @staticmethod
     def _under(shot, anims: list, run_time: float, hold: float, beat: Beat) -> None:
-        """A beat under a spoken line: its animations never outlast the speech."""
-        if shot.duration and anims:
-            run_time = max(min(run_time, shot.duration), 1 / config.frame_rate)
+        """A beat under a spoken line (its animations never outlast the speech)."""
         shot.show(anims, run_time)
         beat.finish()
         shot.hold(hold)
@@ -215,6 +212,11 @@ class Replay:
         for reading when paused, not spoken (see `queue_line`)."""
         beat.window = W_TEXT
         self.captions.say(caption, detail, beat)  # each line cut to its room
+
+    @property
+    def snapshots(self) -> list[dict]:
+        """The scene's snapshots: one per event applied (and any the scene took itself)."""
+        return self.scene.snapshots
 
     @property
     def captions_shown(self) -> list[str]:
