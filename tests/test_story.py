@@ -74,3 +74,24 @@ def test_cues_keep_the_reading_limits(scene):
     assert cue_rules.problems(timed, frame) == []
     for (_, b, _), (c, _, _) in zip(scene.subs, scene.subs[1:]):
         assert c - b >= 2 * frame - 1e-3
+
+
+def test_a_caption_needs_caption_lines_and_must_fit_them(tmp_path):
+    from scenes.framework.kit.captions import CaptionLines
+
+    class Bare(StoryScene):
+        def story(self):
+            self.shot("a caption", "", ([], 0.5))
+
+    with pytest.raises(ValueError, match="no caption lines"):
+        render(Bare, tmp_path)
+
+    class Captioned(StoryScene):
+        def story(self):
+            self.caption_lines = CaptionLines.across(0.0)
+            self.add(self.caption_lines)
+            self.shot("fits", "under it", ([], 0.5))
+            self.shot("x" * (self.caption_lines.room[0] + 1), "", ([], 0.5))
+
+    with pytest.raises(ValueError, match="runs off screen"):
+        render(Captioned, tmp_path)

@@ -258,6 +258,8 @@ class StoryScene(Scene):
         lasts until the speech is over and a short pause passed. Returns the spoken Line."""
         fade = None
         if caption is not None:
+            if self.caption_lines is None:
+                raise ValueError(f"{type(self).__name__} has no caption lines for {caption!r}")
             self.caption_lines.check(caption, detail)
             fade = Beat()
             self.caption_lines.say(caption, detail, fade)
