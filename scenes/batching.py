@@ -13,7 +13,7 @@ blue where a token is generated, empty where a slot idles. Under them, tokens ge
 tokens per step and the measured wall time of each run.
 
 The narrator's lines (`script`, `teaser_script`) say what each stretch of the grids shows, with
-the runs' own step counts; the caption bar under the charts is denser annotation, on screen
+the runs' own step counts; the caption lines under the charts are denser annotation, on screen
 only. The teaser cut is one shot (`teaser_story`): the grids fill fast under two lines.
 Everything is placed relative to the named regions of `plan()`.
 
@@ -31,7 +31,8 @@ from manim import LEFT, RIGHT, UP, FadeIn, Rectangle, VGroup
 from astrai.compare import batching
 from astrai.compare.batching import GEN, IDLE, PROMPT
 from scenes.framework import theme
-from scenes.framework.kit.charts import CaptionBar, Captioned, StepChart, legend, spans
+from scenes.framework.kit.captions import CaptionLines
+from scenes.framework.kit.charts import StepChart, legend, spans, spread
 from scenes.framework.kit.glyphs import Atlas, Counter
 from scenes.framework.kit.regions import Region
 from scenes.framework.story import StoryScene
@@ -105,7 +106,7 @@ def teaser_script(c: batching.BatchingComparison, n_req: int) -> list[str]:
             "as with static batching."]
 
 
-class BatchingScene(Captioned, StoryScene):
+class BatchingScene(StoryScene):
     WORKLOAD = "traffic"
     TITLE = "Continuous batching"
     # what it shows, in one sentence (its card on the promo page)
@@ -175,8 +176,8 @@ class BatchingScene(Captioned, StoryScene):
         x_label.next_to(self.charts["pool"].axes.c2p(self.n_steps, 0), UP, buff=0.05)
         x_label.align_to(self.charts["pool"].axes.c2p(self.n_steps, 0), RIGHT)
         self.add(*self.charts.values(), x_label)
-        self.caption_bar = CaptionBar(y=p.caption.cy)
-        self.caption_mob = None
+        self.caption_lines = CaptionLines.across(p.caption.cy)
+        self.add(self.caption_lines)
         return c
 
     def cell(self, run: str, step: int, slot: int, cell: batching.Cell) -> VGroup:
@@ -199,8 +200,8 @@ class BatchingScene(Captioned, StoryScene):
 
     # ---- drawing ---------------------------------------------------------------------------
 
-    def draw_steps(self, span: tuple[int, int], run_time: float, extra=()) -> None:
-        """Steps a..b (inclusive) of both runs, where they have them, in one play."""
+    def draw_steps(self, span: tuple[int, int], run_time: float, shot) -> None:
+        """Steps a..b (inclusive) of both runs, where they have them, in one play of `shot`."""
         a, b = span
         c = self.comparison
         new = []
@@ -228,7 +229,7 @@ class BatchingScene(Captioned, StoryScene):
                         name, {s: c.continuous_pool[s][i] for s in steps}, color)
                     if line is not None:
                         new.append(line)
-        self.show([FadeIn(VGroup(*new)), *extra], run_time)
+        shot.show([FadeIn(VGroup(*new))], run_time)
         self.snapshot((a, b))
 
     def snapshot(self, steps) -> None:
@@ -240,13 +241,10 @@ class BatchingScene(Captioned, StoryScene):
                      _fill_kind(g[0])) for g in row]
                 for s, row in rows.items()
             }
-        self._snapshots.append({
-            "steps": steps,
-            "grids": grids,
-            "tokens": {run: self.charts["tokens"].values_of(run) for run in RUN_COLOR},
-            "pool": {name: self.charts["pool"].values_of(name) for name, _ in POOL_SERIES},
-            "counters": {run: ctr.text for run, ctr in self.counters.items()},
-        })
+        self.snap("steps", steps=steps, grids=grids,
+                  tokens={run: self.charts["tokens"].values_of(run) for run in RUN_COLOR},
+                  pool={name: self.charts["pool"].values_of(name) for name, _ in POOL_SERIES},
+                  counters={run: ctr.text for run, ctr in self.counters.items()})
 
     # ---- story -----------------------------------------------------------------------------
 
@@ -258,27 +256,27 @@ class BatchingScene(Captioned, StoryScene):
         self.chapter("Two runs")
         first = spans(0, min(FIRST, done) - 1, 1)
         cut1, cut2 = round(len(first) / 3), round(2 * len(first) / 3)
-        self.paced(say["why"], first[:cut1], self.draw_steps, self.caption(
-            f"{self.n_req} requests arrive over time, at most {c.max_batch} at once; the same "
-            "tiny model serves them twice: continuous batching (top) and static (below)."))
-        self.paced(say["setup"], first[cut1:cut2], self.draw_steps)
-        self.paced(say["legend"], first[cut2:], self.draw_steps, self.caption(
-            "Each column is one step of the model, each row a batch slot. Yellow: a request's "
-            "prompt is prefilled (its letter); blue: one generated token."))
+        self.shot(f"{self.n_req} requests arrive over time, at most {c.max_batch} at once",
+                  "the same tiny model serves them twice: continuous batching (top) and static "
+                  "(below)", spread(first[:cut1], self.draw_steps), line=say["why"])
+        self.shot(None, "", spread(first[cut1:cut2], self.draw_steps), line=say["setup"])
+        self.shot("Each column is one step of the model, each row a batch slot",
+                  "yellow: a request's prompt is prefilled (its letter); blue: one generated "
+                  "token", spread(first[cut2:], self.draw_steps), line=say["legend"])
 
         self.chapter("Steps")
         middle = spans(len(first), done - 1, CHUNK)
         half = (len(middle) + 1) // 2
-        self.paced(say["continuous"], middle[:half], self.draw_steps, self.caption(
-            "Continuous: when a request is done, its slot and pages go back at the next step "
-            "and a waiting request joins at once."))
-        self.paced(say["static"], middle[half:], self.draw_steps, self.caption(
-            "Static: the batch keeps its rows until its longest member is done. Finished rows "
-            "sit idle (empty), and new arrivals wait for the whole batch."))
-        self.paced(say["done"], spans(done, self.n_steps - 1, TAIL_CHUNK), self.draw_steps,
-                   self.caption(
-            "Tokens per step (middle chart) stay high with continuous batching; the pool "
-            "(bottom) shows pages in use, kept as cached prefixes, and free."))
+        self.shot("Continuous: when a request is done, a waiting request joins at once",
+                  "its slot and pages go back at the next step",
+                  spread(middle[:half], self.draw_steps), line=say["continuous"])
+        self.shot("Static: the batch keeps its rows until its longest member is done",
+                  "finished rows sit idle (empty), and new arrivals wait for the whole batch",
+                  spread(middle[half:], self.draw_steps), line=say["static"])
+        self.shot("Tokens per step (middle chart) stay high with continuous batching",
+                  "the pool (bottom) shows pages in use, kept as cached prefixes, and free",
+                  spread(spans(done, self.n_steps - 1, TAIL_CHUNK), self.draw_steps),
+                  line=say["done"])
 
         self.chapter("End card")
         self.end_card(c, say["end"])
@@ -291,12 +289,13 @@ class BatchingScene(Captioned, StoryScene):
         done = c.continuous_steps
         self.chapter("Steps")
         size = math.ceil(done / TEASER_PLAYS)
-        self.paced(said[0], spans(0, done - 1, size), self.draw_steps, self.caption(
-            f"same {self.n_req} requests, same model: continuous batching {done} steps, "
-            f"static batching {c.static_steps} steps"), least=0.3)
+        self.shot(f"Continuous batching {done} steps, static batching {c.static_steps} steps",
+                  f"the same {self.n_req} requests on the same model",
+                  spread(spans(0, done - 1, size), self.draw_steps, least=0.3), line=said[0])
         size = math.ceil(max(self.n_steps - done, 1) / TEASER_PLAYS)
-        self.paced(said[1], spans(done, self.n_steps - 1, size), self.draw_steps, least=0.3)
-        self.hold(END_HOLD)
+        self.shot(None, "", spread(spans(done, self.n_steps - 1, size), self.draw_steps,
+                                   least=0.3), line=said[1])
+        self.shot(None, "", least=END_HOLD)
 
     def end_card(self, c: batching.BatchingComparison, line: str) -> None:
         def ratio(x: float, y: float) -> str:
@@ -342,11 +341,10 @@ class BatchingScene(Captioned, StoryScene):
         panel.move_to(box.center)
         card.move_to(panel)
         self.card_lines = lines + [n.text for n in notes]
-        anims = self.caption(
-            f"Same requests, outputs {same}: static batching took "
-            f"{ratio(c.static_steps, c.continuous_steps)} the steps of continuous batching here.")
-        self.beat([FadeIn(VGroup(panel, card)), *anims], 0.6, 1.0, line=line)
-        self.hold(END_HOLD)
+        self.shot(f"Static batching took {ratio(c.static_steps, c.continuous_steps)} the steps "
+                  "of continuous batching here", f"same requests, outputs {same}",
+                  ([FadeIn(VGroup(panel, card))], 0.6), line=line, least=1.6)
+        self.shot(None, "", least=END_HOLD)
 
 
 def _fill_kind(box) -> str:

@@ -1,6 +1,6 @@
 """The promo's cards: the opening title, a chapter card before each storyboard scene, and a closing
 card with figures from real runs. Each is a StoryScene: it plays and speaks through the one
-timeline (`StoryScene.beat`), and what it says is its subtitles.
+timeline (`StoryScene.shot`), and what it says is its subtitles.
 
     manim -ql scenes/cards.py TitleCard
     ASTRAI_CHAPTER=scenes.paged_cache:PagedCacheScene manim -ql scenes/cards.py ChapterCard
@@ -47,11 +47,12 @@ class Card(StoryScene):
 
     def card(self, mobject, line: str | None, hold: float, fade: float = 0.5) -> None:
         """Fade `mobject` in while the narrator says `line`; at least `hold` seconds in all."""
-        self.beat([FadeIn(mobject, shift=0.15 * UP)], fade, max(hold - fade, 1 / 60), line=line)
+        self.shot(None, "", ([FadeIn(mobject, shift=0.15 * UP)], fade), line=line,
+                  least=fade + max(hold - fade, 1 / 60))
 
     def clear_out(self, run_time: float = 0.4) -> None:
         if self.mobjects:
-            self.show([FadeOut(m) for m in self.mobjects], run_time)
+            self.shot(None, "", ([FadeOut(m) for m in self.mobjects], run_time))
 
 
 # ---- opening ----------------------------------------------------------------------------------
@@ -315,7 +316,8 @@ class ClosingCard(Card):
         figures = self.figures if self.figures is not None else closing_figures()
         self.shown_figures = figures
         for bars, words in self.layout(figures):
-            self.beat([*bars.grow(), FadeIn(words)], 1.2, 0.6, line=bars.figure.spoken)
+            self.shot(None, "", ([*bars.grow(), FadeIn(words)], 1.2), line=bars.figure.spoken,
+                      least=1.8)
         self.end()
 
     def teaser_story(self) -> None:
@@ -324,8 +326,8 @@ class ClosingCard(Card):
         self.shown_figures = figures
         shown = self.layout(figures)
         line = "Measured on real runs: " + "; ".join(f.short for f in figures) + "."
-        self.beat([a for bars, words in shown for a in (*bars.grow(), FadeIn(words))], 1.5,
-                  0.5, line=line if figures else None)
+        self.shot(None, "", ([a for bars, words in shown for a in (*bars.grow(), FadeIn(words))],
+                             1.5), line=line if figures else None, least=2.0)
         self.end(SHORT_OUTRO)
 
     def layout(self, figures: list[Figure]) -> list[tuple[Bars, VGroup]]:

@@ -13,7 +13,7 @@ Two parts, every number from astrai.compare.memory:
    Both runs step by step, with requests held per step charted.
 
 The narrator's lines (`script`, `teaser_script`) say why before how, with the runs' own numbers;
-the headings, counters and caption bar are denser annotation, on screen only. The teaser cut is
+the headings, counters and caption lines are denser annotation, on screen only. The teaser cut is
 one shot (`teaser_story`): the one-budget run where the paged cache holds the most, both
 allocators side by side, under two lines.
 Everything is placed relative to the named regions of `plan()`.
@@ -30,7 +30,8 @@ from manim import LEFT, RIGHT, UP, FadeIn, FadeOut, Rectangle, VGroup
 
 from astrai.compare import memory
 from scenes.framework import theme
-from scenes.framework.kit.charts import CaptionBar, Captioned, StepChart, legend, spans
+from scenes.framework.kit.captions import CaptionLines
+from scenes.framework.kit.charts import StepChart, legend, spans, spread
 from scenes.framework.kit.glyphs import Atlas, Counter
 from scenes.framework.kit.regions import Region
 from scenes.framework.kit.reserve import UNUSED, ReserveBars
@@ -125,7 +126,7 @@ def teaser_script(m: memory.MemoryComparison) -> list[str]:
             f"Hand out pages as tokens arrive, and it holds {m.paged_fit}."]
 
 
-class MemoryWasteScene(Captioned, StoryScene):
+class MemoryWasteScene(StoryScene):
     WORKLOAD = "traffic"
     TITLE = "Why pages: the memory a contiguous cache wastes"
     CHAPTER = "Why pages"  # shorter than its title
@@ -151,7 +152,7 @@ class MemoryWasteScene(Captioned, StoryScene):
         self.palette = theme.Palette([r["name"] for r in m.trace.workload["request"]])
         self.atlas = Atlas.get(theme.FS_MIN)
         self.draw = ReserveBars(m, self.palette, self.atlas)
-        self.caption_bar, self.caption_mob = CaptionBar(y=self.plan.caption.cy), None
+        self.caption_lines = CaptionLines.across(self.plan.caption.cy)
         self.rows_mob = self.budget_mob = None
         self.usage_upto = -1
         self.n_req = len(m.trace.workload["request"])
@@ -161,7 +162,7 @@ class MemoryWasteScene(Captioned, StoryScene):
             1.0, ROWS / max(1, m.trace.workload["scheduler"]["max_batch"]))
         self.bar_h = BAR_H * self.row_dy / self.plan.row_pitch
         title = theme.text(self.TITLE, theme.FS_TITLE, bold=True).to_corner(UP + LEFT, buff=0.2)
-        self.add(title)
+        self.add(title, self.caption_lines)
         self.counters = {k: Counter(self.atlas, "", theme.DIM) for k in
                          ("step", "dense", "paged", "used", "bstep", "dq", "pq")}
         self.counters["step"].place(self.plan.text.right_at(self.plan.heads.cy), align=RIGHT)
@@ -169,7 +170,7 @@ class MemoryWasteScene(Captioned, StoryScene):
 
     # ---- part 1: same moments --------------------------------------------------------------
 
-    def set_moment(self, step: int, run_time: float, extra=()) -> None:
+    def set_moment(self, step: int, run_time: float, shot) -> None:
         m = self.comparison
         mo = m.moments[step]
         new, self.shown_rows = self.draw.moment(mo, self.plan, self.scale, self.row_dy,
@@ -197,7 +198,7 @@ class MemoryWasteScene(Captioned, StoryScene):
         if self.rows_mob is not None:
             anims.append(FadeOut(self.rows_mob))
         self.rows_mob = new
-        self.show([*anims, *extra], run_time)
+        shot.show(anims, run_time)
         self.snapshot({"part": "moment", "step": mo.step})
 
     def moments_part(self) -> VGroup:
@@ -238,7 +239,7 @@ class MemoryWasteScene(Captioned, StoryScene):
 
     # ---- part 2: one budget ----------------------------------------------------------------
 
-    def set_budget(self, span: tuple[int, int], run_time: float, extra=()) -> None:
+    def set_budget(self, span: tuple[int, int], run_time: float, shot) -> None:
         a, b = span
         m = self.comparison
         new, self.budget_shown = self.draw.budget(b, self.plan.budget, self.budget_states,
@@ -259,7 +260,7 @@ class MemoryWasteScene(Captioned, StoryScene):
         if self.budget_mob is not None:
             anims.append(FadeOut(self.budget_mob))
         self.budget_mob = new
-        self.show([*anims, *extra], run_time)
+        shot.show(anims, run_time)
         self.snapshot({"part": "budget", "step": b, "steps": (a, b)})
 
     def budget_part(self, chart: bool = True) -> VGroup:
@@ -307,7 +308,7 @@ class MemoryWasteScene(Captioned, StoryScene):
             if self.chart is not None:
                 snap["held"] = {run: self.chart.values_of(run) for run in RUN_COLOR}
             snap["held_bars"] = {run: [g.task for g in bar] for run, bar in self.bars.items()}
-        self._snapshots.append(snap)
+        self.snap(snap["part"], **snap)
 
     # ---- story -----------------------------------------------------------------------------
 
@@ -317,39 +318,39 @@ class MemoryWasteScene(Captioned, StoryScene):
 
         self.chapter("Same moments")
         part1 = self.moments_part()
-        self.show([FadeIn(part1), FadeIn(self.counters["step"])], 0.5)
+        self.shot(None, "", ([FadeIn(part1), FadeIn(self.counters["step"])], 0.5))
         stops = list(range(0, m.moment + 1, STOP_EVERY))
         if stops[-1] != m.moment:
             stops.append(m.moment)
         cut1, cut2 = round(len(stops) / 3), round(2 * len(stops) / 3)
-        self.paced(say["why"], stops[:cut1], self.set_moment, self.caption(
-            f"{self.n_req} requests, held two ways by the same model at the same steps: a "
-            "contiguous row reserves the longest a request may grow; pages come as it grows."))
-        self.paced(say["dense"], stops[cut1:cut2], self.set_moment, self.caption(
-            "Each bar is one request. Filled: its tokens' K/V. Outlined: reserved for it but "
-            "unused. Paged boxes are its pages, with their physical ids."))
-        self.paced(say["paged"], stops[cut2:], self.set_moment)
+        self.shot(f"{self.n_req} requests, held two ways by the same model at the same steps",
+                  "a contiguous row reserves the longest a request may grow; pages come as it "
+                  "grows", spread(stops[:cut1], self.set_moment), line=say["why"])
+        self.shot("Each bar is one request: filled, its tokens' K/V; outlined, reserved, unused",
+                  "paged boxes are its pages, with their physical ids",
+                  spread(stops[cut1:cut2], self.set_moment), line=say["dense"])
+        self.shot(None, "", spread(stops[cut2:], self.set_moment), line=say["paged"])
         mo = m.moments[m.moment]
         tails = ", ".join(f"{h.task} {h.paged_waste}" for h in mo.held)
-        self.paced(say["moment"], [], self.set_moment, self.caption(
-            f"Step {mo.step}: the paged requests waste only the tail of their last page "
-            f"({tails} slots); each contiguous row leaves the rest of its {m.max_len} unused."))
-        self.paced(say["tail"], [], self.set_moment)
+        self.shot(f"Step {mo.step}: the paged requests waste only the tail of their last page",
+                  f"unused tail slots: {tails}; each contiguous row leaves the rest of its "
+                  f"{m.max_len} unused", spread([], self.set_moment), line=say["moment"])
+        self.shot(None, "", spread([], self.set_moment), line=say["tail"])
 
         self.chapter("One budget")
         drawn = VGroup(*(line for lines in self.usage.series.values() for line in lines))
-        self.show([FadeOut(part1), FadeOut(drawn), FadeOut(self.rows_mob),
-                   FadeOut(self.counters["step"])], 0.5)
+        self.shot(None, "", ([FadeOut(part1), FadeOut(drawn), FadeOut(self.rows_mob),
+                              FadeOut(self.counters["step"])], 0.5))
         self.rows_mob = None
         part2 = self.budget_part()
         self.add(part2)
-        self.paced(say["budget"], [(0, 0)], self.set_budget, self.caption(
-            f"Now one fixed memory budget, {kib(m.budget_bytes)}, and all {self.n_req} "
-            "requests at once. What does not fit waits in a queue."))
-        self.paced(say["fit"], spans(1, self.budget_steps - 1, BUDGET_CHUNK), self.set_budget,
-                   self.caption(
-            f"Contiguous holds at most {m.dense_fit} at once; paged holds up to {m.paged_fit}, "
-            "taking pages as tokens arrive (and preempting if it must)."))
+        self.shot(f"Now one fixed memory budget, {kib(m.budget_bytes)}, and all {self.n_req} "
+                  "requests at once", "what does not fit waits in a queue",
+                  spread([(0, 0)], self.set_budget), line=say["budget"])
+        self.shot(f"Contiguous holds at most {m.dense_fit} at once; paged holds up to "
+                  f"{m.paged_fit}", "paged takes pages as tokens arrive (and preempts if it must)",
+                  spread(spans(1, self.budget_steps - 1, BUDGET_CHUNK), self.set_budget),
+                  line=say["fit"])
 
         self.chapter("End card")
         self.end_card(m, say["end"])
@@ -363,12 +364,14 @@ class MemoryWasteScene(Captioned, StoryScene):
         self.chapter("One budget")
         self.add(self.budget_part(chart=False))
         first, last = peak_steps(m)
-        self.paced(said[0], [(0, first)], self.set_budget, [*self.caption(
-            f"one budget, {kib(m.budget_bytes)}: contiguous rows hold {m.dense_fit} requests at "
-            f"once, pages hold {m.paged_fit}"), *self.held_bar("dense", first)])
-        self.paced(said[1], spans(first + 1, last, last - first), self.set_budget,
-                   self.held_bar("paged", first))
-        self.hold(END_HOLD)
+        self.shot(f"One budget, {kib(m.budget_bytes)}: contiguous rows hold {m.dense_fit} "
+                  f"requests at once, pages hold {m.paged_fit}",
+                  f"all {self.n_req} requests arrive at once",
+                  lambda shot: shot.also(self.held_bar("dense", first)),
+                  spread([(0, first)], self.set_budget), line=said[0])
+        self.shot(None, "", lambda shot: shot.also(self.held_bar("paged", first)),
+                  spread(spans(first + 1, last, last - first), self.set_budget), line=said[1])
+        self.shot(None, "", least=END_HOLD)
 
     def held_bar(self, run: str, step: int) -> list:
         """A bar of the requests `run` holds at `step`, in the chart's place (the snapshots
@@ -401,11 +404,10 @@ class MemoryWasteScene(Captioned, StoryScene):
         panel.move_to(box.center)
         card.move_to(panel)
         self.card_lines = [s for s, _ in lines]
-        anims = self.caption(
-            f"Paged memory held {m.paged_fit / m.dense_fit:.1f}x the requests on the same "
-            "budget: its only waste is each request's last partial page.")
-        self.beat([FadeIn(VGroup(panel, card)), *anims], 0.6, 1.0, line=line)
-        self.hold(END_HOLD)
+        self.shot(f"Paged memory held {m.paged_fit / m.dense_fit:.1f}x the requests on the same "
+                  "budget", "its only waste is each request's last partial page",
+                  ([FadeIn(VGroup(panel, card))], 0.6), line=line, least=1.6)
+        self.shot(None, "", least=END_HOLD)
 
 
 def peak_steps(m: memory.MemoryComparison, most: int = TEASER_STEPS) -> tuple[int, int]:

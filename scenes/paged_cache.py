@@ -49,5 +49,5 @@ class PagedCacheScene(StoryScene):
         the project's title, while the narrator says why this memory matters."""
         self.replay = Replay(self, self.trace_of(), title=PROJECT)
         self.replay.quiet = {"tail"}  # the hook is the shot's one line
-        self.speak(HOOK)  # runs under the replay's first beats
-        self.replay.run()
+        # the hook is spoken over the replay's first beats
+        self.shot(None, "", lambda shot: self.replay.run(), line=HOOK)

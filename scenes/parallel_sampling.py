@@ -110,8 +110,8 @@ class ParallelSamplingScene(StoryScene):
     def story(self) -> None:
         st, rp = self._replay(self._key_beats)
         self.chapter("One prompt, three samples")
-        with self.voiced(self._intro_line()):  # the question, said while the pool is built
-            rp.construct_cache()
+        # the question, said while the pool is built
+        self.shot(None, "", lambda shot: rp.construct_cache(), line=self._intro_line())
         if st.forks:  # the share kind's own words are a prefix hit's: these say a fork's
             rp.hook_instead(st.shares[st.forks[0]][0], self._fork_beat)
             rp.hook_instead(st.shares[st.forks[-1]][-1], self._shared_beat)
@@ -156,14 +156,14 @@ class ParallelSamplingScene(StoryScene):
         e, share = st.events[i], st.events[st.shares[i][0]]
         row = next(r for r in st.events[st.prefill].rows) if st.prefill is not None else None
         once = f": {row['n']} tokens computed once, in one row" if row else ""
-        rp.tell(f"prefill ran once, for {e.parent}{once}",
-                f"{e.task} forks: it shares pages {e.pages}; page {share.page} -> "
-                f"{e.task}[{share.logical}], refs {share.state['refs'][share.page]}",
-                events=spec.events, hold=self.pick(1.2, 1.6), name="fork",
-                code=(rp.line_of(st.shares[i][0], "fork.share_pages"),
-                      st.shares[i][0]),
-                line="The prompt is computed once. The other samples fork: they point at "
-                     "the same pages.")
+        self.shot(f"prefill ran once, for {e.parent}{once}",
+                  f"{e.task} forks: it shares pages {e.pages}; page {share.page} -> "
+                  f"{e.task}[{share.logical}], refs {share.state['refs'][share.page]}",
+                  rp.beat(events=spec.events,
+                          code=(rp.line_of(st.shares[i][0], "fork.share_pages"),
+                        st.shares[i][0]), hold=self.pick(1.2, 1.6), name="fork"),
+                  line="The prompt is computed once. The other samples fork: they point at "
+                       "the same pages.")
 
     def _shared_beat(self, rp: StoryReplay, spec) -> None:
         st = self.facts
@@ -182,21 +182,21 @@ class ParallelSamplingScene(StoryScene):
         def build(beat):
             rp.show_board(beat, board, "shared")
 
-        rp.tell(f"{len(tables)} tables point at the same {len(pages)} frames: {refs}",
-                "full pages are never written again: they stay shared until the samples finish",
-                build=build, events=spec.events, hold=self.pick(2.4, 2.6), name="shared",
-                line=f"{len(tables)} page tables, one set of frames. Each page now has "
-                     f"{state['refs'][pages[0]]} holders.")
+        self.shot(f"{len(tables)} tables point at the same {len(pages)} frames: {refs}",
+                  "full pages are never written again: they stay shared until the samples finish",
+                  rp.beat(events=spec.events, build=build, hold=self.pick(2.4, 2.6), name="shared"),
+                  line=f"{len(tables)} page tables, one set of frames. Each page now has "
+                       f"{state['refs'][pages[0]]} holders.")
 
     def _first_tokens_beat(self, rp: StoryReplay, i: int) -> None:
         st = self.facts
         toks = st.events[i].tokens
         said = ", ".join(f"{n}: {toks[n]}" for n in st.samples if n in toks)
-        rp.tell(f"first tokens, one logits row, a generator per sample: {said}",
-                "each sample's generator is seeded by its name, as an independent request's is",
-                hold=self.pick(1.6, 1.6),
-                line="Each sample draws its first token from the same logits, with its own "
-                     "random generator.")
+        self.shot(f"first tokens, one logits row, a generator per sample: {said}",
+                  "each sample's generator is seeded by its name, as an independent request's is",
+                  rp.beat(hold=self.pick(1.6, 1.6)),
+                  line="Each sample draws its first token from the same logits, with its own "
+                       "random generator.")
 
     def _take_beat(self, rp: StoryReplay, spec) -> None:
         st = self.facts
@@ -212,9 +212,10 @@ class ParallelSamplingScene(StoryScene):
                 f"Writing there would change it for the others. So {f.task} lets go of it, "
                 "to write into a copy of its own." if first else
                 f"{f.task} lets go of page {f.page} too.")
-        rp.tell(*words, events=spec.events, hold=self.pick(1.0, 1.2), name="take",
-                code=(rp.line_of(i, "cow.drop_shared"), i),
-                line=line)
+        self.shot(*words,
+                  rp.beat(events=spec.events, code=(rp.line_of(i, "cow.drop_shared"), i),
+                          hold=self.pick(1.0, 1.2), name="take"),
+                  line=line)
 
     def _copy_beat(self, rp: StoryReplay, spec, line: str | None = None) -> None:
         st = self.facts
@@ -240,12 +241,13 @@ class ParallelSamplingScene(StoryScene):
             f"It takes page {c.page}, and copies the {c.slots} filled slots of page "
             f"{c.source} into it: keys and values, in every layer." if first else
             f"{c.task} takes page {c.page}, and copies the same {c.slots} slots.")
-        rp.tell(f"{c.task}: slots 0-{c.slots - 1} of page {c.source} copied to page "
-                f"{c.page}", f"alloc: {c.task}[{c.logical}] = page {c.page}; page "
-                f"{c.source} keeps {c.refs} holder(s)", build=build, events=spec.events,
-                run_time=1.4, hold=self.pick(1.4, 1.8), name="copy",
-                code=(rp.line_of(i, "cow.copy_kv"), i),
-                line=line)
+        self.shot(f"{c.task}: slots 0-{c.slots - 1} of page {c.source} copied to page "
+                  f"{c.page}",
+                  f"alloc: {c.task}[{c.logical}] = page {c.page}; page "
+                  f"{c.source} keeps {c.refs} holder(s)",
+                  rp.beat(events=spec.events, build=build, code=(rp.line_of(i, "cow.copy_kv"), i),
+                          run_time=1.4, hold=self.pick(1.4, 1.8), name="copy"),
+                  line=line)
 
     def _slot_rows(self, rp: StoryReplay, board: Board, c: Copy) -> list:
         """Two rows of slot cells, source and destination page; returns the destination's
@@ -281,11 +283,12 @@ class ParallelSamplingScene(StoryScene):
         st = self.facts
         name, page = st.keeper()
         state = st.events[i - 1].state
-        rp.tell(f"{name} is the last holder of page {page}: refs {state['refs'][page]}, "
-                "nothing to copy", f"it writes its token into page {page} in place",
-                hold=self.pick(1.4, 1.6),
-                line=f"{name} is now the only one holding page {page}, so it keeps the page "
-                     "and writes in place. Nothing is copied.")
+        self.shot(f"{name} is the last holder of page {page}: refs {state['refs'][page]}, "
+                  "nothing to copy",
+                  f"it writes its token into page {page} in place",
+                  rp.beat(hold=self.pick(1.4, 1.6)),
+                  line=f"{name} is now the only one holding page {page}, so it keeps the page "
+                       "and writes in place. Nothing is copied.")
 
     def _diverge_beat(self, rp: StoryReplay, i: int) -> None:
         st = self.facts
@@ -299,10 +302,10 @@ class ParallelSamplingScene(StoryScene):
         def build(beat):
             rp.show_board(beat, board, "diverge")
 
-        rp.tell("the samples diverge: each has its own tokens and its own last page",
-                "the full prompt pages stay shared by all of them", build=build,
-                hold=self.pick(2.0, 1.2),
-                line="From here the samples go their own ways, each in its own last page.")
+        self.shot("the samples diverge: each has its own tokens and its own last page",
+                  "the full prompt pages stay shared by all of them",
+                  rp.beat(build=build, hold=self.pick(2.0, 1.2)),
+                  line="From here the samples go their own ways, each in its own last page.")
 
     def _end_card(self, rp: StoryReplay) -> None:
         c = self.comparison
@@ -330,10 +333,10 @@ class ParallelSamplingScene(StoryScene):
             rp.show_board(beat, board, "end card", stay=True)
 
         same = "equal token for token" if c.outputs_equal else "NOT equal"
-        rp.tell(f"each sample next to an independent request of its name: {same}",
-                f"{c.pages_allocated} pages allocated instead of "
-                f"{c.independent_pages_allocated}; the prompt computed once instead of {n} times",
-                build=build, hold=self.pick(5.0, 6.0),
-                line=f"Against {n} independent requests: the same tokens, "
-                     f"{c.pages_allocated} pages instead of {c.independent_pages_allocated}, "
-                     f"and the prompt computed once instead of {n} times.")
+        self.shot(f"each sample next to an independent request of its name: {same}",
+                  f"{c.pages_allocated} pages allocated instead of "
+                  f"{c.independent_pages_allocated}; the prompt computed once instead of {n} times",
+                  rp.beat(build=build, hold=self.pick(5.0, 6.0)),
+                  line=f"Against {n} independent requests: the same tokens, "
+                       f"{c.pages_allocated} pages instead of {c.independent_pages_allocated}, "
+                       f"and the prompt computed once instead of {n} times.")

@@ -108,8 +108,8 @@ class PreemptionScene(StoryScene):
     def story(self) -> None:
         st, rp = self._replay(self._key_beats)
         self.chapter("The pool runs dry")
-        with self.voiced(self._intro_line(rp)):  # why, said while the pool is built
-            rp.construct_cache()
+        # why, said while the pool is built
+        self.shot(None, "", lambda shot: rp.construct_cache(), line=self._intro_line(rp))
         if st.last_grow is not None:
             rp.hook_instead(st.last_grow, self._last_page_beat)
         if st.preempt is not None:
@@ -176,13 +176,13 @@ class PreemptionScene(StoryScene):
         rest = "the last free one" if left == 0 else f"{left} left"
         full = (f"At token {grow.n_tokens}, {e.task}'s {grow.held} pages are full, "
                 if grow else f"{e.task} is full, ")
-        rp.tell(f"{e.task} takes page {e.page}, " + (
-                    "the last free page" if left == 0 else f"{left} free page(s) left"),
-                "each request takes one more page whenever its last one fills up",
-                hold=1.0, events=spec.events, build=lambda beat: rp.box(beat, e.page,
-                                                                        (0.3, 0.9)),
-                code=(rp.line_of(i, "grow.alloc"), i),
-                line=f"{full}so it takes page {e.page}: {rest}.")
+        self.shot(f"{e.task} takes page {e.page}, " + (
+                      "the last free page" if left == 0 else f"{left} free page(s) left"),
+                  "each request takes one more page whenever its last one fills up",
+                  rp.beat(events=spec.events,
+                          build=lambda beat: rp.box(beat, e.page, (0.3, 0.9)),
+                          code=(rp.line_of(i, "grow.alloc"), i), hold=1.0),
+                  line=f"{full}so it takes page {e.page}: {rest}.")
 
     def _victim_beat(self, rp: StoryReplay, i: int, events: list[int] = (),
                      line: str | None = None) -> None:
@@ -217,10 +217,12 @@ class PreemptionScene(StoryScene):
             line = (f"{needer} needs a new page, but all {rp.n_pages} are taken. So the "
                     f"scheduler stops the newest request, {victim}: it has done the least "
                     "work, so it costs the least to redo.")
-        rp.tell(f"{needer}'s next token (position {p.position}) needs a new page: "
-                f"{free} free, {len(prev['cached'])} cached", f"the pool is dry: the "
-                f"scheduler preempts the newest running request, {who}", build=build,
-                hold=3.8, events=events, code=(frame, i), line=line)
+        self.shot(f"{needer}'s next token (position {p.position}) needs a new page: "
+                  f"{free} free, {len(prev['cached'])} cached",
+                  f"the pool is dry: the "
+                  f"scheduler preempts the newest running request, {who}",
+                  rp.beat(events=events, build=build, code=(frame, i), hold=3.8),
+                  line=line)
 
     def _requeue_beat(self, rp: StoryReplay, spec) -> None:
         st = self.facts
@@ -240,14 +242,14 @@ class PreemptionScene(StoryScene):
             rp.show_board(beat, board, "requeue")
 
         name = p.task
-        rp.tell(f"{name} is preempted: its pages went back, it is requeued at the head",
-                f"its K/V is gone; its {p.n_tokens} tokens are kept and recomputed when "
-                "it is admitted again", build=build, hold=3.4,
-                events=spec.events,
-                code=(rp.line_of(st.preempt, "preempt.requeue"), st.preempt),
-                line=f"{name}'s pages are back in the pool, and {name} waits at the head of "
-                     f"the queue. It keeps its {p.n_tokens} tokens, but not their keys and "
-                     "values.")
+        self.shot(f"{name} is preempted: its pages went back, it is requeued at the head",
+                  f"its K/V is gone; its {p.n_tokens} tokens are kept and recomputed when "
+                  "it is admitted again",
+                  rp.beat(events=spec.events, build=build,
+                          code=(rp.line_of(st.preempt, "preempt.requeue"), st.preempt), hold=3.4),
+                  line=f"{name}'s pages are back in the pool, and {name} waits at the head of "
+                       f"the queue. It keeps its {p.n_tokens} tokens, but not their keys and "
+                       "values.")
 
     def _recompute_beat(self, rp: StoryReplay, i: int, events: list[int] = ()) -> None:
         st = self.facts
@@ -276,13 +278,14 @@ class PreemptionScene(StoryScene):
         freer = st.freed_room()
         when = f"When {freer}'s finished, {name} gets back in. " if freer else \
             f"{name} gets back in. "
-        rp.tell(f"readmission: {name}'s prefill is {n} tokens long: {prompt_len} prompt + "
-                f"{generated} generated", f"pages_for({a.n_tokens}) = "
-                f"{a.pages_needed} pages; the K/V it lost is computed again from its "
-                "tokens", build=build, hold=3.4, events=events,
-                code=self._prefill_code(rp),
-                line=f"{when}Its {prompt_len} prompt tokens and the {generated} it had made "
-                     f"are computed again, in one prefill of {n}.")
+        self.shot(f"readmission: {name}'s prefill is {n} tokens long: {prompt_len} prompt + "
+                  f"{generated} generated",
+                  f"pages_for({a.n_tokens}) = "
+                  f"{a.pages_needed} pages; the K/V it lost is computed again from its "
+                  "tokens",
+                  rp.beat(events=events, build=build, code=self._prefill_code(rp), hold=3.4),
+                  line=f"{when}Its {prompt_len} prompt tokens and the {generated} it had made "
+                       f"are computed again, in one prefill of {n}.")
 
     def _prefill_code(self, rp: StoryReplay) -> tuple:
         """The prefill's chunk line: each task computes its tokens (prompt + output) past
@@ -297,10 +300,11 @@ class PreemptionScene(StoryScene):
         e = st.events[i]
         name = st.events[st.preempt].task
         count = e.state["outputs"][name]
-        rp.tell(f"{name} continues where it stopped: token {count} is {e.tokens[name]}",
-                "the same token it would have made had it never been paused (end card)",
-                hold=2.0, line=f"Then {name} goes on to its token number {count}, as if it "
-                               "had never stopped.")
+        self.shot(f"{name} continues where it stopped: token {count} is {e.tokens[name]}",
+                  "the same token it would have made had it never been paused (end card)",
+                  rp.beat(hold=2.0),
+                  line=f"Then {name} goes on to its token number {count}, as if it "
+                                 "had never stopped.")
 
     def _end_card(self, rp: StoryReplay) -> None:
         c = self.comparison
@@ -328,9 +332,10 @@ class PreemptionScene(StoryScene):
         same = "equal token for token" if c.outputs_equal else "NOT equal"
         names = ", ".join(c.preempted) or "no request"
         said = "is the same, token for token" if c.outputs_equal else "differs"
-        rp.tell(f"{names}'s output on a pool that never runs dry: {same}",
-                f"the cost: {c.recomputed_tokens} tokens recomputed, {c.extra_steps} more "
-                "steps in all", build=build, hold=5.5,
-                line=f"On a pool of {c.big_n_pages} pages, where nothing is stopped, "
-                     f"{names}'s output {said}. The cost here: {c.recomputed_tokens} tokens "
-                     f"computed twice, and {c.extra_steps} more steps.")
+        self.shot(f"{names}'s output on a pool that never runs dry: {same}",
+                  f"the cost: {c.recomputed_tokens} tokens recomputed, {c.extra_steps} more "
+                  "steps in all",
+                  rp.beat(build=build, hold=5.5),
+                  line=f"On a pool of {c.big_n_pages} pages, where nothing is stopped, "
+                       f"{names}'s output {said}. The cost here: {c.recomputed_tokens} tokens "
+                       f"computed twice, and {c.extra_steps} more steps.")

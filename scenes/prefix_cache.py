@@ -157,8 +157,8 @@ class PrefixCacheScene(StoryScene):
     def story(self) -> None:
         st, rp = self._replay(self._key_beats)
         self.chapter("A records its prompt")
-        with self.voiced(self._intro_line()):  # why, said while the pool is built
-            rp.construct_cache()
+        # why, said while the pool is built
+        self.shot(None, "", lambda shot: rp.construct_cache(), line=self._intro_line())
         if st.first_record is not None:
             rp.hook_instead(st.first_record, self._chain_beat)
         if st.hit_admit is not None:
@@ -246,13 +246,13 @@ class PrefixCacheScene(StoryScene):
 
         pages = ", ".join(str(p) for p in e.pages)
         keys = " -> ".join(short_key(k) for k in e.keys)
-        rp.tell(f"record_prefix: {e.task}'s full pages {pages} get chained keys",
-                f"keys {keys} (low 16 bits shown); a partly filled page is never recorded",
-                build=build, hold=3.2, events=spec.events,
-                code=(rp.line_of(i, "record.chunk_keys"), i),
-                line=f"Once {e.task}'s prompt is written, its {len(e.pages)} full pages "
-                     "are recorded, each under a key made from its tokens and every token "
-                     "before them.")
+        self.shot(f"record_prefix: {e.task}'s full pages {pages} get chained keys",
+                  f"keys {keys} (low 16 bits shown); a partly filled page is never recorded",
+                  rp.beat(events=spec.events, build=build,
+                          code=(rp.line_of(i, "record.chunk_keys"), i), hold=3.2),
+                  line=f"Once {e.task}'s prompt is written, its {len(e.pages)} full pages "
+                       "are recorded, each under a key made from its tokens and every token "
+                       "before them.")
 
     def _lookup_board(self, rp: StoryReplay, i: int, title: str) -> tuple[Board, ChainRow]:
         st = self.facts
@@ -290,11 +290,13 @@ class PrefixCacheScene(StoryScene):
             n = row["n"] if row else e.n_tokens - len(hits) * st.ps
             line = (f"{e.task} looks up its own keys: the first {len(hits)} match, so it "
                     f"shares those pages and computes only its last {n} tokens.")
-        rp.tell(f"{e.task}: {len(hits)} of its prompt pages hit: pages "
-                f"{', '.join(map(str, hits))} are shared",
-                f"{e.task} allocates {e.pages_needed - len(hits)} page(s) for its "
-                f"tail{computed}", build=build, hold=3.0, events=events,
-                code=(rp.line_of(i, "lookup.probe", ("returned",)), i), line=line)
+        self.shot(f"{e.task}: {len(hits)} of its prompt pages hit: pages "
+                  f"{', '.join(map(str, hits))} are shared",
+                  f"{e.task} allocates {e.pages_needed - len(hits)} page(s) for its "
+                  f"tail{computed}",
+                  rp.beat(events=events, build=build,
+                          code=(rp.line_of(i, "lookup.probe", ("returned",)), i), hold=3.0),
+                  line=line)
 
     def _miss_beat(self, rp: StoryReplay, i: int) -> None:
         st = self.facts
@@ -310,15 +312,15 @@ class PrefixCacheScene(StoryScene):
         build = _marked_in_turn(rp, board, "miss", mine, theme.BAD)
         k = same[0][0]
         ref_key = next(key for key, (t, lp) in st.recorded_by.items() if t == who and lp == k)
-        rp.tell(f"{e.task} misses: its page {k} has {who}'s tokens, but key "
-                f"{short_key(e.keys[k])}, not {short_key(ref_key)}",
-                f"the key chains {e.task}'s own page 0 (other tokens): {e.task} shares "
-                f"nothing, allocates {e.pages_needed} pages",
-                build=build, hold=3.6,
-                code=(rp.line_of(i, "lookup.stop_on_miss", ("returned",)), i),
-                line=f"{e.task} has the same tokens after a different first page, yet "
-                     "shares nothing: a token's keys and values depend on every token before "
-                     "it.")
+        self.shot(f"{e.task} misses: its page {k} has {who}'s tokens, but key "
+                  f"{short_key(e.keys[k])}, not {short_key(ref_key)}",
+                  f"the key chains {e.task}'s own page 0 (other tokens): {e.task} shares "
+                  f"nothing, allocates {e.pages_needed} pages",
+                  rp.beat(build=build,
+                          code=(rp.line_of(i, "lookup.stop_on_miss", ("returned",)), i), hold=3.6),
+                  line=f"{e.task} has the same tokens after a different first page, yet "
+                       "shares nothing: a token's keys and values depend on every token before "
+                       "it.")
 
     def _full_hit_beat(self, rp: StoryReplay, i: int) -> None:
         st = self.facts
@@ -337,13 +339,14 @@ class PrefixCacheScene(StoryScene):
         computed = (f"positions {row['start']}-{row['start'] + row['n'] - 1} ({row['n']} tokens)"
                     if row else "its last page")
         again = f"its last {row['n']} tokens" if row else "its last page"
-        rp.tell(f"{e.task}: a full hit, but the last prompt token is always computed",
-                f"lookup stops before the last token: {len(e.hits)} pages hit, "
-                f"{computed} computed again", build=build, hold=3.6,
-                code=(rp.line_of(i, "fit.skip_last_token", ("returned",)), i),
-                line=f"{e.task} is exactly the system prompt, all cached. Still, "
-                     f"{again} are computed again: the model must run the last token to "
-                     "choose the next one.")
+        self.shot(f"{e.task}: a full hit, but the last prompt token is always computed",
+                  f"lookup stops before the last token: {len(e.hits)} pages hit, "
+                  f"{computed} computed again",
+                  rp.beat(build=build,
+                          code=(rp.line_of(i, "fit.skip_last_token", ("returned",)), i), hold=3.6),
+                  line=f"{e.task} is exactly the system prompt, all cached. Still, "
+                       f"{again} are computed again: the model must run the last token to "
+                       "choose the next one.")
 
     def _cached_beat(self, rp: StoryReplay, spec) -> None:
         i = self.facts.first_cache
@@ -354,12 +357,13 @@ class PrefixCacheScene(StoryScene):
             rp.box(beat, e.page, (0.3, 0.9), theme.CACHED)
 
         who = self.facts.events[free].task
-        rp.tell(f"refs 0, but page {e.page} holds a recorded prefix: cached, not free",
-                "cached pages wait in LRU order (the strip, right): a later prompt can revive "
-                "them", hold=2.6, events=spec.events, build=build,
-                code=(rp.line_of(free, "free.keep_cached"), free),
-                line=f"When {who} is done, its recorded pages are kept, not freed, in order "
-                     "of last use, for a later prompt that starts the same way.")
+        self.shot(f"refs 0, but page {e.page} holds a recorded prefix: cached, not free",
+                  "cached pages wait in LRU order (the strip, right): a later prompt can revive "
+                  "them",
+                  rp.beat(events=spec.events, build=build,
+                          code=(rp.line_of(free, "free.keep_cached"), free), hold=2.6),
+                  line=f"When {who} is done, its recorded pages are kept, not freed, in order "
+                       "of last use, for a later prompt that starts the same way.")
 
     def _evict_beat(self, rp: StoryReplay, spec) -> None:
         st = self.facts
@@ -383,11 +387,11 @@ class PrefixCacheScene(StoryScene):
         frame = None
         for j in spec.events:
             frame = frame or rp.line_of(j, "evict.pop_lru", ("returned",))
-        rp.tell(f"no free page left{who}: evict from the LRU end, page {e.page}",
-                f"LRU order {before}: page {e.page} is {when}", build=build,
-                hold=2.6, events=spec.events, code=(frame, i),
-                line=f"{need}When no page is free, the cached page unused the longest "
-                     f"gives way: page {e.page}.")
+        self.shot(f"no free page left{who}: evict from the LRU end, page {e.page}",
+                  f"LRU order {before}: page {e.page} is {when}",
+                  rp.beat(events=spec.events, build=build, code=(frame, i), hold=2.6),
+                  line=f"{need}When no page is free, the cached page unused the longest "
+                       f"gives way: page {e.page}.")
 
     def _end_card(self, rp: StoryReplay) -> None:
         c = self.comparison
@@ -418,12 +422,14 @@ class PrefixCacheScene(StoryScene):
         same = "the outputs are identical" if c.outputs_equal else "the outputs DIFFER"
         said = ("The output is the same, token for token." if c.outputs_equal else
                 "And the outputs differ.")
-        rp.tell(f"prefix caching off: {c.prefill_tokens_saved} more prompt tokens computed, "
-                f"{c.pages_saved} more pages", f"a second real run of the same workload; "
-                f"{same}, token for token", build=build, hold=5.0,
-                line=f"With the prefix cache off, the same requests compute "
-                     f"{c.prefill_tokens_saved} more prompt tokens and take {c.pages_saved} "
-                     f"more pages. {said}")
+        self.shot(f"prefix caching off: {c.prefill_tokens_saved} more prompt tokens computed, "
+                  f"{c.pages_saved} more pages",
+                  f"a second real run of the same workload; "
+                  f"{same}, token for token",
+                  rp.beat(build=build, hold=5.0),
+                  line=f"With the prefix cache off, the same requests compute "
+                       f"{c.prefill_tokens_saved} more prompt tokens and take {c.pages_saved} "
+                       f"more pages. {said}")
 
 
 def _marked_in_turn(rp: StoryReplay, board: Board, name: str, row: ChainRow, colour):

@@ -58,6 +58,7 @@ class WriteGatherScene(StoryScene):
                "padded rows go to, and the gather that reads them back in page-table order for "
                "the decoding token's attention.")
     HEAD = 0  # layer 0's query head whose attention is shown (named on screen)
+    SNAP_TEXTS = True  # tests check that no two texts overlap
 
     # ---- the two cuts ----------------------------------------------------------------------
 
@@ -94,7 +95,7 @@ class WriteGatherScene(StoryScene):
         g = self._decode_gather()
         self.shot(f"Gather reads {g.name}'s pages in table order, {g.order}, and cuts at "
                   f"total_len = {g.total}", "scattered in memory, in order in the buffer; "
-                  f"the view keeps positions 0-{g.total - 1}", 0.0,
+                  f"the view keeps positions 0-{g.total - 1}",
                   (g.reads, 0.5), (g.fly, 2.4), (g.trim, 0.8),
                   line=f"This request's keys are scattered over pages "
                        f"{spoken_list(g.pages)}. Gather reads them back in order.")
@@ -107,10 +108,10 @@ class WriteGatherScene(StoryScene):
         self.shot(f"Attention: {at.name}'s query scores all {at.total} keys, page by page; "
                   "softmax makes the weights", f"the model's own numbers: layer "
                   f"{a['layer']}, head {p.head}; largest weight {fmt(at.top)} on key "
-                  f"{at.j_max}", 3.6, (at.moves, 0.6), (at.enter, 0.3),
+                  f"{at.j_max}", (at.moves, 0.6), (at.enter, 0.3),
                   ([FadeIn(at.label_s), FadeIn(at.label_w), *[FadeIn(t) for t in at.score_txt],
                     *at.grow], 1.0),
-                  line=f"So its new token can attend to all {at.total} keys.")
+                  line=f"So its new token can attend to all {at.total} keys.", least=3.6)
         self.snap("attention", **attention_shown(at, self.plan, self.key_positions))
 
     def frame(self) -> None:
@@ -194,19 +195,20 @@ class WriteGatherScene(StoryScene):
         self.panel("store.shape", "write/storage", capture.store_call(p))
         self.shot(f"The cache keeps K and V in pages of {ps} slots, numbered through all pages",
                   f"page p, slot i is flat slot p·{ps} + i; page {p.null}, past the pool, "
-                  "is the null page", 6.0, ([FadeIn(self.view.storage)], 1.0),
-                  line=f"The cache stores each token's key and value in pages of {ps} slots.")
+                  "is the null page", ([FadeIn(self.view.storage)], 1.0),
+                  line=f"The cache stores each token's key and value in pages of {ps} slots.",
+                  least=6.0)
         rows = " and ".join(f"{r} ({ln} tokens)" for r, ln in zip(s.rows, pre.lengths))
         pad = ", ".join(f"{s.rows[b]} is padded to {n}" for b in pre.padded)
         who = [f"{r} has {ln}" + (" tokens" if b == 0 else "")
                for b, (r, ln) in enumerate(zip(s.rows, pre.lengths))]
         padded = [s.rows[b] for b in pre.padded]
         self.shot(f"Prefill: {rows} run as one batch" + (f", so {pad}" if pad else ""),
-                  "grey cells are padding; -1 in a page table means no page there", 6.0,
+                  "grey cells are padding; -1 in a page table means no page there",
                   ([FadeIn(pre.static), FadeIn(pre.flat)], 1.0),
                   line=f"Prefill runs the prompts as one batch: {spoken_list(who)}"
                        + (f", so {spoken_list(padded)} {'is' if len(padded) == 1 else 'are'} "
-                          f"padded to {n}." if padded else "."))
+                          f"padded to {n}." if padded else "."), least=6.0)
         self._explain_slots(pre)
         self.snap("slots", **self.view.slots_shown(pre))
 
@@ -217,11 +219,11 @@ class WriteGatherScene(StoryScene):
         self.shot("write_slots copies every token's K and V to its slot in one index_copy_",
                   "padding only ever lands in the null page"
                   + (f" (slot {', '.join(map(str, twice))} is written twice)" if twice else ""),
-                  7.0, ([LaggedStart(*[c.animate.move_to(t) for c, t in moves],
-                                     lag_ratio=0.04)], 2.2),
-                  line="Then one copy writes every key and value to its slot.")
+                  ([LaggedStart(*[c.animate.move_to(t) for c, t in moves], lag_ratio=0.04)],
+                   2.2),
+                  line="Then one copy writes every key and value to its slot.", least=7.0)
         self.snap("write", landed=self.view.landed(pre.real + pre.pads))
-        self.show([FadeOut(VGroup(pre.labels, pre.static))], 0.6)
+        self.shot(None, "", ([FadeOut(VGroup(pre.labels, pre.static))], 0.6))
 
     def _explain_slots(self, pre: SimpleNamespace) -> None:
         """One token worked through (the last row's second page), then every slot; then
@@ -239,12 +241,12 @@ class WriteGatherScene(StoryScene):
                   f"+ t % {ps}",
                   f"{s.rows[b]}'s token {cell.pos}: page_table[{b}][{cell.pos} // {ps}] = "
                   f"{page}, {cell.pos} % {ps} = {off} → {page}·{ps} + {off} = {cell.slot}",
-                  8.0, ([FadeIn(ring), FadeIn(labels[b * n + t])], 0.8),
+                  ([FadeIn(ring), FadeIn(labels[b * n + t])], 0.8),
                   ([FadeIn(rest)], 1.2),
                   line=f"Each token gets a slot of its own. {s.rows[b]}'s token {cell.pos} "
-                       f"falls in page {page}, place {off}: slot {cell.slot}.")
+                       f"falls in page {page}, place {off}: slot {cell.slot}.", least=8.0)
         if not pre.padded:
-            self.show([FadeOut(ring)], 0.3)
+            self.shot(None, "", ([FadeOut(ring)], 0.3))
             return
         b0 = pre.padded[0]
         pads = [c for c in cells[b0] if c.pad]
@@ -259,11 +261,11 @@ class WriteGatherScene(StoryScene):
         self.shot(f"{s.rows[b0]}'s padding goes to the null page (slots {null_slots[0]}-"
                   f"{null_slots[-1]}), never a live page",
                   f"position {pads[0].pos} would be in {where}: t ≥ lengths[{b0}] = "
-                  f"{pre.lengths[b0]} sends it to page {p.null} instead", 7.0,
+                  f"{pre.lengths[b0]} sends it to page {p.null} instead",
                   ([FadeOut(ring), FadeIn(box)], 0.8),
                   line=f"Padding must never touch a real page, so {s.rows[b0]}'s padding goes "
-                       f"to the null page: slots {null_slots[0]} to {null_slots[-1]}.")
-        self.show([FadeOut(box)], 0.3)
+                       f"to the null page: slots {null_slots[0]} to {null_slots[-1]}.", least=7.0)
+        self.shot(None, "", ([FadeOut(box)], 0.3))
 
     # ---- gather ----------------------------------------------------------------------------
 
@@ -281,15 +283,15 @@ class WriteGatherScene(StoryScene):
         self.shot("To attend, each row reads its pages back, in page-table order",
                   f"index = {g['index']}" + (f": a -1 entry reads null page {p.null}, garbage "
                                               "the attention mask hides" if short else ""),
-                  7.0, ([FadeIn(names), FadeIn(tags)], 0.5),
+                  ([FadeIn(names), FadeIn(tags)], 0.5),
                   ([LaggedStart(*[c.animate.move_to(t) for c, t in moves], lag_ratio=0.03)],
                    2.0),
                   line="To attend, each row reads its pages back in order."
                        + (f" Where {spoken_list(short)} has no page, it reads the null page, "
-                          "masked out." if short else ""))
+                          "masked out." if short else ""), least=7.0)
         self.snap("gather_prefill", rows=list(s.rows), pages=[t.shown() for t in tags],
                   sources={s.rows[b]: [c.src for c in row] for b, row in by_row.items()})
-        self.show([FadeOut(VGroup(copies, tags, names))], 0.6)
+        self.shot(None, "", ([FadeOut(VGroup(copies, tags, names))], 0.6))
 
     # ---- the decode step -------------------------------------------------------------------
 
@@ -315,8 +317,8 @@ class WriteGatherScene(StoryScene):
         said += [f"{part}." for part in parts[len(bt.frees):]]
         self.shot(f"Step {p.decode.step}: " + ("; ".join(parts) if parts else "decode"),
                   f"{name}'s page table is now {bt.state['page_tables'][name]}"
-                  + ("; a freed page keeps its old K/V" if bt.stale else ""), 7.0, (anims, 1.0),
-                  line=" ".join(said) or None)
+                  + ("; a freed page keeps its old K/V" if bt.stale else ""), (anims, 1.0),
+                  line=" ".join(said) or None, least=7.0)
 
     def write_decode(self) -> None:
         p, dw = self.plan, self.view.decode_write()
@@ -327,35 +329,37 @@ class WriteGatherScene(StoryScene):
         self.shot(f"Decode writes one token a row: {name}'s token {cell.pos} "
                   f"gets flat slot {cell.slot}",
                   f"page_table[{p.row}][{cell.pos} // {ps}] = {page}, {cell.pos} % {ps} = "
-                  f"{off} → {page}·{ps} + {off} = {cell.slot}", 4.0,
+                  f"{off} → {page}·{ps} + {off} = {cell.slot}",
                   ([FadeIn(dw.static), FadeIn(dw.flat), FadeIn(dw.labels)], 0.8),
                   line=f"{name} generates one more token: token {cell.pos} gets slot "
-                       f"{cell.slot}.")
+                       f"{cell.slot}.", least=4.0)
         self.panel("write.index_copy", "decode/write_slots", capture.write_call(s), s)
         over = dw.over[0].owner if dw.over else None
         self.shot("write_slots copies its K and V there, as in prefill",
                   (f"it overwrites {over}'s stale K/V in slot {cell.slot}: the page is "
-                   f"{name}'s now" if over else "one slot per row"), 4.0,
+                   f"{name}'s now" if over else "one slot per row"),
                   ([*[c.animate.move_to(t) for c, t in dw.moves],
                     *[FadeOut(c) for c in dw.replaced]], 1.4),
-                  line=f"It writes over {over}'s old key and value." if over else None)
-        self.show([FadeOut(VGroup(dw.static, dw.labels))], 0.5)
+                  line=f"It writes over {over}'s old key and value." if over else None,
+                  least=4.0)
+        self.shot(None, "", ([FadeOut(VGroup(dw.static, dw.labels))], 0.5))
         self.snap("decode_write", **self.view.decode_write_shown(dw))
 
     def gather_decode(self) -> None:
         g = self._decode_gather()
         self.shot(f"Gather reads {g.name}'s pages in table order, {g.order}: scattered in "
                   "memory, in order here", "above each key its position in the sequence; "
-                  "under each block the page it came from", 9.0, (g.reads, 0.6), (g.fly, 2.4),
+                  "under each block the page it came from", (g.reads, 0.6), (g.fly, 2.4),
                   line=f"{g.name}'s pages are out of order in memory: "
-                       f"{spoken_list(g.pages, 'then')}. Gather reads them back in order.")
+                       f"{spoken_list(g.pages, 'then')}. Gather reads them back in order.",
+                  least=9.0)
         self.panel("gather.cut", "gather/cut", capture.cut_call(g.step), g.step)
         self.shot(f"total_len = {g.total}: the view keeps positions 0-{g.total - 1}"
                   + (f" and cuts the last {len(g.cut)}" if g.cut else ""),
                   ("the cut slots: " + ", ".join(g.why)) if g.why else
-                  "the tail of the last page holds nothing of this row", 6.0, (g.trim, 1.0),
+                  "the tail of the last page holds nothing of this row", (g.trim, 1.0),
                   line=f"{g.name} has {g.total} tokens, so gather keeps {g.total} keys and "
-                       f"drops the last {len(g.cut)}." if g.cut else None)
+                       f"drops the last {len(g.cut)}." if g.cut else None, least=6.0)
         self._snap_gather(g)
 
     # ---- attention -------------------------------------------------------------------------
@@ -368,9 +372,9 @@ class WriteGatherScene(StoryScene):
                   f"against all {at.total} keys",
                   f"the model's own numbers: layer {a['layer']}, query head {h} of "
                   f"{a['n_heads']} (it reads KV head {at.kv}); score = q·k / "
-                  f"√{a['q_shape'][-1]}", 5.0, (at.moves, 1.2), (at.enter, 0.6),
+                  f"√{a['q_shape'][-1]}", (at.moves, 1.2), (at.enter, 0.6),
                   line=f"Now attention: {at.name}'s new token, at position {at.qpos}, scores "
-                       f"all {at.total} keys.")
+                       f"all {at.total} keys.", least=5.0)
         self.add(at.label_s)
         for i, page in enumerate(at.pages):  # block by block: on screen, not spoken
             js = range(i * ps, min((i + 1) * ps, at.total))
@@ -380,17 +384,17 @@ class WriteGatherScene(StoryScene):
             keys = f"keys {js[0]}-{js[-1]}" if len(js) > 1 else f"key {js[0]}"
             self.shot(f"Block by block: block {i} is page {page}, {keys}",
                       "scores " + ", ".join(fmt(at.scores[j]) for j in js if at.allowed[j]),
-                      2.8, ([FadeIn(arrow), box.animate.set_stroke(theme.ACCENT),
-                             *[FadeIn(at.score_txt[j]) for j in js]], 0.8),
-                      ([FadeOut(arrow), box.animate.set_stroke(theme.FAINT)], 0.4))
+                      ([FadeIn(arrow), box.animate.set_stroke(theme.ACCENT),
+                        *[FadeIn(at.score_txt[j]) for j in js]], 0.8),
+                      ([FadeOut(arrow), box.animate.set_stroke(theme.FAINT)], 0.4), least=2.8)
         self.shot(f"Softmax turns the {at.total} scores into weights that sum to 1",
                   f"the output is the weighted sum of V; the largest weight, "
                   f"{fmt(at.top)}, is key {at.j_max} (page {at.pages[at.j_max // ps]}, "
-                  f"slot {at.j_max % ps})", 8.0, ([FadeIn(at.label_w)], 0.4), (at.grow, 1.6),
+                  f"slot {at.j_max % ps})", ([FadeIn(at.label_w)], 0.4), (at.grow, 1.6),
                   line=f"Softmax turns the scores into weights that add up to one. Key "
-                       f"{at.j_max} gets the most: {fmt(at.top)}.")
+                       f"{at.j_max} gets the most: {fmt(at.top)}.", least=8.0)
         self.snap("attention", **attention_shown(at, self.plan, self.key_positions))
         self.shot("Every slot, page and number here was recorded from the real run",
                   f"slots from slot_index, pages from gather_pages, weights from the "
-                  f"model at step {s.step}", 3.0)
+                  f"model at step {s.step}", least=3.0)
 

@@ -57,14 +57,14 @@ def build(cls, trace, media_dir, cut="full"):
     with tempconfig(state_only(media_dir)):
         scene = cls(trace=trace, cut=cut, skip_animations=True)
         scene.detached = []
-        show = scene.show
+        show = scene._show
 
         def checked(animations, run_time):
             shown = {id(m) for m in scene.get_mobject_family_members()}
             scene.detached += [a for a in animations if id(a.mobject) not in shown]
             show(animations, run_time)
 
-        scene.show = checked
+        scene._show = checked
         scene.render()
     return scene
 

@@ -2,8 +2,9 @@
 snapshots after each event or beat, the code panels (the function's name and the text of the
 line it marks), and the spoken cues with their times.
 
-`python tests/scene_fingerprint.py | gzip > tests/data/scenes.json.gz` writes the reference that
-tests/test_scenes_unchanged.py compares against: engine refactors must not change what a scene
+`NARRATION=off python tests/scene_fingerprint.py | gzip -n > tests/data/scenes.json.gz` writes
+the reference that tests/test_scenes_unchanged.py compares against (NARRATION=off: paced by the
+narrator's estimate, as tests are): engine refactors must not change what a scene
 shows. Panels are compared by function name and marked line text, not by file and line number,
 so moving a function to another engine file keeps the fingerprint as long as the line the panel
 marks still reads the same.

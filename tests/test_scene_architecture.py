@@ -1,7 +1,8 @@
 """The scene layer's shape, read from its source: the storyboard's scenes sit in scenes/, what
 they are written with in scenes/framework/; the kit never imports the replay; chapter numbers
-come from the storyboard's order; only the timeline plays on a Manim scene; no scene file grows
-past what one reads in a sitting."""
+come from the storyboard's order; only the timeline plays on a Manim scene, and every scene plays
+through its one entry point (`shot`); one caption widget; no scene file grows past what one reads
+in a sitting."""
 
 from __future__ import annotations
 
@@ -53,8 +54,8 @@ def test_storyboard_scenes_sit_in_scenes_and_stay_short():
 
 
 def test_only_the_timeline_plays_on_a_scene():
-    """A scene file plays through the timeline (beat, shot, show, hold; a replay's tell):
-    a direct Scene.play would run outside the clock the subtitles and chapters are placed by."""
+    """A scene file plays through the timeline (its shots): a direct Scene.play would run
+    outside the clock the subtitles and chapters are placed by."""
     for path in [*_scene_files(), ROOT / "scenes" / "cards.py"]:
         calls = [node.lineno for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
                  if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
@@ -72,3 +73,53 @@ def test_chapter_numbers_come_from_the_storyboard():
         assert not re.match(r"\d", getattr(cls, "CHAPTER", "")), f"{name} types its number"
         chapter = chapter_of(cls, index)
         assert chapter == f"{index}. {cls.CHAPTER or cls.TITLE}"
+
+
+# What a scene file may call on itself to play: `shot` only. The rest of the timeline (the
+# frame-counting plays and holds, speaking a line) is the framework's.
+TIMING = {"beat", "speak", "voiced", "show", "hold", "paced", "tell", "play", "wait",
+          "_beat", "_speak", "_show", "_hold"}
+
+
+def _self_calls(path: Path) -> list[tuple[str, int]]:
+    return [(node.func.attr, node.lineno)
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+            and isinstance(node.func.value, ast.Name) and node.func.value.id == "self"]
+
+
+def _calls_of(path: Path, name: str) -> list[int]:
+    return [node.lineno for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+            and node.func.attr == name]
+
+
+def test_every_scene_plays_through_one_shot_api():
+    """Every storyboard scene and the cards play through `self.shot` and nothing beside it; a
+    replay's own beats reach the screen as plays of a shot (`rp.beat(...)`), never `tell`."""
+    for path in [*_scene_files(), ROOT / "scenes" / "cards.py"]:
+        calls = _self_calls(path)
+        other = [(name, line) for name, line in calls if name in TIMING]
+        assert other == [], f"{path.name} plays outside `shot`: {other}"
+        assert any(name == "shot" for name, _ in calls), f"{path.name} never calls self.shot"
+        assert _calls_of(path, "tell") == [], f"{path.name} calls tell"
+
+
+def test_the_story_scene_offers_one_timing_entry_point():
+    pytest.importorskip("manim")
+    from scenes.framework.story import StoryScene
+
+    public = {name for name in vars(StoryScene) if not name.startswith("_")}
+    assert public & TIMING == set(), public & TIMING
+    assert "shot" in public
+
+
+def test_one_caption_widget():
+    """CaptionLines is the caption widget every scene's shots write to (the replay's header
+    block holds one too); no second caption widget."""
+    classes = {node.name: path.name for path in FRAMEWORK.rglob("*.py")
+               for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+               if isinstance(node, ast.ClassDef) and "caption" in node.name.lower()}
+    assert classes == {"CaptionLines": "captions.py", "Captions": "captions.py"}, classes
+    captions = (FRAMEWORK / "kit" / "captions.py").read_text(encoding="utf-8")
+    assert "self.lines = CaptionLines(" in captions  # the replay's block holds the same widget

@@ -99,6 +99,23 @@ def test_padding_lands_in_the_null_page_and_never_on_a_live_one(scene, trace):
             assert cell["slot"] // ps in write.state["page_tables"][cell["row"]]
 
 
+
+def test_padding_stacked_in_the_null_page_stays_inside_its_frame_below_its_label(scene):
+    """A slot written twice shows both cards, the later a little up and right: both stay
+    inside the null page's frame, clear of its edge (a stroke's width), and under its label."""
+    view = scene.view
+    null, ps = view.plan.null, view.plan.page_size
+    frame, label = view.storage.frames[null], view.storage.labels[null]
+    stacked = [c for slot in range(null * ps, (null + 1) * ps) for c in view.held.get(slot, [])]
+    assert any(len(view.held.get(s, [])) > 1 for s in range(null * ps, (null + 1) * ps))
+    clear = 0.02
+    for cell in stacked:
+        box = cell.box
+        assert box.get_top()[1] <= frame.get_top()[1] - clear, cell.pos
+        assert box.get_right()[0] <= frame.get_right()[0] - clear, cell.pos
+        assert box.get_left()[0] >= frame.get_left()[0] + clear, cell.pos
+        assert box.get_top()[1] < label.get_bottom()[1], cell.pos
+
 def test_decode_token_lands_in_its_new_page(scene, trace):
     (write,) = events(trace, Write, "decode")
     shown = scene.shown["decode_write"]

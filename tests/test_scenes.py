@@ -332,8 +332,9 @@ def test_the_teaser_applies_every_event_and_ends_where_the_trace_ends(built, nam
     trace, scene = built(name, "teaser")
     _, full = built(name)
     assert [s["event"] for s in scene.snapshots] == list(range(len(trace.events)))
-    last = {k: v for k, v in scene.snapshots[-1].items() if k != "table_spans"}
-    assert last == {k: v for k, v in full.snapshots[-1].items() if k != "table_spans"}
+    when = ("table_spans", "at", "beat")  # what is shown, not when or in which beat
+    last = {k: v for k, v in scene.snapshots[-1].items() if k not in when}
+    assert last == {k: v for k, v in full.snapshots[-1].items() if k not in when}
     st = trace.events[-1].state
     assert last["refs"] == st["refs"] and last["tables"] == {
         t: [[k, p] for k, p in enumerate(pages)] for t, pages in st["page_tables"].items()}
@@ -456,13 +457,15 @@ def test_a_scene_puts_its_own_beats_between_the_traces(built, tmp_path):
             card.add(Square(0.5))
 
             def explain(rp, i):
-                rp.tell("a prefix hit: pages are shared", build=lambda beat: rp.show_board(
-                    beat, card, "card", stay=True), line="A prefix hit: the pages are shared.",
-                    code=(rp.line_of(i, "share.inc_ref"), i), name="narrative")
+                self.shot("a prefix hit: pages are shared", "",
+                          rp.beat(build=lambda beat: rp.show_board(beat, card, "card", stay=True),
+                                  code=(rp.line_of(i, "share.inc_ref"), i), name="narrative"),
+                          line="A prefix hit: the pages are shared.")
 
             def card_goes(rp, i):
-                rp.tell("the card goes", build=lambda beat: beat.vanish(rp.notes, card),
-                        name="narrative")
+                self.shot("the card goes", "",
+                          rp.beat(build=lambda beat: beat.vanish(rp.notes, card),
+                                  name="narrative"))
 
             rp.hook_before(shares[0], explain)
             rp.hook_before(frees[0], card_goes)

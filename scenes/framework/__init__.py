@@ -1,6 +1,6 @@
 """What every scene is written with; the scenes themselves sit one folder up.
 
-    story.py    StoryScene: the one timeline (`beat`, `voiced`), cuts, subtitles, chapters
+    story.py    StoryScene: the one timeline (`shot`), cuts, subtitles, chapters
     voice.py    the narrator (Piper, cached by hash); cues.py the subtitle cues and their limits
     theme.py    colours, font sizes, text; limits.py what a scene can draw
     anchors.py  engine lines the code panels mark, named by meaning

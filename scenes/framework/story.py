@@ -17,24 +17,29 @@ never from numbers typed in.
 What the base gives every scene:
 - `cut`: "full" (the explainer) or "teaser" (the short cut of the promo: key beats only, tighter
   holds). Set by `cut=` or $ASTRAI_CUT. `self.pick(full, teaser)` chooses a value by cut.
-- `beat(animations, run_time, hold, line=...)`: the one timeline every scene and card plays
-  through. `line` is spoken (scenes/framework/voice.py) from the beat's start, its cues become the
-  subtitles (Manim subcaptions, so every render writes an .srt), the animations run under it
-  and the beat lasts at least as long as the speech. `speak(text)` starts a line without
-  waiting; `with voiced(text) as said:` plays a scene's own animations under it;
-  `shot(caption, detail, duration, *plays, line=...)` is a beat with its caption lines. `self.lines`
-  keeps every spoken (start, Line), `self.cues` every cue (start, seconds shown, text).
+- `shot(caption, detail, *plays, line=..., least=...)`: the one way a scene or card plays.
+  `line` is spoken (scenes/framework/voice.py) from the shot's start and its cues become the
+  subtitles (Manim subcaptions, so every render writes an .srt); `caption` and `detail` go to
+  the scene's caption lines (`self.caption_lines`, the kit's CaptionLines; refused if they do
+  not fit; None leaves them as they are) and cross-fade in with the first play; the plays run
+  one after another under the line, each an (animations, run_time) pair or a callable given
+  the `Shot` (its speech `duration`, `show`, `hold`, `also`: how a replay beat or a paced run
+  of plays fills it); the shot lasts at least `least` seconds and until the speech is over.
+  `self.lines` keeps every spoken (start, Line), `self.cues` every cue (start, seconds shown,
+  text), `self.captions_shown` every (start, caption).
 - `teaser_story()`: the teaser cut's shot, next to `story()` (default: the story itself).
 - `chapter(name)`: a Manim section (`--save_sections` gives per-section clips and an index).
-- `show(animations, run_time)` and `hold(seconds)`: play and wait through the scene's `clock`
-  (seconds of video, counted in the frames Manim writes), which also runs when the scene is
-  built without video, so cues and chapters land at the same times in tests as in the mp4.
-  Built with skip_animations, `show` finishes the animations at once.
+- The clock: a shot plays and waits through the scene's `clock` (seconds of video, counted in
+  the frames Manim writes), which also runs when the scene is built without video, so cues and
+  chapters land at the same times in tests as in the mp4. Built with skip_animations, plays
+  finish their animations at once.
 - `workload`: the workload this render shows, and `output_name()`, the file name it renders to
   (the class name, plus the workload when $ASTRAI_WORKLOAD overrides the scene's own).
-- `snapshots` / `panels`: what the screen showed after each event / every code panel, for tests
-  (a scene that replays through `scenes.framework.replay.Replay` sets `self.replay` and they are the
-  replay's; see its package doc for narrative beats between the trace's beats).
+- `snap(beat, **what)`: the one snapshot producer; `snapshots` lists them all, one schema for
+  every scene ({"beat", "at", **what}), and `panels` every code panel, for tests. A scene
+  that replays a recorded run uses a `scenes.framework.replay.Replay` (set as `self.replay`):
+  it snaps after every event it applies, its panels are the scene's, and `replay.beat(...)`
+  is a play for a shot (see its package doc).
 - Output: the render is named `output_name()` (Manim's -o wins), so stills are
   `media/images/<file>/<name>.png` and another workload or the teaser never overwrites the
   scene's own video.
@@ -47,7 +52,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from contextlib import contextmanager, nullcontext
 from datetime import timedelta
 from typing import ClassVar
 
@@ -58,6 +62,7 @@ from manim.animation.animation import prepare_animation
 from astrai.trace import Trace
 from scenes.framework import theme
 from scenes.framework.cues import MAX_CUE, MIN_CUE
+from scenes.framework.kit.anim import Beat
 from scenes.framework.kit.camera import ReplayCamera
 from scenes.framework.kit.slots import drawn_texts
 from scenes.framework.voice import PAUSE, RATE, Line, Narrator
@@ -72,11 +77,51 @@ def env_workload() -> str:
     return os.environ.get("ASTRAI_WORKLOAD", "").strip()
 
 
+class Shot:
+    """What a shot's plays run through: the speech's `duration` (0 when silent) and `line`;
+    `show(animations, run_time)` plays, never longer than the speech (the caption's cross-fade
+    joins the first),
+    `hold(seconds)` holds, `also(animations)` adds animations to the next play."""
+
+    def __init__(self, scene: StoryScene, spoken: Line | None, fade: Beat | None):
+        self.scene, self.fade = scene, fade
+        self.line = spoken.text if spoken else ""
+        self.duration = spoken.duration if spoken else 0.0
+        self.pending: list = fade.animations() if fade is not None else []
+
+    def also(self, animations) -> None:
+        self.pending += list(animations)
+
+    def show(self, animations, run_time: float) -> None:
+        """Play these animations (never longer than the speech: they run under the line)."""
+        if self.duration and animations:
+            run_time = max(min(run_time, self.duration), 1 / config.frame_rate)
+        anims, self.pending = [*self.pending, *animations], []
+        self.scene._show(anims, run_time)
+        self.settle()
+
+    def hold(self, seconds: float) -> None:
+        self.scene._hold(seconds)
+
+    def settle(self) -> None:
+        """The caption's old lines leave once its cross-fade has played (at once if no play
+        came: the caption then simply changes)."""
+        for anim in self.pending:
+            anim = prepare_animation(anim)
+            anim.begin()
+            anim.finish()
+        self.pending = []
+        if self.fade is not None:
+            self.fade.finish()
+            self.fade = None
+
+
 class StoryScene(Scene):
     WORKLOAD: ClassVar[str] = "seed"
     TITLE: ClassVar[str] = ""
     CHAPTER: ClassVar[str] = ""  # the chapter's name, if not TITLE (numbered by the storyboard)
     IN_TEASER: ClassVar[bool] = True  # the promo's teaser plays this scene's shot
+    SNAP_TEXTS: ClassVar[bool] = False  # its snapshots list every text drawn (and where)
 
     def __init__(self, *args, trace: Trace | None = None, cut: str | None = None, **kwargs):
         kwargs.setdefault("camera_class", ReplayCamera)
@@ -89,7 +134,7 @@ class StoryScene(Scene):
         self.lines: list[tuple[float, Line]] = []  # every spoken line: (start, line)
         self._narrator: Narrator | None = None
         self.chapters: list[tuple[float, str]] = []
-        self._skipped = 0.0  # seconds `show`/`hold` stood for without going through Manim
+        self._skipped = 0.0  # seconds plays and holds stood for without going through Manim
         self._snapshots: list[dict] = []
         self.shown: dict[str, dict] = {}  # beat -> what `snap` read back then
         self._panels: list[dict] = []
@@ -147,7 +192,7 @@ class StoryScene(Scene):
     @property
     def clock(self) -> float:
         """Seconds of video so far, also when built without video (tests): Manim's own time
-        (every play and wait counts there) plus what `show`/`hold` finished without Manim."""
+        (every play and wait counts there) plus what was finished without Manim."""
         return float(self.time) + self._skipped
 
     @property
@@ -166,7 +211,7 @@ class StoryScene(Scene):
         """How long a play of `run_time` then a hold of `hold` lasts in the video."""
         return self.frames(run_time, hold) / config.frame_rate
 
-    def show(self, animations: list, run_time: float) -> None:
+    def _show(self, animations: list, run_time: float) -> None:
         """Play animations and advance the clock by the frames they take. Built without video
         (skip_animations), they are finished at once: only the end state matters there."""
         if not animations or run_time <= 0:
@@ -184,9 +229,9 @@ class StoryScene(Scene):
         else:
             self.play(*animations, run_time=run_time)
 
-    def hold(self, seconds: float) -> None:
+    def _hold(self, seconds: float) -> None:
         """Hold the picture (a frozen wait), advancing the clock."""
-        n = int(round(seconds * config.frame_rate, 6))  # whole frames, as in `show`
+        n = int(round(seconds * config.frame_rate, 6))  # whole frames, as in `_show`
         if n <= 0:
             return
         seconds = (n + 0.5) / config.frame_rate
@@ -195,7 +240,7 @@ class StoryScene(Scene):
         else:
             self.wait(seconds, frozen_frame=True)
 
-    # ---- the timeline: one beat at a time ------------------------------------------------
+    # ---- the timeline: one shot at a time ------------------------------------------------
 
     @property
     def narrator(self) -> Narrator:
@@ -203,53 +248,50 @@ class StoryScene(Scene):
             self._narrator = Narrator()
         return self._narrator
 
-    def beat(self, animations=(), run_time: float = 0.0, hold: float = 0.0,
-             line: str | None = None, done: Callable[[], None] | None = None) -> Line | None:
-        """One beat of the timeline, the only way a scene or card plays: speak `line` (if
-        any) from now, play `animations` over `run_time` (never longer than the speech), call
-        `done` (e.g. finish a kit Beat, take a snapshot), hold `hold` seconds, then hold on
-        until the speech has ended and a short pause passed. Returns the spoken Line."""
-        spoken = self.speak(line) if line else None
+    def shot(self, caption: str | None, detail: str = "", *plays, line: str | None = None,
+             least: float = 0.0) -> Line | None:
+        """One shot of the story, the only way a scene or card plays: the narrator says `line`
+        (if any) from the shot's start; `caption` and `detail` replace the caption lines (None:
+        they stay), cross-fading with the first play; the plays run one after another, each an
+        (animations, run_time) pair or a callable given the `Shot`, each play cut to the
+        speech's length; the pairs' run times are held out to `least` seconds, and the shot
+        lasts until the speech is over and a short pause passed. Returns the spoken Line."""
+        fade = None
+        if caption is not None:
+            if self.caption_lines is None:
+                raise ValueError(f"{type(self).__name__} has no caption lines for {caption!r}")
+            self.caption_lines.check(caption, detail)
+            fade = Beat()
+            self.caption_lines.say(caption, detail, fade)
+            self.captions_shown.append((round(self.clock, 4), caption))
+        spoken = self._speak(line) if line else None
         end = self.clock + (spoken.duration + PAUSE if spoken else 0.0)
-        animations = list(animations)
-        if spoken is not None and animations:
-            run_time = max(min(run_time, spoken.duration), 1 / config.frame_rate)
-        self.show(animations, run_time)
-        if done is not None:
-            done()
-        self.hold(hold)
-        self.hold(end - self.clock)
+        shot = Shot(self, spoken, fade)
+        used = 0.0
+        for play in plays:
+            if callable(play):
+                play(shot)
+                continue
+            anims, run_time = play
+            if anims:
+                shot.show(anims, run_time)
+                used += run_time
+        shot.settle()
+        if least - used > 1e-6:
+            self._hold(least - used)
+        self._hold(end - self.clock)
         return spoken
 
-    @contextmanager
-    def voiced(self, line: str):
-        """`with self.voiced(text) as said: self.show(anims, said.duration)`: the speech
-        starts now and the block's plays run under it; leaving waits the speech out."""
-        spoken = self.speak(line)
-        end = self.clock + spoken.duration + PAUSE
-        yield spoken
-        self.hold(end - self.clock)
+    def _beat(self, animations=(), run_time: float = 0.0, hold: float = 0.0,
+              done: Callable[[], None] | None = None) -> None:
+        """Play `animations` over `run_time`, call `done` (e.g. finish a kit Beat), hold `hold`
+        seconds (the replay's own beats, inside a shot or under a line spoken before them)."""
+        self._show(list(animations), run_time)
+        if done is not None:
+            done()
+        self._hold(hold)
 
-    def shot(self, caption: str, detail: str, duration: float, *plays,
-             line: str | None = None) -> None:
-        """One shot of the story: `caption` and `detail` on screen in the scene's caption lines
-        (`self.caption_lines`, a kit CaptionLines; refused if they do not fit), these plays,
-        each an (animations, run_time) pair, one after another, for at least `duration` s.
-        With `line`, the narrator says it from the start of the shot and the shot lasts until
-        the speech is over; without, the shot passes silently."""
-        self.caption_lines.check(caption, detail)
-        self.caption_lines.say(caption, detail)
-        self.captions_shown.append((round(self.clock, 4), caption))
-        with self.voiced(line) if line else nullcontext():
-            used = 0.0
-            for anims, run_time in plays:
-                if anims:
-                    self.show(anims, run_time)
-                    used += run_time
-            if duration - used > 1e-6:
-                self.hold(duration - used)
-
-    def speak(self, text: str) -> Line:
+    def _speak(self, text: str) -> Line:
         """Start a spoken line now: each of its cues becomes a subtitle placed at its own
         speech, and the speech goes into the video (Scene.add_sound). Does not wait."""
         spoken = self.narrator.line(text)
@@ -287,16 +329,22 @@ class StoryScene(Scene):
 
     # ---- contract the tests read -----------------------------------------------------------
 
-    def snap(self, beat: str, **what) -> None:
-        """A snapshot of what the scene shows now, for a scene that is not a replay (a replay
-        keeps its own, one per event): `what` (read back from the mobjects) under `beat`
-        in `shown`, and every text drawn, in `snapshots`."""
+    def snap(self, beat: str, **what) -> dict:
+        """The one snapshot producer, for every scene (a replay snaps through it after each
+        event it applies): {"beat": what is playing, "at": seconds of video, **what} (`what`
+        read back from the mobjects), plus "texts" (every text drawn: kind, text, box) where
+        the scene sets SNAP_TEXTS. `shown[beat]` keeps the last `what` of each beat."""
+        snap = {"beat": beat, "at": round(self.clock, 4), **what}
+        if self.SNAP_TEXTS:
+            snap["texts"] = drawn_texts(self.mobjects)
         self.shown[beat] = what
-        self._snapshots.append({"beat": beat, **what, "texts": drawn_texts(self.mobjects)})
+        self._snapshots.append(snap)
+        return snap
 
     @property
     def snapshots(self) -> list[dict]:
-        return self.replay.snapshots if self.replay is not None else self._snapshots
+        """Every snapshot taken, in order (what tests and the fingerprint compare)."""
+        return self._snapshots
 
     @property
     def panels(self) -> list[dict]:

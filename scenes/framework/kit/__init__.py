@@ -8,7 +8,7 @@ For a replay of the pool (each updates itself from a trace `state`, `sync`):
     code      the real source of a traced function, the lines that ran highlighted
     captions  header (step, phase pills), the caption lines every scene uses, status line
 For a slot-level close-up of a captured run: slots (cells, storage), slotview, attention.
-For comparisons of two runs: charts (caption bar, paced lines, step charts), reserve (two ways
+For comparisons of two runs: charts (plays spread over a line, step charts), reserve (two ways
 of reserving memory as bars), endcard; boards, hashchain and lru for a story's own beats.
 
 plus glyphs (text from a glyph atlas), anim (in-place animations and the Beat), layout and

@@ -13,7 +13,7 @@ from manim import LEFT, RIGHT, RoundedRectangle, VGroup
 from astrai.inference.scheduler import PHASES as STEP_PHASES
 from scenes.framework import theme
 from scenes.framework.kit.glyphs import Atlas, Counter
-from scenes.framework.kit.layout import Layout
+from scenes.framework.kit.layout import Layout, edges
 
 # The pills: "arrive" (the recorder's phase for submissions between steps), then a step's.
 PHASES = ("arrive", *STEP_PHASES)
@@ -93,6 +93,7 @@ class Header(VGroup):
 
 
 MARGIN = 2  # characters a caption line keeps clear of the right edge
+LINE_GAP = 0.29  # between the caption line and the detail line
 
 
 def caption_room(left: float, right: float) -> tuple[int, int]:
@@ -108,9 +109,10 @@ def fit(s: str, n: int) -> str:
 
 
 class CaptionLines(VGroup):
-    """The caption (what happens) and the detail under it (the numbers behind it), from `left`;
-    what each line holds (`room`) comes from the width it is given. They are dense annotation
-    for whoever pauses: on screen, never spoken."""
+    """The one caption widget: the caption (what happens) and the detail under it (the numbers
+    behind it), from `left`; what each line holds (`room`) comes from the width it is given.
+    They are dense annotation for whoever pauses: on screen, never spoken. `said` keeps every
+    (caption, detail) shown, in order."""
 
     def __init__(self, left: float, right: float, caption_y: float, detail_y: float):
         super().__init__()
@@ -119,7 +121,14 @@ class CaptionLines(VGroup):
         self.detail = Counter(Atlas.get(theme.FS_BODY), "", theme.DIM).place(
             [left, detail_y, 0], LEFT)
         self.room = caption_room(left, right)
+        self.said: list[tuple[str, str]] = []
         self.add(self.caption, self.detail)
+
+    @classmethod
+    def across(cls, y: float) -> CaptionLines:
+        """Across the frame (the layout's edges), the pair centred on height `y`."""
+        left, right = edges()
+        return cls(left, right, y + LINE_GAP / 2, y - LINE_GAP / 2)
 
     def too_long(self, caption: str, detail: str = "") -> bool:
         return len(caption) > self.room[0] or len(detail) > self.room[1]
@@ -131,9 +140,11 @@ class CaptionLines(VGroup):
                              f"{caption!r} / {detail!r}")
 
     def say(self, caption: str, detail: str = "", beat=None) -> None:
-        """Show both lines, each cut with '…' if longer than its room."""
+        """Show both lines, each cut with '…' if longer than its room (a kit Beat, if given,
+        cross-fades them)."""
         self.caption.set(fit(caption, self.room[0]), theme.TEXT, beat)
         self.detail.set(fit(detail, self.room[1]), theme.DIM, beat)
+        self.said.append((caption, detail))
 
 
 class Captions(VGroup):

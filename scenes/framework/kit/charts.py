@@ -1,6 +1,5 @@
-"""Pieces for scenes that compare two runs (not trace replays): an on-screen caption bar and the
-narrator's lines paced over the plays (`Captioned`), charts whose x axis lines up with a step
-grid, and small legends.
+"""Pieces for scenes that compare two runs (not trace replays): plays paced over a shot's line
+(`spread`), charts whose x axis lines up with a step grid, and small legends.
 
 Charts are Manim `Axes` without LaTeX (no numbers from the axes; labels are theme text), and
 lines are added a stretch of steps at a time, so a chart grows with the grid above it. Every
@@ -9,76 +8,33 @@ point drawn is kept (`StepChart.values_of`), read back from the drawn lines' ver
 
 from __future__ import annotations
 
-import textwrap
 from collections.abc import Callable
-from contextlib import nullcontext
 
 import numpy as np
-from manim import DOWN, LEFT, RIGHT, UP, Axes, FadeIn, FadeOut, Square, VGroup, VMobject
+from manim import LEFT, RIGHT, UP, Axes, Square, VGroup, VMobject
 
 from scenes.framework import theme
-from scenes.framework.kit.captions import MARGIN
-from scenes.framework.kit.glyphs import Atlas
-from scenes.framework.kit.layout import edges
 
 
-class CaptionBar:
-    """Makes the caption at the bottom of the screen: up to two lines, centred, wrapped to the
-    frame, from the glyph atlas (a caption changes often; a Text each time is slow)."""
+def spread(items, draw: Callable[[object, float, object], None], each: float = 1.0,
+           least: float = 0.45, play: float = 0.9) -> Callable:
+    """A play for `StoryScene.shot`: `draw(item, run_time, shot)` plays each item (through
+    `shot.show`), spread evenly over the shot's speech (at least `least` s an item; `each` s an
+    item when silent): each item's play takes up to `play` s and the rest of its share holds.
+    With no items, the shot's caption still changes (a short play of its own)."""
+    items = list(items)
 
-    def __init__(self, y: float = -3.55):
-        self.atlas = Atlas.get(theme.FS_CAPTION)
-        left, right = edges()
-        # centred: a margin on both sides, where left-aligned caption lines keep one
-        self.y, self.width_chars = y, int((right - left) / self.atlas.advance) - 2 * MARGIN
+    def run(shot) -> None:
+        said = shot.duration
+        per = max(said / len(items), least) if said and items else each
+        for item in items:
+            run_time = min(per * 0.8, play)
+            draw(item, run_time, shot)
+            shot.hold(per - run_time)
+        if not items and shot.pending:
+            shot.show([], 0.3)
 
-    def make(self, s: str) -> VGroup:
-        lines = textwrap.wrap(s, self.width_chars) or [""]
-        if len(lines) > 2:
-            raise ValueError(f"caption longer than two lines: {s!r}")
-        group = VGroup(*(self.atlas.line(line) for line in lines))
-        group.arrange(DOWN, buff=0.08).move_to([0, self.y, 0])
-        group.text = " ".join(g.shown() for g in group)
-        return group
-
-
-class Captioned:
-    """Mixin for a StoryScene: a caption bar at the bottom, on screen only (dense annotation for
-    those who pause: it is not spoken and not a subtitle), and the narrator's lines through the
-    scene's one timeline (StoryScene.voiced): `paced(line, items, draw)` speaks a line (None:
-    silent) and spreads the plays of `items` over its speech."""
-
-    caption_bar: CaptionBar
-    caption_mob = None
-
-    def caption(self, s: str) -> list:
-        """Animations that put `s` in the bar (replacing what it showed), for the next play."""
-        new = self.caption_bar.make(s)
-        anims = [FadeIn(new, run_time=0.3)]
-        if self.caption_mob is not None:
-            anims.append(FadeOut(self.caption_mob, run_time=0.3))
-        self.caption_mob = new
-        return anims
-
-    def paced(self, line: str | None, items, draw: Callable[[object, float, list], None],
-              extra: list | None = None, each: float = 1.0, least: float = 0.45,
-              play: float = 0.9) -> None:
-        """Say `line` while `draw(item, run_time, extra)` plays each item, spread evenly over
-        the speech (at least `least` s an item; `each` s an item when silent): each item's
-        play takes up to `play` s and the rest of its share holds. `extra` (e.g. a caption's
-        animations) plays with the first item."""
-        items = list(items)
-        extra = list(extra or [])
-        with self.voiced(line) if line else nullcontext() as spoken:
-            said = spoken.duration if spoken else 0.0
-            per = max(said / len(items), least) if said and items else each
-            for item in items:
-                run_time = min(per * 0.8, play)
-                draw(item, run_time, extra)
-                extra = []
-                self.hold(per - run_time)
-            if extra:  # nothing to draw: the caption still changes
-                self.show(extra, 0.3)
+    return run
 
 
 def spans(a: int, b: int, size: int) -> list[tuple[int, int]]:

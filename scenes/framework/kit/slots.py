@@ -17,6 +17,7 @@ PITCH = 0.5  # one slot / one token cell
 CELL_W, CELL_H = 0.44, 0.36
 FRAME_GAP = 0.3  # between page frames
 NULL_GAP = 0.45  # extra gap before the null page: it lies past the pool
+FRAME_PAD = 0.08  # a page frame's room around its cells, above and below
 
 
 class Cell(VGroup):
@@ -65,7 +66,7 @@ class Storage(VGroup):
         for page in range(n_pages + 1):
             left, right = self.xs[page * ps] - PITCH / 2, self.xs[page * ps + ps - 1] + PITCH / 2
             frame = RoundedRectangle(corner_radius=0.06, width=right - left + 0.08,
-                                     height=CELL_H + 0.16, stroke_width=2,
+                                     height=CELL_H + 2 * FRAME_PAD, stroke_width=2,
                                      stroke_color=theme.FREE)
             frame.move_to([(left + right) / 2, y, 0])
             if page == n_pages:

@@ -16,8 +16,12 @@ from astrai.trace.events import Alloc, Free
 from scenes.framework import theme
 from scenes.framework.capture import MAX_ROWS, Plan, Step
 from scenes.framework.kit.glyphs import Atlas
-from scenes.framework.kit.slots import CELL_W, PITCH, Cell, Storage
+from scenes.framework.kit.slots import CELL_W, FRAME_PAD, PITCH, Cell, Storage
 from scenes.framework.words import dims
+
+# How far a repeated write's card sits up and right of the one below: within the page frame's
+# padding (FRAME_PAD each side, less its stroke), so the frame and the label above stay clear.
+STACK_STEP, STACK_ROOM = 0.045, FRAME_PAD - 0.025
 
 
 class SlotView:
@@ -109,14 +113,16 @@ class SlotView:
 
     def land(self, cells: list[Cell]) -> tuple[list, list[Cell]]:
         """Each cell onto its slot: (cell, target) moves, and the cells a real write replaces.
-        Cells sharing a slot (padding in the null page) stack a little so each shows."""
+        Cells sharing a slot (padding in the null page) stack a little so each shows, inside
+        the page's frame: a card over the frame's edge crowds the page's label above it."""
         moves, replaced = [], []
         for cell in cells:
             held = self.held.setdefault(cell.slot, [])
             if not cell.pad:
                 replaced += held
                 held.clear()
-            lift = 0.07 * len(held)  # a second write to one slot shows as a card behind
+            # a second write to one slot shows as a card behind, offset up to STACK_ROOM
+            lift = min(STACK_STEP * len(held), STACK_ROOM)
             target = [self.storage.x(cell.slot) + lift, self.storage.y + lift, 0]
             held.append(cell)
             moves.append((cell, target))

@@ -17,8 +17,9 @@ Where things live
 Each event is applied to the kit at once and a snapshot of what the kit then shows is kept in
 `Replay.snapshots` (one per event, in order), so tests compare the screen with the trace after
 every event. Every caption (with the detail line under it) stays on screen for whoever pauses;
-what the narrator says over a beat (`Replay.queue_line` queues it for the next beat played, which
-hands it to `StoryScene.beat`) is the subtitle track. Each step starts a Manim section
+what the narrator says over a beat (a beat kind's own line, `Replay.queue_line`, spoken by a
+`StoryScene.shot` around that beat; or the line of the scene's shot the beat plays in) is the
+subtitle track. Each step starts a Manim section
 ("construction", "step 3", "steps 5-40" for a compressed run), so `--save_sections` cuts one
 clip per scheduler step: the unit the scheduler works in, long enough to watch on its own.
 
@@ -30,12 +31,13 @@ A scene that replays the run as it is (the paged-cache scene):
     self.replay.run()                              # construction, then every beat
 
 A scene that tells a story of its own over the run steers it (steered.py, `StoryReplay`): the
-beats it does not keep are fast-forwarded, and its own beats (`tell`: a caption, a detail, the
-line spoken, a board, a code panel) run before, after or instead of the beat that applies an
-event it names:
+beats it does not keep are fast-forwarded, and its own beats (a scene's shot: a caption, a
+detail, the line spoken, with `rp.beat(...)` as its play: the events it applies, a board, a code
+panel) run before, after or instead of the beat that applies an event it names:
 
     rp = self.replay = StoryReplay.steered(self, trace, key_beats)
-    rp.hook_after(i, lambda rp, i: rp.tell("caption", "detail", line="What is said."))
+    rp.hook_after(i, lambda rp, i: self.shot("caption", "detail", rp.beat(),
+                                             line="What is said."))
     rp.run()
 
 `spec.kind`, `spec.main` (the event the beat is about: `replay.events[spec.main]`),

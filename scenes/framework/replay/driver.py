@@ -74,10 +74,7 @@ class Replay:
         self.beats = (teaser(self.all_beats, self.events, keep or never)
                       if self.cut == "teaser" else self.all_beats)
         self.title = title or f"Paged KV cache · workload {trace.workload.get('name', '?')}"
-        self.snapshots: list[dict] = []
         self.panels: list[dict] = []  # every code panel shown: which frame, which rows
-        self.captions_shown: list[str] = []
-        self.details_shown: list[str] = []
         self.prev_state: dict | None = None
         self.intro: VGroup | None = None
         # (start in seconds of video, kind, main event, caption) of every play, in order (a
@@ -98,6 +95,7 @@ class Replay:
         lay = self.layout
         self.header = Header(lay, self.title)
         self.captions = Captions(lay)
+        self.scene.caption_lines = self.captions.lines  # where the scene's shots caption
         self.pool = PagePool(lay, self.page_size, self.palette)
         self.bits = BitRows(lay)
         self.tables = PageTables(lay, self.plan, self.page_size, self.palette)
@@ -133,7 +131,7 @@ class Replay:
         self.pool.sync(st, beat)
         beat.window = W_TABLES if staged else (0.0, 1.0)
         self.tables.sync(st, beat)
-        self.snapshots.append(self.snapshot(i))
+        self.scene.snap(self._playing[0], **self.snapshot(i))
         self.prev_state = st
 
     def apply_all(self, spec: BeatSpec, beat: Beat, staged: bool = True, upto=None) -> None:
@@ -184,23 +182,50 @@ class Replay:
         self._leave_intro(beat)
         return beat
 
-    def play(self, beat: Beat, run_time: float, hold: float) -> None:
-        """Play a built beat through the scene's timeline: the line spoken for it (if any)
-        starts with it, and the beat lasts at least as long as the speech."""
+    def play(self, beat: Beat, run_time: float, hold: float, shot=None) -> None:
+        """Play a built beat through the scene's timeline: inside the scene's `shot` (the
+        shot's line is spoken over it), or with the line a beat kind queued (spoken from its
+        start: the beat lasts at least as long as the speech), or silently."""
         anims = beat.animations()
         kind_, main = self._playing
         line, self._line = self._line, None
-        self.beat_times.append((round(self.duration, 4), kind_, main, line or ""))
+        self.beat_times.append((round(self.duration, 4), kind_, main,
+                                line or (shot.line if shot is not None else "")))
         self.n_plays += (1 if anims else 0) + (1 if hold > 0 else 0)
-        self.scene.beat(anims, run_time, hold, line=line, done=beat.finish)
+        if shot is not None:
+            self._under(shot, anims, run_time, hold, beat)
+        elif line:
+            self.scene.shot(None, "", lambda s: self._under(s, anims, run_time, hold, beat),
+                            line=line)
+        else:
+            self.scene._beat(anims, run_time, hold, done=beat.finish)
+
+    @staticmethod
+    def _under(shot, anims: list, run_time: float, hold: float, beat: Beat) -> None:
+        """A beat under a spoken line (its animations never outlast the speech)."""
+        shot.show(anims, run_time)
+        beat.finish()
+        shot.hold(hold)
 
     def say(self, beat: Beat, caption: str, detail: str = "") -> None:
         """The caption lines on screen (the dense account: fields, pages, numbers); they are
         for reading when paused, not spoken (see `queue_line`)."""
         beat.window = W_TEXT
         self.captions.say(caption, detail, beat)  # each line cut to its room
-        self.captions_shown.append(caption)
-        self.details_shown.append(detail)
+
+    @property
+    def snapshots(self) -> list[dict]:
+        """The scene's snapshots: one per event applied (and any the scene took itself)."""
+        return self.scene.snapshots
+
+    @property
+    def captions_shown(self) -> list[str]:
+        """Every caption shown, the replay's and the scene's shots', in order."""
+        return [c for c, _ in self.captions.lines.said]
+
+    @property
+    def details_shown(self) -> list[str]:
+        return [d for _, d in self.captions.lines.said]
 
     def queue_line(self, text: str, once: str | None = None) -> bool:
         """What the narrator says over the next beat played (one line a beat: a second

@@ -11,7 +11,7 @@ describes), with what the prefix-cache and preemption scenes need on top:
 - `on_apply`: more kit to bring to each event's state (e.g. an LRU strip), snapshotted with it;
 - boards (`show_board`): a scene's own mobjects in the replay's `notes` layer, leaving with the
   next beat unless told to stay.
-Captions and details stay on screen for those who pause; what is spoken (`tell(line=...)`, the
+Captions and details stay on screen for those who pause; what is spoken (a shot's `line`, the
 beat kinds' own lines) is the subtitle track. Fast-forwarded runs are not spoken.
 """
 
@@ -276,27 +276,25 @@ class StoryReplay(Replay):
         line = marked_line(a, lst.source, lst.start, frame["ran"])
         return frame if line is None else {**frame, "line": line}
 
-    def tell(self, caption: str, detail: str = "", run_time: float = 0.8, hold: float = 2.0,
-             build: Callable[[Beat], None] | None = None, code: tuple | None = None,
-             events: list[int] = (), name: str = "story", line: str | None = None) -> Beat:
-        """One beat of the scene's own: the trace events it applies (if any), a caption and
-        detail on screen, the narrator's `line` (spoken and subtitled), whatever `build` adds
-        to the beat (boards, pulses), and optionally a code panel (frame, event) of a recorded
-        engine call."""
-        beat = self.new_beat()
-        self._playing = (name, events[0] if events else None)
-        for i in events:
-            self.apply(i, beat)
-        if build is not None:
-            build(beat)
-        self._own = True
-        self.say(beat, caption, detail)
-        self._own = False
-        if line:
-            self.queue_line(line)
-        if code is not None:
-            self.show_frame(*code)
-        self._playing = (name, events[0] if events else None)
-        self.play(beat, *self.scaled(run_time, hold))
-        return beat
+    def beat(self, events: list[int] = (), build: Callable[[Beat], None] | None = None,
+             code: tuple | None = None, run_time: float = 0.8, hold: float = 2.0,
+             name: str = "story") -> Callable:
+        """A beat of the scene's own, as a play for `StoryScene.shot` (which says its line and
+        shows its caption): the trace events it applies (if any), whatever `build` adds to the
+        beat (boards, pulses), and optionally a code panel (frame, event) of a recorded engine
+        call; its animations run under the shot's line, then it holds `hold` (both scaled by
+        the cut's pace)."""
 
+        def play(shot) -> None:
+            beat = self.new_beat()
+            self._playing = (name, events[0] if events else None)
+            for i in events:
+                self.apply(i, beat)
+            if build is not None:
+                build(beat)
+            if code is not None:
+                self.show_frame(*code)
+            self._playing = (name, events[0] if events else None)
+            self.play(beat, *self.scaled(run_time, hold), shot=shot)
+
+        return play
