@@ -21,6 +21,7 @@ from __future__ import annotations
 from manim import Rectangle
 
 from astrai.compare import sampling as sampling_compare
+from astrai.inference.phases import StepPhase
 from astrai.trace.events import Admit, Alloc, Arrive, Copy, Fork, Free, Tokens, Write
 from scenes.framework import theme
 from scenes.framework.kit.board import Board
@@ -44,11 +45,11 @@ class SamplingStory:
         # the share events of each fork: the len(pages) events right after it
         self.shares = {i: list(range(i + 1, i + 1 + len(ev[i].pages))) for i in self.forks}
         self.prefill = next((i for i, e in enumerate(ev)
-                             if isinstance(e, Write) and e.phase == "prefill"), None)
+                             if isinstance(e, Write) and e.phase == StepPhase.PREFILL), None)
         self.first_tokens = next((i for i in range(self.forks[-1] if self.forks else 0, len(ev))
                                   if isinstance(ev[i], Tokens)), None)
         self.first_decode = next((i for i, e in enumerate(ev)
-                                  if isinstance(e, Write) and e.phase == "decode"), None)
+                                  if isinstance(e, Write) and e.phase == StepPhase.DECODE), None)
         self.decode_tokens = next((i for i in range(self.first_decode or len(ev), len(ev))
                                    if isinstance(ev[i], Tokens)), None)
 
@@ -134,7 +135,7 @@ class ParallelSamplingScene(StoryScene):
         for i, e in enumerate(st.events):
             if isinstance(e, (Arrive, Admit)) or i == st.prefill:
                 keep.add(i)
-            elif isinstance(e, Alloc) and e.phase == "refill" and e.logical == 0:
+            elif isinstance(e, Alloc) and e.phase == StepPhase.REFILL and e.logical == 0:
                 keep.add(i)
         return keep
 

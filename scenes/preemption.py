@@ -21,6 +21,7 @@ The teaser cut (`teaser_story`) is one shot: the pool runs dry and the newest re
 from __future__ import annotations
 
 from astrai.compare import preemption as preemption_compare
+from astrai.inference.phases import StepPhase
 from astrai.trace.events import Admit, Alloc, Cache, Free, Grow, Preempt, Retire, Tokens, Write
 from scenes.framework import theme
 from scenes.framework.kit.board import Board
@@ -52,12 +53,12 @@ class PreemptionStory:
         self.frees = [k for k in range(j + 1, self.preempt) if isinstance(ev[k], Free)]
         # the last page a growing request took before the pool ran dry
         self.last_grow = next((k for k in range(j, -1, -1) if isinstance(ev[k], Alloc)
-                               and ev[k].phase == "decode"), None)
+                               and ev[k].phase == StepPhase.DECODE), None)
         self.readmit = next((k for k in range(self.preempt + 1, len(ev))
                              if isinstance(ev[k], Admit) and ev[k].task == victim), None)
         if self.readmit is not None:
             self.prefill = next((k for k in range(self.readmit, len(ev))
-                                 if isinstance(ev[k], Write) and ev[k].phase == "prefill"
+                                 if isinstance(ev[k], Write) and ev[k].phase == StepPhase.PREFILL
                                  and any(r["task"] == victim for r in ev[k].rows)), None)
             self.next_tokens = next((k for k in range(self.readmit, len(ev))
                                      if isinstance(ev[k], Tokens) and victim in ev[k].tokens),

@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from astrai.errors import TraceFormatError, WorkloadError
+from astrai.inference.phases import StepPhase
 from astrai.trace import Trace, load_trace, recorded
 from astrai.trace.events import Alloc, Arrive, Event, Free, Gather, Retire, Write
 from astrai.trace.recorder import source_digests
@@ -89,12 +90,12 @@ def plan_capture(trace: Trace, head: int = 0) -> Plan:
             "(python -m astrai.trace WORKLOAD --capture -o FILE)")
     ps = trace.geometry["page_size"]
     steps = _steps(trace)
-    prefills = [s for s in steps if s.phase == "prefill"]
+    prefills = [s for s in steps if s.phase == StepPhase.PREFILL]
     if not prefills:
         raise WorkloadError("the run has no captured prefill step to show")
     padded = [s for s in prefills if any(n < s.slots["n_tokens"] for n in s.slots["lengths"])]
     prefill = (padded or prefills)[0]
-    decodes = [s for s in steps if s.phase == "decode" and s.attention is not None
+    decodes = [s for s in steps if s.phase == StepPhase.DECODE and s.attention is not None
                and s.step > prefill.step]
     if not decodes:
         raise WorkloadError("the run has no captured decode step after its prefill to show")

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from astrai.inference.phases import StepPhase
 from astrai.trace.events import (
     Alloc,
     Arrive,
@@ -523,7 +524,7 @@ def montage(r: Replay, spec: BeatSpec) -> None:
         code, at, where = EVICT, spec.events[-1], ("returned",)
         if find(r.events[at], code.fn, where) is None:
             at = spec.main
-    elif main.phase == "decode" and grow_ev is not None:
+    elif main.phase == StepPhase.DECODE and grow_ev is not None:
         caption = (f"{task} is full ({grow_ev.n_tokens} tokens need "
                    f"{grow_ev.pages_needed} pages): alloc page {_pages(evs, Alloc)}")
         code, at, where = GROW, spec.main, ("code",)

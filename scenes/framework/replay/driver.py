@@ -8,6 +8,7 @@ import numpy as np
 from manim import DOWN, LEFT, Brace, Mobject, Rectangle, VGroup
 
 from astrai.errors import TraceFormatError
+from astrai.inference.phases import StepPhase
 from astrai.trace import Trace
 from astrai.trace.events import Arrive
 from astrai.trace.text import mask_bits
@@ -313,7 +314,7 @@ class Replay:
         """The construction beats: the PagedCache call, its frames, its bits and refcounts."""
         self.section("construction")
         geo, lay = self.geo, self.layout
-        init = next((i for i, ev in enumerate(self.events) if ev.phase == "init"), None)
+        init = next((i for i, ev in enumerate(self.events) if ev.phase == StepPhase.INIT), None)
         self._playing = (CONSTRUCT, init)
         atlas = Atlas.get(theme.FS_BODY)
         args = (f"n_layers={geo['n_layers']}, n_pages={geo['n_pages']}, "

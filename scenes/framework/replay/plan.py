@@ -32,6 +32,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from astrai.inference.phases import StepPhase
 from astrai.trace.events import (
     EVENTS,
     NEXT,
@@ -109,7 +110,7 @@ def _repeat_waits(events: list[Event]) -> set[int]:
 def _is_plain(events: list[Event], idx: list[int], repeats: set[int] = frozenset()) -> bool:
     return all(
         (isinstance(events[i], PLAIN) or i in repeats)
-        and (not isinstance(events[i], (Write, Gather)) or events[i].phase == "decode")
+        and (not isinstance(events[i], (Write, Gather)) or events[i].phase == StepPhase.DECODE)
         for i in idx
     )
 
@@ -122,7 +123,7 @@ def plan_beats(events: list[Event]) -> list[BeatSpec]:
     """Group the trace's events (all but the init phase) into beats; see the module doc."""
     groups: list[tuple[int, list[int]]] = []
     for i, ev in enumerate(events):
-        if ev.phase == "init":
+        if ev.phase == StepPhase.INIT:
             continue
         if groups and groups[-1][0] == ev.step:
             groups[-1][1].append(i)
@@ -154,7 +155,7 @@ def plan_beats(events: list[Event]) -> list[BeatSpec]:
             nxt = events[idx[j + 1]] if j + 1 < len(idx) else None
             if isinstance(ev, FOLDED):
                 pending.append(i)
-                if isinstance(ev, Phase) and ev.phase == "cleanup" and not cleanup_seen:
+                if isinstance(ev, Phase) and ev.phase == StepPhase.CLEANUP and not cleanup_seen:
                     cleanup_seen = True
                     if isinstance(nxt, Phase):
                         beats.append(BeatSpec(CLEANUP_IDLE, pending, i))
@@ -169,7 +170,7 @@ def plan_beats(events: list[Event]) -> list[BeatSpec]:
                 j += 1
                 continue
             group = [i]
-            if isinstance(ev, Write) and ev.phase == "decode":
+            if isinstance(ev, Write) and ev.phase == StepPhase.DECODE:
                 kind = FORWARD
                 while j + 1 < len(idx) and isinstance(events[idx[j + 1]], (Gather, Tokens)):
                     j += 1
@@ -180,7 +181,7 @@ def plan_beats(events: list[Event]) -> list[BeatSpec]:
             elif isinstance(ev, Evict) and isinstance(nxt, Alloc) and nxt.page == ev.page:
                 j += 1
                 group.append(idx[j])
-            elif isinstance(ev, Alloc) and ev.phase == "decode":
+            elif isinstance(ev, Alloc) and ev.phase == StepPhase.DECODE:
                 kind = GROW
             beats.append(BeatSpec(kind, pending + group, i))
             pending = []

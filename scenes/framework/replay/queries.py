@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from astrai.inference.phases import StepPhase
 from astrai.trace.events import Admit, Event, Free, Write
 
 
@@ -14,7 +15,7 @@ def admit_of(events: list[Event], task: str, before: int) -> Admit | None:
 def prefill_row(events: list[Event], task: str, after: int) -> dict | None:
     """`task`'s row of the first prefill write from event `after` on."""
     for e in events[after:]:
-        if isinstance(e, Write) and e.phase == "prefill":
+        if isinstance(e, Write) and e.phase == StepPhase.PREFILL:
             for row in e.rows:
                 if row["task"] == task:
                     return row

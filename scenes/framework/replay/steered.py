@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from astrai.inference.phases import StepPhase
 from astrai.trace.events import (
     Admit,
     Alloc,
@@ -70,7 +71,7 @@ def summarize(events: list[Event], room: tuple[int, int] | None = None) -> tuple
     """Caption and detail for a fast-forwarded run of events, from their own fields, within
     `room` characters a line (default: what caption lines across the frame hold)."""
     caption_chars, detail_chars = room or caption_room(*edges())
-    steps = sorted({ev.step for ev in events if ev.phase != "arrive"})
+    steps = sorted({ev.step for ev in events if ev.phase != StepPhase.ARRIVE})
     parts: list[str] = []
     by: dict[tuple[type[Event], str], list] = {}
     order: list[tuple[type[Event], str]] = []
@@ -86,13 +87,13 @@ def summarize(events: list[Event], room: tuple[int, int] | None = None) -> tuple
             by[key].append(ev.page)
     for kind, task in order:
         parts.append(WORDS[kind].format(t=task, p=_pages(by[(kind, task)])))
-    decodes = [ev for ev in events if isinstance(ev, Write) and ev.phase == "decode"]
+    decodes = [ev for ev in events if isinstance(ev, Write) and ev.phase == StepPhase.DECODE]
     n_decode = len({ev.step for ev in decodes})
     if n_decode:
         rows = list(dict.fromkeys(r["task"] for ev in decodes for r in ev.rows))
         parts.append(f"{n_decode} decode step{'s' if n_decode > 1 else ''} "
                      f"({', '.join(rows)})")
-    if any(isinstance(ev, Write) and ev.phase == "prefill" for ev in events):
+    if any(isinstance(ev, Write) and ev.phase == StepPhase.PREFILL for ev in events):
         parts.append("prefill")
     if not steps:
         head = "fast-forward"
