@@ -11,7 +11,9 @@ settings the renders use), one after the other, nothing drawn; decoding the fram
 counted. Ratios are measured side by side in one run because other work on the machine moves
 absolute times; CPU seconds per part are exact for the part's own process either way. The
 render's CPU (every part, and the render server that forks them) is held to CPU_TARGET times
-the floor's: the ratio line says PASS or FAIL.
+the floor's: the ratio line says PASS or FAIL. First, what recording costs: every run the
+cut's parts read (each workload, each comparison's second run), recorded from an empty trace
+store, as its share of a cold build's CPU (recording plus rendering), held to RECORD_SHARE.
 """
 
 from __future__ import annotations
@@ -36,6 +38,27 @@ from promo.render import QUALITIES, render_all, start_server  # noqa: E402
 
 X264 = {"preset": "veryfast", "crf": "23"}  # manim's x264 crf and manim.cfg's preset
 CPU_TARGET = 1.4  # render CPU at most this many times the floor's
+RECORD_SHARE = 0.25  # recording every run from an empty trace store: at most this of a cold promo
+
+# Builds every part of a cut without video (each part with its own env, as the render server
+# gives it), in a child process whose CPU is counted: with an empty trace store it records
+# every run the parts read (the workloads and the comparisons' second runs), with a full one it
+# only builds. The difference is what recording costs.
+BUILD = """
+import importlib, os, sys, tempfile
+sys.path.insert(0, os.getcwd())
+from manim import tempconfig
+from promo.parts import plan
+with tempfile.TemporaryDirectory() as media:
+    for part in plan(sys.argv[1], log=lambda *_: None):
+        for k in [k for k in os.environ if k.startswith("ASTRAI_") and k != "ASTRAI_TRACE_CACHE"]:
+            del os.environ[k]
+        os.environ.update(part.env)
+        module = importlib.import_module(part.file.removesuffix(".py").replace("/", "."))
+        with tempconfig({"format": "none", "disable_caching": True, "media_dir": media,
+                         "progress_bar": "none", "verbosity": "WARNING"}):
+            getattr(module, part.cls)(skip_animations=True).render()
+"""
 
 
 def cpu_split(cpu: float, profile: dict) -> dict[str, float]:
@@ -87,6 +110,30 @@ def floor(mp4: Path) -> dict[str, float]:
     return t
 
 
+def build_cpu(cut: str, traces: Path) -> float:
+    """CPU seconds of a child that builds every part of `cut` without video, reading and
+    keeping runs in the trace store `traces`."""
+    import subprocess
+
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    env = {**os.environ, "ASTRAI_TRACE_CACHE": str(traces), "NARRATION": "off"}
+    subprocess.run([sys.executable, "-c", BUILD, cut], check=True, env=env,
+                   cwd=Path(__file__).resolve().parents[1])
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+
+
+def recording(cut: str) -> float:
+    """CPU seconds to record every run the cut's parts read, from an empty trace store: a cold
+    build without video minus a warm one, side by side."""
+    with tempfile.TemporaryDirectory() as traces:
+        cold = build_cpu(cut, Path(traces))
+        warm = build_cpu(cut, Path(traces))
+    print(f"recording every run of the {cut} cut from an empty trace store: build without "
+          f"video {cold:.1f} s CPU cold, {warm:.1f} s warm: recording {cold - warm:.1f} s")
+    return max(0.0, cold - warm)
+
+
 def main() -> None:
     sys.stdout.reconfigure(line_buffering=True)
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -103,6 +150,7 @@ def main() -> None:
         return
     jobs = args.jobs or os.cpu_count() or 1
     q = QUALITIES[args.quality]
+    record_cpu = recording(args.cut)
     out = OUT / "bench"
     t0 = time.perf_counter()  # from here: planning, the render server's start, renders, join
     # the server's own CPU: what its children (the parts) did not take, once it is reaped
@@ -179,6 +227,10 @@ def main() -> None:
           f"{'PASS' if ratio <= CPU_TARGET else 'FAIL'}; render CPU, parts and server, against "
           f"the floor's, in CPU seconds, which other work on the machine inflates less; parts "
           f"alone: {cpu_sum['cpu'] / floor_cpu:.2f})")
+    share = record_cpu / (record_cpu + render_cpu)
+    print(f"recording / cold promo, CPU: {share:.2f} (recording {record_cpu:.1f} s of a cold "
+          f"build's {record_cpu + render_cpu:.1f} s; target <= {RECORD_SHARE}: "
+          f"{'PASS' if share <= RECORD_SHARE else 'FAIL'})")
     print(f"load average at end: {os.getloadavg()[0]:.1f} (other work on these cores inflates "
           "wall times; the ratios were measured side by side)")
     synthesis()
