@@ -123,8 +123,9 @@ class WriteGatherScene(StoryScene):
         self.a17 = Atlas.get(theme.FS_BODY)
         self.lay = lay = make_layout(p.null, code_lines=6)
         self.code = CodePanel(lay)
+        code = lay.regions["code"]  # the tensors' shapes sit just above the code panel
         self.shapes = Counter(self.a17, "", theme.DIM).place(
-            [lay.left + 0.05, lay.code_top + 0.2, 0], LEFT)
+            code.left_at(code.top + 0.2, dx=0.05), LEFT)
         at = closeup_plan()
         self.caption_lines = CaptionLines(lay.left, lay.right, at.caption.top, at.detail.top)
         title = theme.text(self.TITLE, theme.FS_TITLE, theme.TEXT, bold=True)
