@@ -15,7 +15,7 @@ tokens per step and the measured wall time of each run.
 The narrator's lines (`script`, `teaser_script`) say what each stretch of the grids shows, with
 the runs' own step counts; the caption lines under the charts are denser annotation, on screen
 only. The teaser cut is one shot (`teaser_story`): the grids fill fast under two lines.
-Everything is placed relative to the named regions of `plan()`.
+Everything is placed relative to the named regions of its plan (kit/plans.batching_plan).
 
 Tests build it state-only and read `snapshots` (what the grids and charts show after each
 play), `cells` and `charts`.
@@ -24,9 +24,8 @@ play), `cells` and `charts`.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
-from manim import LEFT, RIGHT, UP, FadeIn, Rectangle, VGroup
+from manim import DOWN, LEFT, RIGHT, UP, FadeIn, Rectangle, VGroup
 
 from astrai.compare import batching
 from astrai.compare.batching import GEN, IDLE, PROMPT
@@ -34,34 +33,12 @@ from scenes.framework import theme
 from scenes.framework.kit.captions import CaptionLines
 from scenes.framework.kit.charts import StepChart, legend, spans, spread
 from scenes.framework.kit.glyphs import Atlas, Counter
-from scenes.framework.kit.regions import Region
+from scenes.framework.kit.plans import batching_plan
 from scenes.framework.story import StoryScene
 
 KIND_COLOR = {PROMPT: theme.ACCENT, GEN: theme.RAN}
 RUN_COLOR = {"continuous": theme.GOOD, "static": theme.REQUEST_COLORS[1]}
 POOL_SERIES = (("in use", theme.USED), ("cached", theme.CACHED), ("free", theme.FREE))
-
-
-@dataclass(frozen=True)
-class Plan:
-    """Where everything goes: bands from the top of the frame, as wide as the plot (the slot
-    numbers sit left of it). The end card covers both charts."""
-
-    header: Region
-    grids: dict[str, Region]  # run -> its grid (label and counter just above it)
-    charts: dict[str, Region]  # "tokens", "pool": the axes (titles just above them)
-    caption: Region
-    card: Region
-
-
-def plan() -> Plan:
-    screen = Region.frame()
-    plot = screen.inset(left=0.66, right=0.61)
-    b = plot.stack([("header", 0.45, 0.2), ("continuous", 1.0, 0.33), ("static", 1.0, 0.52),
-                    ("tokens", 1.05, 0.65), ("pool", 1.05, 0.7), ("caption", 0.7, 0.3)])
-    card = plot.inset(left=-0.4, right=-0.1).span(b["tokens"], b["pool"], above=0.5, below=0.25)
-    return Plan(b["header"], {r: b[r] for r in ("continuous", "static")},
-                {c: b[c] for c in ("tokens", "pool")}, b["caption"], card)
 
 
 # Pacing of the explainer: the first steps one at a time (so a request joining is seen), then a
@@ -117,7 +94,7 @@ class BatchingScene(StoryScene):
         self.comparison = comparison
         self.cells: dict[str, dict[int, list[VGroup]]] = {"continuous": {}, "static": {}}
         self.charts: dict[str, StepChart] = {}
-        self.plan = plan()
+        self.plan = batching_plan()
         super().__init__(*args, **kw)
 
     # ---- layout ----------------------------------------------------------------------------
@@ -136,7 +113,7 @@ class BatchingScene(StoryScene):
         title.shift(LEFT * 0.05 + UP * 0.05)
         keys = legend([("prompt prefilled", theme.ACCENT, True), ("token generated", theme.RAN,
                        True), ("slot idle", theme.FAINT, False)])
-        keys.next_to(title, RIGHT, buff=0.6).align_to(title, UP).shift(UP * 0.02)
+        keys.next_to(title, RIGHT, buff=p.legend_gap).align_to(title, UP).shift(UP * 0.02)
         self.add(title, keys)
 
         names = {
@@ -152,7 +129,7 @@ class BatchingScene(StoryScene):
                               fill_color=theme.PANEL, fill_opacity=1.0).move_to(grid.center)
             slots = VGroup(*(
                 theme.text(str(b), theme.FS_MIN, theme.DIM).move_to(
-                    grid.left_at(grid.top - (b + 0.5) * self.row_h, dx=-0.18))
+                    grid.cell(0, b, 0, self.row_h) + LEFT * 0.18)
                 for b in range(c.max_batch)
             ))
             counter = Counter(self.atlas, "", theme.DIM)
@@ -188,8 +165,7 @@ class BatchingScene(StoryScene):
             box.set_stroke(theme.FAINT, 1.0).set_fill(theme.BG, 1.0)
         else:
             box.set_fill(KIND_COLOR[cell.kind], 1.0)
-        box.move_to(grid.point(grid.left + (step + 0.5) * self.step_w,
-                               grid.top - (slot + 0.5) * self.row_h))
+        box.move_to(grid.cell(step, slot, self.step_w, self.row_h))
         group = VGroup(box)
         group.kind, group.task = cell.kind, cell.task
         if cell.kind == PROMPT:
@@ -312,14 +288,14 @@ class BatchingScene(StoryScene):
              ratio(c.static_wall_s, c.continuous_wall_s)),
         ]
         table = VGroup()
-        col_x = [0.0, 4.2, 6.3, 9.6]  # right edges of the number columns, left of the names
+        col_x, pitch = self.plan.card_columns, self.plan.card_pitch
         for i, row in enumerate(rows):
             for j, word in enumerate(row):
                 if not word:
                     continue
                 t = theme.text(word, theme.FS_CAPTION, theme.ACCENT if i == 0 else theme.TEXT,
                                mono=j > 0 and i > 0)
-                y = -0.42 * i
+                y = -pitch * i
                 if j == 0:
                     t.move_to([col_x[0], y, 0], aligned_edge=LEFT)
                 else:
@@ -332,8 +308,8 @@ class BatchingScene(StoryScene):
                        f"output {same} in both runs.", theme.FS_BODY, theme.DIM),
             theme.text("Wall time is measured in this render's own runs (tiny model, CPU) and "
                        "varies from run to run; steps do not.", theme.FS_BODY, theme.DIM),
-        ).arrange(UP * -1, buff=0.12, aligned_edge=LEFT)
-        card = VGroup(table, notes).arrange(UP * -1, buff=0.3, aligned_edge=LEFT)
+        ).arrange(DOWN, buff=0.12, aligned_edge=LEFT)
+        card = VGroup(table, notes).arrange(DOWN, buff=0.3, aligned_edge=LEFT)
         # Covers both charts: the card replaces them.
         box = self.plan.card
         panel = Rectangle(width=box.width, height=box.height, stroke_color=theme.PANEL_EDGE,

@@ -25,6 +25,7 @@ from manim import DOWN, LEFT, RIGHT, UP, FadeIn, FadeOut, GrowFromEdge, Line, Re
 
 from astrai.workload import load_workload
 from scenes.framework import theme
+from scenes.framework.kit.plans import CARDS
 from scenes.framework.story import StoryScene
 
 log = logging.getLogger(__name__)
@@ -80,13 +81,14 @@ class TitleCard(Card):
     CHAPTER = "Opening"
 
     def story(self) -> None:
-        head = theme.text(self.TITLE, FS_HEAD, theme.ACCENT, bold=True).to_edge(UP, buff=1.2)
-        definition = paragraph(DEFINITION, FS_SUB, theme.TEXT, 52).next_to(head, DOWN, buff=0.7,
-                                                                      aligned_edge=LEFT)
+        head = theme.text(self.TITLE, FS_HEAD, theme.ACCENT, bold=True)
+        head.to_edge(UP, buff=CARDS.title_top)
+        definition = paragraph(DEFINITION, FS_SUB, theme.TEXT, 52)
+        definition.next_to(head, DOWN, buff=CARDS.title_gap, aligned_edge=LEFT)
         self.card(head, WHY, 2.0)
         self.card(definition, HOW, 4.0)
         claim = paragraph(CLAIM, theme.FS_CAPTION, theme.DIM, 70)
-        claim.next_to(definition, DOWN, buff=0.6, aligned_edge=LEFT)
+        claim.next_to(definition, DOWN, buff=CARDS.claim_gap, aligned_edge=LEFT)
         self.card(claim, SAID_CLAIM, 3.0)
         self.clear_out(0.4)
 
@@ -133,7 +135,7 @@ class ChapterCard(Card):
         index = next((i + 1 for i, e in enumerate(STORYBOARD) if e == (module, name)), None)
         cls = scene_class(spec)
         chapter = chapter_of(cls, index)
-        head = theme.text(chapter, FS_HEAD, theme.ACCENT, bold=True).move_to(0.6 * UP)
+        head = theme.text(chapter, FS_HEAD, theme.ACCENT, bold=True).move_to(CARDS.chapter_y * UP)
         parts = [head]
         title = getattr(cls, "TITLE", "")
         if title and title not in chapter:
@@ -141,8 +143,10 @@ class ChapterCard(Card):
         workload = os.environ.get("ASTRAI_WORKLOAD", "").strip() or getattr(cls, "WORKLOAD", "")
         if workload:
             parts.append(theme.text(workload_line(workload), theme.FS_CAPTION, theme.DIM))
-        group = VGroup(*parts).arrange(DOWN, buff=0.35)
-        rule = Line(3 * LEFT, 3 * RIGHT, color=theme.FAINT).next_to(group, UP, buff=0.35)
+        group = VGroup(*parts).arrange(DOWN, buff=CARDS.chapter_gap)
+        half = CARDS.rule_w / 2
+        rule = Line(half * LEFT, half * RIGHT, color=theme.FAINT)
+        rule.next_to(group, UP, buff=CARDS.chapter_gap)
         # the chapter is said; its longer title is on screen
         self.card(VGroup(rule, group), chapter + ".", 2.0)
         self.clear_out(0.3)
@@ -285,11 +289,11 @@ class Bars(VGroup):
         self.labels = VGroup()
         for k, (label, value) in enumerate(((la, va), (lb, vb))):
             w = max(width * value / top, 0.02)
-            bar = Rectangle(width=w, height=0.26, stroke_width=0,
+            bar = Rectangle(width=w, height=CARDS.bar_h, stroke_width=0,
                             fill_color=theme.ACCENT if k == 0 else theme.FAINT, fill_opacity=1)
             text = theme.text(f"{label}  {value:g}", theme.FS_BODY, theme.TEXT)
             row = VGroup(bar, text)
-            bar.move_to([0, -0.36 * k, 0], aligned_edge=LEFT)
+            bar.move_to(CARDS.bar_pitch * k * DOWN, aligned_edge=LEFT)
             text.next_to(bar, RIGHT, buff=0.12)
             self.bars.add(bar)
             self.labels.add(text)
@@ -333,24 +337,25 @@ class ClosingCard(Card):
     def layout(self, figures: list[Figure]) -> list[tuple[Bars, VGroup]]:
         """The title shown; each figure's bars (left) and headline with its call (right),
         placed top to bottom, not yet shown."""
-        head = theme.text(self.TITLE, FS_SUB + 4, theme.ACCENT, bold=True).to_edge(UP, buff=0.5)
+        head = theme.text(self.TITLE, FS_SUB + 4, theme.ACCENT, bold=True)
+        head.to_edge(UP, buff=CARDS.closing_top)
         self.card(head, None, 0.6)
-        y = head.get_bottom()[1] - 0.4
+        y = head.get_bottom()[1] - CARDS.closing_gap
         out = []
         for f in figures:
-            bars = Bars(f, 3.0)
+            bars = Bars(f, CARDS.bars.width)
             words = VGroup(paragraph(f.headline, theme.FS_BODY, theme.TEXT, 56),
                            paragraph(f.source, theme.FS_BODY, theme.RAN, 60)
                            ).arrange(DOWN, aligned_edge=LEFT, buff=0.08)
-            bars.move_to([-6.6, y - 0.2, 0], aligned_edge=UP + LEFT)
-            words.move_to([-0.9, bars.get_top()[1], 0], aligned_edge=UP + LEFT)
-            y = min(bars.get_bottom()[1], words.get_bottom()[1]) - 0.35
+            bars.move_to(CARDS.bars.left_at(y - 0.2), aligned_edge=UP + LEFT)
+            words.move_to(CARDS.words.left_at(bars.get_top()[1]), aligned_edge=UP + LEFT)
+            y = min(bars.get_bottom()[1], words.get_bottom()[1]) - CARDS.figure_gap
             out.append((bars, words))
         return out
 
     def end(self, line: str = OUTRO) -> None:
         """The command that makes the video, said and shown."""
         command = theme.text(COMMAND, FS_SUB, theme.ACCENT, bold=True)
-        command.to_edge(DOWN, buff=0.5)
+        command.to_edge(DOWN, buff=CARDS.command_bottom)
         self.card(command, line, 1.0)
         self.clear_out(0.4)

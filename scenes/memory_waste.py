@@ -16,7 +16,7 @@ The narrator's lines (`script`, `teaser_script`) say why before how, with the ru
 the headings, counters and caption lines are denser annotation, on screen only. The teaser cut is
 one shot (`teaser_story`): the one-budget run where the paged cache holds the most, both
 allocators side by side, under two lines.
-Everything is placed relative to the named regions of `plan()`.
+Everything is placed relative to the named regions of its plan (kit/plans.memory_plan).
 
 Tests build it state-only and read `snapshots` (what the bars, pages, queues and counters show
 after each play).
@@ -24,22 +24,18 @@ after each play).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-from manim import LEFT, RIGHT, UP, FadeIn, FadeOut, Rectangle, VGroup
+from manim import DOWN, LEFT, RIGHT, UP, FadeIn, FadeOut, Rectangle, VGroup
 
 from astrai.compare import memory
 from scenes.framework import theme
 from scenes.framework.kit.captions import CaptionLines
 from scenes.framework.kit.charts import StepChart, legend, spans, spread
 from scenes.framework.kit.glyphs import Atlas, Counter
-from scenes.framework.kit.regions import Region
+from scenes.framework.kit.plans import MEMORY_ROWS, memory_plan
 from scenes.framework.kit.reserve import UNUSED, ReserveBars
 from scenes.framework.story import StoryScene
 from scenes.framework.words import kib, spoken_kib
 
-ROWS = 4  # batch slots part 1 has room for; more rows get thinner
-BAR_W = 4.9  # the longest bar of part 1 (a contiguous row, or the most pages one request holds)
 BAR_H = 0.36  # of a bar, in a row of the room's pitch
 RUN_COLOR = {"dense": theme.REQUEST_COLORS[1], "paged": theme.GOOD}
 USAGE = (("contiguous reserved", RUN_COLOR["dense"], "dense_reserved"),
@@ -48,51 +44,6 @@ USAGE = (("contiguous reserved", RUN_COLOR["dense"], "dense_reserved"),
 STOP_EVERY, BUDGET_CHUNK = 3, 3  # part 1 shows every 3rd step; part 2 plays 3 steps at a time
 TEASER_STEPS = 2  # the teaser shows the budget run up to (at most) 2 steps of its peak
 END_HOLD = 0.8  # the last picture stays this long after the last line
-
-
-@dataclass(frozen=True)
-class Plan:
-    """Where everything goes. `text` is the column headings, totals and notes start in; part 1
-    (same moments) puts its bars in `dense` and `paged` within `rows`; part 2 (one budget) stacks
-    its bands in `budget`; the end card covers part 2's chart."""
-
-    text: Region
-    heads: Region
-    rows: Region
-    dense: Region  # the contiguous bars' column (request names just left of it)
-    paged: Region  # the paged bars' column
-    totals: Region  # three counter lines and the slot-size note
-    usage: Region  # part 1's chart (its title just above it)
-    budget: dict[str, Region]  # part 2's bands: line, dense_head, dense, dense_queue, ...
-    caption: Region
-    card: Region
-
-    @property
-    def row_pitch(self) -> float:
-        return self.rows.height / ROWS
-
-    def total_y(self, i: int) -> float:
-        """Line i of the totals (0-2 counters, 3 the note)."""
-        return self.totals.top - 0.15 - 0.42 * i - (0.01 if i == 3 else 0.0)
-
-
-def plan() -> Plan:
-    screen = Region.frame()
-    text = screen.inset(left=0.46, right=0.21)
-    part1 = text.stack([("heads", 0.3, 0.75), ("rows", 0.62 * ROWS, 0.19),
-                        ("totals", 1.57, 0.11), ("usage", 1.05, 0.55), ("caption", 0.7, 0.25)])
-    # the contiguous column leaves room for request names on its left, and for "used/reserved"
-    # after its longest bar before the paged column starts
-    dense, _, paged = part1["rows"].inset(left=0.45).columns(BAR_W, 2.25, BAR_W)
-    budget = screen.inset(left=0.81, right=0.81).stack([
-        ("line", 0.3, 0.55), ("dense_head", 0.3, 0.15), ("dense", 0.5, 0.45),
-        ("dense_queue", 0.3, 0.15), ("paged_head", 0.3, 0.15), ("paged", 0.5, 0.4),
-        ("paged_queue", 0.3, 0.15), ("chart", 1.75, 0.7)])
-    card = screen.inset(left=0.41, right=0.41).span(budget["chart"], budget["chart"],
-                                                    above=0.63, below=0.22)
-    usage = part1["usage"].inset(left=0.35, right=0.3)
-    return Plan(text, part1["heads"], part1["rows"], dense, paged, part1["totals"], usage, budget,
-                part1["caption"], card)
 
 
 def script(m: memory.MemoryComparison) -> dict[str, str]:
@@ -138,7 +89,7 @@ class MemoryWasteScene(StoryScene):
         self.comparison = comparison
         self.layer = VGroup()
         self.bars: dict[str, VGroup] = {}  # the teaser's bars of requests held, by run
-        self.plan = plan()
+        self.plan = memory_plan()
         super().__init__(*args, **kw)
 
     # ---- helpers ---------------------------------------------------------------------------
@@ -159,7 +110,7 @@ class MemoryWasteScene(StoryScene):
         widest = max([m.max_len] + [h.paged_reserved for mo in m.moments for h in mo.held])
         self.scale = self.plan.dense.width / widest
         self.row_dy = self.plan.row_pitch * min(
-            1.0, ROWS / max(1, m.trace.workload["scheduler"]["max_batch"]))
+            1.0, MEMORY_ROWS / max(1, m.trace.workload["scheduler"]["max_batch"]))
         self.bar_h = BAR_H * self.row_dy / self.plan.row_pitch
         title = theme.text(self.TITLE, theme.FS_TITLE, bold=True).to_corner(UP + LEFT, buff=0.2)
         self.add(title, self.caption_lines)
@@ -218,17 +169,17 @@ class MemoryWasteScene(StoryScene):
             theme.text("contiguous", theme.FS_BODY, RUN_COLOR["dense"]),
             theme.text("paged", theme.FS_BODY, RUN_COLOR["paged"]),
         )
-        totals[0].move_to(p.text.left_at(p.total_y(0)), aligned_edge=LEFT)
-        totals[1].move_to(p.text.left_at(p.total_y(1)), aligned_edge=LEFT)
+        totals[0].move_to(p.total_at(0), aligned_edge=LEFT)
+        totals[1].move_to(p.total_at(1), aligned_edge=LEFT)
         keys.move_to(p.text.right_at(p.total_y(2)), aligned_edge=RIGHT)
-        self.counters["dense"].place(p.dense.left_at(p.total_y(0), dx=1.3))
-        self.counters["paged"].place(p.dense.left_at(p.total_y(1), dx=1.3))
-        self.counters["used"].place(p.text.left_at(p.total_y(2)))
+        self.counters["dense"].place(p.total_at(0, counter=True))
+        self.counters["paged"].place(p.total_at(1, counter=True))
+        self.counters["used"].place(p.total_at(2))
         geo = m.trace.geometry
         note = theme.text(
             f"1 slot = K and V of one token: 2 x {geo['n_layers']} layers x {geo['n_kv_heads']} "
             f"KV heads x {geo['head_dim']} x {geo['dtype']} = {m.slot_bytes} bytes",
-            theme.FS_MIN, theme.DIM).move_to(p.text.left_at(p.total_y(3)), aligned_edge=LEFT)
+            theme.FS_MIN, theme.DIM).move_to(p.total_at(3), aligned_edge=LEFT)
         u = p.usage
         self.usage = StepChart(u.left, u.width, u.bottom, u.height, m.moment + 1,
                                max(mo.dense_reserved for mo in m.moments),
@@ -284,7 +235,7 @@ class MemoryWasteScene(StoryScene):
         heads[1].move_to(b["paged_head"].left_at(b["paged_head"].cy), aligned_edge=LEFT)
         self.counters["dq"].place(b["dense_queue"].left_at(b["dense_queue"].cy))
         self.counters["pq"].place(b["paged_queue"].left_at(b["paged_queue"].cy))
-        self.counters["bstep"].place(self.plan.text.right_at(b["line"].top + 0.27), align=RIGHT)
+        self.counters["bstep"].place(self.plan.budget_step_at(), align=RIGHT)
         c = b["chart"]
         self.chart = StepChart(c.left, c.width, c.bottom, c.height, self.budget_steps,
                                self.n_req,
@@ -396,7 +347,7 @@ class MemoryWasteScene(StoryScene):
              theme.DIM),
         ]
         card = VGroup(*(theme.text(s, theme.FS_CAPTION, c) for s, c in lines))
-        card.arrange(UP * -1, buff=0.2, aligned_edge=LEFT)
+        card.arrange(DOWN, buff=0.2, aligned_edge=LEFT)
         # Covers the chart: the card replaces it.
         box = self.plan.card
         panel = Rectangle(width=box.width, height=box.height, stroke_color=theme.PANEL_EDGE,

@@ -23,7 +23,6 @@ from manim import (
     FadeOut,
     LaggedStart,
     VGroup,
-    config,
 )
 
 from scenes.framework import capture, theme
@@ -33,6 +32,7 @@ from scenes.framework.kit.captions import CaptionLines, Pills
 from scenes.framework.kit.code import CodePanel, anchor_line
 from scenes.framework.kit.glyphs import Atlas, Counter
 from scenes.framework.kit.layout import make_layout
+from scenes.framework.kit.plans import closeup_plan
 from scenes.framework.kit.slotview import SlotView
 from scenes.framework.story import StoryScene
 from scenes.framework.words import fmt, spoken_list
@@ -121,15 +121,16 @@ class WriteGatherScene(StoryScene):
         self.trace_used = trace
         self.colors = theme.Palette(p.names)
         self.a17 = Atlas.get(theme.FS_BODY)
-        half_h = config.frame_height / 2
         self.lay = lay = make_layout(p.null, code_lines=6)
         self.code = CodePanel(lay)
+        code = lay.regions["code"]  # the tensors' shapes sit just above the code panel
         self.shapes = Counter(self.a17, "", theme.DIM).place(
-            [lay.left + 0.05, lay.code_top + 0.2, 0], LEFT)
-        self.caption_lines = CaptionLines(lay.left, lay.right, half_h - 0.78, half_h - 1.08)
+            code.left_at(code.top + 0.2, dx=0.05), LEFT)
+        at = closeup_plan()
+        self.caption_lines = CaptionLines(lay.left, lay.right, at.caption.top, at.detail.top)
         title = theme.text(self.TITLE, theme.FS_TITLE, theme.TEXT, bold=True)
-        title.move_to([lay.left, half_h - 0.34, 0], aligned_edge=LEFT)
-        self.pills = Pills(("attention", "gather", "write"), lay.right, half_h - 0.34, gap=0.1)
+        title.move_to(at.header.left_at(at.header.cy), aligned_edge=LEFT)
+        self.pills = Pills(("attention", "gather", "write"), lay.right, at.header.cy, gap=0.1)
         self.add(title, self.pills, self.caption_lines, self.code, self.shapes)
         self.view = SlotView(p, trace, self.colors, self.a17)  # storage, cells, grid
 

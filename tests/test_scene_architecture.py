@@ -1,7 +1,8 @@
 """The scene layer's shape, read from its source: the storyboard's scenes sit in scenes/, what
 they are written with in scenes/framework/; the kit never imports the replay; chapter numbers
 come from the storyboard's order; only the timeline plays on a Manim scene, and every scene plays
-through its one entry point (`shot`); one caption widget; no scene file grows past what one reads
+through its one entry point (`shot`); one caption widget; one layout system (named regions, no
+literal coordinates in scene files); no scene file grows past what one reads
 in a sitting."""
 
 from __future__ import annotations
@@ -123,3 +124,68 @@ def test_one_caption_widget():
     assert classes == {"CaptionLines": "captions.py", "Captions": "captions.py"}, classes
     captions = (FRAMEWORK / "kit" / "captions.py").read_text(encoding="utf-8")
     assert "self.lines = CaptionLines(" in captions  # the replay's block holds the same widget
+
+
+# Calls that place a mobject or cut a region: a number in one of them is a coordinate.
+PLACEMENT = {"move_to", "shift", "next_to", "to_edge", "to_corner", "align_to", "arrange",
+             "place", "Region", "inset", "stack", "columns", "span", "cell", "left_at",
+             "right_at", "above", "below", "point"}
+NUDGE = 0.3  # the largest number a scene file may write in a placement call
+
+
+def _call_name(node: ast.Call) -> str | None:
+    f = node.func
+    return f.attr if isinstance(f, ast.Attribute) else getattr(f, "id", None)
+
+
+def _numbers(node: ast.AST):
+    """Numeric literals in an argument, not descending into a call (a call's own arguments
+    are its business: `p.total_at(1)` is an index, not a coordinate) or a subscript."""
+    if isinstance(node, (ast.Call, ast.Subscript)):
+        return
+    if isinstance(node, ast.Constant) and isinstance(node.value, (int, float)) \
+            and not isinstance(node.value, bool):
+        yield node
+    for child in ast.iter_child_nodes(node):
+        yield from _numbers(child)
+
+
+def literal_coordinates(source: str, beyond: float = 0.0) -> list[tuple[int, float]]:
+    """(line, value) of each number beyond `beyond` in a placement call's arguments."""
+    out = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Call) and _call_name(node) in PLACEMENT:
+            for arg in [*node.args, *(k.value for k in node.keywords)]:
+                out += [(n.lineno, n.value) for n in _numbers(arg) if abs(n.value) > beyond]
+    return out
+
+
+def test_literal_coordinates_are_counted():
+    """The rule below sees coordinates wherever a placement call writes them."""
+    src = ("a.move_to([-6.6, y - 0.2, 0])\nb.next_to(a, UP, buff=0.6)\nc.shift(LEFT * 0.05)\n"
+           "d.move_to(p.total_at(3))\ne.arrange(DOWN, buff=0.3)\nf.set_width(4.0)\n")
+    assert literal_coordinates(src, NUDGE) == [(1, 6.6), (2, 0.6)]
+    assert literal_coordinates(src) == [(1, 6.6), (1, 0.2), (2, 0.6), (3, 0.05), (5, 0.3)]
+
+
+def test_scene_files_ask_for_regions_by_name():
+    """Where things go is named in the framework (kit/layout for the replays, kit/plans for the
+    other scene kinds and the cards); a scene file keeps no coordinate beyond a small nudge
+    and cuts no region of its own."""
+    for path in [*_scene_files(), ROOT / "scenes" / "cards.py"]:
+        source = path.read_text(encoding="utf-8")
+        big = literal_coordinates(source, NUDGE)
+        assert big == [], f"{path.name}: literal coordinates (line, value) {big}"
+        assert "Region" not in source, f"{path.name} defines regions of its own"
+
+
+def test_one_layout_system():
+    """Regions are one class, in kit/layout; no second layout module beside it."""
+    defined = {node.name: str(path.relative_to(FRAMEWORK)) for path in FRAMEWORK.rglob("*.py")
+               for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+               if isinstance(node, ast.ClassDef)
+               and ("region" in node.name.lower() or "layout" in node.name.lower())}
+    assert defined == {"Region": "kit/layout.py", "Layout": "kit/layout.py"}, defined
+    assert not (FRAMEWORK / "kit" / "regions.py").exists()
+    assert all(m != "scenes.framework.kit.regions" for p in ROOT.rglob("scenes/**/*.py")
+               for m in _imports(p))

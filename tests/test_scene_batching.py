@@ -18,8 +18,9 @@ from astrai.compare import batching  # noqa: E402
 from astrai.compare.batching import GEN, IDLE, PROMPT  # noqa: E402
 from astrai.trace.events import Tokens, Write  # noqa: E402
 from astrai.workload import parse_workload  # noqa: E402
-from scenes.batching import BatchingScene, plan  # noqa: E402
+from scenes.batching import BatchingScene  # noqa: E402
 from scenes.framework.cues import Timed, problems  # noqa: E402
+from scenes.framework.kit.plans import batching_plan  # noqa: E402
 from tests.test_compare_batching import SMALL  # noqa: E402
 
 
@@ -182,7 +183,7 @@ def test_explainer_speech_fits_its_budget(scenes):
 
 
 def test_layout_is_named_regions_inside_the_frame():
-    p = plan()
+    p = batching_plan()
     bands = [p.header, p.grids["continuous"], p.grids["static"], p.charts["tokens"],
              p.charts["pool"], p.caption]
     for upper, lower in zip(bands, bands[1:]):

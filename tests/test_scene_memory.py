@@ -15,8 +15,9 @@ from scene_checks import TEASER_SCENE_MAX, render  # noqa: E402
 from astrai.compare import memory  # noqa: E402
 from astrai.workload import parse_workload  # noqa: E402
 from scenes.framework.cues import Timed, problems  # noqa: E402
+from scenes.framework.kit.plans import memory_plan  # noqa: E402
 from scenes.framework.words import kib  # noqa: E402
-from scenes.memory_waste import MemoryWasteScene, plan  # noqa: E402
+from scenes.memory_waste import MemoryWasteScene  # noqa: E402
 
 # 8 pages of 4 slots; the longest request holds 12 slots, so the budget holds 2 dense rows.
 SMALL = {
@@ -239,7 +240,7 @@ def test_explainer_speech_fits_its_budget(scenes):
 
 
 def test_layout_is_named_regions_inside_the_frame():
-    p = plan()
+    p = memory_plan()
     part1 = [p.heads, p.rows, p.totals, p.usage, p.caption]
     part2 = list(p.budget.values()) + [p.caption]
     for bands in (part1, part2):

@@ -11,6 +11,7 @@ For a slot-level close-up of a captured run: slots (cells, storage), slotview, a
 For comparisons of two runs: charts (plays spread over a line, step charts), reserve (two ways
 of reserving memory as bars), endcard; boards, hashchain and lru for a story's own beats.
 
-plus glyphs (text from a glyph atlas), anim (in-place animations and the Beat), layout and
-regions (where things go), camera (skips layout-only boxes).
+plus glyphs (text from a glyph atlas), anim (in-place animations and the Beat), layout (the one
+layout system: named regions, the replays' computed from the trace) and plans (the named regions
+of every other scene kind and the cards), camera (skips layout-only boxes).
 """

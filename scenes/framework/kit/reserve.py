@@ -11,7 +11,7 @@ from manim import LEFT, RIGHT, UP, FadeIn, Rectangle, VGroup
 from astrai.compare import memory
 from scenes.framework import theme
 from scenes.framework.kit.glyphs import Atlas
-from scenes.framework.kit.regions import Region
+from scenes.framework.kit.layout import Region
 
 UNUSED = theme.FAINT  # reserved and not holding a token
 
