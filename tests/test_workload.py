@@ -7,7 +7,13 @@ import copy
 import pytest
 
 from astrai.errors import WorkloadError
+from astrai.models.store import check
 from astrai.workload import build, load_workload, parse_workload, run_workload, workload_names
+
+MODEL = "smollm2-135m-instruct"
+_missing = check(MODEL)
+real_model = pytest.mark.skipif(_missing is not None,
+                                reason=f"the real model is not installed ({_missing}); make setup")
 
 BASE = {
     "name": "t",
@@ -141,3 +147,111 @@ def test_bad_files(tmp_path):
     broken.write_text("[cache\n")
     with pytest.raises(WorkloadError, match="not valid TOML"):
         load_workload(broken)
+
+
+# ---- chat requests ---------------------------------------------------------------------------
+
+CHAT = {
+    "name": "chat",
+    "system": "You answer in one word.",
+    "cache": {"n_pages": 8, "page_size": 16},
+    "model": {"checkpoint": MODEL},
+    "request": [
+        {"name": "a", "chat": "Capital of France?", "max_new_tokens": 2},
+        {"name": "b", "chat": "Capital of Italy?", "max_new_tokens": 2},
+        {"name": "c", "chat": "Capital of Spain?", "system": "Be brief.", "max_new_tokens": 2},
+    ],
+}
+
+
+@real_model
+def test_chat_requests_go_through_the_template_and_share_the_system_prompt():
+    from astrai.chat import chat_prompt
+    from astrai.text import load_tokenizer
+
+    wl = parse_workload(copy.deepcopy(CHAT))
+    a, b, c = wl.requests
+    assert a.text == chat_prompt(MODEL, [{"role": "system", "content": CHAT["system"]},
+                                         {"role": "user", "content": "Capital of France?"}])
+    assert a.prompt == tuple(load_tokenizer(MODEL).encode(a.text))
+    assert (a.system, c.system) == (CHAT["system"], "Be brief.")
+    head = chat_prompt(MODEL, [{"role": "system", "content": CHAT["system"]}],
+                       add_generation_prompt=False)
+    assert a.text.startswith(head) and b.text.startswith(head) and not c.text.startswith(head)
+    n = len(load_tokenizer(MODEL).encode(head))
+    assert a.prompt[:n] == b.prompt[:n] and a.prompt != b.prompt
+    assert parse_workload(wl.to_json()) == wl  # a trace's workload reads back the same
+    assert wl.to_json()["request"][0]["prompt"] == list(a.prompt)  # ids beside the text
+    data = copy.deepcopy(CHAT)
+    data["request"][0]["prompt"] = list(b.prompt)
+    with pytest.raises(WorkloadError, match=r"request\[0\].chat cannot be combined with "
+                                            r"prompt other than its own tokens"):
+        parse_workload(data)
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"prompt_text": "x"}, r"request\[0\].chat cannot be combined with prompt_text"),
+    ({"prompt_len": 4}, r"request\[0\].chat cannot be combined with prompt_len"),
+    ({"chat": "  "}, r"request\[0\].chat must be a non-empty message"),
+    ({"chat": 3}, r"request\[0\].chat must be a string"),
+    ({"system": 3}, r"request\[0\].system must be a string"),
+])
+def test_bad_chat_requests_are_named(change, message):
+    data = copy.deepcopy(CHAT)
+    data.pop("model")  # the field is checked before the template is needed
+    data["request"][0].update(change)
+    with pytest.raises(WorkloadError, match=message):
+        parse_workload(data)
+
+
+def test_chat_needs_a_model_with_a_template_and_system_needs_chat():
+    data = copy.deepcopy(CHAT)
+    data.pop("model")
+    with pytest.raises(WorkloadError, match=r"request\[0\].chat needs model.checkpoint"):
+        parse_workload(data)
+    data = {**BASE, "request": [{"name": "a", "prompt_len": 3, "max_new_tokens": 1,
+                                 "system": "Hi"}]}
+    with pytest.raises(WorkloadError, match=r"request\[0\].system needs chat"):
+        parse_workload(data)
+    with pytest.raises(WorkloadError, match=r"workload.system must be a string"):
+        parse_workload({**BASE, "system": 5})
+
+
+@real_model
+def test_a_chat_requests_prefix_is_its_system_message():
+    from astrai.chat import chat_prompt
+    from astrai.text import load_tokenizer
+
+    data = {**copy.deepcopy(CHAT), "prefixes": {"sys": "You are kind.", "run": 4}}
+    data.pop("system")
+    data["request"][0]["prefix"] = data["request"][1]["prefix"] = "sys"
+    wl = parse_workload(copy.deepcopy(data))
+    a, b, _ = wl.requests
+    block = load_tokenizer(MODEL).encode(chat_prompt(
+        MODEL, [{"role": "system", "content": "You are kind."}], add_generation_prompt=False))
+    assert wl.prefixes == {"sys": len(block), "run": 4}  # a length, as the scenes read it
+    assert a.system == b.system == "You are kind." and a.prefix == "sys"
+    assert list(a.prompt[:len(block)]) == block == list(b.prompt[:len(block)])
+    assert parse_workload(wl.to_json()) == wl  # the trace keeps the length and the message
+    for change, message in (
+            ({"prefix": "run"}, r"request\[0\].prefix names a token run"),
+            ({"system": "Other."}, r"request\[0\].system differs from the system message"),
+            ({"prefix": ["sys"]}, r"request\[0\].prefix must name one system message")):
+        bad = copy.deepcopy(data)
+        bad["request"][0].update(change)
+        with pytest.raises(WorkloadError, match=message):
+            parse_workload(bad)
+    bad = copy.deepcopy(data)
+    bad["request"][0] = {"name": "a", "prefix": "sys", "prompt_len": 30, "max_new_tokens": 1}
+    with pytest.raises(WorkloadError, match=r"request\[0\].prefix names a system message"):
+        parse_workload(bad)
+    js = wl.to_json()
+    js["prefixes"]["sys"] += 1  # a trace whose length is not its message's
+    with pytest.raises(WorkloadError, match=r"request\[0\].prefix must be the \d+ tokens"):
+        parse_workload(js)
+
+
+def test_a_system_message_prefix_needs_a_model():
+    data = {**BASE, "prefixes": {"sys": "You are kind."}}
+    with pytest.raises(WorkloadError, match=r"prefixes.sys must be a length; a system message"):
+        parse_workload(data)
