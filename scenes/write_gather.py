@@ -16,14 +16,7 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
-from manim import (
-    LEFT,
-    Arrow,
-    FadeIn,
-    FadeOut,
-    LaggedStart,
-    VGroup,
-)
+from manim import LEFT, Arrow, FadeIn, FadeOut, LaggedStart, VGroup
 
 from scenes.framework import capture, theme
 from scenes.framework.anchors import anchor

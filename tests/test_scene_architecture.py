@@ -17,6 +17,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 FRAMEWORK = ROOT / "scenes" / "framework"
 MAX_SCENE_LINES = 450
+MAX_LINES = {"write_gather.py": 400}  # the close-up: its widgets and plan live in the framework
 
 from scenes.storyboard import STORYBOARD  # noqa: E402
 
@@ -51,7 +52,8 @@ def test_storyboard_scenes_sit_in_scenes_and_stay_short():
     for path in _scene_files():
         assert path.parent == ROOT / "scenes", path
         n = len(path.read_text(encoding="utf-8").splitlines())
-        assert n <= MAX_SCENE_LINES, f"{path.name}: {n} lines (at most {MAX_SCENE_LINES})"
+        most = MAX_LINES.get(path.name, MAX_SCENE_LINES)
+        assert n <= most, f"{path.name}: {n} lines (at most {most})"
 
 
 def test_only_the_timeline_plays_on_a_scene():

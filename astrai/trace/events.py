@@ -66,7 +66,7 @@ class Event:
     """What every event holds; a kind's own fields are its subclass's."""
 
     kind: ClassVar[str] = ""
-    # How a replay groups it (scenes/replay/plan.py): None, a beat of its own; NEXT or
+    # How a replay groups it (scenes/framework/replay/plan.py): None, a beat of its own; NEXT or
     # PREVIOUS, folded into the beat after or before it.
     folds: ClassVar[str | None] = None
     # Part of a "plain" decode step (only phases, writes, gathers and tokens), which a replay
