@@ -62,10 +62,10 @@ DEFINITION = ("A paged KV cache keeps each request's attention keys and values i
               "fixed-size pages taken from one shared pool, so memory is handed out as the text "
               "grows instead of reserved up front.")
 CLAIM = ("Everything you will see was recorded from a real run of the cache and its scheduler "
-         "on a small real model: no page, count or figure is typed in.")
+         "driving a tiny transformer: no page, count or figure is typed in.")
 
 
-SAID_CLAIM = ("Everything you will see was recorded from a real run, on a small real model. No "
+SAID_CLAIM = ("Everything you will see was recorded from a real run, driving a tiny model. No "
               "number is typed in.")
 WHY = "A language model remembers every token it has read, as keys and values."
 HOW = ("That memory grows with every token, and it decides how many requests fit at once. A "
