@@ -39,6 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from astrai.errors import DoubleFree  # noqa: E402
 from astrai.inference.allocator import PageAllocator  # noqa: E402
 from astrai.inference.cache import PagedCache, pages_for  # noqa: E402
+from bench.targets import report  # noqa: E402
 
 H, D, PS = 4, 128, 64
 DTYPE = torch.float32
@@ -580,12 +581,7 @@ def report_targets(results) -> bool:
                            f"{rate['deque'] / 1e6:.2f} M pairs/s)", r >= 0.5))
         info.append(f"PagedCache.alloc+free at {n} pages: {rate['cache'] / 1e6:.2f} M pairs/s, "
                     f"{rate['cache'] / rate['deque']:.2f}x the deque")
-    print("\n== targets")
-    for text, ok in checks:
-        print(f"{'PASS' if ok else 'FAIL'}  {text}")
-    for text in info:
-        print(f"info  {text}")
-    return all(ok for _, ok in checks)
+    return report(checks, info)
 
 
 def main(argv=None) -> int:

@@ -29,6 +29,7 @@ from astrai.inference.cache import PagedCache, pages_for  # noqa: E402
 from astrai.inference.scheduler import Scheduler, Task  # noqa: E402
 from astrai.models.store import check  # noqa: E402
 from astrai.text import load_tokenizer  # noqa: E402
+from bench.targets import report  # noqa: E402
 
 NAME = "smollm2-135m-instruct"
 TARGET = 0.95  # paged decode tok/s over dense decode tok/s
@@ -115,13 +116,9 @@ def main(argv=None) -> int:
         results[batch] = r
         print(f"{batch:5d} {batch / r['paged']:12.1f} {batch / r['dense']:12.1f} "
               f"{r['ratio']:11.2f}x {str(r['same']):>12s}")
-    print("\n== targets")
-    ok = True
-    for batch, r in results.items():
-        passed = r["ratio"] >= TARGET
-        ok &= passed
-        print(f"{'PASS' if passed else 'FAIL'}  real model decode, batch {batch}: paged tok/s "
-              f">= {TARGET}x dense (got {r['ratio']:.2f}x)")
+    ok = report([(f"real model decode, batch {batch}: paged tok/s >= {TARGET}x dense "
+                  f"(got {r['ratio']:.2f}x)", r["ratio"] >= TARGET)
+                 for batch, r in results.items()])
     return 1 if args.strict and not ok else 0
 
 

@@ -27,6 +27,7 @@ from astrai.compare.dense import DenseKVCache  # noqa: E402
 from astrai.inference.cache import PagedCache  # noqa: E402
 from astrai.inference.scheduler import Scheduler, Task  # noqa: E402
 from astrai.model import ModelConfig, TinyModel, next_tokens  # noqa: E402
+from bench.targets import report  # noqa: E402
 
 
 class Timed:
@@ -158,15 +159,8 @@ def main(argv=None) -> int:
     on, off, dense_out = (outputs[name] for name in runs)
     print(f"outputs identical: prefix cache on vs off {on == off}, paged vs dense "
           f"{on == dense_out}")
-    print("\n== targets")
-    ok = True
-    for name, ratio in ratios.items():
-        if name == dense:
-            continue
-        passed = ratio >= TARGET
-        ok &= passed
-        print(f"{'PASS' if passed else 'FAIL'}  {name}: tok/s >= {TARGET}x dense "
-              f"(got {ratio:.2f}x)")
+    ok = report([(f"{name}: tok/s >= {TARGET}x dense (got {ratio:.2f}x)", ratio >= TARGET)
+                 for name, ratio in ratios.items() if name != dense])
     return 1 if args.strict and not ok else 0
 
 
