@@ -87,9 +87,6 @@ class Output:
         """Write text (as UTF-8) or bytes, whole or not at all."""
         write_text(self.path, data, self.error)
 
-    def discard(self) -> None:
-        """Nothing to remove: `write` leaves no temporary file, whatever stops it."""
-
 
 def check_replaceable(path: str | Path, error: type[Exception]) -> None:
     """`error` unless `path` is missing or a regular file: a file written over a symbolic link

@@ -63,9 +63,6 @@ def _run(argv: list[str]) -> int:
         _progress_done()
         print(f"error: {_one_line(e)}", file=sys.stderr)
         return 2
-    finally:
-        if output is not None:
-            output.discard()  # nothing is left behind if the run or the write failed
     if not args.quiet:
         for line in format_trace(trace):
             print(line)
