@@ -1,6 +1,8 @@
 """Workloads: cache geometry, model, scheduler settings and a request mix, from a TOML file.
 
     name = "seed"
+    system = "You are ..."  the system message chat requests share (optional: else the
+                 model's chat template's own default, if it has one)
     [cache]      n_pages, page_size, dtype ("float32" | "bfloat16" | "float64"), device
     [model]      any ModelConfig field (n_layers, n_heads, n_kv_heads, head_dim, seed, ...),
                  or checkpoint = "dir": a Llama checkpoint (geometry from its config.json;
@@ -8,20 +10,27 @@
                  (astrai.models: checkpoint = "smollm2-135m-instruct")
     [scheduler]  max_batch, prefix_caching, temperature, seed
     [prefixes]   name = length: shared token runs (e.g. a system prompt)
-    [[request]]  name, prompt_len | prompt (token ids) | prompt_text, prefix, max_new_tokens,
+    [[request]]  name, prompt_len | prompt (token ids) | prompt_text | chat, prefix,
+                 max_new_tokens,
                  arrival (step) | after (a request's name: arrives once it has finished),
                  n (samples of the one prompt, default 1: the tasks name, name.1, ...);
                  prefix names one prefix, or a list of them that the prompt starts with in
-                 order (e.g. ["other", "rules"]: the same tokens after another beginning)
+                 order (e.g. ["other", "rules"]: the same tokens after another beginning);
+                 chat = "a question": the user's message, put through the checkpoint's chat
+                 template (astrai.chat) after the system message (the request's own
+                 `system`, else the workload's), so every chat request with the same system
+                 message begins with the same tokens
 
 Prompt tokens are drawn from a generator seeded by the workload seed and the request (or
 prefix) name, so a workload always produces the same tokens. prompt_text is encoded by the
 model's tokenizer: UTF-8 bytes for the tiny model, the checkpoint's tokenizer.json otherwise.
+A chat request is rendered into its prompt text when the workload is read.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import os
 import random
@@ -69,6 +78,8 @@ class Request:
     prefix: str | tuple[str, ...] | None = None  # a name, or names joined in order
     text: str | None = None  # the prompt as text, when given as prompt_text
     n: int = 1  # samples (parallel sampling): tasks name, name.1, ..., name.{n-1}
+    chat: str | None = None  # the user's message of a chat request (text: its rendering)
+    system: str | None = None  # that request's system message, if one was given
 
     @property
     def sample_names(self) -> list[str]:
@@ -116,7 +127,9 @@ class Workload:
             "request": [
                 {
                     "name": r.name,
-                    **({"prompt_text": r.text} if r.text is not None
+                    **({"chat": r.chat, **({"system": r.system} if r.system is not None
+                                           else {})} if r.chat is not None
+                       else {"prompt_text": r.text} if r.text is not None
                        else {"prompt": list(r.prompt)}),
                     "max_new_tokens": r.max_new_tokens,
                     **({"after": r.after} if r.after else {"arrival": r.arrival}),
@@ -199,13 +212,14 @@ class _Fields:
 def parse_workload(data: dict[str, Any], source: str = "workload") -> Workload:
     top = _Fields(
         source, "workload", data,
-        {"name", "description", "cache", "model", "scheduler", "prefixes", "request"},
+        {"name", "description", "system", "cache", "model", "scheduler", "prefixes", "request"},
     )
     name = top.get("name", str, source.removesuffix(".toml"), "a string")
     if not name or not name.isprintable() or len(name) > MAX_NAME:
         raise top.err("name", f"must be a printable name (no newline or control character) "
                               f"of at most {MAX_NAME} characters")
     description = top.get("description", str, "", "a string")
+    shared_system = top.get("system", (str, type(None)), None, "a string (a system message)")
 
     cache = _Fields(source, "cache", data.get("cache", {}),
                     {"n_pages", "page_size", "dtype", "device"})
@@ -275,7 +289,7 @@ def parse_workload(data: dict[str, Any], source: str = "workload") -> Workload:
     for i, item in enumerate(raw):
         r = _Fields(source, f"request[{i}]", item,
                     {"name", "prompt_len", "prompt", "prefix", "max_new_tokens", "arrival",
-                     "after", "prompt_text", "n"})
+                     "after", "prompt_text", "n", "chat", "system"})
         rname = r.get("name", str, None, "a string")
         if not rname or rname in names:
             raise r.err("name", "must be a unique non-empty string")
@@ -292,7 +306,9 @@ def parse_workload(data: dict[str, Any], source: str = "workload") -> Workload:
         if isinstance(prefix, list):
             prefix = tuple(prefix)
         head = tuple(t for p in parts for t in _tokens(seed, f"prefix:{p}", prefixes[p], model))
-        text = _prompt_text(r, item, prefix)
+        chat, system = _chat(r, item, prefix, shared_system)
+        text = _prompt_text(r, item, prefix) if chat is None \
+            else _render_chat(r, checkpoint, chat, system)
         if text is not None:
             prompt = tokenizer.encode(r, text, model)
         elif "prompt" in item:
@@ -348,6 +364,7 @@ def parse_workload(data: dict[str, Any], source: str = "workload") -> Workload:
         requests.append(Request(
             name=rname, prompt=prompt, max_new_tokens=max_new,
             arrival=arrival, after=after, prefix=prefix, text=text, n=n,
+            chat=chat, system=system,
         ))
     tasks = [name for req in requests for name in req.sample_names]
     for i, req in enumerate(requests):
@@ -563,6 +580,39 @@ def _checkpoint_config(source: str, path: str):
         raise WorkloadError(f"{source}: model.checkpoint: {e}") from e
 
 
+def _chat(r: _Fields, item: dict, prefix, shared: str | None) -> tuple[str | None, str | None]:
+    """A chat request's user message and system message (its own, else the shared one)."""
+    if "chat" not in item:
+        if "system" in item:
+            raise r.err("system", "needs chat (a system message is part of a chat prompt)")
+        return None, None
+    chat = r.get("chat", str, None, "a string (the user's message)")
+    for other in ("prompt", "prompt_len", "prompt_text"):
+        if other in item:
+            raise r.err("chat", f"cannot be combined with {other} (give one of them)")
+    if prefix is not None:
+        raise r.err("chat", "cannot be combined with prefix (the system message is the shared "
+                            "beginning of chat prompts)")
+    if not chat.strip():
+        raise r.err("chat", "must be a non-empty message")
+    system = r.get("system", (str, type(None)), shared, "a string (a system message)")
+    return chat, system
+
+
+def _render_chat(r: _Fields, checkpoint: str | None, chat: str, system: str | None) -> str:
+    """The chat prompt's text through the checkpoint's chat template."""
+    if checkpoint is None:
+        raise r.err("chat", "needs model.checkpoint (a model with a chat template)")
+    from astrai.chat import chat_prompt
+
+    messages = ([{"role": "system", "content": system}] if system is not None else []) \
+        + [{"role": "user", "content": chat}]
+    try:
+        return chat_prompt(checkpoint, messages)
+    except AstraiError as e:
+        raise r.err("chat", f"cannot be rendered ({e})") from e
+
+
 def _prompt_text(r: _Fields, item: dict, prefix) -> str | None:
     if "prompt_text" not in item:
         return None
@@ -614,9 +664,15 @@ def cache_bytes(wl: Workload, dtype: torch.dtype) -> int:
     return (wl.n_pages + 1) * wl.page_size * per_slot
 
 
+# Named models already loaded in this process, by (name, stamp, device, dtype): every
+# storyboard workload and its comparison runs use the same weights, read once (a model holds
+# no state between runs; a capture's probe is removed when it ends).
+_loaded: dict[tuple, TinyModel] = {}
+
+
 def _model(wl: Workload, device: str) -> TinyModel:
     """The seeded tiny model, or the checkpoint's weights (dtype 'auto': the checkpoint's own
-    dtype on CUDA, float32 on CPU)."""
+    dtype on CUDA, float32 on CPU); a named model's are loaded once per process."""
     if wl.checkpoint is None:
         return TinyModel(wl.model, device=device, dtype=DTYPES[wl.dtype])
     from astrai.checkpoint import load_checkpoint, read_config, resolve_dtype
@@ -626,4 +682,17 @@ def _model(wl: Workload, device: str) -> TinyModel:
         raise WorkloadError(f"checkpoint {wl.checkpoint} changed since the workload was read")
     dtype = resolve_dtype(info, torch.device(device), DTYPES.get(wl.dtype))
     reserve = cache_bytes(wl, dtype) + attention_bytes(wl.model, wl.requests, wl.max_batch)
-    return load_checkpoint(info, device, dtype, reserve=reserve)
+    if not is_name(wl.checkpoint):  # a folder's files may change between runs: read them
+        return load_checkpoint(info, device, dtype, reserve=reserve)
+    from astrai.models.store import identity
+
+    key = (wl.checkpoint, json.dumps(identity(wl.checkpoint), sort_keys=True),
+           str(torch.device(device)), dtype)
+    model = _loaded.get(key)
+    if model is None:
+        for old in [k for k in _loaded if k[0] == wl.checkpoint]:
+            del _loaded[old]  # another conversion or device: keep one copy of a model
+        model = _loaded[key] = load_checkpoint(info, device, dtype, reserve=reserve)
+    elif model.attn_probe is not None:
+        raise WorkloadError(f"model {wl.checkpoint} is in use by a capture still running")
+    return model

@@ -14,9 +14,13 @@ import pytest
 
 from astrai.compare import prefix
 from astrai.errors import TraceFormatError, WorkloadError
+from astrai.models.store import check, identity
 from astrai.trace import record, save_trace, source, store
-from astrai.trace.record import rerun
-from astrai.workload import parse_workload
+from astrai.trace.record import rerun, workload_of
+from astrai.workload import MAX_STEPS, parse_workload
+
+MODEL = "smollm2-135m-instruct"
+_missing = check(MODEL)
 
 TOY = parse_workload({
     "name": "toy",
@@ -187,11 +191,33 @@ def test_off_keeps_nothing_on_disk(kept, monkeypatch):
     assert len(kept.runs) == 1 and not kept.folder.exists()
 
 
-def test_a_checkpoint_workload_is_never_kept(kept, monkeypatch):
+def test_a_checkpoint_folder_workload_is_never_kept(kept, monkeypatch):
     wl = dataclasses.replace(TOY, checkpoint="/weights/that/may/change")
     monkeypatch.setattr(store, "record", lambda *a, **k: kept.runs.append(a) or "fresh")
     assert store.recorded(wl) == "fresh" and store.recorded(wl) == "fresh"
     assert len(kept.runs) == 2 and not kept.folder.exists()
+
+
+@pytest.mark.skipif(_missing is not None, reason=f"the real model is not installed ({_missing})")
+def test_a_named_model_is_kept_and_its_converted_files_are_in_the_key(kept, monkeypatch):
+    wl = parse_workload({
+        "name": "real", "cache": {"n_pages": 4, "page_size": 16},
+        "model": {"checkpoint": MODEL}, "scheduler": {"prefix_caching": False},
+        "request": [{"name": "a", "chat": "Hi", "max_new_tokens": 2}]})
+    first = store.recorded(wl, lines=False)
+    store.forget()  # as a new process: read from the file, not run again
+    again = store.recorded(wl, lines=False)
+    assert len(kept.runs) == 1 and again.outputs == first.outputs
+    fields = store.fields_of(wl, None, False, False, MAX_STEPS)
+    assert fields["model"] == identity(MODEL) and fields["model"]["files"]
+    # a comparison may run a named model's trace again (nothing it names is a path)
+    assert workload_of(first, "a test") == wl
+    # the same model converted into other bytes is another model: recorded again
+    other = {**identity(MODEL), "files": {"model.safetensors": "0" * 64}}
+    monkeypatch.setattr(store, "identity", lambda name: other)
+    store.forget()
+    store.recorded(wl, lines=False)
+    assert len(kept.runs) == 2
 
 
 def test_comparisons_and_scenes_record_through_the_store(kept):

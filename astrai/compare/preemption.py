@@ -133,8 +133,9 @@ def compare(workload: Workload | str = "preemption",
         wl = load_workload(workload) if isinstance(workload, str) else workload
         trace = recorded(wl)
     else:
-        # A trace is data: its workload runs again only if it names no checkpoint (no path a
-        # file chose is read), and for no more steps than the trace's size allows.
+        # A trace is data: its workload runs again only if it names no checkpoint folder (no
+        # path a file chose is read; a named model is), and for no more steps than the
+        # trace's size allows.
         wl = workload_of(trace, "a scene's comparison run")
         limit = run_limit(trace)
     # Room for every request at its longest at once (the last output token needs no K/V).

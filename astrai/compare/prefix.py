@@ -129,8 +129,9 @@ def compare(workload: Workload | str = "prefix", trace: Trace | None = None) -> 
         wl = dataclasses.replace(wl, prefix_caching=True)
         trace = recorded(wl)
     else:
-        # A trace is data: its workload runs again only if it names no checkpoint (no path a
-        # file chose is read), and for no more steps than the trace's size allows.
+        # A trace is data: its workload runs again only if it names no checkpoint folder (no
+        # path a file chose is read; a named model is), and for no more steps than the
+        # trace's size allows.
         wl = workload_of(trace, "a scene's comparison run")
         limit = run_limit(trace)
     off_trace = rerun(dataclasses.replace(wl, prefix_caching=False), limit)

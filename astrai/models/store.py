@@ -21,7 +21,8 @@ from astrai.files import read_text
 from astrai.models import MODELS, ModelSource, models_root
 from astrai.models.convert import CONVERTER_VERSION, FILES
 
-__all__ = ["STAMP", "check", "checkpoint_dir", "locate", "model_dir", "sha256", "source_file"]
+__all__ = ["STAMP", "check", "checkpoint_dir", "identity", "locate", "model_dir", "sha256",
+           "source_file"]
 
 STAMP = "astrai-model.json"
 FIX = "run `make setup` (or `python -m astrai.models.install`) to convert it"
@@ -123,6 +124,17 @@ def locate(name: str) -> Path:
         raise ModelDamaged(f"model {name}: {problem}; {FIX}")
     _intact[folder] = sig
     return folder
+
+
+def identity(name: str) -> dict:
+    """What the named model is, as a recording's key needs it: its checked folder's stamp (the
+    source's sha256, the converter's version and every converted file's sha256), so a model
+    converted again into other bytes is another model."""
+    folder = locate(name)
+    stamp = read_stamp(folder)
+    if stamp is None:  # pragma: no cover - locate() just checked it
+        raise ModelDamaged(f"model {name}: {folder / STAMP} is unreadable; {FIX}")
+    return stamp
 
 
 def checkpoint_dir(text: str | Path) -> Path:

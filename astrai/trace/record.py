@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 
 from astrai.errors import AstraiError, TraceFormatError, WorkloadError
+from astrai.models import is_name
 from astrai.trace.capture import Capture
 from astrai.trace.format import VERSION, Trace
 from astrai.trace.recorder import LineTracer, Recorder, source_digests
@@ -78,13 +79,14 @@ def rerun(workload: Workload, limit: int) -> Trace:
 
 def workload_of(trace: Trace, purpose: str) -> Workload:
     """The workload a trace carries, to run again for `purpose`: a trace is data, so one that
-    names a checkpoint is refused (re-running it would read a path the file chose)."""
+    names a checkpoint folder is refused (re-running it would read a path the file chose); a
+    named model (astrai.models) is loaded from the model cache, as its workload file would."""
     name = trace.workload.get("name", "?")
     model = trace.workload.get("model")
-    if isinstance(model, dict) and "checkpoint" in model:
+    if isinstance(model, dict) and "checkpoint" in model and not is_name(model["checkpoint"]):
         raise TraceFormatError(
-            f"trace of {name!r} names a checkpoint; {purpose} never reads a path a trace "
-            "names: run its workload .toml instead")
+            f"trace of {name!r} names a checkpoint folder; {purpose} never reads a path a "
+            "trace names: run its workload .toml instead")
     try:
         return parse_workload(trace.workload, f"trace of {name!r}")
     except AstraiError as e:

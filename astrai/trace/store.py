@@ -9,9 +9,11 @@ render process read it instead. The key is a digest of everything the recording 
 the workload's content, the device, line tracing, capture, the step limit, the engine files'
 digests (`astrai.trace.source.digests()`), the source of the whole `astrai` package (the model,
 the recorder and the workload builder decide a trace too), the trace format's version and the
-torch and Python versions. Any change there is another key, so a trace from another engine or
-workload is never served. A workload with a checkpoint is never kept: its weights are files the
-key does not read.
+torch and Python versions, and for a named model (astrai.models) its identity: the stamp of its
+converted folder, every file's sha256 (a model converted again into other bytes records again).
+Any change there is another key, so a trace from another engine, workload or model is never
+served. A workload with a checkpoint folder given as a path is never kept: its weights are files
+the key does not read.
 
 A kept file proves it is its key's recording: it carries the fields its key is the digest of
 (`recording`, beside the trace's own fields), and its writer keeps the sha256 of the whole file
@@ -42,6 +44,8 @@ import torch
 import astrai
 from astrai.errors import TraceFormatError, TraceStoreBusy
 from astrai.files import Output, read_text
+from astrai.models import is_name
+from astrai.models.store import identity
 from astrai.trace import source
 from astrai.trace.format import MAX_TRACE_BYTES, VERSION, Trace, parse_json
 from astrai.trace.record import record
@@ -105,6 +109,8 @@ def fields_of(wl: Workload, device: str | None, lines: bool, capture: bool,
         "torch": torch.__version__,
         "python": list(sys.version_info[:2]),
     }
+    if wl.checkpoint is not None:  # a named model (a path is never kept: see recorded)
+        what["model"] = identity(wl.checkpoint)
     return json.loads(json.dumps(what))  # tuples as lists: equal to what a file gives back
 
 
@@ -113,7 +119,7 @@ def recorded(workload: Workload | str, device: str | None = None, lines: bool = 
     """`record(...)`, made once: from this process's memo, else the folder, else recorded now
     (and kept in both). Errors (a run over max_steps, a bad workload) are never kept."""
     wl = load_workload(workload) if isinstance(workload, str) else workload
-    if wl.checkpoint is not None:  # its weights are files the key does not read
+    if wl.checkpoint is not None and not is_name(wl.checkpoint):  # files the key cannot read
         return record(wl, device=device, lines=lines, capture=capture, max_steps=max_steps)
     fields = fields_of(wl, device, lines, capture, max_steps)
     key = key_of(wl, device, lines, capture, max_steps)
