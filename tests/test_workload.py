@@ -7,7 +7,17 @@ import copy
 import pytest
 
 from astrai.errors import WorkloadError
+from astrai.inference.cache import pages_for
+from astrai.models.store import check
+from astrai.trace import recorded
 from astrai.workload import build, load_workload, parse_workload, run_workload, workload_names
+
+MODEL = "smollm2-135m-instruct"
+_missing = check(MODEL)
+real_model = pytest.mark.skipif(_missing is not None,
+                                reason=f"the real model is not installed ({_missing}); make setup")
+# The storyboard's workloads run the real model; the others stay on the seeded tiny model.
+STORYBOARD = ("seed", "prefix", "sampling", "traffic", "preemption", "write_gather")
 
 BASE = {
     "name": "t",
@@ -24,21 +34,42 @@ def test_shipped_workloads_load_and_finish():
     names = workload_names()
     assert {"seed", "prefix", "batching", "preemption", "slots"} <= set(names)
     for name in names:
+        if name in STORYBOARD and _missing is not None:
+            continue  # needs the real model (the next test says so)
         wl = load_workload(name)
-        _, _, scheduler = build(wl)
-        outputs = run_workload(wl, scheduler)
+        if wl.checkpoint is None:
+            _, _, scheduler = build(wl)
+            outputs = run_workload(wl, scheduler)
+            scheduler.cache.check()
+        else:  # a real-model run: the one the scenes replay, kept in the trace store
+            trace = recorded(wl, lines=False)
+            outputs = trace.outputs
+            assert not any(trace.events[-1].state["refs"]), name  # every page given back
         assert {n: r.max_new_tokens for r in wl.requests for n in r.sample_names} == {
             k: len(v) for k, v in outputs.items()
         }
-        scheduler.cache.check()
 
 
-def test_seed_workload_is_the_seeds_geometry():
+@real_model
+@pytest.mark.parametrize("name", STORYBOARD)
+def test_storyboard_workloads_run_the_real_model_on_text(name):
+    wl = load_workload(name)
+    if wl.checkpoint != MODEL:
+        pytest.skip(f"{name} is not converted to the real model yet")
+    assert all(r.text for r in wl.requests)  # every prompt is real text
+
+
+@real_model
+def test_seed_workload_tells_the_seeds_story():
+    """Real questions through the chat template; A's answer needs a page its prompt did not (it
+    grows in decode), B arrives a step later, C once A is done."""
     wl = load_workload("seed")
-    assert (wl.n_pages, wl.page_size) == (8, 64)
+    assert wl.checkpoint == "smollm2-135m-instruct"
     a, b, c = wl.requests
-    assert (len(a.prompt), len(a.prompt) + a.max_new_tokens, len(b.prompt)) == (120, 180, 90)
-    assert c.after == "A"
+    assert all(r.chat and r.text.endswith("<|im_start|>assistant\n") for r in wl.requests)
+    ps = wl.page_size
+    assert pages_for(len(a.prompt) + a.max_new_tokens - 1, ps) > pages_for(len(a.prompt), ps)
+    assert (b.arrival, c.after) == (1, "A")
 
 
 def test_prompts_are_deterministic_and_prefixes_shared():
@@ -141,3 +172,65 @@ def test_bad_files(tmp_path):
     broken.write_text("[cache\n")
     with pytest.raises(WorkloadError, match="not valid TOML"):
         load_workload(broken)
+
+
+# ---- chat requests ---------------------------------------------------------------------------
+
+CHAT = {
+    "name": "chat",
+    "system": "You answer in one word.",
+    "cache": {"n_pages": 8, "page_size": 16},
+    "model": {"checkpoint": MODEL},
+    "request": [
+        {"name": "a", "chat": "Capital of France?", "max_new_tokens": 2},
+        {"name": "b", "chat": "Capital of Italy?", "max_new_tokens": 2},
+        {"name": "c", "chat": "Capital of Spain?", "system": "Be brief.", "max_new_tokens": 2},
+    ],
+}
+
+
+@real_model
+def test_chat_requests_go_through_the_template_and_share_the_system_prompt():
+    from astrai.chat import chat_prompt
+    from astrai.text import load_tokenizer
+
+    wl = parse_workload(copy.deepcopy(CHAT))
+    a, b, c = wl.requests
+    assert a.text == chat_prompt(MODEL, [{"role": "system", "content": CHAT["system"]},
+                                         {"role": "user", "content": "Capital of France?"}])
+    assert a.prompt == tuple(load_tokenizer(MODEL).encode(a.text))
+    assert (a.system, c.system) == (CHAT["system"], "Be brief.")
+    head = chat_prompt(MODEL, [{"role": "system", "content": CHAT["system"]}],
+                       add_generation_prompt=False)
+    assert a.text.startswith(head) and b.text.startswith(head) and not c.text.startswith(head)
+    n = len(load_tokenizer(MODEL).encode(head))
+    assert a.prompt[:n] == b.prompt[:n] and a.prompt != b.prompt
+    assert parse_workload(wl.to_json()) == wl  # a trace's workload reads back the same
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"prompt_text": "x"}, r"request\[0\].chat cannot be combined with prompt_text"),
+    ({"prompt_len": 4}, r"request\[0\].chat cannot be combined with prompt_len"),
+    ({"chat": "  "}, r"request\[0\].chat must be a non-empty message"),
+    ({"chat": 3}, r"request\[0\].chat must be a string"),
+    ({"system": 3}, r"request\[0\].system must be a string"),
+])
+def test_bad_chat_requests_are_named(change, message):
+    data = copy.deepcopy(CHAT)
+    data.pop("model")  # the field is checked before the template is needed
+    data["request"][0].update(change)
+    with pytest.raises(WorkloadError, match=message):
+        parse_workload(data)
+
+
+def test_chat_needs_a_model_with_a_template_and_system_needs_chat():
+    data = copy.deepcopy(CHAT)
+    data.pop("model")
+    with pytest.raises(WorkloadError, match=r"request\[0\].chat needs model.checkpoint"):
+        parse_workload(data)
+    data = {**BASE, "request": [{"name": "a", "prompt_len": 3, "max_new_tokens": 1,
+                                 "system": "Hi"}]}
+    with pytest.raises(WorkloadError, match=r"request\[0\].system needs chat"):
+        parse_workload(data)
+    with pytest.raises(WorkloadError, match=r"workload.system must be a string"):
+        parse_workload({**BASE, "system": 5})
