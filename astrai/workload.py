@@ -19,7 +19,9 @@
                  chat = "a question": the user's message, put through the checkpoint's chat
                  template (astrai.chat) after the system message (the request's own
                  `system`, else the workload's), so every chat request with the same system
-                 message begins with the same tokens
+                 message begins with the same tokens; a request given as text may carry
+                 prompt too, its own token ids (to_json writes both, so a trace shows its
+                 ids), checked against the tokenizer
 
 Prompt tokens are drawn from a generator seeded by the workload seed and the request (or
 prefix) name, so a workload always produces the same tokens. prompt_text is encoded by the
@@ -129,8 +131,8 @@ class Workload:
                     "name": r.name,
                     **({"chat": r.chat, **({"system": r.system} if r.system is not None
                                            else {})} if r.chat is not None
-                       else {"prompt_text": r.text} if r.text is not None
-                       else {"prompt": list(r.prompt)}),
+                       else {"prompt_text": r.text} if r.text is not None else {}),
+                    "prompt": list(r.prompt),  # a text's tokens too: a trace shows its ids
                     "max_new_tokens": r.max_new_tokens,
                     **({"after": r.after} if r.after else {"arrival": r.arrival}),
                     **({"prefix": r.prefix if isinstance(r.prefix, str) else list(r.prefix)}
@@ -271,7 +273,16 @@ def parse_workload(data: dict[str, Any], source: str = "workload") -> Workload:
     raw_prefixes = data.get("prefixes", {})
     ptab = _Fields(source, "prefixes", raw_prefixes,
                    set(raw_prefixes) if isinstance(raw_prefixes, dict) else set())
-    prefixes = {key: ptab.int(key) for key in ptab.table}
+    # A prefix is a run of token ids (its length), or a system message (text) that the chat
+    # requests naming it begin with: its length is that of the template's system block.
+    systems = {key: v for key, v in ptab.table.items() if isinstance(v, str)}
+    for key, text in systems.items():
+        if checkpoint is None or not text.strip():
+            raise ptab.err(key, "must be a length; a system message (text) needs a non-empty "
+                                "message and model.checkpoint")
+    blocks = {key: _system_block(ptab, key, checkpoint, text, tokenizer, model)
+              for key, text in systems.items()}
+    prefixes = {key: len(blocks[key]) if key in blocks else ptab.int(key) for key in ptab.table}
     for key, length in prefixes.items():
         if length >= n_pages * page_size:
             raise ptab.err(key, f"must be shorter than the pool's {n_pages * page_size} slots")
@@ -305,12 +316,26 @@ def parse_workload(data: dict[str, Any], source: str = "workload") -> Workload:
             raise r.err("prefix", f"must name one of [prefixes] ({', '.join(prefixes) or 'none'})")
         if isinstance(prefix, list):
             prefix = tuple(prefix)
-        head = tuple(t for p in parts for t in _tokens(seed, f"prefix:{p}", prefixes[p], model))
-        chat, system = _chat(r, item, prefix, shared_system)
+        chat, system = _chat(r, item, prefix, shared_system, systems)
+        if chat is None and any(p in systems for p in parts):
+            raise r.err("prefix", "names a system message: only a chat request begins with one")
+        head = tuple(t for p in parts for t in _tokens(seed, f"prefix:{p}", prefixes[p], model)) \
+            if chat is None else ()
         text = _prompt_text(r, item, prefix) if chat is None \
             else _render_chat(r, checkpoint, chat, system)
         if text is not None:
-            prompt = tokenizer.encode(r, text, model)
+            prompt = tokenizer.encode(r, text, model, "chat" if chat is not None else "prompt_text")
+            if prefix is not None and chat is not None:  # begins with its system block
+                block = blocks.get(prefix) or _system_block(r, "chat", checkpoint, system,
+                                                            tokenizer, model)
+                if len(block) != prefixes[prefix] or prompt[:len(block)] != block:
+                    raise r.err("prefix", f"must be the {len(block)} tokens this request's "
+                                          "system message begins its prompt with")
+            given = item.get("prompt")
+            if given is not None and given != list(prompt):  # a trace carries text and ids
+                field_ = "chat" if chat is not None else "prompt_text"
+                raise r.err(field_, "cannot be combined with prompt other than its own tokens "
+                                    f"({len(prompt)} ids from this model's tokenizer)")
         elif "prompt" in item:
             prompt = r.get("prompt", list, None, "a list of token ids")
             if len(prompt) + max_new - 1 > capacity:
@@ -580,23 +605,49 @@ def _checkpoint_config(source: str, path: str):
         raise WorkloadError(f"{source}: model.checkpoint: {e}") from e
 
 
-def _chat(r: _Fields, item: dict, prefix, shared: str | None) -> tuple[str | None, str | None]:
-    """A chat request's user message and system message (its own, else the shared one)."""
+def _chat(r: _Fields, item: dict, prefix, shared: str | None,
+          systems: dict[str, str]) -> tuple[str | None, str | None]:
+    """A chat request's user message and system message: the one its prefix names, else its
+    own, else the shared one. In a trace a prefix is a length and the request carries the
+    message (`system`), checked against the length once rendered."""
     if "chat" not in item:
         if "system" in item:
             raise r.err("system", "needs chat (a system message is part of a chat prompt)")
         return None, None
     chat = r.get("chat", str, None, "a string (the user's message)")
-    for other in ("prompt", "prompt_len", "prompt_text"):
+    for other in ("prompt_len", "prompt_text"):
         if other in item:
             raise r.err("chat", f"cannot be combined with {other} (give one of them)")
-    if prefix is not None:
-        raise r.err("chat", "cannot be combined with prefix (the system message is the shared "
-                            "beginning of chat prompts)")
     if not chat.strip():
         raise r.err("chat", "must be a non-empty message")
     system = r.get("system", (str, type(None)), shared, "a string (a system message)")
+    if prefix is not None:
+        if not isinstance(prefix, str):
+            raise r.err("prefix", "must name one system message for a chat request")
+        named = systems.get(prefix)
+        if named is None and "system" not in item:
+            raise r.err("prefix", "names a token run: a chat request's prefix names a system "
+                                  "message ([prefixes] name = \"text\")")
+        if named is not None and "system" in item and item["system"] != named:
+            raise r.err("system", f"differs from the system message of prefix {prefix!r}")
+        system = named if named is not None else system
     return chat, system
+
+
+def _system_block(fields: _Fields, key: str, checkpoint: str, system: str | None,
+                  tokenizer: _Tokenizer, model: ModelConfig) -> tuple[int, ...]:
+    """The tokens a chat prompt with this system message begins with (the template's whole
+    system turn)."""
+    from astrai.chat import chat_prompt
+
+    if system is None:
+        raise fields.err(key, "needs a system message to be a chat request's prefix")
+    try:
+        text = chat_prompt(checkpoint, [{"role": "system", "content": system}],
+                           add_generation_prompt=False)
+    except AstraiError as e:
+        raise fields.err(key, f"cannot be rendered ({e})") from e
+    return tokenizer.encode(fields, text, model, key)
 
 
 def _render_chat(r: _Fields, checkpoint: str | None, chat: str, system: str | None) -> str:
@@ -617,7 +668,7 @@ def _prompt_text(r: _Fields, item: dict, prefix) -> str | None:
     if "prompt_text" not in item:
         return None
     text = r.get("prompt_text", str, None, "a string")
-    for other in ("prompt", "prompt_len"):
+    for other in ("prompt_len",):
         if other in item:
             raise r.err("prompt_text", f"cannot be combined with {other} (give one of them)")
     if prefix is not None:
@@ -628,24 +679,25 @@ def _prompt_text(r: _Fields, item: dict, prefix) -> str | None:
 
 
 class _Tokenizer:
-    """The model's tokenizer, loaded on the first prompt_text only."""
+    """The model's tokenizer, loaded on the first text only."""
 
     def __init__(self, source: str, checkpoint: str | None):
         self.source, self.checkpoint, self._tok = source, checkpoint, None
 
-    def encode(self, r: _Fields, text: str, model: ModelConfig) -> tuple[int, ...]:
+    def encode(self, r: _Fields, text: str, model: ModelConfig,
+               key: str = "prompt_text") -> tuple[int, ...]:
         if self._tok is None:
             try:
                 self._tok = load_tokenizer(self.checkpoint)
             except AstraiError as e:
-                raise r.err("prompt_text", f"needs the model's tokenizer ({e})") from e
+                raise r.err(key, f"needs the model's tokenizer ({e})") from e
             if self._tok is None:
-                raise r.err("prompt_text", "needs a tokenizer.json in the checkpoint directory")
+                raise r.err(key, "needs a tokenizer.json in the checkpoint directory")
         ids = tuple(self._tok.encode(text))
         if not ids:
-            raise r.err("prompt_text", "encodes to no tokens")
+            raise r.err(key, "encodes to no tokens")
         if max(ids) >= model.vocab_size:
-            raise r.err("prompt_text", f"encodes to id {max(ids)}, past the model's vocabulary "
+            raise r.err(key, f"encodes to id {max(ids)}, past the model's vocabulary "
                         f"of {model.vocab_size} (byte-level text needs vocab_size >= 256)")
         return ids
 

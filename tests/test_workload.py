@@ -54,8 +54,7 @@ def test_shipped_workloads_load_and_finish():
 @pytest.mark.parametrize("name", STORYBOARD)
 def test_storyboard_workloads_run_the_real_model_on_text(name):
     wl = load_workload(name)
-    if wl.checkpoint != MODEL:
-        pytest.skip(f"{name} is not converted to the real model yet")
+    assert wl.checkpoint == MODEL
     assert all(r.text for r in wl.requests)  # every prompt is real text
 
 
@@ -206,6 +205,12 @@ def test_chat_requests_go_through_the_template_and_share_the_system_prompt():
     n = len(load_tokenizer(MODEL).encode(head))
     assert a.prompt[:n] == b.prompt[:n] and a.prompt != b.prompt
     assert parse_workload(wl.to_json()) == wl  # a trace's workload reads back the same
+    assert wl.to_json()["request"][0]["prompt"] == list(a.prompt)  # ids beside the text
+    data = copy.deepcopy(CHAT)
+    data["request"][0]["prompt"] = list(b.prompt)
+    with pytest.raises(WorkloadError, match=r"request\[0\].chat cannot be combined with "
+                                            r"prompt other than its own tokens"):
+        parse_workload(data)
 
 
 @pytest.mark.parametrize("change, message", [
@@ -234,3 +239,43 @@ def test_chat_needs_a_model_with_a_template_and_system_needs_chat():
         parse_workload(data)
     with pytest.raises(WorkloadError, match=r"workload.system must be a string"):
         parse_workload({**BASE, "system": 5})
+
+
+@real_model
+def test_a_chat_requests_prefix_is_its_system_message():
+    from astrai.chat import chat_prompt
+    from astrai.text import load_tokenizer
+
+    data = {**copy.deepcopy(CHAT), "prefixes": {"sys": "You are kind.", "run": 4}}
+    data.pop("system")
+    data["request"][0]["prefix"] = data["request"][1]["prefix"] = "sys"
+    wl = parse_workload(copy.deepcopy(data))
+    a, b, _ = wl.requests
+    block = load_tokenizer(MODEL).encode(chat_prompt(
+        MODEL, [{"role": "system", "content": "You are kind."}], add_generation_prompt=False))
+    assert wl.prefixes == {"sys": len(block), "run": 4}  # a length, as the scenes read it
+    assert a.system == b.system == "You are kind." and a.prefix == "sys"
+    assert list(a.prompt[:len(block)]) == block == list(b.prompt[:len(block)])
+    assert parse_workload(wl.to_json()) == wl  # the trace keeps the length and the message
+    for change, message in (
+            ({"prefix": "run"}, r"request\[0\].prefix names a token run"),
+            ({"system": "Other."}, r"request\[0\].system differs from the system message"),
+            ({"prefix": ["sys"]}, r"request\[0\].prefix must name one system message")):
+        bad = copy.deepcopy(data)
+        bad["request"][0].update(change)
+        with pytest.raises(WorkloadError, match=message):
+            parse_workload(bad)
+    bad = copy.deepcopy(data)
+    bad["request"][0] = {"name": "a", "prefix": "sys", "prompt_len": 30, "max_new_tokens": 1}
+    with pytest.raises(WorkloadError, match=r"request\[0\].prefix names a system message"):
+        parse_workload(bad)
+    js = wl.to_json()
+    js["prefixes"]["sys"] += 1  # a trace whose length is not its message's
+    with pytest.raises(WorkloadError, match=r"request\[0\].prefix must be the \d+ tokens"):
+        parse_workload(js)
+
+
+def test_a_system_message_prefix_needs_a_model():
+    data = {**BASE, "prefixes": {"sys": "You are kind."}}
+    with pytest.raises(WorkloadError, match=r"prefixes.sys must be a length; a system message"):
+        parse_workload(data)
