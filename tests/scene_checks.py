@@ -11,7 +11,7 @@ import textwrap
 import pytest
 from manim import tempconfig
 
-from astrai.trace import record
+from astrai.trace import recorded
 
 FS_KINDS = ("arrive", "cleanup", "refill", "prefill", "decode")
 # The promo's teaser budget per storyboard scene: a shot of one idea, spoken and read; six of
@@ -71,14 +71,15 @@ def build(cls, trace, media_dir, cut="full"):
 
 def story_fixtures(cls, workload: str):
     """The set-up of a story scene's test module: module-scoped fixtures `trace` (the workload
-    recorded) and `scene` (cls built from it without video, full cut).
+    recorded, once: through the trace store, so a real-model run is kept for every later test
+    and process) and `scene` (cls built from it without video, full cut).
 
         trace, scene = story_fixtures(PreemptionScene, "preemption")
     """
 
     @pytest.fixture(scope="module")
     def trace():
-        return record(workload)
+        return recorded(workload)
 
     @pytest.fixture(scope="module")
     def scene(trace, tmp_path_factory):

@@ -121,10 +121,19 @@ def test_the_trace_round_trips_and_the_text_says_what_happened(comp, tmp_path):
         json.dumps(comp.trace.to_json()))["events"]
     assert again.events == comp.trace.events
     text = "\n".join(format_trace(comp.trace))
-    assert "A: prompt 40 tokens, up to 8 new, samples A, A.1, A.2" in text
-    assert "A.1 (sample 1) forks from A: shares pages [0, 1, 2] (40 tokens)" in text
-    assert "A (sample 0): slots 0..7 of page 2 (still held by 2) copied to page 3 -> A[2]" \
-        in text
+    # The numbers come from the run (its prompt is real text: its length is the tokenizer's).
+    req = comp.trace.workload["request"][0]
+    n, new = len(req["prompt"]), req["max_new_tokens"]
+    arrive = next(line for line in text.splitlines() if " arrive " in line)
+    assert f"A: prompt {n} tokens" in arrive  # then the prompt's text, quoted
+    assert arrive.endswith(f", up to {new} new, samples A, A.1, A.2")
+    fork = next(ev for ev in comp.trace.events if ev.kind == "fork" and ev.task == "A.1")
+    assert fork.pages == list(range(pages_for(n, comp.trace.geometry["page_size"])))
+    assert f"A.1 (sample 1) forks from A: shares pages {fork.pages} ({n} tokens)" in text
+    c = next(ev for ev in comp.trace.events if ev.kind == "copy")
+    assert c.slots == n % comp.trace.geometry["page_size"]  # the partly filled last page
+    assert (f"A (sample 0): slots 0..{c.slots - 1} of page {c.source} (still held by 2) "
+            f"copied to page {c.page} -> A[{len(fork.pages) - 1}]") in text
 
 
 @pytest.mark.parametrize("kind, key, value", [

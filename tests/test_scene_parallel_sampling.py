@@ -112,13 +112,19 @@ def test_end_card_equals_two_live_runs(trace, scene):
         at = texts.index(f"{name}'s tokens")
         assert [int(x) for x in texts[at + 1].split()[3:]] == group[name] == trace.outputs[name]
         assert [int(x) for x in texts[at + 2].split()[1:]] == alone[name]
-    assert group == alone and len({tuple(v) for v in group.values()}) == 3
+    # Each sample equals an independent request (what the code guarantees); whether the draws
+    # differ is a random draw on this CPU's floats, so no test asserts it.
+    assert group == alone
 
 
-def test_the_story_is_spoken_by_the_scene_and_the_beat_kinds_pass_silently(scene):
+def test_the_story_is_spoken_by_the_scene_and_the_beat_kinds_pass_silently(trace, scene):
     said = [line.text for _, line in scene.lines]
-    assert said[0].startswith("One request asks for 3 samples of the same 40-token prompt")
-    assert any("takes page 3, and copies the 8 filled slots of page 2 into it" in s for s in said)
+    request = load_workload("sampling").requests[0]
+    prompt, n = len(request.prompt), request.n
+    assert said[0].startswith(f"One request asks for {n} samples of the same {prompt}-token prompt")
+    c = events(trace, Copy)[0][1]
+    assert any(f"takes page {c.page}, and copies the {c.slots} filled slots of page {c.source} "
+               "into it" in s for s in said)
     assert not any("prefix hit" in s or "starts with the same tokens" in s for s in said)
 
 

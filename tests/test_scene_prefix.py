@@ -22,7 +22,7 @@ from scene_checks import (  # noqa: E402
 )
 
 from astrai.inference.cache import PagedCache  # noqa: E402
-from astrai.trace import record  # noqa: E402
+from astrai.trace import recorded  # noqa: E402
 from astrai.trace.events import Admit, Alloc, Evict, Record, Share, Write  # noqa: E402
 from astrai.workload import load_workload  # noqa: E402
 from scenes.prefix_cache import PrefixCacheScene  # noqa: E402
@@ -116,7 +116,7 @@ def test_full_hit_board(trace, scene):
 def test_end_card_equals_counts_from_both_runs(trace, scene):
     wl = load_workload("prefix")
     ps = wl.page_size
-    off = record(dataclasses.replace(wl, prefix_caching=False), lines=False)
+    off = recorded(dataclasses.replace(wl, prefix_caching=False), lines=False)  # kept once
     admits = [ev for ev in trace.events if isinstance(ev, Admit)]
     computed = sum(ev.n_tokens - len(ev.hits) * ps for ev in admits)
     cached = sum(len(ev.hits) * ps for ev in admits)
@@ -184,7 +184,7 @@ def test_spoken_lines_carry_the_runs_numbers(trace, scene):
                 if isinstance(ev, Admit) and ev.task == owner)
     spoken_with(scene, f"{owner}'s long prompt needs {need} pages",
                 f"page {trace.events[k].page}.")
-    off = record(dataclasses.replace(wl, prefix_caching=False), lines=False)
+    off = recorded(dataclasses.replace(wl, prefix_caching=False), lines=False)  # kept once
     computed = sum(ev.n_tokens - len(ev.hits) * ps for ev in trace.events
                    if isinstance(ev, Admit))
     off_computed = sum(ev.n_tokens for ev in off.events if isinstance(ev, Admit))

@@ -22,9 +22,9 @@ from manim import config  # noqa: E402
 from scene_checks import TEASER_SCENE_MAX, render  # noqa: E402
 
 from astrai.errors import TraceFormatError, WorkloadError  # noqa: E402
-from astrai.model import ModelConfig, TinyModel  # noqa: E402
-from astrai.trace import record  # noqa: E402
+from astrai.trace import record, recorded  # noqa: E402
 from astrai.trace.events import Alloc, Free, Gather, Write  # noqa: E402
+from astrai.workload import build as build_run  # noqa: E402
 from astrai.workload import parse_workload  # noqa: E402
 from scenes.framework.anchors import anchor  # noqa: E402
 from scenes.framework.capture import plan_capture  # noqa: E402
@@ -37,7 +37,7 @@ def build(trace, cut, media_dir) -> WriteGatherScene:
 
 @pytest.fixture(scope="module")
 def trace():
-    return record("write_gather", capture=True)
+    return recorded("write_gather", capture=True)  # kept in the trace store
 
 
 @pytest.fixture(scope="module")
@@ -154,7 +154,7 @@ def test_prefill_gather_reads_the_null_page_for_a_missing_page(scenes, trace):
 
 def test_attention_shows_the_model_s_scores_and_weights(scene, trace, dense_attention):
     shown = scene.shown["attention"]
-    model = TinyModel(ModelConfig(**trace.workload["model"]))
+    model = build_run(parse_workload(trace.workload))[1]  # the run's own model
     prompt = {r["name"]: r["prompt"] for r in trace.workload["request"]}
     row, pos, head = shown["row"], shown["query"], shown["head"]
     tokens = (prompt[row] + trace.outputs[row])[: pos + 1]
@@ -345,7 +345,7 @@ def test_text_stays_on_screen_and_never_overlaps(scene):
 
 def test_a_trace_without_captures_or_too_big_is_refused():
     with pytest.raises(TraceFormatError, match="capture=True"):
-        plan_capture(record("write_gather", lines=False))
+        plan_capture(recorded("write_gather", lines=False))
     big = parse_workload({
         "name": "big", "cache": {"n_pages": 4, "page_size": 16},
         "model": {"n_layers": 1, "d_model": 16, "n_heads": 2, "n_kv_heads": 1, "head_dim": 8,

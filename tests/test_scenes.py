@@ -32,7 +32,7 @@ from scene_checks import (  # noqa: E402
 )
 
 from astrai.errors import TraceFormatError  # noqa: E402
-from astrai.trace import record, save_trace  # noqa: E402
+from astrai.trace import recorded, save_trace  # noqa: E402
 from astrai.trace.events import (  # noqa: E402
     Admit,
     Alloc,
@@ -117,7 +117,7 @@ def built(workloads, tmp_path_factory):
     def get(name: str, cut: str = "full"):
         if name not in traces:
             spec = str(workloads / f"{name}.toml") if name in ("tiny", "smoke") else name
-            traces[name] = record(spec)
+            traces[name] = recorded(spec)  # kept in the trace store across runs
         if (name, cut) not in cache:
             cache[name, cut] = (traces[name], build(traces[name], media, cut=cut))
         return cache[name, cut]
