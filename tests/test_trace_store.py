@@ -17,7 +17,7 @@ from astrai.errors import TraceFormatError, WorkloadError
 from astrai.models.store import check, identity
 from astrai.trace import record, save_trace, source, store
 from astrai.trace.record import rerun, workload_of
-from astrai.workload import MAX_STEPS, parse_workload
+from astrai.workload import parse_workload
 
 MODEL = "smollm2-135m-instruct"
 _missing = check(MODEL)
@@ -130,7 +130,7 @@ def test_a_changed_workload_is_recorded_again(kept, change):
 
 
 @pytest.mark.parametrize("args", [
-    {"lines": False}, {"capture": True}, {"max_steps": 500}, {"device": "cpu"},
+    {"lines": False}, {"capture": True}, {"device": "cpu"},
 ])
 def test_every_argument_of_the_recording_is_in_the_key(kept, args):
     base = store.recorded(TOY)
@@ -144,6 +144,20 @@ def test_every_argument_of_the_recording_is_in_the_key(kept, args):
     assert bool(other.captures) == args.get("capture", False)
 
 
+def test_a_finished_run_is_kept_once_whatever_limit_asks_for_it(kept):
+    base = store.recorded(TOY)
+    steps = base.events[-1].step + 1
+    assert store.recorded(TOY, max_steps=steps) is base  # it fits: the same run
+    store.forget()
+    assert store.recorded(TOY, max_steps=steps).to_json() == base.to_json()  # from its file
+    assert len(kept.runs) == 1
+    for _ in range(2):  # from the memo, then from the file: refused as record() refuses it
+        with pytest.raises(WorkloadError, match=f"not done after {steps - 1} steps"):
+            store.recorded(TOY, max_steps=steps - 1)
+        store.forget()
+    assert len(kept.runs) == 1
+
+
 def test_a_damaged_or_foreign_file_is_never_served(kept):
     good = store.recorded(TOY)
     (path,) = files(kept.folder)
@@ -152,8 +166,7 @@ def test_a_damaged_or_foreign_file_is_never_served(kept):
         store.forget()
         assert store.recorded(TOY).to_json() == good.to_json()
         kept_data = json.loads(path.read_text())  # replaced, whole, with the key's fields
-        assert kept_data.pop("recording") == store.fields_of(TOY, None, True, False,
-                                                             store.MAX_STEPS)
+        assert kept_data.pop("recording") == store.fields_of(TOY, None, True, False)
         assert kept_data == good.to_json()
     runs = len(kept.runs)
     # a valid trace of another workload under this run's name
@@ -208,7 +221,7 @@ def test_a_named_model_is_kept_and_its_converted_files_are_in_the_key(kept, monk
     store.forget()  # as a new process: read from the file, not run again
     again = store.recorded(wl, lines=False)
     assert len(kept.runs) == 1 and again.outputs == first.outputs
-    fields = store.fields_of(wl, None, False, False, MAX_STEPS)
+    fields = store.fields_of(wl, None, False, False)
     assert fields["model"] == identity(MODEL) and fields["model"]["files"]
     # a comparison may run a named model's trace again (nothing it names is a path)
     assert workload_of(first, "a test") == wl
@@ -227,10 +240,12 @@ def test_comparisons_and_scenes_record_through_the_store(kept):
     store.forget()
     again = prefix.compare(workload=wl)
     assert len(kept.runs) == 2 and again.off_outputs == first.off_outputs
-    # a scene given the trace runs the same comparison again: only its step limit differs
+    # a scene given the trace runs the same comparison again, under the trace's step limit:
+    # the run already kept fits it, so nothing is recorded again
     prefix.compare(trace=first.trace)
+    store.forget()
     prefix.compare(trace=first.trace)
-    assert len(kept.runs) == 3
+    assert len(kept.runs) == 2
 
 
 def test_the_default_folder_is_media_traces_of_the_checkout(monkeypatch):
@@ -289,7 +304,7 @@ def test_a_recording_filed_under_another_key_is_never_served(kept):
     assert not any(ev.code for ev in plain.events)
     (plain_path,) = files(kept.folder)
     traced_path = plain_path.with_name(
-        f"toy-{store.key_of(TOY, None, True, False, store.MAX_STEPS)[:32]}.json")
+        f"toy-{store.key_of(TOY, None, True, False)[:32]}.json")
     traced_path.write_bytes(plain_path.read_bytes())  # file and digest copied across
     digest_of(traced_path).write_bytes(digest_of(plain_path).read_bytes())
     store.forget()

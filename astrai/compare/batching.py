@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from astrai.compare.once import once
 from astrai.compare.static import GEN, IDLE, PROMPT, DenseBatcher, StepRecord
 from astrai.inference.phases import StepPhase
 from astrai.trace import Trace, recorded
@@ -169,12 +170,13 @@ def _timed(makers, wl: Workload, repeats: int):
     return [(statistics.median(w), out, runner) for w, (out, runner) in zip(walls, last)]
 
 
-def compare(workload: Workload | str = "traffic", repeats: int = 3) -> BatchingComparison:
+def compare(workload: Workload | str = "traffic", repeats: int = 1) -> BatchingComparison:
     wl = load_workload(workload) if isinstance(workload, str) else workload
     with one_thread():
         return _compare(wl, repeats)
 
 
+@once
 def _compare(wl: Workload, repeats: int) -> BatchingComparison:
     trace = recorded(wl, lines=False)
 

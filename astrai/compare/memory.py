@@ -26,6 +26,7 @@ import dataclasses
 from dataclasses import dataclass, field
 
 from astrai.compare.batching import max_len_of, one_thread
+from astrai.compare.once import once
 from astrai.compare.static import DenseBatcher, StepRecord
 from astrai.errors import RequestTooLarge
 from astrai.inference.cache import pages_for
@@ -151,6 +152,7 @@ def compare(workload: Workload | str = "traffic") -> MemoryComparison:
         return _compare(wl)
 
 
+@once
 def _compare(wl: Workload) -> MemoryComparison:
     max_len = max_len_of(wl)
     ps = wl.page_size

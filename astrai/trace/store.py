@@ -42,7 +42,7 @@ from pathlib import Path
 import torch
 
 import astrai
-from astrai.errors import TraceFormatError, TraceStoreBusy
+from astrai.errors import TraceFormatError, TraceStoreBusy, WorkloadError
 from astrai.files import Output, read_text
 from astrai.models import is_name
 from astrai.models.store import identity
@@ -86,24 +86,23 @@ def code_digest() -> str:
     return h.hexdigest()
 
 
-def key_of(wl: Workload, device: str | None, lines: bool, capture: bool,
-           max_steps: int) -> str:
+def key_of(wl: Workload, device: str | None, lines: bool, capture: bool) -> str:
     """The digest that names one recording: equal keys, equal traces."""
-    what = fields_of(wl, device, lines, capture, max_steps)
+    what = fields_of(wl, device, lines, capture)
     return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()
 
 
-def fields_of(wl: Workload, device: str | None, lines: bool, capture: bool,
-              max_steps: int) -> dict:
+def fields_of(wl: Workload, device: str | None, lines: bool, capture: bool) -> dict:
     """Everything one recording depends on, as JSON holds it: its key is their digest, and its
-    file carries them (`recording`) to be compared on read."""
+    file carries them (`recording`) to be compared on read. The step limit is not among them:
+    a run that finished is the same run under any limit it fits (`_within` checks that), so a
+    comparison's second run is recorded once whichever limit asks for it."""
     what = {
         "format": VERSION,
         "workload": wl.to_json(),
         "device": device or wl.device,
         "lines": bool(lines),
         "capture": bool(capture),
-        "max_steps": max_steps,
         "engine": source.digests(),
         "code": code_digest(),
         "torch": torch.__version__,
@@ -121,11 +120,11 @@ def recorded(workload: Workload | str, device: str | None = None, lines: bool = 
     wl = load_workload(workload) if isinstance(workload, str) else workload
     if wl.checkpoint is not None and not is_name(wl.checkpoint):  # files the key cannot read
         return record(wl, device=device, lines=lines, capture=capture, max_steps=max_steps)
-    fields = fields_of(wl, device, lines, capture, max_steps)
-    key = key_of(wl, device, lines, capture, max_steps)
+    fields = fields_of(wl, device, lines, capture)
+    key = key_of(wl, device, lines, capture)
     trace = _memo.get(key)
     if trace is not None:
-        return trace
+        return _within(trace, wl, max_steps)
     folder = directory()
     if folder is None:
         trace = record(wl, device=device, lines=lines, capture=capture, max_steps=max_steps)
@@ -133,11 +132,20 @@ def recorded(workload: Workload | str, device: str | None = None, lines: bool = 
         path = folder / f"{_stem(wl.name)}-{key[:32]}.json"
         with _locked(path):  # another process recording this key: wait for its file
             trace = _read(path, fields)
-            if trace is None:
+            if trace is not None:
+                _within(trace, wl, max_steps)
+            else:
                 trace = record(wl, device=device, lines=lines, capture=capture,
                                max_steps=max_steps)
                 _write(path, trace, fields)
     _memo[key] = trace
+    return trace
+
+
+def _within(trace: Trace, wl: Workload, max_steps: int) -> Trace:
+    """The kept run, refused as `record` would refuse it if it took more than max_steps."""
+    if trace.events and trace.events[-1].step + 1 > max_steps:
+        raise WorkloadError(f"workload {wl.name!r} not done after {max_steps} steps")
     return trace
 
 
