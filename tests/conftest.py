@@ -1,11 +1,13 @@
 """Shared helpers for the PagedCache tests: a state snapshot and an `unchanged` guard."""
 
-from __future__ import annotations
+from __future__ import annotations  # noqa: I001  (astrai before torch: see astrai/__init__)
 
 import os
 from contextlib import contextmanager
 
 import pytest
+
+import astrai  # noqa: F401
 import torch
 
 from astrai.inference.cache import PagedCache
@@ -122,3 +124,21 @@ def smoke_promo(tmp_path_factory):
     finally:
         os.environ["NARRATION"] = was if was is not None else "off"
     return SimpleNamespace(cut=first, again=again, parts=parts, dir=d / "out")
+
+
+def tiny_twin(wl):
+    """The same requests (token ids, lengths, arrivals) on a one-layer seeded model with the
+    real model's vocabulary. The scheduler stops a request at max_new_tokens alone, so the
+    twin allocates, shares, copies and preempts exactly as the real run does, in a fraction
+    of its time: tests that check a comparison against live runs use it."""
+    import dataclasses
+
+    from astrai.model import ModelConfig
+
+    vocab = max([256] + [t + 1 for r in wl.requests for t in r.prompt])
+    model = ModelConfig(vocab_size=vocab, d_model=16, n_layers=1, n_heads=2, n_kv_heads=1,
+                        head_dim=8, d_ff=16)
+    requests = tuple(dataclasses.replace(r, text=None, chat=None, system=None)
+                     for r in wl.requests)
+    return dataclasses.replace(wl, name=f"{wl.name}-twin", checkpoint=None, model=model,
+                               requests=requests, dtype="float32")

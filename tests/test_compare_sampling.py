@@ -9,6 +9,7 @@ import dataclasses
 import json
 
 import pytest
+from conftest import tiny_twin
 
 from astrai.compare import sampling
 from astrai.errors import TraceFormatError
@@ -185,13 +186,18 @@ def live(wl):
 
 
 def test_figures_equal_live_counts_of_both_runs(comp):
-    wl = load_workload("sampling")
+    # Live runs of the tiny twin (the same prompt and limits: it forks, copies and allocates as
+    # the real run does, which the first assertion checks), counted by an observer.
+    wl = tiny_twin(load_workload("sampling"))
+    twin = sampling.compare(workload=wl)
     out, group = live(wl)
     alone_out, alone = live(sampling.independent(wl))
+    assert (twin.pages_allocated, twin.peak_pages, twin.copies) == (
+        comp.pages_allocated, comp.peak_pages, comp.copies)
     assert (comp.pages_allocated, comp.peak_pages) == (group.allocs, group.peak)
     assert (comp.independent_pages_allocated, comp.independent_peak_pages) == (
         alone.allocs, alone.peak)
-    assert out == comp.outputs and alone_out == comp.independent_outputs
+    assert out == twin.outputs and alone_out == twin.independent_outputs
     (req,) = wl.requests
     assert comp.prompt_tokens_computed == len(req.prompt)  # once
     assert comp.independent_prompt_tokens_computed == req.n * len(req.prompt)  # n times
