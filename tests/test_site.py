@@ -535,4 +535,6 @@ def test_the_page_names_the_model_of_the_runs_and_its_license(tmp_path):
         pytest.skip(str(e))
     assert escape(named.title) in html and escape(named.license) in html
     assert "random weights" not in html
-    assert "random weights" in S.models_html(["seed"])
+    assert "random weights" in S.models_html(["batching"])  # a workload of the tiny model
+    mixed = S.models_html(["batching", str(wl)])
+    assert "A model in these runs" in mixed and "Some runs use" in mixed
