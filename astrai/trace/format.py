@@ -242,6 +242,9 @@ def _checked(data: Any, source: str) -> list[Event]:
         if problem:
             raise fail(f"{where}.state.{problem}")
         typed = cls.from_json(ev)
+        problem = typed.mismatch()
+        if problem:
+            raise fail(f"{where} ({kind}): {problem}")
         problem = _agreement_problem(typed, state, n_pages)
         if problem:
             raise fail(f"{where}: {problem}")
