@@ -25,7 +25,7 @@ from astrai.inference.phases import StepPhase
 from astrai.trace.events import Admit, Alloc, Cache, Free, Grow, Preempt, Retire, Tokens, Write
 from scenes.framework import theme
 from scenes.framework.kit.board import Board
-from scenes.framework.kit.endcard import figure_rows, token_rows
+from scenes.framework.kit.endcard import figure_rows, text_rows, token_rows
 from scenes.framework.replay.steered import StoryReplay
 from scenes.framework.story import StoryScene
 
@@ -312,10 +312,16 @@ class PreemptionScene(StoryScene):
         board = Board(rp.layout, "The same workload, two real runs", full=True)
         board.skip(0.05)
         shown = []
+        texts, big_texts = c.texts, c.big_texts
         for name in c.preempted:
+            names = (f"{c.n_pages} pages", f"{c.big_n_pages} pages")
+            if name in texts and name in big_texts:  # a text request: its answers, as text
+                board.line([(f"{name}'s answer", theme.TEXT)], theme.FS_CAPTION, gap=0.08)
+                shown += text_rows(board, names, texts[name], big_texts[name], label_w=10)
+                continue
             board.line([(f"{name}'s output tokens", theme.TEXT)], theme.FS_CAPTION, gap=0.08)
-            shown += token_rows(board, (f"{c.n_pages} pages", f"{c.big_n_pages} pages"),
-                                c.outputs[name], c.big_outputs[name], per_line=20, label_w=10)
+            shown += token_rows(board, names, c.outputs[name], c.big_outputs[name],
+                                per_line=20, label_w=10)
         board.skip(0.05)
         rows = [
             ("requests preempted", ", ".join(c.preempted) or "none", "none"),

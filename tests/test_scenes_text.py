@@ -1,5 +1,6 @@
-"""The replay shows the text a trace carries: the prompt in the arrive caption, then under each
-page table the prompt and the output's tail as it grows. Checked against the trace, not pixels."""
+"""The replay shows the text a trace carries: the prompt in the arrive caption, under each page
+table the prompt and the output's tail as it grows, and in each page frame the words its slots
+hold (the trace's visible pieces). Checked against the trace, not pixels."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import pytest
 
 manim = pytest.importorskip("manim")
 
-from scene_checks import render  # noqa: E402
+from scene_checks import check_frame_words, render  # noqa: E402
 
 from astrai.trace import record  # noqa: E402
 from astrai.trace.events import Arrive  # noqa: E402
@@ -27,26 +28,31 @@ def _drawn(text: str) -> str:
     return "".join(c if c in ok or c == " " else "?" for c in " ".join(text.split()))
 
 
-def test_tables_quote_the_prompt_then_the_growing_output(text_scene):
+def test_tables_quote_the_prompt_and_the_growing_output(text_scene):
     trace, scene = text_scene
     prompts = {ev.task: ev.prompt_text for ev in trace.events if isinstance(ev, Arrive)}
     seen_output = set()
     for snap in scene.replay.snapshots:
         state = trace.events[snap["event"]].state
         for name, line in snap["said"].items():
-            out = state["output_text"].get(name, "")
-            line = line.rstrip()
-            if out:
-                assert line.startswith('→ "') and line.endswith('"'), line
-                body = line[3:-1]
-                # the tail of the output so far, cut at the front with an ellipsis if long
-                assert _drawn(out).endswith(body.removeprefix("…")), (line, out)
-                assert body.startswith("…") or body == _drawn(out)
-                seen_output.add(name)
-            else:
-                body = line.removeprefix('"').removesuffix('"')
-                assert _drawn(prompts[name]).startswith(body.removesuffix("…")), (line, name)
+            body = line.rstrip().removeprefix('"').removesuffix('"')
+            assert body and _drawn(prompts[name]).startswith(body.removesuffix("…")), (line, name)
+            out, line = state["output_text"].get(name, ""), snap["answer"][name].rstrip()
+            if not out:
+                assert line == ""
+                continue
+            assert line.startswith('→ "') and line.endswith('"'), line
+            body = line[3:-1]
+            # the tail of the output so far, cut at the front with an ellipsis if long
+            assert _drawn(out).endswith(body.removeprefix("…")), (line, out)
+            assert body.startswith("…") or body == _drawn(out)
+            seen_output.add(name)
     assert seen_output == set(prompts)  # every request's output was shown at some point
+
+
+def test_frames_show_the_words_their_slots_hold(text_scene):
+    trace, scene = text_scene
+    assert check_frame_words(trace, scene) > 0
 
 
 def test_arrive_caption_quotes_the_prompt(text_scene):

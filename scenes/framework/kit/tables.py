@@ -3,8 +3,8 @@
 A table appears when its task first holds a page, grows a row per page (rows wrap into another
 column block when the band is full), shows the task's length and its capacity (pages x
 page_size), and fades out when the task no longer holds pages (retired or preempted). When the
-trace carries text, a line under the table quotes the request's prompt, then its output as it
-grows (scenes.framework.kit.said).
+trace carries text, two lines under the table quote the request's prompt (a chat request's user
+message, not the template around it) and its answer as it grows (scenes.framework.kit.said).
 Horizontal slots are planned from the whole trace up front (`plan_tables`) so tables never
 overlap, whatever the workload.
 """
@@ -30,6 +30,7 @@ ROW_H = 0.27
 FOOTER_H = 0.27
 GAP = 0.36  # between blocks: room for the arrows' vertical lanes
 MAX_BLOCK_W = 3.2
+TEXT_LINES = 2  # under a table of a text request: what it asked, what it answered so far
 
 
 @dataclass
@@ -49,7 +50,7 @@ class TablePlan:
     rows_per_block: int
     block_w: float
     x0: float
-    prompts: dict[str, str] | None = None  # {task: prompt text}: the trace carries text
+    prompts: dict[str, str] | None = None  # {task: what it asked}: the trace carries text
 
     @property
     def text(self) -> bool:
@@ -59,12 +60,24 @@ class TablePlan:
         return self.x0 + slot * self.block_w
 
 
-def plan_tables(events: list[Event], layout: Layout) -> TablePlan:
+def asked(events: list[Event], workload: dict | None = None) -> dict[str, str]:
+    """What each text request asked, by task (every sample of a request asked it): a chat
+    request's user message as its workload gives it, else its prompt text."""
+    chats = {r["name"]: r["chat"] for r in (workload or {}).get("request", [])
+             if isinstance(r, dict) and isinstance(r.get("chat"), str)}
+    out = {}
+    for ev in events:
+        if isinstance(ev, Arrive) and ev.prompt_text:
+            for name in ev.samples or [ev.task]:
+                out[name] = chats.get(ev.task, ev.prompt_text)
+    return out
+
+
+def plan_tables(events: list[Event], layout: Layout, workload: dict | None = None) -> TablePlan:
     band = layout.tables_top - layout.tables_bottom
-    prompts = {ev.task: ev.prompt_text for ev in events
-               if isinstance(ev, Arrive) and ev.prompt_text}
+    prompts = asked(events, workload)
     if prompts:
-        band -= FOOTER_H  # one more line under each table for its text
+        band -= TEXT_LINES * FOOTER_H  # lines under each table for its text
     rows_per_block = max(2, int((band - TITLE_H - HEADER_H - FOOTER_H) / ROW_H + 1e-6))
     segments: list[Segment] = []
     open_: dict[str, Segment] = {}
@@ -144,9 +157,11 @@ class TaskTable(VGroup):
         self.prompt = plan.prompts.get(name) if plan.text else None
         self.said = Counter(atlas, "", theme.TEXT).place([self.x, self._footer_y(1) - FOOTER_H,
                                                           0], LEFT)
+        self.answer = Counter(atlas, "", theme.TEXT).place(
+            [self.x, self._footer_y(1) - 2 * FOOTER_H, 0], LEFT)
         self.said_cells = int(self.tw / atlas.advance)
         if plan.text:
-            self.add(self.said)
+            self.add(self.said, self.answer)
         self.pages: list[int] = []
         self.live_rows: list[VGroup] = []  # rows shown now (self.rows also holds ones fading out)
 
@@ -264,11 +279,13 @@ class TaskTable(VGroup):
                 beat.touch(self.cap.current)
             self.cap.place([self.x, y, 0], LEFT)
         if self.prompt is not None or output_text:
-            self.said.set(said(self.prompt, output_text, self.said_cells), beat=beat)
-            if abs(self.said.anchor[1] - (y - FOOTER_H)) > 1e-6:
-                if beat is not None:
-                    beat.touch(self.said.current)
-                self.said.place([self.x, y - FOOTER_H, 0], LEFT)
+            self.said.set(said(self.prompt, None, self.said_cells), theme.DIM, beat=beat)
+            self.answer.set(said(None, output_text, self.said_cells), beat=beat)
+            for k, line in enumerate((self.said, self.answer), start=1):
+                if abs(line.anchor[1] - (y - k * FOOTER_H)) > 1e-6:
+                    if beat is not None:
+                        beat.touch(line.current)
+                    line.place([self.x, y - k * FOOTER_H, 0], LEFT)
 
     def parts(self) -> list:
         return [self, *self.arrows]
@@ -278,7 +295,8 @@ class TaskTable(VGroup):
         targets = [self._nearest_page(a.get_end()[0]) for a in self.arrows]
         return {"rows": rows, "arrows": targets, "length": self.length.text,
                 "cap": self.cap.text, "done": self.done.text.strip(),
-                "blocks": len(self.live_blocks()), "said": self.said.text}
+                "blocks": len(self.live_blocks()), "said": self.said.text,
+                "answer": self.answer.text}
 
     def live_blocks(self) -> list[VGroup]:
         """Column blocks shown now (a block being taken out has left `blocks` already, or
