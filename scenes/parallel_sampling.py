@@ -296,7 +296,7 @@ class ParallelSamplingScene(StoryScene):
         toks = st.tokens_at(i)
         board = Board(rp.layout, "the samples so far: one prompt, three continuations")
         board.skip(0.08)
-        texts = self.events[i].state["output_text"]  # text requests: their words so far
+        texts = st.events[i].state["output_text"]  # text requests: their words so far
         for name in st.samples:
             said = (f'"{card_text(texts[name])}"' if name in texts
                     else " ".join(map(str, toks[name])))
@@ -342,7 +342,9 @@ class ParallelSamplingScene(StoryScene):
         def build(beat):
             rp.show_board(beat, board, "end card", stay=True)
 
-        same = "equal token for token" if c.outputs_equal else "NOT equal"
+        worded = all(n in c.texts for n in c.samples)  # text requests: say it of their answers
+        same = ("the same answer, token for token" if worded else "equal token for token") \
+            if c.outputs_equal else "NOT equal"
         self.shot(f"each sample next to an independent request of its name: {same}",
                   f"{c.pages_allocated} pages allocated instead of "
                   f"{c.independent_pages_allocated}; the prompt computed once instead of {n} times",
