@@ -345,7 +345,7 @@ class ParallelSamplingScene(StoryScene):
         worded = all(n in c.texts for n in c.samples)  # text requests: say it of their answers
         same = ("the same answer, token for token" if worded else "equal token for token") \
             if c.outputs_equal else "NOT equal"
-        self.shot(f"each sample next to an independent request of its name: {same}",
+        self.shot(f"each sample beside an independent request: {same}",
                   f"{c.pages_allocated} pages allocated instead of "
                   f"{c.independent_pages_allocated}; the prompt computed once instead of {n} times",
                   rp.beat(build=build, hold=self.pick(5.0, 6.0)),

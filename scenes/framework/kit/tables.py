@@ -4,7 +4,9 @@ A table appears when its task first holds a page, grows a row per page (rows wra
 column block when the band is full), shows the task's length and its capacity (pages x
 page_size), and fades out when the task no longer holds pages (retired or preempted). When the
 trace carries text, two lines under the table quote the request's prompt (a chat request's user
-message, not the template around it) and its answer as it grows (scenes.framework.kit.said).
+message, not the template around it) and its answer as it grows (scenes.framework.kit.said);
+where a second line would make the tables narrower than full blocks (more rows wrap into more
+column blocks than fit side by side), one line quotes the prompt, then the answer once it grows.
 Horizontal slots are planned from the whole trace up front (`plan_tables`) so tables never
 overlap, whatever the workload.
 """
@@ -51,6 +53,7 @@ class TablePlan:
     block_w: float
     x0: float
     prompts: dict[str, str] | None = None  # {task: what it asked}: the trace carries text
+    text_lines: int = 0  # lines of text under each table (TEXT_LINES, or 1 where 2 crowd)
 
     @property
     def text(self) -> bool:
@@ -74,10 +77,15 @@ def asked(events: list[Event], workload: dict | None = None) -> dict[str, str]:
 
 
 def plan_tables(events: list[Event], layout: Layout, workload: dict | None = None) -> TablePlan:
-    band = layout.tables_top - layout.tables_bottom
     prompts = asked(events, workload)
-    if prompts:
-        band -= TEXT_LINES * FOOTER_H  # lines under each table for its text
+    plan = _plan(events, layout, TEXT_LINES if prompts else 0, prompts)
+    if prompts and plan.block_w < MAX_BLOCK_W:  # two lines crowd the tables: one line then
+        plan = _plan(events, layout, 1, prompts)
+    return plan
+
+
+def _plan(events: list[Event], layout: Layout, lines: int, prompts: dict) -> TablePlan:
+    band = layout.tables_top - layout.tables_bottom - lines * FOOTER_H  # + lines of text
     rows_per_block = max(2, int((band - TITLE_H - HEADER_H - FOOTER_H) / ROW_H + 1e-6))
     segments: list[Segment] = []
     open_: dict[str, Segment] = {}
@@ -100,7 +108,7 @@ def plan_tables(events: list[Event], layout: Layout, workload: dict | None = Non
     width = layout.right - layout.left
     block_w = min(MAX_BLOCK_W, width / n_slots)
     return TablePlan(segments, n_slots, rows_per_block, block_w, layout.left,
-                     prompts or None)
+                     prompts or None, lines)
 
 
 def _concurrent(segments: list[Segment]) -> int:
@@ -160,6 +168,7 @@ class TaskTable(VGroup):
         self.answer = Counter(atlas, "", theme.TEXT).place(
             [self.x, self._footer_y(1) - 2 * FOOTER_H, 0], LEFT)
         self.said_cells = int(self.tw / atlas.advance)
+        self.lines = plan.text_lines
         if plan.text:
             self.add(self.said, self.answer)
         self.pages: list[int] = []
@@ -279,8 +288,11 @@ class TaskTable(VGroup):
                 beat.touch(self.cap.current)
             self.cap.place([self.x, y, 0], LEFT)
         if self.prompt is not None or output_text:
-            self.said.set(said(self.prompt, None, self.said_cells), theme.DIM, beat=beat)
-            self.answer.set(said(None, output_text, self.said_cells), beat=beat)
+            if self.lines >= 2:  # what it asked, and under it what it answered so far
+                self.said.set(said(self.prompt, None, self.said_cells), theme.DIM, beat=beat)
+                self.answer.set(said(None, output_text, self.said_cells), beat=beat)
+            else:  # one line: what it asked, then its answer once it has one
+                self.said.set(said(self.prompt, output_text, self.said_cells), beat=beat)
             for k, line in enumerate((self.said, self.answer), start=1):
                 if abs(line.anchor[1] - (y - k * FOOTER_H)) > 1e-6:
                     if beat is not None:
