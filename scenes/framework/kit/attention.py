@@ -52,9 +52,12 @@ def attention_picture(view: SlotView, keys: list, key_positions,
         tag = view.atlas.line(f"page {page}", theme.DIM)
         blocks.add(VGroup(box, tag.move_to([(lo + hi) / 2, y_key - 0.4, 0])))
     q = Cell(view.atlas, view.word(name, qpos, CELL_W), color).move_to([x_left, y_key, 0])
-    q_word = view.word(name, qpos, 2.6)
-    said = f' "{q_word}"' if q_word != str(qpos) else ""
-    q_tag = view.atlas.line(f"query: {name}, pos {qpos}{said}", theme.TEXT)
+    # The query's word in its tag, which must end short of the first key's block (18 cells).
+    tag = f"query: {name}, pos {qpos}"
+    q_word = view.word(name, qpos, view.atlas.width(18 - len(f'query: {name} ""')))
+    if q_word != str(qpos):
+        tag = f'query: {name} "{q_word}"'
+    q_tag = view.atlas.line(tag, theme.TEXT)
     q_tag.move_to([x_left, y_key + 0.38, 0])
     head_tag = view.atlas.line(f"layer {a['layer']}, head {h}", theme.ACCENT)
     head_tag.move_to([x_left, y_key - 0.4, 0])
@@ -69,7 +72,7 @@ def attention_picture(view: SlotView, keys: list, key_positions,
         bars.add(bar.move_to([xs[j], base, 0], aligned_edge=DOWN))
         w_txt.append(view.atlas.line(fmt(weights[j]), theme.TEXT)
                      .move_to([xs[j], base - 0.22, 0]))
-    words = [view.atlas.line(view.word(name, j, pitch - 0.08), theme.TEXT)
+    words = [view.atlas.line(view.word(name, j, pitch - 0.02), theme.TEXT)
              .move_to([xs[j], base - 0.5, 0]) for j in range(total)]
     j_max = int(np.argmax(weights[:total]))
     return SimpleNamespace(
