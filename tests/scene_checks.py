@@ -218,15 +218,19 @@ def check_frame_words(trace, scene) -> int:
     (never an invisible gap: no whitespace inside a line); returns how many frames showed
     words."""
     shown = 0
-    words = page_words(trace)
+    words, ps = page_words(trace), trace.geometry["page_size"]
     frames = scene.replay.pool.frames
     for snap in scene.replay.snapshots:
         for p, lines in enumerate(snap["frame_lines"]):
-            text = drawable("".join(words[snap["event"]][p]))
+            pieces = [drawable(w) for w in words[snap["event"]][p]]
+            text = "".join(pieces)
             cells, room = frames[p].cells, frames[p].cells * len(lines)
             drawn = "".join(line.rstrip() for line in lines)
             assert not any(c.isspace() for line in lines for c in line.rstrip()), lines
-            if len(text) <= room:
+            if pieces and len(lines) >= ps and all(len(w) <= cells for w in pieces):
+                # a row a slot: slot 0 on the bottom line, as the bar fills
+                assert [line.rstrip() for line in reversed(lines)][:len(pieces)] == pieces
+            elif len(text) <= room:
                 assert drawn == text, (snap["event"], p, lines, text)
             else:
                 assert drawn.startswith("…") and text.endswith(drawn[1:]), (lines, text)

@@ -90,3 +90,21 @@ def test_arrive_caption_quotes_the_prompt(text_scene):
             said = [c for c in scene.replay.captions_shown if c.startswith(f"{ev.task} arr")]
             assert said and f'"{ev.prompt_text}"' in said[0]
             assert f"{ev.prompt_len} tokens" in said[0]
+
+
+def test_a_frame_tall_enough_gives_each_slot_its_own_line_else_a_strip():
+    from scenes.framework.kit.pool import PageFrame
+
+    tall = PageFrame(0, 0.0, 3.0, 2.0, 6.0)  # room for a line a slot of a 4-slot page
+    assert len(tall.lines) >= 4 and tall.cells >= 6
+    rows = tall.layout_words(["The", "·cat", "↵"], 4)
+    assert rows[-3:] == ["↵", "·cat", "The"] and set(rows[:-3]) == {""}  # slot 0 at the bottom
+    strip = tall.layout_words(["x" * 30], 4)  # a piece wider than a line: the strip, wrapped
+    assert "".join(strip) == "x" * 30 and all(len(line) <= tall.cells for line in strip)
+    long = tall.layout_words([str(i % 10) * 20 for i in range(4)] * 40, 4)  # more than fits
+    assert "".join(long).startswith("…") and "".join(long).endswith("3" * 20)
+    low = PageFrame(0, 0.0, 3.0, 0.9, 0.66)  # the storyboard's frames: one line, a strip
+    assert len(low.lines) == 1
+    assert low.cells == 5  # 0.9 units at the smallest size: the newest four and a '…'
+    assert low.layout_words(["The", "·cat", "·sat"], 16) == ["…·sat"]
+    assert low.layout_words(["The"], 16) == ["The"]
