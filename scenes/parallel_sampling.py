@@ -25,7 +25,7 @@ from astrai.inference.phases import StepPhase
 from astrai.trace.events import Admit, Alloc, Arrive, Copy, Fork, Free, Tokens, Write
 from scenes.framework import theme
 from scenes.framework.kit.board import Board
-from scenes.framework.kit.endcard import figure_rows, token_rows
+from scenes.framework.kit.endcard import card_text, figure_rows, text_rows, token_rows
 from scenes.framework.replay.steered import StoryReplay
 from scenes.framework.story import StoryScene
 
@@ -296,9 +296,12 @@ class ParallelSamplingScene(StoryScene):
         toks = st.tokens_at(i)
         board = Board(rp.layout, "the samples so far: one prompt, three continuations")
         board.skip(0.08)
+        texts = st.events[i].state["output_text"]  # text requests: their words so far
         for name in st.samples:
-            board.line([(name.ljust(5), rp.palette.color(name)),
-                        (" ".join(map(str, toks[name])), theme.TEXT)], theme.FS_CAPTION, gap=0.1)
+            said = (f'"{card_text(texts[name])}"' if name in texts
+                    else " ".join(map(str, toks[name])))
+            board.line([(name.ljust(5), rp.palette.color(name)), (said, theme.TEXT)],
+                       theme.FS_CAPTION, gap=0.1)
 
         def build(beat):
             rp.show_board(beat, board, "diverge")
@@ -313,7 +316,13 @@ class ParallelSamplingScene(StoryScene):
         n = len(c.samples)
         board = Board(rp.layout, "The same prompt and seeds, two real runs", full=True)
         board.skip(0.05)
+        texts, alone = c.texts, c.independent_texts
         for name in c.samples:
+            if name in texts and name in alone:  # text requests: the answers, as text
+                board.line([(f"{name}'s answer", rp.palette.color(name))], theme.FS_CAPTION,
+                           gap=0.04)
+                text_rows(board, (f"n = {n}", "alone"), texts[name], alone[name], label_w=8)
+                continue
             board.line([(f"{name}'s tokens", rp.palette.color(name))], theme.FS_CAPTION,
                        gap=0.04)
             token_rows(board, (f"n = {n}", "alone"), c.outputs[name],
@@ -333,8 +342,10 @@ class ParallelSamplingScene(StoryScene):
         def build(beat):
             rp.show_board(beat, board, "end card", stay=True)
 
-        same = "equal token for token" if c.outputs_equal else "NOT equal"
-        self.shot(f"each sample next to an independent request of its name: {same}",
+        worded = all(n in c.texts for n in c.samples)  # text requests: say it of their answers
+        same = ("the same answer, token for token" if worded else "equal token for token") \
+            if c.outputs_equal else "NOT equal"
+        self.shot(f"each sample beside an independent request: {same}",
                   f"{c.pages_allocated} pages allocated instead of "
                   f"{c.independent_pages_allocated}; the prompt computed once instead of {n} times",
                   rp.beat(build=build, hold=self.pick(5.0, 6.0)),

@@ -25,7 +25,9 @@ from astrai.inference.phases import StepPhase
 from astrai.trace.events import Admit, Alloc, Cache, Free, Grow, Preempt, Retire, Tokens, Write
 from scenes.framework import theme
 from scenes.framework.kit.board import Board
-from scenes.framework.kit.endcard import figure_rows, token_rows
+from scenes.framework.kit.endcard import figure_rows, text_rows, token_rows
+from scenes.framework.kit.pieces import fitted, sequences
+from scenes.framework.kit.said import drawable
 from scenes.framework.replay.steered import StoryReplay
 from scenes.framework.story import StoryScene
 
@@ -263,9 +265,11 @@ class PreemptionScene(StoryScene):
         board.skip(0.1)
         board.line([("prompt    ", theme.DIM), (f"{prompt_len} tokens", theme.TEXT)],
                    theme.FS_CAPTION, gap=0.1)
+        words = sequences(st.events).get(name)  # a text request: the words it had made
+        made = (f'"{"".join(words[prompt_len:prompt_len + generated])}"' if words
+                else " ".join(map(str, outs)))
         board.line([("generated ", theme.DIM), (f"{generated} tokens: ", theme.TEXT),
-                    (" ".join(map(str, outs)), rp.palette.color(name))], theme.FS_CAPTION,
-                   gap=0.1)
+                    (fitted(made, 60), rp.palette.color(name))], theme.FS_CAPTION, gap=0.1)
         if row is not None:
             board.line([("prefill   ", theme.DIM),
                          (f"positions {row['start']}-{row['start'] + row['n'] - 1}: "
@@ -301,7 +305,9 @@ class PreemptionScene(StoryScene):
         e = st.events[i]
         name = st.events[st.preempt].task
         count = e.state["outputs"][name]
-        self.shot(f"{name} continues where it stopped: token {count} is {e.tokens[name]}",
+        piece = (e.pieces or {}).get(name)
+        token = f'"{drawable(piece)}"' if piece else str(e.tokens[name])
+        self.shot(f"{name} continues where it stopped: token {count} is {token}",
                   "the same token it would have made had it never been paused (end card)",
                   rp.beat(hold=2.0),
                   line=f"Then {name} goes on to its token number {count}, as if it "
@@ -312,10 +318,16 @@ class PreemptionScene(StoryScene):
         board = Board(rp.layout, "The same workload, two real runs", full=True)
         board.skip(0.05)
         shown = []
+        texts, big_texts = c.texts, c.big_texts
         for name in c.preempted:
+            names = (f"{c.n_pages} pages", f"{c.big_n_pages} pages")
+            if name in texts and name in big_texts:  # a text request: its answers, as text
+                board.line([(f"{name}'s answer", theme.TEXT)], theme.FS_CAPTION, gap=0.08)
+                shown += text_rows(board, names, texts[name], big_texts[name], label_w=10)
+                continue
             board.line([(f"{name}'s output tokens", theme.TEXT)], theme.FS_CAPTION, gap=0.08)
-            shown += token_rows(board, (f"{c.n_pages} pages", f"{c.big_n_pages} pages"),
-                                c.outputs[name], c.big_outputs[name], per_line=20, label_w=10)
+            shown += token_rows(board, names, c.outputs[name], c.big_outputs[name],
+                                per_line=20, label_w=10)
         board.skip(0.05)
         rows = [
             ("requests preempted", ", ".join(c.preempted) or "none", "none"),
@@ -330,7 +342,9 @@ class PreemptionScene(StoryScene):
         def build(beat):
             rp.show_board(beat, board, "end card", stay=True)
 
-        same = "equal token for token" if c.outputs_equal else "NOT equal"
+        worded = all(n in c.texts for n in c.preempted)  # text requests: say it of their answers
+        same = ("the same answer, token for token" if worded else "equal token for token") \
+            if c.outputs_equal else "NOT equal"
         names = ", ".join(c.preempted) or "no request"
         said = "is the same, token for token" if c.outputs_equal else "differs"
         self.shot(f"{names}'s output on a pool that never runs dry: {same}",

@@ -12,6 +12,8 @@ import pytest
 from manim import tempconfig
 
 from astrai.trace import recorded
+from astrai.trace.events import Arrive
+from scenes.framework.kit.said import drawable
 
 FS_KINDS = ("arrive", "cleanup", "refill", "prefill", "decode")
 # The promo's teaser budget per storyboard scene: a shot of one idea, spoken and read; six of
@@ -183,3 +185,74 @@ def check_boards_inside(scene) -> None:
                 apart = (hi[0] <= lo2[0] + 1e-6 or hi2[0] <= lo[0] + 1e-6
                          or hi[1] <= lo2[1] + 1e-6 or hi2[1] <= lo[1] + 1e-6)
                 assert apart, (b["name"], "text overlaps")
+
+
+def page_words(trace) -> list[list[list[str]]]:
+    """Per event, per page: the visible pieces its filled slots hold, read from the trace alone
+    (a holder's table column x page size, its prompt's pieces then its tokens' pieces); a cached
+    page keeps what it held, a free one holds none."""
+    ps, n = trace.geometry["page_size"], trace.geometry["n_pages"]
+    seqs: dict[str, list[str]] = {}
+    held: list[list[str]] = [[] for _ in range(n)]
+    out = []
+    for ev in trace.events:
+        if isinstance(ev, Arrive) and ev.prompt_pieces:
+            for name in ev.samples or [ev.task]:
+                seqs[name] = list(ev.prompt_pieces)
+        for name, piece in (getattr(ev, "pieces", None) or {}).items():
+            seqs[name].append(piece)
+        st = ev.state
+        for p in range(n):
+            holders = [t for t, pages in st["page_tables"].items() if p in pages]
+            if holders and holders[0] in seqs:
+                start = st["page_tables"][holders[0]].index(p) * ps
+                held[p] = seqs[holders[0]][start:start + st["filled"][p]]
+            elif p not in st["cached"]:
+                held[p] = []
+        out.append([list(h) for h in held])
+    return out
+
+
+def check_frame_words(trace, scene) -> int:
+    """Every frame's words are the tail of what its slots hold, as long as its lines allow
+    (never an invisible gap: no whitespace inside a line); returns how many frames showed
+    words."""
+    shown = 0
+    words, ps = page_words(trace), trace.geometry["page_size"]
+    frames = scene.replay.pool.frames
+    for snap in scene.replay.snapshots:
+        for p, lines in enumerate(snap["frame_lines"]):
+            pieces = [drawable(w) for w in words[snap["event"]][p]]
+            text = "".join(pieces)
+            cells, room = frames[p].cells, frames[p].cells * len(lines)
+            drawn = "".join(line.rstrip() for line in lines)
+            assert not any(c.isspace() for line in lines for c in line.rstrip()), lines
+            if pieces and len(lines) >= ps and all(len(w) <= cells for w in pieces):
+                # a row a slot: slot 0 on the bottom line, as the bar fills
+                assert [line.rstrip() for line in reversed(lines)][:len(pieces)] == pieces
+            elif len(text) <= room:
+                assert drawn == text, (snap["event"], p, lines, text)
+            else:
+                assert drawn.startswith("…") and text.endswith(drawn[1:]), (lines, text)
+                assert len(drawn) == room
+            assert all(len(line) <= cells for line in lines)
+            shown += bool(drawn)
+    return shown
+
+
+def card_answer(texts: list[str], label: str, after: str) -> str:
+    """The answer an end card quotes for run `label` in the block after the line `after`
+    (kit.endcard.text_rows: the run's name, then the quoted text over one or more lines)."""
+    at = texts.index(after) + 1
+    while not texts[at].startswith(label):
+        at += 1
+    width = len(texts[at]) - len(texts[at][len(label):].lstrip())
+    body = texts[at][width:]
+    at += 1
+    while at < len(texts) and texts[at][:width].strip() == "" and texts[at][width:][:1] not in (
+            "=", "x"):
+        body += texts[at][width:]
+        at += 1
+    assert body.startswith('"') and body.endswith('"'), body
+    return body[1:-1]
+

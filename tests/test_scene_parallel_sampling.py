@@ -10,7 +10,9 @@ pytest.importorskip("manim")
 
 from scene_checks import (  # noqa: E402
     board,
+    card_answer,
     check_boards_inside,
+    check_frame_words,
     check_panels,
     check_screen_equals_trace,
     story_fixtures,
@@ -18,10 +20,12 @@ from scene_checks import (  # noqa: E402
 
 from astrai.compare.sampling import independent  # noqa: E402
 from astrai.inference.observer import Observer  # noqa: E402
+from astrai.text import load_tokenizer  # noqa: E402
 from astrai.trace.events import Copy, Share, Write  # noqa: E402
 from astrai.workload import build as build_run  # noqa: E402
 from astrai.workload import load_workload, run_workload  # noqa: E402
 from scenes.framework.anchors import anchor  # noqa: E402
+from scenes.framework.kit.endcard import card_text  # noqa: E402
 from scenes.parallel_sampling import ParallelSamplingScene  # noqa: E402
 
 trace, scene = story_fixtures(ParallelSamplingScene, "sampling")
@@ -34,6 +38,10 @@ def events(trace, kind):
 def test_screen_equals_the_trace_after_every_event(trace, scene):
     check_screen_equals_trace(trace, scene)
     assert scene.detached == []  # nothing animated outside the scene (it would stay on top)
+
+
+def test_frames_show_the_words_their_slots_hold(trace, scene):
+    assert check_frame_words(trace, scene) > 0
 
 
 def test_panels_show_the_real_source(trace, scene):
@@ -107,11 +115,13 @@ def test_end_card_equals_two_live_runs(trace, scene):
     assert rows["peak pages in use"] == (str(g.peak), str(a.peak))
     prompt = len(wl.requests[0].prompt)
     assert rows["prompt tokens computed"] == (str(prompt), str(3 * prompt))
-    texts = board(scene, "end card")
+    # The card compares the answers as text: each run's own, decoded here from its tokens.
+    texts, tok = board(scene, "end card"), load_tokenizer(wl.checkpoint)
     for name in ("A", "A.1", "A.2"):
-        at = texts.index(f"{name}'s tokens")
-        assert [int(x) for x in texts[at + 1].split()[3:]] == group[name] == trace.outputs[name]
-        assert [int(x) for x in texts[at + 2].split()[1:]] == alone[name]
+        said = f"{name}'s answer"
+        assert group[name] == trace.outputs[name]
+        assert card_answer(texts, "n = 3", said) == card_text(tok.decode(group[name]))
+        assert card_answer(texts, "alone", said) == card_text(tok.decode(alone[name]))
     # Each sample equals an independent request (what the code guarantees); whether the draws
     # differ is a random draw on this CPU's floats, so no test asserts it.
     assert group == alone

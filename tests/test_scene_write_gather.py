@@ -22,8 +22,9 @@ from manim import config  # noqa: E402
 from scene_checks import TEASER_SCENE_MAX, render  # noqa: E402
 
 from astrai.errors import TraceFormatError, WorkloadError  # noqa: E402
+from astrai.text import load_tokenizer  # noqa: E402
 from astrai.trace import record, recorded  # noqa: E402
-from astrai.trace.events import Alloc, Free, Gather, Write  # noqa: E402
+from astrai.trace.events import Alloc, Arrive, Free, Gather, Tokens, Write  # noqa: E402
 from astrai.workload import build as build_run  # noqa: E402
 from astrai.workload import parse_workload  # noqa: E402
 from scenes.framework.anchors import anchor  # noqa: E402
@@ -150,6 +151,29 @@ def test_prefill_gather_reads_the_null_page_for_a_missing_page(scenes, trace):
     for r in shown["rows"]:
         pages = tables[r] + [null] * (cols - len(tables[r]))
         assert shown["sources"][r] == [p * ps + i for p in pages for i in range(ps)]
+
+
+def test_attention_bars_and_cells_carry_the_real_words(scene, trace):
+    """Each key's bar is labelled with the trace's piece of that position (cut with '…' only
+    where it is wider than the bar), the query with its own; the tokenizer decodes each of
+    those tokens to the text the piece stands for."""
+    shown = scene.shown["attention"]
+    row, pos = shown["row"], shown["query"]
+    arrive = next(ev for ev in trace.events if isinstance(ev, Arrive) and ev.task == row)
+    made = [ev.pieces[row] for ev in trace.events if isinstance(ev, Tokens) and ev.pieces
+            and row in ev.pieces]
+    pieces = (arrive.prompt_pieces + made)[: pos + 1]
+    assert len(shown["words"]) == pos + 1
+    for word, piece in zip(shown["words"], pieces):
+        assert word == piece or (word.endswith("…") and piece.startswith(word[:-1])), (word,
+                                                                                      piece)
+        assert " " not in word  # a space is drawn as '·', never a gap
+    word = shown["query_tag"].split('"')[1]
+    assert word == pieces[pos] or (word.endswith("…") and pieces[pos].startswith(word[:-1]))
+    assert len(shown["query_tag"]) <= 18
+    tok = load_tokenizer(trace.workload["model"]["checkpoint"])
+    ids = [r["prompt"] for r in trace.workload["request"] if r["name"] == row][0]
+    assert "".join(pieces[: len(ids)]).replace("·", " ") == tok.decode(ids)
 
 
 def test_attention_shows_the_model_s_scores_and_weights(scene, trace, dense_attention):

@@ -24,6 +24,7 @@ from manim import config, tempconfig  # noqa: E402
 from scene_checks import (  # noqa: E402
     SMOKE,
     TEASER_SCENE_MAX,
+    check_frame_words,
     check_panels,
     check_screen_equals_trace,
     expected_label,
@@ -46,6 +47,13 @@ from astrai.trace.events import (  # noqa: E402
 )
 from scenes.framework import theme  # noqa: E402
 from scenes.framework.kit.glyphs import Atlas  # noqa: E402
+from scenes.framework.kit.tables import (  # noqa: E402
+    FOOTER_H,
+    HEADER_H,
+    MAX_BLOCK_W,
+    ROW_H,
+    TITLE_H,
+)
 from scenes.framework.replay import KINDS, load, plan_beats  # noqa: E402
 from scenes.framework.replay.plan import MONTAGE, RUN, TAIL, teaser  # noqa: E402
 from scenes.paged_cache import PagedCacheScene  # noqa: E402
@@ -164,6 +172,19 @@ def test_tables_never_overlap_and_everything_is_on_screen(built, name):
             if len(getattr(m, "points", [])):
                 (x0, y0, _), (x1, y1, _) = m.get_corner([-1, -1, 0]), m.get_corner([1, 1, 0])
                 assert -half_w <= x0 and x1 <= half_w and -half_h <= y0 and y1 <= half_h, m
+
+
+@pytest.mark.parametrize("name", ["seed", "prefix"])
+def test_frames_show_their_words_and_text_under_tables_stays_in_the_band(built, name):
+    trace, scene = built(name)
+    assert check_frame_words(trace, scene) > 0  # the words its slots hold, read from the trace
+    plan, lay = scene.replay.plan, scene.replay.layout
+    assert plan.text_lines in (1, 2)
+    lowest = (TITLE_H + HEADER_H + plan.rows_per_block * ROW_H + FOOTER_H
+              + plan.text_lines * FOOTER_H)
+    assert lay.tables_top - lowest >= lay.tables_bottom - 1e-6
+    if plan.text_lines == 2:  # full blocks side by side, inside the screen
+        assert plan.block_w == MAX_BLOCK_W and plan.n_slots * plan.block_w <= lay.right - lay.left
 
 
 def test_text_is_never_below_the_480p_floor(built):

@@ -100,6 +100,7 @@ class PreemptionComparison:
       big_steps          steps it took
       big_finished       request -> the step its last token came out there
       big_outputs        every request's output tokens
+      texts, big_texts   every text request's output as text, in each run (its trace's own)
     Both:
       outputs_equal      every request's tokens are the same in both runs, token for token
       extra_steps        steps - big_steps: what preempting cost in time
@@ -122,6 +123,14 @@ class PreemptionComparison:
     big_outputs: dict[str, list[int]] = field(repr=False)
     trace: Trace = field(repr=False)
     big_trace: Trace = field(repr=False)
+
+    @property
+    def texts(self) -> dict[str, str]:
+        return self.trace.output_texts
+
+    @property
+    def big_texts(self) -> dict[str, str]:
+        return self.big_trace.output_texts
 
 
 def compare(workload: Workload | str = "preemption",

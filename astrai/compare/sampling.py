@@ -125,6 +125,15 @@ class SamplingComparison:
     def independent_outputs(self) -> dict[str, list[int]]:
         return self.independent_trace.outputs
 
+    @property
+    def texts(self) -> dict[str, str]:
+        """Every sample's output as text (the group run's trace)."""
+        return self.trace.output_texts
+
+    @property
+    def independent_texts(self) -> dict[str, str]:
+        return self.independent_trace.output_texts
+
 
 def compare(workload: Workload | str = "sampling",
             trace: Trace | None = None) -> SamplingComparison:

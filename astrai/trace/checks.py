@@ -8,6 +8,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from astrai.text import MAX_PIECE
+
 
 def int_ok(x: Any) -> bool:
     """An int that is not a bool (JSON's true would pass isinstance(x, int))."""
@@ -91,6 +93,20 @@ TEXTS = _rule(lambda v, g: isinstance(v, dict) and all(name_ok(n) and isinstance
                                                        for n, t in v.items()),
               "must map task names to strings",
               {"type": "object", "additionalProperties": {"type": "string"}})
+# A token's visible piece (astrai.text.visible_piece): a short printable string.
+def piece_ok(x: Any) -> bool:
+    return isinstance(x, str) and 0 < len(x) <= MAX_PIECE and x.isprintable()
+
+
+PIECE_SCHEMA = {"type": "string", "minLength": 1, "maxLength": MAX_PIECE}
+PIECES = _rule(lambda v, g: v is None or isinstance(v, list) and all(piece_ok(p) for p in v),
+               f"must list token pieces (printable strings of 1..{MAX_PIECE} characters)",
+               {"type": ["array", "null"], "items": PIECE_SCHEMA})
+PIECE_MAP = _rule(lambda v, g: v is None or isinstance(v, dict) and all(
+                      name_ok(n) and piece_ok(p) for n, p in v.items()),
+                  f"must map task names to token pieces (printable strings of 1..{MAX_PIECE} "
+                  "characters)",
+                  {"type": ["object", "null"], "additionalProperties": PIECE_SCHEMA})
 PAGE_TABLE = _rule(lambda v, g: isinstance(v, list) and all(
                        isinstance(row, list) and all(int_ok(p) and -1 <= p < g["n_pages"]
                                                      for p in row) for row in v),

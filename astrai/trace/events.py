@@ -36,6 +36,8 @@ from astrai.trace.checks import (
     PAGE,
     PAGE_TABLE,
     PAGES,
+    PIECE_MAP,
+    PIECES,
     SHAPE,
     SLOTS,
     TASK,
@@ -92,6 +94,10 @@ class Event:
         held, one it cached is cached, ... (`cached`: the state's cached pages as a set)."""
         return None
 
+    def mismatch(self) -> str | None:
+        """What in its own fields contradicts another of them (None if nothing)."""
+        return None
+
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {"kind": self.kind, "step": self.step, "phase": self.phase}
         for name, _, optional in self.own_fields:
@@ -140,6 +146,14 @@ class Arrive(Event):
     prompt_text: str | None = own(TEXT_OR_NULL)  # the prompt as given, for a text request
     # a parallel-sampling request (n > 1): its tasks, sample 0 first
     samples: list[str] | None = own(NAMES, optional=True)
+    # a text request's prompt, one visible piece per token (astrai.text.visible_piece)
+    prompt_pieces: list[str] | None = own(PIECES, optional=True)
+
+    def mismatch(self) -> str | None:
+        if self.prompt_pieces is not None and len(self.prompt_pieces) != self.prompt_len:
+            return (f"prompt_pieces holds {len(self.prompt_pieces)} pieces for a prompt of "
+                    f"{self.prompt_len} tokens")
+        return None
 
     def summary(self) -> str:
         said = f" {self.prompt_text!r}" if self.prompt_text is not None else ""
@@ -308,8 +322,8 @@ class Record(Event):
 
 @dataclass(slots=True, kw_only=True)
 class Tokens(Event):
-    """A forward's new tokens; text: {task: the new piece of decoded output}, for text
-    requests only."""
+    """A forward's new tokens; text: {task: the new piece of decoded output}, and pieces:
+    {task: the new token's visible piece}, for text requests only."""
 
     kind: ClassVar[str] = "tokens"
     folds: ClassVar[str | None] = PREVIOUS
@@ -317,6 +331,13 @@ class Tokens(Event):
 
     tokens: dict[str, int] = own(TOKEN_IDS)
     text: dict[str, str] = own(TEXTS)
+    pieces: dict[str, str] | None = own(PIECE_MAP, optional=True)
+
+    def mismatch(self) -> str | None:
+        extra = sorted(set(self.pieces or ()) - set(self.tokens))
+        if extra:  # one piece per new token: a piece without a token is made up
+            return f"pieces names {extra[0]!r}, which made no token in this event"
+        return None
 
     def summary(self) -> str:
         text = self.text

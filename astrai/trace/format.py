@@ -73,6 +73,12 @@ class Trace:
     # tensors taken from the real calls when recorded with capture=True (astrai.trace.capture)
     captures: list[dict[str, Any]] = field(default_factory=list)
 
+    @property
+    def output_texts(self) -> dict[str, str]:
+        """Every text request's output as text (the last state's output_text; {} without
+        text requests)."""
+        return dict(self.events[-1].state.get("output_text", {})) if self.events else {}
+
     def to_json(self) -> dict[str, Any]:
         data = {
             "version": self.version,
@@ -242,6 +248,9 @@ def _checked(data: Any, source: str) -> list[Event]:
         if problem:
             raise fail(f"{where}.state.{problem}")
         typed = cls.from_json(ev)
+        problem = typed.mismatch()
+        if problem:
+            raise fail(f"{where} ({kind}): {problem}")
         problem = _agreement_problem(typed, state, n_pages)
         if problem:
             raise fail(f"{where}: {problem}")

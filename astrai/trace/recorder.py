@@ -187,6 +187,8 @@ class Recorder(Observer):
         prompt_text = self.text.prompt(task.name) if self.text is not None else None
         # samples: the names of a parallel-sampling request's tasks (only when n > 1)
         extra = {"samples": [t.name for t in task.samples]} if task.samples else {}
+        if self.text is not None:
+            extra["prompt_pieces"] = self.text.pieces(task.name, task.prompt)
         self._emit(Arrive, task=task.name, prompt_len=len(task.prompt),
                    max_new_tokens=task.max_new_tokens, prompt_text=prompt_text, **extra)
 
@@ -220,14 +222,17 @@ class Recorder(Observer):
         self._emit(Wait, task=task.name, needed=needed, available=available)
 
     def on_tokens(self, phase: StepPhase, tasks: list[Task]) -> None:
-        text = {}
+        text, pieces = {}, None
         if self.text is not None:
+            pieces = {}
             for t in tasks:
                 done = t.status in (Status.FINISHED, Status.DONE)
                 piece = self.text.push(t.name, t.output, done)
                 if piece is not None:
                     text[t.name] = piece
-        self._emit(Tokens, tokens={t.name: t.output[-1] for t in tasks}, text=text)
+                    pieces[t.name] = self.text.pieces(t.name, t.output[-1:])[0]
+        self._emit(Tokens, tokens={t.name: t.output[-1] for t in tasks}, text=text,
+                   pieces=pieces)
 
     def on_preempt(self, task: Task, needed_by: Task | None = None) -> None:
         # needed_by/position: whose next token found no page; running: who keeps decoding;

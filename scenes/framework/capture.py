@@ -174,7 +174,8 @@ def store_call(p: Plan) -> str:
     """The K/V store's shapes: the cache's pages, and the store with its null page."""
     geo, store = p.geometry, p.prefill.write["store_shape"]
     kc = [geo["n_layers"], p.null, p.page_size, geo["n_kv_heads"], geo["head_dim"]]
-    return (f"k_cache {dims(kc)}; its store adds null page {p.null}: per layer {dims(store)} "
+    # Short enough for a caption line with a real model's 30 layers in it.
+    return (f"k_cache {dims(kc)}; with null page {p.null}, per layer {dims(store)} "
             "= slots, heads, dims")
 
 

@@ -1,6 +1,7 @@
 """The decoding token's attention over the keys a gather read back: the keys in a row, block
 by block (one block a page), the query beside them, and the scores, softmax weights and bars the
-model computed (a captured decode step's layer-0 numbers). Built here, played by a scene.
+model computed (a captured decode step's layer-0 numbers), each key's word (the trace's piece)
+under its bar. Built here, played by a scene.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from manim import DOWN, FadeIn, FadeOut, GrowFromEdge, Rectangle, RoundedRectang
 
 from scenes.framework import theme
 from scenes.framework.capture import Plan
-from scenes.framework.kit.slots import Cell
+from scenes.framework.kit.slots import CELL_W, Cell
 from scenes.framework.kit.slotview import SlotView
 from scenes.framework.words import fmt
 
@@ -50,8 +51,13 @@ def attention_picture(view: SlotView, keys: list, key_positions,
         box.move_to([(lo + hi) / 2, y_key + 0.17, 0])
         tag = view.atlas.line(f"page {page}", theme.DIM)
         blocks.add(VGroup(box, tag.move_to([(lo + hi) / 2, y_key - 0.4, 0])))
-    q = Cell(view.atlas, str(qpos), color).move_to([x_left, y_key, 0])
-    q_tag = view.atlas.line(f"query: {name}, pos {qpos}", theme.TEXT)
+    q = Cell(view.atlas, view.word(name, qpos, CELL_W), color).move_to([x_left, y_key, 0])
+    # The query's word in its tag, which must end short of the first key's block (18 cells).
+    tag = f"query: {name}, pos {qpos}"
+    q_word = view.word(name, qpos, view.atlas.width(18 - len(f'query: {name} ""')))
+    if q_word != str(qpos):
+        tag = f'query: {name} "{q_word}"'
+    q_tag = view.atlas.line(tag, theme.TEXT)
     q_tag.move_to([x_left, y_key + 0.38, 0])
     head_tag = view.atlas.line(f"layer {a['layer']}, head {h}", theme.ACCENT)
     head_tag.move_to([x_left, y_key - 0.4, 0])
@@ -66,16 +72,19 @@ def attention_picture(view: SlotView, keys: list, key_positions,
         bars.add(bar.move_to([xs[j], base, 0], aligned_edge=DOWN))
         w_txt.append(view.atlas.line(fmt(weights[j]), theme.TEXT)
                      .move_to([xs[j], base - 0.22, 0]))
+    words = [view.atlas.line(view.word(name, j, pitch - 0.02), theme.TEXT)
+             .move_to([xs[j], base - 0.5, 0]) for j in range(total)]
     j_max = int(np.argmax(weights[:total]))
     return SimpleNamespace(
         name=name, total=total, pages=pages, qpos=qpos, kv=h // (a["n_heads"]
                                                                  // a["n_kv_heads"]),
         scores=scores, allowed=allowed, moves=moves, blocks=blocks, q=q,
         enter=[FadeIn(blocks), FadeIn(q), FadeIn(q_tag), FadeIn(head_tag)],
-        head_tag=head_tag, score_txt=score_txt, bars=bars, w_txt=w_txt,
+        head_tag=head_tag, q_tag=q_tag, score_txt=score_txt, bars=bars, w_txt=w_txt,
         label_s=view.atlas.line("scores", theme.DIM).move_to([x_left, y_score, 0]),
         label_w=view.atlas.line("weights", theme.DIM).move_to([x_left, base + 0.3, 0]),
-        grow=[*[GrowFromEdge(bar, DOWN) for bar in bars], *[FadeIn(t) for t in w_txt]],
+        grow=[*[GrowFromEdge(bar, DOWN) for bar in bars], *[FadeIn(t) for t in w_txt],
+              *[FadeIn(t) for t in words]], words=words,
         j_max=j_max, top=weights[j_max])
 
 
@@ -88,4 +97,5 @@ def attention_shown(at: SimpleNamespace, plan: Plan, key_positions) -> dict:
                 keys=[int(t.shown()) for t in key_positions],
                 scores=[t.shown() for t in at.score_txt],
                 weights=[t.shown() for t in at.w_txt],
-                bars=[bar.height for bar in at.bars], head_tag=at.head_tag.shown())
+                bars=[bar.height for bar in at.bars], head_tag=at.head_tag.shown(),
+                words=[t.shown() for t in at.words], query_tag=at.q_tag.shown())

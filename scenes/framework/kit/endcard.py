@@ -1,7 +1,8 @@
-"""End cards: the figures of two real runs side by side, and two token sequences compared.
+"""End cards: the figures of two real runs side by side, and two outputs compared: as text
+(`text_rows`) when the runs carry text, else as token ids (`token_rows`).
 
 Everything on a card is handed in from a comparison (astrai.compare); a card only lays it out.
-`FigureCard.rows_shown()` and `TokenRows.shown()` read back what is drawn, for tests.
+`Board.texts()` reads back what is drawn, for tests.
 """
 
 from __future__ import annotations
@@ -11,6 +12,38 @@ from manim import Line
 from scenes.framework import theme
 from scenes.framework.kit.board import Board
 from scenes.framework.kit.glyphs import Atlas
+from scenes.framework.kit.said import drawable
+
+# An answer on a card: its line breaks and tabs drawn, never an invisible gap.
+_MARKS = str.maketrans({"\n": "↵", "\t": "⇥", "\r": "?"})
+
+
+def card_text(text: str) -> str:
+    """An output as a card draws it: newlines as '↵', tabs as '⇥', what the atlas lacks as '?'."""
+    return drawable(text.translate(_MARKS))
+
+
+def text_rows(board: Board, names: tuple[str, str], a: str, b: str, label_w: int = 12,
+              max_lines: int = 2) -> list:
+    """Two outputs as text, each wrapped to the board's width under its run's name (a long one
+    cut with '…' after max_lines), then a line saying whether they are the same text."""
+    atlas = Atlas.get(theme.FS_BODY)
+    width = int((board.width - 2 * Board.PAD) / atlas.advance) - label_w - 2
+    out = []
+    for name, text in zip(names, (a, b)):
+        s = f'"{card_text(text)}"'
+        lines = [s[k:k + width] for k in range(0, len(s), width)] or [""]
+        if len(lines) > max_lines:
+            lines = lines[:max_lines]
+            lines[-1] = lines[-1][:-1] + "…"
+        for k, line in enumerate(lines):
+            out.append(board.line([((name if k == 0 else "").ljust(label_w), theme.DIM),
+                                   (line, theme.TEXT)], gap=0.04))
+    same = a == b
+    out.append(board.line([("".ljust(label_w), theme.DIM),
+                           ("= the same text" if same else "x the texts differ",
+                            theme.GOOD if same else theme.BAD)], gap=0.12))
+    return out
 
 
 def figure_rows(board: Board, header: tuple[str, str, str], rows: list[tuple[str, str, str]],

@@ -16,7 +16,8 @@ from manim import LEFT, NORMAL, ORIGIN, Rectangle, Text, VGroup, VMobject
 
 from scenes.framework import theme
 
-EXTRA = "→←↑↓·…×−≥≤▶✓⌈⌉│─"
+# ↵ ⇥ ⟨ ⟩ ‹ ›: how a token's newline, tab, control name or stray bytes are drawn (astrai.text)
+EXTRA = "→←↑↓·…×−≥≤▶✓⌈⌉│─↵⇥⟨⟩‹›"
 CHARS = "".join(c for c in string.printable if c.isprintable() and not c.isspace()) + EXTRA
 
 

@@ -4,6 +4,12 @@ A frame's colour is its owner's (the task whose page table lists it), grey when 
 set, violet when it is cached (refs 0, kept for the prefix cache). A page in several tables gets
 one chip per holder in its header strip (and a thicker edge): shared. The bar inside fills from
 the bottom with `state["filled"][i] / page_size`, so a partly written last page looks partial.
+
+Over the bar, a frame shows the words its slots hold (the trace's visible pieces, see
+kit/pieces.py): one piece per slot row where a row is tall and wide enough to read, else a strip
+of text, the pieces run together and wrapped over the lines that fit, its tail (the newest
+tokens) kept with a leading '…' when the page holds more than fits. A frame too narrow for a
+readable run (under MIN_CELLS characters) shows none. A cached page keeps the words it holds.
 """
 
 from __future__ import annotations
@@ -13,6 +19,9 @@ from manim import DOWN, LEFT, RIGHT, UL, UR, Line, Rectangle, Square, VGroup
 from scenes.framework import theme
 from scenes.framework.kit.glyphs import Atlas, Counter
 from scenes.framework.kit.layout import Layout
+from scenes.framework.kit.pieces import PagePieces
+
+MIN_CELLS = 4  # characters a line of a frame's words needs to be a readable run
 
 
 def frame_label(state: dict, page: int) -> str:
@@ -51,6 +60,32 @@ class PageFrame(VGroup):
         self.add(self.box, self.bar, self.chip_slot, self.number, self.owner)
         self.shown_filled = 0
         self.x, self.top, self.w = x, top, w
+        # The words: lines of the smallest legible size over the bar's area.
+        atlas = Atlas.get(theme.FS_MIN)
+        self.cells = int((self.bar_w - 0.04) / atlas.advance)
+        self.line_h = atlas.height * 1.05
+        n_lines = int(self.slot_h / self.line_h) if self.cells >= MIN_CELLS else 0
+        y0 = (self.slot_top + self.slot_bottom) / 2 + (n_lines - 1) * self.line_h / 2
+        self.lines = [Counter(atlas, "", theme.TEXT).place(
+            [x - self.bar_w / 2 + 0.02, y0 - k * self.line_h, 0], LEFT) for k in range(n_lines)]
+        self.add(*self.lines)
+        self.pieces: list[str] = []  # what its words show now
+
+    def layout_words(self, pieces: list[str], page_size: int) -> list[str]:
+        """The lines this frame draws for these pieces (slot 0 first): a piece per slot row
+        when every row is a line tall and each piece fits its width, else the strip."""
+        if not self.lines or not pieces:
+            return [""] * len(self.lines)
+        if len(self.lines) >= page_size and all(len(p) <= self.cells for p in pieces):
+            rows = [""] * len(self.lines)  # slot 0 at the bottom, where the bar fills from
+            for s, p in enumerate(pieces):
+                rows[len(self.lines) - 1 - s] = p
+            return rows
+        text, room = "".join(pieces), self.cells * len(self.lines)
+        if len(text) > room:
+            text = "…" + text[-(room - 1):]
+        lines = [text[k:k + self.cells] for k in range(0, len(text), self.cells)]
+        return lines + [""] * (len(self.lines) - len(lines))
 
     @property
     def slot_h(self) -> float:
@@ -60,9 +95,11 @@ class PageFrame(VGroup):
 class PagePool(VGroup):
     """All frames. `sync(state, beat)` recolours/refills what changed; `shown()` reads back."""
 
-    def __init__(self, layout: Layout, page_size: int, palette: theme.Palette):
+    def __init__(self, layout: Layout, page_size: int, palette: theme.Palette,
+                 pieces: PagePieces | None = None):
         super().__init__()
         self.layout, self.page_size, self.palette = layout, page_size, palette
+        self.pieces = pieces  # the trace's words, followed by whoever applies its events
         self.frames: list[PageFrame] = []
         for row in layout.rows:
             for page in row.pages:
@@ -121,7 +158,19 @@ class PagePool(VGroup):
                 self.labels[f.page] = label
             if relabel or filled != f.shown_filled:
                 self._refill(f, filled, label, beat)
+            if self.pieces is not None:
+                self._reword(f, label, state, beat)
         return changed
+
+    def _reword(self, f: PageFrame, label: str, state: dict, beat) -> None:
+        if label == "cached":
+            return  # nobody holds it, and it still holds what it held
+        pieces = (self.pieces.of(state, f.page) if label != "free" else None) or []
+        if pieces == f.pieces:
+            return
+        f.pieces = list(pieces)
+        for counter, line in zip(f.lines, f.layout_words(pieces, self.page_size)):
+            counter.set(line, beat=beat)
 
     def _recolor(self, f: PageFrame, label: str, beat) -> None:
         color = self.color_of(label)
@@ -183,4 +232,5 @@ class PagePool(VGroup):
                 labels.append(base)
             bar_h = f.bar.height if f.bar.fill_rgbas[0, 3] > 0 else 0.0
             filled.append(round(bar_h / f.slot_h * self.page_size))
-        return {"frames": labels, "filled": filled, "frame_words": words}
+        return {"frames": labels, "filled": filled, "frame_words": words,
+                "frame_lines": [[c.text for c in f.lines] for f in self.frames]}

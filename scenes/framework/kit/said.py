@@ -11,6 +11,11 @@ from scenes.framework.kit.glyphs import CHARS
 _DRAWN = set(CHARS) | {" "}
 
 
+def drawable(text: str) -> str:
+    """The text with each character the atlas cannot draw as '?' (spaces stay)."""
+    return "".join(c if c in _DRAWN else "?" for c in text)
+
+
 def flat(text: str) -> str:
     """One line: runs of whitespace become one space; undrawable characters become '?'."""
     return "".join(c if c in _DRAWN else "?" for c in " ".join(text.split()))

@@ -16,6 +16,7 @@ from astrai.trace.events import Alloc, Free
 from scenes.framework import theme
 from scenes.framework.capture import MAX_ROWS, Plan, Step
 from scenes.framework.kit.glyphs import Atlas
+from scenes.framework.kit.pieces import fitted, sequences
 from scenes.framework.kit.slots import CELL_W, FRAME_PAD, PITCH, Cell, Storage
 from scenes.framework.words import dims
 
@@ -30,10 +31,19 @@ class SlotView:
 
     def __init__(self, plan: Plan, trace: Trace, palette: theme.Palette, atlas: Atlas):
         self.plan, self.trace, self.palette, self.atlas = plan, trace, palette, atlas
+        self.words = sequences(trace.events)  # the trace's pieces, by task and position
         self.storage = Storage(plan.null, plan.page_size, -0.5, atlas)
         self.held: dict[int, list[Cell]] = {}
         self.grid_y = [2.1 - 0.8 * b for b in range(MAX_ROWS)]
         self.grid_x = -5.45
+
+    def word(self, name: str, pos: int, width: float) -> str:
+        """The token at `pos` of `name`, fitted to `width` (its position if the run carried no
+        text)."""
+        seq = self.words.get(name)
+        if seq is None or pos >= len(seq):
+            return str(pos)
+        return fitted(seq[pos], int(width / self.atlas.advance))
 
     def row_names(self, rows: list[str]) -> VGroup:
         """Each row's request name, in its colour, left of its row."""
@@ -74,8 +84,9 @@ class SlotView:
             names.add(self.atlas.line(name, color).move_to([self.grid_x - 0.55, self.grid_y[b], 0]))
             row = []
             for t in range(n):
-                cell = Cell(self.atlas, str(s.slots["start_pos"][b] + t), color,
-                            pad=t >= lengths[b])
+                pos, pad = s.slots["start_pos"][b] + t, t >= lengths[b]
+                cell = Cell(self.atlas, str(pos) if pad else self.word(name, pos, CELL_W),
+                            color, pad=pad)
                 cell.owner, cell.pos = name, s.slots["start_pos"][b] + t
                 row.append(cell.move_to([self.grid_x + t * PITCH, self.grid_y[b], 0]))
             cells.append(row)

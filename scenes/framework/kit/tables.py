@@ -3,8 +3,10 @@
 A table appears when its task first holds a page, grows a row per page (rows wrap into another
 column block when the band is full), shows the task's length and its capacity (pages x
 page_size), and fades out when the task no longer holds pages (retired or preempted). When the
-trace carries text, a line under the table quotes the request's prompt, then its output as it
-grows (scenes.framework.kit.said).
+trace carries text, two lines under the table quote the request's prompt (a chat request's user
+message, not the template around it) and its answer as it grows (scenes.framework.kit.said);
+where a second line would make the tables narrower than full blocks (more rows wrap into more
+column blocks than fit side by side), one line quotes the prompt, then the answer once it grows.
 Horizontal slots are planned from the whole trace up front (`plan_tables`) so tables never
 overlap, whatever the workload.
 """
@@ -30,6 +32,7 @@ ROW_H = 0.27
 FOOTER_H = 0.27
 GAP = 0.36  # between blocks: room for the arrows' vertical lanes
 MAX_BLOCK_W = 3.2
+TEXT_LINES = 2  # under a table of a text request: what it asked, what it answered so far
 
 
 @dataclass
@@ -49,7 +52,8 @@ class TablePlan:
     rows_per_block: int
     block_w: float
     x0: float
-    prompts: dict[str, str] | None = None  # {task: prompt text}: the trace carries text
+    prompts: dict[str, str] | None = None  # {task: what it asked}: the trace carries text
+    text_lines: int = 0  # lines of text under each table (TEXT_LINES, or 1 where 2 crowd)
 
     @property
     def text(self) -> bool:
@@ -59,12 +63,29 @@ class TablePlan:
         return self.x0 + slot * self.block_w
 
 
-def plan_tables(events: list[Event], layout: Layout) -> TablePlan:
-    band = layout.tables_top - layout.tables_bottom
-    prompts = {ev.task: ev.prompt_text for ev in events
-               if isinstance(ev, Arrive) and ev.prompt_text}
-    if prompts:
-        band -= FOOTER_H  # one more line under each table for its text
+def asked(events: list[Event], workload: dict | None = None) -> dict[str, str]:
+    """What each text request asked, by task (every sample of a request asked it): a chat
+    request's user message as its workload gives it, else its prompt text."""
+    chats = {r["name"]: r["chat"] for r in (workload or {}).get("request", [])
+             if isinstance(r, dict) and isinstance(r.get("chat"), str)}
+    out = {}
+    for ev in events:
+        if isinstance(ev, Arrive) and ev.prompt_text:
+            for name in ev.samples or [ev.task]:
+                out[name] = chats.get(ev.task, ev.prompt_text)
+    return out
+
+
+def plan_tables(events: list[Event], layout: Layout, workload: dict | None = None) -> TablePlan:
+    prompts = asked(events, workload)
+    plan = _plan(events, layout, TEXT_LINES if prompts else 0, prompts)
+    if prompts and plan.block_w < MAX_BLOCK_W:  # two lines crowd the tables: one line then
+        plan = _plan(events, layout, 1, prompts)
+    return plan
+
+
+def _plan(events: list[Event], layout: Layout, lines: int, prompts: dict) -> TablePlan:
+    band = layout.tables_top - layout.tables_bottom - lines * FOOTER_H  # + lines of text
     rows_per_block = max(2, int((band - TITLE_H - HEADER_H - FOOTER_H) / ROW_H + 1e-6))
     segments: list[Segment] = []
     open_: dict[str, Segment] = {}
@@ -87,7 +108,7 @@ def plan_tables(events: list[Event], layout: Layout) -> TablePlan:
     width = layout.right - layout.left
     block_w = min(MAX_BLOCK_W, width / n_slots)
     return TablePlan(segments, n_slots, rows_per_block, block_w, layout.left,
-                     prompts or None)
+                     prompts or None, lines)
 
 
 def _concurrent(segments: list[Segment]) -> int:
@@ -144,9 +165,12 @@ class TaskTable(VGroup):
         self.prompt = plan.prompts.get(name) if plan.text else None
         self.said = Counter(atlas, "", theme.TEXT).place([self.x, self._footer_y(1) - FOOTER_H,
                                                           0], LEFT)
+        self.answer = Counter(atlas, "", theme.TEXT).place(
+            [self.x, self._footer_y(1) - 2 * FOOTER_H, 0], LEFT)
         self.said_cells = int(self.tw / atlas.advance)
+        self.lines = plan.text_lines
         if plan.text:
-            self.add(self.said)
+            self.add(self.said, self.answer)
         self.pages: list[int] = []
         self.live_rows: list[VGroup] = []  # rows shown now (self.rows also holds ones fading out)
 
@@ -264,11 +288,16 @@ class TaskTable(VGroup):
                 beat.touch(self.cap.current)
             self.cap.place([self.x, y, 0], LEFT)
         if self.prompt is not None or output_text:
-            self.said.set(said(self.prompt, output_text, self.said_cells), beat=beat)
-            if abs(self.said.anchor[1] - (y - FOOTER_H)) > 1e-6:
-                if beat is not None:
-                    beat.touch(self.said.current)
-                self.said.place([self.x, y - FOOTER_H, 0], LEFT)
+            if self.lines >= 2:  # what it asked, and under it what it answered so far
+                self.said.set(said(self.prompt, None, self.said_cells), theme.DIM, beat=beat)
+                self.answer.set(said(None, output_text, self.said_cells), beat=beat)
+            else:  # one line: what it asked, then its answer once it has one
+                self.said.set(said(self.prompt, output_text, self.said_cells), beat=beat)
+            for k, line in enumerate((self.said, self.answer), start=1):
+                if abs(line.anchor[1] - (y - k * FOOTER_H)) > 1e-6:
+                    if beat is not None:
+                        beat.touch(line.current)
+                    line.place([self.x, y - k * FOOTER_H, 0], LEFT)
 
     def parts(self) -> list:
         return [self, *self.arrows]
@@ -278,7 +307,8 @@ class TaskTable(VGroup):
         targets = [self._nearest_page(a.get_end()[0]) for a in self.arrows]
         return {"rows": rows, "arrows": targets, "length": self.length.text,
                 "cap": self.cap.text, "done": self.done.text.strip(),
-                "blocks": len(self.live_blocks()), "said": self.said.text}
+                "blocks": len(self.live_blocks()), "said": self.said.text,
+                "answer": self.answer.text}
 
     def live_blocks(self) -> list[VGroup]:
         """Column blocks shown now (a block being taken out has left `blocks` already, or

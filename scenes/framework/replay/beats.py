@@ -157,7 +157,7 @@ def cleanup_idle(r: Replay, spec: BeatSpec) -> None:
 @kind("arrive", (0.7, 1.2, 0.4), SUBMIT)
 def arrive(r: Replay, spec: BeatSpec) -> None:
     beat, ev, _ = _applied(r, spec)
-    text = ev.prompt_text
+    text = r.plan.prompts.get(ev.task) if r.plan.text else None  # a chat: the user's words
     prompt = (f"prompt {quoted(text, 34)} = {ev.prompt_len} tokens" if text
               else f"prompt of {ev.prompt_len} tokens")
     r.say(beat, f"{ev.task} arrives: {prompt}, up to {ev.max_new_tokens} new",

@@ -20,8 +20,9 @@ from scenes.framework.kit.captions import PHASES, Captions, Header
 from scenes.framework.kit.code import CodePanel, source_of
 from scenes.framework.kit.glyphs import Atlas
 from scenes.framework.kit.layout import make_layout
+from scenes.framework.kit.pieces import PagePieces
 from scenes.framework.kit.pool import PagePool
-from scenes.framework.kit.tables import PageTables, plan_tables
+from scenes.framework.kit.tables import TEXT_LINES, PageTables, plan_tables
 from scenes.framework.limits import require_drawable
 from scenes.framework.replay.beats import KINDS, STORE, W_BITS, W_POOL, W_TABLES, W_TEXT, find
 from scenes.framework.replay.plan import CONSTRUCT, MONTAGE, BeatSpec, never, plan_beats, teaser
@@ -69,8 +70,9 @@ class Replay:
         most = max((len(t) for ev in self.events for t in ev.state["page_tables"].values()),
                    default=1)
         texts = any(ev.prompt_text for ev in self.events if isinstance(ev, Arrive))
-        self.layout = make_layout(self.n_pages, table_rows=most + texts)  # + a line of text
-        self.plan = plan_tables(self.events, self.layout)
+        # + the lines of text under a text request's table
+        self.layout = make_layout(self.n_pages, table_rows=most + TEXT_LINES * texts)
+        self.plan = plan_tables(self.events, self.layout, trace.workload)
         self.all_beats = plan_beats(self.events)
         self.beats = (teaser(self.all_beats, self.events, keep or never)
                       if self.cut == "teaser" else self.all_beats)
@@ -97,7 +99,8 @@ class Replay:
         self.header = Header(lay, self.title)
         self.captions = Captions(lay)
         self.scene.caption_lines = self.captions.lines  # where the scene's shots caption
-        self.pool = PagePool(lay, self.page_size, self.palette)
+        self.pieces = PagePieces(self.page_size)
+        self.pool = PagePool(lay, self.page_size, self.palette, self.pieces)
         self.bits = BitRows(lay)
         self.tables = PageTables(lay, self.plan, self.page_size, self.palette)
         self.code = CodePanel(lay)
@@ -122,6 +125,7 @@ class Replay:
     def apply(self, i: int, beat: Beat, staged: bool = True) -> None:
         ev = self.events[i]
         st = ev.state
+        self.pieces.see(ev)
         phase = ev.phase if ev.phase in PHASES else None
         beat.window = W_TEXT if staged else (0.0, 1.0)
         self.header.sync(ev.step, phase, beat)
@@ -155,6 +159,7 @@ class Replay:
             "done": {n: t["done"] for n, t in tables.items()},
             "blocks": {n: t["blocks"] for n, t in tables.items()},
             "said": {n: t["said"] for n, t in tables.items()},
+            "answer": {n: t["answer"] for n, t in tables.items()},
             "status": self.captions.status.text,
             "table_spans": {n: x_span(t) for n, t in self.tables.tables.items()},
         }
