@@ -34,7 +34,7 @@ from scenes.framework.kit.glyphs import Atlas, Counter
 from scenes.framework.kit.plans import MEMORY_ROWS, memory_plan
 from scenes.framework.kit.reserve import UNUSED, ReserveBars
 from scenes.framework.story import StoryScene
-from scenes.framework.words import kib, spoken_kib
+from scenes.framework.words import kib, spoken_size
 
 BAR_H = 0.36  # of a bar, in a row of the room's pitch
 RUN_COLOR = {"dense": theme.REQUEST_COLORS[1], "paged": theme.GOOD}
@@ -53,7 +53,7 @@ def script(m: memory.MemoryComparison) -> dict[str, str]:
     same = "Same answers either way" if m.outputs_equal else "The answers differ"
     return {
         "why": "While a request generates, the model keeps the keys and values of each token: "
-               "one slot per token.",
+               f"one slot per token, here {m.token_bytes.total:,} bytes.",
         "dense": f"A contiguous cache reserves {m.max_len} slots for every request up front, "
                  "the most it may ever need.",
         "paged": f"A paged cache hands out pages of {m.page_size} slots, only as a request "
@@ -61,13 +61,19 @@ def script(m: memory.MemoryComparison) -> dict[str, str]:
         "moment": f"At step {mo.step}, the contiguous rows leave {mo.dense_reserved - mo.used} "
                   f"reserved slots unused. The pages leave only {mo.paged_reserved - mo.used}.",
         "tail": "The paged cache wastes only the unfilled end of each request's last page.",
-        "budget": f"Now give both caches the same {spoken_kib(m.budget_bytes)} of memory, and "
-                  f"all {n_req} requests at once.",
+        "budget": f"Now give both caches the same {spoken_size(m.budget_bytes)} of memory, room "
+                  f"for {m.budget_slots} tokens, and all {n_req} requests at once.",
         "fit": f"Contiguous rows fit only {m.dense_fit} requests; the rest wait in line. Pages "
                f"fit {m.paged_fit}.",
         "end": f"{same}, and the paged cache finished all {n_req} in {m.paged_budget_steps} "
                f"steps instead of {m.dense_budget_steps}.",
     }
+
+
+def slot_note(tb: memory.TokenBytes) -> str:
+    """One slot's bytes as the product the cache allocates: the figure the narrator says."""
+    return (f"1 slot = K and V of one token: {tb.n_layers} layers x 2 x {tb.n_kv_heads} KV heads "
+            f"x {tb.head_dim} x {tb.dtype_bytes} bytes ({tb.dtype}) = {tb.total:,} bytes")
 
 
 def teaser_script(m: memory.MemoryComparison) -> list[str]:
@@ -175,11 +181,8 @@ class MemoryWasteScene(StoryScene):
         self.counters["dense"].place(p.total_at(0, counter=True))
         self.counters["paged"].place(p.total_at(1, counter=True))
         self.counters["used"].place(p.total_at(2))
-        geo = m.trace.geometry
-        note = theme.text(
-            f"1 slot = K and V of one token: 2 x {geo['n_layers']} layers x {geo['n_kv_heads']} "
-            f"KV heads x {geo['head_dim']} x {geo['dtype']} = {m.slot_bytes} bytes",
-            theme.FS_MIN, theme.DIM).move_to(p.total_at(3), aligned_edge=LEFT)
+        note = theme.text(slot_note(m.token_bytes), theme.FS_MIN, theme.DIM).move_to(
+            p.total_at(3), aligned_edge=LEFT)
         u = p.usage
         self.usage = StepChart(u.left, u.width, u.bottom, u.height, m.moment + 1,
                                max(mo.dense_reserved for mo in m.moments),
