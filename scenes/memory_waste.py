@@ -34,7 +34,7 @@ from scenes.framework.kit.glyphs import Atlas, Counter
 from scenes.framework.kit.plans import MEMORY_ROWS, memory_plan
 from scenes.framework.kit.reserve import UNUSED, ReserveBars
 from scenes.framework.story import StoryScene
-from scenes.framework.words import kib, spoken_size
+from scenes.framework.words import size, spoken_size
 
 BAR_H = 0.36  # of a bar, in a row of the room's pitch
 RUN_COLOR = {"dense": theme.REQUEST_COLORS[1], "paged": theme.GOOD}
@@ -144,13 +144,13 @@ class MemoryWasteScene(StoryScene):
         waste_d = mo.dense_reserved - mo.used
         waste_p = mo.paged_reserved - mo.used
         self.counters["dense"].set(
-            f"reserved {mo.dense_reserved} slots = {kib(mo.dense_reserved * m.slot_bytes)}, "
+            f"reserved {mo.dense_reserved} slots = {size(mo.dense_reserved * m.slot_bytes)}, "
             f"unused {waste_d} ({waste_d / max(mo.dense_reserved, 1):.0%})")
         self.counters["paged"].set(
-            f"reserved {mo.paged_reserved} slots = {kib(mo.paged_reserved * m.slot_bytes)}, "
+            f"reserved {mo.paged_reserved} slots = {size(mo.paged_reserved * m.slot_bytes)}, "
             f"unused {waste_p} ({waste_p / max(mo.paged_reserved, 1):.0%})")
         self.counters["used"].set(
-            f"tokens held: {mo.used} slots = {kib(mo.used * m.slot_bytes)} in both caches")
+            f"tokens held: {mo.used} slots = {size(mo.used * m.slot_bytes)} in both caches")
         anims = [FadeIn(new), *lines]
         if self.rows_mob is not None:
             anims.append(FadeOut(self.rows_mob))
@@ -245,7 +245,7 @@ class MemoryWasteScene(StoryScene):
                                "requests held per step (orange: contiguous, green: paged)"
                                ) if chart else None
         budget = theme.text(
-            f"One budget: {kib(m.budget_bytes)} = {m.budget_slots} slots, all {self.n_req} "
+            f"One budget: {size(m.budget_bytes)} = {m.budget_slots} slots, all {self.n_req} "
             "requests at once", theme.FS_BODY, theme.TEXT)
         budget.move_to(b["line"].left_at(b["line"].cy), aligned_edge=LEFT)
         return VGroup(heads, budget, self.counters["dq"], self.counters["pq"],
@@ -298,7 +298,7 @@ class MemoryWasteScene(StoryScene):
         self.rows_mob = None
         part2 = self.budget_part()
         self.add(part2)
-        self.shot(f"Now one fixed memory budget, {kib(m.budget_bytes)}, and all {self.n_req} "
+        self.shot(f"Now one fixed memory budget, {size(m.budget_bytes)}, and all {self.n_req} "
                   "requests at once", "what does not fit waits in a queue",
                   spread([(0, 0)], self.set_budget), line=say["budget"])
         self.shot(f"Contiguous holds at most {m.dense_fit} at once; paged holds up to "
@@ -318,7 +318,7 @@ class MemoryWasteScene(StoryScene):
         self.chapter("One budget")
         self.add(self.budget_part(chart=False))
         first, last = peak_steps(m)
-        self.shot(f"One budget, {kib(m.budget_bytes)}: contiguous rows hold {m.dense_fit} "
+        self.shot(f"One budget, {size(m.budget_bytes)}: contiguous rows hold {m.dense_fit} "
                   f"requests at once, pages hold {m.paged_fit}",
                   f"all {self.n_req} requests arrive at once",
                   lambda shot: shot.also(self.held_bar("dense", first)),
@@ -337,11 +337,11 @@ class MemoryWasteScene(StoryScene):
     def end_card(self, m: memory.MemoryComparison, line: str) -> None:
         mo = m.moments[m.moment]
         lines = [
-            (f"At step {mo.step} (same requests, same tokens): K/V held {kib(m.used_bytes)}",
+            (f"At step {mo.step} (same requests, same tokens): K/V held {size(m.used_bytes)}",
              theme.TEXT),
-            (f"contiguous reserved {kib(m.dense_reserved_bytes)}  -  paged reserved "
-             f"{kib(m.paged_reserved_bytes)}", theme.TEXT),
-            (f"On one {kib(m.budget_bytes)} budget: contiguous held {m.dense_fit} requests at "
+            (f"contiguous reserved {size(m.dense_reserved_bytes)}  -  paged reserved "
+             f"{size(m.paged_reserved_bytes)}", theme.TEXT),
+            (f"On one {size(m.budget_bytes)} budget: contiguous held {m.dense_fit} requests at "
              f"once, paged {m.paged_fit}", theme.ACCENT),
             (f"All done after {m.dense_budget_steps} steps (contiguous) vs "
              f"{m.paged_budget_steps} (paged); outputs identical: "

@@ -16,7 +16,7 @@ from astrai.compare import memory  # noqa: E402
 from astrai.workload import parse_workload  # noqa: E402
 from scenes.framework.cues import Timed, problems  # noqa: E402
 from scenes.framework.kit.plans import memory_plan  # noqa: E402
-from scenes.framework.words import kib  # noqa: E402
+from scenes.framework.words import size, spoken_size  # noqa: E402
 from scenes.memory_waste import MemoryWasteScene, slot_note  # noqa: E402
 
 # 8 pages of 4 slots; the longest request holds 12 slots, so the budget holds 2 dense rows.
@@ -80,10 +80,10 @@ def test_bars_are_the_same_moments_of_both_runs(scenes, comparison):
         dense_res = len(rows) * m.max_len
         counters = snap["counters"]
         assert counters["dense"].startswith(
-            f"reserved {dense_res} slots = {kib(dense_res * m.slot_bytes)}, "
+            f"reserved {dense_res} slots = {size(dense_res * m.slot_bytes)}, "
             f"unused {dense_res - used}")
         assert counters["paged"].startswith(
-            f"reserved {paged_res} slots = {kib(paged_res * m.slot_bytes)}, "
+            f"reserved {paged_res} slots = {size(paged_res * m.slot_bytes)}, "
             f"unused {paged_res - used}")
         assert counters["used"].startswith(f"tokens held: {used} slots")
         assert counters["step"] == f"step {step}"
@@ -131,8 +131,8 @@ def test_end_card_and_cuts(scenes, comparison):
     m = comparison
     full, teaser = scenes["full"], scenes["teaser"]
     card = " ".join(full.card_lines)
-    for figure in (kib(m.used_bytes), kib(m.dense_reserved_bytes), kib(m.paged_reserved_bytes),
-                   kib(m.budget_bytes), f"contiguous held {m.dense_fit}",
+    for figure in (size(m.used_bytes), size(m.dense_reserved_bytes), size(m.paged_reserved_bytes),
+                   size(m.budget_bytes), f"contiguous held {m.dense_fit}",
                    f"paged {m.paged_fit}"):
         assert figure in card
     assert [n for _, n in full.chapters] == ["Same moments", "One budget", "End card"]
@@ -281,3 +281,10 @@ def test_the_slot_note_shows_a_tokens_bytes_as_their_product(comparison):
     assert slot_note(tb) == (f"1 slot = K and V of one token: {model['n_layers']} layers x 2 x "
                              f"{model['n_kv_heads']} KV heads x {model['head_dim']} x 4 bytes "
                              f"(float32) = {comparison.slot_bytes:,} bytes")
+
+
+def test_sizes_read_in_the_largest_unit_they_reach():
+    assert [size(n) for n in (1023, 1024, 46_080, 17_694_720)] == [
+        "1023 B", "1.0 KiB", "45.0 KiB", "16.9 MiB"]
+    assert [spoken_size(n) for n in (40, 2048, 1536, 17_694_720)] == [
+        "40 bytes", "2 KiB", "1.5 KiB", "16.9 MiB"]
