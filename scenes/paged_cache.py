@@ -36,8 +36,8 @@ class PagedCacheScene(StoryScene):
     TITLE = "Paged KV cache"
     # what it shows, in one sentence (its card on the promo page)
     SUMMARY = ("Requests take the lowest free pages of one shared pool, write and gather their "
-               "keys and values through page tables, grow by a page while decoding, and leave "
-               "freed pages that a later request reuses scattered.")
+               "keys and values through page tables, grow by a page while decoding (wherever "
+               "one is free), and leave freed pages that a later request reuses.")
 
     def story(self) -> None:
         trace = self.trace_of()
