@@ -233,7 +233,7 @@ class BatchingScene(StoryScene):
         first = spans(0, min(FIRST, done) - 1, 1)
         cut1, cut2 = round(len(first) / 3), round(2 * len(first) / 3)
         self.shot(f"{self.n_req} requests arrive over time, at most {c.max_batch} at once",
-                  "the same tiny model serves them twice: continuous batching (top) and static "
+                  "the same model serves them twice: continuous batching (top) and static "
                   "(below)", spread(first[:cut1], self.draw_steps), line=say["why"])
         self.shot(None, "", spread(first[cut1:cut2], self.draw_steps), line=say["setup"])
         self.shot("Each column is one step of the model, each row a batch slot",
@@ -306,7 +306,7 @@ class BatchingScene(StoryScene):
         notes = VGroup(
             theme.text(f"{c.continuous_tokens} tokens generated in each run; every request's "
                        f"output {same} in both runs.", theme.FS_BODY, theme.DIM),
-            theme.text("Wall time is measured in this render's own runs (tiny model, CPU) and "
+            theme.text("Wall time is measured in this render's own runs of the model and "
                        "varies from run to run; steps do not.", theme.FS_BODY, theme.DIM),
         ).arrange(DOWN, buff=0.12, aligned_edge=LEFT)
         card = VGroup(table, notes).arrange(DOWN, buff=0.3, aligned_edge=LEFT)

@@ -21,10 +21,23 @@ import os
 import textwrap
 from dataclasses import dataclass
 
-from manim import DOWN, LEFT, RIGHT, UP, FadeIn, FadeOut, GrowFromEdge, Line, Rectangle, VGroup
+from manim import (
+    DOWN,
+    LEFT,
+    RIGHT,
+    UP,
+    FadeIn,
+    FadeOut,
+    GrowFromEdge,
+    Indicate,
+    Line,
+    Rectangle,
+    VGroup,
+)
 
 from astrai.workload import load_workload
 from scenes.framework import theme
+from scenes.framework.exchange import Exchange, exchange, model_label, model_words
 from scenes.framework.kit.plans import CARDS
 from scenes.framework.story import StoryScene
 
@@ -61,33 +74,68 @@ class Card(StoryScene):
 DEFINITION = ("A paged KV cache keeps each request's attention keys and values in small "
               "fixed-size pages taken from one shared pool, so memory is handed out as the text "
               "grows instead of reserved up front.")
-CLAIM = ("Everything you will see was recorded from a real run of the cache and its scheduler "
-         "driving a tiny transformer: no page, count or figure is typed in.")
+CLAIM = ("Everything you will see was recorded from real runs of the cache and its scheduler "
+         "driving {model}: no page, count, figure or word is typed in.")
 
 
-SAID_CLAIM = ("Everything you will see was recorded from a real run, driving a tiny model. No "
-              "number is typed in.")
-WHY = "A language model remembers every token it has read, as keys and values."
+SAID_CLAIM = ("Everything you will see was recorded from real runs of this model. No number and "
+              "no word is typed in.")
+WHY = ("To write each word, a language model looks back at every token before it, kept in "
+       "memory as keys and values.")
 HOW = ("That memory grows with every token, and it decides how many requests fit at once. A "
        "paged KV cache hands it out in small pages, as the text grows.")
 
 
+def opening_run():
+    """The run the opening quotes: the first storyboard scene's own (its real question and
+    answer), kept in the trace store."""
+    from astrai.trace import recorded
+    from scenes.storyboard import STORYBOARD
+
+    return recorded(scene_class(":".join(STORYBOARD[0])).WORKLOAD)
+
+
+def asked(ex: Exchange, model: str | None) -> str:
+    """The opening's first line: the run's question and the model's answer, word for word."""
+    who = f"{model}," if model else "the model"
+    return f'Asked "{ex.question}", {who} answered: "{ex.answer}"'
+
+
 class TitleCard(Card):
-    """The explainer's opening: the title, why the memory matters, what a paged cache does,
-    and the claim the video keeps. (The teaser opens on a real run instead: the paged-cache
-    scene's shot.)"""
+    """The explainer's opening: the title over a real question and the model's real answer, why
+    that memory matters, what a paged cache does, and the claim the video keeps. (The teaser
+    opens on a real run instead: the paged-cache scene's shot.)"""
 
     TITLE = "astrai: a paged KV cache, replayed"
     CHAPTER = "Opening"
 
     def story(self) -> None:
+        trace = self.trace if self.trace is not None else opening_run()  # tests hand one in
+        ex = exchange(trace)
+        label = model_label(trace)
+        self.said_exchange = ex
         head = theme.text(self.TITLE, FS_HEAD, theme.ACCENT, bold=True)
         head.to_edge(UP, buff=CARDS.title_top)
+        top = VGroup(head)
+        if ex is not None:
+            answer = paragraph(f'→ "{ex.answer}"', FS_SUB, theme.ACCENT, 52)
+            where = (f"{label or 'the model'}, request {ex.task} of workload "
+                     f"'{trace.workload.get('name', '?')}'")
+            talk = VGroup(paragraph(f'"{ex.question}"', FS_SUB, theme.TEXT, 52), answer,
+                          paragraph(where, theme.FS_CAPTION, theme.DIM, 70)
+                          ).arrange(DOWN, aligned_edge=LEFT, buff=0.14)
+            talk.next_to(head, DOWN, buff=CARDS.title_gap, aligned_edge=LEFT)
+            top.add(talk)
+            self.card(top, asked(ex, model_words(trace)), 2.0)
+            self.shot(None, "", ([Indicate(answer, color=theme.TEXT, scale_factor=1.05)], 1.0),
+                      line=WHY)
+        else:
+            self.card(top, WHY, 2.0)
         definition = paragraph(DEFINITION, FS_SUB, theme.TEXT, 52)
-        definition.next_to(head, DOWN, buff=CARDS.title_gap, aligned_edge=LEFT)
-        self.card(head, WHY, 2.0)
+        definition.next_to(top, DOWN, buff=CARDS.title_gap, aligned_edge=LEFT)
         self.card(definition, HOW, 4.0)
-        claim = paragraph(CLAIM, theme.FS_CAPTION, theme.DIM, 70)
+        claim = paragraph(CLAIM.format(model=label or "a transformer"), theme.FS_CAPTION,
+                          theme.DIM, 84)
         claim.next_to(definition, DOWN, buff=CARDS.claim_gap, aligned_edge=LEFT)
         self.card(claim, SAID_CLAIM, 3.0)
         self.clear_out(0.4)

@@ -34,7 +34,7 @@ from scenes.framework.kit.glyphs import Atlas, Counter
 from scenes.framework.kit.plans import MEMORY_ROWS, memory_plan
 from scenes.framework.kit.reserve import UNUSED, ReserveBars
 from scenes.framework.story import StoryScene
-from scenes.framework.words import kib, spoken_kib
+from scenes.framework.words import size, spoken_size
 
 BAR_H = 0.36  # of a bar, in a row of the room's pitch
 RUN_COLOR = {"dense": theme.REQUEST_COLORS[1], "paged": theme.GOOD}
@@ -53,7 +53,7 @@ def script(m: memory.MemoryComparison) -> dict[str, str]:
     same = "Same answers either way" if m.outputs_equal else "The answers differ"
     return {
         "why": "While a request generates, the model keeps the keys and values of each token: "
-               "one slot per token.",
+               f"one slot per token, here {m.token_bytes.total:,} bytes.",
         "dense": f"A contiguous cache reserves {m.max_len} slots for every request up front, "
                  "the most it may ever need.",
         "paged": f"A paged cache hands out pages of {m.page_size} slots, only as a request "
@@ -61,13 +61,19 @@ def script(m: memory.MemoryComparison) -> dict[str, str]:
         "moment": f"At step {mo.step}, the contiguous rows leave {mo.dense_reserved - mo.used} "
                   f"reserved slots unused. The pages leave only {mo.paged_reserved - mo.used}.",
         "tail": "The paged cache wastes only the unfilled end of each request's last page.",
-        "budget": f"Now give both caches the same {spoken_kib(m.budget_bytes)} of memory, and "
-                  f"all {n_req} requests at once.",
+        "budget": f"Now give both caches the same {spoken_size(m.budget_bytes)} of memory, room "
+                  f"for {m.budget_slots} tokens, and all {n_req} requests at once.",
         "fit": f"Contiguous rows fit only {m.dense_fit} requests; the rest wait in line. Pages "
                f"fit {m.paged_fit}.",
         "end": f"{same}, and the paged cache finished all {n_req} in {m.paged_budget_steps} "
                f"steps instead of {m.dense_budget_steps}.",
     }
+
+
+def slot_note(tb: memory.TokenBytes) -> str:
+    """One slot's bytes as the product the cache allocates: the figure the narrator says."""
+    return (f"1 slot = K and V of one token: {tb.n_layers} layers x 2 x {tb.n_kv_heads} KV heads "
+            f"x {tb.head_dim} x {tb.dtype_bytes} bytes ({tb.dtype}) = {tb.total:,} bytes")
 
 
 def teaser_script(m: memory.MemoryComparison) -> list[str]:
@@ -138,13 +144,13 @@ class MemoryWasteScene(StoryScene):
         waste_d = mo.dense_reserved - mo.used
         waste_p = mo.paged_reserved - mo.used
         self.counters["dense"].set(
-            f"reserved {mo.dense_reserved} slots = {kib(mo.dense_reserved * m.slot_bytes)}, "
+            f"reserved {mo.dense_reserved} slots = {size(mo.dense_reserved * m.slot_bytes)}, "
             f"unused {waste_d} ({waste_d / max(mo.dense_reserved, 1):.0%})")
         self.counters["paged"].set(
-            f"reserved {mo.paged_reserved} slots = {kib(mo.paged_reserved * m.slot_bytes)}, "
+            f"reserved {mo.paged_reserved} slots = {size(mo.paged_reserved * m.slot_bytes)}, "
             f"unused {waste_p} ({waste_p / max(mo.paged_reserved, 1):.0%})")
         self.counters["used"].set(
-            f"tokens held: {mo.used} slots = {kib(mo.used * m.slot_bytes)} in both caches")
+            f"tokens held: {mo.used} slots = {size(mo.used * m.slot_bytes)} in both caches")
         anims = [FadeIn(new), *lines]
         if self.rows_mob is not None:
             anims.append(FadeOut(self.rows_mob))
@@ -175,11 +181,8 @@ class MemoryWasteScene(StoryScene):
         self.counters["dense"].place(p.total_at(0, counter=True))
         self.counters["paged"].place(p.total_at(1, counter=True))
         self.counters["used"].place(p.total_at(2))
-        geo = m.trace.geometry
-        note = theme.text(
-            f"1 slot = K and V of one token: 2 x {geo['n_layers']} layers x {geo['n_kv_heads']} "
-            f"KV heads x {geo['head_dim']} x {geo['dtype']} = {m.slot_bytes} bytes",
-            theme.FS_MIN, theme.DIM).move_to(p.total_at(3), aligned_edge=LEFT)
+        note = theme.text(slot_note(m.token_bytes), theme.FS_MIN, theme.DIM).move_to(
+            p.total_at(3), aligned_edge=LEFT)
         u = p.usage
         self.usage = StepChart(u.left, u.width, u.bottom, u.height, m.moment + 1,
                                max(mo.dense_reserved for mo in m.moments),
@@ -242,7 +245,7 @@ class MemoryWasteScene(StoryScene):
                                "requests held per step (orange: contiguous, green: paged)"
                                ) if chart else None
         budget = theme.text(
-            f"One budget: {kib(m.budget_bytes)} = {m.budget_slots} slots, all {self.n_req} "
+            f"One budget: {size(m.budget_bytes)} = {m.budget_slots} slots, all {self.n_req} "
             "requests at once", theme.FS_BODY, theme.TEXT)
         budget.move_to(b["line"].left_at(b["line"].cy), aligned_edge=LEFT)
         return VGroup(heads, budget, self.counters["dq"], self.counters["pq"],
@@ -295,7 +298,7 @@ class MemoryWasteScene(StoryScene):
         self.rows_mob = None
         part2 = self.budget_part()
         self.add(part2)
-        self.shot(f"Now one fixed memory budget, {kib(m.budget_bytes)}, and all {self.n_req} "
+        self.shot(f"Now one fixed memory budget, {size(m.budget_bytes)}, and all {self.n_req} "
                   "requests at once", "what does not fit waits in a queue",
                   spread([(0, 0)], self.set_budget), line=say["budget"])
         self.shot(f"Contiguous holds at most {m.dense_fit} at once; paged holds up to "
@@ -315,7 +318,7 @@ class MemoryWasteScene(StoryScene):
         self.chapter("One budget")
         self.add(self.budget_part(chart=False))
         first, last = peak_steps(m)
-        self.shot(f"One budget, {kib(m.budget_bytes)}: contiguous rows hold {m.dense_fit} "
+        self.shot(f"One budget, {size(m.budget_bytes)}: contiguous rows hold {m.dense_fit} "
                   f"requests at once, pages hold {m.paged_fit}",
                   f"all {self.n_req} requests arrive at once",
                   lambda shot: shot.also(self.held_bar("dense", first)),
@@ -334,11 +337,11 @@ class MemoryWasteScene(StoryScene):
     def end_card(self, m: memory.MemoryComparison, line: str) -> None:
         mo = m.moments[m.moment]
         lines = [
-            (f"At step {mo.step} (same requests, same tokens): K/V held {kib(m.used_bytes)}",
+            (f"At step {mo.step} (same requests, same tokens): K/V held {size(m.used_bytes)}",
              theme.TEXT),
-            (f"contiguous reserved {kib(m.dense_reserved_bytes)}  -  paged reserved "
-             f"{kib(m.paged_reserved_bytes)}", theme.TEXT),
-            (f"On one {kib(m.budget_bytes)} budget: contiguous held {m.dense_fit} requests at "
+            (f"contiguous reserved {size(m.dense_reserved_bytes)}  -  paged reserved "
+             f"{size(m.paged_reserved_bytes)}", theme.TEXT),
+            (f"On one {size(m.budget_bytes)} budget: contiguous held {m.dense_fit} requests at "
              f"once, paged {m.paged_fit}", theme.ACCENT),
             (f"All done after {m.dense_budget_steps} steps (contiguous) vs "
              f"{m.paged_budget_steps} (paged); outputs identical: "

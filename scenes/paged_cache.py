@@ -19,11 +19,13 @@ the pool, bits, refs and tables showed after every event) and `scene.panels` (ev
 
 from __future__ import annotations
 
+from scenes.framework.exchange import exchange, model_words
 from scenes.framework.replay import Replay
 from scenes.framework.story import StoryScene
 
 HOOK = ("Every token a model reads leaves a key and a value in memory, and that memory decides "
         "how many requests fit. Here a real cache hands it out in pages.")
+MEMORY = "It keeps every token's keys and values in memory, here in pages."
 PROJECT = "astrai: a paged KV cache, replayed"
 
 
@@ -34,8 +36,8 @@ class PagedCacheScene(StoryScene):
     TITLE = "Paged KV cache"
     # what it shows, in one sentence (its card on the promo page)
     SUMMARY = ("Requests take the lowest free pages of one shared pool, write and gather their "
-               "keys and values through page tables, grow by a page while decoding, and leave "
-               "freed pages that a later request reuses scattered.")
+               "keys and values through page tables, grow by a page while decoding (wherever "
+               "one is free), and leave freed pages that a later request reuses.")
 
     def story(self) -> None:
         trace = self.trace_of()
@@ -47,7 +49,19 @@ class PagedCacheScene(StoryScene):
     def teaser_story(self) -> None:
         """The teaser's opening shot, its hook: the real run filling the pool, fast, under
         the project's title, while the narrator says why this memory matters."""
-        self.replay = Replay(self, self.trace_of(), title=PROJECT)
+        trace = self.trace_of()
+        self.replay = Replay(self, trace, title=PROJECT)
         self.replay.quiet = {"tail"}  # the hook is the shot's one line
         # the hook is spoken over the replay's first beats
-        self.shot(None, "", lambda shot: self.replay.run(), line=HOOK)
+        self.shot(None, "", lambda shot: self.replay.run(), line=hook(trace))
+
+
+def hook(trace) -> str:
+    """The teaser's first words: the run's own question and the model's answer, word for word,
+    then what the scene shows; the general hook when the run has no chat request."""
+    ex = exchange(trace)
+    if ex is None:
+        return HOOK
+    model = model_words(trace, size=False)
+    who = model or "the model"
+    return f'Asked "{ex.question}", {who} answers: "{ex.answer}" {MEMORY}'

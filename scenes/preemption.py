@@ -353,4 +353,5 @@ class PreemptionScene(StoryScene):
                   rp.beat(build=build, hold=5.5),
                   line=f"On a pool of {c.big_n_pages} pages, where nothing is stopped, "
                        f"{names}'s output {said}. The cost here: {c.recomputed_tokens} tokens "
-                       f"computed twice, and {c.extra_steps} more steps.")
+                       "computed twice, and " + (f"{c.extra_steps} more steps." if c.extra_steps
+                                                 else "not one step more."))

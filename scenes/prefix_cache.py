@@ -29,7 +29,7 @@ from scenes.framework.kit.board import Board
 from scenes.framework.kit.endcard import figure_rows
 from scenes.framework.kit.hashchain import ChainRow, Link, mark, row_width, short_key
 from scenes.framework.kit.lru import LruStrip
-from scenes.framework.replay.queries import admit_of, prefill_row, released_by
+from scenes.framework.replay.queries import admit_of, prefill_row, released_by, same_prompt_as
 from scenes.framework.replay.steered import StoryReplay
 from scenes.framework.story import StoryScene
 
@@ -339,14 +339,16 @@ class PrefixCacheScene(StoryScene):
         computed = (f"positions {row['start']}-{row['start'] + row['n'] - 1} ({row['n']} tokens)"
                     if row else "its last page")
         again = f"its last {row['n']} tokens" if row else "its last page"
+        before = same_prompt_as(st.trace.workload, e.task)  # why every page is cached
+        asks = (f"{e.task} asks {before}'s question again, so all" if before
+                else f"{e.task}: all")
         self.shot(f"{e.task}: a full hit, but the last prompt token is always computed",
                   f"lookup stops before the last token: {len(e.hits)} pages hit, "
                   f"{computed} computed again",
                   rp.beat(build=build,
                           code=(rp.line_of(i, "fit.skip_last_token", ("returned",)), i), hold=3.6),
-                  line=f"{e.task} is exactly the system prompt, all cached. Still, "
-                       f"{again} are computed again: the model must run the last token to "
-                       "choose the next one.")
+                  line=f"{asks} {len(e.keys)} of its pages are cached. Still, {again} are "
+                       "computed again: the model must run the last token to choose the next one.")
 
     def _cached_beat(self, rp: StoryReplay, spec) -> None:
         i = self.facts.first_cache

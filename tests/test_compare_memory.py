@@ -7,7 +7,9 @@ the real caches' tensors; the fit on one budget from each budget run's own per-s
 from __future__ import annotations
 
 import pytest
+import torch
 
+from astrai.checkpoint import kv_bytes_per_token
 from astrai.compare import memory
 from astrai.compare.batching import max_len_of
 from astrai.inference.cache import PagedCache
@@ -35,6 +37,20 @@ def test_bytes_come_from_the_real_caches(m):
     assert m.budget_bytes == paged.k_cache.nbytes + paged.v_cache.nbytes
     assert m.max_len == max_len_of(wl) == max(len(r.prompt) + r.max_new_tokens - 1
                                               for r in wl.requests)
+
+
+def test_a_tokens_bytes_are_the_models_keys_and_values(m):
+    """One slot: a key and a value of every KV head in every layer, in the cache's dtype; the
+    factors are the model's own and the product is what the caches reserve a token."""
+    cfg = load_workload("traffic").model
+    tb = m.token_bytes
+    assert (tb.n_layers, tb.n_kv_heads, tb.head_dim) == (cfg.n_layers, cfg.n_kv_heads,
+                                                         cfg.head_dim)
+    assert tb.dtype == m.trace.geometry["dtype"]
+    assert tb.dtype_bytes == torch.empty((), dtype=getattr(torch, tb.dtype)).element_size()
+    assert m.slot_bytes == tb.total == tb.n_layers * 2 * tb.n_kv_heads * tb.head_dim * \
+        tb.dtype_bytes
+    assert m.slot_bytes == kv_bytes_per_token(cfg, getattr(torch, tb.dtype))
 
 
 def test_same_moments_hold_the_same_requests(m):

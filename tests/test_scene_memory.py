@@ -16,8 +16,8 @@ from astrai.compare import memory  # noqa: E402
 from astrai.workload import parse_workload  # noqa: E402
 from scenes.framework.cues import Timed, problems  # noqa: E402
 from scenes.framework.kit.plans import memory_plan  # noqa: E402
-from scenes.framework.words import kib  # noqa: E402
-from scenes.memory_waste import MemoryWasteScene  # noqa: E402
+from scenes.framework.words import size, spoken_size  # noqa: E402
+from scenes.memory_waste import MemoryWasteScene, slot_note  # noqa: E402
 
 # 8 pages of 4 slots; the longest request holds 12 slots, so the budget holds 2 dense rows.
 SMALL = {
@@ -80,10 +80,10 @@ def test_bars_are_the_same_moments_of_both_runs(scenes, comparison):
         dense_res = len(rows) * m.max_len
         counters = snap["counters"]
         assert counters["dense"].startswith(
-            f"reserved {dense_res} slots = {kib(dense_res * m.slot_bytes)}, "
+            f"reserved {dense_res} slots = {size(dense_res * m.slot_bytes)}, "
             f"unused {dense_res - used}")
         assert counters["paged"].startswith(
-            f"reserved {paged_res} slots = {kib(paged_res * m.slot_bytes)}, "
+            f"reserved {paged_res} slots = {size(paged_res * m.slot_bytes)}, "
             f"unused {paged_res - used}")
         assert counters["used"].startswith(f"tokens held: {used} slots")
         assert counters["step"] == f"step {step}"
@@ -131,8 +131,8 @@ def test_end_card_and_cuts(scenes, comparison):
     m = comparison
     full, teaser = scenes["full"], scenes["teaser"]
     card = " ".join(full.card_lines)
-    for figure in (kib(m.used_bytes), kib(m.dense_reserved_bytes), kib(m.paged_reserved_bytes),
-                   kib(m.budget_bytes), f"contiguous held {m.dense_fit}",
+    for figure in (size(m.used_bytes), size(m.dense_reserved_bytes), size(m.paged_reserved_bytes),
+                   size(m.budget_bytes), f"contiguous held {m.dense_fit}",
                    f"paged {m.paged_fit}"):
         assert figure in card
     assert [n for _, n in full.chapters] == ["Same moments", "One budget", "End card"]
@@ -157,6 +157,9 @@ def run_numbers(m):
     # a contiguous row holds the longest any request may grow (its last token's K/V is never
     # written)
     max_len = max(r["prompt_len"] + r["max_new_tokens"] - 1 for r in SMALL["request"])
+    model = SMALL["model"]  # float32: 4 bytes a number
+    token_bytes = model["n_layers"] * 2 * model["n_kv_heads"] * model["head_dim"] * 4
+    budget_slots = SMALL["cache"]["n_pages"] * SMALL["cache"]["page_size"]
     return {
         "requests": len(m.trace.workload["request"]),
         "page": m.trace.geometry["page_size"],
@@ -168,6 +171,9 @@ def run_numbers(m):
         "paged_fit": max(len(s["page_tables"]) for s in budget.values()),
         "paged_steps": len(budget),
         "dense_steps": len(m.dense_budget_records),
+        "token_bytes": token_bytes,
+        "budget_slots": budget_slots,
+        "budget_size": f"{budget_slots * token_bytes / 1024:g} KiB",  # SMALL's is under 1 MiB
     }
 
 
@@ -184,7 +190,10 @@ def test_the_narrator_says_the_runs_numbers(scenes, comparison):
     assert f"Pages fit {n['paged_fit']}." in full
     assert (f"finished all {n['requests']} in {n['paged_steps']} steps instead of "
             f"{n['dense_steps']}") in full
-    assert f"the same {m.budget_bytes // 1024} KiB of memory" in full
+    assert (f"the same {n['budget_size']} of memory, room for {n['budget_slots']} tokens, "
+            f"and all {n['requests']} requests at once.") in full
+    # a token's bytes, said once: the model's K and V in every layer
+    assert sum(f"here {n['token_bytes']:,} bytes." in line for line in spoken(scenes["full"])) == 1
     teaser = spoken(scenes["teaser"])
     assert len(teaser) == 2
     assert teaser[0].endswith(f"holds just {n['dense_fit']} requests.")
@@ -261,3 +270,21 @@ def test_each_caption_stays_up_its_whole_duration(cut, scenes):
     for (start, dur, _), (nxt, _, _) in zip(cues, cues[1:]):
         assert start + dur <= nxt + 0.06  # a subtitle never overlaps the next
     assert cues[-1][0] + cues[-1][1] <= scenes[cut].now + 0.06
+
+
+def test_the_slot_note_shows_a_tokens_bytes_as_their_product(comparison):
+    """The figure on screen is the product the cache allocates, factor by factor."""
+    tb = comparison.token_bytes
+    model = SMALL["model"]
+    assert (tb.n_layers, tb.n_kv_heads, tb.head_dim, tb.dtype) == (
+        model["n_layers"], model["n_kv_heads"], model["head_dim"], "float32")
+    assert slot_note(tb) == (f"1 slot = K and V of one token: {model['n_layers']} layers x 2 x "
+                             f"{model['n_kv_heads']} KV heads x {model['head_dim']} x 4 bytes "
+                             f"(float32) = {comparison.slot_bytes:,} bytes")
+
+
+def test_sizes_read_in_the_largest_unit_they_reach():
+    assert [size(n) for n in (1023, 1024, 46_080, 17_694_720)] == [
+        "1023 B", "1.0 KiB", "45.0 KiB", "16.9 MiB"]
+    assert [spoken_size(n) for n in (40, 2048, 1536, 17_694_720)] == [
+        "40 bytes", "2 KiB", "1.5 KiB", "16.9 MiB"]

@@ -176,7 +176,11 @@ def test_spoken_lines_carry_the_runs_numbers(trace, scene):
                 and len(ev.hits) == len(ev.keys) - 1 > 0)
     d_row = next(r for ev in trace.events if isinstance(ev, Write) and ev.phase == "prefill"
                  and ev.step == full.step for r in ev.rows if r["task"] == full.task)
-    spoken_with(scene, f"{full.task} is exactly the system prompt",
+    asked = next(r.name for r in wl.requests if r.name != full.task
+                 and list(r.prompt) == list(next(q.prompt for q in wl.requests
+                                                 if q.name == full.task)))
+    spoken_with(scene, f"{full.task} asks {asked}'s question again",
+                f"all {len(full.keys)} of its pages are cached",
                 f"last {d_row['n']} tokens are computed again")
     k = next(i for i, ev in enumerate(trace.events) if isinstance(ev, Evict))
     owner = trace.events[k + 1].task

@@ -37,9 +37,11 @@ from astrai.trace import recorded, save_trace  # noqa: E402
 from astrai.trace.events import (  # noqa: E402
     Admit,
     Alloc,
+    Arrive,
     Cache,
     Evict,
     Free,
+    Grow,
     Preempt,
     Retire,
     Share,
@@ -367,6 +369,25 @@ def test_the_teaser_applies_every_event_and_ends_where_the_trace_ends(built, nam
     for spec, detail in zip(montages, details):
         a, b = spec.steps
         assert detail.startswith(f"steps {a}-{b} compressed" if b > a else f"step {a} compr")
+
+
+def test_the_seed_story_says_the_first_question_and_each_growth_as_it_was(built):
+    """The first arrival is said with its real chat message; a request's first growth is never
+    called "again" (what the narrator says of a growth depends on the run, not on a story)."""
+    trace, scene = built("seed")
+    said = [line.text for _, line in scene.lines]
+    first = next(ev for ev in trace.events if isinstance(ev, Arrive))
+    chat = next(r["chat"] for r in trace.workload["request"] if r["name"] == first.task)
+    assert chat in first.prompt_text
+    assert sum(f'Request {first.task} arrives, asking "{chat}"' in t and
+               f"its prompt is {first.prompt_len} tokens." in t for t in said) == 1
+    grows = [ev.task for ev in trace.events if isinstance(ev, Grow)]
+    for text in said:
+        if " is full again" in text:
+            assert grows.count(text.split(" is full again")[0]) > 1, text
+    for task in dict.fromkeys(grows[1:]):  # each later grower's first growth, in order
+        if task != grows[0]:
+            assert any(t.startswith(f"{task}'s last page fills up too") for t in said), said
 
 
 def test_the_seed_teaser_is_short(built):

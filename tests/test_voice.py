@@ -28,6 +28,17 @@ def test_cues_cut_at_sentence_ends_first():
     assert parts[0].endswith("every layer.")
 
 
+def test_a_quoted_answer_ends_its_sentence_and_stays_on_one_line():
+    """A model's words are quoted: a sentence ending inside the quotes still ends the cue, and
+    a quotation is not cut between lines where another cut fits."""
+    text = ('Asked "What is 2 plus 2?", SmolLM2 answers: "The answer to this classic math '
+            'problem is 4." It keeps every token\'s keys and values in memory, here in pages.')
+    parts = cues.split(text)
+    assert parts[-1].replace("\n", " ").startswith("It keeps")
+    assert parts[0] == 'Asked "What is 2 plus 2?",\nSmolLM2 answers:'  # not 'plus\n2?"'
+    assert " ".join(" ".join(c.split()) for c in parts) == " ".join(text.split())
+
+
 def test_a_word_longer_than_a_line_is_refused():
     with pytest.raises(ValueError, match="2 lines of 42"):
         cues.two_lines("x" * 43 + " and more")
@@ -75,6 +86,7 @@ def test_pronunciation_is_for_speech_only():
     said = voice.spoken("The KV cache keeps a refcount; prefill writes 64 KiB in 3 ms (1.5x).")
     assert "K V cache" in said and "ref count" in said and "pre-fill" in said
     assert "kibibytes" in said and "3 milliseconds" in said and "1.5 times" in said
+    assert voice.spoken("SmolLM2 answers.") == "Small L M 2 answers."
     # what is shown (and subtitled) keeps the written words
     line = Narrator(on=False).line("The KV cache keeps a refcount.")
     assert line.cues[0].text.replace("\n", " ") == "The KV cache keeps a refcount."

@@ -33,7 +33,23 @@ from astrai.inference.cache import pages_for
 from astrai.trace import Trace, recorded
 from astrai.workload import Workload, build, load_workload, run_workload
 
-__all__ = ["Held", "Moment", "Budgeted", "MemoryComparison", "compare", "burst"]
+__all__ = ["Held", "Moment", "Budgeted", "MemoryComparison", "TokenBytes", "compare", "burst"]
+
+
+@dataclass(frozen=True)
+class TokenBytes:
+    """What one token's K and V take in the cache, factor by factor (the slot of both caches)."""
+
+    n_layers: int
+    n_kv_heads: int
+    head_dim: int
+    dtype: str  # the cache's dtype, e.g. "float32"
+    dtype_bytes: int  # bytes of one number in it
+
+    @property
+    def total(self) -> int:
+        """layers x 2 (a key and a value) x KV heads x head size x bytes of the dtype."""
+        return self.n_layers * 2 * self.n_kv_heads * self.head_dim * self.dtype_bytes
 
 
 @dataclass(frozen=True)
@@ -85,7 +101,8 @@ class MemoryComparison:
     """Figures of the runs, and the per-step records the scene draws.
 
     Geometry (both caches): slot_bytes (K and V of one token, all layers, in the dtype),
-    page_size, max_len (a dense row's slots).
+    token_bytes (its factors, read from the contiguous run's real tensors and equal to the paged
+    run's recorded geometry), page_size, max_len (a dense row's slots).
     Runs 1 and 2 (same moments):
       moments                per step, every request held: used, dense and paged reservation
       moment                 the step shown on the card: the first with the most tokens held
@@ -105,6 +122,7 @@ class MemoryComparison:
 
     workload: str
     slot_bytes: int
+    token_bytes: TokenBytes
     page_size: int
     max_len: int
     moments: list[Moment]
@@ -165,6 +183,10 @@ def _compare(wl: Workload) -> MemoryComparison:
                          temperature=wl.temperature, seed=wl.seed)
     dense_out = run_workload(wl, dense)
     slot_bytes = dense.row_bytes // max_len
+    token_bytes = _token_bytes(dense, trace)
+    if token_bytes.total != slot_bytes:  # pragma: no cover - both read the same cache tensors
+        raise AssertionError(f"a row's bytes per token ({slot_bytes}) are not the product of "
+                             f"its factors ({token_bytes})")
     paged_states = _step_states(trace)
     moments, same = [], len(paged_states) == len(dense.records)
     for rec, st in zip(dense.records, paged_states):
@@ -208,6 +230,7 @@ def _compare(wl: Workload) -> MemoryComparison:
     return MemoryComparison(
         workload=wl.name,
         slot_bytes=slot_bytes,
+        token_bytes=token_bytes,
         page_size=ps,
         max_len=max_len,
         moments=moments,
@@ -230,6 +253,21 @@ def _compare(wl: Workload) -> MemoryComparison:
         dense_records=dense.records,
         dense_budget_records=dense_b.records,
     )
+
+
+def _token_bytes(dense: DenseBatcher, trace: Trace) -> TokenBytes:
+    """The factors of one token's K/V in the contiguous run's cache, checked against the paged
+    run's recorded geometry: both caches hold the same model's keys and values."""
+    c = dense.cache
+    tb = TokenBytes(c.n_layers, c.n_kv_heads, c.head_dim, str(c.k_cache.dtype).removeprefix(
+        "torch."), c.k_cache.element_size())
+    geo = trace.geometry
+    recorded_as = (geo.get("n_layers"), geo.get("n_kv_heads"), geo.get("head_dim"),
+                   geo.get("dtype"))
+    if recorded_as != (tb.n_layers, tb.n_kv_heads, tb.head_dim, tb.dtype):
+        raise AssertionError(f"the paged run recorded {recorded_as}, the contiguous cache "
+                             f"holds {tb}")  # pragma: no cover - one model, one dtype
+    return tb
 
 
 def pages_reserved(used: int, page_size: int) -> int:

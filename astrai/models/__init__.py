@@ -30,6 +30,9 @@ class ModelSource:
     file: str  # the GGUF file's name inside that package's folder
     sha256: str  # of that file: checked before a byte of it is parsed
     size: int  # its bytes
+    label: str = ""  # its short name, as shown: "SmolLM2-135M-Instruct"
+    family: str = ""  # as said: "SmolLM2"
+    parameters: int = 0  # weights in the converted model (checked against its tensors)
 
 
 MODELS = {
@@ -41,6 +44,9 @@ MODELS = {
         file="SmolLM2-135M-Instruct.Q4_1.gguf",
         sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
         size=98_362_432,
+        label="SmolLM2-135M-Instruct",
+        family="SmolLM2",
+        parameters=134_515_008,
     ),
 }
 

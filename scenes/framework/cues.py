@@ -52,7 +52,8 @@ def _unbroken(word: str) -> list[str]:
 
 
 def _sentences(text: str) -> list[str]:
-    return [s for s in re.split(r"(?<=[.!?])\s+", text.strip()) if s]
+    """Cut after . ! ? and after a quotation that ends with one ('... is 4." Every')."""
+    return [s for s in re.split(r"(?<=[.!?])\s+|(?<=[.!?][\"”])\s+", text.strip()) if s]
 
 
 def _clauses(sentence: str) -> list[str]:
@@ -112,7 +113,8 @@ def two_lines(text: str) -> str:
     for k in range(1, len(words)):
         a, b = " ".join(words[:k]), " ".join(words[k:])
         if len(a) <= LINE and len(b) <= LINE:
-            score = abs(len(a) - len(b)) - (6 if a.endswith((",", ";", ":", ".")) else 0)
+            score = abs(len(a) - len(b)) - (6 if a.endswith((",", ";", ":", ".")) else 0) \
+                + (8 if a.count('"') % 2 else 0)  # a quotation kept on one line if it can
             if best is None or score < best[0]:
                 best = (score, f"{a}\n{b}")
     if best is None:

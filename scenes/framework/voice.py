@@ -68,6 +68,7 @@ PRONOUNCE: list[tuple[str, str]] = [
     (r"(?<=[Rr]equest )A\b", "Eh"),
     (r"\bA\.(\d+)\b", r"Eh \1"),  # a sample's name: A.1 is "Eh 1"
     (r"\b([B-Z])\.(\d+)\b", r"\1 \2"),
+    (r"\bSmolLM2\b", "Small L M 2"),
     (r"\bKV\b", "K V"),
     (r"\bK/V\b", "K and V"),
     (r"\brefcounts\b", "ref counts"),

@@ -31,11 +31,17 @@ def spoken_list(items, last: str = "and") -> str:
     return ", ".join(items[:-1]) + sep + items[-1]
 
 
-def kib(n_bytes: int) -> str:
-    """A size as shown: "192.0 KiB"."""
-    return f"{n_bytes / 1024:.1f} KiB"
+def size(n_bytes: int) -> str:
+    """A size as shown, in the largest binary unit it reaches: "16.9 MiB", "192.0 KiB", "40 B"."""
+    for unit, scale in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n_bytes >= scale:
+            return f"{n_bytes / scale:.1f} {unit}"
+    return f"{n_bytes} B"
 
 
-def spoken_kib(n_bytes: int) -> str:
-    """A size as said: "192 KiB", "1.5 KiB"."""
-    return f"{n_bytes / 1024:g} KiB"
+def spoken_size(n_bytes: int) -> str:
+    """A size as said, in the largest binary unit it reaches: "16.9 MiB", "1.5 KiB", "40 bytes"."""
+    for unit, scale in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n_bytes >= scale:
+            return f"{round(n_bytes / scale, 1):g} {unit}"
+    return f"{n_bytes} bytes"

@@ -162,8 +162,7 @@ def arrive(r: Replay, spec: BeatSpec) -> None:
               else f"prompt of {ev.prompt_len} tokens")
     r.say(beat, f"{ev.task} arrives: {prompt}, up to {ev.max_new_tokens} new",
           f"submit() queues it: waiting = {ev.state['queue']}")
-    r.queue_line(f"Request {ev.task} arrives, with a prompt of {ev.prompt_len} tokens.",
-            once="arrive")  # later arrivals are on screen; what they get is said
+    r.queue_line(_arrive_words(r, ev), once="arrive")  # later arrivals are on screen
     r.show_code(spec, SUBMIT, spec.main)
     r.play(beat, *r.timing(spec))
 
@@ -203,6 +202,16 @@ def wait(r: Replay, spec: BeatSpec) -> None:
             f"only {ev.available} {_are(ev.available)} free.")
     r.show_code(spec, FIT, spec.main)
     r.play(beat, *r.timing(spec))
+
+
+def _arrive_words(r: Replay, ev: Event) -> str:
+    """The first arrival, said: its chat message word for word when the prompt holds one."""
+    asked = next((q.get("chat") for q in r.trace.workload.get("request", [])
+                  if q.get("name") == ev.task), None)
+    if isinstance(asked, str) and asked.strip() and asked in (ev.prompt_text or ""):
+        return (f'Request {ev.task} arrives, asking "{" ".join(asked.split())}" With the chat '
+                f"template around it, its prompt is {ev.prompt_len} tokens.")
+    return f"Request {ev.task} arrives, with a prompt of {ev.prompt_len} tokens."
 
 
 def _admit_words(ev: Event, ps: int) -> str:
@@ -281,11 +290,14 @@ def grow(r: Replay, spec: BeatSpec) -> None:
               f"{need.held} pages hold {need.capacity} tokens; "
               + (f"page {ev.page} is the lowest free bit" if low else
                  _alloc_words(r, ev, prev)))
-        if r.first("grow"):
+        first, own = r.first("grow"), r.first(f"grow {need.task}")  # "again" only if it was
+        if first:
             r.queue_line(f"At token {need.n_tokens}, "
                     f"{need.task}'s {_count(need.held, 'page')} of {need.capacity} "
                     f"slots {_are(need.held, 'is', 'are')} full, so it takes one more: "
                     f"page {ev.page}.")
+        elif own:
+            r.queue_line(f"{need.task}'s last page fills up too, so it takes page {ev.page}.")
         else:
             r.queue_line(f"{need.task} is full again, and takes page {ev.page}.")
     r.show_code(spec, GROW, spec.main)

@@ -28,3 +28,12 @@ def released_by(events: list[Event], page: int, before: int) -> Free | None:
         if isinstance(e, Free) and e.page == page and e.refs == 0:
             return e
     return None
+
+
+def same_prompt_as(workload: dict, task: str) -> str | None:
+    """The first other request of the recorded workload whose prompt is `task`'s, token for
+    token (a question asked again)."""
+    prompts = {r.get("name"): r.get("prompt") for r in workload.get("request", [])}
+    mine = prompts.get(task)
+    return next((name for name, theirs in prompts.items()
+                 if name != task and mine is not None and theirs == mine), None)
