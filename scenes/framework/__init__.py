@@ -9,8 +9,11 @@
                 step (`plan_capture`), for a scene that shows slots, not pages
     kit/        mobjects that draw a trace's state (pool, bits, tables, code, captions, charts;
                 slots, slotview and attention for the slot-level close-up)
+    svgparse.py manim's parse of a text's SVG, one process at a time (it shares a file)
     replay/     a recorded run as an object a scene uses: `Replay`, and `StoryReplay`, which a
                 story steers (its own beats around the trace's)
 
 kit/ never imports replay/; replay/ builds from kit/.
 """
+
+from scenes.framework import svgparse  # noqa: E402,F401  (manim's SVG parse, one process at a time)
