@@ -142,3 +142,22 @@ def tiny_twin(wl):
                      for r in wl.requests)
     return dataclasses.replace(wl, name=f"{wl.name}-twin", checkpoint=None, model=model,
                                requests=requests, dtype="float32")
+
+
+# With workers (pytest-xdist, `-n 2` in pyproject.toml), the tests of one file run on one
+# worker, so its module fixtures are built once; the files that render the smoke promo or need
+# the closing card's figures share one worker too: the promo is rendered once a session and each
+# comparison's contiguous or static run once a process (astrai/compare/once.py).
+FIGURES = {"test_promo.py", "test_site.py", "test_compare_memory.py", "test_compare_batching.py",
+           "test_scene_memory.py", "test_scene_batching.py"}
+
+
+def pytest_xdist_make_scheduler(config, log):
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ByFile(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            file = nodeid.split("::", 1)[0]
+            return "figures" if file.rsplit("/", 1)[-1] in FIGURES else file
+
+    return ByFile(config, log)
