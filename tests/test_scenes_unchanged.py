@@ -44,18 +44,19 @@ REWRITTEN = {
 
 
 # Re-baselined on purpose, each difference listed with why (the reference was written again by
-# `NARRATION=off python tests/scene_fingerprint.py | gzip -n`; every value not listed is equal):
+# `NARRATION=off python tests/scene_fingerprint.py | gzip -n`; every value not listed is equal).
+# The last re-baseline: the storyboard's six workloads switched from the seeded tiny model to
+# SmolLM2-135M-Instruct on real chat requests, with other pools and pages (seed 12 x 16, prefix
+# 12 x 16, sampling 10 x 16, traffic 24 x 16, preemption 10 x 16, write_gather 4 x 4), so every
+# run, and with it every snapshot, panel and cue, is another run's; and the words came on
+# screen (snapshots of page scenes gain "frame_lines", each frame's text strip, and "answer",
+# each table's answer line; "said" quotes the chat message). Counts now: paged_cache 190+190
+# snapshots, prefix 298+298, parallel_sampling 105+105, preemption 173+173, batching 32+15,
+# memory 28+1, write_gather 6. Earlier re-baselines (one snapshot schema with "beat" and "at";
+# the REWRITTEN panels) hold in this reference too.
 REBASELINED = {
-    # One snapshot schema for every scene, produced in one place (StoryScene.snap): every
-    # snapshot gains "beat" (what was playing: a beat kind, "story", "fast", a scene's own
-    # beat name) and "at" (seconds of video when it was taken). Write/gather's had "beat"
-    # already. Counts: paged_cache 610+610 snapshots, prefix 202+202, parallel_sampling
-    # 98+98, preemption 322+322, batching 29+16, memory 19+2, write_gather 6 ("at" only).
-    "snapshot keys": ("beat", "at"),
-    # The panels of the engine lines in REWRITTEN now hold the rewritten text (11 panels of
-    # paged_cache full, 5 teaser, 3 parallel_sampling, 4 preemption, 3 prefix (fn too), 1
-    # write_gather): REWRITTEN's entries map nothing in this reference any more, and stay
-    # for references taken before.
+    "runs": "storyboard on SmolLM2-135M-Instruct",
+    "snapshot keys": ("beat", "at", "frame_lines", "answer"),
     "panels": "REWRITTEN applied",
 }
 
