@@ -149,7 +149,7 @@ def tiny_twin(wl):
 # the closing card's figures share one worker too: the promo is rendered once a session and each
 # comparison's contiguous or static run once a process (astrai/compare/once.py).
 FIGURES = {"test_promo.py", "test_site.py", "test_compare_memory.py", "test_compare_batching.py",
-           "test_scene_memory.py", "test_scene_batching.py"}
+           "test_scene_memory.py", "test_scene_batching.py", "test_scenes_unchanged.py"}
 
 
 def pytest_xdist_make_scheduler(config, log):
