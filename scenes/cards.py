@@ -40,6 +40,7 @@ from scenes.framework import theme
 from scenes.framework.exchange import Exchange, exchange, model_label, model_words
 from scenes.framework.kit.plans import CARDS
 from scenes.framework.story import StoryScene
+from scenes.framework.words import size
 
 log = logging.getLogger(__name__)
 
@@ -216,14 +217,6 @@ class Figure:
     unit: str = ""
     spoken: str = ""
     short: str = ""  # the teaser's words for it: the two numbers and what they count
-
-
-def size(n: int) -> str:
-    """Bytes in the unit that reads best (exact bytes under 1 KiB)."""
-    for unit, scale in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
-        if n >= scale:
-            return f"{n / scale:.1f} {unit}"
-    return f"{n} B"
 
 
 def _same(equal: bool) -> str:

@@ -31,17 +31,21 @@ def spoken_list(items, last: str = "and") -> str:
     return ", ".join(items[:-1]) + sep + items[-1]
 
 
+_UNITS = (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10))
+
+
+def _largest_unit(n_bytes: int) -> tuple[float, str] | None:
+    """n_bytes in the largest binary unit it reaches, or None under 1 KiB."""
+    return next(((n_bytes / scale, unit) for unit, scale in _UNITS if n_bytes >= scale), None)
+
+
 def size(n_bytes: int) -> str:
     """A size as shown, in the largest binary unit it reaches: "16.9 MiB", "192.0 KiB", "40 B"."""
-    for unit, scale in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
-        if n_bytes >= scale:
-            return f"{n_bytes / scale:.1f} {unit}"
-    return f"{n_bytes} B"
+    scaled = _largest_unit(n_bytes)
+    return f"{scaled[0]:.1f} {scaled[1]}" if scaled else f"{n_bytes} B"
 
 
 def spoken_size(n_bytes: int) -> str:
     """A size as said, in the largest binary unit it reaches: "16.9 MiB", "1.5 KiB", "40 bytes"."""
-    for unit, scale in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
-        if n_bytes >= scale:
-            return f"{round(n_bytes / scale, 1):g} {unit}"
-    return f"{n_bytes} bytes"
+    scaled = _largest_unit(n_bytes)
+    return f"{round(scaled[0], 1):g} {scaled[1]}" if scaled else f"{n_bytes} bytes"
