@@ -126,6 +126,20 @@ def smoke_promo(tmp_path_factory):
     return SimpleNamespace(cut=first, again=again, parts=parts, dir=d / "out")
 
 
+# A seeded one-layer model on 6 pages of 4 slots: two requests share an 8-token prefix (share,
+# record, cache) and grow in decode. Tests that need a small prefix-cache run start from it.
+TOY_PREFIX = {
+    "name": "toy",
+    "cache": {"n_pages": 6, "page_size": 4},
+    "model": {"n_layers": 1, "d_model": 16, "n_heads": 2, "n_kv_heads": 1, "head_dim": 8,
+              "d_ff": 16},
+    "prefixes": {"sys": 8},
+    "request": [
+        {"name": "a", "prefix": "sys", "prompt_len": 10, "max_new_tokens": 6},
+        {"name": "b", "prefix": "sys", "prompt_len": 9, "max_new_tokens": 9, "arrival": 1},
+    ],
+}
+
 def tiny_twin(wl):
     """The same requests (token ids, lengths, arrivals) on a one-layer seeded model with the
     real model's vocabulary. The scheduler stops a request at max_new_tokens alone, so the

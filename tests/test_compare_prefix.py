@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
+from conftest import TOY_PREFIX
 
 from astrai.compare import prefix
 from astrai.errors import WorkloadError
@@ -44,17 +45,7 @@ def test_the_run_without_the_cache_computes_every_prompt_and_shares_nothing(comp
 
 # Recording never changes a run: shown on the tiny model (two live runs of the real one would
 # cost this file a minute, and test nothing more).
-SMALL = parse_workload({
-    "name": "small-prefix",
-    "cache": {"n_pages": 6, "page_size": 4},
-    "model": {"n_layers": 1, "d_model": 16, "n_heads": 2, "n_kv_heads": 1, "head_dim": 8,
-              "d_ff": 16},
-    "prefixes": {"sys": 8},
-    "request": [
-        {"name": "a", "prefix": "sys", "prompt_len": 10, "max_new_tokens": 6},
-        {"name": "b", "prefix": "sys", "prompt_len": 9, "max_new_tokens": 9, "arrival": 1},
-    ],
-})
+SMALL = parse_workload(TOY_PREFIX)
 
 
 def test_outputs_equal_two_live_runs():

@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import pytest
+from conftest import TOY_PREFIX
 
 from astrai.errors import TraceFormatError
 from astrai.inference.cache import pages_for
@@ -17,18 +18,8 @@ from astrai.trace.recorder import Recorder
 from astrai.trace.text import format_trace, mask_bits
 from astrai.workload import build, load_workload, parse_workload, run_workload
 
-TOY = {
-    "name": "toy",
-    "cache": {"n_pages": 6, "page_size": 4},
-    "model": {"n_layers": 1, "d_model": 16, "n_heads": 2, "n_kv_heads": 1, "head_dim": 8,
-              "d_ff": 16},
-    "prefixes": {"sys": 8},
-    "request": [
-        {"name": "a", "prefix": "sys", "prompt_len": 10, "max_new_tokens": 6},
-        {"name": "b", "prefix": "sys", "prompt_len": 9, "max_new_tokens": 9, "arrival": 1},
-        {"name": "c", "prompt_len": 13, "max_new_tokens": 5, "after": "a"},
-    ],
-}
+TOY = {**TOY_PREFIX, "request": [
+    *TOY_PREFIX["request"], {"name": "c", "prompt_len": 13, "max_new_tokens": 5, "after": "a"}]}
 
 
 class LiveCheck(Recorder):

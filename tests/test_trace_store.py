@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import TOY_PREFIX
 
 from astrai.compare import prefix
 from astrai.errors import TraceFormatError, WorkloadError
@@ -22,17 +23,7 @@ from astrai.workload import parse_workload
 MODEL = "smollm2-135m-instruct"
 _missing = check(MODEL)
 
-TOY = parse_workload({
-    "name": "toy",
-    "cache": {"n_pages": 6, "page_size": 4},
-    "model": {"n_layers": 1, "d_model": 16, "n_heads": 2, "n_kv_heads": 1, "head_dim": 8,
-              "d_ff": 16},
-    "prefixes": {"sys": 8},
-    "request": [
-        {"name": "a", "prefix": "sys", "prompt_len": 10, "max_new_tokens": 6},
-        {"name": "b", "prefix": "sys", "prompt_len": 9, "max_new_tokens": 9, "arrival": 1},
-    ],
-})
+TOY = parse_workload(TOY_PREFIX)
 
 
 @pytest.fixture
